@@ -1,0 +1,107 @@
+package diff
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+)
+
+// Initial is the policy for records seen for the first time on a shard that
+// has never been checkpointed.
+type Initial string
+
+// The first-sight policies.
+const (
+	// InitialBaseline records the present state without events, so a first
+	// start does not flood subscribers with history. Records that appear
+	// after the first committed cycle are always announced.
+	InitialBaseline Initial = "baseline"
+	// InitialEmit announces every record on first sight, with an empty
+	// previous status.
+	InitialEmit Initial = "emit"
+)
+
+// ParseInitial validates a policy name; "" means [InitialBaseline].
+func ParseInitial(s string) (Initial, error) {
+	switch Initial(s) {
+	case "", InitialBaseline:
+		return InitialBaseline, nil
+	case InitialEmit:
+		return InitialEmit, nil
+	}
+	return "", fmt.Errorf("diff: unknown initial policy %q (want baseline or emit)", s)
+}
+
+// Options tunes [Compute].
+type Options struct {
+	Initial Initial
+}
+
+// Result is the outcome of one diff: the events to publish, in order, and
+// the states to checkpoint once they are acknowledged.
+type Result struct {
+	Transitions []Transition
+	Updates     []Update
+}
+
+// Compute diffs a complete snapshot against the previous states. It is pure
+// and deterministic: transitions and updates are sorted by invocation id,
+// then instance id (the aggregate first). An unchanged record costs a map
+// lookup and allocates nothing.
+func Compute(prev Previous, snap Snapshot, opts Options) Result {
+	var res Result
+	for i := range snap.Records {
+		rec := &snap.Records[i]
+		old, seen := prev.States[rec.Key]
+		if seen && old.Status == rec.Status && old.Repeats == rec.Repeats {
+			continue
+		}
+		if seen && old.Repeats == rec.Repeats && old.Status.Terminal() && !rec.Status.Terminal() {
+			continue // a stale read: a run never leaves a terminal state
+		}
+		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
+		res.Updates = append(res.Updates, Update{Key: rec.Key, State: now})
+		if !seen && !prev.Known && opts.Initial != InitialEmit {
+			continue // baseline: the shard's first cycle records the present
+		}
+		t := Transition{
+			Source:     snap.Source,
+			Region:     snap.Region,
+			Record:     *rec,
+			ObservedAt: snap.ObservedAt,
+		}
+		if seen {
+			t.Previous = old.Status
+			t.PreviousObservedAt = old.ObservedAt
+		}
+		t.ID = EventID(t)
+		res.Transitions = append(res.Transitions, t)
+	}
+	slices.SortFunc(res.Updates, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
+	slices.SortFunc(res.Transitions, func(a, b Transition) int { return compareKeys(a.Record.Key, b.Record.Key) })
+	return res
+}
+
+func compareKeys(a, b Key) int {
+	return cmp.Or(cmp.Compare(a.InvokeID, b.InvokeID), cmp.Compare(a.InstanceID, b.InstanceID))
+}
+
+// EventID is the deterministic id of a transition: a hash of what changed
+// (source, region, level, ids, run, previous and new status). Publishing the
+// same transition again after a crash yields the same id, which JetStream
+// drops as a duplicate.
+func EventID(t Transition) string {
+	h := sha256.New()
+	for _, part := range []string{
+		string(t.Source), t.Region, string(t.Level()), t.Record.InvokeID, t.Record.InstanceID,
+		strconv.Itoa(t.Record.Repeats), string(t.Previous), string(t.Record.Status),
+	} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	sum := h.Sum(nil)
+	return hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,22 @@
+// Package diff owns capoller's domain model — records, statuses, snapshots,
+// checkpointed states and transitions — and the pure function that turns a
+// complete snapshot plus the previously checkpointed states into transitions.
+//
+// It does no I/O, takes no context, never logs and never reads the clock: the
+// observation time arrives inside the [Snapshot]. Its output is sorted, so the
+// same inputs always give the same transitions with the same event ids.
+//
+// The transition table, per record (an invocation aggregate or one instance):
+//
+//	previous state        current record            result
+//	-------------------   -----------------------   ------------------------------------
+//	none, shard new       any                       baseline: state stored, no event
+//	                                                (Options.Initial == InitialEmit: event)
+//	none, shard known     any                       event "" -> status
+//	status S, repeats R   status S, repeats R       nothing (no allocation)
+//	status S, repeats R   status T != S or R' != R  event S -> T
+//	terminal, repeats R   non-terminal, repeats R   stale read: ignored, nothing stored
+//
+// A record that is absent from the snapshot is not a transition: the snapshot
+// is complete, so absence means the API no longer returns it (retention).
+package diff

@@ -1,0 +1,105 @@
+package diff
+
+import "time"
+
+// Source names the API family a record came from. It is the second token of
+// every event subject.
+type Source string
+
+// The sources capoller polls. ECS DescribeInvocations and
+// DescribeInvocationResults both report SourceECS: they are two views of the
+// same records.
+const (
+	SourceECS  Source = "ecs"
+	SourceSWAS Source = "swas"
+)
+
+// Level says whether a record is an invocation's aggregate status or the
+// status of the invocation on one instance.
+type Level string
+
+// The two levels.
+const (
+	LevelInvocation Level = "invocation"
+	LevelInstance   Level = "instance"
+)
+
+// Key identifies a record within one shard (source and region). InstanceID
+// is empty for the invocation aggregate.
+type Key struct {
+	InvokeID   string
+	InstanceID string
+}
+
+// Level is the record level the key addresses.
+func (k Key) Level() Level {
+	if k.InstanceID == "" {
+		return LevelInvocation
+	}
+	return LevelInstance
+}
+
+// Record is one normalized observation: an invocation aggregate or one
+// instance's run of it.
+type Record struct {
+	Key
+	CommandID   string
+	CommandName string
+	Status      Status
+	// Repeats counts the runs on the instance (0 or 1 for a one-off task).
+	Repeats int
+	// The fields below are set at instance level only.
+	ExitCode   int64
+	ErrorCode  string
+	ErrorInfo  string
+	StartTime  time.Time
+	FinishTime time.Time
+}
+
+// Snapshot is a complete listing of one shard at one moment. A partial
+// listing is never a Snapshot: the lister returns an error instead.
+type Snapshot struct {
+	Source     Source
+	Region     string
+	ObservedAt time.Time
+	Records    []Record
+}
+
+// State is what the checkpoint remembers about a record: its last published
+// status, its run, and when that status was first observed.
+type State struct {
+	Status     Status
+	Repeats    int
+	ObservedAt time.Time
+}
+
+// Previous is the checkpoint's view of a shard before a cycle.
+type Previous struct {
+	// Known is false until the shard's first cycle has been committed. The
+	// baseline policy uses it to tell "first start" from "new record".
+	Known bool
+	// States holds the checkpointed state of the snapshot's records; records
+	// the checkpoint has never seen are absent.
+	States map[Key]State
+}
+
+// Update is a new state to checkpoint for one record.
+type Update struct {
+	Key   Key
+	State State
+}
+
+// Transition is one observed status change: one event.
+type Transition struct {
+	// ID is the deterministic event id (see [EventID]).
+	ID                 string
+	Source             Source
+	Region             string
+	Record             Record
+	Previous           Status
+	PreviousObservedAt time.Time
+	ObservedAt         time.Time
+}
+
+// Level is the level of the record that changed.
+func (t Transition) Level() Level { return t.Record.Level() }
