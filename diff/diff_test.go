@@ -169,7 +169,7 @@ func TestCompute(t *testing.T) {
 
 func TestEventIDIsDeterministicAndDistinct(t *testing.T) {
 	base := Transition{Source: SourceECS, Region: "cn-hangzhou", Previous: StatusRunning,
-		Record: Record{Key: Key{InvokeID: "t-1", InstanceID: "i-1"}, Status: StatusSuccess, Repeats: 1},
+		Record:     Record{Key: Key{InvokeID: "t-1", InstanceID: "i-1"}, Status: StatusSuccess, Repeats: 1},
 		ObservedAt: time.Unix(1, 0)}
 	same := base
 	same.ObservedAt = time.Unix(99, 0) // observation time is not part of the identity
