@@ -1,0 +1,64 @@
+// Command casim serves the Cloud Assistant emulator (package castest) over
+// HTTP, so that capoller, the real SDK or any other client can be pointed at
+// it with --endpoint.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("casim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	akID := fs.String("access-key-id", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), "the access key id clients must sign with (default $ALIBABA_CLOUD_ACCESS_KEY_ID)")
+	akSecret := fs.String("access-key-secret", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "the access key secret (default $ALIBABA_CLOUD_ACCESS_KEY_SECRET)")
+	instances := fs.Int("instances", 3, "simulated instances per product and region")
+	regions := fs.String("regions", "cn-hangzhou", "comma-separated regions to serve")
+	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
+	deliveryTimeout := fs.Duration("delivery-timeout", 2*time.Second, "how long a run waits for an unresponsive agent")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	srv, err := castest.New(castest.Options{
+		AccessKeyID: *akID, AccessKeySecret: *akSecret, Instances: *instances,
+		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "casim:", err)
+		return 2
+	}
+	url, err := srv.Start(*listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "casim:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "listening on %s\n", url)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *workload > 0 {
+		go srv.RunWorkload(ctx, castest.WorkloadOptions{Every: *workload})
+	}
+	<-ctx.Done()
+	if err := srv.Close(); err != nil {
+		fmt.Fprintln(stderr, "casim: shutdown:", err)
+		return 1
+	}
+	return 0
+}

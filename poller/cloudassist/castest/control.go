@@ -1,0 +1,66 @@
+package castest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// control serves the /_casim/ control plane. It is not Alibaba's API and
+// needs no signature:
+//
+//	GET    /_casim/instances        the fleet, as a JSON array
+//	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding"}
+//	GET    /_casim/truth            every status change, one JSON object per line
+//	POST   /_casim/faults           add a fault rule (see Fault)
+//	DELETE /_casim/faults           remove every fault rule
+//	GET    /_casim/calls            signed API calls per action
+func (s *Server) control(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimPrefix(r.URL.Path, "/_casim/")
+	switch {
+	case path == "instances" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Instances())
+	case strings.HasPrefix(path, "instances/") && r.Method == http.MethodPost:
+		var body struct {
+			Status string `json:"status"`
+			Agent  string `json:"agent"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
+			return
+		}
+		if err := s.SetInstance(strings.TrimPrefix(path, "instances/"), body.Status, body.Agent); err != nil {
+			controlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case path == "truth" && r.Method == http.MethodGet:
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		for _, e := range s.Truth() {
+			_ = enc.Encode(e)
+		}
+	case path == "faults" && r.Method == http.MethodPost:
+		var f Fault
+		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
+			return
+		}
+		if err := s.InjectFault(f); err != nil {
+			controlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case path == "faults" && r.Method == http.MethodDelete:
+		s.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	case path == "calls" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Calls())
+	default:
+		controlError(w, http.StatusNotFound, "no such control endpoint: "+r.Method+" "+r.URL.Path)
+	}
+}
+
+func controlError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

@@ -1,0 +1,436 @@
+package castest
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	maxPageSize = 50
+	maxOutput   = 24 * 1024 // Output is truncated beyond 24 KB; Dropped counts the rest
+	apiTime     = "2006-01-02T15:04:05Z"
+)
+
+type runCommandResponse struct {
+	RequestId string `json:"RequestId"`
+	CommandId string `json:"CommandId"`
+	InvokeId  string `json:"InvokeId"`
+}
+
+// indexed reads a repeated parameter: Name.1, Name.2, …
+func indexed(params url.Values, name string) []string {
+	var out []string
+	for i := 1; ; i++ {
+		v := params.Get(name + "." + strconv.Itoa(i))
+		if v == "" {
+			return out
+		}
+		out = append(out, v)
+	}
+}
+
+func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any, *apiError) {
+	typ := params.Get("Type")
+	switch typ {
+	case "":
+		return nil, missing("Type")
+	case "RunShellScript", "RunBatScript", "RunPowerShellScript":
+	default:
+		return nil, invalid("Type", typ)
+	}
+	content := params.Get("CommandContent")
+	if content == "" {
+		return nil, missing("CommandContent")
+	}
+	switch enc := params.Get("ContentEncoding"); enc {
+	case "", "PlainText":
+	case "Base64":
+		raw, err := base64.StdEncoding.DecodeString(content)
+		if err != nil {
+			return nil, errorf(http.StatusBadRequest, "InvalidCommandContent.Malformed", "The CommandContent is not valid Base64.")
+		}
+		content = string(raw)
+	default:
+		return nil, invalid("ContentEncoding", enc)
+	}
+	timeout := int64(60)
+	if t := params.Get("Timeout"); t != "" {
+		// Alibaba documents 10..86400 s; casim accepts from 1 s so that tests
+		// can time out quickly.
+		v, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || v < 1 || v > 86400 {
+			return nil, invalid("Timeout", t)
+		}
+		timeout = v
+	}
+	switch rm := params.Get("RepeatMode"); rm {
+	case "", "Once":
+	default:
+		return nil, errorf(http.StatusBadRequest, "InvalidParameter.RepeatMode", "casim does not run RepeatMode %q yet.", rm)
+	}
+	ids := indexed(params, "InstanceId")
+	if len(ids) == 0 {
+		return nil, missing("InstanceId")
+	}
+	if len(ids) > 100 {
+		return nil, errorf(http.StatusBadRequest, "InvalidParameter.InstanceIds", "At most 100 instances per invocation.")
+	}
+	inv, e := s.createInvocation(ProductECS, region, ids, invocationSpec{
+		Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
+		Username: params.Get("Username"), WorkingDir: params.Get("WorkingDir"), Description: params.Get("Description"),
+	})
+	if e != nil {
+		return nil, e
+	}
+	return runCommandResponse{RequestId: requestID, CommandId: inv.CommandID, InvokeId: inv.InvokeID}, nil
+}
+
+// stopInvocation stops an invocation on the given instances, or on all of
+// them when only is empty.
+func (s *Server) stopInvocation(product, region, invokeID string, only []string) *apiError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	s.advance(now)
+	inv, ok := s.byID[invokeID]
+	if !ok || inv.Region != region || inv.Product != product {
+		return errorf(http.StatusNotFound, "InvalidInvokeId.NotFound", "The specified invoke id %q does not exist.", invokeID)
+	}
+	for _, r := range inv.Runs {
+		if len(only) == 0 || slices.Contains(only, r.InstanceID) {
+			s.stopRun(r, now)
+		}
+	}
+	return nil
+}
+
+type invocationSpec struct {
+	Name, Type, Content, Username, WorkingDir, Description string
+	Timeout                                                int64
+}
+
+// createInvocation validates the targets and starts one run per instance.
+func (s *Server) createInvocation(product, region string, ids []string, spec invocationSpec) (*invocation, *apiError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	s.advance(now)
+	for _, id := range ids {
+		inst, ok := s.instances[id]
+		if !ok || inst.Region != region || inst.Product != product {
+			return nil, errorf(http.StatusNotFound, "InvalidInstance.NotFound", "The specified instance %q does not exist.", id)
+		}
+	}
+	if spec.Name == "" {
+		spec.Name = "casim-" + randomHex(4)
+	}
+	s.seq++
+	inv := &invocation{
+		Seq: s.seq, Product: product, Region: region,
+		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: "c-" + regionCode(region) + randomHex(8),
+		Name: spec.Name, Type: spec.Type, Content: spec.Content, Timeout: spec.Timeout,
+		Username: spec.Username, WorkingDir: spec.WorkingDir, Description: spec.Description,
+		CreationTime: now, Status: stPending,
+	}
+	p := parseScript(spec.Content)
+	for _, id := range slices.Compact(slices.Clone(ids)) {
+		r := &run{inv: inv, plan: p, heapIndex: -1, InstanceID: id, Status: stPending, Created: now, Updated: now}
+		inv.Runs = append(inv.Runs, r)
+		s.truth = append(s.truth, TruthEntry{Time: now, Product: product, Region: region, Level: "instance",
+			InvokeID: inv.InvokeID, InstanceID: id, To: stPending})
+		s.schedule(r, now.Add(s.opts.DispatchDelay))
+	}
+	s.truth = append(s.truth, TruthEntry{Time: now, Product: product, Region: region, Level: "invocation",
+		InvokeID: inv.InvokeID, To: stPending})
+	s.invocations = append(s.invocations, inv)
+	s.byID[inv.InvokeID] = inv
+	return inv, nil
+}
+
+func regionCode(region string) string {
+	parts := strings.Split(region, "-")
+	code := ""
+	for _, p := range parts[1:] {
+		if p != "" {
+			code += p[:1]
+		}
+	}
+	return code
+}
+
+func (s *Server) ecsStopInvocation(params url.Values, region, requestID string) (any, *apiError) {
+	id := params.Get("InvokeId")
+	if id == "" {
+		return nil, missing("InvokeId")
+	}
+	if e := s.stopInvocation(ProductECS, region, id, indexed(params, "InstanceId")); e != nil {
+		return nil, e
+	}
+	return struct {
+		RequestId string `json:"RequestId"`
+	}{requestID}, nil
+}
+
+// The DescribeInvocations response, with every field the SDK decodes.
+type ecsInvocationsResponse struct {
+	RequestId   string `json:"RequestId"`
+	PageSize    int64  `json:"PageSize"`
+	PageNumber  int64  `json:"PageNumber"`
+	TotalCount  int64  `json:"TotalCount"`
+	NextToken   string `json:"NextToken"`
+	Invocations struct {
+		Invocation []ecsInvocation `json:"Invocation"`
+	} `json:"Invocations"`
+}
+
+type ecsTag struct {
+	TagKey   string `json:"TagKey"`
+	TagValue string `json:"TagValue"`
+}
+
+type ecsInvocation struct {
+	InvokeId           string `json:"InvokeId"`
+	CommandId          string `json:"CommandId"`
+	CommandName        string `json:"CommandName"`
+	CommandType        string `json:"CommandType"`
+	CommandContent     string `json:"CommandContent"`
+	CommandDescription string `json:"CommandDescription"`
+	CreationTime       string `json:"CreationTime"`
+	Frequency          string `json:"Frequency"`
+	InvocationStatus   string `json:"InvocationStatus"`
+	InvokeStatus       string `json:"InvokeStatus"`
+	Parameters         string `json:"Parameters"`
+	RepeatMode         string `json:"RepeatMode"`
+	Timed              bool   `json:"Timed"`
+	Timeout            int64  `json:"Timeout"`
+	Username           string `json:"Username"`
+	WorkingDir         string `json:"WorkingDir"`
+	ContainerId        string `json:"ContainerId"`
+	ContainerName      string `json:"ContainerName"`
+	Launcher           string `json:"Launcher"`
+	TerminationMode    string `json:"TerminationMode"`
+	VmCount            int    `json:"VmCount"`
+	Tags               struct {
+		Tag []ecsTag `json:"Tag"`
+	} `json:"Tags"`
+	InvokeInstances struct {
+		InvokeInstance []ecsInvokeInstance `json:"InvokeInstance"`
+	} `json:"InvokeInstances"`
+}
+
+type ecsInvokeInstance struct {
+	InstanceId           string `json:"InstanceId"`
+	InvocationStatus     string `json:"InvocationStatus"`
+	InstanceInvokeStatus string `json:"InstanceInvokeStatus"`
+	Repeats              int    `json:"Repeats"`
+	ExitCode             int64  `json:"ExitCode"`
+	ErrorCode            string `json:"ErrorCode"`
+	ErrorInfo            string `json:"ErrorInfo"`
+	Output               string `json:"Output"`
+	Dropped              int    `json:"Dropped"`
+	Timed                bool   `json:"Timed"`
+	CreationTime         string `json:"CreationTime"`
+	UpdateTime           string `json:"UpdateTime"`
+	StartTime            string `json:"StartTime"`
+	FinishTime           string `json:"FinishTime"`
+	StopTime             string `json:"StopTime"`
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(apiTime)
+}
+
+// legacyInvokeStatus maps an aggregate status onto the legacy InvokeStatus.
+func legacyInvokeStatus(status string) string {
+	switch status {
+	case stPending, stRunning, "Scheduled":
+		return stRunning
+	case stSuccess:
+		return "Finished"
+	}
+	return status
+}
+
+// legacyInstanceStatus maps a per-instance status onto the deprecated
+// InstanceInvokeStatus (Running, Finished, Failed, Stopped, Stopping).
+func legacyInstanceStatus(status string) string {
+	switch status {
+	case stPending, stRunning, "Scheduled":
+		return stRunning
+	case stSuccess, stFailed:
+		return "Finished"
+	case stInvalid, stAborted, stError, stTimeout:
+		return stFailed
+	case stStopped, stCancelled, stTerminated:
+		return stStopped
+	}
+	return status
+}
+
+// pageRequest is how a listing asked to be paged: by token or by number.
+type pageRequest struct {
+	byToken  bool
+	after    uint64 // token mode: continue with invocations older than this seq
+	size     int
+	number   int
+	tokenSet bool
+}
+
+func parsePaging(params url.Values) (pageRequest, *apiError) {
+	p := pageRequest{size: 10, number: 1}
+	if v := params.Get("MaxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return p, errorf(http.StatusBadRequest, "InvalidParameter.MaxResults", "The specified parameter MaxResults is not valid.")
+		}
+		p.byToken, p.size = true, n
+	}
+	if tok := params.Get("NextToken"); tok != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(raw) != 9 || raw[0] != 'v' {
+			return p, errorf(http.StatusBadRequest, "InvalidParameter.NextToken", "The specified parameter NextToken is not valid.")
+		}
+		p.byToken, p.tokenSet, p.after = true, true, binary.BigEndian.Uint64(raw[1:])
+	}
+	if p.byToken {
+		return p, nil
+	}
+	if v := params.Get("PageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return p, errorf(http.StatusBadRequest, "InvalidParam.PageSize", "The specified parameter is invalid.")
+		}
+		p.size = n
+	}
+	if v := params.Get("PageNumber"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return p, errorf(http.StatusBadRequest, "InvalidParam.PageNumber", "The specified parameter is invalid.")
+		}
+		p.number = n
+	}
+	return p, nil
+}
+
+func encodeToken(seq uint64) string {
+	raw := make([]byte, 9)
+	raw[0] = 'v'
+	binary.BigEndian.PutUint64(raw[1:], seq)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// page selects one page of matches, newest first. Token paging continues
+// strictly below the last seq returned, so invocations created while a
+// client pages never shift what it reads; number paging shifts, as the real
+// PageNumber API does.
+func page[T any](matches []*invocation, p pageRequest, render func(*invocation) T) (items []T, next string) {
+	// matches are newest first; sort.Search finds the first older than the token.
+	start := 0
+	if p.byToken && p.tokenSet {
+		start = sort.Search(len(matches), func(i int) bool { return matches[i].Seq < p.after })
+	} else if !p.byToken {
+		start = min((p.number-1)*p.size, len(matches))
+	}
+	end := min(start+p.size, len(matches))
+	for _, inv := range matches[start:end] {
+		items = append(items, render(inv))
+	}
+	if end < len(matches) && end > start {
+		next = encodeToken(matches[end-1].Seq)
+	}
+	return items, next
+}
+
+func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID string) (any, *apiError) {
+	p, e := parsePaging(params)
+	if e != nil {
+		return nil, e
+	}
+	encoding := params.Get("ContentEncoding")
+	switch encoding {
+	case "", "Base64", "PlainText":
+	default:
+		return nil, invalid("ContentEncoding", encoding)
+	}
+	includeOutput := strings.EqualFold(params.Get("IncludeOutput"), "true")
+	status := params.Get("InvokeStatus")
+	invokeID, instanceID := params.Get("InvokeId"), params.Get("InstanceId")
+	commandID, commandName, commandType := params.Get("CommandId"), params.Get("CommandName"), params.Get("CommandType")
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.opts.Now())
+	var matches []*invocation
+	for i := len(s.invocations) - 1; i >= 0; i-- {
+		inv := s.invocations[i]
+		if inv.Product != ProductECS || inv.Region != region ||
+			invokeID != "" && inv.InvokeID != invokeID ||
+			commandID != "" && inv.CommandID != commandID ||
+			commandName != "" && inv.Name != commandName ||
+			commandType != "" && inv.Type != commandType ||
+			status != "" && !strings.EqualFold(status, inv.Status) && !strings.EqualFold(status, legacyInvokeStatus(inv.Status)) {
+			continue
+		}
+		if instanceID != "" && !slices.ContainsFunc(inv.Runs, func(r *run) bool { return r.InstanceID == instanceID }) {
+			continue
+		}
+		matches = append(matches, inv)
+	}
+	items, next := page(matches, p, func(inv *invocation) ecsInvocation {
+		return renderECSInvocation(inv, encoding, includeOutput)
+	})
+	resp := ecsInvocationsResponse{RequestId: requestID, PageSize: int64(p.size), PageNumber: int64(p.number),
+		TotalCount: int64(len(matches)), NextToken: next}
+	resp.Invocations.Invocation = items
+	if resp.Invocations.Invocation == nil {
+		resp.Invocations.Invocation = []ecsInvocation{}
+	}
+	return resp, nil
+}
+
+func encodeText(text, encoding string) string {
+	if encoding == "PlainText" {
+		return text
+	}
+	return base64.StdEncoding.EncodeToString([]byte(text))
+}
+
+func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) ecsInvocation {
+	out := ecsInvocation{
+		InvokeId: inv.InvokeID, CommandId: inv.CommandID, CommandName: inv.Name, CommandType: inv.Type,
+		CommandContent: encodeText(inv.Content, encoding), CommandDescription: inv.Description,
+		CreationTime: fmtTime(inv.CreationTime), InvocationStatus: inv.Status, InvokeStatus: legacyInvokeStatus(inv.Status),
+		Parameters: "{}", RepeatMode: "Once", Timeout: inv.Timeout, Username: inv.Username, WorkingDir: inv.WorkingDir,
+		TerminationMode: "Process", VmCount: len(inv.Runs),
+	}
+	out.Tags.Tag = []ecsTag{}
+	out.InvokeInstances.InvokeInstance = make([]ecsInvokeInstance, 0, len(inv.Runs))
+	for _, r := range inv.Runs {
+		ii := ecsInvokeInstance{
+			InstanceId: r.InstanceID, InvocationStatus: r.Status, InstanceInvokeStatus: legacyInstanceStatus(r.Status),
+			Repeats: r.Repeats, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode, ErrorInfo: errorInfo(r.ErrorCode),
+			CreationTime: fmtTime(r.Created), UpdateTime: fmtTime(r.Updated), StartTime: fmtTime(r.Start),
+			FinishTime: fmtTime(r.Finish), StopTime: fmtTime(r.Stop),
+		}
+		if includeOutput {
+			text := r.Output
+			if len(text) > maxOutput {
+				ii.Dropped = len(text) - maxOutput
+				text = text[:maxOutput]
+			}
+			ii.Output = encodeText(text, encoding)
+		}
+		out.InvokeInstances.InvokeInstance = append(out.InvokeInstances.InvokeInstance, ii)
+	}
+	return out
+}

@@ -1,0 +1,346 @@
+package castest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configures a [Server]. Zero values get the documented defaults.
+type Options struct {
+	// AccessKeyID and AccessKeySecret are the only credentials accepted.
+	// Both are required.
+	AccessKeyID     string
+	AccessKeySecret string
+	// Regions served; default cn-hangzhou.
+	Regions []string
+	// Instances per product and region; default 3.
+	Instances int
+	// DispatchDelay is how long a run stays Pending; default 50ms.
+	DispatchDelay time.Duration
+	// StopDelay is how long a stopped run stays Stopping; default 100ms.
+	StopDelay time.Duration
+	// DeliveryTimeout is how long a run waits for an unresponsive agent
+	// before it is Aborted; default 2s (Alibaba's is one minute).
+	DeliveryTimeout time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Server is the emulator. It is safe for concurrent use.
+type Server struct {
+	opts Options
+
+	mu          sync.Mutex
+	instances   map[string]*Instance
+	fleet       []*Instance // in creation order
+	invocations []*invocation
+	byID        map[string]*invocation
+	seq         uint64
+	queue       runQueue
+	truth       []TruthEntry
+	calls       map[string]int
+
+	nonceMu sync.Mutex
+	nonces  map[string]time.Time
+
+	faultMu sync.Mutex
+	faults  []*Fault
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+
+	httpMu   sync.Mutex
+	httpSrv  *http.Server
+	listener net.Listener
+}
+
+// New builds an emulator with its fleet and starts its clock. Call Close to
+// release it.
+func New(opts Options) (*Server, error) {
+	if opts.AccessKeyID == "" || opts.AccessKeySecret == "" {
+		return nil, errors.New("castest: an access key id and secret are required")
+	}
+	if len(opts.Regions) == 0 {
+		opts.Regions = []string{"cn-hangzhou"}
+	}
+	if opts.Instances == 0 {
+		opts.Instances = 3
+	}
+	if opts.Instances < 0 {
+		return nil, fmt.Errorf("castest: instances must be positive, got %d", opts.Instances)
+	}
+	if opts.DispatchDelay == 0 {
+		opts.DispatchDelay = 50 * time.Millisecond
+	}
+	if opts.StopDelay == 0 {
+		opts.StopDelay = 100 * time.Millisecond
+	}
+	if opts.DeliveryTimeout == 0 {
+		opts.DeliveryTimeout = 2 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:      opts,
+		instances: map[string]*Instance{},
+		byID:      map[string]*invocation{},
+		calls:     map[string]int{},
+		nonces:    map[string]time.Time{},
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	for _, region := range opts.Regions {
+		if region == "" || strings.ContainsAny(region, " ./") {
+			return nil, fmt.Errorf("castest: invalid region %q", region)
+		}
+		for _, product := range []string{ProductECS, ProductSWAS} {
+			for i := range opts.Instances {
+				inst := &Instance{ID: instanceID(product, region, i), Region: region, Product: product,
+					Status: InstanceRunning, Agent: AgentRunning}
+				s.instances[inst.ID] = inst
+				s.fleet = append(s.fleet, inst)
+			}
+		}
+	}
+	go s.clock()
+	return s, nil
+}
+
+// instanceID derives a stable, realistic-looking id, so a restarted casim
+// serves the same fleet.
+func instanceID(product, region string, n int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", product, region, n))
+	if product == ProductSWAS {
+		return hex.EncodeToString(sum[:16])
+	}
+	return "i-" + hex.EncodeToString(sum[:10])
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newRequestID() string {
+	h := strings.ToUpper(randomHex(16))
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// clock carries out scheduled steps as their time comes, so the truth log
+// is complete even when nobody polls.
+func (s *Server) clock() {
+	defer close(s.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		s.advance(s.opts.Now())
+		wait := time.Hour
+		if len(s.queue) > 0 {
+			wait = max(time.Until(s.queue[0].Due), time.Millisecond)
+		}
+		s.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-s.stop:
+			return
+		case <-s.wake:
+			if !timer.Stop() {
+				<-timer.C
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// Start serves the emulator on addr ("127.0.0.1:0" picks a free port) and
+// returns its base URL once it accepts connections.
+func (s *Server) Start(addr string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("castest: listen: %w", err)
+	}
+	s.httpMu.Lock()
+	s.listener = ln
+	s.httpSrv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	srv := s.httpSrv
+	s.httpMu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String(), nil
+}
+
+// Close stops the HTTP listener, if any, and the clock.
+func (s *Server) Close() error {
+	s.httpMu.Lock()
+	srv := s.httpSrv
+	s.httpMu.Unlock()
+	var err error
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = srv.Shutdown(ctx)
+	}
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+	return err
+}
+
+// ServeHTTP serves the RPC API on "/" and the control plane on "/_casim/".
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasPrefix(r.URL.Path, "/_casim/") {
+		s.control(w, r)
+		return
+	}
+	s.rpc(w, r)
+}
+
+func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
+	requestID := newRequestID()
+	host := r.Host
+	if r.Method != http.MethodPost && r.Method != http.MethodGet {
+		writeError(w, host, requestID, errorf(http.StatusMethodNotAllowed, "UnsupportedHTTPMethod", "HTTP method %s is not supported.", r.Method))
+		return
+	}
+	params := url.Values{}
+	for k, v := range r.URL.Query() {
+		params[k] = v
+	}
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err == nil {
+			for k, v := range r.PostForm {
+				params[k] = v
+			}
+		}
+	}
+	action := params.Get("Action")
+	if e := s.verify(r.Method, params, s.opts.Now()); e != nil {
+		writeError(w, host, requestID, e)
+		return
+	}
+	s.mu.Lock()
+	s.calls[action]++
+	s.mu.Unlock()
+	if f := s.takeFault(action); f != nil {
+		if done := s.applyFault(w, host, requestID, f); done {
+			return
+		}
+	}
+	resp, e := s.dispatch(params, requestID)
+	if e != nil {
+		writeError(w, host, requestID, e)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) dispatch(params url.Values, requestID string) (any, *apiError) {
+	region := params.Get("RegionId")
+	if region == "" {
+		return nil, missing("RegionId")
+	}
+	known := false
+	for _, r := range s.opts.Regions {
+		known = known || r == region
+	}
+	if !known {
+		return nil, errorf(http.StatusNotFound, "InvalidRegionId.NotFound", "The RegionId provided does not exist in our records.")
+	}
+	if f := params.Get("Format"); f != "" && !strings.EqualFold(f, "JSON") {
+		return nil, errorf(http.StatusBadRequest, "InvalidParameter.Format", "casim only speaks JSON, not %q.", f)
+	}
+	action, version := params.Get("Action"), params.Get("Version")
+	if action == "" {
+		return nil, missing("Action")
+	}
+	switch version {
+	case "2014-05-26":
+		switch action {
+		case "RunCommand":
+			return s.ecsRunCommand(params, region, requestID)
+		case "StopInvocation":
+			return s.ecsStopInvocation(params, region, requestID)
+		case "DescribeInvocations":
+			return s.ecsDescribeInvocations(params, region, requestID)
+		}
+	case "":
+		return nil, missing("Version")
+	default:
+		return nil, errorf(http.StatusBadRequest, "InvalidVersion", "Specified parameter Version is not valid: %q.", version)
+	}
+	return nil, errorf(http.StatusNotFound, "InvalidAction.NotFound", "Specified api %q is not found, please check your url and method.", action)
+}
+
+// Calls reports how many signed API calls each action received.
+func (s *Server) Calls() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.calls))
+	for k, v := range s.calls {
+		out[k] = v
+	}
+	return out
+}
+
+// Instances returns the fleet.
+func (s *Server) Instances() []Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Instance, 0, len(s.fleet))
+	for _, inst := range s.fleet {
+		out = append(out, *inst)
+	}
+	return out
+}
+
+// SetInstance changes an instance's lifecycle status and/or agent state
+// (an empty value leaves it as it is) and applies the consequences to the
+// work on it.
+func (s *Server) SetInstance(id, status, agent string) error {
+	switch status {
+	case "", InstanceRunning, InstanceStopped, InstanceReleased:
+	default:
+		return fmt.Errorf("castest: unknown instance status %q (want Running, Stopped or Released)", status)
+	}
+	switch agent {
+	case "", AgentRunning, AgentNotRunning, AgentNotResponding:
+	default:
+		return fmt.Errorf("castest: unknown agent state %q (want Running, NotRunning or NotResponding)", agent)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst, ok := s.instances[id]
+	if !ok {
+		return fmt.Errorf("castest: no instance %q", id)
+	}
+	now := s.opts.Now()
+	s.advance(now)
+	if inst.Status == InstanceReleased && status != "" && status != InstanceReleased {
+		return fmt.Errorf("castest: instance %q is released", id)
+	}
+	if status != "" {
+		inst.Status = status
+	}
+	if agent != "" {
+		inst.Agent = agent
+	}
+	s.instanceChanged(inst, now)
+	return nil
+}

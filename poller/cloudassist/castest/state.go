@@ -1,0 +1,59 @@
+package castest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// savedState is the emulator's persistent form.
+type savedState struct {
+	Seq         uint64        `json:"seq"`
+	Instances   []*Instance   `json:"instances"`
+	Invocations []*invocation `json:"invocations"`
+}
+
+// SaveState writes the fleet and every invocation, so that a later emulator
+// can carry on where this one stopped (the demo uses it to resume).
+func (s *Server) SaveState(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.opts.Now())
+	if err := json.NewEncoder(w).Encode(savedState{Seq: s.seq, Instances: s.fleet, Invocations: s.invocations}); err != nil {
+		return fmt.Errorf("castest: save state: %w", err)
+	}
+	return nil
+}
+
+// LoadState replaces the emulator's fleet and invocations with saved ones.
+// Work that was under way carries on from its saved schedule; steps that
+// fell due while the emulator was down happen at their due time.
+func (s *Server) LoadState(r io.Reader) error {
+	var st savedState
+	if err := json.NewDecoder(r).Decode(&st); err != nil {
+		return fmt.Errorf("castest: load state: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq, s.fleet, s.invocations = st.Seq, st.Instances, st.Invocations
+	s.instances = map[string]*Instance{}
+	for _, inst := range st.Instances {
+		s.instances[inst.ID] = inst
+	}
+	s.byID = map[string]*invocation{}
+	s.queue = s.queue[:0]
+	for _, inv := range st.Invocations {
+		s.byID[inv.InvokeID] = inv
+		p := parseScript(inv.Content)
+		for _, r := range inv.Runs {
+			if _, ok := s.instances[r.InstanceID]; !ok {
+				return fmt.Errorf("castest: load state: run of %s on unknown instance %q", inv.InvokeID, r.InstanceID)
+			}
+			r.inv, r.plan, r.heapIndex = inv, p, -1
+			if !r.Due.IsZero() {
+				s.schedule(r, r.Due)
+			}
+		}
+	}
+	return nil
+}

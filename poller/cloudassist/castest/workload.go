@@ -1,0 +1,79 @@
+package castest
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// WorkloadOptions shapes a simulated operator who keeps running commands.
+type WorkloadOptions struct {
+	// Every is the pause between two invocations; default 2s.
+	Every time.Duration
+	// Scripts to pick from; default a mix that succeeds, fails, times out
+	// and gets stopped.
+	Scripts []string
+	// Timeout of each command in seconds; default 3.
+	Timeout int64
+}
+
+// RunWorkload invokes commands on random ECS instances until ctx ends, and
+// now and then stops one that hangs. The demo uses it as its fleet's users.
+func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
+	if opts.Every <= 0 {
+		opts.Every = 2 * time.Second
+	}
+	if len(opts.Scripts) == 0 {
+		opts.Scripts = []string{
+			"echo deploying; sleep 1; echo done",
+			"echo checking disk; sleep 0.5; exit 1",
+			"echo hi; sleep 1.5; exit 3",
+			"echo warming cache; hang",
+			"uptime",
+			"echo quick",
+		}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 3
+	}
+	var ecs []string
+	var regions []string
+	for _, inst := range s.Instances() {
+		if inst.Product == ProductECS && inst.Status == InstanceRunning {
+			ecs = append(ecs, inst.ID)
+			regions = append(regions, inst.Region)
+		}
+	}
+	if len(ecs) == 0 {
+		return
+	}
+	ticker := time.NewTicker(opts.Every)
+	defer ticker.Stop()
+	var hanging []*invocation
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if len(hanging) > 0 && rand.IntN(3) == 0 {
+			_ = s.stopInvocation(ProductECS, hanging[0].Region, hanging[0].InvokeID, nil)
+			hanging = hanging[1:]
+			continue
+		}
+		first := rand.IntN(len(ecs))
+		targets := []string{ecs[first]}
+		for _, i := range rand.Perm(len(ecs))[:rand.IntN(3)] {
+			if regions[i] == regions[first] && i != first {
+				targets = append(targets, ecs[i])
+			}
+		}
+		script := opts.Scripts[rand.IntN(len(opts.Scripts))]
+		inv, e := s.createInvocation(ProductECS, regions[first], targets, invocationSpec{
+			Type: "RunShellScript", Content: script, Timeout: opts.Timeout,
+		})
+		if e == nil && parseScript(script).hang {
+			hanging = append(hanging, inv)
+		}
+	}
+}
