@@ -25,6 +25,9 @@ const (
 	FaultMalformed FaultKind = "malformed"
 	// FaultTruncated answers HTTP 200 with a truncated JSON body.
 	FaultTruncated FaultKind = "truncated"
+	// FaultInvalidToken answers HTTP 400 InvalidParameter.NextToken, as the
+	// API does when a token expired.
+	FaultInvalidToken FaultKind = "invalidtoken"
 	// FaultLatency delays the call by Latency, then serves it.
 	FaultLatency FaultKind = "latency"
 )
@@ -51,7 +54,7 @@ type Fault struct {
 // InjectFault adds a fault rule.
 func (s *Server) InjectFault(f Fault) error {
 	switch f.Kind {
-	case FaultThrottle, FaultUnavailable, FaultInternal, FaultBadGateway, FaultMalformed, FaultTruncated:
+	case FaultThrottle, FaultUnavailable, FaultInternal, FaultBadGateway, FaultMalformed, FaultTruncated, FaultInvalidToken:
 	case FaultLatency:
 		d, err := time.ParseDuration(f.Latency)
 		if err != nil || d <= 0 {
@@ -114,6 +117,8 @@ func (s *Server) applyFault(w http.ResponseWriter, host, requestID string, f *Fa
 	switch f.Kind {
 	case FaultThrottle:
 		writeError(w, host, requestID, errorf(http.StatusBadRequest, "Throttling.User", "Request was denied due to user flow control."))
+	case FaultInvalidToken:
+		writeError(w, host, requestID, errorf(http.StatusBadRequest, "InvalidParameter.NextToken", "The specified parameter NextToken is not valid."))
 	case FaultUnavailable:
 		writeError(w, host, requestID, errorf(http.StatusServiceUnavailable, "ServiceUnavailable", "The request has failed due to a temporary failure of the server."))
 	case FaultInternal:
