@@ -1,0 +1,102 @@
+package publisher
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// The CloudEvents types, one per level. The version suffix changes only
+// with an incompatible change of the data schema.
+const (
+	TypeInvocation = "io.capoller.invocation.status.v1"
+	TypeInstance   = "io.capoller.instance.status.v1"
+)
+
+// ContentType is the Content-Type header of every message: CloudEvents
+// structured mode, JSON format.
+const ContentType = "application/cloudevents+json"
+
+// Event is a CloudEvents 1.0 event in structured JSON mode.
+type Event struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	Data            Data      `json:"data"`
+}
+
+// Data is an event's payload. Times are RFC 3339 strings, empty when
+// unknown. The instance-level fields are omitted at invocation level.
+type Data struct {
+	Source             string `json:"source"`
+	RegionID           string `json:"regionId"`
+	Level              string `json:"level"`
+	InvokeID           string `json:"invokeId"`
+	CommandID          string `json:"commandId"`
+	CommandName        string `json:"commandName"`
+	PreviousStatus     string `json:"previousStatus"`
+	Status             string `json:"status"`
+	Terminal           bool   `json:"terminal"`
+	ObservedAt         string `json:"observedAt"`
+	PreviousObservedAt string `json:"previousObservedAt"`
+
+	InstanceID string `json:"instanceId,omitempty"`
+	Repeats    *int   `json:"repeats,omitempty"`
+	ExitCode   *int64 `json:"exitCode,omitempty"`
+	ErrorCode  string `json:"errorCode,omitempty"`
+	ErrorInfo  string `json:"errorInfo,omitempty"`
+	StartTime  string `json:"startTime,omitempty"`
+	FinishTime string `json:"finishTime,omitempty"`
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// NewEvent builds the CloudEvent of a transition. Its id is the
+// transition's id; its time is when capoller observed the new status.
+func NewEvent(t diff.Transition) Event {
+	r := t.Record
+	ev := Event{
+		SpecVersion:     "1.0",
+		ID:              t.ID,
+		Source:          fmt.Sprintf("/capoller/%s/%s", t.Source, t.Region),
+		Type:            TypeInvocation,
+		Subject:         r.InvokeID,
+		Time:            t.ObservedAt.UTC(),
+		DataContentType: "application/json",
+		Data: Data{
+			Source: string(t.Source), RegionID: t.Region, Level: string(t.Level()),
+			InvokeID: r.InvokeID, CommandID: r.CommandID, CommandName: r.CommandName,
+			PreviousStatus: string(t.Previous), Status: string(r.Status), Terminal: r.Status.Terminal(),
+			ObservedAt: stamp(t.ObservedAt), PreviousObservedAt: stamp(t.PreviousObservedAt),
+		},
+	}
+	if r.InstanceID != "" {
+		repeats, exit := r.Repeats, r.ExitCode
+		ev.Type = TypeInstance
+		ev.Subject = r.InvokeID + "/" + r.InstanceID
+		ev.Data.InstanceID, ev.Data.Repeats, ev.Data.ExitCode = r.InstanceID, &repeats, &exit
+		ev.Data.ErrorCode, ev.Data.ErrorInfo = r.ErrorCode, r.ErrorInfo
+		ev.Data.StartTime, ev.Data.FinishTime = stamp(r.StartTime), stamp(r.FinishTime)
+	}
+	return ev
+}
+
+// Marshal encodes the event as JSON.
+func (e Event) Marshal() ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("publisher: encode event %s: %w", e.ID, err)
+	}
+	return b, nil
+}

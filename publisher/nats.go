@@ -1,0 +1,173 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// Options configures a [NATS] publisher. Zero values get the documented
+// defaults.
+type Options struct {
+	// Stream is the JetStream stream name; default CAPOLLER.
+	Stream string
+	// SubjectPrefix is the first token(s) of every subject; default capoller.
+	// The stream captures "<prefix>.>".
+	SubjectPrefix string
+	// DuplicateWindow is how long JetStream remembers event ids to drop
+	// re-publishes; default 2m. A re-publish later than that (an outage
+	// longer than the window between publish and checkpoint) is stored
+	// again, with the same id, so consumers should still deduplicate on id.
+	DuplicateWindow time.Duration
+	// MaxAge bounds how long events are kept; default 0, forever.
+	MaxAge time.Duration
+	// Replicas of the stream; default 1.
+	Replicas int
+	// AckTimeout bounds the wait for a batch's acknowledgements; default 30s.
+	AckTimeout time.Duration
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Stream == "" {
+		o.Stream = "CAPOLLER"
+	}
+	if EscapeToken(o.Stream) != o.Stream {
+		return o, fmt.Errorf("publisher: stream name %q: use only [A-Za-z0-9_-]", o.Stream)
+	}
+	if o.SubjectPrefix == "" {
+		o.SubjectPrefix = "capoller"
+	}
+	if err := ValidPrefix(o.SubjectPrefix); err != nil {
+		return o, err
+	}
+	if o.DuplicateWindow == 0 {
+		o.DuplicateWindow = 2 * time.Minute
+	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
+	if o.AckTimeout == 0 {
+		o.AckTimeout = 30 * time.Second
+	}
+	if o.DuplicateWindow < 0 || o.MaxAge < 0 || o.Replicas < 0 || o.AckTimeout < 0 {
+		return o, errors.New("publisher: durations and replicas must not be negative")
+	}
+	if o.MaxAge > 0 && o.DuplicateWindow > o.MaxAge {
+		return o, fmt.Errorf("publisher: duplicate window %v exceeds max age %v", o.DuplicateWindow, o.MaxAge)
+	}
+	return o, nil
+}
+
+// NATS publishes transitions to a JetStream stream.
+type NATS struct {
+	js   jetstream.JetStream
+	opts Options
+}
+
+// New builds a publisher on a JetStream context. Call EnsureStream before
+// the first Publish.
+func New(js jetstream.JetStream, opts Options) (*NATS, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &NATS{js: js, opts: o}, nil
+}
+
+// StreamConfig is the configuration EnsureStream applies.
+func (p *NATS) StreamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        p.opts.Stream,
+		Description: "capoller: Cloud Assistant status-change events",
+		Subjects:    []string{p.opts.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  p.opts.DuplicateWindow,
+		MaxAge:      p.opts.MaxAge,
+		Replicas:    p.opts.Replicas,
+	}
+}
+
+// EnsureStream creates the stream, or updates it to the configuration of
+// these options.
+func (p *NATS) EnsureStream(ctx context.Context) error {
+	if _, err := p.js.CreateOrUpdateStream(ctx, p.StreamConfig()); err != nil {
+		return fmt.Errorf("publisher: create or update stream %s: %w", p.opts.Stream, err)
+	}
+	return nil
+}
+
+// Result counts what a Publish did.
+type Result struct {
+	Published  int // stored for the first time
+	Duplicates int // already in the stream: a re-publish of the same event id
+}
+
+// Publish sends every transition, in order, with its event id as
+// Nats-Msg-Id, and returns once JetStream acknowledged all of them. It
+// fails if any message was not acknowledged: the caller must then not
+// checkpoint, and will re-publish the same ids next cycle.
+func (p *NATS) Publish(ctx context.Context, batch []diff.Transition) (Result, error) {
+	var res Result
+	if len(batch) == 0 {
+		return res, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.opts.AckTimeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	for _, t := range batch {
+		msg, err := p.message(t)
+		if err != nil {
+			return res, err
+		}
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(t.ID), jetstream.WithExpectStream(p.opts.Stream))
+		if err != nil {
+			return res, fmt.Errorf("publisher: publish %s: %w", t.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	var failed int
+	var first error
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			if ack.Duplicate {
+				res.Duplicates++
+			} else {
+				res.Published++
+			}
+		case err := <-f.Err():
+			failed++
+			if first == nil {
+				first = fmt.Errorf("event %s: %w", batch[i].ID, err)
+			}
+		case <-ctx.Done():
+			return res, fmt.Errorf("publisher: waiting for %d acknowledgements: %w", len(futures)-i, ctx.Err())
+		}
+	}
+	if failed > 0 {
+		return res, fmt.Errorf("publisher: %d of %d events not acknowledged, first: %w", failed, len(batch), first)
+	}
+	return res, nil
+}
+
+func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
+	subject, err := Subject(p.opts.SubjectPrefix, t)
+	if err != nil {
+		return nil, err
+	}
+	data, err := NewEvent(t).Marshal()
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(subject)
+	msg.Header.Set("Content-Type", ContentType)
+	msg.Data = data
+	return msg, nil
+}

@@ -1,0 +1,114 @@
+package publisher
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// Subject returns the subject of a transition:
+//
+//	<prefix>.<source>.<region>.<level>.<status>.<invokeId>[.<instanceId>]
+//
+// with the status in lower case and every token escaped by [EscapeToken].
+func Subject(prefix string, t diff.Transition) (string, error) {
+	tokens := []string{string(t.Source), t.Region, string(t.Level()), strings.ToLower(string(t.Record.Status)), t.Record.InvokeID}
+	if t.Record.InstanceID != "" {
+		tokens = append(tokens, t.Record.InstanceID)
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, tok := range tokens {
+		if tok == "" {
+			return "", fmt.Errorf("publisher: event %s has an empty subject token", t.ID)
+		}
+		b.WriteByte('.')
+		b.WriteString(EscapeToken(tok))
+	}
+	return b.String(), nil
+}
+
+// EscapeToken makes s safe as one subject token: every byte outside
+// [A-Za-z0-9_-] becomes %XX (upper-case hex), so ".", "*", ">", spaces and
+// "%" itself can never split or widen a subject. [UnescapeToken] reverses it.
+func EscapeToken(s string) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if !plain(s[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if plain(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// UnescapeToken reverses [EscapeToken].
+func UnescapeToken(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", errors.New("publisher: truncated escape in subject token")
+		}
+		hi, lo := unhex(s[i+1]), unhex(s[i+2])
+		if hi < 0 || lo < 0 {
+			return "", fmt.Errorf("publisher: bad escape %q in subject token", s[i:i+3])
+		}
+		b.WriteByte(byte(hi<<4 | lo))
+		i += 2
+	}
+	return b.String(), nil
+}
+
+func plain(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return -1
+}
+
+// ValidPrefix checks a subject prefix: one or more plain tokens separated
+// by dots.
+func ValidPrefix(prefix string) error {
+	if prefix == "" {
+		return errors.New("publisher: the subject prefix is empty")
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if tok == "" || EscapeToken(tok) != tok {
+			return fmt.Errorf("publisher: subject prefix %q: tokens must be non-empty and use only [A-Za-z0-9_-]", prefix)
+		}
+	}
+	return nil
+}
