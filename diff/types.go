@@ -103,3 +103,11 @@ type Transition struct {
 
 // Level is the level of the record that changed.
 func (t Transition) Level() Level { return t.Record.Level() }
+
+// Shard is the unit of polling and checkpointing: one source in one region.
+type Shard struct {
+	Source Source
+	Region string
+}
+
+func (s Shard) String() string { return string(s.Source) + "/" + s.Region }

@@ -1,0 +1,176 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// store is the contract both implementations satisfy.
+type store interface {
+	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
+	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
+}
+
+func stores(t *testing.T) map[string]func(t *testing.T) store {
+	return map[string]func(t *testing.T) store{
+		"redis": func(t *testing.T) store {
+			client, prefix := testenv.Redis(t)
+			s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, ChunkSize: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"natskv": func(t *testing.T) store {
+			bucket := testenv.Name("CAPOLLER_CKPT")
+			_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+			s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+	}
+}
+
+func TestStoreContract(t *testing.T) {
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	other := diff.Shard{Source: diff.SourceECS, Region: "cn-beijing"}
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC)
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			var keys []diff.Key
+			var updates []diff.Update
+			for i := range 250 { // more than one HMGET chunk
+				k := diff.Key{InvokeID: fmt.Sprintf("t-%03d", i/5)}
+				if i%5 != 0 {
+					k.InstanceID = fmt.Sprintf("i-%d", i%5)
+				}
+				keys = append(keys, k)
+				updates = append(updates, diff.Update{Key: k, State: diff.State{Status: diff.StatusRunning, Repeats: i % 3, ObservedAt: t0}})
+			}
+			prev, err := s.Load(t.Context(), shard, keys)
+			if err != nil || prev.Known || len(prev.States) != 0 {
+				t.Fatalf("empty store: known=%v states=%d err=%v", prev.Known, len(prev.States), err)
+			}
+			tr := diff.Transition{ID: "e1", Source: diff.SourceECS, Region: "cn-hangzhou", Record: diff.Record{Key: keys[1], Status: diff.StatusRunning}, ObservedAt: t0}
+			if err := s.Commit(t.Context(), shard, updates, []diff.Transition{tr}); err != nil {
+				t.Fatal(err)
+			}
+			prev, err = s.Load(t.Context(), shard, append(keys, diff.Key{InvokeID: "t-never"}))
+			if err != nil || !prev.Known || len(prev.States) != len(keys) {
+				t.Fatalf("after commit: known=%v states=%d err=%v", prev.Known, len(prev.States), err)
+			}
+			for _, u := range updates {
+				if got := prev.States[u.Key]; got != u.State {
+					t.Fatalf("%v: got %+v, want %+v", u.Key, got, u.State)
+				}
+			}
+			// A later commit of one record leaves the others alone.
+			changed := diff.Update{Key: keys[7], State: diff.State{Status: diff.StatusSuccess, Repeats: 1, ObservedAt: t0.Add(time.Second)}}
+			if err := s.Commit(t.Context(), shard, []diff.Update{changed}, nil); err != nil {
+				t.Fatal(err)
+			}
+			prev, err = s.Load(t.Context(), shard, keys)
+			if err != nil || prev.States[keys[7]] != changed.State || prev.States[keys[8]] != updates[8].State {
+				t.Fatalf("after a partial commit: %+v / %+v, %v", prev.States[keys[7]], prev.States[keys[8]], err)
+			}
+			// Shards are independent.
+			if prev, err := s.Load(t.Context(), other, keys); err != nil || prev.Known || len(prev.States) != 0 {
+				t.Fatalf("other shard: known=%v states=%d err=%v", prev.Known, len(prev.States), err)
+			}
+		})
+	}
+}
+
+func TestRedisHistoryAndCorruption(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	var batch []diff.Transition
+	for i := range 3 {
+		batch = append(batch, diff.Transition{ID: fmt.Sprintf("e%d", i), Source: diff.SourceECS, Region: "cn-hangzhou",
+			Previous: diff.StatusRunning, Record: diff.Record{Key: diff.Key{InvokeID: "t-1", InstanceID: fmt.Sprintf("i-%d", i)}, Status: diff.StatusFailed, ExitCode: 3},
+			ObservedAt: time.Unix(int64(i), 0).UTC()})
+	}
+	if err := s.Commit(t.Context(), shard, nil, batch); err != nil {
+		t.Fatal(err)
+	}
+	entries, last, err := s.History(t.Context(), shard, "", 2)
+	if err != nil || len(entries) != 2 || entries[0].ID != "e0" || entries[1].ID != "e1" || entries[1].ExitCode != 3 || entries[1].From != "Running" {
+		t.Fatalf("history page 1: %+v, %v", entries, err)
+	}
+	entries, _, err = s.History(t.Context(), shard, last, 10)
+	if err != nil || len(entries) != 1 || entries[0].ID != "e2" {
+		t.Fatalf("history page 2: %+v, %v", entries, err)
+	}
+
+	client.HSet(t.Context(), prefix+"state:ecs:cn-hangzhou", "t-bad", "garbage")
+	_, err = s.Load(t.Context(), shard, []diff.Key{{InvokeID: "t-bad"}})
+	if !errors.Is(err, checkpoint.ErrCorrupt) {
+		t.Fatalf("a corrupt value gave %v, want ErrCorrupt", err)
+	}
+}
+
+func TestRedisUnreachable(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	defer client.Close()
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	if _, err := s.Load(t.Context(), shard, []diff.Key{{InvokeID: "t"}}); err == nil {
+		t.Error("Load succeeded without a server")
+	}
+	if err := s.Commit(t.Context(), shard, []diff.Update{{Key: diff.Key{InvokeID: "t"}}}, nil); err == nil {
+		t.Error("Commit succeeded without a server")
+	}
+}
+
+func TestKVConcurrentCommitConflicts(t *testing.T) {
+	bucket := testenv.Name("CAPOLLER_CKPT")
+	url := testenv.NATSURL(t)
+	_, js := testenv.NATS(t, url, bucket)
+	a, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	k := []diff.Key{{InvokeID: "t-1"}}
+	up := []diff.Update{{Key: k[0], State: diff.State{Status: diff.StatusRunning, ObservedAt: time.Unix(1, 0).UTC()}}}
+	for _, s := range []*checkpoint.KV{a, b} {
+		if _, err := s.Load(t.Context(), shard, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Commit(t.Context(), shard, up, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(t.Context(), shard, up, nil); !errors.Is(err, checkpoint.ErrConflict) {
+		t.Fatalf("second writer: %v, want ErrConflict", err)
+	}
+	if _, err := b.Load(t.Context(), shard, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(t.Context(), shard, up, nil); err != nil {
+		t.Fatalf("after reloading: %v", err)
+	}
+}
