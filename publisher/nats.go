@@ -148,7 +148,8 @@ func (p *NATS) Publish(ctx context.Context, batch []diff.Transition) (Result, er
 				first = fmt.Errorf("event %s: %w", batch[i].ID, err)
 			}
 		case <-ctx.Done():
-			return res, fmt.Errorf("publisher: waiting for %d acknowledgements: %w", len(futures)-i, ctx.Err())
+			return res, fmt.Errorf("publisher: %d of %d events not acknowledged within %v (is NATS reachable?): %w",
+				len(futures)-i+failed, len(batch), p.opts.AckTimeout, ctx.Err())
 		}
 	}
 	if failed > 0 {

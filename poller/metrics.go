@@ -1,0 +1,122 @@
+package poller
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// Metrics records what the pollers of a process do and serves it in the
+// Prometheus text format. A nil *Metrics records nothing.
+type Metrics struct {
+	mu     sync.Mutex
+	shards map[diff.Shard]*shardMetrics
+}
+
+type shardMetrics struct {
+	cycles, failed     int64
+	published, dups    int64
+	records            int64
+	lastSuccess        time.Time
+	lastDuration       time.Duration
+	failedByStage      map[Stage]int64
+	backoffSecsByClass map[string]float64
+}
+
+// NewMetrics returns an empty registry.
+func NewMetrics() *Metrics { return &Metrics{shards: map[diff.Shard]*shardMetrics{}} }
+
+func (m *Metrics) shard(s diff.Shard) *shardMetrics {
+	sm, ok := m.shards[s]
+	if !ok {
+		sm = &shardMetrics{failedByStage: map[Stage]int64{}, backoffSecsByClass: map[string]float64{}}
+		m.shards[s] = sm
+	}
+	return sm
+}
+
+func (m *Metrics) observe(r Report) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(r.Shard)
+	sm.cycles++
+	sm.published += int64(r.Published)
+	sm.dups += int64(r.Duplicates)
+	sm.lastDuration = r.Duration
+	if r.Err != nil {
+		sm.failed++
+		if ce, ok := r.Err.(*CycleError); ok {
+			sm.failedByStage[ce.Stage]++
+		}
+		return
+	}
+	sm.records = int64(r.Records)
+	sm.lastSuccess = r.Started.Add(r.Duration)
+}
+
+func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shard(s).backoffSecsByClass[class] += d.Seconds()
+}
+
+// ServeHTTP writes the metrics in the Prometheus text exposition format.
+func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	shards := make([]diff.Shard, 0, len(m.shards))
+	for s := range m.shards {
+		shards = append(shards, s)
+	}
+	slices.SortFunc(shards, func(a, b diff.Shard) int {
+		if a.String() < b.String() {
+			return -1
+		}
+		return 1
+	})
+	metric := func(name, typ, help string, each func(lbl string, sm *shardMetrics)) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+		for _, s := range shards {
+			each(fmt.Sprintf(`source=%q,region=%q`, s.Source, s.Region), m.shards[s])
+		}
+	}
+	metric("capoller_cycles_total", "counter", "Cycles run.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_cycles_total{%s} %d\n", l, sm.cycles)
+	})
+	metric("capoller_cycles_failed_total", "counter", "Cycles that failed, by stage.", func(l string, sm *shardMetrics) {
+		for _, st := range []Stage{StageFetch, StageLoad, StagePublish, StageCommit} {
+			fmt.Fprintf(w, "capoller_cycles_failed_total{%s,stage=%q} %d\n", l, st, sm.failedByStage[st])
+		}
+	})
+	metric("capoller_events_published_total", "counter", "Events acknowledged by JetStream as new.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_events_published_total{%s} %d\n", l, sm.published)
+	})
+	metric("capoller_events_duplicate_total", "counter", "Events JetStream already had (re-publishes after a failed commit).", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_events_duplicate_total{%s} %d\n", l, sm.dups)
+	})
+	metric("capoller_records", "gauge", "Records in the last complete snapshot.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_records{%s} %d\n", l, sm.records)
+	})
+	metric("capoller_last_success_timestamp_seconds", "gauge", "When the last cycle succeeded.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_last_success_timestamp_seconds{%s} %d\n", l, sm.lastSuccess.Unix())
+	})
+	metric("capoller_cycle_duration_seconds", "gauge", "Duration of the last cycle.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_cycle_duration_seconds{%s} %g\n", l, sm.lastDuration.Seconds())
+	})
+	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off, by error class.", func(l string, sm *shardMetrics) {
+		for _, c := range []string{"throttled", "transient", "permanent"} {
+			fmt.Fprintf(w, "capoller_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.backoffSecsByClass[c])
+		}
+	})
+}

@@ -1,0 +1,265 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/publisher"
+)
+
+// Lister returns a complete snapshot of one shard, or an error; never a
+// partial snapshot. It must return promptly when ctx ends.
+type Lister interface {
+	Snapshot(ctx context.Context) (diff.Snapshot, error)
+}
+
+// Store loads and commits checkpointed states of one shard.
+type Store interface {
+	// Load returns the states of keys, and whether the shard was ever
+	// committed.
+	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
+	// Commit stores updates and records transitions, atomically.
+	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
+}
+
+// Publisher delivers a batch of transitions and returns once every one is
+// acknowledged.
+type Publisher interface {
+	Publish(ctx context.Context, batch []diff.Transition) (publisher.Result, error)
+}
+
+// Options configures a [Poller]. Zero values get the documented defaults.
+type Options struct {
+	// Shard is the source and region polled; required.
+	Shard diff.Shard
+	// Interval between the starts of two cycles; default 30s.
+	Interval time.Duration
+	// CycleTimeout bounds one cycle; default 2×Interval, at least 1 minute.
+	CycleTimeout time.Duration
+	// Initial is the first-sight policy; default baseline.
+	Initial diff.Initial
+	// MaxBackoff caps the exponential backoff of transient errors; default 5m.
+	MaxBackoff time.Duration
+	// PermanentRetry is the pause after a permanent error; default 5m.
+	PermanentRetry time.Duration
+	// Logger; default no-op.
+	Logger *zap.Logger
+	// Metrics, if set, records the poller's activity.
+	Metrics *Metrics
+	// OnCycle, if set, is called after every cycle with its report. It must
+	// not block.
+	OnCycle func(Report)
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Report describes one cycle.
+type Report struct {
+	Shard       diff.Shard
+	Started     time.Time
+	Duration    time.Duration
+	Records     int
+	Transitions []diff.Transition
+	Published   int
+	Duplicates  int
+	Committed   int
+	Err         error
+}
+
+// Poller runs the cycle of one shard.
+type Poller struct {
+	src  Lister
+	st   Store
+	pub  Publisher
+	opts Options
+	log  *zap.Logger
+}
+
+// New builds a poller.
+func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
+	if src == nil || st == nil || pub == nil {
+		return nil, errors.New("poller: a lister, a store and a publisher are required")
+	}
+	if opts.Shard.Source == "" || opts.Shard.Region == "" {
+		return nil, errors.New("poller: the shard needs a source and a region")
+	}
+	if opts.Interval == 0 {
+		opts.Interval = 30 * time.Second
+	}
+	if opts.CycleTimeout == 0 {
+		opts.CycleTimeout = max(2*opts.Interval, time.Minute)
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = 5 * time.Minute
+	}
+	if opts.PermanentRetry == 0 {
+		opts.PermanentRetry = 5 * time.Minute
+	}
+	if opts.Interval < 0 || opts.CycleTimeout < 0 || opts.MaxBackoff < 0 || opts.PermanentRetry < 0 {
+		return nil, errors.New("poller: durations must be positive")
+	}
+	initial, err := diff.ParseInitial(string(opts.Initial))
+	if err != nil {
+		return nil, err
+	}
+	opts.Initial = initial
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard))}, nil
+}
+
+// Stage names the step of a cycle that failed.
+type Stage string
+
+// The stages of a cycle.
+const (
+	StageFetch   Stage = "fetch"
+	StageLoad    Stage = "load"
+	StagePublish Stage = "publish"
+	StageCommit  Stage = "commit"
+)
+
+// CycleError is a failed cycle: which stage failed, and why.
+type CycleError struct {
+	Stage Stage
+	Err   error
+}
+
+func (e *CycleError) Error() string { return fmt.Sprintf("%s: %v", e.Stage, e.Err) }
+func (e *CycleError) Unwrap() error { return e.Err }
+
+// RunOnce runs one cycle: fetch → diff → publish → commit. Nothing is
+// committed unless every event was acknowledged, and nothing is published
+// from an incomplete snapshot.
+func (p *Poller) RunOnce(ctx context.Context) Report {
+	rep := Report{Shard: p.opts.Shard, Started: p.opts.Now()}
+	defer func() {
+		rep.Duration = p.opts.Now().Sub(rep.Started)
+		p.opts.Metrics.observe(rep)
+		if p.opts.OnCycle != nil {
+			p.opts.OnCycle(rep)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, p.opts.CycleTimeout)
+	defer cancel()
+
+	snap, err := p.src.Snapshot(ctx)
+	if err != nil {
+		rep.Err = &CycleError{StageFetch, err}
+		return rep
+	}
+	rep.Records = len(snap.Records)
+	keys := make([]diff.Key, len(snap.Records))
+	for i := range snap.Records {
+		keys[i] = snap.Records[i].Key
+	}
+	prev, err := p.st.Load(ctx, p.opts.Shard, keys)
+	if err != nil {
+		rep.Err = &CycleError{StageLoad, err}
+		return rep
+	}
+	res := diff.Compute(prev, snap, diff.Options{Initial: p.opts.Initial})
+	if len(res.Transitions) > 0 {
+		pubRes, err := p.pub.Publish(ctx, res.Transitions)
+		rep.Published, rep.Duplicates = pubRes.Published, pubRes.Duplicates
+		if err != nil {
+			rep.Err = &CycleError{StagePublish, err}
+			return rep
+		}
+	}
+	rep.Transitions = res.Transitions
+	if len(res.Updates) > 0 || !prev.Known {
+		if err := p.st.Commit(ctx, p.opts.Shard, res.Updates, res.Transitions); err != nil {
+			rep.Err = &CycleError{StageCommit, err}
+			return rep
+		}
+	}
+	rep.Committed = len(res.Updates)
+	return rep
+}
+
+// Run polls now and then every interval until ctx ends, and returns nil
+// then. Failed cycles are retried after a pause chosen by the error's class.
+func (p *Poller) Run(ctx context.Context) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = time.Second, p.opts.MaxBackoff, 0
+	bo.Reset()
+	var failures int
+	var lastErr string
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.log.Info("poller stopped")
+			return nil
+		case <-timer.C:
+		}
+		start := p.opts.Now()
+		rep := p.RunOnce(ctx)
+		if ctx.Err() != nil {
+			continue // shutting down: the cancelled cycle is not an error
+		}
+		if rep.Err == nil {
+			if failures > 0 {
+				p.log.Info("poller recovered", zap.Int("failed_cycles", failures))
+			}
+			failures, lastErr = 0, ""
+			bo.Reset()
+			if len(rep.Transitions) > 0 {
+				p.log.Debug("cycle published", zap.Int("events", len(rep.Transitions)), zap.Int("records", rep.Records))
+			}
+			timer.Reset(max(p.opts.Interval-p.opts.Now().Sub(start), 0))
+			continue
+		}
+		failures++
+		class, wait := p.retryAfter(rep.Err, bo)
+		p.opts.Metrics.backoff(p.opts.Shard, class, wait)
+		fields := []zap.Field{zap.Error(rep.Err), zap.String("class", class), zap.Duration("retry_in", wait), zap.Int("failures", failures)}
+		if msg := rep.Err.Error(); msg != lastErr {
+			lastErr = msg
+			if class == "permanent" {
+				p.log.Error("cycle failed; check the configuration", fields...)
+			} else {
+				p.log.Warn("cycle failed", fields...)
+			}
+		} else {
+			p.log.Debug("cycle failed again", fields...)
+		}
+		timer.Reset(wait)
+	}
+}
+
+// retryAfter classifies a failed cycle and picks the pause before the next.
+func (p *Poller) retryAfter(err error, bo backoff.BackOff) (string, time.Duration) {
+	var cycleErr *CycleError
+	if errors.As(err, &cycleErr) && cycleErr.Stage == StageFetch {
+		switch cloudassist.ClassOf(err) {
+		case cloudassist.ClassThrottled:
+			return "throttled", untilNextMinute(p.opts.Now())
+		case cloudassist.ClassPermanent:
+			return "permanent", p.opts.PermanentRetry
+		}
+	}
+	return "transient", bo.NextBackOff()
+}
+
+// untilNextMinute waits past the next minute boundary — the API throttles
+// in one-minute windows — plus up to 5s of jitter so that shards do not
+// return together.
+func untilNextMinute(now time.Time) time.Duration {
+	next := now.Truncate(time.Minute).Add(time.Minute)
+	return next.Sub(now) + time.Duration(rand.Int64N(int64(5*time.Second)))
+}
