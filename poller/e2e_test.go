@@ -163,7 +163,9 @@ func (h *harness) events() []published {
 	return out
 }
 
-func recordKey(d publisher.Data) diff.Key { return diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID} }
+func recordKey(d publisher.Data) diff.Key {
+	return diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID}
+}
 
 // finalFromEvents is the last status announced for every record.
 func finalFromEvents(evs []published) map[diff.Key]publisher.Data {
