@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher"
+)
+
+// config is the daemon's configuration. Each field is settable, from lowest
+// to highest precedence, by a default, the YAML file (--config), the
+// environment (CAPOLLER_<FLAG>, dashes as underscores) and a flag.
+type config struct {
+	Config          string        `yaml:"-"`
+	Endpoint        string        `yaml:"endpoint"`
+	Regions         []string      `yaml:"regions"`
+	Sources         []string      `yaml:"sources"`
+	Interval        time.Duration `yaml:"interval"`
+	Initial         string        `yaml:"initial"`
+	PageSize        int           `yaml:"page-size"`
+	APITimeout      time.Duration `yaml:"api-timeout"`
+	RedisURL        string        `yaml:"redis-url"`
+	KeyPrefix       string        `yaml:"key-prefix"`
+	NATSURL         string        `yaml:"nats-url"`
+	Stream          string        `yaml:"stream"`
+	SubjectPrefix   string        `yaml:"subject-prefix"`
+	DuplicateWindow time.Duration `yaml:"duplicate-window"`
+	Checkpoint      string        `yaml:"checkpoint"`
+	Bucket          string        `yaml:"bucket"`
+	DataDir         string        `yaml:"data-dir"`
+	MetricsAddr     string        `yaml:"metrics-addr"`
+	LogFormat       string        `yaml:"log-format"`
+	LogLevel        string        `yaml:"log-level"`
+
+	// Static credentials, set only by the demo; the daemon takes its
+	// credentials from the SDK's default chain (ALIBABA_CLOUD_* …).
+	accessKeyID, accessKeySecret string
+}
+
+func defaultConfig() config {
+	return config{
+		Regions:         []string{"cn-hangzhou"},
+		Sources:         []string{"ecs"},
+		Interval:        30 * time.Second,
+		Initial:         string(diff.InitialBaseline),
+		PageSize:        50,
+		APITimeout:      15 * time.Second,
+		RedisURL:        "redis://127.0.0.1:6379/0",
+		KeyPrefix:       "capoller:",
+		NATSURL:         "nats://127.0.0.1:4222",
+		Stream:          "CAPOLLER",
+		SubjectPrefix:   "capoller",
+		DuplicateWindow: 2 * time.Minute,
+		Checkpoint:      "redis",
+		Bucket:          "CAPOLLER_CHECKPOINTS",
+		DataDir:         "capoller-data",
+		LogFormat:       "json",
+		LogLevel:        "info",
+	}
+}
+
+// setting binds one flag name to a config field.
+type setting struct {
+	name, usage string
+	set         func(c *config, v string) error
+}
+
+func str(field func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error { *field(c) = v; return nil }
+}
+
+func list(field func(*config) *[]string) func(*config, string) error {
+	return func(c *config, v string) error {
+		var out []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		*field(c) = out
+		return nil
+	}
+}
+
+func dur(field func(*config) *time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return err
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func settings() []setting {
+	return []setting{
+		{"endpoint", "Cloud Assistant API base URL, e.g. http://127.0.0.1:8080 for casim; empty means Alibaba's endpoints over HTTPS", str(func(c *config) *string { return &c.Endpoint })},
+		{"regions", "comma-separated regions to watch", list(func(c *config) *[]string { return &c.Regions })},
+		{"sources", "comma-separated sources: ecs (ecs-results and swas are not implemented yet)", list(func(c *config) *[]string { return &c.Sources })},
+		{"interval", "time between the starts of two polls of a shard", dur(func(c *config) *time.Duration { return &c.Interval })},
+		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
+		{"page-size", "MaxResults per API page, 1..50", func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.PageSize = n
+			return err
+		}},
+		{"api-timeout", "timeout of one API call", dur(func(c *config) *time.Duration { return &c.APITimeout })},
+		{"redis-url", "Redis URL for --checkpoint redis", str(func(c *config) *string { return &c.RedisURL })},
+		{"key-prefix", "prefix of every Redis key", str(func(c *config) *string { return &c.KeyPrefix })},
+		{"nats-url", `NATS URL, or "embedded" to run a NATS server with JetStream in process (data under --data-dir)`, str(func(c *config) *string { return &c.NATSURL })},
+		{"stream", "JetStream stream name", str(func(c *config) *string { return &c.Stream })},
+		{"subject-prefix", "first token(s) of every event subject", str(func(c *config) *string { return &c.SubjectPrefix })},
+		{"duplicate-window", "JetStream duplicate window of the stream", dur(func(c *config) *time.Duration { return &c.DuplicateWindow })},
+		{"checkpoint", "checkpoint store: redis or natskv", str(func(c *config) *string { return &c.Checkpoint })},
+		{"bucket", "key-value bucket for --checkpoint natskv", str(func(c *config) *string { return &c.Bucket })},
+		{"data-dir", "directory for the embedded NATS server's data", str(func(c *config) *string { return &c.DataDir })},
+		{"metrics-addr", "address to serve /metrics and /healthz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
+		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
+		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
+	}
+}
+
+func envName(flagName string) string {
+	return "CAPOLLER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// loadConfig layers defaults, the YAML file, the environment and the flags.
+func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (config, error) {
+	cfg := defaultConfig()
+	flags := map[string]string{}
+	var order []string
+	all := settings()
+	for _, s := range all {
+		fs.Func(s.name, s.usage+" (env "+envName(s.name)+")", func(v string) error {
+			flags[s.name] = v
+			order = append(order, s.name)
+			return nil
+		})
+	}
+	fs.StringVar(&cfg.Config, "config", getenv("CAPOLLER_CONFIG"), "YAML configuration file (env CAPOLLER_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.Config != "" {
+		raw, err := os.ReadFile(cfg.Config)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+		dec.KnownFields(true)
+		path := cfg.Config
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+		cfg.Config = path
+	}
+	for _, s := range all {
+		if v := getenv(envName(s.name)); v != "" {
+			if err := s.set(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%s=%q: %w", envName(s.name), v, err)
+			}
+		}
+	}
+	for _, name := range order {
+		i := slices.IndexFunc(all, func(s setting) bool { return s.name == name })
+		if err := all[i].set(&cfg, flags[name]); err != nil {
+			return cfg, fmt.Errorf("--%s=%q: %w", name, flags[name], err)
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func (c config) validate() error {
+	var errs []error
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			errs = append(errs, fmt.Errorf("endpoint %q: want an http(s) URL", c.Endpoint))
+		}
+	}
+	if len(c.Regions) == 0 {
+		errs = append(errs, errors.New("regions: at least one region is required"))
+	}
+	for _, r := range c.Regions {
+		if publisher.EscapeToken(r) != r {
+			errs = append(errs, fmt.Errorf("region %q: use only [A-Za-z0-9_-]", r))
+		}
+	}
+	if len(c.Sources) == 0 {
+		errs = append(errs, errors.New("sources: at least one source is required"))
+	}
+	for _, s := range c.Sources {
+		switch s {
+		case "ecs":
+		case "ecs-results", "swas":
+			errs = append(errs, fmt.Errorf("source %q is not implemented yet", s))
+		default:
+			errs = append(errs, fmt.Errorf("source %q: want ecs, ecs-results or swas", s))
+		}
+	}
+	if slices.Contains(c.Sources, "ecs") && slices.Contains(c.Sources, "ecs-results") {
+		errs = append(errs, errors.New("sources: ecs and ecs-results are two views of the same records; a region takes one of them"))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("interval %v: must be positive", c.Interval))
+	}
+	if _, err := diff.ParseInitial(c.Initial); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PageSize < 1 || c.PageSize > 50 {
+		errs = append(errs, fmt.Errorf("page-size %d: want 1..50", c.PageSize))
+	}
+	if c.APITimeout <= 0 {
+		errs = append(errs, fmt.Errorf("api-timeout %v: must be positive", c.APITimeout))
+	}
+	switch c.Checkpoint {
+	case "redis":
+		if _, err := url.Parse(c.RedisURL); err != nil || !strings.HasPrefix(c.RedisURL, "redis") {
+			errs = append(errs, errors.New("redis-url: want redis:// or rediss://"))
+		}
+	case "natskv":
+	default:
+		errs = append(errs, fmt.Errorf("checkpoint %q: want redis or natskv", c.Checkpoint))
+	}
+	if c.NATSURL == "" {
+		errs = append(errs, errors.New("nats-url: required (or \"embedded\")"))
+	}
+	if c.NATSURL == "embedded" && c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required with an embedded NATS server"))
+	}
+	if err := publisher.ValidPrefix(c.SubjectPrefix); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("log-format %q: want json or console", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// redactURL hides a URL's password, for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
+}

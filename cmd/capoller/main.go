@@ -1,0 +1,76 @@
+// Command capoller turns Alibaba Cloud Cloud Assistant invocations into
+// status-change events on NATS JetStream.
+//
+//	capoller run      the daemon
+//	capoller demo     everything in one process, nothing to install
+//	capoller version  print the version
+//
+// main only wires packages together; the behaviour lives in poller,
+// cloudassist, diff, checkpoint and publisher.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage: capoller <command> [flags]
+
+commands:
+  run      poll Cloud Assistant and publish status changes (the daemon)
+  demo     run the whole system in one process: emulator, NATS, poller
+  version  print the version
+
+Run "capoller <command> -h" for the flags of a command.
+`
+
+// cli runs one subcommand and returns the process exit code: 0 on success,
+// 1 on a runtime failure, 2 on a usage or configuration error.
+func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return demoCommand(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "capoller: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	version, goVersion := "(devel)", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				version += " " + s.Value[:12]
+			}
+		}
+	}
+	return fmt.Sprintf("capoller %s %s", version, goVersion)
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
+	"github.com/capoller/capoller/publisher"
+)
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "capoller.yaml")
+	if err := os.WriteFile(file, []byte("interval: 10s\nregions: [cn-beijing]\nstream: FROMFILE\nsubject-prefix: fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"CAPOLLER_STREAM": "FROMENV", "CAPOLLER_SUBJECT_PREFIX": "fromenv"}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg, err := loadConfig(fs, []string{"--config", file, "--subject-prefix", "fromflag"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Interval != 10*time.Second || cfg.Regions[0] != "cn-beijing" {
+		t.Errorf("file values lost: %+v", cfg)
+	}
+	if cfg.Stream != "FROMENV" {
+		t.Errorf("stream = %q: the environment should override the file", cfg.Stream)
+	}
+	if cfg.SubjectPrefix != "fromflag" {
+		t.Errorf("subject prefix = %q: a flag should override the environment", cfg.SubjectPrefix)
+	}
+	if cfg.PageSize != 50 || cfg.Checkpoint != "redis" {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(unknown, []byte("intervall: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sources", "ecs,ecs-results"}, "two views of the same records"},
+		{[]string{"--sources", "rds"}, "want ecs, ecs-results or swas"},
+		{[]string{"--interval", "-1s"}, "must be positive"},
+		{[]string{"--interval", "soon"}, "invalid duration"},
+		{[]string{"--initial", "flood"}, "unknown initial policy"},
+		{[]string{"--page-size", "100"}, "want 1..50"},
+		{[]string{"--checkpoint", "etcd"}, "want redis or natskv"},
+		{[]string{"--endpoint", "ftp://x"}, "want an http(s) URL"},
+		{[]string{"--subject-prefix", "a.*"}, "subject prefix"},
+		{[]string{"--config", unknown}, "intervall"},
+	} {
+		_, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), tc.args, func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want it to mention %q", tc.args, err, tc.want)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := cli(t.Context(), []string{"run", "--sources", "ecs,ecs-results"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "configuration") {
+		t.Errorf("run with a bad configuration: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+func TestRunPublishesAndStopsCleanly(t *testing.T) {
+	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+
+	stream := testenv.Name("CAPOLLER_RUN")
+	natsURL := testenv.NATSURL(t)
+	_, js := testenv.NATS(t, natsURL, stream)
+	_, prefix := testenv.Redis(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli(ctx, []string{"run", "--endpoint", simURL, "--redis-url", testenv.RedisURL(t), "--key-prefix", prefix,
+			"--nats-url", natsURL, "--stream", stream, "--subject-prefix", strings.ToLower(stream), "--interval", "100ms", "--initial", "emit"}, io.Discard, &stderr)
+	}()
+	// Wait for the baseline, then run a command.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "capoller running") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	var instance string
+	for _, inst := range sim.Instances() {
+		if inst.Product == castest.ProductECS {
+			instance = inst.ID
+		}
+	}
+	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Domain = strings.TrimPrefix(simURL, "http://")
+	req := ecs.CreateRunCommandRequest()
+	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo hi; exit 4", &[]string{instance}
+	resp, err := client.RunCommand(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var final publisher.Event
+	for time.Now().Before(deadline.Add(10 * time.Second)) {
+		s, err := js.Stream(t.Context(), stream)
+		if err == nil {
+			if msg, err := s.GetLastMsgForSubject(t.Context(), strings.ToLower(stream)+".ecs.cn-hangzhou.instance.failed.>"); err == nil {
+				_ = json.Unmarshal(msg.Data, &final)
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if final.Data.InvokeID != resp.InvokeId || final.Data.ExitCode == nil || *final.Data.ExitCode != 4 {
+		t.Fatalf("no failed event for %s; last: %+v\nlogs:\n%s", resp.InvokeId, final, stderr.String())
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("run exited %d after a signal; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop after its context ended")
+	}
+	if strings.Contains(stderr.String(), "run-secret") {
+		t.Error("the logs carry the access key secret")
+	}
+}
+
+func TestDemoResumesWithoutRepeating(t *testing.T) {
+	dir := t.TempDir()
+	args := []string{"demo", "--duration", "3s", "--data-dir", dir, "--print", "json", "--interval", "200ms", "--every", "250ms"}
+	first := demoEvents(t, args)
+	if len(first) == 0 {
+		t.Fatal("the first demo run printed no event")
+	}
+	second := demoEvents(t, args)
+	if len(second) == 0 {
+		t.Fatal("the second demo run printed no event")
+	}
+	last := map[string]string{}
+	for _, ev := range first {
+		last[ev.Data.InvokeID+"/"+ev.Data.InstanceID] = ev.Data.Status
+	}
+	seen := map[string]bool{}
+	for _, ev := range first {
+		seen[ev.ID] = true
+	}
+	for _, ev := range second {
+		if seen[ev.ID] {
+			t.Errorf("the resumed run repeated event %s (%s %s -> %s)", ev.ID, ev.Subject, ev.Data.PreviousStatus, ev.Data.Status)
+		}
+		key := ev.Data.InvokeID + "/" + ev.Data.InstanceID
+		if prev, ok := last[key]; ok && ev.Data.PreviousStatus != prev {
+			t.Errorf("%s: resumed with previousStatus %q, but the first run ended at %q", key, ev.Data.PreviousStatus, prev)
+		}
+		last[key] = ev.Data.Status
+	}
+}
+
+func demoEvents(t *testing.T, args []string) []publisher.Event {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := cli(t.Context(), args, &out, &errOut); code != 0 {
+		t.Fatalf("demo exited %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "NATS       nats://") {
+		t.Errorf("the demo did not report its NATS URL:\n%s", out.String())
+	}
+	var evs []publisher.Event
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		if line := sc.Bytes(); bytes.HasPrefix(line, []byte("{")) {
+			var ev publisher.Event
+			if err := json.Unmarshal(line, &ev); err != nil {
+				t.Fatalf("bad event line %q: %v", line, err)
+			}
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	var out bytes.Buffer
+	if code := cli(t.Context(), []string{"version"}, &out, io.Discard); code != 0 || !strings.HasPrefix(out.String(), "capoller ") {
+		t.Errorf("version: %d %q", code, out.String())
+	}
+	if code := cli(t.Context(), []string{"bogus"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("unknown command exited %d, want 2", code)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/publisher"
+)
+
+func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("capoller run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := loadConfig(fs, args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller run: configuration: %v\n", err)
+		return 2
+	}
+	log, err := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller run: %v\n", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	if err := daemon(ctx, cfg, log, nil); err != nil {
+		log.Error("capoller stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+// daemon runs one poller per (source, region) until ctx ends. onCycle, if
+// set, sees every cycle's report (the demo prints from it).
+func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(poller.Report)) error {
+	natsURL := cfg.NATSURL
+	if natsURL == "embedded" {
+		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		natsURL = srv.URL()
+		log.Info("embedded NATS server running", zap.String("url", natsURL), zap.String("store", filepath.Join(cfg.DataDir, "nats")))
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: our own Drain/Close
+				log.Warn("NATS disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow})
+	if err != nil {
+		return err
+	}
+	if err := retry(ctx, log, "create the stream", func() error { return pub.EnsureStream(ctx) }); err != nil {
+		return err
+	}
+
+	var store poller.Store
+	switch cfg.Checkpoint {
+	case "redis":
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("redis-url: %w", err)
+		}
+		rdb := redis.NewClient(opts)
+		defer func() { _ = rdb.Close() }()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
+		}
+		store, err = checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix})
+		if err != nil {
+			return err
+		}
+	case "natskv":
+		var kv *checkpoint.KV
+		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
+			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket})
+			return err
+		}); err != nil {
+			return err
+		}
+		store = kv
+	}
+
+	metrics := poller.NewMetrics()
+	g, gctx := errgroup.WithContext(ctx)
+	if cfg.MetricsAddr != "" {
+		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	for _, region := range cfg.Regions {
+		for _, source := range cfg.Sources {
+			shard := diff.Shard{Source: diff.Source(source), Region: region}
+			lister, err := cloudassist.NewECS(cloudassist.Options{
+				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
+				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
+				Logger: log.With(zap.Stringer("shard", shard)),
+			})
+			if err != nil {
+				return err
+			}
+			p, err := poller.New(lister, store, pub, poller.Options{
+				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
+				Logger: log, Metrics: metrics, OnCycle: onCycle,
+			})
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return p.Run(gctx) })
+		}
+	}
+	log.Info("capoller running", zap.Strings("regions", cfg.Regions), zap.Strings("sources", cfg.Sources),
+		zap.Duration("interval", cfg.Interval), zap.String("checkpoint", cfg.Checkpoint),
+		zap.String("nats", redactURL(natsURL)), zap.String("stream", cfg.Stream))
+	err = g.Wait()
+	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+		log.Warn("draining the NATS connection", zap.Error(derr))
+	}
+	return err
+}
+
+// retry calls fn until it succeeds or ctx ends, backing off exponentially
+// and logging each distinct failure once.
+func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) error {
+	bo := backoff.WithContext(backoff.NewExponentialBackOff(backoff.WithMaxElapsedTime(0), backoff.WithMaxInterval(30*time.Second)), ctx)
+	last := ""
+	err := backoff.RetryNotify(fn, bo, func(err error, wait time.Duration) {
+		if err.Error() != last {
+			last = err.Error()
+			log.Warn("retrying: could not "+what, zap.Error(err), zap.Duration("retry_in", wait))
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// opsMux serves /metrics and /healthz.
+func opsMux(m *poller.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	return mux
+}
