@@ -17,6 +17,7 @@ import (
 // store is the contract both implementations satisfy.
 type store interface {
 	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
+	LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error)
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
 }
 
@@ -84,6 +85,15 @@ func TestStoreContract(t *testing.T) {
 			prev, err = s.Load(t.Context(), shard, keys)
 			if err != nil || prev.States[keys[7]] != changed.State || prev.States[keys[8]] != updates[8].State {
 				t.Fatalf("after a partial commit: %+v / %+v, %v", prev.States[keys[7]], prev.States[keys[8]], err)
+			}
+			// A tombstone survives, and LoadAll sees every record.
+			gone := diff.Update{Key: keys[9], State: diff.State{Status: diff.StatusSuccess, ObservedAt: t0, Gone: true}}
+			if err := s.Commit(t.Context(), shard, []diff.Update{gone}, nil); err != nil {
+				t.Fatal(err)
+			}
+			all, err := s.LoadAll(t.Context(), shard)
+			if err != nil || !all.Known || len(all.States) != len(keys) || all.States[keys[9]] != gone.State || all.States[keys[7]] != changed.State {
+				t.Fatalf("LoadAll: known=%v states=%d tombstone=%+v err=%v", all.Known, len(all.States), all.States[keys[9]], err)
 			}
 			// Shards are independent.
 			if prev, err := s.Load(t.Context(), other, keys); err != nil || prev.Known || len(prev.States) != 0 {

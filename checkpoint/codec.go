@@ -23,21 +23,31 @@ func field(k diff.Key) string {
 	return k.InvokeID + "/" + k.InstanceID
 }
 
-// encodeState is "status|repeats|observedAtUnixNano": compact, since a
-// region can hold 100,000 records.
+// encodeState is "status|repeats|observedAtUnixNano", plus "|gone" for a
+// tombstone: compact, since a region can hold 100,000 records.
 func encodeState(s diff.State) string {
-	return string(s.Status) + "|" + strconv.Itoa(s.Repeats) + "|" + strconv.FormatInt(s.ObservedAt.UnixNano(), 10)
+	v := string(s.Status) + "|" + strconv.Itoa(s.Repeats) + "|" + strconv.FormatInt(s.ObservedAt.UnixNano(), 10)
+	if s.Gone {
+		v += "|gone"
+	}
+	return v
 }
 
 func decodeState(v string) (diff.State, error) {
 	status, rest, ok1 := strings.Cut(v, "|")
-	repeats, nanos, ok2 := strings.Cut(rest, "|")
+	repeats, rest, ok2 := strings.Cut(rest, "|")
+	nanos, flag, _ := strings.Cut(rest, "|")
 	r, err1 := strconv.Atoi(repeats)
 	n, err2 := strconv.ParseInt(nanos, 10, 64)
-	if !ok1 || !ok2 || err1 != nil || err2 != nil {
+	if !ok1 || !ok2 || err1 != nil || err2 != nil || (flag != "" && flag != "gone") {
 		return diff.State{}, fmt.Errorf("%w: %q", ErrCorrupt, v)
 	}
-	return diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: time.Unix(0, n).UTC()}, nil
+	return diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: time.Unix(0, n).UTC(), Gone: flag == "gone"}, nil
+}
+
+func parseField(f string) diff.Key {
+	invoke, instance, _ := strings.Cut(f, "/")
+	return diff.Key{InvokeID: invoke, InstanceID: instance}
 }
 
 // HistoryEntry is one transition as the checkpoint's history keeps it.

@@ -90,6 +90,25 @@ func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.
 	return prev, nil
 }
 
+// LoadAll returns the state of every record of the shard.
+func (k *KV) LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error) {
+	prev, err := k.Load(ctx, shard, nil)
+	if err != nil {
+		return prev, err
+	}
+	k.mu.Lock()
+	all := k.states[shard]
+	k.mu.Unlock()
+	for f, v := range all {
+		st, err := decodeState(v)
+		if err != nil {
+			return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
+		}
+		prev.States[parseField(f)] = st
+	}
+	return prev, nil
+}
+
 // Commit writes the shard's states with the updates applied, if nobody
 // else wrote it since Load. Transitions are not kept here: in the embedded
 // mode the event stream itself is the history.

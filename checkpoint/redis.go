@@ -94,6 +94,34 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 	return prev, nil
 }
 
+// LoadAll returns the checkpointed state of every record of the shard,
+// tombstones included, scanning the hash in chunks so that Redis is never
+// blocked by one huge reply.
+func (r *Redis) LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error) {
+	prev := diff.Previous{States: map[diff.Key]diff.State{}}
+	known, err := r.client.HExists(ctx, r.key("meta", shard), "known").Result()
+	if err != nil {
+		return prev, fmt.Errorf("checkpoint: load %s from redis: %w", shard, err)
+	}
+	prev.Known = known
+	iter := r.client.HScan(ctx, r.key("state", shard), 0, "", int64(r.opts.ChunkSize)).Iterator()
+	for iter.Next(ctx) {
+		f := iter.Val()
+		if !iter.Next(ctx) {
+			break
+		}
+		st, err := decodeState(iter.Val())
+		if err != nil {
+			return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
+		}
+		prev.States[parseField(f)] = st
+	}
+	if err := iter.Err(); err != nil {
+		return prev, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
+	}
+	return prev, nil
+}
+
 // Commit stores the new states and appends the transitions to the shard's
 // history, atomically (MULTI/EXEC), and marks the shard as known.
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {

@@ -47,41 +47,67 @@ type Result struct {
 	Updates     []Update
 }
 
-// Compute diffs a complete snapshot against the previous states. It is pure
-// and deterministic: transitions and updates are sorted by invocation id,
-// then instance id (the aggregate first). An unchanged record costs a map
-// lookup and allocates nothing.
+// Compute diffs a snapshot against the previous states. It is pure and
+// deterministic: transitions are ordered by invocation id, then instance id
+// (the aggregate first), then run; updates by key. An unchanged record
+// costs a map lookup and allocates nothing.
 func Compute(prev Previous, snap Snapshot, opts Options) Result {
 	var res Result
+	var moved map[Key]State // states changed earlier in this snapshot (runs of one key)
 	for i := range snap.Records {
 		rec := &snap.Records[i]
-		old, seen := prev.States[rec.Key]
-		if seen && old.Status == rec.Status && old.Repeats == rec.Repeats {
-			continue
+		old, seen := moved[rec.Key]
+		if !seen {
+			old, seen = prev.States[rec.Key]
 		}
-		if seen && old.Repeats == rec.Repeats && old.Status.Terminal() && !rec.Status.Terminal() {
+		switch {
+		case seen && old.Gone:
+			continue // expired once: never announced again
+		case seen && old.Status == rec.Status && old.Repeats == rec.Repeats:
+			continue
+		case seen && rec.Repeats < old.Repeats:
+			continue // an older run, already past
+		case seen && old.Repeats == rec.Repeats && old.Status.Terminal() && !rec.Status.Terminal():
 			continue // a stale read: a run never leaves a terminal state
 		}
 		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
-		res.Updates = append(res.Updates, Update{Key: rec.Key, State: now})
+		if moved == nil {
+			moved = map[Key]State{}
+		}
+		moved[rec.Key] = now
 		if !seen && !prev.Known && opts.Initial != InitialEmit {
 			continue // baseline: the shard's first cycle records the present
 		}
-		t := Transition{
-			Source:     snap.Source,
-			Region:     snap.Region,
-			Record:     *rec,
-			ObservedAt: snap.ObservedAt,
-		}
+		t := Transition{Source: snap.Source, Region: snap.Region, Record: *rec, ObservedAt: snap.ObservedAt}
 		if seen {
-			t.Previous = old.Status
-			t.PreviousObservedAt = old.ObservedAt
+			t.Previous, t.PreviousObservedAt = old.Status, old.ObservedAt
 		}
 		t.ID = EventID(t)
 		res.Transitions = append(res.Transitions, t)
 	}
+	if snap.Complete {
+		present := make(map[Key]struct{}, len(snap.Records))
+		for i := range snap.Records {
+			present[snap.Records[i].Key] = struct{}{}
+		}
+		for k, st := range prev.States {
+			if _, ok := present[k]; !ok && !st.Gone {
+				st.Gone = true
+				if moved == nil {
+					moved = map[Key]State{}
+				}
+				moved[k] = st
+			}
+		}
+	}
+	res.Updates = make([]Update, 0, len(moved))
+	for k, st := range moved {
+		res.Updates = append(res.Updates, Update{Key: k, State: st})
+	}
 	slices.SortFunc(res.Updates, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
-	slices.SortFunc(res.Transitions, func(a, b Transition) int { return compareKeys(a.Record.Key, b.Record.Key) })
+	slices.SortStableFunc(res.Transitions, func(a, b Transition) int {
+		return cmp.Or(compareKeys(a.Record.Key, b.Record.Key), cmp.Compare(a.Record.Repeats, b.Record.Repeats))
+	})
 	return res
 }
 

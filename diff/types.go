@@ -56,13 +56,22 @@ type Record struct {
 	FinishTime time.Time
 }
 
-// Snapshot is a complete listing of one shard at one moment. A partial
-// listing is never a Snapshot: the lister returns an error instead.
+// Snapshot is an error-free listing of one shard at one moment. A listing
+// with a failed page is never a Snapshot: the lister returns an error.
+//
+// Records of the same key may appear several times, one per run of a
+// periodic task: at most one record per key and run, in ascending Repeats
+// order. Listers guarantee it; the diff relies on it.
 type Snapshot struct {
 	Source     Source
 	Region     string
 	ObservedAt time.Time
 	Records    []Record
+	// Complete is true when absence can be trusted: every record the API
+	// holds is in Records. Only then does a checkpointed record missing
+	// from the snapshot count as expired. A listing whose pages shifted
+	// while it was read, or an incremental one, is not Complete.
+	Complete bool
 }
 
 // State is what the checkpoint remembers about a record: its last published
@@ -71,6 +80,9 @@ type State struct {
 	Status     Status
 	Repeats    int
 	ObservedAt time.Time
+	// Gone marks a tombstone: the record expired from the API (retention).
+	// It is never announced again, even if it reappears.
+	Gone bool
 }
 
 // Previous is the checkpoint's view of a shard before a cycle.
@@ -78,8 +90,9 @@ type Previous struct {
 	// Known is false until the shard's first cycle has been committed. The
 	// baseline policy uses it to tell "first start" from "new record".
 	Known bool
-	// States holds the checkpointed state of the snapshot's records; records
-	// the checkpoint has never seen are absent.
+	// States holds the checkpointed state of the snapshot's records — or,
+	// for a Complete snapshot, of every record of the shard — tombstones
+	// included; records the checkpoint has never seen are absent.
 	States map[Key]State
 }
 

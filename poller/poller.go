@@ -26,6 +26,9 @@ type Store interface {
 	// Load returns the states of keys, and whether the shard was ever
 	// committed.
 	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
+	// LoadAll returns the state of every record of the shard, for a
+	// complete snapshot whose absences expire records.
+	LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error)
 	// Commit stores updates and records transitions, atomically.
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
 }
@@ -161,11 +164,16 @@ func (p *Poller) RunOnce(ctx context.Context) Report {
 		return rep
 	}
 	rep.Records = len(snap.Records)
-	keys := make([]diff.Key, len(snap.Records))
-	for i := range snap.Records {
-		keys[i] = snap.Records[i].Key
+	var prev diff.Previous
+	if snap.Complete {
+		prev, err = p.st.LoadAll(ctx, p.opts.Shard)
+	} else {
+		keys := make([]diff.Key, len(snap.Records))
+		for i := range snap.Records {
+			keys[i] = snap.Records[i].Key
+		}
+		prev, err = p.st.Load(ctx, p.opts.Shard, keys)
 	}
-	prev, err := p.st.Load(ctx, p.opts.Shard, keys)
 	if err != nil {
 		rep.Err = &CycleError{StageLoad, err}
 		return rep

@@ -68,7 +68,9 @@ func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 }
 
 func (c *ECS) list(ctx context.Context) (diff.Snapshot, error) {
-	snap := diff.Snapshot{Source: diff.SourceECS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC()}
+	// A NextToken listing is a cursor: records created while it pages do not
+	// shift it, so what it does not return is gone.
+	snap := diff.Snapshot{Source: diff.SourceECS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC(), Complete: true}
 	index := map[diff.Key]int{} // a record seen twice (it moved while we paged) keeps its latest state
 	var badTimes int
 	token := ""

@@ -1,0 +1,59 @@
+package diff
+
+import (
+	"testing"
+	"time"
+)
+
+// FuzzComputeReplay checks the diff's central invariant: once the updates of
+// a snapshot are applied, replaying the same snapshot yields no event and no
+// update. The fuzz input describes the previous states and the snapshot;
+// the corpus lives in testdata/fuzz/FuzzComputeReplay.
+func FuzzComputeReplay(f *testing.F) {
+	f.Add([]byte{1, 0, 2, 3, 1, 1, 5, 0, 2}, true, false)
+	f.Add([]byte{0, 0, 0, 0, 0, 0}, false, true)
+	f.Add([]byte{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9}, true, true)
+	statuses := []Status{"", StatusPending, StatusScheduled, StatusRunning, StatusStopping, StatusSuccess, StatusFailed,
+		StatusPartialFailed, StatusStopped, StatusFinished, StatusInvalid, StatusAborted, StatusError, StatusTimeout,
+		StatusCancelled, StatusTerminated, "Quarantined"}
+	f.Fuzz(func(t *testing.T, data []byte, known, complete bool) {
+		prev := Previous{Known: known, States: map[Key]State{}}
+		snap := Snapshot{Source: SourceECS, Region: "r", ObservedAt: time.Unix(1000, 0), Complete: complete}
+		lastRun := map[Key]int{} // listers give one record per run, runs ascending
+		for i := 0; i+2 < len(data); i += 3 {
+			k := Key{InvokeID: "t-" + string('a'+rune(data[i]%4))}
+			if data[i]&4 != 0 {
+				k.InstanceID = "i-" + string('a'+rune(data[i+1]%3))
+			}
+			st := statuses[int(data[i+2])%len(statuses)]
+			repeats := int(data[i+1] % 4)
+			if data[i]&8 != 0 {
+				prev.States[k] = State{Status: st, Repeats: repeats, Gone: data[i]&16 != 0}
+			} else if last, ok := lastRun[k]; !ok || repeats > last {
+				lastRun[k] = repeats
+				snap.Records = append(snap.Records, Record{Key: k, Status: st, Repeats: repeats})
+			}
+		}
+		opts := Options{Initial: InitialBaseline}
+		if data != nil && len(data)%2 == 1 {
+			opts.Initial = InitialEmit
+		}
+		res := Compute(prev, snap, opts)
+		for _, tr := range res.Transitions {
+			if prev.States[tr.Record.Key].Gone {
+				t.Fatalf("a tombstoned record was announced: %+v", tr)
+			}
+		}
+		next := Previous{Known: true, States: map[Key]State{}}
+		for k, v := range prev.States {
+			next.States[k] = v
+		}
+		for _, u := range res.Updates {
+			next.States[u.Key] = u.State
+		}
+		again := Compute(next, snap, opts)
+		if len(again.Transitions) != 0 || len(again.Updates) != 0 {
+			t.Fatalf("replaying the same snapshot gave %d transitions and %d updates: %+v", len(again.Transitions), len(again.Updates), again)
+		}
+	})
+}
