@@ -4,13 +4,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // control serves the /_casim/ control plane. It is not Alibaba's API and
 // needs no signature:
 //
 //	GET    /_casim/instances        the fleet, as a JSON array
-//	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding"}
+//	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding", "reboot": true}
+//	POST   /_casim/retention        {"age": "720h", "count": 10000}
 //	GET    /_casim/truth            every status change, one JSON object per line
 //	POST   /_casim/faults           add a fault rule (see Fault)
 //	DELETE /_casim/faults           remove every fault rule
@@ -24,12 +26,13 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Status string `json:"status"`
 			Agent  string `json:"agent"`
+			Reboot bool   `json:"reboot"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
 			return
 		}
-		if err := s.SetInstance(strings.TrimPrefix(path, "instances/"), body.Status, body.Agent); err != nil {
+		if err := s.changeInstance(strings.TrimPrefix(path, "instances/"), body.Status, body.Agent, body.Reboot); err != nil {
 			controlError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -53,6 +56,28 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case path == "faults" && r.Method == http.MethodDelete:
 		s.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	case path == "retention" && r.Method == http.MethodPost:
+		var body struct {
+			Age   string `json:"age"`
+			Count int    `json:"count"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
+			return
+		}
+		var age time.Duration
+		if body.Age != "" {
+			var err error
+			if age, err = time.ParseDuration(body.Age); err != nil {
+				controlError(w, http.StatusBadRequest, "age: "+err.Error())
+				return
+			}
+		}
+		if err := s.SetRetention(age, body.Count); err != nil {
+			controlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	case path == "calls" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Calls())

@@ -70,11 +70,7 @@ func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any
 		}
 		timeout = v
 	}
-	switch rm := params.Get("RepeatMode"); rm {
-	case "", "Once":
-	default:
-		return nil, errorf(http.StatusBadRequest, "InvalidParameter.RepeatMode", "casim does not run RepeatMode %q yet.", rm)
-	}
+	repeat, frequency := params.Get("RepeatMode"), params.Get("Frequency")
 	ids := indexed(params, "InstanceId")
 	if len(ids) == 0 {
 		return nil, missing("InstanceId")
@@ -85,6 +81,7 @@ func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any
 	inv, e := s.createInvocation(ProductECS, region, ids, invocationSpec{
 		Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
 		Username: params.Get("Username"), WorkingDir: params.Get("WorkingDir"), Description: params.Get("Description"),
+		RepeatMode: repeat, Frequency: frequency,
 	})
 	if e != nil {
 		return nil, e
@@ -113,11 +110,37 @@ func (s *Server) stopInvocation(product, region, invokeID string, only []string)
 
 type invocationSpec struct {
 	Name, Type, Content, Username, WorkingDir, Description string
+	RepeatMode, Frequency                                  string
 	Timeout                                                int64
+}
+
+// validRepeat checks a repeat mode and its frequency.
+func validRepeat(spec *invocationSpec) (schedule, *apiError) {
+	switch spec.RepeatMode {
+	case "":
+		spec.RepeatMode = repeatOnce
+	case repeatOnce, repeatNextRebootOnly, repeatEveryReboot:
+	case repeatPeriod:
+		if spec.Frequency == "" {
+			return schedule{}, missing("Frequency")
+		}
+		sched, err := parseFrequency(spec.Frequency)
+		if err != nil {
+			return schedule{}, errorf(http.StatusBadRequest, "InvalidParameter.Frequency", "%v", err)
+		}
+		return sched, nil
+	default:
+		return schedule{}, invalid("RepeatMode", spec.RepeatMode)
+	}
+	return schedule{}, nil
 }
 
 // createInvocation validates the targets and starts one run per instance.
 func (s *Server) createInvocation(product, region string, ids []string, spec invocationSpec) (*invocation, *apiError) {
+	sched, e := validRepeat(&spec)
+	if e != nil {
+		return nil, e
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
@@ -137,6 +160,7 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: "c-" + regionCode(region) + randomHex(8),
 		Name: spec.Name, Type: spec.Type, Content: spec.Content, Timeout: spec.Timeout,
 		Username: spec.Username, WorkingDir: spec.WorkingDir, Description: spec.Description,
+		RepeatMode: spec.RepeatMode, Frequency: spec.Frequency, sched: sched,
 		CreationTime: now, Status: stPending,
 	}
 	p := parseScript(spec.Content)
@@ -149,8 +173,10 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 	}
 	s.truth = append(s.truth, TruthEntry{Time: now, Product: product, Region: region, Level: "invocation",
 		InvokeID: inv.InvokeID, To: stPending})
-	s.invocations = append(s.invocations, inv)
+	key := listKey(product, region)
+	s.lists[key] = append(s.lists[key], inv)
 	s.byID[inv.InvokeID] = inv
+	s.expire(now)
 	return inv, nil
 }
 
@@ -243,6 +269,12 @@ type ecsInvokeInstance struct {
 	StopTime             string `json:"StopTime"`
 }
 
+// timed reports whether the task will run again: a periodic or reboot task
+// that is not stopped or over.
+func (inv *invocation) timed() bool {
+	return inv.periodic() && !terminal(inv.Status)
+}
+
 func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -280,10 +312,15 @@ func legacyInstanceStatus(status string) string {
 // pageRequest is how a listing asked to be paged: by token or by number.
 type pageRequest struct {
 	byToken  bool
-	after    uint64 // token mode: continue with invocations older than this seq
+	after    uint64 // DescribeInvocations tokens: continue with invocations older than this seq
+	token    []byte // the decoded NextToken, for actions with their own token layout
 	size     int
 	number   int
 	tokenSet bool
+}
+
+func badToken() *apiError {
+	return errorf(http.StatusBadRequest, "InvalidParameter.NextToken", "The specified parameter NextToken is not valid.")
 }
 
 func parsePaging(params url.Values) (pageRequest, *apiError) {
@@ -297,10 +334,10 @@ func parsePaging(params url.Values) (pageRequest, *apiError) {
 	}
 	if tok := params.Get("NextToken"); tok != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || len(raw) != 9 || raw[0] != 'v' {
-			return p, errorf(http.StatusBadRequest, "InvalidParameter.NextToken", "The specified parameter NextToken is not valid.")
+		if err != nil || len(raw) < 9 {
+			return p, badToken()
 		}
-		p.byToken, p.tokenSet, p.after = true, true, binary.BigEndian.Uint64(raw[1:])
+		p.byToken, p.tokenSet, p.token, p.after = true, true, raw, binary.BigEndian.Uint64(raw[1:9])
 	}
 	if p.byToken {
 		return p, nil
@@ -356,6 +393,9 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 	if e != nil {
 		return nil, e
 	}
+	if p.tokenSet && (len(p.token) != 9 || p.token[0] != 'v') {
+		return nil, badToken()
+	}
 	encoding := params.Get("ContentEncoding")
 	switch encoding {
 	case "", "Base64", "PlainText":
@@ -370,11 +410,14 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(s.opts.Now())
+	timed, repeatMode := params.Get("Timed"), params.Get("RepeatMode")
 	var matches []*invocation
-	for i := len(s.invocations) - 1; i >= 0; i-- {
-		inv := s.invocations[i]
-		if inv.Product != ProductECS || inv.Region != region ||
-			invokeID != "" && inv.InvokeID != invokeID ||
+	list := s.lists[listKey(ProductECS, region)]
+	for i := len(list) - 1; i >= 0; i-- {
+		inv := list[i]
+		if invokeID != "" && inv.InvokeID != invokeID ||
+			repeatMode != "" && inv.RepeatMode != repeatMode ||
+			timed != "" && strings.EqualFold(timed, "true") != inv.timed() ||
 			commandID != "" && inv.CommandID != commandID ||
 			commandName != "" && inv.Name != commandName ||
 			commandType != "" && inv.Type != commandType ||
@@ -410,7 +453,8 @@ func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) e
 		InvokeId: inv.InvokeID, CommandId: inv.CommandID, CommandName: inv.Name, CommandType: inv.Type,
 		CommandContent: encodeText(inv.Content, encoding), CommandDescription: inv.Description,
 		CreationTime: fmtTime(inv.CreationTime), InvocationStatus: inv.Status, InvokeStatus: legacyInvokeStatus(inv.Status),
-		Parameters: "{}", RepeatMode: "Once", Timeout: inv.Timeout, Username: inv.Username, WorkingDir: inv.WorkingDir,
+		Parameters: "{}", RepeatMode: inv.RepeatMode, Frequency: inv.Frequency, Timed: inv.timed(),
+		Timeout: inv.Timeout, Username: inv.Username, WorkingDir: inv.WorkingDir,
 		TerminationMode: "Process", VmCount: len(inv.Runs),
 	}
 	out.Tags.Tag = []ecsTag{}
@@ -418,7 +462,7 @@ func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) e
 	for _, r := range inv.Runs {
 		ii := ecsInvokeInstance{
 			InstanceId: r.InstanceID, InvocationStatus: r.Status, InstanceInvokeStatus: legacyInstanceStatus(r.Status),
-			Repeats: r.Repeats, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode, ErrorInfo: errorInfo(r.ErrorCode),
+			Repeats: r.Repeats, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode, ErrorInfo: errorInfo(r.ErrorCode), Timed: inv.timed(),
 			CreationTime: fmtTime(r.Created), UpdateTime: fmtTime(r.Updated), StartTime: fmtTime(r.Start),
 			FinishTime: fmtTime(r.Finish), StopTime: fmtTime(r.Stop),
 		}

@@ -28,6 +28,9 @@ const (
 	// FaultInvalidToken answers HTTP 400 InvalidParameter.NextToken, as the
 	// API does when a token expired.
 	FaultInvalidToken FaultKind = "invalidtoken"
+	// FaultRaw answers with Status (default 200) and Body verbatim: a
+	// recorded or hand-made response, such as a documented sample.
+	FaultRaw FaultKind = "raw"
 	// FaultLatency delays the call by Latency, then serves it.
 	FaultLatency FaultKind = "latency"
 )
@@ -47,6 +50,9 @@ type Fault struct {
 	Rate float64 `json:"rate"`
 	// Latency is the delay of a latency fault, e.g. "200ms".
 	Latency string `json:"latency"`
+	// Status and Body of a raw fault.
+	Status int    `json:"status"`
+	Body   string `json:"body"`
 
 	latency time.Duration
 }
@@ -55,6 +61,10 @@ type Fault struct {
 func (s *Server) InjectFault(f Fault) error {
 	switch f.Kind {
 	case FaultThrottle, FaultUnavailable, FaultInternal, FaultBadGateway, FaultMalformed, FaultTruncated, FaultInvalidToken:
+	case FaultRaw:
+		if f.Status == 0 {
+			f.Status = http.StatusOK
+		}
 	case FaultLatency:
 		d, err := time.ParseDuration(f.Latency)
 		if err != nil || d <= 0 {
@@ -134,6 +144,10 @@ func (s *Server) applyFault(w http.ResponseWriter, host, requestID string, f *Fa
 		w.Header().Set("Content-Type", "application/json;charset=utf-8")
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte(`{"RequestId":"` + requestID + `","Invocations":{"Invocation":[{"InvokeId":"t-`))
+	case FaultRaw:
+		w.Header().Set("Content-Type", "application/json;charset=utf-8")
+		w.WriteHeader(f.Status)
+		_, _ = w.Write([]byte(f.Body))
 	case FaultLatency:
 		time.Sleep(f.latency)
 		return false

@@ -32,6 +32,12 @@ type Options struct {
 	// DeliveryTimeout is how long a run waits for an unresponsive agent
 	// before it is Aborted; default 2s (Alibaba's is one minute).
 	DeliveryTimeout time.Duration
+	// RetentionAge and RetentionCount bound how long and how many
+	// invocations each product and region keeps; older ones vanish from the
+	// API, as Alibaba's do. Defaults: 30 days and 10,000 (the documents'
+	// older limits were four weeks and 100,000).
+	RetentionAge   time.Duration
+	RetentionCount int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -40,15 +46,18 @@ type Options struct {
 type Server struct {
 	opts Options
 
-	mu          sync.Mutex
-	instances   map[string]*Instance
-	fleet       []*Instance // in creation order
-	invocations []*invocation
-	byID        map[string]*invocation
-	seq         uint64
-	queue       runQueue
-	truth       []TruthEntry
-	calls       map[string]int
+	mu             sync.Mutex
+	instances      map[string]*Instance
+	fleet          []*Instance              // in creation order
+	lists          map[string][]*invocation // per product and region, oldest first
+	byID           map[string]*invocation
+	seq            uint64
+	queue          runQueue
+	truth          []TruthEntry
+	calls          map[string]int
+	retentionAge   time.Duration
+	retentionCount int
+	expired        int
 
 	nonceMu sync.Mutex
 	nonces  map[string]time.Time
@@ -92,15 +101,27 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.RetentionAge == 0 {
+		opts.RetentionAge = 30 * 24 * time.Hour
+	}
+	if opts.RetentionCount == 0 {
+		opts.RetentionCount = 10_000
+	}
+	if opts.RetentionAge < 0 || opts.RetentionCount < 0 {
+		return nil, errors.New("castest: retention must be positive")
+	}
 	s := &Server{
-		opts:      opts,
-		instances: map[string]*Instance{},
-		byID:      map[string]*invocation{},
-		calls:     map[string]int{},
-		nonces:    map[string]time.Time{},
-		wake:      make(chan struct{}, 1),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		opts:           opts,
+		instances:      map[string]*Instance{},
+		lists:          map[string][]*invocation{},
+		retentionAge:   opts.RetentionAge,
+		retentionCount: opts.RetentionCount,
+		byID:           map[string]*invocation{},
+		calls:          map[string]int{},
+		nonces:         map[string]time.Time{},
+		wake:           make(chan struct{}, 1),
+		stop:           make(chan struct{}),
+		done:           make(chan struct{}),
 	}
 	for _, region := range opts.Regions {
 		if region == "" || strings.ContainsAny(region, " ./") {
@@ -279,6 +300,15 @@ func (s *Server) dispatch(params url.Values, requestID string) (any, *apiError) 
 			return s.ecsStopInvocation(params, region, requestID)
 		case "DescribeInvocations":
 			return s.ecsDescribeInvocations(params, region, requestID)
+		case "DescribeInvocationResults":
+			return s.ecsDescribeInvocationResults(params, region, requestID)
+		}
+	case "2020-06-01":
+		switch action {
+		case "RunCommand":
+			return s.swasRunCommand(params, region, requestID)
+		case "DescribeCommandInvocations":
+			return s.swasDescribeCommandInvocations(params, region, requestID)
 		}
 	case "":
 		return nil, missing("Version")
@@ -312,8 +342,43 @@ func (s *Server) Instances() []Instance {
 
 // SetInstance changes an instance's lifecycle status and/or agent state
 // (an empty value leaves it as it is) and applies the consequences to the
-// work on it.
+// work on it: a run on a stopped or released instance is Terminated, one
+// whose agent stops is an Error, new work is Aborted or Invalid. Starting
+// a stopped instance is a reboot.
 func (s *Server) SetInstance(id, status, agent string) error {
+	return s.changeInstance(id, status, agent, false)
+}
+
+// Reboot restarts an instance: reboot tasks (EveryReboot, NextRebootOnly)
+// run on it.
+func (s *Server) Reboot(id string) error { return s.changeInstance(id, "", "", true) }
+
+// SetRetention changes the retention limits; zero leaves a limit as it is.
+func (s *Server) SetRetention(age time.Duration, count int) error {
+	if age < 0 || count < 0 {
+		return errors.New("castest: retention must be positive")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if age > 0 {
+		s.retentionAge = age
+	}
+	if count > 0 {
+		s.retentionCount = count
+	}
+	s.advance(s.opts.Now())
+	return nil
+}
+
+// Expired counts the invocations retention has removed.
+func (s *Server) Expired() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advance(s.opts.Now())
+	return s.expired
+}
+
+func (s *Server) changeInstance(id, status, agent string, reboot bool) error {
 	switch status {
 	case "", InstanceRunning, InstanceStopped, InstanceReleased:
 	default:
@@ -335,12 +400,18 @@ func (s *Server) SetInstance(id, status, agent string) error {
 	if inst.Status == InstanceReleased && status != "" && status != InstanceReleased {
 		return fmt.Errorf("castest: instance %q is released", id)
 	}
+	if inst.Status == InstanceStopped && status == InstanceRunning {
+		reboot = true
+	}
 	if status != "" {
 		inst.Status = status
 	}
 	if agent != "" {
 		inst.Agent = agent
 	}
-	s.instanceChanged(inst, now)
+	if reboot && inst.Status != InstanceRunning {
+		return fmt.Errorf("castest: instance %q is %s and cannot reboot", id, inst.Status)
+	}
+	s.instanceChanged(inst, reboot, now)
 	return nil
 }

@@ -26,6 +26,7 @@ const (
 // Per-instance and aggregate statuses the emulator produces.
 const (
 	stPending       = "Pending"
+	stScheduled     = "Scheduled"
 	stRunning       = "Running"
 	stStopping      = "Stopping"
 	stStopped       = "Stopped"
@@ -38,6 +39,14 @@ const (
 	stTimeout       = "Timeout"
 	stCancelled     = "Cancelled"
 	stTerminated    = "Terminated"
+)
+
+// Repeat modes.
+const (
+	repeatOnce           = "Once"
+	repeatPeriod         = "Period"
+	repeatNextRebootOnly = "NextRebootOnly"
+	repeatEveryReboot    = "EveryReboot"
 )
 
 // errorInfo is the documented ErrorInfo text of an ErrorCode.
@@ -72,6 +81,10 @@ type Instance struct {
 	Agent   string `json:"agent"`
 }
 
+func (i *Instance) healthy() bool {
+	return i.Status == InstanceRunning && i.Agent == AgentRunning
+}
+
 // invocation is one RunCommand: its command and its runs, one per instance.
 type invocation struct {
 	Seq          uint64    `json:"seq"`
@@ -86,34 +99,54 @@ type invocation struct {
 	Username     string    `json:"username"`
 	WorkingDir   string    `json:"workingDir"`
 	Description  string    `json:"description"`
+	RepeatMode   string    `json:"repeatMode"`
+	Frequency    string    `json:"frequency"`
 	CreationTime time.Time `json:"creationTime"`
 	Status       string    `json:"status"`
 	Runs         []*run    `json:"runs"`
+
+	sched schedule
 }
 
-// run is an invocation on one instance.
+func (inv *invocation) periodic() bool { return inv.RepeatMode != repeatOnce }
+
+// runResult is one finished run of a periodic task, as history keeps it.
+type runResult struct {
+	Repeats   int       `json:"repeats"`
+	Status    string    `json:"status"`
+	ExitCode  int64     `json:"exitCode"`
+	ErrorCode string    `json:"errorCode"`
+	Output    string    `json:"output"`
+	Start     time.Time `json:"start"`
+	Finish    time.Time `json:"finish"`
+	Stop      time.Time `json:"stop"`
+}
+
+// run is an invocation on one instance: its current run, and for periodic
+// tasks the finished runs before it.
 type run struct {
 	inv        *invocation
 	plan       plan
 	heapIndex  int
-	InstanceID string    `json:"instanceId"`
-	Status     string    `json:"status"`
-	Repeats    int       `json:"repeats"`
-	ExitCode   int64     `json:"exitCode"`
-	ErrorCode  string    `json:"errorCode"`
-	Output     string    `json:"output"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
-	Start      time.Time `json:"start"`
-	Finish     time.Time `json:"finish"`
-	Stop       time.Time `json:"stop"`
+	InstanceID string      `json:"instanceId"`
+	Status     string      `json:"status"`
+	Repeats    int         `json:"repeats"`
+	ExitCode   int64       `json:"exitCode"`
+	ErrorCode  string      `json:"errorCode"`
+	Output     string      `json:"output"`
+	Created    time.Time   `json:"created"`
+	Updated    time.Time   `json:"updated"`
+	Start      time.Time   `json:"start"`
+	Finish     time.Time   `json:"finish"`
+	Stop       time.Time   `json:"stop"`
+	History    []runResult `json:"history"`
 	// Due is when the run's next scheduled step happens; zero when none is.
 	Due time.Time `json:"due"`
 }
 
 func terminal(status string) bool {
 	switch status {
-	case stPending, stRunning, stStopping, "Scheduled":
+	case stPending, stRunning, stStopping, stScheduled:
 		return false
 	}
 	return true
@@ -146,7 +179,6 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 		if r.Start.IsZero() {
 			r.Start = at
 		}
-		r.Due = time.Time{}
 	}
 	if r.ErrorCode == "" && status == stFailed && r.ExitCode != 0 {
 		r.ErrorCode = "ExitCodeNonzero"
@@ -161,8 +193,8 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 }
 
 // aggregate is the documented overall status of an invocation:
-//   - any instance Stopping: Stopping; else any Running: Running; else any
-//     Pending: Pending;
+//   - any instance Stopping: Stopping; else any Running (or Scheduled, for
+//     a periodic task): Running; else any Pending: Pending;
 //   - once every instance is final: Success when some succeeded and the rest
 //     were stopped; PartialFailed when some succeeded and some failed;
 //     Failed when none succeeded and some failed (Invalid, Aborted, Failed,
@@ -174,7 +206,7 @@ func aggregate(runs []*run) string {
 		switch r.Status {
 		case stStopping:
 			stopping = true
-		case stRunning:
+		case stRunning, stScheduled:
 			running = true
 		case stPending:
 			pending = true
@@ -215,8 +247,16 @@ func (s *Server) schedule(r *run, due time.Time) {
 	}
 }
 
+func (s *Server) unschedule(r *run) {
+	if r.heapIndex >= 0 {
+		heap.Remove(&s.queue, r.heapIndex)
+	}
+	r.Due = time.Time{}
+}
+
 // advance carries out every step due at or before now, each at its own
-// instant, so the truth log has the exact times. Callers hold s.mu.
+// instant, so the truth log has the exact times, then applies retention.
+// Callers hold s.mu.
 func (s *Server) advance(now time.Time) {
 	for len(s.queue) > 0 && !s.queue[0].Due.After(now) {
 		r := heap.Pop(&s.queue).(*run)
@@ -224,6 +264,7 @@ func (s *Server) advance(now time.Time) {
 		r.Due = time.Time{}
 		s.step(r, at)
 	}
+	s.expire(now)
 }
 
 // step moves a run forward at instant at.
@@ -244,33 +285,79 @@ func (s *Server) step(r *run, at time.Time) {
 			} else {
 				s.fail(r, stAborted, "DeliveryTimeout", at)
 			}
+		case r.inv.periodic():
+			s.setRun(r, stScheduled, at)
+			s.scheduleTick(r, at)
 		default:
-			r.Start, r.Repeats = at, r.Repeats+1
-			s.setRun(r, stRunning, at)
-			timeout := time.Duration(r.inv.Timeout) * time.Second
-			if r.plan.hang || r.plan.duration >= timeout {
-				s.schedule(r, at.Add(timeout))
-			} else {
-				s.schedule(r, at.Add(r.plan.duration))
-			}
+			s.startRun(r, at)
+		}
+	case stScheduled: // a periodic tick or a reboot
+		if inst.healthy() {
+			s.startRun(r, at)
+		} else {
+			s.scheduleTick(r, at) // this run cannot be delivered; wait for the next
 		}
 	case stRunning:
-		r.Output = r.plan.output
-		timeout := time.Duration(r.inv.Timeout) * time.Second
-		if r.plan.hang || r.plan.duration >= timeout {
-			s.fail(r, stTimeout, "ExecutionTimeout", at)
-			return
-		}
-		r.ExitCode = r.plan.exitCode
-		if r.ExitCode == 0 {
-			s.setRun(r, stSuccess, at)
-		} else {
-			s.setRun(r, stFailed, at)
-		}
+		s.finishRun(r, at)
 	case stStopping:
 		r.Stop = at
 		s.setRun(r, stStopped, at)
+		s.endRun(r, at)
 	}
+}
+
+// scheduleTick arms the next run of a Period task; reboot tasks wait for a
+// reboot instead.
+func (s *Server) scheduleTick(r *run, at time.Time) {
+	if r.inv.RepeatMode != repeatPeriod {
+		return
+	}
+	if next := r.inv.sched.next(at); !next.IsZero() {
+		s.schedule(r, next)
+	}
+}
+
+func (s *Server) startRun(r *run, at time.Time) {
+	r.Repeats++
+	r.Start, r.Finish, r.Stop, r.ExitCode, r.ErrorCode, r.Output = at, time.Time{}, time.Time{}, 0, "", ""
+	s.setRun(r, stRunning, at)
+	timeout := time.Duration(r.inv.Timeout) * time.Second
+	if r.plan.hang || r.plan.duration >= timeout {
+		s.schedule(r, at.Add(timeout))
+	} else {
+		s.schedule(r, at.Add(r.plan.duration))
+	}
+}
+
+func (s *Server) finishRun(r *run, at time.Time) {
+	r.Output = r.plan.output
+	timeout := time.Duration(r.inv.Timeout) * time.Second
+	switch {
+	case r.plan.hang || r.plan.duration >= timeout:
+		r.ErrorCode = "ExecutionTimeout"
+		s.setRun(r, stTimeout, at)
+	case r.plan.exitCode == 0:
+		s.setRun(r, stSuccess, at)
+	default:
+		r.ExitCode = r.plan.exitCode
+		s.setRun(r, stFailed, at)
+	}
+	s.endRun(r, at)
+}
+
+// endRun records a periodic task's finished run in its history and, unless
+// the task is over, waits for the next run.
+func (s *Server) endRun(r *run, at time.Time) {
+	if !r.inv.periodic() || r.Repeats == 0 {
+		return
+	}
+	r.History = append(r.History, runResult{Repeats: r.Repeats, Status: r.Status, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode,
+		Output: r.Output, Start: r.Start, Finish: r.Finish, Stop: r.Stop})
+	if r.inv.RepeatMode == repeatNextRebootOnly || r.Status == stStopped || r.Status == stTerminated {
+		return
+	}
+	s.setRun(r, stScheduled, at)
+	s.scheduleTick(r, at)
 }
 
 func (s *Server) fail(r *run, status, code string, at time.Time) {
@@ -285,46 +372,82 @@ func (s *Server) stopRun(r *run, at time.Time) {
 		r.Stop = at
 		s.unschedule(r)
 		s.setRun(r, stCancelled, at)
+	case stScheduled:
+		r.Stop = at
+		s.unschedule(r)
+		s.setRun(r, stStopped, at)
 	case stRunning:
 		s.setRun(r, stStopping, at)
 		s.schedule(r, at.Add(s.opts.StopDelay))
 	}
 }
 
-func (s *Server) unschedule(r *run) {
-	if r.heapIndex >= 0 {
-		heap.Remove(&s.queue, r.heapIndex)
-	}
-	r.Due = time.Time{}
-}
-
-// instanceChanged applies an instance's new state to its running work.
-// Callers hold s.mu.
-func (s *Server) instanceChanged(inst *Instance, at time.Time) {
-	for _, inv := range s.invocations {
-		for _, r := range inv.Runs {
-			if r.InstanceID != inst.ID || r.Status != stRunning {
-				continue
-			}
+// instanceChanged applies an instance's new state to the work on it; a
+// reboot starts the runs of reboot tasks. Callers hold s.mu.
+func (s *Server) instanceChanged(inst *Instance, rebooted bool, at time.Time) {
+	s.eachRun(func(r *run) {
+		if r.InstanceID != inst.ID {
+			return
+		}
+		switch r.Status {
+		case stRunning:
 			switch {
 			case inst.Status == InstanceReleased:
 				s.unschedule(r)
 				s.fail(r, stTerminated, "InstanceReleased", at)
+				s.endRun(r, at)
 			case inst.Status == InstanceStopped:
 				s.unschedule(r)
 				s.fail(r, stTerminated, "InstanceNotRunning", at)
+				s.endRun(r, at)
 			case inst.Agent == AgentNotRunning:
 				s.unschedule(r)
 				s.fail(r, stError, "ClientNotRunning", at)
+				s.endRun(r, at)
+			case inst.Agent == AgentNotResponding:
+				s.unschedule(r)
+				s.fail(r, stError, "ClientNotResponse", at)
+				s.endRun(r, at)
+			}
+		case stPending:
+			s.schedule(r, at) // re-examine delivery now
+		case stScheduled:
+			if rebooted && inst.healthy() && (r.inv.RepeatMode == repeatEveryReboot || r.inv.RepeatMode == repeatNextRebootOnly) {
+				s.schedule(r, at.Add(s.opts.DispatchDelay))
+			}
+		}
+	})
+}
+
+// eachRun visits every run of every invocation. Callers hold s.mu.
+func (s *Server) eachRun(fn func(*run)) {
+	for _, list := range s.lists {
+		for _, inv := range list {
+			for _, r := range inv.Runs {
+				fn(r)
 			}
 		}
 	}
-	// Pending work waiting for an unresponsive agent is re-examined now.
-	for _, inv := range s.invocations {
-		for _, r := range inv.Runs {
-			if r.InstanceID == inst.ID && r.Status == stPending {
-				s.schedule(r, at)
+}
+
+func listKey(product, region string) string { return product + "/" + region }
+
+// expire drops invocations past the retention age or beyond the retention
+// count of their product and region, oldest first. Callers hold s.mu.
+func (s *Server) expire(now time.Time) {
+	for key, list := range s.lists {
+		drop := 0
+		for drop < len(list) && (len(list)-drop > s.retentionCount || now.Sub(list[drop].CreationTime) > s.retentionAge) {
+			inv := list[drop]
+			for _, r := range inv.Runs {
+				s.unschedule(r)
 			}
+			delete(s.byID, inv.InvokeID)
+			s.expired++
+			drop++
+		}
+		if drop > 0 {
+			s.lists[key] = slices.Delete(list, 0, drop)
 		}
 	}
 }

@@ -1,9 +1,11 @@
 package castest
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // savedState is the emulator's persistent form.
@@ -19,7 +21,12 @@ func (s *Server) SaveState(w io.Writer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.advance(s.opts.Now())
-	if err := json.NewEncoder(w).Encode(savedState{Seq: s.seq, Instances: s.fleet, Invocations: s.invocations}); err != nil {
+	var all []*invocation
+	for _, list := range s.lists {
+		all = append(all, list...)
+	}
+	slices.SortFunc(all, func(a, b *invocation) int { return cmp.Compare(a.Seq, b.Seq) })
+	if err := json.NewEncoder(w).Encode(savedState{Seq: s.seq, Instances: s.fleet, Invocations: all}); err != nil {
 		return fmt.Errorf("castest: save state: %w", err)
 	}
 	return nil
@@ -35,7 +42,8 @@ func (s *Server) LoadState(r io.Reader) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.seq, s.fleet, s.invocations = st.Seq, st.Instances, st.Invocations
+	s.seq, s.fleet = st.Seq, st.Instances
+	s.lists = map[string][]*invocation{}
 	s.instances = map[string]*Instance{}
 	for _, inst := range st.Instances {
 		s.instances[inst.ID] = inst
@@ -44,6 +52,17 @@ func (s *Server) LoadState(r io.Reader) error {
 	s.queue = s.queue[:0]
 	for _, inv := range st.Invocations {
 		s.byID[inv.InvokeID] = inv
+		s.lists[listKey(inv.Product, inv.Region)] = append(s.lists[listKey(inv.Product, inv.Region)], inv)
+		if inv.RepeatMode == "" {
+			inv.RepeatMode = repeatOnce
+		}
+		if inv.RepeatMode == repeatPeriod {
+			sched, err := parseFrequency(inv.Frequency)
+			if err != nil {
+				return fmt.Errorf("castest: load state: %s: %w", inv.InvokeID, err)
+			}
+			inv.sched = sched
+		}
 		p := parseScript(inv.Content)
 		for _, r := range inv.Runs {
 			if _, ok := s.instances[r.InstanceID]; !ok {
