@@ -108,7 +108,7 @@ func settings() []setting {
 	return []setting{
 		{"endpoint", "Cloud Assistant API base URL, e.g. http://127.0.0.1:8080 for casim; empty means Alibaba's endpoints over HTTPS", str(func(c *config) *string { return &c.Endpoint })},
 		{"regions", "comma-separated regions to watch", list(func(c *config) *[]string { return &c.Regions })},
-		{"sources", "comma-separated sources: ecs (ecs-results and swas are not implemented yet)", list(func(c *config) *[]string { return &c.Sources })},
+		{"sources", "comma-separated sources: ecs (DescribeInvocations), ecs-results (DescribeInvocationResults) — one of the two — and swas", list(func(c *config) *[]string { return &c.Sources })},
 		{"interval", "time between the starts of two polls of a shard", dur(func(c *config) *time.Duration { return &c.Interval })},
 		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
 		{"page-size", "MaxResults per API page, 1..50", func(c *config, v string) error {
@@ -205,9 +205,7 @@ func (c config) validate() error {
 	}
 	for _, s := range c.Sources {
 		switch s {
-		case "ecs":
-		case "ecs-results", "swas":
-			errs = append(errs, fmt.Errorf("source %q is not implemented yet", s))
+		case "ecs", "ecs-results", "swas":
 		default:
 			errs = append(errs, fmt.Errorf("source %q: want ecs, ecs-results or swas", s))
 		}

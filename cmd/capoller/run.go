@@ -149,11 +149,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	for _, region := range cfg.Regions {
 		for _, source := range cfg.Sources {
-			shard := diff.Shard{Source: diff.Source(source), Region: region}
-			lister, err := cloudassist.NewECS(cloudassist.Options{
+			shard, lister, err := newLister(source, cloudassist.Options{
 				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
-				Logger: log.With(zap.Stringer("shard", shard)),
+				Logger: log.With(zap.String("source", source), zap.String("region", region)),
 			})
 			if err != nil {
 				return err
@@ -176,6 +175,23 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		log.Warn("draining the NATS connection", zap.Error(derr))
 	}
 	return err
+}
+
+// newLister builds the lister of a source. ecs and ecs-results are two
+// views of the same records: both publish as source "ecs".
+func newLister(source string, opts cloudassist.Options) (diff.Shard, poller.Lister, error) {
+	switch source {
+	case "ecs":
+		l, err := cloudassist.NewECS(opts)
+		return diff.Shard{Source: diff.SourceECS, Region: opts.Region}, l, err
+	case "ecs-results":
+		l, err := cloudassist.NewECSResults(opts)
+		return diff.Shard{Source: diff.SourceECS, Region: opts.Region}, l, err
+	case "swas":
+		l, err := cloudassist.NewSWAS(opts)
+		return diff.Shard{Source: diff.SourceSWAS, Region: opts.Region}, l, err
+	}
+	return diff.Shard{}, nil, fmt.Errorf("unknown source %q", source)
 }
 
 // retry calls fn until it succeeds or ctx ends, backing off exponentially

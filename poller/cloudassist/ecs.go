@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
@@ -18,16 +19,19 @@ import (
 // without an id or a status, or a paging token that does not advance.
 var ErrMalformed = errors.New("cloudassist: malformed response")
 
-// ECS lists ECS Cloud Assistant invocations of one region through
-// DescribeInvocations, paging with NextToken.
-type ECS struct {
+// ecsAPI is an ECS client shared by the two ECS views, plus the memory of
+// which periodic tasks were active, so that their last runs are fetched
+// once more after they stop.
+type ecsAPI struct {
 	opts   Options
 	client *ecs.Client
 	calls  caller
+
+	mu     sync.Mutex
+	active map[string]bool // periodic invocations active at the last listing
 }
 
-// NewECS builds an ECS lister.
-func NewECS(opts Options) (*ECS, error) {
+func newECSAPI(opts Options) (*ecsAPI, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -43,75 +47,180 @@ func NewECS(opts Options) (*ECS, error) {
 	if setup.domain != "" {
 		client.Domain = setup.domain
 	}
-	return &ECS{opts: o, client: client}, nil
+	return &ecsAPI{opts: o, client: client, active: map[string]bool{}}, nil
+}
+
+// ECS lists ECS Cloud Assistant invocations of one region through
+// DescribeInvocations, paging with NextToken, and recovers every run of
+// periodic tasks through DescribeInvocationResults with IncludeHistory.
+type ECS struct{ api *ecsAPI }
+
+// NewECS builds an ECS lister.
+func NewECS(opts Options) (*ECS, error) {
+	api, err := newECSAPI(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &ECS{api: api}, nil
 }
 
 // Source is the event source of the records this lister returns.
 func (c *ECS) Source() diff.Source { return diff.SourceECS }
 
 // Region is the region this lister watches.
-func (c *ECS) Region() string { return c.opts.Region }
+func (c *ECS) Region() string { return c.api.opts.Region }
 
 // Snapshot lists every invocation of the region, page after page, and
 // returns them as one normalized snapshot: an aggregate record per
-// invocation and a record per instance. Any failed page fails the whole
-// snapshot. A refused NextToken restarts the listing from the first page,
-// at most a few times.
+// invocation and a record per instance — per run, for periodic tasks. Any
+// failed page fails the whole snapshot. A refused NextToken restarts the
+// listing from the first page, at most a few times.
 func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
+	return c.api.withRestarts(ctx, c.list)
+}
+
+func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (diff.Snapshot, error)) (diff.Snapshot, error) {
 	for attempt := 0; ; attempt++ {
-		snap, err := c.list(ctx)
+		snap, err := list(ctx)
 		if err == nil || ClassOf(err) != ClassInvalidToken || attempt == maxRestarts {
 			return snap, err
 		}
-		c.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", c.opts.Region), zap.Int("attempt", attempt+1))
+		a.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
 	}
 }
 
-func (c *ECS) list(ctx context.Context) (diff.Snapshot, error) {
-	// A NextToken listing is a cursor: records created while it pages do not
-	// shift it, so what it does not return is gone.
-	snap := diff.Snapshot{Source: diff.SourceECS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC(), Complete: true}
-	index := map[diff.Key]int{} // a record seen twice (it moved while we paged) keeps its latest state
-	var badTimes int
+// walk follows a NextToken listing: fetch receives each page's token and
+// returns the next one, until it is empty.
+func walk(ctx context.Context, action string, fetch func(token string) (next, requestID string, err error)) error {
 	token := ""
 	for page := 1; ; page++ {
-		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
-		req.MaxResults = requests.NewInteger(c.opts.PageSize)
-		req.NextToken = token
-		resp, err := do(ctx, &c.calls, func() (*ecs.DescribeInvocationsResponse, error) { return c.client.DescribeInvocations(req) })
+		next, requestID, err := fetch(token)
 		if err != nil {
 			if ctx.Err() != nil {
-				return diff.Snapshot{}, fmt.Errorf("describe invocations page %d: %w", page, ctx.Err())
+				err = ctx.Err()
 			}
-			return diff.Snapshot{}, fmt.Errorf("describe invocations page %d: %w", page, translate("DescribeInvocations", err))
+			if requestID != "" {
+				return fmt.Errorf("%s page %d (request %s): %w", action, page, requestID, err)
+			}
+			return fmt.Errorf("%s page %d: %w", action, page, err)
+		}
+		if next == "" {
+			return nil
+		}
+		if next == token {
+			return fmt.Errorf("%s page %d: %w: NextToken %q repeats", action, page, ErrMalformed, next)
+		}
+		token = next
+	}
+}
+
+// describeInvocations lists invocations, calling each for every one.
+func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func(ecs.Invocation) error) error {
+	return walk(ctx, "describe invocations", func(token string) (string, string, error) {
+		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
+		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		if filter != nil {
+			filter(req)
+		}
+		resp, err := do(ctx, &a.calls, func() (*ecs.DescribeInvocationsResponse, error) { return a.client.DescribeInvocations(req) })
+		if err != nil {
+			return "", "", translate("DescribeInvocations", err)
 		}
 		for _, inv := range resp.Invocations.Invocation {
-			recs, bad, err := normalizeECS(inv)
-			if err != nil {
-				return diff.Snapshot{}, fmt.Errorf("describe invocations page %d (request %s): %w", page, resp.RequestId, err)
-			}
-			badTimes += bad
-			for _, r := range recs {
-				if i, dup := index[r.Key]; dup {
-					snap.Records[i] = r
-					continue
-				}
-				index[r.Key] = len(snap.Records)
-				snap.Records = append(snap.Records, r)
+			if err := each(inv); err != nil {
+				return "", resp.RequestId, err
 			}
 		}
-		if resp.NextToken == "" {
-			break
+		return resp.NextToken, resp.RequestId, nil
+	})
+}
+
+// describeResults lists invocation results, calling each for every row.
+func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
+	return walk(ctx, "describe invocation results", func(token string) (string, string, error) {
+		req := ecs.CreateDescribeInvocationResultsRequest()
+		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		if filter != nil {
+			filter(req)
 		}
-		if resp.NextToken == token {
-			return diff.Snapshot{}, fmt.Errorf("describe invocations page %d: %w: NextToken %q repeats", page, ErrMalformed, resp.NextToken)
+		resp, err := do(ctx, &a.calls, func() (*ecs.DescribeInvocationResultsResponse, error) {
+			return a.client.DescribeInvocationResults(req)
+		})
+		if err != nil {
+			return "", "", translate("DescribeInvocationResults", err)
 		}
-		token = resp.NextToken
+		for _, r := range resp.Invocation.InvocationResults.InvocationResult {
+			if err := each(r); err != nil {
+				return "", resp.RequestId, err
+			}
+		}
+		return resp.Invocation.NextToken, resp.RequestId, nil
+	})
+}
+
+func (c *ECS) list(ctx context.Context) (diff.Snapshot, error) {
+	a := c.api
+	// A NextToken listing is a cursor: records created while it pages do not
+	// shift it, so what it does not return is gone.
+	snap := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: true}
+	var acc accumulator
+	periodic := map[string]periodicTask{}
+	err := a.describeInvocations(ctx, nil, func(inv ecs.Invocation) error {
+		recs, bad, err := normalizeECS(inv)
+		if err != nil {
+			return err
+		}
+		acc.bad += bad
+		acc.add(recs...)
+		if hasHistory(inv.RepeatMode) {
+			periodic[recs[0].InvokeID] = periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: !recs[0].Status.Terminal() || inv.Timed}
+		}
+		return nil
+	})
+	if err != nil {
+		return diff.Snapshot{}, err
 	}
-	if badTimes > 0 {
-		c.opts.Logger.Warn("unparseable timestamps left empty", zap.String("region", c.opts.Region), zap.Int("count", badTimes))
+	records, err := a.withHistory(ctx, acc.records, periodic)
+	if err != nil {
+		return diff.Snapshot{}, err
 	}
+	snap.Records = records
+	acc.warn(a.opts)
 	return snap, nil
+}
+
+// hasHistory reports whether a repeat mode runs more than once, so that
+// runs can happen unseen between two polls.
+func hasHistory(repeatMode string) bool {
+	return strings.EqualFold(repeatMode, "Period") || strings.EqualFold(repeatMode, "EveryReboot")
+}
+
+// accumulator collects records, keeping the last reading of a record seen
+// twice (it moved while we paged).
+type accumulator struct {
+	records []diff.Record
+	index   map[diff.Key]int
+	bad     int // unparseable timestamps
+}
+
+func (a *accumulator) add(recs ...diff.Record) {
+	if a.index == nil {
+		a.index = map[diff.Key]int{}
+	}
+	for _, r := range recs {
+		if i, dup := a.index[r.Key]; dup {
+			a.records[i] = r
+			continue
+		}
+		a.index[r.Key] = len(a.records)
+		a.records = append(a.records, r)
+	}
+}
+
+func (a *accumulator) warn(o Options) {
+	if a.bad > 0 {
+		o.Logger.Warn("unparseable timestamps left empty", zap.String("region", o.Region), zap.Int("count", a.bad))
+	}
 }
 
 // normalizeECS turns one SDK invocation into records: the aggregate first,
@@ -132,33 +241,55 @@ func normalizeECS(inv ecs.Invocation) ([]diff.Record, int, error) {
 	recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: inv.CommandId, CommandName: inv.CommandName, Status: status})
 	bad := 0
 	for _, ii := range inv.InvokeInstances.InvokeInstance {
-		instance := strings.TrimSpace(ii.InstanceId)
-		if instance == "" {
-			return nil, 0, fmt.Errorf("%w: invocation %s lists an instance without InstanceId", ErrMalformed, id)
-		}
 		st := diff.NormalizeStatus(ii.InvocationStatus)
 		if st == "" {
 			st = diff.NormalizeStatus(ii.InstanceInvokeStatus)
 		}
-		if st == "" {
-			return nil, 0, fmt.Errorf("%w: invocation %s on %s has no status", ErrMalformed, id, instance)
-		}
-		start, ok1 := parseTime(ii.StartTime)
-		finish, ok2 := parseTime(ii.FinishTime)
-		for _, ok := range []bool{ok1, ok2} {
-			if !ok {
-				bad++
-			}
-		}
-		recs = append(recs, diff.Record{
-			Key:       diff.Key{InvokeID: id, InstanceID: instance},
-			CommandID: inv.CommandId, CommandName: inv.CommandName,
-			Status: st, Repeats: ii.Repeats, ExitCode: ii.ExitCode,
-			ErrorCode: ii.ErrorCode, ErrorInfo: ii.ErrorInfo,
-			StartTime: start, FinishTime: finish,
+		rec, b, err := instanceRecord(id, ii.InstanceId, st, runFields{
+			repeats: ii.Repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
+			start: ii.StartTime, finish: ii.FinishTime,
 		})
+		if err != nil {
+			return nil, 0, err
+		}
+		rec.CommandID, rec.CommandName = inv.CommandId, inv.CommandName
+		bad += b
+		recs = append(recs, rec)
 	}
 	return recs, bad, nil
+}
+
+// runFields are the per-run fields every API reports, under its own names.
+type runFields struct {
+	repeats       int
+	exitCode      int64
+	errorCode     string
+	errorInfo     string
+	start, finish string
+}
+
+// instanceRecord validates and builds one instance-level record.
+func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields) (diff.Record, int, error) {
+	instanceID = strings.TrimSpace(instanceID)
+	if instanceID == "" {
+		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s lists an instance without InstanceId", ErrMalformed, invokeID)
+	}
+	if status == "" {
+		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s on %s has no status", ErrMalformed, invokeID, instanceID)
+	}
+	start, ok1 := parseTime(f.start)
+	finish, ok2 := parseTime(f.finish)
+	bad := 0
+	for _, ok := range []bool{ok1, ok2} {
+		if !ok {
+			bad++
+		}
+	}
+	return diff.Record{
+		Key:    diff.Key{InvokeID: invokeID, InstanceID: instanceID},
+		Status: status, Repeats: f.repeats, ExitCode: f.exitCode, ErrorCode: f.errorCode, ErrorInfo: f.errorInfo,
+		StartTime: start, FinishTime: finish,
+	}, bad, nil
 }
 
 // parseTime reads the API's timestamps leniently: ECS sends

@@ -1,0 +1,121 @@
+package cloudassist
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// periodicTask is what a listing knows of a Period or EveryReboot task.
+type periodicTask struct {
+	commandID, commandName string
+	active                 bool // will run again
+}
+
+// withHistory replaces the instance records of periodic tasks with every
+// run their history holds, so that runs which started and finished between
+// two polls are seen. History is read for tasks that are active, and once
+// more for those that were active at the previous listing (their last runs
+// may have finished since). Records of one instance come out one per run,
+// in ascending run order, as the diff requires.
+func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodic map[string]periodicTask) ([]diff.Record, error) {
+	a.mu.Lock()
+	wanted := map[string]bool{}
+	for id, task := range periodic {
+		if task.active || a.active[id] {
+			wanted[id] = true
+		}
+	}
+	a.mu.Unlock()
+	if len(wanted) == 0 {
+		a.remember(periodic)
+		return records, nil
+	}
+	runs := map[diff.Key][]diff.Record{}
+	for _, id := range slices.Sorted(maps.Keys(wanted)) {
+		task := periodic[id]
+		err := a.describeResults(ctx, func(req *ecs.DescribeInvocationResultsRequest) {
+			req.InvokeId, req.IncludeHistory = id, requests.NewBoolean(true)
+		}, func(r ecs.InvocationResult) error {
+			rec, _, err := resultRecord(r)
+			if err != nil {
+				return err
+			}
+			if rec.InvokeID != id {
+				return fmt.Errorf("%w: history of %s returned a row of %s", ErrMalformed, id, rec.InvokeID)
+			}
+			rec.CommandID, rec.CommandName = cmp.Or(rec.CommandID, task.commandID), task.commandName
+			runs[rec.Key] = append(runs[rec.Key], rec)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("history of %s: %w", id, err)
+		}
+	}
+	out := make([]diff.Record, 0, len(records))
+	for _, r := range records {
+		hist, ok := runs[r.Key]
+		if r.InstanceID == "" || !wanted[r.InvokeID] || !ok {
+			out = append(out, r)
+			continue
+		}
+		// The current record counts only if it is a run the history does
+		// not hold yet.
+		if last := slices.MaxFunc(hist, func(x, y diff.Record) int { return cmp.Compare(x.Repeats, y.Repeats) }); r.Repeats > last.Repeats {
+			runs[r.Key] = append(hist, r)
+		}
+	}
+	for _, k := range slices.SortedFunc(maps.Keys(runs), func(x, y diff.Key) int {
+		return cmp.Or(cmp.Compare(x.InvokeID, y.InvokeID), cmp.Compare(x.InstanceID, y.InstanceID))
+	}) {
+		hist := runs[k]
+		slices.SortStableFunc(hist, func(x, y diff.Record) int { return cmp.Compare(x.Repeats, y.Repeats) })
+		// One record per run: a later row of the same run wins.
+		for i, r := range hist {
+			if i+1 < len(hist) && hist[i+1].Repeats == r.Repeats {
+				continue
+			}
+			out = append(out, r)
+		}
+	}
+	a.remember(periodic)
+	return out, nil
+}
+
+func (a *ecsAPI) remember(periodic map[string]periodicTask) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.active = map[string]bool{}
+	for id, task := range periodic {
+		if task.active {
+			a.active[id] = true
+		}
+	}
+}
+
+// resultRecord normalizes one DescribeInvocationResults row. Its end time
+// is FinishedTime (InvokeInstance says FinishTime).
+func resultRecord(r ecs.InvocationResult) (diff.Record, int, error) {
+	id := strings.TrimSpace(r.InvokeId)
+	if id == "" {
+		return diff.Record{}, 0, fmt.Errorf("%w: invocation result without InvokeId", ErrMalformed)
+	}
+	st := diff.NormalizeStatus(r.InvocationStatus)
+	if st == "" {
+		st = diff.NormalizeStatus(r.InvokeRecordStatus)
+	}
+	rec, bad, err := instanceRecord(id, r.InstanceId, st, runFields{
+		repeats: r.Repeats, exitCode: r.ExitCode, errorCode: r.ErrorCode, errorInfo: r.ErrorInfo,
+		start: r.StartTime, finish: r.FinishedTime,
+	})
+	rec.CommandID = r.CommandId
+	return rec, bad, err
+}

@@ -1,0 +1,141 @@
+package cloudassist
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	swas "github.com/aliyun/alibaba-cloud-sdk-go/services/swas-open"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// swasConsistencyAttempts bounds how often a SWAS listing is read again
+// when its pages shifted under it.
+const swasConsistencyAttempts = 3
+
+// SWAS lists Simple Application Server command invocations of one region
+// through DescribeCommandInvocations (version 2020-06-01). That API pages by
+// number only, so records shift between pages when invocations arrive
+// while it is read; see [SWAS.Snapshot].
+type SWAS struct {
+	opts   Options
+	client *swas.Client
+	calls  caller
+}
+
+// NewSWAS builds a SWAS lister. Without an endpoint it talks to
+// swas.<region>.aliyuncs.com: the SDK has no endpoint data for SWAS.
+func NewSWAS(opts Options) (*SWAS, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	setup, err := newSDKSetup(o)
+	if err != nil {
+		return nil, err
+	}
+	client, err := swas.NewClientWithOptions(o.Region, setup.config, setup.credential)
+	if err != nil {
+		return nil, fmt.Errorf("cloudassist: build SWAS client: %s", redact(err.Error()))
+	}
+	client.Domain = setup.domain
+	if client.Domain == "" {
+		client.Domain = "swas." + o.Region + ".aliyuncs.com"
+	}
+	return &SWAS{opts: o, client: client}, nil
+}
+
+// Snapshot lists every invocation, page by page. Because pages shift when
+// invocations arrive mid-listing, a record can be read twice (the later
+// reading wins) or an arrival can be missed (it is read next cycle). The
+// listing is Complete — absences trusted — only when every page reported
+// the same total and the union holds exactly that many invocations; it is
+// read again up to a few times to get there. Otherwise the snapshot still
+// reports everything it read, but expires nothing.
+func (c *SWAS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
+	var snap diff.Snapshot
+	for attempt := 1; attempt <= swasConsistencyAttempts; attempt++ {
+		var err error
+		if snap, err = c.list(ctx); err != nil || snap.Complete {
+			return snap, err
+		}
+		c.opts.Logger.Debug("SWAS pages shifted while listing", zap.String("region", c.opts.Region), zap.Int("attempt", attempt))
+	}
+	return snap, nil
+}
+
+func (c *SWAS) list(ctx context.Context) (diff.Snapshot, error) {
+	snap := diff.Snapshot{Source: diff.SourceSWAS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC()}
+	var acc accumulator
+	invocations := map[string]bool{}
+	totals := map[int]bool{}
+	for page := 1; ; page++ {
+		req := swas.CreateDescribeCommandInvocationsRequest()
+		req.PageNumber, req.PageSize = strconv.Itoa(page), strconv.Itoa(c.opts.PageSize)
+		resp, err := do(ctx, &c.calls, func() (*swas.DescribeCommandInvocationsResponse, error) {
+			return c.client.DescribeCommandInvocations(req)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, ctx.Err())
+			}
+			return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, translate("DescribeCommandInvocations", err))
+		}
+		totals[resp.TotalCount] = true
+		for _, cmd := range resp.CommandInvocations {
+			recs, bad, err := normalizeSWAS(cmd)
+			if err != nil {
+				return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d (request %s): %w", page, resp.RequestId, err)
+			}
+			acc.bad += bad
+			acc.add(recs...)
+			invocations[recs[0].InvokeID] = true
+		}
+		if len(resp.CommandInvocations) < c.opts.PageSize || page*c.opts.PageSize >= resp.TotalCount {
+			snap.Complete = len(totals) == 1 && totals[len(invocations)]
+			break
+		}
+	}
+	snap.Records = acc.records
+	acc.warn(c.opts)
+	return snap, nil
+}
+
+// normalizeSWAS turns one SWAS command invocation into records. SWAS has
+// no run counter: a run that started counts as run 1, as on ECS.
+func normalizeSWAS(cmd swas.Command) ([]diff.Record, int, error) {
+	id := strings.TrimSpace(cmd.InvokeId)
+	if id == "" {
+		return nil, 0, fmt.Errorf("%w: command invocation without InvokeId", ErrMalformed)
+	}
+	status := diff.NormalizeStatus(cmd.InvocationStatus)
+	if status == "" {
+		return nil, 0, fmt.Errorf("%w: command invocation %s has no status", ErrMalformed, id)
+	}
+	name := cmd.CommandName
+	if name == "" {
+		name = cmd.Name
+	}
+	recs := []diff.Record{{Key: diff.Key{InvokeID: id}, CommandID: cmd.CommandId, CommandName: name, Status: status}}
+	bad := 0
+	for _, ii := range cmd.InvokeInstances {
+		repeats := 0
+		if strings.TrimSpace(ii.StartTime) != "" {
+			repeats = 1
+		}
+		rec, b, err := instanceRecord(id, ii.InstanceId, diff.NormalizeStatus(ii.InvocationStatus), runFields{
+			repeats: repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
+			start: ii.StartTime, finish: ii.FinishTime,
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		rec.CommandID, rec.CommandName = cmd.CommandId, name
+		bad += b
+		recs = append(recs, rec)
+	}
+	return recs, bad, nil
+}
