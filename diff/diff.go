@@ -67,8 +67,8 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 			continue
 		case seen && rec.Repeats < old.Repeats:
 			continue // an older run, already past
-		case seen && old.Repeats == rec.Repeats && old.Status.Terminal() && !rec.Status.Terminal():
-			continue // a stale read: a run never leaves a terminal state
+		case seen && old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank():
+			continue // a stale read: a run never goes back (see Status.Rank)
 		}
 		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
 		if moved == nil {

@@ -14,9 +14,12 @@
 //	                                                (Options.Initial == InitialEmit: event)
 //	none, shard known     any                       event "" -> status
 //	status S, repeats R   status S, repeats R       nothing (no allocation)
-//	status S, repeats R   status T != S or R' != R  event S -> T
-//	terminal, repeats R   non-terminal, repeats R   stale read: ignored, nothing stored
+//	status S, repeats R   status T != S or R' > R   event S -> T
+//	status S, repeats R   any, repeats R' < R       an older run: ignored
+//	status S, repeats R   T of lower Rank than S    stale read: ignored, nothing stored
+//	tombstone             any                       ignored: an expired record never returns
+//	present, shard known  absent, Complete snapshot tombstone stored, no event
 //
-// A record that is absent from the snapshot is not a transition: the snapshot
-// is complete, so absence means the API no longer returns it (retention).
+// A record that is absent from a complete snapshot is not a transition: the
+// API no longer returns it (retention), so it is tombstoned silently.
 package diff

@@ -19,7 +19,8 @@ func FuzzComputeReplay(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, known, complete bool) {
 		prev := Previous{Known: known, States: map[Key]State{}}
 		snap := Snapshot{Source: SourceECS, Region: "r", ObservedAt: time.Unix(1000, 0), Complete: complete}
-		lastRun := map[Key]int{} // listers give one record per run, runs ascending
+		type progress struct{ repeats, rank int }
+		last := map[Key]progress{} // listers give records in increasing (run, rank) order
 		for i := 0; i+2 < len(data); i += 3 {
 			k := Key{InvokeID: "t-" + string('a'+rune(data[i]%4))}
 			if data[i]&4 != 0 {
@@ -29,8 +30,8 @@ func FuzzComputeReplay(f *testing.F) {
 			repeats := int(data[i+1] % 4)
 			if data[i]&8 != 0 {
 				prev.States[k] = State{Status: st, Repeats: repeats, Gone: data[i]&16 != 0}
-			} else if last, ok := lastRun[k]; !ok || repeats > last {
-				lastRun[k] = repeats
+			} else if l, ok := last[k]; !ok || repeats > l.repeats || repeats == l.repeats && st.Rank() > l.rank {
+				last[k] = progress{repeats, st.Rank()}
 				snap.Records = append(snap.Records, Record{Key: k, Status: st, Repeats: repeats})
 			}
 		}

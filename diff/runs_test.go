@@ -126,3 +126,30 @@ func TestAggregateRules(t *testing.T) {
 		}
 	}
 }
+
+func TestComputeRankWithinARun(t *testing.T) {
+	k := Key{InvokeID: "t-p", InstanceID: "i-1"}
+	state := func(s Status) Previous {
+		return Previous{Known: true, States: map[Key]State{k: {Status: s, Repeats: 5}}}
+	}
+	for _, tc := range []struct {
+		from, to Status
+		event    bool
+	}{
+		{StatusSuccess, StatusStopped, true},    // the schedule stopped after the last run
+		{StatusRunning, StatusStopping, true},   // a stop request
+		{StatusStopping, StatusSuccess, true},   // the run finished before the stop took effect
+		{StatusStopped, StatusSuccess, false},   // stale
+		{StatusSuccess, StatusScheduled, false}, // a periodic instance waiting again: not a regression to announce
+		{StatusStopping, StatusRunning, false},  // stale
+		{StatusSuccess, StatusFailed, true},     // outcomes of equal rank: a real change
+		{StatusPending, StatusScheduled, true},  // equal rank, waiting states
+		{StatusSuccess, "Quarantined", false},   // unknown ranks as running: stale after an outcome
+		{"Quarantined", StatusSuccess, true},
+	} {
+		res := Compute(state(tc.from), Snapshot{Records: []Record{{Key: k, Status: tc.to, Repeats: 5}}}, Options{})
+		if got := len(res.Transitions) == 1; got != tc.event {
+			t.Errorf("%s -> %s in one run: event %v, want %v", tc.from, tc.to, got, tc.event)
+		}
+	}
+}

@@ -108,3 +108,24 @@ func (s Status) Terminal() bool {
 	}
 	return false
 }
+
+// Rank orders the statuses of one run by progress: waiting (Pending,
+// Scheduled) 0, Running and unknown statuses 1, Stopping 2, an outcome
+// (Success, Failed, Timeout, Error, Invalid, Aborted, PartialFailed,
+// Finished) 3, stopped (Stopped, Cancelled, Terminated) 4. Within one run a
+// status of lower rank than one already seen is a stale read; a periodic
+// task stopped after its last run goes from an outcome to Stopped.
+func (s Status) Rank() int {
+	switch s {
+	case StatusPending, StatusScheduled:
+		return 0
+	case StatusStopping:
+		return 2
+	case StatusStopped, StatusCancelled, StatusTerminated:
+		return 4
+	}
+	if s.Terminal() {
+		return 3
+	}
+	return 1
+}

@@ -60,8 +60,9 @@ type Record struct {
 // with a failed page is never a Snapshot: the lister returns an error.
 //
 // Records of the same key may appear several times, one per run of a
-// periodic task: at most one record per key and run, in ascending Repeats
-// order. Listers guarantee it; the diff relies on it.
+// periodic task, in strictly increasing (Repeats, Status.Rank) order: at
+// most one record per run, except that a run's outcome may be followed by
+// the stop of its schedule. Listers guarantee it; the diff relies on it.
 type Snapshot struct {
 	Source     Source
 	Region     string

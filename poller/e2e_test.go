@@ -50,9 +50,15 @@ type harness struct {
 	instances []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
+
+func newHarnessWith(t *testing.T, mutate func(*castest.Options)) *harness {
 	t.Helper()
-	sim, err := castest.New(castest.Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 3})
+	simOpts := castest.Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 3}
+	if mutate != nil {
+		mutate(&simOpts)
+	}
+	sim, err := castest.New(simOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,15 +87,24 @@ func newHarness(t *testing.T) *harness {
 // parts builds the components of one capoller process.
 func (h *harness) parts(pageSize int) (*cloudassist.ECS, *checkpoint.Redis, *publisher.NATS) {
 	h.t.Helper()
-	lister, err := cloudassist.NewECS(cloudassist.Options{Region: region, Endpoint: h.simURL, AccessKeyID: keyID, AccessKeySecret: secret, PageSize: pageSize, Timeout: 5 * time.Second})
+	lister, err := cloudassist.NewECS(h.listerOptions(pageSize))
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return lister, h.store(), h.publisher(h.js)
+}
+
+func (h *harness) listerOptions(pageSize int) cloudassist.Options {
+	return cloudassist.Options{Region: region, Endpoint: h.simURL, AccessKeyID: keyID, AccessKeySecret: secret, PageSize: pageSize, Timeout: 5 * time.Second}
+}
+
+func (h *harness) store() *checkpoint.Redis {
+	h.t.Helper()
 	store, err := checkpoint.NewRedis(h.redis, checkpoint.RedisOptions{KeyPrefix: h.prefix})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return lister, store, h.publisher(h.js)
+	return store
 }
 
 func (h *harness) publisher(js jetstream.JetStream) *publisher.NATS {

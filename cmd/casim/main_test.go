@@ -30,7 +30,8 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 
 func TestCasimServesTheDocumentedContract(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	out := &lineWriter{ready: make(chan string, 1)}
+	ready := make(chan string, 1)
+	out := &lineWriter{ready: ready}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--access-key-id", "id", "--access-key-secret", "s",
@@ -38,7 +39,7 @@ func TestCasimServesTheDocumentedContract(t *testing.T) {
 	}()
 	var line string
 	select {
-	case line = <-out.ready:
+	case line = <-ready:
 	case <-time.After(10 * time.Second):
 		t.Fatal("casim printed nothing")
 	}

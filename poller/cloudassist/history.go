@@ -24,8 +24,8 @@ type periodicTask struct {
 // run their history holds, so that runs which started and finished between
 // two polls are seen. History is read for tasks that are active, and once
 // more for those that were active at the previous listing (their last runs
-// may have finished since). Records of one instance come out one per run,
-// in ascending run order, as the diff requires.
+// may have finished since). Records of one instance come out in strictly
+// increasing (run, rank) order, as the diff requires.
 func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodic map[string]periodicTask) ([]diff.Record, error) {
 	a.mu.Lock()
 	wanted := map[string]bool{}
@@ -67,9 +67,10 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 			out = append(out, r)
 			continue
 		}
-		// The current record counts only if it is a run the history does
-		// not hold yet.
-		if last := slices.MaxFunc(hist, func(x, y diff.Record) int { return cmp.Compare(x.Repeats, y.Repeats) }); r.Repeats > last.Repeats {
+		// The current record counts if it is a run the history does not
+		// hold yet, or the stop of the schedule after the last run.
+		last := slices.MaxFunc(hist, func(x, y diff.Record) int { return cmp.Compare(x.Repeats, y.Repeats) })
+		if r.Repeats > last.Repeats || r.Repeats == last.Repeats && r.Status.Rank() > last.Status.Rank() {
 			runs[r.Key] = append(hist, r)
 		}
 	}
@@ -77,10 +78,12 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 		return cmp.Or(cmp.Compare(x.InvokeID, y.InvokeID), cmp.Compare(x.InstanceID, y.InstanceID))
 	}) {
 		hist := runs[k]
-		slices.SortStableFunc(hist, func(x, y diff.Record) int { return cmp.Compare(x.Repeats, y.Repeats) })
-		// One record per run: a later row of the same run wins.
+		slices.SortStableFunc(hist, func(x, y diff.Record) int {
+			return cmp.Or(cmp.Compare(x.Repeats, y.Repeats), cmp.Compare(x.Status.Rank(), y.Status.Rank()))
+		})
+		// Strictly increasing (run, rank): of two rows alike, the later wins.
 		for i, r := range hist {
-			if i+1 < len(hist) && hist[i+1].Repeats == r.Repeats {
+			if i+1 < len(hist) && hist[i+1].Repeats == r.Repeats && hist[i+1].Status.Rank() == r.Status.Rank() {
 				continue
 			}
 			out = append(out, r)

@@ -1,0 +1,320 @@
+package poller_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+	swas "github.com/aliyun/alibaba-cloud-sdk-go/services/swas-open"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+)
+
+// ecsListers are the two views of ECS records.
+func ecsListers(h *harness) map[string]poller.Lister {
+	ecsL, err := cloudassist.NewECS(h.listerOptions(5))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	results, err := cloudassist.NewECSResults(h.listerOptions(5))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return map[string]poller.Lister{"ecs": ecsL, "ecs-results": results}
+}
+
+func mustRunOnce(t *testing.T, p *poller.Poller) poller.Report {
+	t.Helper()
+	rep := p.RunOnce(t.Context())
+	if rep.Err != nil {
+		t.Fatalf("cycle: %v", rep.Err)
+	}
+	return rep
+}
+
+// finishedRuns counts, per instance, the runs of invokeID the emulator
+// finished with status.
+func finishedRuns(sim *castest.Server, invokeID, status string) map[string]map[int]bool {
+	out := map[string]map[int]bool{}
+	for _, e := range sim.Truth() {
+		if e.InvokeID == invokeID && e.InstanceID != "" && e.From == "Running" && e.To == status {
+			if out[e.InstanceID] == nil {
+				out[e.InstanceID] = map[int]bool{}
+			}
+			out[e.InstanceID][e.Repeats] = true
+		}
+	}
+	return out
+}
+
+func TestPeriodicRunsAreAnnouncedOncePerRun(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.poller(ecsListers(h)[source], h.store(), h.publisher(h.js), nil)
+			mustRunOnce(t, p) // baseline
+			req := ecs.CreateRunCommandRequest()
+			req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo tick", &[]string{h.instances[0], h.instances[1]}
+			req.RepeatMode, req.Frequency = "Period", "rate(1s)"
+			resp, err := h.sdk.RunCommand(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runsAtLeast := func(n int) func() bool {
+				return func() bool {
+					runs := finishedRuns(h.sim, resp.InvokeId, "Success")
+					return len(runs) == 2 && len(runs[h.instances[0]]) >= n && len(runs[h.instances[1]]) >= n
+				}
+			}
+			// Several runs start and finish between two polls.
+			eventually(t, 15*time.Second, "three runs on each instance", runsAtLeast(3))
+			mustRunOnce(t, p)
+			eventually(t, 15*time.Second, "five runs on each instance", runsAtLeast(5))
+			mustRunOnce(t, p)
+			stop := ecs.CreateStopInvocationRequest()
+			stop.InvokeId = resp.InvokeId
+			if _, err := h.sdk.StopInvocation(stop); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "the task to stop", func() bool {
+				entries := truthByRecord(h.sim)[diff.Key{InvokeID: resp.InvokeId}]
+				return entries[len(entries)-1].To == "Stopped"
+			})
+			mustRunOnce(t, p)
+
+			evs := h.events()
+			successes := map[string]map[int]int{}
+			ids := map[string]bool{}
+			for _, e := range evs {
+				if ids[e.msgID] {
+					t.Errorf("event %s published twice", e.msgID)
+				}
+				ids[e.msgID] = true
+				d := e.event.Data
+				if d.InstanceID != "" && d.Status == "Success" {
+					if successes[d.InstanceID] == nil {
+						successes[d.InstanceID] = map[int]int{}
+					}
+					successes[d.InstanceID][*d.Repeats]++
+				}
+			}
+			for inst, runs := range finishedRuns(h.sim, resp.InvokeId, "Success") {
+				for r := range runs {
+					if successes[inst][r] != 1 {
+						t.Errorf("%s run %d: announced %d times, want once", inst, r, successes[inst][r])
+					}
+				}
+				if len(successes[inst]) != len(runs) {
+					t.Errorf("%s: %d runs announced, the emulator finished %d", inst, len(successes[inst]), len(runs))
+				}
+			}
+			final := finalFromEvents(evs)
+			if got := final[diff.Key{InvokeID: resp.InvokeId}].Status; got != "Stopped" {
+				t.Errorf("aggregate ended %q, want Stopped", got)
+			}
+			for _, inst := range h.instances[:2] {
+				if got := final[diff.Key{InvokeID: resp.InvokeId, InstanceID: inst}].Status; got != "Stopped" {
+					t.Errorf("%s ended %q, want Stopped", inst, got)
+				}
+			}
+		})
+	}
+}
+
+func TestStopAndReleaseMidRun(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarnessWith(t, func(o *castest.Options) { o.StopDelay = 700 * time.Millisecond })
+			kill := startPoller(t, h.poller(ecsListers(h)[source], h.store(), h.publisher(h.js), func(o *poller.Options) {
+				o.Interval = 40 * time.Millisecond
+			}))
+			defer kill()
+			i0, i1 := h.instances[0], h.instances[1]
+			eventually(t, 5*time.Second, "the baseline", func() bool {
+				prev, err := h.store().Load(t.Context(), shard, nil)
+				return err == nil && prev.Known
+			})
+			invoke := h.run("echo busy; hang", 600, i0, i1)
+			key := func(inst string) diff.Key { return diff.Key{InvokeID: invoke, InstanceID: inst} }
+			eventually(t, 10*time.Second, "both runs to be announced Running", func() bool {
+				f := finalFromEvents(h.events())
+				return f[key(i0)].Status == "Running" && f[key(i1)].Status == "Running"
+			})
+			stop := ecs.CreateStopInvocationRequest()
+			stop.InvokeId, stop.InstanceId = invoke, &[]string{i0}
+			if _, err := h.sdk.StopInvocation(stop); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "Stopping to be announced", func() bool {
+				return finalFromEvents(h.events())[key(i0)].Status == "Stopping"
+			})
+			if err := h.sim.SetInstance(i1, castest.InstanceReleased, ""); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "the final statuses", func() bool {
+				f := finalFromEvents(h.events())
+				return f[key(i0)].Status == "Stopped" && f[key(i1)].Status == "Terminated" && f[diff.Key{InvokeID: invoke}].Status == "Stopped"
+			})
+			chains := map[diff.Key][]string{}
+			for _, e := range h.events() {
+				d := e.event.Data
+				chains[recordKey(d)] = append(chains[recordKey(d)], d.PreviousStatus+">"+d.Status)
+				if d.InstanceID == i1 && d.Status == "Terminated" && d.ErrorCode != "InstanceReleased" {
+					t.Errorf("released instance: errorCode %q, want InstanceReleased", d.ErrorCode)
+				}
+			}
+			want := map[diff.Key]string{
+				key(i0):            ">Running Running>Stopping Stopping>Stopped",
+				key(i1):            ">Running Running>Terminated",
+				{InvokeID: invoke}: ">Running Running>Stopping Stopping>Stopped",
+			}
+			for k, w := range want {
+				// The first event may come at Pending or at Running, depending on the poll.
+				got := strings.Join(chains[k], " ")
+				got = strings.Replace(got, ">Pending Pending>Running", ">Running", 1)
+				if got != w {
+					t.Errorf("%v: events %q, want %q", k, got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
+	h := newHarness(t)
+	var swasIDs []string
+	for _, inst := range h.sim.Instances() {
+		if inst.Product == castest.ProductSWAS {
+			swasIDs = append(swasIDs, inst.ID)
+		}
+	}
+	client, err := swas.NewClientWithOptions(region, sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider(keyID, secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Domain = strings.TrimPrefix(h.simURL, "http://")
+	// Slow pages make invocations arrive while a listing is under way.
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeCommandInvocations", Kind: castest.FaultLatency, Latency: "15ms", Count: -1}); err != nil {
+		t.Fatal(err)
+	}
+	lister, err := cloudassist.NewSWAS(h.listerOptions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cycles int
+	var mu sync.Mutex
+	p := h.poller(lister, h.store(), h.publisher(h.js), func(o *poller.Options) {
+		o.Shard = diff.Shard{Source: diff.SourceSWAS, Region: region}
+		o.Interval = 30 * time.Millisecond
+		o.OnCycle = func(r poller.Report) {
+			mu.Lock()
+			defer mu.Unlock()
+			cycles++
+		}
+	})
+	mustRunOnce(t, p)
+	kill := startPoller(t, p)
+	for i := range 24 {
+		req := swas.CreateRunCommandRequest()
+		req.Type, req.InstanceId = "RunShellScript", swasIDs[i%len(swasIDs)]
+		req.CommandContent = fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, i%3, i%2)
+		if _, err := client.RunCommand(req); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(25 * time.Millisecond) // pacing the arrivals, not waiting for a result
+	}
+	eventually(t, 15*time.Second, "every SWAS invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
+	truth := truthByRecord(h.sim)
+	eventually(t, 15*time.Second, "capoller to catch up", func() bool {
+		final := finalFromEvents(h.events())
+		for k, entries := range truth {
+			if final[k].Status != entries[len(entries)-1].To {
+				return false
+			}
+		}
+		return true
+	})
+	kill()
+	evs := h.events()
+	ids := map[string]bool{}
+	chains := map[diff.Key][]string{}
+	for _, e := range evs {
+		if ids[e.msgID] {
+			t.Errorf("event %s published twice", e.msgID)
+		}
+		ids[e.msgID] = true
+		d := e.event.Data
+		if d.Source != "swas" || !strings.Contains(e.subject, ".swas."+region+".") {
+			t.Errorf("bad source or subject: %s %s", d.Source, e.subject)
+		}
+		k := recordKey(d)
+		if len(chains[k]) > 0 && d.PreviousStatus != chains[k][len(chains[k])-1] || len(chains[k]) == 0 && d.PreviousStatus != "" {
+			t.Errorf("%v: previousStatus %q breaks the chain %v", k, d.PreviousStatus, chains[k])
+		}
+		chains[k] = append(chains[k], d.Status)
+		found := false
+		for _, te := range truth[k] {
+			found = found || te.To == d.Status
+		}
+		if !found {
+			t.Errorf("%v: spurious status %q (never happened)", k, d.Status)
+		}
+	}
+	if len(chains) != len(truth) {
+		t.Errorf("%d records announced, the emulator had %d", len(chains), len(truth))
+	}
+}
+
+func TestRetentionExpiryIsNotAnEvent(t *testing.T) {
+	h := newHarness(t)
+	src, st, pub := h.parts(50)
+	p := h.poller(src, st, pub, nil)
+	mustRunOnce(t, p)
+	var invokes []string
+	for i := range 3 {
+		invokes = append(invokes, h.run(fmt.Sprintf("exit %d", i), 0, h.instances[0]))
+	}
+	eventually(t, 5*time.Second, "the runs to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
+	if rep := mustRunOnce(t, p); len(rep.Transitions) != 6 {
+		t.Fatalf("%d transitions, want 6", len(rep.Transitions))
+	}
+	before := len(h.events())
+	if err := h.sim.SetRetention(0, 1); err != nil { // keep only the newest invocation
+		t.Fatal(err)
+	}
+	if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 || rep.Committed != 4 {
+		t.Fatalf("expiry: %d transitions, %d committed; want 0 events and 4 tombstones", len(rep.Transitions), rep.Committed)
+	}
+	all, err := st.LoadAll(t.Context(), shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range invokes[:2] {
+		if !all.States[diff.Key{InvokeID: id}].Gone || !all.States[diff.Key{InvokeID: id, InstanceID: h.instances[0]}].Gone {
+			t.Errorf("%s is not tombstoned: %+v", id, all.States[diff.Key{InvokeID: id}])
+		}
+	}
+	// An expired record served again, even with another status, stays gone.
+	body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
+		map[string]any{"InvokeId": invokes[0], "InvocationStatus": "Failed", "Parameters": "{}", "InvokeInstances": map[string]any{
+			"InvokeInstance": []any{map[string]any{"InstanceId": h.instances[0], "InvocationStatus": "Failed", "Repeats": 1}}}},
+	}}})
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 {
+		t.Fatalf("a tombstoned record came back as %+v", rep.Transitions)
+	}
+	if after := len(h.events()); after != before {
+		t.Errorf("the stream grew from %d to %d events", before, after)
+	}
+}
