@@ -2,8 +2,8 @@ package cloudassist
 
 import (
 	"bytes"
-	"errors"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,7 +90,7 @@ func TestGoldenDescribeInvocations(t *testing.T) {
 	checkGolden(t, "seed000_describe_invocations.records.json", recordsOf(snap))
 	// The oddities, spelled out: lower-case "success", "finished", "running".
 	want := map[diff.Key]diff.Status{
-		{InvokeID: "t-bd09beef975b4e50883e5df1xxxxxxxx"}:                                      diff.StatusSuccess,
+		{InvokeID: "t-bd09beef975b4e50883e5df1xxxxxxxx"}:                                       diff.StatusSuccess,
 		{InvokeID: "t-bd09beef975b4e50883e5df1xxxxxxxx", InstanceID: "i-uf614fhehhzmxxxxxxxx"}: diff.StatusFinished,
 		{InvokeID: "t-a8935b93739442e59ed621a6xxxxxxxx", InstanceID: "i-uf64isakb713xxxxxxxx"}: diff.StatusRunning,
 	}
@@ -188,4 +188,3 @@ func TestUndecodableSamplesGiveClearErrors(t *testing.T) {
 		})
 	}
 }
-
