@@ -318,3 +318,41 @@ func TestRetentionExpiryIsNotAnEvent(t *testing.T) {
 		t.Errorf("the stream grew from %d to %d events", before, after)
 	}
 }
+
+func TestRebootRunsBetweenPollsAreEachAnnounced(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.poller(ecsListers(h)[source], h.store(), h.publisher(h.js), nil)
+			mustRunOnce(t, p)
+			inst := h.instances[2]
+			req := ecs.CreateRunCommandRequest()
+			req.Type, req.CommandContent, req.InstanceId, req.RepeatMode = "RunShellScript", "echo booted", &[]string{inst}, "EveryReboot"
+			resp, err := h.sdk.RunCommand(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "the task to wait for a reboot", func() bool {
+				e := truthByRecord(h.sim)[diff.Key{InvokeID: resp.InvokeId, InstanceID: inst}]
+				return len(e) > 0 && e[len(e)-1].To == "Scheduled"
+			})
+			mustRunOnce(t, p)
+			for n := 1; n <= 3; n++ { // three reboots, no poll in between
+				if err := h.sim.Reboot(inst); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, 5*time.Second, "the reboot run", func() bool { return len(finishedRuns(h.sim, resp.InvokeId, "Success")[inst]) == n })
+			}
+			rep := mustRunOnce(t, p)
+			var runs []int
+			for _, tr := range rep.Transitions {
+				if tr.Record.InstanceID == inst && tr.Record.Status == diff.StatusSuccess {
+					runs = append(runs, tr.Record.Repeats)
+				}
+			}
+			if fmt.Sprint(runs) != "[1 2 3]" {
+				t.Errorf("announced successful runs %v, want [1 2 3]; transitions: %+v", runs, rep.Transitions)
+			}
+		})
+	}
+}

@@ -11,7 +11,7 @@ import (
 // needs no signature:
 //
 //	GET    /_casim/instances        the fleet, as a JSON array
-//	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding", "reboot": true}
+//	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding|Upgrading|Outdated", "reboot": true}
 //	POST   /_casim/retention        {"age": "720h", "count": 10000}
 //	GET    /_casim/truth            every status change, one JSON object per line
 //	POST   /_casim/faults           add a fault rule (see Fault)

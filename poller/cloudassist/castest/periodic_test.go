@@ -226,3 +226,58 @@ func TestRetention(t *testing.T) {
 		t.Errorf("age retention: expired %d, want 5", s.Expired())
 	}
 }
+
+func TestEveryDocumentedFailure(t *testing.T) {
+	s, _ := newServer(t)
+	ids := ecsIDs(s, "cn-hangzhou")
+	type outcome struct{ status, code string }
+	results := map[string]outcome{}
+	check := func(name string, inv *invocation) {
+		waitFor(t, name, func() bool { return terminal(s.status(inv.InvokeID)) })
+		s.mu.Lock()
+		results[name] = outcome{inv.Runs[0].Status, inv.Runs[0].ErrorCode}
+		s.mu.Unlock()
+	}
+	spec := func(mutate func(*invocationSpec)) invocationSpec {
+		sp := invocationSpec{Type: "RunShellScript", Content: "echo ok", Timeout: 60}
+		mutate(&sp)
+		return sp
+	}
+	for name, sp := range map[string]invocationSpec{
+		"bat on linux":  spec(func(s *invocationSpec) { s.Type = "RunBatScript" }),
+		"no such user":  spec(func(s *invocationSpec) { s.Username = "nouser42" }),
+		"no such dir":   spec(func(s *invocationSpec) { s.WorkingDir = "/nonexistent/x" }),
+		"crash":         spec(func(s *invocationSpec) { s.Content = "echo a; crash" }),
+		"non-zero exit": spec(func(s *invocationSpec) { s.Content = "exit 9" }),
+	} {
+		inv, e := s.createInvocation(ProductECS, "cn-hangzhou", ids[:1], sp)
+		if e != nil {
+			t.Fatal(e)
+		}
+		check(name, inv)
+	}
+	for agent, name := range map[string]string{AgentUpgrading: "upgrading", AgentOutdated: "outdated", AgentNotRunning: "agent down"} {
+		if err := s.SetInstance(ids[1], "", agent); err != nil {
+			t.Fatal(err)
+		}
+		inv, e := s.createInvocation(ProductECS, "cn-hangzhou", ids[1:2], spec(func(*invocationSpec) {}))
+		if e != nil {
+			t.Fatal(e)
+		}
+		check(name, inv)
+	}
+	for name, want := range map[string]outcome{
+		"bat on linux":  {stInvalid, "CommandNotApplicable"},
+		"no such user":  {stInvalid, "AccountNotExists"},
+		"no such dir":   {stInvalid, "DirectoryNotExists"},
+		"crash":         {stError, "ExecutionException"},
+		"non-zero exit": {stFailed, "ExitCodeNonzero"},
+		"upgrading":     {stAborted, "ClientIsUpgrading"},
+		"outdated":      {stAborted, "ClientNeedUpgrade"},
+		"agent down":    {stAborted, "ClientNotRunning"},
+	} {
+		if results[name] != want {
+			t.Errorf("%s: %+v, want %+v", name, results[name], want)
+		}
+	}
+}

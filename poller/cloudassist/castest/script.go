@@ -14,6 +14,7 @@ import (
 //	sleep SECONDS wait (fractions allowed)
 //	exit CODE     stop with CODE
 //	hang          never finish (until the timeout or a stop)
+//	crash         the agent fails to run the script (status Error)
 //
 // Statements are separated by ";" or newlines. An unknown command prints a
 // shell-like error and sets the status to 127, and the script goes on: the
@@ -23,6 +24,7 @@ type plan struct {
 	output   string
 	exitCode int64
 	hang     bool
+	crash    bool
 }
 
 func parseScript(src string) plan {
@@ -61,6 +63,10 @@ func parseScript(src string) plan {
 			return p
 		case "hang":
 			p.hang = true
+			p.output = strings.Join(out, "\n")
+			return p
+		case "crash":
+			p.crash = true
 			p.output = strings.Join(out, "\n")
 			return p
 		default:

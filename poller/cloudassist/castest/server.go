@@ -385,9 +385,9 @@ func (s *Server) changeInstance(id, status, agent string, reboot bool) error {
 		return fmt.Errorf("castest: unknown instance status %q (want Running, Stopped or Released)", status)
 	}
 	switch agent {
-	case "", AgentRunning, AgentNotRunning, AgentNotResponding:
+	case "", AgentRunning, AgentNotRunning, AgentNotResponding, AgentUpgrading, AgentOutdated:
 	default:
-		return fmt.Errorf("castest: unknown agent state %q (want Running, NotRunning or NotResponding)", agent)
+		return fmt.Errorf("castest: unknown agent state %q (want Running, NotRunning, NotResponding, Upgrading or Outdated)", agent)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -3,6 +3,7 @@ package castest
 import (
 	"container/heap"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,8 @@ const (
 	AgentRunning       = "Running"
 	AgentNotRunning    = "NotRunning"
 	AgentNotResponding = "NotResponding"
+	AgentUpgrading     = "Upgrading"
+	AgentOutdated      = "Outdated"
 )
 
 // Per-instance and aggregate statuses the emulator produces.
@@ -68,6 +71,18 @@ func errorInfo(code string) string {
 		return "the command execution has been timeout"
 	case "ExitCodeNonzero":
 		return "the command execution exit code is not zero"
+	case "CommandNotApplicable":
+		return "the command is not applicable"
+	case "AccountNotExists":
+		return "the specified account does not exists"
+	case "DirectoryNotExists":
+		return "the specified directory does not exists"
+	case "ClientIsUpgrading":
+		return "the aliyun service in the instance is upgrading now"
+	case "ClientNeedUpgrade":
+		return "the aliyun service in the instance need upgrade"
+	case "ExecutionException":
+		return "the command execution got an exception"
 	}
 	return ""
 }
@@ -279,6 +294,16 @@ func (s *Server) step(r *run, at time.Time) {
 			s.fail(r, stAborted, "InstanceNotRunning", at)
 		case inst.Agent == AgentNotRunning:
 			s.fail(r, stAborted, "ClientNotRunning", at)
+		case inst.Agent == AgentUpgrading:
+			s.fail(r, stAborted, "ClientIsUpgrading", at)
+		case inst.Agent == AgentOutdated:
+			s.fail(r, stAborted, "ClientNeedUpgrade", at)
+		case r.inv.Product == ProductECS && r.inv.Type != "RunShellScript":
+			s.fail(r, stInvalid, "CommandNotApplicable", at) // the fleet runs Linux
+		case strings.HasPrefix(r.inv.Username, "nouser"):
+			s.fail(r, stInvalid, "AccountNotExists", at)
+		case strings.HasPrefix(r.inv.WorkingDir, "/nonexistent"):
+			s.fail(r, stInvalid, "DirectoryNotExists", at)
 		case inst.Agent == AgentNotResponding:
 			if deadline := r.Created.Add(s.opts.DeliveryTimeout); at.Before(deadline) {
 				s.schedule(r, deadline)
@@ -336,6 +361,9 @@ func (s *Server) finishRun(r *run, at time.Time) {
 	case r.plan.hang || r.plan.duration >= timeout:
 		r.ErrorCode = "ExecutionTimeout"
 		s.setRun(r, stTimeout, at)
+	case r.plan.crash:
+		r.ErrorCode = "ExecutionException"
+		s.setRun(r, stError, at)
 	case r.plan.exitCode == 0:
 		s.setRun(r, stSuccess, at)
 	default:
