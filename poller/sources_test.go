@@ -197,11 +197,6 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 			swasIDs = append(swasIDs, inst.ID)
 		}
 	}
-	client, err := swas.NewClientWithOptions(region, sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider(keyID, secret))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.Domain = strings.TrimPrefix(h.simURL, "http://")
 	// Slow pages make invocations arrive while a listing is under way.
 	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeCommandInvocations", Kind: castest.FaultLatency, Latency: "15ms", Count: -1}); err != nil {
 		t.Fatal(err)
@@ -224,12 +219,7 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 	mustRunOnce(t, p)
 	kill := startPoller(t, p)
 	for i := range 24 {
-		req := swas.CreateRunCommandRequest()
-		req.Type, req.InstanceId = "RunShellScript", swasIDs[i%len(swasIDs)]
-		req.CommandContent = fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, i%3, i%2)
-		if _, err := client.RunCommand(req); err != nil {
-			t.Fatal(err)
-		}
+		h.swasRun(fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, i%3, i%2), swasIDs[i%len(swasIDs)])
 		time.Sleep(25 * time.Millisecond) // pacing the arrivals, not waiting for a result
 	}
 	eventually(t, 15*time.Second, "every SWAS invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
@@ -274,48 +264,94 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 	}
 }
 
-func TestRetentionExpiryIsNotAnEvent(t *testing.T) {
-	h := newHarness(t)
-	src, st, pub := h.parts(50)
-	p := h.poller(src, st, pub, nil)
-	mustRunOnce(t, p)
-	var invokes []string
-	for i := range 3 {
-		invokes = append(invokes, h.run(fmt.Sprintf("exit %d", i), 0, h.instances[0]))
-	}
-	eventually(t, 5*time.Second, "the runs to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
-	if rep := mustRunOnce(t, p); len(rep.Transitions) != 6 {
-		t.Fatalf("%d transitions, want 6", len(rep.Transitions))
-	}
-	before := len(h.events())
-	if err := h.sim.SetRetention(0, 1); err != nil { // keep only the newest invocation
-		t.Fatal(err)
-	}
-	if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 || rep.Committed != 4 {
-		t.Fatalf("expiry: %d transitions, %d committed; want 0 events and 4 tombstones", len(rep.Transitions), rep.Committed)
-	}
-	all, err := st.LoadAll(t.Context(), shard)
+// swasRun runs a command on a SWAS instance through the SWAS SDK.
+func (h *harness) swasRun(script string, instance string) string {
+	h.t.Helper()
+	client, err := swas.NewClientWithOptions(region, sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider(keyID, secret))
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	for _, id := range invokes[:2] {
-		if !all.States[diff.Key{InvokeID: id}].Gone || !all.States[diff.Key{InvokeID: id, InstanceID: h.instances[0]}].Gone {
-			t.Errorf("%s is not tombstoned: %+v", id, all.States[diff.Key{InvokeID: id}])
-		}
+	client.Domain = strings.TrimPrefix(h.simURL, "http://")
+	req := swas.CreateRunCommandRequest()
+	req.Type, req.InstanceId, req.CommandContent = "RunShellScript", instance, script
+	resp, err := client.RunCommand(req)
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	// An expired record served again, even with another status, stays gone.
-	body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
-		map[string]any{"InvokeId": invokes[0], "InvocationStatus": "Failed", "Parameters": "{}", "InvokeInstances": map[string]any{
-			"InvokeInstance": []any{map[string]any{"InstanceId": h.instances[0], "InvocationStatus": "Failed", "Repeats": 1}}}},
-	}}})
-	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
-		t.Fatal(err)
-	}
-	if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 {
-		t.Fatalf("a tombstoned record came back as %+v", rep.Transitions)
-	}
-	if after := len(h.events()); after != before {
-		t.Errorf("the stream grew from %d to %d events", before, after)
+	return resp.InvokeId
+}
+
+func TestRetentionExpiryIsNotAnEvent(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results", "swas"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarness(t)
+			st, pub := h.store(), h.publisher(h.js)
+			var lister poller.Lister
+			sh := shard
+			instance := h.instances[0]
+			run := func(script string) string { return h.run(script, 0, instance) }
+			if source == "swas" {
+				sh = diff.Shard{Source: diff.SourceSWAS, Region: region}
+				for _, inst := range h.sim.Instances() {
+					if inst.Product == castest.ProductSWAS {
+						instance = inst.ID
+					}
+				}
+				l, err := cloudassist.NewSWAS(h.listerOptions(50))
+				if err != nil {
+					t.Fatal(err)
+				}
+				lister, run = l, func(script string) string { return h.swasRun(script, instance) }
+			} else {
+				lister = ecsListers(h)[source]
+			}
+			p := h.poller(lister, st, pub, func(o *poller.Options) { o.Shard = sh })
+			mustRunOnce(t, p)
+			var invokes []string
+			for i := range 3 {
+				invokes = append(invokes, run(fmt.Sprintf("exit %d", i)))
+			}
+			eventually(t, 5*time.Second, "the runs to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
+			if rep := mustRunOnce(t, p); len(rep.Transitions) != 6 {
+				t.Fatalf("%d transitions, want 6", len(rep.Transitions))
+			}
+			before := len(h.events())
+			if err := h.sim.SetRetention(0, 1); err != nil { // keep only the newest invocation
+				t.Fatal(err)
+			}
+			if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 || rep.Committed != 4 {
+				t.Fatalf("expiry: %d transitions, %d committed; want 0 events and 4 tombstones", len(rep.Transitions), rep.Committed)
+			}
+			all, err := st.LoadAll(t.Context(), sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range invokes[:2] {
+				if !all.States[diff.Key{InvokeID: id}].Gone || !all.States[diff.Key{InvokeID: id, InstanceID: instance}].Gone {
+					t.Errorf("%s is not tombstoned: %+v", id, all.States[diff.Key{InvokeID: id}])
+				}
+			}
+			if all.States[diff.Key{InvokeID: invokes[2]}].Gone {
+				t.Error("the invocation still listed was tombstoned")
+			}
+			if source != "ecs" {
+				return
+			}
+			// An expired record served again, even with another status, stays gone.
+			body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
+				map[string]any{"InvokeId": invokes[0], "InvocationStatus": "Failed", "Parameters": "{}", "InvokeInstances": map[string]any{
+					"InvokeInstance": []any{map[string]any{"InstanceId": instance, "InvocationStatus": "Failed", "Repeats": 1}}}},
+			}}})
+			if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+				t.Fatal(err)
+			}
+			if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 {
+				t.Fatalf("a tombstoned record came back as %+v", rep.Transitions)
+			}
+			if after := len(h.events()); after != before {
+				t.Errorf("the stream grew from %d to %d events", before, after)
+			}
+		})
 	}
 }
 
