@@ -16,6 +16,7 @@ import (
 //	GET    /_casim/truth            every status change, one JSON object per line
 //	POST   /_casim/faults           add a fault rule (see Fault)
 //	DELETE /_casim/faults           remove every fault rule
+//	POST   /_casim/quota            {"quota": 20, "window": "1m"}: calls per action and region per window
 //	GET    /_casim/calls            signed API calls per action
 func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/_casim/")
@@ -75,6 +76,28 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if err := s.SetRetention(age, body.Count); err != nil {
+			controlError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	case path == "quota" && r.Method == http.MethodPost:
+		var body struct {
+			Quota  int    `json:"quota"`
+			Window string `json:"window"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
+			return
+		}
+		window := time.Minute
+		if body.Window != "" {
+			var err error
+			if window, err = time.ParseDuration(body.Window); err != nil {
+				controlError(w, http.StatusBadRequest, "window: "+err.Error())
+				return
+			}
+		}
+		if err := s.SetQuota(body.Quota, window); err != nil {
 			controlError(w, http.StatusBadRequest, err.Error())
 			return
 		}

@@ -1,6 +1,8 @@
 package castest
 
 import (
+	"fmt"
+	"net/url"
 	"testing"
 	"time"
 )
@@ -280,4 +282,53 @@ func TestEveryDocumentedFailure(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", name, results[name], want)
 		}
 	}
+}
+
+func TestQuotaThrottlesPerWindow(t *testing.T) {
+	s, base := newServer(t)
+	if err := s.SetQuota(3, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	codes := []string{}
+	for range 5 {
+		_, body := call(t, base, url.Values{"Action": {"DescribeInvocations"}}, secret, time.Now())
+		code, _ := body["Code"].(string)
+		codes = append(codes, code)
+	}
+	// Another action has its own quota.
+	_, other := call(t, base, url.Values{"Action": {"DescribeInvocationResults"}}, secret, time.Now())
+	if fmt.Sprint(codes) != "[   Throttling.User Throttling.User]" || other["Code"] != nil {
+		t.Errorf("codes %q, other action %v", codes, other["Code"])
+	}
+	if s.Throttled()["DescribeInvocations"] != 2 || len(s.CallLog("DescribeInvocations")) != 3 {
+		t.Errorf("throttled %v, logged %d", s.Throttled(), len(s.CallLog("DescribeInvocations")))
+	}
+}
+
+func TestSeed(t *testing.T) {
+	s, _ := newServer(t)
+	if err := s.Seed(SeedOptions{Invocations: 1000, Active: 0.01, ActiveFor: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	list := s.lists[listKey(ProductECS, "cn-hangzhou")]
+	running := 0
+	for _, inv := range list {
+		if inv.Status == stRunning {
+			running++
+		}
+	}
+	s.mu.Unlock()
+	if len(list) != 1000 || running != 10 {
+		t.Fatalf("seeded %d invocations, %d running; want 1000 and 10", len(list), running)
+	}
+	waitFor(t, "the active ones to finish", func() bool {
+		n := 0
+		for _, e := range s.Truth() {
+			if e.Level == "instance" && e.To == stSuccess {
+				n++
+			}
+		}
+		return n == 10
+	})
 }

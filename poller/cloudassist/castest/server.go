@@ -65,6 +65,13 @@ type Server struct {
 	faultMu sync.Mutex
 	faults  []*Fault
 
+	quotaMu     sync.Mutex
+	quota       int
+	quotaWindow time.Duration
+	windows     map[quotaKey]*quotaWindow
+	throttled   map[string]int
+	callLog     map[string][]time.Time
+
 	wake chan struct{}
 	stop chan struct{}
 	done chan struct{}
@@ -119,6 +126,10 @@ func New(opts Options) (*Server, error) {
 		byID:           map[string]*invocation{},
 		calls:          map[string]int{},
 		nonces:         map[string]time.Time{},
+		windows:        map[quotaKey]*quotaWindow{},
+		throttled:      map[string]int{},
+		callLog:        map[string][]time.Time{},
+		quotaWindow:    time.Minute,
 		wake:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
 		done:           make(chan struct{}),
@@ -256,9 +267,15 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 		writeError(w, host, requestID, e)
 		return
 	}
+	now := s.opts.Now()
+	if e := s.admit(action, params.Get("RegionId"), now); e != nil {
+		writeError(w, host, requestID, e)
+		return
+	}
 	s.mu.Lock()
 	s.calls[action]++
 	s.mu.Unlock()
+	s.logCall(action, now)
 	if f := s.takeFault(action); f != nil {
 		if done := s.applyFault(w, host, requestID, f); done {
 			return

@@ -1,0 +1,147 @@
+package castest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// quotaKey is what the API throttles by: action, product and region (one
+// account per emulator).
+type quotaKey struct{ action, region string }
+
+type quotaWindow struct {
+	start time.Time
+	calls int
+}
+
+// SetQuota limits every API action to quota calls per window in each
+// region, as Alibaba does per minute; 0 removes the limit. Windows are
+// aligned on multiples of window, so a client throttled in window T may
+// call again from window T+1.
+func (s *Server) SetQuota(quota int, window time.Duration) error {
+	if quota < 0 || window < 0 {
+		return errors.New("castest: quota and window must be positive")
+	}
+	if window == 0 {
+		window = time.Minute
+	}
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	s.quota, s.quotaWindow = quota, window
+	s.windows = map[quotaKey]*quotaWindow{}
+	return nil
+}
+
+// admit counts a call against its quota and reports an error once the
+// window's calls are spent.
+func (s *Server) admit(action, region string, now time.Time) *apiError {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	if s.quota == 0 {
+		return nil
+	}
+	start := now.Truncate(s.quotaWindow)
+	w := s.windows[quotaKey{action, region}]
+	if w == nil || !w.start.Equal(start) {
+		w = &quotaWindow{start: start}
+		s.windows[quotaKey{action, region}] = w
+	}
+	w.calls++
+	if w.calls > s.quota {
+		s.throttled[action]++
+		return errorf(http.StatusBadRequest, "Throttling.User", "Request was denied due to user flow control.")
+	}
+	return nil
+}
+
+// Throttled reports how many calls of each action the quota refused.
+func (s *Server) Throttled() map[string]int {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	out := make(map[string]int, len(s.throttled))
+	for k, v := range s.throttled {
+		out[k] = v
+	}
+	return out
+}
+
+// CallLog returns the arrival time of every admitted signed call of action,
+// so a checker can verify a client kept under the quota.
+func (s *Server) CallLog(action string) []time.Time {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	return append([]time.Time(nil), s.callLog[action]...)
+}
+
+func (s *Server) logCall(action string, at time.Time) {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	if len(s.callLog[action]) < 1_000_000 {
+		s.callLog[action] = append(s.callLog[action], at)
+	}
+}
+
+// SeedOptions describes a bulk fleet history for benchmarks.
+type SeedOptions struct {
+	Region string // default: the first region
+	// Invocations to create, each on one ECS instance.
+	Invocations int
+	// Active is the fraction still running, 0..1; they finish at random
+	// times within ActiveFor.
+	Active    float64
+	ActiveFor time.Duration
+}
+
+// Seed creates a large history at once, without truth entries for the
+// finished part (it happened "before"). Active invocations are Running and
+// finish, with truth entries, within ActiveFor.
+func (s *Server) Seed(opts SeedOptions) error {
+	if opts.Region == "" {
+		opts.Region = s.opts.Regions[0]
+	}
+	if opts.Invocations < 0 || opts.Active < 0 || opts.Active > 1 {
+		return fmt.Errorf("castest: bad seed options %+v", opts)
+	}
+	if opts.ActiveFor <= 0 {
+		opts.ActiveFor = time.Minute
+	}
+	var ids []string
+	for _, inst := range s.Instances() {
+		if inst.Product == ProductECS && inst.Region == opts.Region {
+			ids = append(ids, inst.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return fmt.Errorf("castest: no ECS instance in %s", opts.Region)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.opts.Now()
+	active := int(float64(opts.Invocations) * opts.Active)
+	key := listKey(ProductECS, opts.Region)
+	for i := range opts.Invocations {
+		s.seq++
+		created := now.Add(-time.Duration(opts.Invocations-i) * time.Millisecond)
+		inv := &invocation{Seq: s.seq, Product: ProductECS, Region: opts.Region,
+			InvokeID: "t-" + regionCode(opts.Region) + randomHex(8), CommandID: "c-" + regionCode(opts.Region) + randomHex(8),
+			Name: "seed", Type: "RunShellScript", Timeout: 3600, RepeatMode: repeatOnce, CreationTime: created, Status: stSuccess}
+		r := &run{inv: inv, heapIndex: -1, InstanceID: ids[i%len(ids)], Status: stSuccess, Repeats: 1,
+			Created: created, Updated: created, Start: created, Finish: created}
+		if i >= opts.Invocations-active { // the newest are still running
+			d := time.Duration(float64(opts.ActiveFor) * float64(i-(opts.Invocations-active)+1) / float64(active+1))
+			inv.Content = fmt.Sprintf("sleep %.3f", (time.Since(created) + d).Seconds())
+			inv.Status, r.Status, r.Finish = stRunning, stRunning, time.Time{}
+			r.plan = parseScript(inv.Content)
+			s.schedule(r, now.Add(d))
+		} else {
+			inv.Content = "echo seeded"
+			r.Output = "seeded"
+		}
+		inv.Runs = []*run{r}
+		s.lists[key] = append(s.lists[key], inv)
+		s.byID[inv.InvokeID] = inv
+	}
+	return nil
+}
