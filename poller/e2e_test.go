@@ -95,7 +95,9 @@ func (h *harness) parts(pageSize int) (*cloudassist.ECS, *checkpoint.Redis, *pub
 }
 
 func (h *harness) listerOptions(pageSize int) cloudassist.Options {
-	return cloudassist.Options{Region: region, Endpoint: h.simURL, AccessKeyID: keyID, AccessKeySecret: secret, PageSize: pageSize, Timeout: 5 * time.Second}
+	// No call retries: tests of faults look at failed cycles.
+	return cloudassist.Options{Region: region, Endpoint: h.simURL, AccessKeyID: keyID, AccessKeySecret: secret, PageSize: pageSize,
+		Timeout: 5 * time.Second, TransientRetries: -1, ThrottleRetries: -1}
 }
 
 func (h *harness) store() *checkpoint.Redis {

@@ -45,7 +45,8 @@ type Options struct {
 	Shard diff.Shard
 	// Interval between the starts of two cycles; default 30s.
 	Interval time.Duration
-	// CycleTimeout bounds one cycle; default 2×Interval, at least 1 minute.
+	// CycleTimeout bounds one cycle; default 2×Interval, at least 5 minutes
+	// (a throttled call waits past the next one-minute window).
 	CycleTimeout time.Duration
 	// Initial is the first-sight policy; default baseline.
 	Initial diff.Initial
@@ -98,7 +99,7 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 		opts.Interval = 30 * time.Second
 	}
 	if opts.CycleTimeout == 0 {
-		opts.CycleTimeout = max(2*opts.Interval, time.Minute)
+		opts.CycleTimeout = max(2*opts.Interval, 5*time.Minute)
 	}
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = 5 * time.Minute

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 )
 
@@ -34,6 +36,20 @@ type Options struct {
 	PageSize int
 	// Logger receives warnings about odd but usable data; default no-op.
 	Logger *zap.Logger
+	// Limits, if set, keeps calls under a rate shared with other listers.
+	Limits *Limits
+	// ThrottleWindow is the API's throttling window: a throttled call is
+	// retried after the next window boundary, plus jitter. Default 1m.
+	ThrottleWindow time.Duration
+	// ThrottleRetries bounds the retries of a throttled call; 0 means until
+	// the context ends, -1 none.
+	ThrottleRetries int
+	// TransientRetries bounds the retries of a call that failed
+	// transiently (5xx, network, undecodable body), with exponential
+	// backoff; default 3, -1 none.
+	TransientRetries int
+	// OnBackoff, if set, learns of every pause before a retry.
+	OnBackoff func(class Class, wait time.Duration)
 	// Now is the clock that stamps snapshots; default time.Now.
 	Now func() time.Time
 }
@@ -68,6 +84,15 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.ThrottleWindow == 0 {
+		o.ThrottleWindow = time.Minute
+	}
+	if o.TransientRetries == 0 {
+		o.TransientRetries = 3
+	}
+	if o.ThrottleWindow < 0 || o.ThrottleRetries < -1 || o.TransientRetries < -1 {
+		return o, errors.New("cloudassist: bad retry options")
+	}
 	return o, nil
 }
 
@@ -98,6 +123,66 @@ func newSDKSetup(o Options) (sdkSetup, error) {
 		setup.credential = credentials.NewStaticAKCredentialsProvider(o.AccessKeyID, o.AccessKeySecret)
 	}
 	return setup, nil
+}
+
+// invoke makes one API call under the rate limit, retrying it by the
+// class of its error: a throttled call waits past the next window
+// boundary (and lowers the rate), a transient failure backs off
+// exponentially a few times; anything else returns at once, translated.
+func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn func() (T, error)) (T, error) {
+	var zero T
+	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
+		backoff.WithMaxElapsedTime(0))
+	throttles, transients := 0, 0
+	for {
+		if err := o.Limits.wait(ctx, o.Region, action); err != nil {
+			return zero, err
+		}
+		v, err := do(ctx, c, fn)
+		if err == nil {
+			o.Limits.passed(o.Region, action)
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			return zero, ctx.Err()
+		}
+		apiErr := translate(action, err)
+		var wait time.Duration
+		switch apiErr.Class {
+		case ClassThrottled:
+			o.Limits.throttled(o.Region, action)
+			if throttles++; o.ThrottleRetries == -1 || o.ThrottleRetries > 0 && throttles > o.ThrottleRetries {
+				return zero, apiErr
+			}
+			wait = untilNextWindow(o.Now(), o.ThrottleWindow)
+		case ClassTransient:
+			if transients++; o.TransientRetries == -1 || transients > o.TransientRetries {
+				return zero, apiErr
+			}
+			wait = bo.NextBackOff()
+		default:
+			return zero, apiErr
+		}
+		if o.OnBackoff != nil {
+			o.OnBackoff(apiErr.Class, wait)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return zero, ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// untilNextWindow is the pause until just past the next window boundary:
+// throttled in window T, the API answers again from T+1. Up to a tenth of
+// the window (at most 5s) of jitter spreads the callers.
+func untilNextWindow(now time.Time, window time.Duration) time.Duration {
+	next := now.Truncate(window).Add(window)
+	jitter := time.Duration(rand.Int64N(int64(min(window/10, 5*time.Second)) + 1))
+	return next.Sub(now) + jitter
 }
 
 // caller serializes calls on one SDK client, which is not safe for

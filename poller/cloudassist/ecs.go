@@ -122,9 +122,11 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 		if filter != nil {
 			filter(req)
 		}
-		resp, err := do(ctx, &a.calls, func() (*ecs.DescribeInvocationsResponse, error) { return a.client.DescribeInvocations(req) })
+		resp, err := invoke(ctx, a.opts, &a.calls, "DescribeInvocations", func() (*ecs.DescribeInvocationsResponse, error) {
+			return a.client.DescribeInvocations(req)
+		})
 		if err != nil {
-			return "", "", translate("DescribeInvocations", err)
+			return "", "", err
 		}
 		for _, inv := range resp.Invocations.Invocation {
 			if err := each(inv); err != nil {
@@ -143,11 +145,11 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 		if filter != nil {
 			filter(req)
 		}
-		resp, err := do(ctx, &a.calls, func() (*ecs.DescribeInvocationResultsResponse, error) {
+		resp, err := invoke(ctx, a.opts, &a.calls, "DescribeInvocationResults", func() (*ecs.DescribeInvocationResultsResponse, error) {
 			return a.client.DescribeInvocationResults(req)
 		})
 		if err != nil {
-			return "", "", translate("DescribeInvocationResults", err)
+			return "", "", err
 		}
 		for _, r := range resp.Invocation.InvocationResults.InvocationResult {
 			if err := each(r); err != nil {

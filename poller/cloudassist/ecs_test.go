@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +52,9 @@ func startSim(t *testing.T, instances int) *fixture {
 
 func (f *fixture) lister(t *testing.T, mutate func(*Options)) *ECS {
 	t.Helper()
-	opts := Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, Timeout: 5 * time.Second}
+	// No retries: these tests look at each error as the API gives it.
+	opts := Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, Timeout: 5 * time.Second,
+		TransientRetries: -1, ThrottleRetries: -1}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -341,5 +344,79 @@ func TestOptionsValidation(t *testing.T) {
 		if _, err := NewECS(o); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestCallsAreRetriedByClass(t *testing.T) {
+	f := startSim(t, 1)
+	for range 5 {
+		f.run(t, "echo x", 0, f.ecsInstances()[0])
+	}
+	for _, fault := range []castest.Fault{
+		{Action: "DescribeInvocations", Kind: castest.FaultUnavailable, Skip: 1},
+		{Action: "DescribeInvocations", Kind: castest.FaultMalformed, Skip: 1},
+		{Action: "DescribeInvocations", Kind: castest.FaultThrottle, Skip: 2},
+		{Action: "DescribeInvocations", Kind: castest.FaultThrottle, Skip: 2},
+	} {
+		if err := f.sim.InjectFault(fault); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limits, err := NewLimits(LimitsOptions{QPS: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	waits := map[Class]int{}
+	l := f.lister(t, func(o *Options) {
+		o.PageSize, o.TransientRetries, o.ThrottleRetries, o.ThrottleWindow, o.Limits = 2, 0, 0, 200*time.Millisecond, limits
+		o.OnBackoff = func(c Class, d time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			waits[c]++
+			if c == ClassThrottled && d > 220*time.Millisecond {
+				t.Errorf("throttle wait %v is past the next window plus jitter", d)
+			}
+		}
+	})
+	snap, err := l.Snapshot(t.Context())
+	if err != nil || len(snap.Records) != 10 {
+		t.Fatalf("got %d records, err %v", len(snap.Records), err)
+	}
+	if waits[ClassTransient] != 2 || waits[ClassThrottled] != 2 {
+		t.Errorf("backoffs %v, want 2 transient and 2 throttled", waits)
+	}
+	if r := limits.Rate(region, "DescribeInvocations"); r >= 100 {
+		t.Errorf("the rate stayed at %v after two throttles", r)
+	}
+	// Permanent errors are not retried.
+	before := f.sim.Calls()["DescribeInvocations"]
+	if _, err := f.lister(t, func(o *Options) { o.AccessKeySecret, o.TransientRetries, o.ThrottleRetries = "wrong", 0, 0 }).Snapshot(t.Context()); ClassOf(err) != ClassPermanent {
+		t.Fatalf("err %v", err)
+	}
+	if calls := f.sim.Calls()["DescribeInvocations"] - before; calls != 0 {
+		t.Errorf("a rejected signature was retried (%d signed calls)", calls)
+	}
+}
+
+func TestLimitsAdapt(t *testing.T) {
+	l, err := NewLimits(LimitsOptions{QPS: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		l.throttled("r", "A")
+	}
+	if got := l.Rate("r", "A"); got != 1 {
+		t.Errorf("after throttling: %v calls/s, want the floor 1", got)
+	}
+	if l.Rate("r", "B") != 16 {
+		t.Error("another action's bucket was slowed")
+	}
+	for range 20 * 20 {
+		l.passed("r", "A")
+	}
+	if got := l.Rate("r", "A"); got != 16 {
+		t.Errorf("after many calls: %v calls/s, want back at 16", got)
 	}
 }

@@ -118,7 +118,7 @@ func TestGoldenDescribeInvocationResults(t *testing.T) {
 	}
 
 	serve(t, f, "DescribeInvocationResults", 200, sample, lastPage)
-	l, err := NewECSResults(Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret})
+	l, err := NewECSResults(Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, TransientRetries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestGoldenSWASDescribeCommandInvocations(t *testing.T) {
 	// TotalCount 10 with one invocation listed never adds up, so the lister
 	// reads it again: serve it for every attempt.
 	serve(t, f, "DescribeCommandInvocations", 200, sample, sample, sample)
-	l, err := NewSWAS(Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret})
+	l, err := NewSWAS(Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, TransientRetries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,14 +75,11 @@ func (c *SWAS) list(ctx context.Context) (diff.Snapshot, error) {
 	for page := 1; ; page++ {
 		req := swas.CreateDescribeCommandInvocationsRequest()
 		req.PageNumber, req.PageSize = strconv.Itoa(page), strconv.Itoa(c.opts.PageSize)
-		resp, err := do(ctx, &c.calls, func() (*swas.DescribeCommandInvocationsResponse, error) {
+		resp, err := invoke(ctx, c.opts, &c.calls, "DescribeCommandInvocations", func() (*swas.DescribeCommandInvocationsResponse, error) {
 			return c.client.DescribeCommandInvocations(req)
 		})
 		if err != nil {
-			if ctx.Err() != nil {
-				return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, ctx.Err())
-			}
-			return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, translate("DescribeCommandInvocations", err))
+			return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, err)
 		}
 		totals[resp.TotalCount] = true
 		for _, cmd := range resp.CommandInvocations {
