@@ -36,6 +36,12 @@ type Options struct {
 	PageSize int
 	// Logger receives warnings about odd but usable data; default no-op.
 	Logger *zap.Logger
+	// Strategy is how the ecs source reads the API; default full. (The
+	// ecs-results and swas sources always list fully.)
+	Strategy Strategy
+	// ResyncEvery is how often an incremental lister lists everything;
+	// default 10m.
+	ResyncEvery time.Duration
 	// Limits, if set, keeps calls under a rate shared with other listers.
 	Limits *Limits
 	// ThrottleWindow is the API's throttling window: a throttled call is
@@ -83,6 +89,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Strategy == "" {
+		o.Strategy = StrategyFull
+	}
+	if _, err := ParseStrategy(string(o.Strategy)); err != nil {
+		return o, err
+	}
+	if o.ResyncEvery == 0 {
+		o.ResyncEvery = 10 * time.Minute
 	}
 	if o.ThrottleWindow == 0 {
 		o.ThrottleWindow = time.Minute

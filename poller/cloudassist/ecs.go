@@ -53,7 +53,11 @@ func newECSAPI(opts Options) (*ecsAPI, error) {
 // ECS lists ECS Cloud Assistant invocations of one region through
 // DescribeInvocations, paging with NextToken, and recovers every run of
 // periodic tasks through DescribeInvocationResults with IncludeHistory.
-type ECS struct{ api *ecsAPI }
+// With [StrategyIncremental] it reads only what can still change.
+type ECS struct {
+	api *ecsAPI
+	inc incremental // only Snapshot touches it; a poller calls it from one goroutine
+}
 
 // NewECS builds an ECS lister.
 func NewECS(opts Options) (*ECS, error) {
@@ -76,6 +80,9 @@ func (c *ECS) Region() string { return c.api.opts.Region }
 // failed page fails the whole snapshot. A refused NextToken restarts the
 // listing from the first page, at most a few times.
 func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
+	if c.api.opts.Strategy == StrategyIncremental {
+		return c.api.withRestarts(ctx, c.listIncremental)
+	}
 	return c.api.withRestarts(ctx, c.list)
 }
 
