@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,7 +32,12 @@ type RedisOptions struct {
 type Redis struct {
 	client redis.UniversalClient
 	opts   RedisOptions
+	trips  atomic.Int64
 }
+
+// RoundTrips counts the requests this store sent to Redis (a pipeline or a
+// transaction is one).
+func (r *Redis) RoundTrips() int64 { return r.trips.Load() }
 
 // NewRedis builds a Redis store on a client the caller owns.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
@@ -74,6 +80,7 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 		gets = append(gets, pipe.HMGet(ctx, stateKey, fields...))
 		chunks = append(chunks, chunk)
 	}
+	r.trips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return prev, fmt.Errorf("checkpoint: load %s from redis: %w", shard, err)
 	}
@@ -99,32 +106,36 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 // blocked by one huge reply.
 func (r *Redis) LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error) {
 	prev := diff.Previous{States: map[diff.Key]diff.State{}}
+	r.trips.Add(1)
 	known, err := r.client.HExists(ctx, r.key("meta", shard), "known").Result()
 	if err != nil {
 		return prev, fmt.Errorf("checkpoint: load %s from redis: %w", shard, err)
 	}
 	prev.Known = known
-	iter := r.client.HScan(ctx, r.key("state", shard), 0, "", int64(r.opts.ChunkSize)).Iterator()
-	for iter.Next(ctx) {
-		f := iter.Val()
-		if !iter.Next(ctx) {
-			break
-		}
-		st, err := decodeState(iter.Val())
+	var cursor uint64
+	for {
+		r.trips.Add(1)
+		fields, next, err := r.client.HScan(ctx, r.key("state", shard), cursor, "", int64(r.opts.ChunkSize)).Result()
 		if err != nil {
-			return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
+			return prev, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
 		}
-		prev.States[parseField(f)] = st
+		for i := 0; i+1 < len(fields); i += 2 {
+			st, err := decodeState(fields[i+1])
+			if err != nil {
+				return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, fields[i], err)
+			}
+			prev.States[parseField(fields[i])] = st
+		}
+		if cursor = next; cursor == 0 {
+			return prev, nil
+		}
 	}
-	if err := iter.Err(); err != nil {
-		return prev, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
-	}
-	return prev, nil
 }
 
 // Commit stores the new states and appends the transitions to the shard's
 // history, atomically (MULTI/EXEC), and marks the shard as known.
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	r.trips.Add(1)
 	_, err := r.client.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		if len(updates) > 0 {
 			values := make([]any, 0, 2*len(updates))

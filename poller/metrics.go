@@ -2,6 +2,7 @@ package poller
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -15,6 +16,12 @@ import (
 type Metrics struct {
 	mu     sync.Mutex
 	shards map[diff.Shard]*shardMetrics
+	funcs  []funcMetric
+}
+
+type funcMetric struct {
+	name, help, typ string
+	value           func() float64
 }
 
 type shardMetrics struct {
@@ -25,6 +32,9 @@ type shardMetrics struct {
 	lastDuration       time.Duration
 	failedByStage      map[Stage]int64
 	backoffSecsByClass map[string]float64
+	apiCalls           map[string]int64
+	apiBackoffs        map[string]int64
+	apiBackoffSecs     map[string]float64
 }
 
 // NewMetrics returns an empty registry.
@@ -33,7 +43,8 @@ func NewMetrics() *Metrics { return &Metrics{shards: map[diff.Shard]*shardMetric
 func (m *Metrics) shard(s diff.Shard) *shardMetrics {
 	sm, ok := m.shards[s]
 	if !ok {
-		sm = &shardMetrics{failedByStage: map[Stage]int64{}, backoffSecsByClass: map[string]float64{}}
+		sm = &shardMetrics{failedByStage: map[Stage]int64{}, backoffSecsByClass: map[string]float64{},
+			apiCalls: map[string]int64{}, apiBackoffs: map[string]int64{}, apiBackoffSecs: map[string]float64{}}
 		m.shards[s] = sm
 	}
 	return sm
@@ -68,6 +79,36 @@ func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.shard(s).backoffSecsByClass[class] += d.Seconds()
+}
+
+// APICall counts one API call of a shard.
+func (m *Metrics) APICall(s diff.Shard, action string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shard(s).apiCalls[action]++
+}
+
+// APIBackoff records a pause before retrying one API call.
+func (m *Metrics) APIBackoff(s diff.Shard, class string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	sm.apiBackoffs[class]++
+	sm.apiBackoffSecs[class] += d.Seconds()
+}
+
+// Func exposes a process-wide value read at scrape time, such as a
+// store's round trips.
+func (m *Metrics) Func(name, typ, help string, value func() float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.funcs = append(m.funcs, funcMetric{name: name, help: help, typ: typ, value: value})
 }
 
 // ServeHTTP writes the metrics in the Prometheus text exposition format.
@@ -114,9 +155,27 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	metric("capoller_cycle_duration_seconds", "gauge", "Duration of the last cycle.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_cycle_duration_seconds{%s} %g\n", l, sm.lastDuration.Seconds())
 	})
-	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off, by error class.", func(l string, sm *shardMetrics) {
+	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
 		for _, c := range []string{"throttled", "transient", "permanent"} {
 			fmt.Fprintf(w, "capoller_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.backoffSecsByClass[c])
 		}
 	})
+	metric("capoller_api_calls_total", "counter", "Cloud Assistant API calls, retries included.", func(l string, sm *shardMetrics) {
+		for _, a := range slices.Sorted(maps.Keys(sm.apiCalls)) {
+			fmt.Fprintf(w, "capoller_api_calls_total{%s,action=%q} %d\n", l, a, sm.apiCalls[a])
+		}
+	})
+	metric("capoller_api_backoffs_total", "counter", "API calls retried after a pause, by error class.", func(l string, sm *shardMetrics) {
+		for _, c := range []string{"throttled", "transient"} {
+			fmt.Fprintf(w, "capoller_api_backoffs_total{%s,class=%q} %d\n", l, c, sm.apiBackoffs[c])
+		}
+	})
+	metric("capoller_api_backoff_seconds_total", "counter", "Time API calls waited before a retry, by error class.", func(l string, sm *shardMetrics) {
+		for _, c := range []string{"throttled", "transient"} {
+			fmt.Fprintf(w, "capoller_api_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.apiBackoffSecs[c])
+		}
+	})
+	for _, f := range m.funcs {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", f.name, f.help, f.name, f.typ, f.name, f.value())
+	}
 }

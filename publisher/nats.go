@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -66,9 +67,15 @@ func (o Options) withDefaults() (Options, error) {
 
 // NATS publishes transitions to a JetStream stream.
 type NATS struct {
-	js   jetstream.JetStream
-	opts Options
+	js      jetstream.JetStream
+	opts    Options
+	batches atomic.Int64
+	msgs    atomic.Int64
 }
+
+// Requests counts the batches this publisher waited for (one wait per
+// batch) and the messages it published (each acknowledged; pipelined).
+func (p *NATS) Requests() (batches, messages int64) { return p.batches.Load(), p.msgs.Load() }
 
 // New builds a publisher on a JetStream context. Call EnsureStream before
 // the first Publish.
@@ -120,6 +127,8 @@ func (p *NATS) Publish(ctx context.Context, batch []diff.Transition) (Result, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.AckTimeout)
 	defer cancel()
+	p.batches.Add(1)
+	p.msgs.Add(int64(len(batch)))
 	futures := make([]jetstream.PubAckFuture, 0, len(batch))
 	for _, t := range batch {
 		msg, err := p.message(t)

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
 )
 
@@ -28,6 +29,10 @@ type config struct {
 	Sources         []string      `yaml:"sources"`
 	Interval        time.Duration `yaml:"interval"`
 	Initial         string        `yaml:"initial"`
+	Strategy        string        `yaml:"strategy"`
+	ResyncEvery     time.Duration `yaml:"resync-every"`
+	QPS             float64       `yaml:"qps"`
+	ThrottleWindow  time.Duration `yaml:"throttle-window"`
 	PageSize        int           `yaml:"page-size"`
 	APITimeout      time.Duration `yaml:"api-timeout"`
 	RedisURL        string        `yaml:"redis-url"`
@@ -54,6 +59,10 @@ func defaultConfig() config {
 		Sources:         []string{"ecs"},
 		Interval:        30 * time.Second,
 		Initial:         string(diff.InitialBaseline),
+		Strategy:        string(cloudassist.StrategyIncremental),
+		ResyncEvery:     10 * time.Minute,
+		QPS:             10,
+		ThrottleWindow:  time.Minute,
 		PageSize:        50,
 		APITimeout:      15 * time.Second,
 		RedisURL:        "redis://127.0.0.1:6379/0",
@@ -111,6 +120,14 @@ func settings() []setting {
 		{"sources", "comma-separated sources: ecs (DescribeInvocations), ecs-results (DescribeInvocationResults) — one of the two — and swas", list(func(c *config) *[]string { return &c.Sources })},
 		{"interval", "time between the starts of two polls of a shard", dur(func(c *config) *time.Duration { return &c.Interval })},
 		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
+		{"strategy", "how the ecs source reads the API: incremental (active, new and just-finished invocations, with a periodic full resync) or full", str(func(c *config) *string { return &c.Strategy })},
+		{"resync-every", "how often the incremental strategy lists everything", dur(func(c *config) *time.Duration { return &c.ResyncEvery })},
+		{"qps", "most API calls per second, per API and region (keep it under the account's quota)", func(c *config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			c.QPS = f
+			return err
+		}},
+		{"throttle-window", "the API's throttling window: a throttled call retries after its next boundary", dur(func(c *config) *time.Duration { return &c.ThrottleWindow })},
 		{"page-size", "MaxResults per API page, 1..50", func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
 			c.PageSize = n
@@ -218,6 +235,12 @@ func (c config) validate() error {
 	}
 	if _, err := diff.ParseInitial(c.Initial); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := cloudassist.ParseStrategy(c.Strategy); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ResyncEvery <= 0 || c.QPS <= 0 || c.ThrottleWindow <= 0 {
+		errs = append(errs, errors.New("resync-every, qps and throttle-window must be positive"))
 	}
 	if c.PageSize < 1 || c.PageSize > 50 {
 		errs = append(errs, fmt.Errorf("page-size %d: want 1..50", c.PageSize))

@@ -103,6 +103,11 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		return err
 	}
 
+	metrics := poller.NewMetrics()
+	metrics.Func("capoller_nats_publish_batches_total", "counter", "Batches published (one wait for acknowledgements each).",
+		func() float64 { b, _ := pub.Requests(); return float64(b) })
+	metrics.Func("capoller_nats_publishes_total", "counter", "Messages published to JetStream (pipelined, each acknowledged).",
+		func() float64 { _, m := pub.Requests(); return float64(m) })
 	var store poller.Store
 	switch cfg.Checkpoint {
 	case "redis":
@@ -115,10 +120,13 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
-		store, err = checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix})
+		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix})
 		if err != nil {
 			return err
 		}
+		metrics.Func("capoller_redis_roundtrips_total", "counter", "Requests sent to Redis by the checkpoint store (a pipeline is one).",
+			func() float64 { return float64(rs.RoundTrips()) })
+		store = rs
 	case "natskv":
 		var kv *checkpoint.KV
 		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
@@ -130,7 +138,11 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		store = kv
 	}
 
-	metrics := poller.NewMetrics()
+	limits, err := cloudassist.NewLimits(cloudassist.LimitsOptions{QPS: cfg.QPS})
+	if err != nil {
+		return err
+	}
+	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
 	g, gctx := errgroup.WithContext(ctx)
 	if cfg.MetricsAddr != "" {
 		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics), ReadHeaderTimeout: 5 * time.Second}
@@ -149,10 +161,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	for _, region := range cfg.Regions {
 		for _, source := range cfg.Sources {
-			shard, lister, err := newLister(source, cloudassist.Options{
+			shard := shardOf(source, region)
+			lister, err := newLister(source, cloudassist.Options{
 				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
-				Logger: log.With(zap.String("source", source), zap.String("region", region)),
+				Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: limits, ThrottleWindow: cfg.ThrottleWindow,
+				OnCall:    func(action string) { metrics.APICall(shard, action) },
+				OnBackoff: func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
+				Logger:    log.With(zap.String("source", source), zap.String("region", region)),
 			})
 			if err != nil {
 				return err
@@ -177,21 +193,26 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	return err
 }
 
-// newLister builds the lister of a source. ecs and ecs-results are two
-// views of the same records: both publish as source "ecs".
-func newLister(source string, opts cloudassist.Options) (diff.Shard, poller.Lister, error) {
+// shardOf names the shard of a source in a region. ecs and ecs-results
+// are two views of the same records: both publish as source "ecs".
+func shardOf(source, region string) diff.Shard {
+	if source == "swas" {
+		return diff.Shard{Source: diff.SourceSWAS, Region: region}
+	}
+	return diff.Shard{Source: diff.SourceECS, Region: region}
+}
+
+// newLister builds the lister of a source.
+func newLister(source string, opts cloudassist.Options) (poller.Lister, error) {
 	switch source {
 	case "ecs":
-		l, err := cloudassist.NewECS(opts)
-		return diff.Shard{Source: diff.SourceECS, Region: opts.Region}, l, err
+		return cloudassist.NewECS(opts)
 	case "ecs-results":
-		l, err := cloudassist.NewECSResults(opts)
-		return diff.Shard{Source: diff.SourceECS, Region: opts.Region}, l, err
+		return cloudassist.NewECSResults(opts)
 	case "swas":
-		l, err := cloudassist.NewSWAS(opts)
-		return diff.Shard{Source: diff.SourceSWAS, Region: opts.Region}, l, err
+		return cloudassist.NewSWAS(opts)
 	}
-	return diff.Shard{}, nil, fmt.Errorf("unknown source %q", source)
+	return nil, fmt.Errorf("unknown source %q", source)
 }
 
 // retry calls fn until it succeeds or ctx ends, backing off exponentially

@@ -54,6 +54,8 @@ type Options struct {
 	// transiently (5xx, network, undecodable body), with exponential
 	// backoff; default 3, -1 none.
 	TransientRetries int
+	// OnCall, if set, learns of every API call made (retries included).
+	OnCall func(action string)
 	// OnBackoff, if set, learns of every pause before a retry.
 	OnBackoff func(class Class, wait time.Duration)
 	// Now is the clock that stamps snapshots; default time.Now.
@@ -152,6 +154,9 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 	for {
 		if err := o.Limits.wait(ctx, o.Region, action); err != nil {
 			return zero, err
+		}
+		if o.OnCall != nil {
+			o.OnCall(action)
 		}
 		v, err := do(ctx, c, fn)
 		if err == nil {
