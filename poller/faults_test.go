@@ -40,7 +40,7 @@ func TestDeliversUnderThrottlingAndFaults(t *testing.T) {
 			}
 			var mu sync.Mutex
 			backoffs := map[cloudassist.Class]int{}
-			opts := h.listerOptions(1) // one invocation a page: a full listing needs more calls than the quota allows
+			opts := h.listerOptions(1)                         // one invocation a page: a full listing needs more calls than the quota allows
 			opts.TransientRetries, opts.ThrottleRetries = 0, 0 // the defaults: retry
 			opts.Strategy, opts.ResyncEvery, opts.Limits, opts.ThrottleWindow = strategy, 2*time.Second, limits, window
 			opts.OnBackoff = func(c cloudassist.Class, _ time.Duration) { mu.Lock(); backoffs[c]++; mu.Unlock() }
