@@ -1,0 +1,97 @@
+package checkpoint_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+func benchUpdates(n int) ([]diff.Key, []diff.Update, []diff.Transition) {
+	keys := make([]diff.Key, n)
+	updates := make([]diff.Update, n)
+	transitions := make([]diff.Transition, n)
+	for i := range n {
+		k := diff.Key{InvokeID: fmt.Sprintf("t-hz%016x", i/2)}
+		if i%2 == 1 {
+			k.InstanceID = fmt.Sprintf("i-bp%018x", i%500)
+		}
+		keys[i] = k
+		updates[i] = diff.Update{Key: k, State: diff.State{Status: diff.StatusSuccess, Repeats: 1, ObservedAt: time.Unix(1000, 0)}}
+		transitions[i] = diff.Transition{ID: fmt.Sprintf("%032x", i), Source: diff.SourceECS, Region: "cn-hangzhou",
+			Previous: diff.StatusRunning, Record: diff.Record{Key: k, Status: diff.StatusSuccess, Repeats: 1}, ObservedAt: time.Unix(1000, 0)}
+	}
+	return keys, updates, transitions
+}
+
+// BenchmarkRedisLoad loads the states of a 100,000-record snapshot.
+func BenchmarkRedisLoad(b *testing.B) {
+	client, prefix := testenv.Redis(b)
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	keys, updates, _ := benchUpdates(100_000)
+	if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	trips := s.RoundTrips()
+	for b.Loop() {
+		prev, err := s.Load(b.Context(), shard, keys)
+		if err != nil || len(prev.States) != len(keys) {
+			b.Fatalf("%d states, %v", len(prev.States), err)
+		}
+	}
+	b.ReportMetric(float64(len(keys))*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(s.RoundTrips()-trips)/float64(b.N), "roundtrips/op")
+}
+
+// BenchmarkRedisLoadAll scans a whole 100,000-record shard (full listings).
+func BenchmarkRedisLoadAll(b *testing.B) {
+	client, prefix := testenv.Redis(b)
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	_, updates, _ := benchUpdates(100_000)
+	if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	trips := s.RoundTrips()
+	for b.Loop() {
+		prev, err := s.LoadAll(b.Context(), shard)
+		if err != nil || len(prev.States) != len(updates) {
+			b.Fatalf("%d states, %v", len(prev.States), err)
+		}
+	}
+	b.ReportMetric(float64(len(updates))*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(s.RoundTrips()-trips)/float64(b.N), "roundtrips/op")
+}
+
+// BenchmarkRedisCommit commits 10,000 changed states with their history.
+func BenchmarkRedisCommit(b *testing.B) {
+	client, prefix := testenv.Redis(b)
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, HistoryMaxLen: 100_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	_, updates, transitions := benchUpdates(10_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := s.Commit(b.Context(), shard, updates, transitions); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(transitions))*float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
+}
