@@ -17,7 +17,7 @@ import (
 // store is the contract both implementations satisfy.
 type store interface {
 	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
-	LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error)
+	Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error)
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
 }
 
@@ -86,14 +86,14 @@ func TestStoreContract(t *testing.T) {
 			if err != nil || prev.States[keys[7]] != changed.State || prev.States[keys[8]] != updates[8].State {
 				t.Fatalf("after a partial commit: %+v / %+v, %v", prev.States[keys[7]], prev.States[keys[8]], err)
 			}
-			// A tombstone survives, and LoadAll sees every record.
+			// A tombstone survives; Absent returns exactly the records not seen.
 			gone := diff.Update{Key: keys[9], State: diff.State{Status: diff.StatusSuccess, ObservedAt: t0, Gone: true}}
 			if err := s.Commit(t.Context(), shard, []diff.Update{gone}, nil); err != nil {
 				t.Fatal(err)
 			}
-			all, err := s.LoadAll(t.Context(), shard)
-			if err != nil || !all.Known || len(all.States) != len(keys) || all.States[keys[9]] != gone.State || all.States[keys[7]] != changed.State {
-				t.Fatalf("LoadAll: known=%v states=%d tombstone=%+v err=%v", all.Known, len(all.States), all.States[keys[9]], err)
+			absent, err := s.Absent(t.Context(), shard, func(k diff.Key) bool { return k != keys[9] && k != keys[7] })
+			if err != nil || len(absent) != 2 || absent[keys[9]] != gone.State || absent[keys[7]] != changed.State {
+				t.Fatalf("Absent: %+v, %v", absent, err)
 			}
 			// Shards are independent.
 			if prev, err := s.Load(t.Context(), other, keys); err != nil || prev.Known || len(prev.States) != 0 {

@@ -90,23 +90,28 @@ func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.
 	return prev, nil
 }
 
-// LoadAll returns the state of every record of the shard.
-func (k *KV) LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error) {
-	prev, err := k.Load(ctx, shard, nil)
-	if err != nil {
-		return prev, err
+// Absent returns the states of the shard's records for which seen is
+// false, as of the last Load.
+func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
+	if _, err := k.Load(ctx, shard, nil); err != nil {
+		return nil, err
 	}
 	k.mu.Lock()
 	all := k.states[shard]
 	k.mu.Unlock()
+	out := map[diff.Key]diff.State{}
 	for f, v := range all {
+		key := parseField(f)
+		if seen(key) {
+			continue
+		}
 		st, err := decodeState(v)
 		if err != nil {
-			return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
+			return nil, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
 		}
-		prev.States[parseField(f)] = st
+		out[key] = st
 	}
-	return prev, nil
+	return out, nil
 }
 
 // Commit writes the shard's states with the updates applied, if nobody

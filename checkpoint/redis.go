@@ -101,33 +101,31 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 	return prev, nil
 }
 
-// LoadAll returns the checkpointed state of every record of the shard,
-// tombstones included, scanning the hash in chunks so that Redis is never
-// blocked by one huge reply.
-func (r *Redis) LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error) {
-	prev := diff.Previous{States: map[diff.Key]diff.State{}}
-	r.trips.Add(1)
-	known, err := r.client.HExists(ctx, r.key("meta", shard), "known").Result()
-	if err != nil {
-		return prev, fmt.Errorf("checkpoint: load %s from redis: %w", shard, err)
-	}
-	prev.Known = known
+// Absent returns the checkpointed states of the shard's records for which
+// seen is false: after a complete listing, the records the API no longer
+// holds. It scans the hash in chunks, keeping only those records.
+func (r *Redis) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
+	out := map[diff.Key]diff.State{}
 	var cursor uint64
 	for {
 		r.trips.Add(1)
 		fields, next, err := r.client.HScan(ctx, r.key("state", shard), cursor, "", int64(r.opts.ChunkSize)).Result()
 		if err != nil {
-			return prev, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
+			return nil, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
 		}
 		for i := 0; i+1 < len(fields); i += 2 {
+			k := parseField(fields[i])
+			if seen(k) {
+				continue
+			}
 			st, err := decodeState(fields[i+1])
 			if err != nil {
-				return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, fields[i], err)
+				return nil, fmt.Errorf("checkpoint: load %s record %s: %w", shard, fields[i], err)
 			}
-			prev.States[parseField(fields[i])] = st
+			out[k] = st
 		}
 		if cursor = next; cursor == 0 {
-			return prev, nil
+			return out, nil
 		}
 	}
 }

@@ -53,11 +53,16 @@ type Result struct {
 // costs a map lookup and allocates nothing.
 func Compute(prev Previous, snap Snapshot, opts Options) Result {
 	var res Result
-	var moved map[Key]State // states changed earlier in this snapshot (runs of one key)
+	// Records of one key are adjacent, so the state a key reached earlier
+	// in this snapshot is only ever the last update's.
+	var last *Update
 	for i := range snap.Records {
 		rec := &snap.Records[i]
-		old, seen := moved[rec.Key]
-		if !seen {
+		var old State
+		var seen bool
+		if last != nil && last.Key == rec.Key {
+			old, seen = last.State, true
+		} else {
 			old, seen = prev.States[rec.Key]
 		}
 		switch {
@@ -71,10 +76,12 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 			continue // a stale read: a run never goes back (see Status.Rank)
 		}
 		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
-		if moved == nil {
-			moved = map[Key]State{}
+		if last != nil && last.Key == rec.Key {
+			last.State = now
+		} else {
+			res.Updates = append(res.Updates, Update{Key: rec.Key, State: now})
+			last = &res.Updates[len(res.Updates)-1]
 		}
-		moved[rec.Key] = now
 		if !seen && !prev.Known && opts.Initial != InitialEmit {
 			continue // baseline: the shard's first cycle records the present
 		}
@@ -84,25 +91,6 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 		}
 		t.ID = EventID(t)
 		res.Transitions = append(res.Transitions, t)
-	}
-	if snap.Complete {
-		present := make(map[Key]struct{}, len(snap.Records))
-		for i := range snap.Records {
-			present[snap.Records[i].Key] = struct{}{}
-		}
-		for k, st := range prev.States {
-			if _, ok := present[k]; !ok && !st.Gone {
-				st.Gone = true
-				if moved == nil {
-					moved = map[Key]State{}
-				}
-				moved[k] = st
-			}
-		}
-	}
-	res.Updates = make([]Update, 0, len(moved))
-	for k, st := range moved {
-		res.Updates = append(res.Updates, Update{Key: k, State: st})
 	}
 	slices.SortFunc(res.Updates, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
 	slices.SortStableFunc(res.Transitions, func(a, b Transition) int {
@@ -130,4 +118,19 @@ func EventID(t Transition) string {
 	}
 	sum := h.Sum(nil)
 	return hex.EncodeToString(sum[:16])
+}
+
+// Expire tombstones the given checkpointed states: the records a complete
+// listing no longer holds (retention). It announces nothing: expiry is not
+// a transition. Already tombstoned ones are left alone.
+func Expire(absent map[Key]State) []Update {
+	var out []Update
+	for k, st := range absent {
+		if !st.Gone {
+			st.Gone = true
+			out = append(out, Update{Key: k, State: st})
+		}
+	}
+	slices.SortFunc(out, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
+	return out
 }

@@ -18,8 +18,8 @@
 //	status S, repeats R   any, repeats R' < R       an older run: ignored
 //	status S, repeats R   T of lower Rank than S    stale read: ignored, nothing stored
 //	tombstone             any                       ignored: an expired record never returns
-//	present, shard known  absent, Complete snapshot tombstone stored, no event
 //
-// A record that is absent from a complete snapshot is not a transition: the
-// API no longer returns it (retention), so it is tombstoned silently.
+// A record that a complete listing no longer holds is not a transition
+// either: the API dropped it (retention). [Expire] tombstones it silently.
+
 package diff

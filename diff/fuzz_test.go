@@ -6,9 +6,10 @@ import (
 )
 
 // FuzzComputeReplay checks the diff's central invariant: once the updates of
-// a snapshot are applied, replaying the same snapshot yields no event and no
-// update. The fuzz input describes the previous states and the snapshot;
-// the corpus lives in testdata/fuzz/FuzzComputeReplay.
+// a snapshot (and, for a complete one, the expiry of what it lacks) are
+// applied, replaying the same snapshot yields no event and no update. The
+// fuzz input describes the previous states and the snapshot; the corpus
+// lives in testdata/fuzz/FuzzComputeReplay.
 func FuzzComputeReplay(f *testing.F) {
 	f.Add([]byte{1, 0, 2, 3, 1, 1, 5, 0, 2}, true, false)
 	f.Add([]byte{0, 0, 0, 0, 0, 0}, false, true)
@@ -21,6 +22,8 @@ func FuzzComputeReplay(f *testing.F) {
 		snap := Snapshot{Source: SourceECS, Region: "r", ObservedAt: time.Unix(1000, 0), Complete: complete}
 		type progress struct{ repeats, rank int }
 		last := map[Key]progress{} // listers give records in increasing (run, rank) order
+		runs := map[Key][]Record{} // … and adjacent per key
+		var order []Key
 		for i := 0; i+2 < len(data); i += 3 {
 			k := Key{InvokeID: "t-" + string('a'+rune(data[i]%4))}
 			if data[i]&4 != 0 {
@@ -32,14 +35,21 @@ func FuzzComputeReplay(f *testing.F) {
 				prev.States[k] = State{Status: st, Repeats: repeats, Gone: data[i]&16 != 0}
 			} else if l, ok := last[k]; !ok || repeats > l.repeats || repeats == l.repeats && st.Rank() > l.rank {
 				last[k] = progress{repeats, st.Rank()}
-				snap.Records = append(snap.Records, Record{Key: k, Status: st, Repeats: repeats})
+				if len(runs[k]) == 0 {
+					order = append(order, k)
+				}
+				runs[k] = append(runs[k], Record{Key: k, Status: st, Repeats: repeats})
 			}
+		}
+		for _, k := range order {
+			snap.Records = append(snap.Records, runs[k]...)
 		}
 		opts := Options{Initial: InitialBaseline}
 		if data != nil && len(data)%2 == 1 {
 			opts.Initial = InitialEmit
 		}
 		res := Compute(prev, snap, opts)
+		res.Updates = append(res.Updates, expireAbsent(prev, snap)...)
 		for _, tr := range res.Transitions {
 			if prev.States[tr.Record.Key].Gone {
 				t.Fatalf("a tombstoned record was announced: %+v", tr)
@@ -53,8 +63,27 @@ func FuzzComputeReplay(f *testing.F) {
 			next.States[u.Key] = u.State
 		}
 		again := Compute(next, snap, opts)
+		again.Updates = append(again.Updates, expireAbsent(next, snap)...)
 		if len(again.Transitions) != 0 || len(again.Updates) != 0 {
 			t.Fatalf("replaying the same snapshot gave %d transitions and %d updates: %+v", len(again.Transitions), len(again.Updates), again)
 		}
 	})
+}
+
+// expireAbsent is what the poller does after a complete listing.
+func expireAbsent(prev Previous, snap Snapshot) []Update {
+	if !snap.Complete {
+		return nil
+	}
+	present := map[Key]bool{}
+	for _, r := range snap.Records {
+		present[r.Key] = true
+	}
+	absent := map[Key]State{}
+	for k, st := range prev.States {
+		if !present[k] {
+			absent[k] = st
+		}
+	}
+	return Expire(absent)
 }

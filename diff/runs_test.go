@@ -51,39 +51,34 @@ func TestComputeRunsOfPeriodicTasks(t *testing.T) {
 	}
 }
 
-func TestComputeTombstones(t *testing.T) {
+func TestExpireAndTombstones(t *testing.T) {
 	t0 := time.Unix(100, 0).UTC()
 	kept := Key{InvokeID: "t-kept"}
 	old := Key{InvokeID: "t-old"}
 	oldInst := Key{InvokeID: "t-old", InstanceID: "i-1"}
-	prev := Previous{Known: true, States: map[Key]State{
-		kept:    {Status: StatusSuccess, ObservedAt: t0},
-		old:     {Status: StatusSuccess, ObservedAt: t0},
+	already := Key{InvokeID: "t-gone"}
+	ups := Expire(map[Key]State{
 		oldInst: {Status: StatusRunning, Repeats: 1, ObservedAt: t0},
-	}}
-	snap := Snapshot{Source: SourceECS, Region: "r", ObservedAt: t0.Add(time.Hour), Records: []Record{{Key: kept, Status: StatusSuccess}}}
-
-	if res := Compute(prev, snap, Options{}); len(res.Updates) != 0 || len(res.Transitions) != 0 {
-		t.Fatalf("an incomplete snapshot tombstoned or announced: %+v", res)
+		old:     {Status: StatusSuccess, ObservedAt: t0},
+		already: {Status: StatusSuccess, ObservedAt: t0, Gone: true},
+	})
+	if len(ups) != 2 || ups[0].Key != old || ups[1].Key != oldInst {
+		t.Fatalf("updates: %+v", ups)
 	}
-	snap.Complete = true
-	res := Compute(prev, snap, Options{})
-	if len(res.Transitions) != 0 {
-		t.Fatalf("expiry was announced: %+v", res.Transitions)
-	}
-	if len(res.Updates) != 2 || res.Updates[0].Key != old || res.Updates[1].Key != oldInst {
-		t.Fatalf("updates: %+v", res.Updates)
-	}
-	for _, u := range res.Updates {
-		if !u.State.Gone || u.State.Status != prev.States[u.Key].Status || !u.State.ObservedAt.Equal(t0) {
+	for _, u := range ups {
+		if !u.State.Gone || !u.State.ObservedAt.Equal(t0) {
 			t.Errorf("tombstone of %v: %+v", u.Key, u.State)
 		}
 	}
+	if ups[0].State.Status != StatusSuccess || ups[1].State.Status != StatusRunning {
+		t.Error("a tombstone lost the record's last status")
+	}
 	// A tombstoned record that shows up again is neither new nor changed.
-	for _, u := range res.Updates {
+	prev := Previous{Known: true, States: map[Key]State{kept: {Status: StatusSuccess, ObservedAt: t0}}}
+	for _, u := range ups {
 		prev.States[u.Key] = u.State
 	}
-	back := Snapshot{Complete: true, Records: []Record{{Key: kept, Status: StatusSuccess}, {Key: old, Status: StatusFailed}, {Key: oldInst, Status: StatusFailed, Repeats: 1}}}
+	back := Snapshot{Records: []Record{{Key: kept, Status: StatusSuccess}, {Key: old, Status: StatusFailed}, {Key: oldInst, Status: StatusFailed, Repeats: 1}}}
 	if res := Compute(prev, back, Options{}); len(res.Transitions) != 0 || len(res.Updates) != 0 {
 		t.Errorf("a tombstoned record came back: %+v", res)
 	}

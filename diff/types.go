@@ -60,18 +60,19 @@ type Record struct {
 // with a failed page is never a Snapshot: the lister returns an error.
 //
 // Records of the same key may appear several times, one per run of a
-// periodic task, in strictly increasing (Repeats, Status.Rank) order: at
-// most one record per run, except that a run's outcome may be followed by
-// the stop of its schedule. Listers guarantee it; the diff relies on it.
+// periodic task: adjacent, in strictly increasing (Repeats, Status.Rank)
+// order — at most one record per run, except that a run's outcome may be
+// followed by the stop of its schedule. Listers guarantee it; the diff
+// relies on it.
 type Snapshot struct {
 	Source     Source
 	Region     string
 	ObservedAt time.Time
 	Records    []Record
 	// Complete is true when absence can be trusted: every record the API
-	// holds is in Records. Only then does a checkpointed record missing
-	// from the snapshot count as expired. A listing whose pages shifted
-	// while it was read, or an incremental one, is not Complete.
+	// holds is in Records. Only then may checkpointed records missing from
+	// it be expired (see [Expire]). A listing whose pages shifted while it
+	// was read, or an incremental one, is not Complete.
 	Complete bool
 }
 
@@ -91,9 +92,9 @@ type Previous struct {
 	// Known is false until the shard's first cycle has been committed. The
 	// baseline policy uses it to tell "first start" from "new record".
 	Known bool
-	// States holds the checkpointed state of the snapshot's records — or,
-	// for a Complete snapshot, of every record of the shard — tombstones
-	// included; records the checkpoint has never seen are absent.
+	// States holds the checkpointed state of the snapshot's records,
+	// tombstones included; records the checkpoint has never seen are
+	// absent.
 	States map[Key]State
 }
 

@@ -26,11 +26,22 @@ type Store interface {
 	// Load returns the states of keys, and whether the shard was ever
 	// committed.
 	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
-	// LoadAll returns the state of every record of the shard, for a
-	// complete snapshot whose absences expire records.
-	LoadAll(ctx context.Context, shard diff.Shard) (diff.Previous, error)
+	// Absent returns the states of the shard's records for which seen is
+	// false: after a complete listing, the records the API no longer holds.
+	Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error)
 	// Commit stores updates and records transitions, atomically.
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
+}
+
+// Streamer is a [Lister] that hands its listing over in chunks as it reads
+// them, so that memory holds one chunk rather than the whole region. A
+// chunk whose Complete is true belongs to a full listing: its events are
+// held until the whole listing succeeded, so a failed page publishes
+// nothing. Other chunks (an incremental cycle reads records whole, and
+// infers nothing from absence) are published at once. Stream reports
+// whether the listing was complete, so that its absences expire records.
+type Streamer interface {
+	Stream(ctx context.Context, emit func(chunk diff.Snapshot) error) (complete bool, err error)
 }
 
 // Publisher delivers a batch of transitions and returns once every one is
@@ -144,11 +155,11 @@ type CycleError struct {
 func (e *CycleError) Error() string { return fmt.Sprintf("%s: %v", e.Stage, e.Err) }
 func (e *CycleError) Unwrap() error { return e.Err }
 
-// RunOnce runs one cycle: fetch → diff → publish → commit. Nothing is
-// committed unless every event was acknowledged, and nothing is published
-// from an incomplete snapshot.
-func (p *Poller) RunOnce(ctx context.Context) Report {
-	rep := Report{Shard: p.opts.Shard, Started: p.opts.Now()}
+// RunOnce runs one cycle: fetch → diff → publish → commit, chunk by chunk
+// for a [Streamer]. Nothing is committed unless every event of its chunk
+// was acknowledged; records expire only after a complete listing.
+func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
+	rep = Report{Shard: p.opts.Shard, Started: p.opts.Now()}
 	defer func() {
 		rep.Duration = p.opts.Now().Sub(rep.Started)
 		p.opts.Metrics.observe(rep)
@@ -159,44 +170,120 @@ func (p *Poller) RunOnce(ctx context.Context) Report {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.CycleTimeout)
 	defer cancel()
 
-	snap, err := p.src.Snapshot(ctx)
-	if err != nil {
-		rep.Err = &CycleError{StageFetch, err}
-		return rep
-	}
-	rep.Records = len(snap.Records)
-	var prev diff.Previous
-	if snap.Complete {
-		prev, err = p.st.LoadAll(ctx, p.opts.Shard)
+	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}}
+	var complete bool
+	var err error
+	if s, ok := p.src.(Streamer); ok {
+		complete, err = s.Stream(ctx, c.chunk)
 	} else {
-		keys := make([]diff.Key, len(snap.Records))
-		for i := range snap.Records {
-			keys[i] = snap.Records[i].Key
+		var snap diff.Snapshot
+		if snap, err = p.src.Snapshot(ctx); err == nil {
+			complete, err = snap.Complete, c.chunk(snap)
 		}
-		prev, err = p.st.Load(ctx, p.opts.Shard, keys)
 	}
 	if err != nil {
-		rep.Err = &CycleError{StageLoad, err}
+		if _, staged := errors.AsType[*CycleError](err); !staged {
+			err = &CycleError{StageFetch, err}
+		}
+		rep.Err = err
 		return rep
 	}
-	res := diff.Compute(prev, snap, diff.Options{Initial: p.opts.Initial})
-	if len(res.Transitions) > 0 {
-		pubRes, err := p.pub.Publish(ctx, res.Transitions)
-		rep.Published, rep.Duplicates = pubRes.Published, pubRes.Duplicates
-		if err != nil {
-			rep.Err = &CycleError{StagePublish, err}
-			return rep
-		}
-	}
-	rep.Transitions = res.Transitions
-	if len(res.Updates) > 0 || !prev.Known {
-		if err := p.st.Commit(ctx, p.opts.Shard, res.Updates, res.Transitions); err != nil {
-			rep.Err = &CycleError{StageCommit, err}
-			return rep
-		}
-	}
-	rep.Committed = len(res.Updates)
+	rep.Err = c.end(complete)
 	return rep
+}
+
+// cycle carries one cycle's state across its chunks.
+type cycle struct {
+	p     *Poller
+	ctx   context.Context
+	rep   *Report
+	known *bool // whether the shard was known when the cycle began
+	seen  map[diff.Key]struct{}
+	// Held until a full listing succeeds: its transitions and updates, and
+	// the states they reach, which later chunks see instead of the store's.
+	heldT   []diff.Transition
+	heldU   []diff.Update
+	pending map[diff.Key]diff.State
+}
+
+// chunk diffs, publishes and commits one chunk of a listing.
+func (c *cycle) chunk(snap diff.Snapshot) error {
+	p := c.p
+	c.rep.Records += len(snap.Records)
+	keys := make([]diff.Key, len(snap.Records))
+	for i := range snap.Records {
+		keys[i] = snap.Records[i].Key
+		c.seen[keys[i]] = struct{}{}
+	}
+	prev, err := p.st.Load(c.ctx, p.opts.Shard, keys)
+	if err != nil {
+		return &CycleError{StageLoad, err}
+	}
+	if c.known == nil {
+		known := prev.Known
+		c.known = &known
+	}
+	prev.Known = *c.known // first sight is judged by the shard's state when the cycle began
+	for _, k := range keys {
+		if st, ok := c.pending[k]; ok {
+			prev.States[k] = st
+		}
+	}
+	hold := snap.Complete
+	snap.Complete = false // absences are the cycle's business, not one chunk's
+	res := diff.Compute(prev, snap, diff.Options{Initial: p.opts.Initial})
+	if !hold {
+		return c.deliver(res.Updates, res.Transitions)
+	}
+	if c.pending == nil {
+		c.pending = map[diff.Key]diff.State{}
+	}
+	for _, u := range res.Updates {
+		c.pending[u.Key] = u.State
+	}
+	c.heldT = append(c.heldT, res.Transitions...)
+	c.heldU = append(c.heldU, res.Updates...)
+	return nil
+}
+
+// deliver publishes transitions, then commits the updates with them.
+func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) error {
+	p := c.p
+	if len(transitions) > 0 {
+		pubRes, err := p.pub.Publish(c.ctx, transitions)
+		c.rep.Published += pubRes.Published
+		c.rep.Duplicates += pubRes.Duplicates
+		if err != nil {
+			return &CycleError{StagePublish, err}
+		}
+	}
+	c.rep.Transitions = append(c.rep.Transitions, transitions...)
+	if len(updates) > 0 || c.known == nil || !*c.known {
+		if err := p.st.Commit(c.ctx, p.opts.Shard, updates, transitions); err != nil {
+			return &CycleError{StageCommit, err}
+		}
+	}
+	c.rep.Committed += len(updates)
+	return nil
+}
+
+// end expires, after a complete listing, the records it did not hold, and
+// marks a new shard as known even if its listing was empty.
+func (c *cycle) end(complete bool) error {
+	p := c.p
+	var expired []diff.Update
+	if complete {
+		absent, err := p.st.Absent(c.ctx, p.opts.Shard, func(k diff.Key) bool { _, ok := c.seen[k]; return ok })
+		if err != nil {
+			return &CycleError{StageLoad, err}
+		}
+		expired = diff.Expire(absent)
+	}
+	updates := append(c.heldU, expired...)
+	if len(updates) == 0 && len(c.heldT) == 0 && c.known != nil && *c.known {
+		return nil
+	}
+	return c.deliver(updates, c.heldT)
 }
 
 // Run polls now and then every interval until ctx ends, and returns nil

@@ -3,6 +3,7 @@
 //
 //	capoller run      the daemon
 //	capoller demo     everything in one process, nothing to install
+//	capoller bench    measure strategies against the emulator
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -31,6 +32,7 @@ const usage = `usage: capoller <command> [flags]
 commands:
   run      poll Cloud Assistant and publish status changes (the daemon)
   demo     run the whole system in one process: emulator, NATS, poller
+  bench    size capoller: API calls, latency, throughput and memory per strategy
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -48,6 +50,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runCommand(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

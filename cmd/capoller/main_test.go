@@ -8,9 +8,11 @@ import (
 	"flag"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +24,20 @@ import (
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
 )
+
+// beMainEnv makes this test binary act as capoller itself: the bench
+// starts "capoller run" as a child process with os.Executable().
+const beMainEnv = "CAPOLLER_TEST_BE_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(beMainEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
 
 func TestConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -80,10 +81,122 @@ func (c *ECS) Region() string { return c.api.opts.Region }
 // failed page fails the whole snapshot. A refused NextToken restarts the
 // listing from the first page, at most a few times.
 func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
-	if c.api.opts.Strategy == StrategyIncremental {
-		return c.api.withRestarts(ctx, c.listIncremental)
+	var acc accumulator
+	var observedAt time.Time
+	complete, err := c.Stream(ctx, func(chunk diff.Snapshot) error {
+		if observedAt.IsZero() {
+			observedAt = chunk.ObservedAt
+		}
+		acc.add(chunk.Records...)
+		return nil
+	})
+	if err != nil {
+		return diff.Snapshot{}, err
 	}
-	return c.api.withRestarts(ctx, c.list)
+	if observedAt.IsZero() {
+		observedAt = c.api.opts.Now().UTC()
+	}
+	return diff.Snapshot{Source: diff.SourceECS, Region: c.api.opts.Region, ObservedAt: observedAt, Records: acc.records, Complete: complete}, nil
+}
+
+// Stream reads the region and hands its records over as it reads them,
+// one chunk per API page, then a chunk with every run of the periodic
+// tasks (their instance records are held back until their history is
+// read, so that runs stay in order). Chunks of a full listing are marked
+// Complete (see poller.Streamer). It reports whether the listing was
+// complete, so that its absences may expire records. A failed page stops
+// the stream with an error.
+func (c *ECS) Stream(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
+	if c.api.opts.Strategy == StrategyIncremental {
+		return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return c.streamIncremental(ctx, emit) })
+	}
+	return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return true, c.streamFull(ctx, emit) })
+}
+
+func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Context) (bool, error)) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		complete, err := stream(ctx)
+		if err == nil || ClassOf(err) != ClassInvalidToken || attempt == maxRestarts {
+			return complete, err
+		}
+		a.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
+	}
+}
+
+// chunker turns pages of invocations into chunks, holding back the
+// instance records of periodic tasks for their history.
+type chunker struct {
+	a        *ecsAPI
+	full     bool // chunks of a full listing: marked Complete, see poller.Streamer
+	emit     func(diff.Snapshot) error
+	wasOpen  map[string]bool // periodic tasks active at the previous listing
+	periodic map[string]periodicTask
+	held     []diff.Record
+	bad      int
+	onRecord func(diff.Record) // sees every aggregate record emitted
+}
+
+func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return &chunker{a: a, full: full, emit: emit, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}}
+}
+
+// page normalizes and emits one page.
+func (ch *chunker) page(invs []ecs.Invocation) error {
+	a := ch.a
+	chunk := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: ch.full}
+	for _, inv := range invs {
+		recs, bad, err := normalizeECS(inv)
+		if err != nil {
+			return err
+		}
+		ch.bad += bad
+		id := recs[0].InvokeID
+		if ch.onRecord != nil {
+			ch.onRecord(recs[0])
+		}
+		hold := false
+		if hasHistory(inv.RepeatMode) {
+			task := periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: !recs[0].Status.Terminal() || inv.Timed}
+			ch.periodic[id] = task
+			hold = task.active || ch.wasOpen[id]
+		}
+		if hold {
+			chunk.Records = append(chunk.Records, recs[0])
+			ch.held = append(ch.held, recs[1:]...)
+		} else {
+			chunk.Records = append(chunk.Records, recs...)
+		}
+	}
+	if len(chunk.Records) == 0 {
+		return nil
+	}
+	return ch.emit(chunk)
+}
+
+// finish emits the runs of the periodic tasks.
+func (ch *chunker) finish(ctx context.Context) error {
+	records, err := ch.a.withHistory(ctx, ch.held, ch.periodic)
+	if err != nil {
+		return err
+	}
+	if ch.bad > 0 {
+		ch.a.opts.Logger.Warn("unparseable timestamps left empty", zap.String("region", ch.a.opts.Region), zap.Int("count", ch.bad))
+	}
+	if len(records) == 0 {
+		return nil
+	}
+	return ch.emit(diff.Snapshot{Source: diff.SourceECS, Region: ch.a.opts.Region, ObservedAt: ch.a.opts.Now().UTC(), Records: records, Complete: ch.full})
+}
+
+// streamFull lists every invocation.
+func (c *ECS) streamFull(ctx context.Context, emit func(diff.Snapshot) error) error {
+	ch := c.api.newChunker(true, emit)
+	if err := c.api.describeInvocationPages(ctx, nil, ch.page); err != nil {
+		return err
+	}
+	return ch.finish(ctx)
 }
 
 func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (diff.Snapshot, error)) (diff.Snapshot, error) {
@@ -123,6 +236,18 @@ func walk(ctx context.Context, action string, fetch func(token string) (next, re
 
 // describeInvocations lists invocations, calling each for every one.
 func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func(ecs.Invocation) error) error {
+	return a.describeInvocationPages(ctx, filter, func(page []ecs.Invocation) error {
+		for _, inv := range page {
+			if err := each(inv); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// describeInvocationPages lists invocations, calling each for every page.
+func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func([]ecs.Invocation) error) error {
 	return walk(ctx, "describe invocations", func(token string) (string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
@@ -135,10 +260,8 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 		if err != nil {
 			return "", "", err
 		}
-		for _, inv := range resp.Invocations.Invocation {
-			if err := each(inv); err != nil {
-				return "", resp.RequestId, err
-			}
+		if err := each(resp.Invocations.Invocation); err != nil {
+			return "", resp.RequestId, err
 		}
 		return resp.NextToken, resp.RequestId, nil
 	})
@@ -165,37 +288,6 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 		}
 		return resp.Invocation.NextToken, resp.RequestId, nil
 	})
-}
-
-func (c *ECS) list(ctx context.Context) (diff.Snapshot, error) {
-	a := c.api
-	// A NextToken listing is a cursor: records created while it pages do not
-	// shift it, so what it does not return is gone.
-	snap := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: true}
-	var acc accumulator
-	periodic := map[string]periodicTask{}
-	err := a.describeInvocations(ctx, nil, func(inv ecs.Invocation) error {
-		recs, bad, err := normalizeECS(inv)
-		if err != nil {
-			return err
-		}
-		acc.bad += bad
-		acc.add(recs...)
-		if hasHistory(inv.RepeatMode) {
-			periodic[recs[0].InvokeID] = periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: !recs[0].Status.Terminal() || inv.Timed}
-		}
-		return nil
-	})
-	if err != nil {
-		return diff.Snapshot{}, err
-	}
-	records, err := a.withHistory(ctx, acc.records, periodic)
-	if err != nil {
-		return diff.Snapshot{}, err
-	}
-	snap.Records = records
-	acc.warn(a.opts)
-	return snap, nil
 }
 
 // hasHistory reports whether a repeat mode runs more than once, so that

@@ -39,7 +39,7 @@ func ParseStrategy(s string) (Strategy, error) {
 }
 
 // errStopPaging ends a listing early without an error.
-var errStopPaging = errors.New("stop paging")
+var errStopPaging = errors.New("cloudassist: stop paging")
 
 // incremental is the state an incremental lister keeps between cycles.
 type incremental struct {
@@ -48,56 +48,63 @@ type incremental struct {
 	lastFull time.Time
 }
 
-// listIncremental reads the ECS records that can have changed since the
-// last cycle. Records that change but are read by none of its listings —
-// an invocation created and finished between the head scan and the status
-// listings — are found at the next cycle's head scan; anything else
-// missed (an unknown non-final status) waits for the next full listing.
-func (c *ECS) listIncremental(ctx context.Context) (diff.Snapshot, error) {
+// streamIncremental reads the ECS records that can have changed since the
+// last cycle, or everything every ResyncEvery. Records that change but are
+// read by none of its listings — an invocation created and finished
+// between the head scan and the status listings — are found at the next
+// cycle's head scan; anything else missed (an unknown non-final status)
+// waits for the next full listing.
+func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
 	a := c.api
 	now := a.opts.Now()
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
-		snap, err := c.list(ctx)
-		if err != nil {
-			return snap, err
+		next := incremental{known: map[string]struct{}{}, open: map[string]struct{}{}, lastFull: now}
+		ch := a.newChunker(true, emit)
+		ch.onRecord = next.track
+		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
+			return false, err
 		}
-		c.inc = incremental{known: map[string]struct{}{}, open: map[string]struct{}{}, lastFull: now}
-		c.track(snap.Records)
-		return snap, nil
+		if err := ch.finish(ctx); err != nil {
+			return false, err
+		}
+		c.inc = next
+		return true, nil
 	}
 
-	snap := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: now.UTC()}
-	var acc accumulator
-	periodic := map[string]periodicTask{}
+	ch := a.newChunker(false, emit)
 	read := map[string]bool{}
-	add := func(inv ecs.Invocation) error {
-		recs, bad, err := normalizeECS(inv)
-		if err != nil {
+	open := map[string]struct{}{}
+	ch.onRecord = func(r diff.Record) {
+		read[r.InvokeID] = true
+		c.inc.known[r.InvokeID] = struct{}{}
+		if !r.Status.Terminal() {
+			open[r.InvokeID] = struct{}{}
+		} else {
+			delete(open, r.InvokeID)
+		}
+	}
+	// New invocations: the listing is newest first; stop after the first
+	// page that reaches a known one.
+	known := c.inc.known
+	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
+		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
+		if err := ch.page(page); err != nil {
 			return err
 		}
-		acc.bad += bad
-		acc.add(recs...)
-		read[recs[0].InvokeID] = true
-		if hasHistory(inv.RepeatMode) {
-			periodic[recs[0].InvokeID] = periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: !recs[0].Status.Terminal() || inv.Timed}
+		if reached {
+			return errStopPaging
 		}
 		return nil
-	}
-	// New invocations: the listing is newest first; stop at the first page
-	// that reaches a known one.
-	err := a.describeInvocations(ctx, nil, pageWise(a.opts.PageSize, func(inv ecs.Invocation) (bool, error) {
-		_, seen := c.inc.known[inv.InvokeId]
-		return seen, add(inv)
-	}))
+	})
 	if err != nil && !errors.Is(err, errStopPaging) {
-		return diff.Snapshot{}, err
+		return false, err
 	}
 	// Everything still active: the aggregate statuses an invocation can
 	// still leave (the InvokeStatus filter takes one value per call).
 	for _, status := range []string{"Running", "Pending", "Stopping"} {
-		err := a.describeInvocations(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, add)
+		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, ch.page)
 		if err != nil {
-			return diff.Snapshot{}, fmt.Errorf("active %s: %w", status, err)
+			return false, fmt.Errorf("active %s: %w", status, err)
 		}
 	}
 	// What was active and is no longer: it finished (or expired).
@@ -105,48 +112,22 @@ func (c *ECS) listIncremental(ctx context.Context) (diff.Snapshot, error) {
 		if read[id] {
 			continue
 		}
-		err := a.describeInvocations(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, add)
+		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, ch.page)
 		if err != nil {
-			return diff.Snapshot{}, fmt.Errorf("look up %s: %w", id, err)
+			return false, fmt.Errorf("look up %s: %w", id, err)
 		}
 	}
-	records, err := a.withHistory(ctx, acc.records, periodic)
-	if err != nil {
-		return diff.Snapshot{}, err
+	if err := ch.finish(ctx); err != nil {
+		return false, err
 	}
-	snap.Records = records
-	acc.warn(a.opts)
-	c.inc.open = map[string]struct{}{}
-	c.track(records)
-	return snap, nil
+	c.inc.open = open
+	return false, nil
 }
 
-// track remembers the invocations of records, and which are still open.
-func (c *ECS) track(records []diff.Record) {
-	for _, r := range records {
-		if r.InstanceID != "" {
-			continue
-		}
-		c.inc.known[r.InvokeID] = struct{}{}
-		if !r.Status.Terminal() {
-			c.inc.open[r.InvokeID] = struct{}{}
-		}
-	}
-}
-
-// pageWise adapts a per-invocation callback that reports "seen" into one
-// that stops the listing at the end of the first page holding a seen one.
-func pageWise(pageSize int, each func(ecs.Invocation) (bool, error)) func(ecs.Invocation) error {
-	n, stop := 0, false
-	return func(inv ecs.Invocation) error {
-		seen, err := each(inv)
-		if err != nil {
-			return err
-		}
-		stop = stop || seen
-		if n++; n%pageSize == 0 && stop {
-			return errStopPaging
-		}
-		return nil
+// track remembers an invocation, and whether it is still open.
+func (inc *incremental) track(r diff.Record) {
+	inc.known[r.InvokeID] = struct{}{}
+	if !r.Status.Terminal() {
+		inc.open[r.InvokeID] = struct{}{}
 	}
 }

@@ -77,3 +77,13 @@ func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
 		}
 	}
 }
+
+// Invoke runs script once on ECS instances of region, as RunCommand would,
+// for in-process drivers such as benchmarks. It returns the invocation id.
+func (s *Server) Invoke(region string, instanceIDs []string, script string, timeoutSeconds int64) (string, error) {
+	inv, e := s.createInvocation(ProductECS, region, instanceIDs, invocationSpec{Type: "RunShellScript", Content: script, Timeout: timeoutSeconds})
+	if e != nil {
+		return "", e
+	}
+	return inv.InvokeID, nil
+}

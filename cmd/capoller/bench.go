@@ -1,0 +1,570 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/publisher"
+)
+
+type benchOptions struct {
+	records     int
+	active      float64
+	activeFor   time.Duration
+	quota       int
+	interval    time.Duration
+	window      time.Duration
+	cycles      int
+	strategies  []string
+	arrivals    float64
+	throttle    float64
+	errors      float64
+	burst       int
+	redisURL    string
+	natsURL     string
+	jsonOut     bool
+	keepGoing   time.Duration
+	instanceNum int
+}
+
+// benchReport is one strategy's measurements.
+type benchReport struct {
+	Strategy            string             `json:"strategy"`
+	Records             int                `json:"records"`
+	Cycles              float64            `json:"steadyCycles"`
+	APICallsPerCycle    float64            `json:"apiCallsPerCycle"`
+	LatencyP50          float64            `json:"detectionLatencyP50Seconds"`
+	LatencyP99          float64            `json:"detectionLatencyP99Seconds"`
+	LatencySamples      int                `json:"latencySamples"`
+	EventsPerSecond     float64            `json:"eventsPerSecond"`
+	RedisTripsPerCycle  float64            `json:"redisRoundTripsPerCycle"`
+	NATSBatchesPerCycle float64            `json:"natsBatchesPerCycle"`
+	NATSPublishPerCycle float64            `json:"natsPublishesPerCycle"`
+	PeakRSSMiB          float64            `json:"peakRssMiB"`
+	Backoffs            map[string]float64 `json:"apiBackoffs"`
+	BackoffSeconds      map[string]float64 `json:"apiBackoffSeconds"`
+	QuotaRefusals       int                `json:"quotaRefusals"`
+	Duration            float64            `json:"steadySeconds"`
+}
+
+type throughputReport struct {
+	Transitions     int     `json:"transitions"`
+	Seconds         float64 `json:"seconds"`
+	PerSecond       float64 `json:"transitionsPerSecond"`
+	RedisRoundTrips int64   `json:"redisRoundTrips"`
+}
+
+func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("capoller bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchOptions
+	var strategies string
+	fs.IntVar(&o.records, "records", 10_000, "invocations in the emulator (each on one instance: twice as many records are tracked)")
+	fs.Float64Var(&o.active, "active", 0.01, "fraction of them still running at the start")
+	fs.DurationVar(&o.activeFor, "active-for", 10*time.Minute, "the running ones finish spread over this long")
+	fs.IntVar(&o.quota, "quota", 20, "API quota: calls per second per API (0: none); capoller runs at 90% of it")
+	fs.DurationVar(&o.window, "window", time.Second, "the quota's window (Alibaba's is a minute)")
+	fs.DurationVar(&o.interval, "interval", 5*time.Second, "poll interval")
+	fs.IntVar(&o.cycles, "cycles", 3, "steady-state cycles to measure per strategy")
+	fs.StringVar(&strategies, "strategies", "full,incremental", "strategies to compare, in order")
+	fs.Float64Var(&o.arrivals, "arrivals", 2, "new invocations per second during the measurement")
+	fs.Float64Var(&o.throttle, "throttle-rate", 0, "fraction of API calls the emulator throttles on top of the quota")
+	fs.Float64Var(&o.errors, "error-rate", 0, "fraction of API calls that fail with a 5xx")
+	fs.IntVar(&o.burst, "burst", 20_000, "invocations changing at once in the throughput phase (0: skip it)")
+	fs.StringVar(&o.redisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis (real)")
+	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), `NATS with JetStream, or "embedded"`)
+	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
+	fs.IntVar(&o.instanceNum, "instances", 500, "simulated ECS instances")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	o.strategies = strings.Split(strategies, ",")
+	for _, s := range o.strategies {
+		if s != "full" && s != "incremental" {
+			fmt.Fprintf(stderr, "capoller bench: strategy %q: want full or incremental\n", s)
+			return 2
+		}
+	}
+	if o.records < 1 || o.active < 0 || o.active > 1 || o.cycles < 1 || o.interval <= 0 || o.window <= 0 {
+		fmt.Fprintln(stderr, "capoller bench: records, cycles, interval and window must be positive, active within 0..1")
+		return 2
+	}
+	if err := bench(ctx, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "capoller bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error {
+	if o.natsURL == "embedded" {
+		dir, err := os.MkdirTemp("", "capoller-bench-nats")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: dir})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		o.natsURL = srv.URL()
+	}
+	ropts, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		return fmt.Errorf("redis-url: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis at %s: %w", redactURL(o.redisURL), err)
+	}
+	nc, err := nats.Connect(o.natsURL)
+	if err != nil {
+		return fmt.Errorf("nats at %s: %w", redactURL(o.natsURL), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+
+	var reports []benchReport
+	for _, strategy := range o.strategies {
+		fmt.Fprintf(stderr, "bench: %s strategy, %d invocations, %.1f%% active, quota %d/s…\n", strategy, o.records, 100*o.active, o.quota)
+		rep, err := benchStrategy(ctx, o, strategy, rdb, nc, js, stderr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", strategy, err)
+		}
+		reports = append(reports, rep)
+	}
+	var tp *throughputReport
+	if o.burst > 0 {
+		fmt.Fprintf(stderr, "bench: throughput, %d invocations changing at once…\n", o.burst)
+		t, err := benchThroughput(ctx, o.burst, rdb, js)
+		if err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+		tp = &t
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"strategies": reports, "throughput": tp})
+	}
+	printBench(stdout, reports, tp)
+	return nil
+}
+
+func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "strategy\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
+	for _, r := range reports {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
+			r.Strategy, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
+			r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.PeakRSSMiB, r.Backoffs["throttled"], r.BackoffSeconds["throttled"],
+			r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
+	}
+	_ = tw.Flush()
+	if len(reports) == 2 && reports[1].APICallsPerCycle > 0 {
+		fmt.Fprintf(w, "\n%s makes %.1f× fewer API calls per steady-state cycle than %s.\n",
+			reports[1].Strategy, reports[0].APICallsPerCycle/reports[1].APICallsPerCycle, reports[0].Strategy)
+	}
+	if tp != nil {
+		fmt.Fprintf(w, "throughput: %d transitions diffed, published (acked) and committed in %.2fs: %.0f transitions/s\n",
+			tp.Transitions, tp.Seconds, tp.PerSecond)
+	}
+}
+
+// benchStrategy runs one capoller process with a strategy against a fresh
+// emulator and measures its steady state.
+func benchStrategy(ctx context.Context, o benchOptions, strategy string, rdb *redis.Client, nc *nats.Conn, js jetstream.JetStream, stderr io.Writer) (benchReport, error) {
+	rep := benchReport{Strategy: strategy, Records: o.records}
+	keyID, secret := "LTAIbench"+randomHex(4), randomHex(12)
+	sim, err := castest.New(castest.Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: o.instanceNum,
+		RetentionCount: o.records * 2, Regions: []string{"cn-hangzhou"}})
+	if err != nil {
+		return rep, err
+	}
+	defer sim.Close()
+	if err := sim.Seed(castest.SeedOptions{Invocations: o.records, Active: o.active, ActiveFor: o.activeFor}); err != nil {
+		return rep, err
+	}
+	if o.quota > 0 {
+		perWindow := max(int(float64(o.quota)*o.window.Seconds()), 1)
+		if err := sim.SetQuota(perWindow, o.window); err != nil {
+			return rep, err
+		}
+	}
+	for _, f := range []castest.Fault{
+		{Action: "DescribeInvocations", Kind: castest.FaultThrottle, Rate: o.throttle},
+		{Action: "DescribeInvocations", Kind: castest.FaultUnavailable, Rate: o.errors / max(1-o.throttle, 0.01)},
+	} {
+		if f.Rate > 0 {
+			if err := sim.InjectFault(f); err != nil {
+				return rep, err
+			}
+		}
+	}
+	simURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		return rep, err
+	}
+
+	// Where this run's events go, and a subscriber timing their arrival.
+	name := "CAPOLLER_BENCH_" + strings.ToUpper(randomHex(4))
+	prefix := strings.ToLower(name)
+	keyPrefix := prefix + ":"
+	defer cleanupBench(rdb, js, name, keyPrefix)
+	arrivals := make(chan arrival, 1<<16)
+	sub, err := nc.Subscribe(prefix+".>", func(m *nats.Msg) {
+		var ev publisher.Event
+		if json.Unmarshal(m.Data, &ev) == nil {
+			select {
+			case arrivals <- arrival{at: time.Now(), data: ev.Data}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return rep, err
+	}
+	defer sub.Unsubscribe()
+
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return rep, err
+	}
+	qps := 1000.0
+	if o.quota > 0 {
+		qps = 0.9 * float64(o.quota)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return rep, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "run", "--endpoint", simURL, "--regions", "cn-hangzhou", "--sources", "ecs",
+		"--strategy", strategy, "--interval", o.interval.String(), "--resync-every", "24h",
+		"--qps", strconv.FormatFloat(qps, 'f', 2, 64), "--throttle-window", o.window.String(),
+		"--redis-url", o.redisURL, "--key-prefix", keyPrefix, "--nats-url", nc.ConnectedUrl(), "--stream", name,
+		"--subject-prefix", prefix, "--metrics-addr", metricsAddr, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "ALIBABA_CLOUD_ACCESS_KEY_ID="+keyID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET="+secret,
+		"ALIBABA_CLOUD_ECS_METADATA_DISABLED=true")
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return rep, fmt.Errorf("start capoller run: %w", err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+		}
+	}
+	defer stop()
+	scrape := func() (promSample, error) { return scrapeMetrics(ctx, "http://"+metricsAddr+"/metrics") }
+
+	// Baseline: the first complete cycle.
+	if err := waitCycles(ctx, scrape, 1); err != nil {
+		return rep, err
+	}
+	// Steady state: new invocations keep arriving, seeded ones finish.
+	workCtx, stopWork := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); driveArrivals(workCtx, sim, o.arrivals) }()
+	// Measure from the end of a cycle: the next one has not started.
+	if err := waitCycles(ctx, scrape, 2); err != nil {
+		stopWork()
+		return rep, err
+	}
+	c0 := sim.Calls()["DescribeInvocations"] + sim.Calls()["DescribeInvocationResults"]
+	drain(arrivals) // latency and event rate count the steady window only
+	m0, err := scrape()
+	if err != nil {
+		stopWork()
+		return rep, err
+	}
+	start := time.Now()
+	err = waitCycles(ctx, scrape, m0.sum("capoller_cycles_total")+float64(o.cycles))
+	stopWork()
+	wg.Wait()
+	if err != nil {
+		return rep, err
+	}
+	c1 := sim.Calls()["DescribeInvocations"] + sim.Calls()["DescribeInvocationResults"]
+	m1, err := scrape()
+	if err != nil {
+		return rep, err
+	}
+	rep.Duration = time.Since(start).Seconds()
+	cycles := m1.sum("capoller_cycles_total") - m0.sum("capoller_cycles_total")
+	rep.Cycles = cycles
+	rep.APICallsPerCycle = float64(c1-c0) / cycles
+	rep.RedisTripsPerCycle = (m1.sum("capoller_redis_roundtrips_total") - m0.sum("capoller_redis_roundtrips_total")) / cycles
+	rep.NATSBatchesPerCycle = (m1.sum("capoller_nats_publish_batches_total") - m0.sum("capoller_nats_publish_batches_total")) / cycles
+	rep.NATSPublishPerCycle = (m1.sum("capoller_nats_publishes_total") - m0.sum("capoller_nats_publishes_total")) / cycles
+	rep.Backoffs, rep.BackoffSeconds = map[string]float64{}, map[string]float64{}
+	for _, class := range []string{"throttled", "transient"} {
+		rep.Backoffs[class] = m1.label("capoller_api_backoffs_total", class)
+		rep.BackoffSeconds[class] = m1.label("capoller_api_backoff_seconds_total", class)
+	}
+	rep.QuotaRefusals = sim.Throttled()["DescribeInvocations"]
+
+	// Detection latency: emulator state change → delivery to our subscriber.
+	truth := map[string]time.Time{}
+	for _, e := range sim.Truth() {
+		k := e.InvokeID + "/" + e.InstanceID + "/" + e.To
+		if _, ok := truth[k]; !ok {
+			truth[k] = e.Time
+		}
+	}
+	var latencies []float64
+	events := 0
+	for _, a := range drain(arrivals) {
+		events++
+		if t, ok := truth[a.data.InvokeID+"/"+a.data.InstanceID+"/"+a.data.Status]; ok {
+			latencies = append(latencies, a.at.Sub(t).Seconds())
+		}
+	}
+	rep.EventsPerSecond = float64(events) / rep.Duration
+	rep.LatencySamples = len(latencies)
+	rep.LatencyP50, rep.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+
+	stop()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rep.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
+	}
+	return rep, nil
+}
+
+type arrival struct {
+	at   time.Time
+	data publisher.Data
+}
+
+func drain(ch chan arrival) []arrival {
+	var out []arrival
+	for {
+		select {
+		case a := <-ch:
+			out = append(out, a)
+		default:
+			return out
+		}
+	}
+}
+
+func driveArrivals(ctx context.Context, sim *castest.Server, perSecond float64) {
+	if perSecond <= 0 {
+		return
+	}
+	var ids []string
+	for _, inst := range sim.Instances() {
+		if inst.Product == castest.ProductECS {
+			ids = append(ids, inst.ID)
+		}
+	}
+	ticker := time.NewTicker(time.Duration(float64(time.Second) / perSecond))
+	defer ticker.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		_, _ = sim.Invoke("cn-hangzhou", []string{ids[n%len(ids)]}, fmt.Sprintf("echo %d; sleep 0.5; exit %d", n, n%4/3), 60)
+	}
+}
+
+func waitCycles(ctx context.Context, scrape func() (promSample, error), atLeast float64) error {
+	deadline := time.Now().Add(30 * time.Minute)
+	for time.Now().Before(deadline) {
+		if m, err := scrape(); err == nil && m.sum("capoller_cycles_total")-m.sum("capoller_cycles_failed_total") >= atLeast {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond): // soon after a cycle ends, before the next begins
+		}
+	}
+	return errors.New("capoller did not complete its cycles in 30 minutes")
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(int(p*float64(len(s))), len(s)-1)]
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func cleanupBench(rdb *redis.Client, js jetstream.JetStream, stream, keyPrefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = js.DeleteStream(ctx, stream)
+	iter := rdb.Scan(ctx, 0, keyPrefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rdb.Del(ctx, iter.Val())
+	}
+}
+
+// promSample is a scrape of the Prometheus text format: name{labels} value.
+type promSample map[string]float64
+
+func scrapeMetrics(ctx context.Context, url string) (promSample, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := promSample{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// sum adds a metric over all its labels.
+func (p promSample) sum(name string) float64 {
+	total := 0.0
+	for k, v := range p {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			total += v
+		}
+	}
+	return total
+}
+
+// label adds a metric over the series whose class label is class.
+func (p promSample) label(name, class string) float64 {
+	total := 0.0
+	for k, v := range p {
+		if strings.HasPrefix(k, name+"{") && strings.Contains(k, `class="`+class+`"`) {
+			total += v
+		}
+	}
+	return total
+}
+
+// replayLister serves prepared snapshots, one per cycle: the throughput
+// phase measures capoller's own pipeline, not the API.
+type replayLister struct {
+	snaps []diff.Snapshot
+	next  int
+}
+
+func (r *replayLister) Snapshot(context.Context) (diff.Snapshot, error) {
+	s := r.snaps[min(r.next, len(r.snaps)-1)]
+	r.next++
+	return s, nil
+}
+
+// benchThroughput diffs, publishes (acked) and commits n changed
+// invocations (2n transitions) in one cycle, against real Redis and NATS.
+func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream.JetStream) (throughputReport, error) {
+	var tp throughputReport
+	name := "CAPOLLER_BENCH_TP_" + strings.ToUpper(randomHex(4))
+	keyPrefix := strings.ToLower(name) + ":"
+	defer cleanupBench(rdb, js, name, keyPrefix)
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	snapshot := func(status diff.Status, at time.Time) diff.Snapshot {
+		s := diff.Snapshot{Source: shard.Source, Region: shard.Region, ObservedAt: at, Records: make([]diff.Record, 0, 2*n)}
+		for i := range n {
+			inv := fmt.Sprintf("t-bench%012x", i)
+			s.Records = append(s.Records,
+				diff.Record{Key: diff.Key{InvokeID: inv}, CommandID: "c-bench", CommandName: "bench", Status: status},
+				diff.Record{Key: diff.Key{InvokeID: inv, InstanceID: fmt.Sprintf("i-bench%06d", i%500)}, CommandID: "c-bench",
+					CommandName: "bench", Status: status, Repeats: 1})
+		}
+		return s
+	}
+	now := time.Now()
+	lister := &replayLister{snaps: []diff.Snapshot{snapshot(diff.StatusRunning, now), snapshot(diff.StatusSuccess, now.Add(time.Second))}}
+	store, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: keyPrefix})
+	if err != nil {
+		return tp, err
+	}
+	pub, err := publisher.New(js, publisher.Options{Stream: name, SubjectPrefix: strings.ToLower(name)})
+	if err != nil {
+		return tp, err
+	}
+	if err := pub.EnsureStream(ctx); err != nil {
+		return tp, err
+	}
+	p, err := poller.New(lister, store, pub, poller.Options{Shard: shard})
+	if err != nil {
+		return tp, err
+	}
+	if rep := p.RunOnce(ctx); rep.Err != nil { // the baseline: everything Running
+		return tp, rep.Err
+	}
+	trips := store.RoundTrips()
+	rep := p.RunOnce(ctx) // everything finished
+	if rep.Err != nil {
+		return tp, rep.Err
+	}
+	tp.Transitions, tp.Seconds = len(rep.Transitions), rep.Duration.Seconds()
+	tp.PerSecond = float64(tp.Transitions) / tp.Seconds
+	tp.RedisRoundTrips = store.RoundTrips() - trips
+	return tp, nil
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"testing"
+
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// TestBenchComparesStrategies runs a small bench end to end: an emulator,
+// a child capoller per strategy (this test binary, through TestMain),
+// real Redis and NATS, and the JSON report.
+func TestBenchComparesStrategies(t *testing.T) {
+	t.Setenv(beMainEnv, "1")
+	var out bytes.Buffer
+	args := []string{"bench", "--records", "600", "--active", "0.02", "--active-for", "5s", "--interval", "300ms", "--cycles", "2",
+		"--quota", "50", "--throttle-rate", "0.1", "--burst", "500", "--json",
+		"--redis-url", testenv.RedisURL(t), "--nats-url", testenv.NATSURL(t)}
+	if code := cli(t.Context(), args, &out, io.Discard); code != 0 {
+		t.Fatalf("bench exited %d", code)
+	}
+	var report struct {
+		Strategies []benchReport     `json:"strategies"`
+		Throughput *throughputReport `json:"throughput"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
+	}
+	if len(report.Strategies) != 2 || report.Throughput == nil {
+		t.Fatalf("report: %s", out.String())
+	}
+	full, inc := report.Strategies[0], report.Strategies[1]
+	if full.Strategy != "full" || inc.Strategy != "incremental" {
+		t.Fatalf("strategies: %s, %s", full.Strategy, inc.Strategy)
+	}
+	// 600 invocations, 50 a page: a full listing is 12 pages.
+	if full.APICallsPerCycle < 12 || inc.APICallsPerCycle >= full.APICallsPerCycle {
+		t.Errorf("calls per cycle: full %.1f, incremental %.1f", full.APICallsPerCycle, inc.APICallsPerCycle)
+	}
+	for _, r := range report.Strategies {
+		if r.PeakRSSMiB <= 0 || r.Cycles < 2 || r.RedisTripsPerCycle <= 0 {
+			t.Errorf("%s: incomplete measurements %+v", r.Strategy, r)
+		}
+		if r.Backoffs["throttled"] == 0 {
+			t.Errorf("%s: 10%% throttling recorded no backoff", r.Strategy)
+		}
+	}
+	if report.Throughput.Transitions != 1000 || report.Throughput.PerSecond <= 0 {
+		t.Errorf("throughput: %+v", report.Throughput)
+	}
+}
