@@ -19,6 +19,7 @@ type store interface {
 	Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error)
 	Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error)
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
+	MarkKnown(ctx context.Context, shard diff.Shard) error
 }
 
 func stores(t *testing.T) map[string]func(t *testing.T) store {
@@ -69,8 +70,14 @@ func TestStoreContract(t *testing.T) {
 				t.Fatal(err)
 			}
 			prev, err = s.Load(t.Context(), shard, append(keys, diff.Key{InvokeID: "t-never"}))
-			if err != nil || !prev.Known || len(prev.States) != len(keys) {
-				t.Fatalf("after commit: known=%v states=%d err=%v", prev.Known, len(prev.States), err)
+			if err != nil || prev.Known || len(prev.States) != len(keys) {
+				t.Fatalf("after commit: known=%v states=%d err=%v; a commit alone must not make the shard known", prev.Known, len(prev.States), err)
+			}
+			if err := s.MarkKnown(t.Context(), shard); err != nil {
+				t.Fatal(err)
+			}
+			if marked, err := s.Load(t.Context(), shard, keys[:1]); err != nil || !marked.Known {
+				t.Fatalf("after MarkKnown: known=%v err=%v", marked.Known, err)
 			}
 			for _, u := range updates {
 				if got := prev.States[u.Key]; got != u.State {

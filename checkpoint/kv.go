@@ -26,7 +26,8 @@ type KVOptions struct {
 }
 
 // KV keeps checkpoints in a JetStream key-value bucket, one gzip-compressed
-// value per shard (key "<source>.<region>") holding every record's state.
+// value per shard (key "<source>.<region>") holding every record's state
+// and, once its first listing was committed whole, a "known" marker.
 // A commit is a compare-and-set on the revision read by the last Load, so
 // two writers of one shard cannot both win. It suits the embedded mode and
 // fleets up to tens of thousands of records per shard; the value must fit
@@ -55,6 +56,15 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 
 func kvKey(s diff.Shard) string { return string(s.Source) + "." + s.Region }
 
+// knownMarker is the field that marks a known shard; no record key starts
+// with "!".
+const knownMarker = "!known"
+
+// MarkKnown records that the shard's first listing was committed whole.
+func (k *KV) MarkKnown(ctx context.Context, shard diff.Shard) error {
+	return k.write(ctx, shard, func(all map[string]string) { all[knownMarker] = "1" })
+}
+
 // Load reads the shard's value and returns the states of keys.
 func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
 	prev := diff.Previous{States: make(map[diff.Key]diff.State, len(keys))}
@@ -71,7 +81,7 @@ func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.
 		if all, err = decodeShard(entry.Value()); err != nil {
 			return prev, fmt.Errorf("checkpoint: load %s: %w", shard, err)
 		}
-		prev.Known = true
+		_, prev.Known = all[knownMarker]
 	}
 	for _, key := range keys {
 		v, ok := all[field(key)]
@@ -102,7 +112,7 @@ func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) b
 	out := map[diff.Key]diff.State{}
 	for f, v := range all {
 		key := parseField(f)
-		if seen(key) {
+		if f == knownMarker || seen(key) {
 			continue
 		}
 		st, err := decodeState(v)
@@ -118,6 +128,16 @@ func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) b
 // else wrote it since Load. Transitions are not kept here: in the embedded
 // mode the event stream itself is the history.
 func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, _ []diff.Transition) error {
+	return k.write(ctx, shard, func(all map[string]string) {
+		for _, u := range updates {
+			all[field(u.Key)] = encodeState(u.State)
+		}
+	})
+}
+
+// write applies change to the shard's states as last loaded and stores
+// them with a compare-and-set on the loaded revision.
+func (k *KV) write(ctx context.Context, shard diff.Shard, change func(map[string]string)) error {
 	k.mu.Lock()
 	rev, loaded := k.revisions[shard]
 	base := k.states[shard]
@@ -125,13 +145,11 @@ func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update
 	if !loaded {
 		return fmt.Errorf("checkpoint: commit %s without a load", shard)
 	}
-	next := make(map[string]string, len(base)+len(updates))
+	next := make(map[string]string, len(base))
 	for f, v := range base {
 		next[f] = v
 	}
-	for _, u := range updates {
-		next[field(u.Key)] = encodeState(u.State)
-	}
+	change(next)
 	value, err := encodeShard(next)
 	if err != nil {
 		return fmt.Errorf("checkpoint: encode %s: %w", shard, err)

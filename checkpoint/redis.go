@@ -130,8 +130,18 @@ func (r *Redis) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key
 	}
 }
 
+// MarkKnown records that the shard's first listing was committed whole:
+// from now on, a record seen for the first time is new, not baseline.
+func (r *Redis) MarkKnown(ctx context.Context, shard diff.Shard) error {
+	r.trips.Add(1)
+	if err := r.client.HSet(ctx, r.key("meta", shard), "known", "1").Err(); err != nil {
+		return fmt.Errorf("checkpoint: mark %s known in redis: %w", shard, err)
+	}
+	return nil
+}
+
 // Commit stores the new states and appends the transitions to the shard's
-// history, atomically (MULTI/EXEC), and marks the shard as known.
+// history, atomically (MULTI/EXEC).
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
 	r.trips.Add(1)
 	_, err := r.client.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
@@ -153,7 +163,7 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 			}
 			pipe.XAdd(ctx, args)
 		}
-		pipe.HSet(ctx, r.key("meta", shard), "known", "1", "committedAt", time.Now().UTC().Format(time.RFC3339Nano))
+		pipe.HSet(ctx, r.key("meta", shard), "committedAt", time.Now().UTC().Format(time.RFC3339Nano))
 		pipe.HIncrBy(ctx, r.key("meta", shard), "commits", 1)
 		return nil
 	})

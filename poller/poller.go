@@ -31,6 +31,9 @@ type Store interface {
 	Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error)
 	// Commit stores updates and records transitions, atomically.
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
+	// MarkKnown records that the shard's first listing was committed
+	// whole: records seen for the first time are new from then on.
+	MarkKnown(ctx context.Context, shard diff.Shard) error
 }
 
 // Streamer is a [Lister] that hands its listing over in chunks as it reads
@@ -229,7 +232,10 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 			prev.States[k] = st
 		}
 	}
-	hold := snap.Complete
+	// Hold a full listing's chunk until the listing succeeded — unless it
+	// can carry no event: a baseline commits as it goes (the shard becomes
+	// known only at the end, so a half-done baseline stays a baseline).
+	hold := snap.Complete && (*c.known || p.opts.Initial == diff.InitialEmit)
 	snap.Complete = false // absences are the cycle's business, not one chunk's
 	res := diff.Compute(prev, snap, diff.Options{Initial: p.opts.Initial})
 	if !hold {
@@ -258,7 +264,7 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 		}
 	}
 	c.rep.Transitions = append(c.rep.Transitions, transitions...)
-	if len(updates) > 0 || c.known == nil || !*c.known {
+	if len(updates) > 0 {
 		if err := p.st.Commit(c.ctx, p.opts.Shard, updates, transitions); err != nil {
 			return &CycleError{StageCommit, err}
 		}
@@ -279,11 +285,15 @@ func (c *cycle) end(complete bool) error {
 		}
 		expired = diff.Expire(absent)
 	}
-	updates := append(c.heldU, expired...)
-	if len(updates) == 0 && len(c.heldT) == 0 && c.known != nil && *c.known {
-		return nil
+	if err := c.deliver(append(c.heldU, expired...), c.heldT); err != nil {
+		return err
 	}
-	return c.deliver(updates, c.heldT)
+	if c.known == nil || !*c.known {
+		if err := p.st.MarkKnown(c.ctx, p.opts.Shard); err != nil {
+			return &CycleError{StageCommit, err}
+		}
+	}
+	return nil
 }
 
 // Run polls now and then every interval until ctx ends, and returns nil
