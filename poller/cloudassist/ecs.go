@@ -133,7 +133,7 @@ type chunker struct {
 	periodic map[string]periodicTask
 	held     []diff.Record
 	bad      int
-	onRecord func(diff.Record) // sees every aggregate record emitted
+	onRecord func(rec diff.Record, created time.Time) // sees every aggregate record emitted
 }
 
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
@@ -154,7 +154,8 @@ func (ch *chunker) page(invs []ecs.Invocation) error {
 		ch.bad += bad
 		id := recs[0].InvokeID
 		if ch.onRecord != nil {
-			ch.onRecord(recs[0])
+			created, _ := parseTime(inv.CreationTime)
+			ch.onRecord(recs[0], created)
 		}
 		hold := false
 		if hasHistory(inv.RepeatMode) {

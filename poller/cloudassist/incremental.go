@@ -1,6 +1,7 @@
 package cloudassist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,8 +44,8 @@ var errStopPaging = errors.New("cloudassist: stop paging")
 
 // incremental is the state an incremental lister keeps between cycles.
 type incremental struct {
-	known    map[string]struct{} // invocations seen: the head scan stops at them
-	open     map[string]struct{} // invocations not final at the last cycle
+	known    map[string]struct{}  // invocations seen: the head scan stops at them
+	open     map[string]time.Time // invocations not final at the last cycle, and their creation times
 	lastFull time.Time
 }
 
@@ -58,7 +59,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	a := c.api
 	now := a.opts.Now()
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
-		next := incremental{known: map[string]struct{}{}, open: map[string]struct{}{}, lastFull: now}
+		next := incremental{known: map[string]struct{}{}, open: map[string]time.Time{}, lastFull: now}
 		ch := a.newChunker(true, emit)
 		ch.onRecord = next.track
 		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
@@ -73,15 +74,23 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 
 	ch := a.newChunker(false, emit)
 	read := map[string]bool{}
-	open := map[string]struct{}{}
-	ch.onRecord = func(r diff.Record) {
+	open := map[string]time.Time{}
+	ch.onRecord = func(r diff.Record, created time.Time) {
 		read[r.InvokeID] = true
 		c.inc.known[r.InvokeID] = struct{}{}
 		if !r.Status.Terminal() {
-			open[r.InvokeID] = struct{}{}
+			open[r.InvokeID] = created
 		} else {
 			delete(open, r.InvokeID)
 		}
+	}
+	lookUp := func(id string) error {
+		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, ch.page)
+		if err != nil {
+			return fmt.Errorf("look up %s: %w", id, err)
+		}
+		read[id] = true
+		return nil
 	}
 	// New invocations: the listing is newest first; stop after the first
 	// page that reaches a known one.
@@ -101,20 +110,50 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	}
 	// Everything still active: the aggregate statuses an invocation can
 	// still leave (the InvokeStatus filter takes one value per call).
-	for _, status := range []string{"Running", "Pending", "Stopping"} {
+	for _, status := range []string{"Pending", "Stopping"} {
 		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, ch.page)
 		if err != nil {
 			return false, fmt.Errorf("active %s: %w", status, err)
 		}
 	}
-	// What was active and is no longer: it finished (or expired).
-	for _, id := range slices.Sorted(maps.Keys(c.inc.open)) {
-		if read[id] {
-			continue
+	// The Running listing, newest first, with the look-ups of what left
+	// the active set interleaved: once a page's oldest invocation is older
+	// than a previously open one that no listing returned, that one has
+	// finished (or expired) — look it up at once, so its change is
+	// published within the page, not at the end of the cycle.
+	wasOpen := slices.SortedFunc(maps.Keys(c.inc.open), func(x, y string) int {
+		return cmp.Or(c.inc.open[y].Compare(c.inc.open[x]), cmp.Compare(x, y))
+	})
+	next := 0
+	err = a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
+		if err := ch.page(page); err != nil {
+			return err
 		}
-		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, ch.page)
-		if err != nil {
-			return false, fmt.Errorf("look up %s: %w", id, err)
+		oldest := time.Time{}
+		for _, inv := range page {
+			if t, ok := parseTime(inv.CreationTime); ok && !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+				oldest = t
+			}
+		}
+		for ; next < len(wasOpen) && !oldest.IsZero() && c.inc.open[wasOpen[next]].After(oldest); next++ {
+			if id := wasOpen[next]; !read[id] {
+				if err := lookUp(id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("active Running: %w", err)
+	}
+	// The rest: open ones no page ruled on (created in the same second as
+	// the oldest running invocation, or older).
+	for _, id := range wasOpen {
+		if !read[id] {
+			if err := lookUp(id); err != nil {
+				return false, err
+			}
 		}
 	}
 	if err := ch.finish(ctx); err != nil {
@@ -125,9 +164,9 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 }
 
 // track remembers an invocation, and whether it is still open.
-func (inc *incremental) track(r diff.Record) {
+func (inc *incremental) track(r diff.Record, created time.Time) {
 	inc.known[r.InvokeID] = struct{}{}
 	if !r.Status.Terminal() {
-		inc.open[r.InvokeID] = struct{}{}
+		inc.open[r.InvokeID] = created
 	}
 }

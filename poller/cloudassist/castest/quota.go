@@ -94,9 +94,10 @@ type SeedOptions struct {
 	ActiveFor time.Duration
 }
 
-// Seed creates a large history at once, without truth entries for the
-// finished part (it happened "before"). Active invocations are Running and
-// finish, with truth entries, within ActiveFor.
+// Seed creates a large history at once, one invocation every 100ms up to
+// now, without truth entries for the finished part (it happened "before").
+// The newest Active fraction are Running and finish, with truth entries,
+// within ActiveFor.
 func (s *Server) Seed(opts SeedOptions) error {
 	if opts.Region == "" {
 		opts.Region = s.opts.Regions[0]
@@ -123,7 +124,7 @@ func (s *Server) Seed(opts SeedOptions) error {
 	key := listKey(ProductECS, opts.Region)
 	for i := range opts.Invocations {
 		s.seq++
-		created := now.Add(-time.Duration(opts.Invocations-i) * time.Millisecond)
+		created := now.Add(-time.Duration(opts.Invocations-i) * 100 * time.Millisecond) // one every 100ms, as a busy fleet
 		inv := &invocation{Seq: s.seq, Product: ProductECS, Region: opts.Region,
 			InvokeID: "t-" + regionCode(opts.Region) + randomHex(8), CommandID: "c-" + regionCode(opts.Region) + randomHex(8),
 			Name: "seed", Type: "RunShellScript", Timeout: 3600, RepeatMode: repeatOnce, CreationTime: created, Status: stSuccess}
