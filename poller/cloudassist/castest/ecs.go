@@ -36,39 +36,49 @@ func indexed(params url.Values, name string) []string {
 	}
 }
 
-func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any, *apiError) {
-	typ := params.Get("Type")
+// commandParams reads what every RunCommand takes: Type, CommandContent
+// (with ContentEncoding) and Timeout.
+func commandParams(params url.Values) (typ, content string, timeout int64, e *apiError) {
+	typ = params.Get("Type")
 	switch typ {
 	case "":
-		return nil, missing("Type")
+		return "", "", 0, missing("Type")
 	case "RunShellScript", "RunBatScript", "RunPowerShellScript":
 	default:
-		return nil, invalid("Type", typ)
+		return "", "", 0, invalid("Type", typ)
 	}
-	content := params.Get("CommandContent")
+	content = params.Get("CommandContent")
 	if content == "" {
-		return nil, missing("CommandContent")
+		return "", "", 0, missing("CommandContent")
 	}
 	switch enc := params.Get("ContentEncoding"); enc {
 	case "", "PlainText":
 	case "Base64":
 		raw, err := base64.StdEncoding.DecodeString(content)
 		if err != nil {
-			return nil, errorf(http.StatusBadRequest, "InvalidCommandContent.Malformed", "The CommandContent is not valid Base64.")
+			return "", "", 0, errorf(http.StatusBadRequest, "InvalidCommandContent.Malformed", "The CommandContent is not valid Base64.")
 		}
 		content = string(raw)
 	default:
-		return nil, invalid("ContentEncoding", enc)
+		return "", "", 0, invalid("ContentEncoding", enc)
 	}
-	timeout := int64(60)
+	timeout = 60
 	if t := params.Get("Timeout"); t != "" {
 		// Alibaba documents 10..86400 s; casim accepts from 1 s so that tests
 		// can time out quickly.
 		v, err := strconv.ParseInt(t, 10, 64)
 		if err != nil || v < 1 || v > 86400 {
-			return nil, invalid("Timeout", t)
+			return "", "", 0, invalid("Timeout", t)
 		}
 		timeout = v
+	}
+	return typ, content, timeout, nil
+}
+
+func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any, *apiError) {
+	typ, content, timeout, e := commandParams(params)
+	if e != nil {
+		return nil, e
 	}
 	repeat, frequency := params.Get("RepeatMode"), params.Get("Frequency")
 	ids := indexed(params, "InstanceId")

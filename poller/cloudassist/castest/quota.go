@@ -3,6 +3,7 @@ package castest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 )
@@ -60,11 +61,7 @@ func (s *Server) admit(action, region string, now time.Time) *apiError {
 func (s *Server) Throttled() map[string]int {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	out := make(map[string]int, len(s.throttled))
-	for k, v := range s.throttled {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.throttled)
 }
 
 // CallLog returns the arrival time of every admitted signed call of action,

@@ -419,22 +419,9 @@ func (s *Server) instanceChanged(inst *Instance, rebooted bool, at time.Time) {
 		}
 		switch r.Status {
 		case stRunning:
-			switch {
-			case inst.Status == InstanceReleased:
+			if status, code := interruption(inst); status != "" {
 				s.unschedule(r)
-				s.fail(r, stTerminated, "InstanceReleased", at)
-				s.endRun(r, at)
-			case inst.Status == InstanceStopped:
-				s.unschedule(r)
-				s.fail(r, stTerminated, "InstanceNotRunning", at)
-				s.endRun(r, at)
-			case inst.Agent == AgentNotRunning:
-				s.unschedule(r)
-				s.fail(r, stError, "ClientNotRunning", at)
-				s.endRun(r, at)
-			case inst.Agent == AgentNotResponding:
-				s.unschedule(r)
-				s.fail(r, stError, "ClientNotResponse", at)
+				s.fail(r, status, code, at)
 				s.endRun(r, at)
 			}
 		case stPending:
@@ -445,6 +432,22 @@ func (s *Server) instanceChanged(inst *Instance, rebooted bool, at time.Time) {
 			}
 		}
 	})
+}
+
+// interruption is what becomes of a run under way on an instance in this
+// state: nothing ("") while it is healthy.
+func interruption(inst *Instance) (status, code string) {
+	switch {
+	case inst.Status == InstanceReleased:
+		return stTerminated, "InstanceReleased"
+	case inst.Status == InstanceStopped:
+		return stTerminated, "InstanceNotRunning"
+	case inst.Agent == AgentNotRunning:
+		return stError, "ClientNotRunning"
+	case inst.Agent == AgentNotResponding:
+		return stError, "ClientNotResponse"
+	}
+	return "", ""
 }
 
 // eachRun visits every run of every invocation. Callers hold s.mu.

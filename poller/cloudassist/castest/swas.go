@@ -11,29 +11,13 @@ import (
 const swasTime = "2006-01-02T15:04:05"
 
 func (s *Server) swasRunCommand(params url.Values, region, requestID string) (any, *apiError) {
-	typ := params.Get("Type")
-	switch typ {
-	case "":
-		return nil, missing("Type")
-	case "RunShellScript", "RunBatScript", "RunPowerShellScript":
-	default:
-		return nil, invalid("Type", typ)
-	}
-	content := params.Get("CommandContent")
-	if content == "" {
-		return nil, missing("CommandContent")
+	typ, content, timeout, e := commandParams(params)
+	if e != nil {
+		return nil, e
 	}
 	instance := params.Get("InstanceId")
 	if instance == "" {
 		return nil, missing("InstanceId")
-	}
-	timeout := int64(60)
-	if t := params.Get("Timeout"); t != "" {
-		v, err := strconv.ParseInt(t, 10, 64)
-		if err != nil || v < 1 || v > 86400 {
-			return nil, invalid("Timeout", t)
-		}
-		timeout = v
 	}
 	inv, e := s.createInvocation(ProductSWAS, region, []string{instance}, invocationSpec{
 		Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
