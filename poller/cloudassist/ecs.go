@@ -200,14 +200,16 @@ func (c *ECS) streamFull(ctx context.Context, emit func(diff.Snapshot) error) er
 	return ch.finish(ctx)
 }
 
+// withRestarts lists, and lists again from the first page when the API
+// refused a NextToken, a few times at most.
 func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (diff.Snapshot, error)) (diff.Snapshot, error) {
-	for attempt := 0; ; attempt++ {
-		snap, err := list(ctx)
-		if err == nil || ClassOf(err) != ClassInvalidToken || attempt == maxRestarts {
-			return snap, err
-		}
-		a.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
-	}
+	var snap diff.Snapshot
+	_, err := a.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) {
+		var err error
+		snap, err = list(ctx)
+		return snap.Complete, err
+	})
+	return snap, err
 }
 
 // walk follows a NextToken listing: fetch receives each page's token and
