@@ -366,11 +366,29 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, rdb *re
 	rep.LatencySamples = len(latencies)
 	rep.LatencyP50, rep.LatencyP99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
 
+	rep.PeakRSSMiB = peakRSSMiB(cmd.Process.Pid)
 	stop()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rep.PeakRSSMiB = float64(ru.Maxrss) / 1024 // Linux reports KiB
-	}
 	return rep, nil
+}
+
+// peakRSSMiB reads a live process's own peak resident set (VmHWM). The
+// rusage of a waited-for child is no good here: Go starts children by
+// clone(CLONE_VM), and Linux then counts the parent's peak — this bench,
+// with its emulator — as the child's.
+func peakRSSMiB(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 64)
+			if err == nil {
+				return kib / 1024
+			}
+		}
+	}
+	return 0
 }
 
 type arrival struct {

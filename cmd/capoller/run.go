@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -232,10 +233,12 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 	return nil
 }
 
-// opsMux serves /metrics and /healthz.
+// opsMux serves /metrics, /healthz and the Go profiler under /debug/pprof/.
 func opsMux(m *poller.Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	return mux
 }
