@@ -121,6 +121,16 @@ type sdkSetup struct {
 	domain     string // empty: let the SDK resolve (ECS) or use the product default
 }
 
+// prepare validates opts, fills in defaults, and derives the SDK setup.
+func prepare(opts Options) (Options, sdkSetup, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return o, sdkSetup{}, err
+	}
+	setup, err := newSDKSetup(o)
+	return o, setup, err
+}
+
 func newSDKSetup(o Options) (sdkSetup, error) {
 	setup := sdkSetup{config: sdk.NewConfig().WithAutoRetry(false).WithTimeout(o.Timeout).WithScheme("HTTPS")}
 	if o.Endpoint != "" {

@@ -33,11 +33,7 @@ type ecsAPI struct {
 }
 
 func newECSAPI(opts Options) (*ecsAPI, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	setup, err := newSDKSetup(o)
+	o, setup, err := prepare(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -29,11 +29,7 @@ type SWAS struct {
 // NewSWAS builds a SWAS lister. Without an endpoint it talks to
 // swas.<region>.aliyuncs.com: the SDK has no endpoint data for SWAS.
 func NewSWAS(opts Options) (*SWAS, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	setup, err := newSDKSetup(o)
+	o, setup, err := prepare(opts)
 	if err != nil {
 		return nil, err
 	}
