@@ -27,18 +27,25 @@ func benchUpdates(n int) ([]diff.Key, []diff.Update, []diff.Transition) {
 	return keys, updates, transitions
 }
 
-// BenchmarkRedisLoad loads the states of a 100,000-record snapshot.
-func BenchmarkRedisLoad(b *testing.B) {
+// seededRedis is a Redis store whose shard holds n checkpointed records.
+func seededRedis(b *testing.B, n int) (*checkpoint.Redis, diff.Shard, []diff.Key, []diff.Update) {
+	b.Helper()
 	client, prefix := testenv.Redis(b)
 	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
 	if err != nil {
 		b.Fatal(err)
 	}
 	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
-	keys, updates, _ := benchUpdates(100_000)
+	keys, updates, _ := benchUpdates(n)
 	if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
 		b.Fatal(err)
 	}
+	return s, shard, keys, updates
+}
+
+// BenchmarkRedisLoad loads the states of a 100,000-record snapshot.
+func BenchmarkRedisLoad(b *testing.B) {
+	s, shard, keys, _ := seededRedis(b, 100_000)
 	b.ReportAllocs()
 	b.ResetTimer()
 	trips := s.RoundTrips()
@@ -55,16 +62,7 @@ func BenchmarkRedisLoad(b *testing.B) {
 // BenchmarkRedisAbsent scans a whole 100,000-record shard for records a
 // complete listing did not hold (here: none).
 func BenchmarkRedisAbsent(b *testing.B) {
-	client, prefix := testenv.Redis(b)
-	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
-	if err != nil {
-		b.Fatal(err)
-	}
-	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
-	_, updates, _ := benchUpdates(100_000)
-	if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
-		b.Fatal(err)
-	}
+	s, shard, _, updates := seededRedis(b, 100_000)
 	b.ReportAllocs()
 	b.ResetTimer()
 	trips := s.RoundTrips()

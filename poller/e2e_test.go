@@ -214,6 +214,24 @@ func truthByRecord(sim *castest.Server) map[diff.Key][]castest.TruthEntry {
 	return out
 }
 
+// waitCaughtUp waits until the last event of every record the emulator
+// knows reports the record's last status, and returns that truth.
+func waitCaughtUp(t *testing.T, h *harness, d time.Duration) map[diff.Key][]castest.TruthEntry {
+	t.Helper()
+	eventually(t, d, "every invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
+	truth := truthByRecord(h.sim)
+	eventually(t, d, "capoller to publish every final status", func() bool {
+		final := finalFromEvents(h.events())
+		for k, entries := range truth {
+			if final[k].Status != entries[len(entries)-1].To {
+				return false
+			}
+		}
+		return true
+	})
+	return truth
+}
+
 func allFinal(truth map[diff.Key][]castest.TruthEntry) bool {
 	for _, entries := range truth {
 		if !diff.Status(entries[len(entries)-1].To).Terminal() {

@@ -60,17 +60,7 @@ func TestDeliversUnderThrottlingAndFaults(t *testing.T) {
 				h.run(fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, i%5, i%3), 0, h.instances[i%3])
 				time.Sleep(60 * time.Millisecond) // pacing our own RunCommand calls under the quota
 			}
-			eventually(t, 20*time.Second, "every invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
-			truth := truthByRecord(h.sim)
-			eventually(t, 60*time.Second, "every final status to be published", func() bool {
-				final := finalFromEvents(h.events())
-				for k, entries := range truth {
-					if final[k].Status != entries[len(entries)-1].To {
-						return false
-					}
-				}
-				return true
-			})
+			waitCaughtUp(t, h, 60*time.Second)
 			kill()
 
 			ids := map[string]bool{}

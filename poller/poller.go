@@ -216,7 +216,9 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	keys := make([]diff.Key, len(snap.Records))
 	for i := range snap.Records {
 		keys[i] = snap.Records[i].Key
-		c.seen[keys[i]] = struct{}{}
+		if snap.Complete { // only a complete listing's absences expire records
+			c.seen[keys[i]] = struct{}{}
+		}
 	}
 	prev, err := p.st.Load(c.ctx, p.opts.Shard, keys)
 	if err != nil {

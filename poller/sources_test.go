@@ -222,17 +222,7 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 		h.swasRun(fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, i%3, i%2), swasIDs[i%len(swasIDs)])
 		time.Sleep(25 * time.Millisecond) // pacing the arrivals, not waiting for a result
 	}
-	eventually(t, 15*time.Second, "every SWAS invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
-	truth := truthByRecord(h.sim)
-	eventually(t, 15*time.Second, "capoller to catch up", func() bool {
-		final := finalFromEvents(h.events())
-		for k, entries := range truth {
-			if final[k].Status != entries[len(entries)-1].To {
-				return false
-			}
-		}
-		return true
-	})
+	truth := waitCaughtUp(t, h, 15*time.Second)
 	kill()
 	evs := h.events()
 	ids := map[string]bool{}

@@ -47,7 +47,6 @@ type benchOptions struct {
 	redisURL    string
 	natsURL     string
 	jsonOut     bool
-	keepGoing   time.Duration
 	instanceNum int
 }
 
