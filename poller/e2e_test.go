@@ -431,6 +431,41 @@ func TestCrashBetweenPublishAndCommitRepublishesSameIDs(t *testing.T) {
 	}
 }
 
+// stoppingPublisher cancels the cycle's context as soon as its events are
+// acknowledged, as a SIGTERM arriving at that moment would.
+type stoppingPublisher struct {
+	poller.Publisher
+	stop context.CancelFunc
+}
+
+func (s stoppingPublisher) Publish(ctx context.Context, batch []diff.Transition) (publisher.Result, error) {
+	res, err := s.Publisher.Publish(ctx, batch)
+	s.stop()
+	return res, err
+}
+
+func TestStopAfterAcksStillCommits(t *testing.T) {
+	h := newHarness(t)
+	src, st, pub := h.parts(50)
+	if rep := h.poller(src, st, pub, nil).RunOnce(t.Context()); rep.Err != nil {
+		t.Fatal(rep.Err) // baseline
+	}
+	invoke := h.run("hang", 600, h.instances[0])
+	eventually(t, 5*time.Second, "the run to start", func() bool {
+		entries := truthByRecord(h.sim)[diff.Key{InvokeID: invoke}]
+		return len(entries) > 0 && entries[len(entries)-1].To == "Running"
+	})
+	ctx, stop := context.WithCancel(t.Context())
+	rep := h.poller(src, st, stoppingPublisher{pub, stop}, nil).RunOnce(ctx)
+	if rep.Published == 0 || rep.Err != nil {
+		t.Fatalf("stopped cycle: published %d, err %v; want its events acknowledged and committed", rep.Published, rep.Err)
+	}
+	rep = h.poller(src, st, pub, nil).RunOnce(t.Context())
+	if rep.Err != nil || len(rep.Transitions) != 0 || rep.Duplicates != 0 {
+		t.Fatalf("after restart: err %v, %d transitions, %d duplicates; want nothing to publish again", rep.Err, len(rep.Transitions), rep.Duplicates)
+	}
+}
+
 func TestBadInputGivesAClearErrorAndNoEvent(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

@@ -138,6 +138,9 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard))}, nil
 }
 
+// commitGrace bounds a commit that outlives its cycle's context.
+const commitGrace = 10 * time.Second
+
 // Stage names the step of a cycle that failed.
 type Stage string
 
@@ -267,7 +270,12 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	}
 	c.rep.Transitions = append(c.rep.Transitions, transitions...)
 	if len(updates) > 0 {
-		if err := p.st.Commit(c.ctx, p.opts.Shard, updates, transitions); err != nil {
+		// Once its events are acknowledged, a chunk's commit is finished
+		// even if the daemon is stopping: a restart then has nothing of it
+		// to publish again.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), commitGrace)
+		defer cancel()
+		if err := p.st.Commit(ctx, p.opts.Shard, updates, transitions); err != nil {
 			return &CycleError{StageCommit, err}
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/publisher"
@@ -108,26 +109,21 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
 	fmt.Fprintf(stdout, "  subscribe  nats --server %s sub '%s.>'\n\n", srv.URL(), cfg.SubjectPrefix)
 
-	// A subscriber, printing events as they arrive.
+	// A subscriber, printing events as the stream stores them. It reads the
+	// stream, not the subjects: a re-publish that JetStream dropped as a
+	// duplicate (after a stop between publish and checkpoint) is not shown.
 	nc, err := nats.Connect(srv.URL(), nats.Name("capoller-demo-printer"))
 	if err != nil {
 		return fmt.Errorf("connect the printer: %w", err)
 	}
-	var mu sync.Mutex
-	count := 0
-	if _, err := nc.Subscribe(cfg.SubjectPrefix+".>", func(m *nats.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		count++
-		printEvent(stdout, o.print, m)
-	}); err != nil {
-		nc.Close()
-		return fmt.Errorf("subscribe: %w", err)
+	defer nc.Close()
+	printer, err := startPrinter(ctx, nc, cfg, func(m jetstream.Msg) { printEvent(stdout, o.print, m.Subject(), m.Data()) })
+	if err != nil {
+		return err
 	}
 
 	log, err := newLogger("console", "warn", stderr)
 	if err != nil {
-		nc.Close()
 		return err
 	}
 	workCtx, stopWork := context.WithCancel(ctx)
@@ -138,16 +134,11 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	stopWork()
 	wg.Wait()
 
-	_ = nc.Drain() // deliver what was published before we stop
-	for !nc.IsClosed() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	count := printer.finish(5 * time.Second) // print what was stored before we stop
 	if err := saveState(sim, statePath); err != nil {
 		return err
 	}
-	mu.Lock()
 	fmt.Fprintf(stdout, "\n%d events this run. State kept in %s: run again with --data-dir %s to resume.\n", count, o.dataDir, o.dataDir)
-	mu.Unlock()
 	if runErr != nil && !errors.Is(runErr, context.Canceled) && !errors.Is(runErr, context.DeadlineExceeded) {
 		return runErr
 	}
@@ -174,17 +165,88 @@ func saveState(sim *castest.Server, path string) error {
 	return nil
 }
 
-func printEvent(w io.Writer, mode string, m *nats.Msg) {
+// printer follows the event stream from the moment it starts.
+type printer struct {
+	stream jetstream.Stream
+	cc     jetstream.ConsumeContext
+	mu     sync.Mutex
+	seq    uint64 // stream sequence of the last message printed, or the last before it started
+	count  int
+}
+
+// startPrinter creates the stream if needed (as the daemon would) and
+// follows it with an ordered consumer, from the next message on.
+func startPrinter(ctx context.Context, nc *nats.Conn, cfg config, print func(jetstream.Msg)) (*printer, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("printer: %w", err)
+	}
+	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow})
+	if err != nil {
+		return nil, err
+	}
+	if err := pub.EnsureStream(ctx); err != nil {
+		return nil, err
+	}
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("printer: %w", err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("printer: %w", err)
+	}
+	p := &printer{stream: stream, seq: stream.CachedInfo().State.LastSeq}
+	p.cc, err = cons.Consume(func(m jetstream.Msg) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if md, err := m.Metadata(); err == nil {
+			p.seq = md.Sequence.Stream
+		}
+		p.count++
+		print(m)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("printer: %w", err)
+	}
+	return p, nil
+}
+
+// finish waits, up to timeout, until every message stored so far has been
+// printed, stops the printer and returns how many it printed.
+func (p *printer) finish(timeout time.Duration) int {
+	defer p.cc.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	info, err := p.stream.Info(ctx)
+	for err == nil && ctx.Err() == nil {
+		p.mu.Lock()
+		done := p.seq >= info.State.LastSeq
+		p.mu.Unlock()
+		if done {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
+
+func printEvent(w io.Writer, mode, subject string, data []byte) {
 	switch mode {
 	case "none":
 		return
 	case "json":
-		fmt.Fprintf(w, "%s\n", m.Data)
+		fmt.Fprintf(w, "%s\n", data)
 		return
 	}
 	var ev publisher.Event
-	if err := json.Unmarshal(m.Data, &ev); err != nil {
-		fmt.Fprintf(w, "undecodable event on %s: %v\n", m.Subject, err)
+	if err := json.Unmarshal(data, &ev); err != nil {
+		fmt.Fprintf(w, "undecodable event on %s: %v\n", subject, err)
 		return
 	}
 	d := ev.Data
