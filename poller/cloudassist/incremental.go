@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
 )
@@ -44,22 +46,85 @@ var errStopPaging = errors.New("cloudassist: stop paging")
 
 // incremental is the state an incremental lister keeps between cycles.
 type incremental struct {
-	known    map[string]struct{}  // invocations seen: the head scan stops at them
-	open     map[string]time.Time // invocations not final at the last cycle, and their creation times
+	known    map[string]struct{}       // invocations seen: the head scan stops at them
+	open     map[string]openInvocation // invocations not final at the last cycle
+	created  []int64                   // creation times (Unix seconds) of the known invocations, ascending
+	fresh    int                       // invocations the last cycle saw first
+	closed   int                       // open invocations the last cycle found final
 	lastFull time.Time
+}
+
+// openInvocation is what a plan needs to know of an open invocation.
+type openInvocation struct {
+	created time.Time
+	status  diff.Status
+}
+
+// plan is how a steady cycle reads what can have changed. Either
+//   - a sweep: the listing, newest first and unfiltered, down to the
+//     creation time of an open invocation (the cutoff), then a look-up of
+//     each open invocation older than that; or
+//   - status listings: the head of the listing down to the first known
+//     invocation, the Pending, Stopping and Running listings, and look-ups
+//     of the open invocations that left them.
+//
+// A sweep reads every record in its range at the same place every cycle
+// and needs no look-up for what finished; status listings read only the
+// active records, however old. Each cycle takes whichever costs fewer
+// calls by the last cycle's counts.
+type plan struct {
+	sweep   bool
+	cutoff  time.Time // sweep: read down past this creation time; zero: only the head
+	lookUps int       // sweep: how many open invocations are older than the cutoff
+	calls   int       // the estimated cost
+}
+
+// pages is how many calls a listing of n records takes (at least one).
+func pages(n, size int) int { return max(1, (n+size-1)/size) }
+
+// plan chooses the cheaper way to read this cycle.
+func (inc *incremental) plan(pageSize int) plan {
+	byAge := inc.openNewestFirst()
+	var pending, stopping int
+	for _, o := range inc.open {
+		switch o.status {
+		case diff.StatusPending:
+			pending++
+		case diff.StatusStopping:
+			stopping++
+		}
+	}
+	running := len(inc.open) - pending - stopping
+	statusCost := pages(inc.fresh, pageSize) + pages(pending, pageSize) + pages(stopping, pageSize) +
+		pages(running, pageSize) + inc.closed
+
+	// Sweeping down to the k-th newest open invocation leaves the older
+	// ones to look up; k = 0 reads only the head.
+	best := plan{sweep: true, lookUps: len(byAge), calls: pages(inc.fresh, pageSize) + len(byAge)}
+	for k, id := range byAge {
+		cutoff := inc.open[id].created
+		newer := len(inc.created) - sort.Search(len(inc.created), func(i int) bool { return inc.created[i] >= cutoff.Unix() })
+		if calls := pages(inc.fresh+newer, pageSize) + len(byAge) - k - 1; calls <= best.calls { // the deeper sweep on a tie: fewer look-ups
+			best = plan{sweep: true, cutoff: cutoff, lookUps: len(byAge) - k - 1, calls: calls}
+		}
+	}
+	if statusCost < best.calls {
+		return plan{calls: statusCost}
+	}
+	return best
 }
 
 // streamIncremental reads the ECS records that can have changed since the
 // last cycle, or everything every ResyncEvery. Records that change but are
 // read by none of its listings — an invocation created and finished
 // between the head scan and the status listings — are found at the next
-// cycle's head scan; anything else missed (an unknown non-final status)
-// waits for the next full listing.
+// cycle's head; anything else missed (an unknown non-final status that no
+// status listing returns) waits for the next full listing.
 func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
 	a := c.api
 	now := a.opts.Now()
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
-		next := incremental{known: map[string]struct{}{}, open: map[string]time.Time{}, lastFull: now}
+		next := incremental{known: map[string]struct{}{}, open: map[string]openInvocation{}, lastFull: now}
 		ch := a.newChunker(true, emit)
 		ch.onRecord = next.track
 		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
@@ -68,36 +133,124 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 		if err := ch.finish(ctx); err != nil {
 			return false, err
 		}
+		slices.Sort(next.created)
 		c.inc = next
 		return true, nil
 	}
 
-	ch := a.newChunker(false, emit)
-	read := map[string]bool{}
-	open := map[string]time.Time{}
-	ch.onRecord = func(r diff.Record, created time.Time) {
-		read[r.InvokeID] = true
-		c.inc.known[r.InvokeID] = struct{}{}
-		if !r.Status.Terminal() {
-			open[r.InvokeID] = created
-		} else {
-			delete(open, r.InvokeID)
+	p := c.inc.plan(a.opts.PageSize)
+	cy := steadyCycle{inc: &c.inc, ch: a.newChunker(false, emit), read: map[string]bool{}, open: map[string]openInvocation{}, fresh: map[string]int64{}}
+	cy.ch.onRecord = cy.saw
+	var err error
+	if p.sweep {
+		err = cy.sweep(ctx, a, p)
+	} else {
+		err = cy.statusListings(ctx, a)
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := cy.ch.finish(ctx); err != nil {
+		return false, err
+	}
+	cy.end()
+	a.opts.Logger.Debug("incremental cycle", zap.Bool("sweep", p.sweep), zap.Int("estimated_calls", p.calls),
+		zap.Int("open", len(c.inc.open)), zap.Int("new", c.inc.fresh), zap.Int("closed", c.inc.closed))
+	return false, nil
+}
+
+// steadyCycle is one incremental cycle between full listings.
+type steadyCycle struct {
+	inc    *incremental
+	ch     *chunker
+	read   map[string]bool           // invocations read this cycle
+	open   map[string]openInvocation // of those, the ones not final
+	fresh  map[string]int64          // of those, the ones seen first, and their creation times
+	closed int                       // previously open ones found final
+}
+
+// saw records an invocation read this cycle.
+func (cy *steadyCycle) saw(r diff.Record, created time.Time) {
+	id := r.InvokeID
+	cy.read[id] = true
+	if _, ok := cy.inc.known[id]; !ok {
+		cy.fresh[id] = created.Unix()
+	}
+	if !r.Status.Terminal() {
+		cy.open[id] = openInvocation{created: created, status: r.Status}
+		return
+	}
+	delete(cy.open, id)
+	if _, ok := cy.inc.open[id]; ok {
+		cy.closed++
+	}
+}
+
+// end makes a successful cycle's findings the state the next one plans
+// with. (A failed cycle changes nothing: the next one reads it all again.)
+func (cy *steadyCycle) end() {
+	for id, created := range cy.fresh {
+		cy.inc.known[id] = struct{}{}
+		cy.inc.created = append(cy.inc.created, created)
+	}
+	if !slices.IsSorted(cy.inc.created) {
+		slices.Sort(cy.inc.created)
+	}
+	cy.inc.open, cy.inc.fresh, cy.inc.closed = cy.open, len(cy.fresh), cy.closed
+}
+
+// lookUp reads one invocation by id.
+func (cy *steadyCycle) lookUp(ctx context.Context, a *ecsAPI, id string) error {
+	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, cy.ch.page)
+	if err != nil {
+		return fmt.Errorf("look up %s: %w", id, err)
+	}
+	cy.read[id] = true // read, or gone: either way no longer open
+	return nil
+}
+
+// lookUpUnread looks up, newest first, the previously open invocations
+// that no listing of this cycle returned.
+func (cy *steadyCycle) lookUpUnread(ctx context.Context, a *ecsAPI, ids []string) error {
+	for _, id := range ids {
+		if !cy.read[id] {
+			if err := cy.lookUp(ctx, a, id); err != nil {
+				return err
+			}
 		}
 	}
-	lookUp := func(id string) error {
-		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, ch.page)
-		if err != nil {
-			return fmt.Errorf("look up %s: %w", id, err)
-		}
-		read[id] = true
-		return nil
-	}
-	// New invocations: the listing is newest first; stop after the first
-	// page that reaches a known one.
-	known := c.inc.known
+	return nil
+}
+
+// sweep reads the listing newest first down past the plan's cutoff (or to
+// the first known invocation), then looks up the open invocations it did
+// not return: the older ones, and any that vanished from its range.
+func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
+	known := cy.inc.known
 	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
 		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
-		if err := ch.page(page); err != nil {
+		if err := cy.ch.page(page); err != nil {
+			return err
+		}
+		if oldest := oldestCreated(page); reached && (p.cutoff.IsZero() || !oldest.IsZero() && oldest.Before(p.cutoff)) {
+			return errStopPaging
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopPaging) {
+		return err
+	}
+	return cy.lookUpUnread(ctx, a, cy.inc.openNewestFirst())
+}
+
+// statusListings reads the head of the listing down to the first known
+// invocation, then everything active by status, looking up what left the
+// active set as soon as the Running listing has passed it.
+func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
+	known := cy.inc.known
+	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
+		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
+		if err := cy.ch.page(page); err != nil {
 			return err
 		}
 		if reached {
@@ -106,38 +259,30 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 		return nil
 	})
 	if err != nil && !errors.Is(err, errStopPaging) {
-		return false, err
+		return err
 	}
-	// Everything still active: the aggregate statuses an invocation can
-	// still leave (the InvokeStatus filter takes one value per call).
+	// The aggregate statuses an invocation can still leave (the
+	// InvokeStatus filter takes one value per call).
 	for _, status := range []string{"Pending", "Stopping"} {
-		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, ch.page)
+		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, cy.ch.page)
 		if err != nil {
-			return false, fmt.Errorf("active %s: %w", status, err)
+			return fmt.Errorf("active %s: %w", status, err)
 		}
 	}
-	// The Running listing, newest first, with the look-ups of what left
-	// the active set interleaved: once a page's oldest invocation is older
-	// than a previously open one that no listing returned, that one has
-	// finished (or expired) — look it up at once, so its change is
+	// The Running listing, newest first: once a page's oldest invocation
+	// is older than a previously open one that no listing returned, that
+	// one has finished (or expired) — look it up at once, so its change is
 	// published within the page, not at the end of the cycle.
-	wasOpen := slices.SortedFunc(maps.Keys(c.inc.open), func(x, y string) int {
-		return cmp.Or(c.inc.open[y].Compare(c.inc.open[x]), cmp.Compare(x, y))
-	})
+	wasOpen := cy.inc.openNewestFirst()
 	next := 0
 	err = a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
-		if err := ch.page(page); err != nil {
+		if err := cy.ch.page(page); err != nil {
 			return err
 		}
-		oldest := time.Time{}
-		for _, inv := range page {
-			if t, ok := parseTime(inv.CreationTime); ok && !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
-				oldest = t
-			}
-		}
-		for ; next < len(wasOpen) && !oldest.IsZero() && c.inc.open[wasOpen[next]].After(oldest); next++ {
-			if id := wasOpen[next]; !read[id] {
-				if err := lookUp(id); err != nil {
+		oldest := oldestCreated(page)
+		for ; next < len(wasOpen) && !oldest.IsZero() && cy.inc.open[wasOpen[next]].created.After(oldest); next++ {
+			if id := wasOpen[next]; !cy.read[id] {
+				if err := cy.lookUp(ctx, a, id); err != nil {
 					return err
 				}
 			}
@@ -145,28 +290,40 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("active Running: %w", err)
+		return fmt.Errorf("active Running: %w", err)
 	}
 	// The rest: open ones no page ruled on (created in the same second as
 	// the oldest running invocation, or older).
-	for _, id := range wasOpen {
-		if !read[id] {
-			if err := lookUp(id); err != nil {
-				return false, err
-			}
-		}
-	}
-	if err := ch.finish(ctx); err != nil {
-		return false, err
-	}
-	c.inc.open = open
-	return false, nil
+	return cy.lookUpUnread(ctx, a, wasOpen[next:])
 }
 
-// track remembers an invocation, and whether it is still open.
+// openNewestFirst lists the open invocations, newest first.
+func (inc *incremental) openNewestFirst() []string {
+	return slices.SortedFunc(maps.Keys(inc.open), func(x, y string) int {
+		return cmp.Or(inc.open[y].created.Compare(inc.open[x].created), cmp.Compare(x, y))
+	})
+}
+
+// oldestCreated is the creation time of a page's oldest invocation, or
+// zero if none has one.
+func oldestCreated(page []ecs.Invocation) time.Time {
+	var oldest time.Time
+	for _, inv := range page {
+		if t, ok := parseTime(inv.CreationTime); ok && !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	return oldest
+}
+
+// track remembers an invocation of a full listing, and whether it is
+// still open.
 func (inc *incremental) track(r diff.Record, created time.Time) {
-	inc.known[r.InvokeID] = struct{}{}
+	if _, ok := inc.known[r.InvokeID]; !ok {
+		inc.known[r.InvokeID] = struct{}{}
+		inc.created = append(inc.created, created.Unix())
+	}
 	if !r.Status.Terminal() {
-		inc.open[r.InvokeID] = created
+		inc.open[r.InvokeID] = openInvocation{created: created, status: r.Status}
 	}
 }

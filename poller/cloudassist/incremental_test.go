@@ -1,6 +1,7 @@
 package cloudassist
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -42,9 +43,9 @@ func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
 	if err != nil || second.Complete {
 		t.Fatalf("second cycle: complete=%v err=%v", second.Complete, err)
 	}
-	// The head page, Running (one page), Pending, Stopping: 4 calls.
-	if n := calls() - before; n != 4 {
-		t.Errorf("a steady incremental cycle took %d calls, want 4", n)
+	// The open invocations are the newest: the head page holds them all.
+	if n := calls() - before; n != 1 {
+		t.Errorf("a steady incremental cycle took %d calls, want 1 (the head page)", n)
 	}
 	for _, id := range running {
 		if r, ok := find(second, diff.Key{InvokeID: id}); !ok || r.Status != diff.StatusRunning {
@@ -80,6 +81,110 @@ func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
 	}
 	if len(third.Records) > 2*10+2*3+2 {
 		t.Errorf("the incremental snapshot read %d records: more than the head page, the active and the look-ups", len(third.Records))
+	}
+}
+
+func TestIncrementalListsByStatusWhenTheOpenAreOld(t *testing.T) {
+	f := startSim(t, 2)
+	ids := f.ecsInstances()
+	var hung []string
+	for range 12 {
+		hung = append(hung, f.run(t, "hang", 0, ids[1]))
+	}
+	for range 40 {
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool {
+		n := 0
+		for _, e := range f.sim.Truth() {
+			if e.Level == "invocation" && e.To == "Success" {
+				n++
+			}
+		}
+		return n == 40
+	})
+	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery = 5, StrategyIncremental, time.Hour })
+	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Sweeping down to the 12 open ones would read all 52 (11 pages), and
+	// looking each up 12 calls: the head, Pending, Stopping and Running
+	// (3 pages) take 6.
+	before := calls()
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls() - before; n != 6 {
+		t.Errorf("a steady cycle took %d calls, want 6 (status listings)", n)
+	}
+	stop := ecs.CreateStopInvocationRequest()
+	stop.InvokeId = hung[0]
+	if _, err := f.sdk.StopInvocation(stop); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the stop", func() bool {
+		for _, e := range f.sim.Truth() {
+			if e.InvokeID == hung[0] && e.Level == "invocation" && e.To == "Stopped" {
+				return true
+			}
+		}
+		return false
+	})
+	before = calls()
+	snap, err := l.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := find(snap, diff.Key{InvokeID: hung[0]}); r.Status != diff.StatusStopped {
+		t.Errorf("the stopped invocation (looked up after leaving the Running listing) is %q", r.Status)
+	}
+	if n := calls() - before; n != 7 {
+		t.Errorf("the cycle after the stop took %d calls, want 7 (6 and one look-up)", n)
+	}
+}
+
+func TestIncrementalPlan(t *testing.T) {
+	base := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return base.Add(time.Duration(s) * time.Second) }
+	// 1,000 invocations, one a second.
+	created := make([]int64, 1000)
+	for i := range created {
+		created[i] = at(i).Unix()
+	}
+	open := func(secs ...int) map[string]openInvocation {
+		m := map[string]openInvocation{}
+		for _, s := range secs {
+			m[fmt.Sprintf("t-%04d", s)] = openInvocation{created: at(s), status: diff.StatusRunning}
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name    string
+		inc     incremental
+		sweep   bool
+		cutoff  int // seconds after base; -1: none
+		lookUps int
+		calls   int
+	}{
+		{"nothing open: the head", incremental{created: created, fresh: 20}, true, -1, 0, 1},
+		{"the newest open: sweep to them", incremental{created: created, open: open(990, 960, 900), fresh: 20}, true, 900, 0, 3},
+		{"one old straggler is looked up", incremental{created: created, open: open(990, 960, 5), fresh: 20}, true, 960, 1, 3},
+		{"many old open: status listings", incremental{created: created, open: open(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), fresh: 20, closed: 2}, false, -1, 0, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.inc.plan(50)
+			if p.sweep != tc.sweep || p.lookUps != tc.lookUps || p.calls != tc.calls {
+				t.Errorf("plan: sweep %v, %d look-ups, %d calls; want %v, %d, %d", p.sweep, p.lookUps, p.calls, tc.sweep, tc.lookUps, tc.calls)
+			}
+			if tc.cutoff >= 0 {
+				if want := at(tc.cutoff); !p.cutoff.Equal(want) {
+					t.Errorf("cutoff %v, want %v", p.cutoff, want)
+				}
+			} else if !p.cutoff.IsZero() {
+				t.Errorf("cutoff %v, want none", p.cutoff)
+			}
+		})
 	}
 }
 
