@@ -466,6 +466,33 @@ func TestStopAfterAcksStillCommits(t *testing.T) {
 	}
 }
 
+func TestSlowListingIsNotAStall(t *testing.T) {
+	h := newHarness(t)
+	for range 6 {
+		h.run("exit 0", 0, h.instances[0])
+	}
+	// Each page takes 150ms: the listing takes about a second, well past
+	// the stall timeout, but no page is late.
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultLatency, Latency: "150ms", Count: -1}); err != nil {
+		t.Fatal(err)
+	}
+	src, st, pub := h.parts(1)
+	stallAfter := func(o *poller.Options) { o.StallTimeout = 400 * time.Millisecond }
+	if rep := h.poller(src, st, pub, stallAfter).RunOnce(t.Context()); rep.Err != nil || rep.Records != 12 {
+		t.Fatalf("slow but steady listing: %d records, err %v; want all 12 read", rep.Records, rep.Err)
+	}
+	// One page that takes a second is a stall.
+	h.sim.ClearFaults()
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultLatency, Latency: "1s", Skip: 2}); err != nil {
+		t.Fatal(err)
+	}
+	src, st, pub = h.parts(1)
+	rep := h.poller(src, st, pub, stallAfter).RunOnce(t.Context())
+	if rep.Err == nil || !strings.Contains(rep.Err.Error(), "no progress for 400ms") {
+		t.Fatalf("stalled listing: err %v; want it to fail as stalled", rep.Err)
+	}
+}
+
 func TestBadInputGivesAClearErrorAndNoEvent(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

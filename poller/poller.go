@@ -59,9 +59,12 @@ type Options struct {
 	Shard diff.Shard
 	// Interval between the starts of two cycles; default 30s.
 	Interval time.Duration
-	// CycleTimeout bounds one cycle; default 2×Interval, at least 5 minutes
-	// (a throttled call waits past the next one-minute window).
-	CycleTimeout time.Duration
+	// StallTimeout fails a cycle that handled no page for this long; default
+	// 2×Interval, at least 5 minutes (a throttled call waits past the next
+	// one-minute window). A cycle that makes progress is never cut short:
+	// a full listing of a large region under heavy throttling can take
+	// longer than any fixed bound, and would otherwise never finish.
+	StallTimeout time.Duration
 	// Initial is the first-sight policy; default baseline.
 	Initial diff.Initial
 	// MaxBackoff caps the exponential backoff of transient errors; default 5m.
@@ -112,8 +115,8 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.Interval == 0 {
 		opts.Interval = 30 * time.Second
 	}
-	if opts.CycleTimeout == 0 {
-		opts.CycleTimeout = max(2*opts.Interval, 5*time.Minute)
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = max(2*opts.Interval, 5*time.Minute)
 	}
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = 5 * time.Minute
@@ -121,7 +124,7 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.PermanentRetry == 0 {
 		opts.PermanentRetry = 5 * time.Minute
 	}
-	if opts.Interval < 0 || opts.CycleTimeout < 0 || opts.MaxBackoff < 0 || opts.PermanentRetry < 0 {
+	if opts.Interval < 0 || opts.StallTimeout < 0 || opts.MaxBackoff < 0 || opts.PermanentRetry < 0 {
 		return nil, errors.New("poller: durations must be positive")
 	}
 	initial, err := diff.ParseInitial(string(opts.Initial))
@@ -173,10 +176,12 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 			p.opts.OnCycle(rep)
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, p.opts.CycleTimeout)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(p.opts.StallTimeout, func() { cancel(stalledError{p.opts.StallTimeout}) })
+	defer stall.Stop()
 
-	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}}
+	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() { stall.Reset(p.opts.StallTimeout) }}
 	var complete bool
 	var err error
 	if s, ok := p.src.(Streamer); ok {
@@ -187,24 +192,35 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 			complete, err = snap.Complete, c.chunk(snap)
 		}
 	}
-	if err != nil {
-		if _, staged := errors.AsType[*CycleError](err); !staged {
-			err = &CycleError{StageFetch, err}
-		}
-		rep.Err = err
+	if err == nil {
+		err = c.end(complete)
+	}
+	if err == nil {
 		return rep
 	}
-	rep.Err = c.end(complete)
+	if stalled, ok := errors.AsType[stalledError](context.Cause(ctx)); ok {
+		err = fmt.Errorf("%w: %w", stalled, err)
+	}
+	if _, staged := errors.AsType[*CycleError](err); !staged {
+		err = &CycleError{StageFetch, err}
+	}
+	rep.Err = err
 	return rep
 }
 
+// stalledError is why a cycle that made no progress was stopped.
+type stalledError struct{ after time.Duration }
+
+func (e stalledError) Error() string { return fmt.Sprintf("no progress for %v", e.after) }
+
 // cycle carries one cycle's state across its chunks.
 type cycle struct {
-	p     *Poller
-	ctx   context.Context
-	rep   *Report
-	known *bool // whether the shard was known when the cycle began
-	seen  map[diff.Key]struct{}
+	p        *Poller
+	ctx      context.Context
+	progress func() // a page arrived: the cycle is not stalled
+	rep      *Report
+	known    *bool // whether the shard was known when the cycle began
+	seen     map[diff.Key]struct{}
 	// Held until a full listing succeeds: its transitions and updates, and
 	// the states they reach, which later chunks see instead of the store's.
 	heldT   []diff.Transition
@@ -215,6 +231,7 @@ type cycle struct {
 // chunk diffs, publishes and commits one chunk of a listing.
 func (c *cycle) chunk(snap diff.Snapshot) error {
 	p := c.p
+	c.progress()
 	c.rep.Records += len(snap.Records)
 	keys := make([]diff.Key, len(snap.Records))
 	for i := range snap.Records {

@@ -180,7 +180,7 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 		var wait time.Duration
 		switch apiErr.Class {
 		case ClassThrottled:
-			o.Limits.throttled(o.Region, action)
+			o.Limits.throttled(o.Region, action, o.Now(), o.ThrottleWindow)
 			if throttles++; o.ThrottleRetries == -1 || o.ThrottleRetries > 0 && throttles > o.ThrottleRetries {
 				return zero, apiErr
 			}

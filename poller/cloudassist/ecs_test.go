@@ -404,11 +404,18 @@ func TestLimitsAdapt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 10 {
-		l.throttled("r", "A")
+	now := time.Now()
+	for range 5 {
+		l.throttled("r", "A", now, time.Minute)
+	}
+	if got := l.Rate("r", "A"); got != 8 {
+		t.Errorf("after 5 refusals in one window: %v calls/s, want one halving to 8", got)
+	}
+	for i := range 10 {
+		l.throttled("r", "A", now.Add(time.Duration(i+1)*time.Minute), time.Minute)
 	}
 	if got := l.Rate("r", "A"); got != 1 {
-		t.Errorf("after throttling: %v calls/s, want the floor 1", got)
+		t.Errorf("after throttling in many windows: %v calls/s, want the floor 1", got)
 	}
 	if l.Rate("r", "B") != 16 {
 		t.Error("another action's bucket was slowed")

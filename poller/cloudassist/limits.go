@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -21,8 +22,9 @@ type LimitsOptions struct {
 
 // Limits is the token buckets of one process (one account): one per region
 // and API action, shared by every lister. A bucket halves its rate when the
-// API throttles (never below a sixteenth of QPS) and climbs back by a tenth
-// of QPS every 20 calls that pass.
+// API throttles — once per throttling window, since every call refused in
+// one window is the same news — never below a sixteenth of QPS, and climbs
+// back by a tenth of QPS every 20 calls that pass.
 type Limits struct {
 	opts    LimitsOptions
 	mu      sync.Mutex
@@ -34,6 +36,7 @@ type limitKey struct{ region, action string }
 type bucket struct {
 	lim    *rate.Limiter
 	passed int
+	calm   time.Time // when a throttle may halve the rate again
 }
 
 // NewLimits builds a registry of token buckets.
@@ -73,8 +76,9 @@ func (l *Limits) wait(ctx context.Context, region, action string) error {
 	return nil
 }
 
-// throttled lowers the bucket's rate after the API refused a call.
-func (l *Limits) throttled(region, action string) {
+// throttled lowers the bucket's rate after the API refused a call at now,
+// unless it did so already within the last window.
+func (l *Limits) throttled(region, action string, now time.Time, window time.Duration) {
 	if l == nil {
 		return
 	}
@@ -82,6 +86,10 @@ func (l *Limits) throttled(region, action string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b.passed = 0
+	if now.Before(b.calm) {
+		return
+	}
+	b.calm = now.Add(window)
 	b.lim.SetLimit(max(b.lim.Limit()/2, rate.Limit(l.opts.QPS/16)))
 }
 
