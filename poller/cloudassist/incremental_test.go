@@ -8,6 +8,7 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
 )
 
 func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
@@ -141,6 +142,50 @@ func TestIncrementalListsByStatusWhenTheOpenAreOld(t *testing.T) {
 	}
 	if n := calls() - before; n != 7 {
 		t.Errorf("the cycle after the stop took %d calls, want 7 (6 and one look-up)", n)
+	}
+}
+
+func TestIncrementalSweepStopsPastTheOldestOpen(t *testing.T) {
+	f := startSim(t, 2)
+	// 200 invocations created 100ms apart; the newest 20 still run (for an
+	// hour), over two or three distinct creation seconds.
+	if err := f.sim.Seed(castest.SeedOptions{Invocations: 200, Active: 0.1, ActiveFor: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery = 5, StrategyIncremental, time.Hour })
+	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
+	first, err := l.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, r := range first.Records {
+		if r.InstanceID == "" && !r.Status.Terminal() {
+			open = append(open, r.InvokeID)
+		}
+	}
+	if len(open) != 20 {
+		t.Fatalf("%d open invocations after the full listing, want 20", len(open))
+	}
+	p := l.inc.plan(5)
+	before := calls()
+	second, err := l.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := calls() - before
+	if !p.sweep || p.cutoff.IsZero() || p.lookUps != 0 {
+		t.Errorf("plan %+v: want a sweep down to the oldest open invocation", p)
+	}
+	// The 20 open ones are 4 pages; ties on the cutoff's second can add a
+	// few more. The full listing is 40.
+	if n < 4 || n > p.calls+1 || n >= 40 {
+		t.Errorf("the sweep took %d calls (estimated %d); want it to stop just past the oldest open invocation", n, p.calls)
+	}
+	for _, id := range open {
+		if r, ok := find(second, diff.Key{InvokeID: id}); !ok || r.Status != diff.StatusRunning {
+			t.Errorf("open invocation %s not read by the sweep", id)
+		}
 	}
 }
 
