@@ -174,13 +174,16 @@ func TestIncrementalSweepStopsPastTheOldestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := calls() - before
-	if !p.sweep || p.cutoff.IsZero() || p.lookUps != 0 {
-		t.Errorf("plan %+v: want a sweep down to the oldest open invocation", p)
+	// Sweeping is cheaper than the 4 status listings (7 calls). Where the
+	// oldest open ones share their second with many finished ones, the
+	// plan may stop short of them and look them up instead.
+	if !p.sweep || p.cutoff.IsZero() || p.lookUps > 2 {
+		t.Errorf("plan %+v: want a sweep down to (nearly) the oldest open invocation", p)
 	}
-	// The 20 open ones are 4 pages; ties on the cutoff's second can add a
-	// few more. The full listing is 40.
-	if n < 4 || n > p.calls+1 || n >= 40 {
-		t.Errorf("the sweep took %d calls (estimated %d); want it to stop just past the oldest open invocation", n, p.calls)
+	// The 20 open ones are 4 pages; the cutoff's second can add a page or
+	// two, and the sweep reads one page past it. The full listing is 40.
+	if n < 4 || n > p.calls+1 {
+		t.Errorf("the sweep took %d calls (estimated %d); want it to stop just past its cutoff", n, p.calls)
 	}
 	for _, id := range open {
 		if r, ok := find(second, diff.Key{InvokeID: id}); !ok || r.Status != diff.StatusRunning {
