@@ -44,9 +44,10 @@ func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
 	if err != nil || second.Complete {
 		t.Fatalf("second cycle: complete=%v err=%v", second.Complete, err)
 	}
-	// The open invocations are the newest: the head page holds them all.
-	if n := calls() - before; n != 1 {
-		t.Errorf("a steady incremental cycle took %d calls, want 1 (the head page)", n)
+	// The open invocations are the newest: the head page holds them all
+	// (a sweep down to their creation second may read one page more).
+	if n := calls() - before; n < 1 || n > 2 {
+		t.Errorf("a steady incremental cycle took %d calls, want the head page (and at most one more)", n)
 	}
 	for _, id := range running {
 		if r, ok := find(second, diff.Key{InvokeID: id}); !ok || r.Status != diff.StatusRunning {
