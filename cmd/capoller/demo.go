@@ -176,7 +176,7 @@ type printer struct {
 
 // startPrinter creates the stream if needed (as the daemon would) and
 // follows it with an ordered consumer, from the next message on.
-func startPrinter(ctx context.Context, nc *nats.Conn, cfg config, print func(jetstream.Msg)) (*printer, error) {
+func startPrinter(ctx context.Context, nc *nats.Conn, cfg config, show func(jetstream.Msg)) (*printer, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("printer: %w", err)
@@ -204,7 +204,7 @@ func startPrinter(ctx context.Context, nc *nats.Conn, cfg config, print func(jet
 			p.seq = md.Sequence.Stream
 		}
 		p.count++
-		print(m)
+		show(m)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("printer: %w", err)

@@ -226,13 +226,22 @@ func (cy *steadyCycle) lookUpUnread(ctx context.Context, a *ecsAPI, ids []string
 // the first known invocation), then looks up the open invocations it did
 // not return: the older ones, and any that vanished from its range.
 func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
+	if err := cy.head(ctx, a, p.cutoff); err != nil {
+		return err
+	}
+	return cy.lookUpUnread(ctx, a, cy.inc.openNewestFirst())
+}
+
+// head reads the listing, newest first, until a page that reaches a known
+// invocation and, if cutoff is set, an invocation created before it.
+func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) error {
 	known := cy.inc.known
 	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
 		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
 		if err := cy.ch.page(page); err != nil {
 			return err
 		}
-		if oldest := oldestCreated(page); reached && (p.cutoff.IsZero() || !oldest.IsZero() && oldest.Before(p.cutoff)) {
+		if oldest := oldestCreated(page); reached && (cutoff.IsZero() || !oldest.IsZero() && oldest.Before(cutoff)) {
 			return errStopPaging
 		}
 		return nil
@@ -240,25 +249,14 @@ func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
 	if err != nil && !errors.Is(err, errStopPaging) {
 		return err
 	}
-	return cy.lookUpUnread(ctx, a, cy.inc.openNewestFirst())
+	return nil
 }
 
 // statusListings reads the head of the listing down to the first known
 // invocation, then everything active by status, looking up what left the
 // active set as soon as the Running listing has passed it.
 func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
-	known := cy.inc.known
-	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
-		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
-		if err := cy.ch.page(page); err != nil {
-			return err
-		}
-		if reached {
-			return errStopPaging
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopPaging) {
+	if err := cy.head(ctx, a, time.Time{}); err != nil {
 		return err
 	}
 	// The aggregate statuses an invocation can still leave (the
@@ -275,7 +273,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
 	// published within the page, not at the end of the cycle.
 	wasOpen := cy.inc.openNewestFirst()
 	next := 0
-	err = a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
+	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
 		if err := cy.ch.page(page); err != nil {
 			return err
 		}
