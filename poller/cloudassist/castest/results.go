@@ -74,14 +74,10 @@ func (s *Server) rows(inv *invocation, history bool, encoding string) []ecsResul
 			TerminationMode: "Process",
 		}
 	}
-	current := func(r *run) runResult {
-		return runResult{Repeats: r.Repeats, Status: r.Status, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode,
-			Output: r.Output, Start: r.Start, Finish: r.Finish, Stop: r.Stop}
-	}
 	var out []ecsResult
 	if !history {
 		for _, r := range inv.Runs {
-			out = append(out, render(r, current(r)))
+			out = append(out, render(r, r.result()))
 		}
 		return out
 	}
@@ -101,7 +97,7 @@ func (s *Server) rows(inv *invocation, history bool, encoding string) []ecsResul
 			// The run under way (or, before the first run, the waiting
 			// state) is not in the history yet.
 			if !done && r.Repeats == rep && (len(r.History) == 0 || r.History[len(r.History)-1].Repeats < rep) {
-				out = append(out, render(r, current(r)))
+				out = append(out, render(r, r.result()))
 			}
 		}
 	}

@@ -137,6 +137,12 @@ type runResult struct {
 	Stop      time.Time `json:"stop"`
 }
 
+// result is the run's current outcome, as history keeps it.
+func (r *run) result() runResult {
+	return runResult{Repeats: r.Repeats, Status: r.Status, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode,
+		Output: r.Output, Start: r.Start, Finish: r.Finish, Stop: r.Stop}
+}
+
 // run is an invocation on one instance: its current run, and for periodic
 // tasks the finished runs before it.
 type run struct {
@@ -379,8 +385,7 @@ func (s *Server) endRun(r *run, at time.Time) {
 	if !r.inv.periodic() || r.Repeats == 0 {
 		return
 	}
-	r.History = append(r.History, runResult{Repeats: r.Repeats, Status: r.Status, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode,
-		Output: r.Output, Start: r.Start, Finish: r.Finish, Stop: r.Stop})
+	r.History = append(r.History, r.result())
 	if r.inv.RepeatMode == repeatNextRebootOnly || r.Status == stStopped || r.Status == stTerminated {
 		return
 	}
