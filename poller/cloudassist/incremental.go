@@ -76,6 +76,7 @@ type plan struct {
 	sweep   bool
 	cutoff  time.Time // sweep: read down past this creation time; zero: only the head
 	lookUps int       // sweep: how many open invocations are older than the cutoff
+	open    []string  // the invocations open at the last cycle, newest first
 	calls   int       // the estimated cost
 }
 
@@ -84,7 +85,9 @@ func pages(n, size int) int { return max(1, (n+size-1)/size) }
 
 // plan chooses the cheaper way to read this cycle.
 func (inc *incremental) plan(pageSize int) plan {
-	byAge := inc.openNewestFirst()
+	byAge := slices.SortedFunc(maps.Keys(inc.open), func(x, y string) int { // newest first
+		return cmp.Or(inc.open[y].created.Compare(inc.open[x].created), cmp.Compare(x, y))
+	})
 	var pending, stopping int
 	for _, o := range inc.open {
 		switch o.status {
@@ -100,16 +103,16 @@ func (inc *incremental) plan(pageSize int) plan {
 
 	// Sweeping down to the k-th newest open invocation leaves the older
 	// ones to look up; k = 0 reads only the head.
-	best := plan{sweep: true, lookUps: len(byAge), calls: pages(inc.fresh, pageSize) + len(byAge)}
+	best := plan{sweep: true, lookUps: len(byAge), open: byAge, calls: pages(inc.fresh, pageSize) + len(byAge)}
 	for k, id := range byAge {
 		cutoff := inc.open[id].created
 		newer := len(inc.created) - sort.Search(len(inc.created), func(i int) bool { return inc.created[i] >= cutoff.Unix() })
 		if calls := pages(inc.fresh+newer, pageSize) + len(byAge) - k - 1; calls <= best.calls { // the deeper sweep on a tie: fewer look-ups
-			best = plan{sweep: true, cutoff: cutoff, lookUps: len(byAge) - k - 1, calls: calls}
+			best = plan{sweep: true, cutoff: cutoff, lookUps: len(byAge) - k - 1, open: byAge, calls: calls}
 		}
 	}
 	if statusCost < best.calls {
-		return plan{calls: statusCost}
+		return plan{open: byAge, calls: statusCost}
 	}
 	return best
 }
@@ -145,7 +148,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	if p.sweep {
 		err = cy.sweep(ctx, a, p)
 	} else {
-		err = cy.statusListings(ctx, a)
+		err = cy.statusListings(ctx, a, p.open)
 	}
 	if err != nil {
 		return false, err
@@ -154,7 +157,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 		return false, err
 	}
 	cy.end()
-	a.opts.Logger.Debug("incremental cycle", zap.Bool("sweep", p.sweep), zap.Int("estimated_calls", p.calls),
+	a.opts.Logger.Debug("incremental cycle", zap.Bool("sweep", p.sweep), zap.Int("estimated_calls", p.calls), zap.Int("planned_look_ups", p.lookUps),
 		zap.Int("open", len(c.inc.open)), zap.Int("new", c.inc.fresh), zap.Int("closed", c.inc.closed))
 	return false, nil
 }
@@ -229,7 +232,7 @@ func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
 	if err := cy.head(ctx, a, p.cutoff); err != nil {
 		return err
 	}
-	return cy.lookUpUnread(ctx, a, cy.inc.openNewestFirst())
+	return cy.lookUpUnread(ctx, a, p.open)
 }
 
 // head reads the listing, newest first, until a page that reaches a known
@@ -255,7 +258,7 @@ func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) er
 // statusListings reads the head of the listing down to the first known
 // invocation, then everything active by status, looking up what left the
 // active set as soon as the Running listing has passed it.
-func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
+func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []string) error {
 	if err := cy.head(ctx, a, time.Time{}); err != nil {
 		return err
 	}
@@ -271,7 +274,6 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
 	// is older than a previously open one that no listing returned, that
 	// one has finished (or expired) — look it up at once, so its change is
 	// published within the page, not at the end of the cycle.
-	wasOpen := cy.inc.openNewestFirst()
 	next := 0
 	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
 		if err := cy.ch.page(page); err != nil {
@@ -293,13 +295,6 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI) error {
 	// The rest: open ones no page ruled on (created in the same second as
 	// the oldest running invocation, or older).
 	return cy.lookUpUnread(ctx, a, wasOpen[next:])
-}
-
-// openNewestFirst lists the open invocations, newest first.
-func (inc *incremental) openNewestFirst() []string {
-	return slices.SortedFunc(maps.Keys(inc.open), func(x, y string) int {
-		return cmp.Or(inc.open[y].created.Compare(inc.open[x].created), cmp.Compare(x, y))
-	})
 }
 
 // oldestCreated is the creation time of a page's oldest invocation, or

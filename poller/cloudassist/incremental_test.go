@@ -19,13 +19,7 @@ func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
 	}
 	running := []string{f.run(t, "hang", 0, ids[1]), f.run(t, "hang", 0, ids[1]), f.run(t, "hang", 0, ids[1])}
 	eventually(t, 5*time.Second, "the first 40 to finish", func() bool {
-		n := 0
-		for _, e := range f.sim.Truth() {
-			if e.Level == "invocation" && e.To == "Success" {
-				n++
-			}
-		}
-		return n == 40
+		return f.invocationsReached("Success") == 40
 	})
 	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery = 10, StrategyIncremental, time.Hour })
 	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
@@ -97,13 +91,7 @@ func TestIncrementalListsByStatusWhenTheOpenAreOld(t *testing.T) {
 		f.run(t, "exit 0", 0, ids[0])
 	}
 	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool {
-		n := 0
-		for _, e := range f.sim.Truth() {
-			if e.Level == "invocation" && e.To == "Success" {
-				n++
-			}
-		}
-		return n == 40
+		return f.invocationsReached("Success") == 40
 	})
 	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery = 5, StrategyIncremental, time.Hour })
 	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
@@ -235,6 +223,17 @@ func TestIncrementalPlan(t *testing.T) {
 			}
 		})
 	}
+}
+
+// invocationsReached counts the invocations the emulator moved to status.
+func (f *fixture) invocationsReached(status string) int {
+	n := 0
+	for _, e := range f.sim.Truth() {
+		if e.Level == "invocation" && e.To == status {
+			n++
+		}
+	}
+	return n
 }
 
 func TestParseStrategy(t *testing.T) {
