@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
@@ -93,4 +95,92 @@ func BenchmarkRedisCommit(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(transitions))*float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
+}
+
+// seededKV is a KV store whose shard holds n checkpointed records.
+func seededKV(b *testing.B, n int) (*checkpoint.KV, jetstream.JetStream, string, diff.Shard, []diff.Key, []diff.Update) {
+	b.Helper()
+	bucket := testenv.Name("CAPOLLER_BENCH")
+	_, js := testenv.NATS(b, testenv.NATSURL(b), bucket)
+	s, err := checkpoint.NewKV(b.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		b.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	keys, updates, _ := benchUpdates(n)
+	if _, err := s.Load(b.Context(), shard, nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
+		b.Fatal(err)
+	}
+	return s, js, bucket, shard, keys, updates
+}
+
+// BenchmarkKVColdLoad opens a 100,000-record shard in a new store (as a
+// restarted process does) and loads every state.
+func BenchmarkKVColdLoad(b *testing.B) {
+	_, js, bucket, shard, keys, _ := seededKV(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s, err := checkpoint.NewKV(b.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+		if err != nil {
+			b.Fatal(err)
+		}
+		prev, err := s.Load(b.Context(), shard, keys)
+		if err != nil || len(prev.States) != len(keys) {
+			b.Fatalf("%d states, %v", len(prev.States), err)
+		}
+	}
+	b.ReportMetric(float64(len(keys))*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkKVLoadPage loads the states of one page (50 records) of a
+// 100,000-record shard, as every chunk of a cycle does.
+func BenchmarkKVLoadPage(b *testing.B) {
+	s, _, _, shard, keys, _ := seededKV(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		page := keys[(i*50)%len(keys):][:50]
+		if prev, err := s.Load(b.Context(), shard, page); err != nil || len(prev.States) != 50 {
+			b.Fatalf("%d states, %v", len(prev.States), err)
+		}
+	}
+}
+
+// BenchmarkKVCommitPage commits the changes of one page (50 records) to a
+// 100,000-record shard.
+func BenchmarkKVCommitPage(b *testing.B) {
+	s, _, _, shard, _, updates := seededKV(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		page := updates[(i*50)%len(updates):][:50]
+		for j := range page {
+			page[j].State.Repeats++
+		}
+		if err := s.Commit(b.Context(), shard, page, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkKVCommitAll commits a change of every record of a
+// 100,000-record shard at once (a baseline, or a full listing after an
+// outage).
+func BenchmarkKVCommitAll(b *testing.B) {
+	s, _, _, shard, _, updates := seededKV(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		for j := range updates {
+			updates[j].State.Repeats++
+		}
+		if err := s.Commit(b.Context(), shard, updates, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(updates))*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }

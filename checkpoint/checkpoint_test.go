@@ -20,6 +20,8 @@ type store interface {
 	Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error)
 	Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error
 	MarkKnown(ctx context.Context, shard diff.Shard) error
+	Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error
+	Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error)
 }
 
 func stores(t *testing.T) map[string]func(t *testing.T) store {
@@ -135,7 +137,7 @@ func TestRedisHistoryAndCorruption(t *testing.T) {
 		t.Fatalf("history page 2: %+v, %v", entries, err)
 	}
 
-	client.HSet(t.Context(), prefix+"state:ecs:cn-hangzhou", "t-bad", "garbage")
+	client.HSet(t.Context(), prefix+"records:ecs:cn-hangzhou", "5:t-bad", "garbage")
 	_, err = s.Load(t.Context(), shard, []diff.Key{{InvokeID: "t-bad"}})
 	if !errors.Is(err, checkpoint.ErrCorrupt) {
 		t.Fatalf("a corrupt value gave %v, want ErrCorrupt", err)

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,40 +15,246 @@ import (
 // never silently treated as "no state", which would re-announce records.
 var ErrCorrupt = errors.New("checkpoint: corrupt stored state")
 
-// field is the per-shard name of a record: "invokeId" for the aggregate,
-// "invokeId/instanceId" for an instance.
-func field(k diff.Key) string {
-	if k.InstanceID == "" {
-		return k.InvokeID
-	}
-	return k.InvokeID + "/" + k.InstanceID
+// The checkpoint encoding round-trips any string: ids and statuses come
+// from the API and may hold any byte ("/", "|", "\n", "!known"…), so no
+// value is ever split on a separator it could contain.
+//
+//   - a record's field is "<len(invokeId)>:<invokeId><instanceId>": the
+//     length says where the invocation id ends, and an empty rest is the
+//     aggregate;
+//   - a state is "<repeats>|<observedAt>|<goneAt>|<status>": the status
+//     comes last and is the whole rest, times are Unix nanoseconds, empty
+//     for a zero time, and goneAt is empty for a live record;
+//   - sequences (a KV segment, a staged batch) are binary: each string is
+//     a uvarint length and its bytes, each integer a varint.
+
+// encodeKey is a record's field name.
+func encodeKey(k diff.Key) string {
+	return strconv.Itoa(len(k.InvokeID)) + ":" + k.InvokeID + k.InstanceID
 }
 
-// encodeState is "status|repeats|observedAtUnixNano", plus "|gone" for a
-// tombstone: compact, since a region can hold 100,000 records.
-func encodeState(s diff.State) string {
-	v := string(s.Status) + "|" + strconv.Itoa(s.Repeats) + "|" + strconv.FormatInt(s.ObservedAt.UnixNano(), 10)
-	if s.Gone {
-		v += "|gone"
+func decodeKey(f string) (diff.Key, error) {
+	n, rest, ok := strings.Cut(f, ":")
+	size, err := strconv.Atoi(n)
+	if !ok || err != nil || size < 0 || size > len(rest) || n != strconv.Itoa(size) {
+		return diff.Key{}, fmt.Errorf("%w: field %q", ErrCorrupt, f)
 	}
-	return v
+	return diff.Key{InvokeID: rest[:size], InstanceID: rest[size:]}, nil
+}
+
+func encodeTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+func decodeTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(0, n).UTC(), nil
+}
+
+// encodeState is a record's stored state.
+func encodeState(s diff.State) string {
+	gone := ""
+	if s.Gone {
+		gone = encodeTime(s.GoneAt)
+		if gone == "" {
+			gone = "0"
+		}
+	}
+	return strconv.Itoa(s.Repeats) + "|" + encodeTime(s.ObservedAt) + "|" + gone + "|" + string(s.Status)
 }
 
 func decodeState(v string) (diff.State, error) {
+	repeats, rest, ok1 := strings.Cut(v, "|")
+	observed, rest, ok2 := strings.Cut(rest, "|")
+	gone, status, ok3 := strings.Cut(rest, "|")
+	r, err1 := strconv.Atoi(repeats)
+	at, err2 := decodeTime(observed)
+	st := diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: at, Gone: gone != ""}
+	var err3 error
+	if st.Gone && gone != "0" {
+		st.GoneAt, err3 = decodeTime(gone)
+	}
+	if !ok1 || !ok2 || !ok3 || err1 != nil || err2 != nil || err3 != nil {
+		return diff.State{}, fmt.Errorf("%w: state %q", ErrCorrupt, v)
+	}
+	return st, nil
+}
+
+// decodeLegacyField and decodeLegacyState read the first encoding
+// ("invokeId/instanceId" and "status|repeats|observedAt[|gone]"), which
+// checkpoints written before are migrated from. A legacy tombstone has no
+// time of its own; it is given the migration's.
+func decodeLegacyField(f string) diff.Key {
+	invoke, instance, _ := strings.Cut(f, "/")
+	return diff.Key{InvokeID: invoke, InstanceID: instance}
+}
+
+func decodeLegacyState(v string, now time.Time) (diff.State, error) {
 	status, rest, ok1 := strings.Cut(v, "|")
 	repeats, rest, ok2 := strings.Cut(rest, "|")
 	nanos, flag, _ := strings.Cut(rest, "|")
 	r, err1 := strconv.Atoi(repeats)
 	n, err2 := strconv.ParseInt(nanos, 10, 64)
 	if !ok1 || !ok2 || err1 != nil || err2 != nil || (flag != "" && flag != "gone") {
-		return diff.State{}, fmt.Errorf("%w: %q", ErrCorrupt, v)
+		return diff.State{}, fmt.Errorf("%w: legacy state %q", ErrCorrupt, v)
 	}
-	return diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: time.Unix(0, n).UTC(), Gone: flag == "gone"}, nil
+	st := diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: time.Unix(0, n).UTC(), Gone: flag == "gone"}
+	if st.Gone {
+		st.GoneAt = now
+	}
+	return st, nil
 }
 
-func parseField(f string) diff.Key {
-	invoke, instance, _ := strings.Cut(f, "/")
-	return diff.Key{InvokeID: invoke, InstanceID: instance}
+// writer builds a binary sequence.
+type writer struct{ b []byte }
+
+func (w *writer) str(s string) {
+	w.b = binary.AppendUvarint(w.b, uint64(len(s)))
+	w.b = append(w.b, s...)
+}
+
+func (w *writer) int(n int64) { w.b = binary.AppendVarint(w.b, n) }
+
+func (w *writer) time(t time.Time) {
+	if t.IsZero() {
+		w.b = append(w.b, 0)
+		return
+	}
+	w.b = append(w.b, 1)
+	w.int(t.UnixNano())
+}
+
+// reader reads what a writer wrote; the first failure sticks.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail() {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: truncated or malformed sequence", ErrCorrupt)
+	}
+}
+
+func (r *reader) str() string {
+	n, size := binary.Uvarint(r.b)
+	if size <= 0 || n > uint64(len(r.b)-size) {
+		r.fail()
+		r.b = nil
+		return ""
+	}
+	s := string(r.b[size : size+int(n)])
+	r.b = r.b[size+int(n):]
+	return s
+}
+
+func (r *reader) int() int64 {
+	n, size := binary.Varint(r.b)
+	if size <= 0 {
+		r.fail()
+		r.b = nil
+		return 0
+	}
+	r.b = r.b[size:]
+	return n
+}
+
+func (r *reader) time() time.Time {
+	if len(r.b) == 0 {
+		r.fail()
+		return time.Time{}
+	}
+	flag := r.b[0]
+	r.b = r.b[1:]
+	switch flag {
+	case 0:
+		return time.Time{}
+	case 1:
+		return time.Unix(0, r.int()).UTC()
+	}
+	r.fail()
+	return time.Time{}
+}
+
+func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
+
+// encodeBatch is a staged batch: its transitions, whole, and its updates.
+func encodeBatch(b diff.Result) []byte {
+	var w writer
+	w.int(int64(len(b.Transitions)))
+	for _, t := range b.Transitions {
+		r := t.Record
+		for _, s := range []string{t.ID, string(t.Source), t.Region, string(t.Previous), r.InvokeID, r.InstanceID,
+			r.CommandID, r.CommandName, string(r.Status), r.ErrorCode, r.ErrorInfo} {
+			w.str(s)
+		}
+		w.int(int64(r.Repeats))
+		w.int(r.ExitCode)
+		for _, at := range []time.Time{r.StartTime, r.FinishTime, t.PreviousObservedAt, t.ObservedAt} {
+			w.time(at)
+		}
+	}
+	for _, u := range b.Updates {
+		w.str(encodeKey(u.Key))
+		if u.Forget {
+			w.int(1)
+			continue
+		}
+		w.int(0)
+		w.str(encodeState(u.State))
+	}
+	return w.b
+}
+
+func decodeBatch(data []byte) (diff.Result, error) {
+	r := reader{b: data}
+	var out diff.Result
+	n := r.int()
+	if n < 0 || n > int64(len(data)) {
+		return out, fmt.Errorf("%w: staged batch of %d transitions", ErrCorrupt, n)
+	}
+	for range n {
+		var t diff.Transition
+		rec := &t.Record
+		var source, previous, status string
+		for _, s := range []*string{&t.ID, &source, &t.Region, &previous, &rec.InvokeID, &rec.InstanceID,
+			&rec.CommandID, &rec.CommandName, &status, &rec.ErrorCode, &rec.ErrorInfo} {
+			*s = r.str()
+		}
+		t.Source, t.Previous, rec.Status = diff.Source(source), diff.Status(previous), diff.Status(status)
+		rec.Repeats = int(r.int())
+		rec.ExitCode = r.int()
+		for _, at := range []*time.Time{&rec.StartTime, &rec.FinishTime, &t.PreviousObservedAt, &t.ObservedAt} {
+			*at = r.time()
+		}
+		out.Transitions = append(out.Transitions, t)
+	}
+	for r.more() {
+		k, err := decodeKey(r.str())
+		if err != nil {
+			return out, err
+		}
+		u := diff.Update{Key: k, Forget: r.int() == 1}
+		if !u.Forget {
+			if u.State, err = decodeState(r.str()); err != nil {
+				return out, err
+			}
+		}
+		out.Updates = append(out.Updates, u)
+	}
+	if r.err != nil {
+		return out, r.err
+	}
+	return out, nil
 }
 
 // HistoryEntry is one transition as the checkpoint's history keeps it.

@@ -5,10 +5,14 @@
 //   - [Redis], for production: states in one hash per shard, loaded with a
 //     few pipelined HMGETs, committed in one MULTI/EXEC transaction together
 //     with the transitions appended to a per-shard history stream;
-//   - [KV], for the embedded mode: one compressed value per shard in a
-//     JetStream key-value bucket, committed with a compare-and-set on its
-//     revision.
+//   - [KV], for the embedded mode: a shard's states spread over 64
+//     compressed values in a JetStream key-value bucket, each committed
+//     with a compare-and-set on its revision.
 //
-// A store is only ever written after the publisher acknowledged the events
-// of the batch, so a crash between the two re-publishes the same event ids.
+// A batch of events is staged in the store before it is published, and the
+// commit that follows the publisher's acknowledgement clears it; a batch
+// still staged at the next cycle (the commit failed, or the process died)
+// is published again and committed as it was, so the states, the events
+// and their previousStatus never disagree. Every string round-trips
+// through the encoding (see codec.go).
 package checkpoint

@@ -5,12 +5,18 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/capoller/capoller/diff"
 )
@@ -25,19 +31,39 @@ type KVOptions struct {
 	Bucket string
 }
 
-// KV keeps checkpoints in a JetStream key-value bucket, one gzip-compressed
-// value per shard (key "<source>.<region>") holding every record's state
-// and, once its first listing was committed whole, a "known" marker.
-// A commit is a compare-and-set on the revision read by the last Load, so
-// two writers of one shard cannot both win. It suits the embedded mode and
-// fleets up to tens of thousands of records per shard; the value must fit
-// in the server's max_payload (1 MiB by default).
+// kvSegments is how many values a shard's states are spread over. A
+// record's segment is a hash of its field, so a commit rewrites only the
+// segments its records fall in. 64 segments keep each value far below the
+// server's max_payload (1 MiB by default) up to about two million records
+// per shard; 100,000 records are about 40 KB a segment.
+const kvSegments = 64
+
+// KV keeps checkpoints in a JetStream key-value bucket. A shard is
+//
+//	<source>.<region>.meta     JSON: known
+//	<source>.<region>.s.<n>    states of the records whose field hashes to n, gzipped
+//	<source>.<region>.outbox   the batch being published, until it is committed
+//
+// A commit is a compare-and-set on the revision of every segment it
+// rewrites, so two writers of one shard cannot both win. The store keeps
+// the states it loaded and committed in memory: a shard is read from the
+// bucket once, then only written, and read again after a conflict. A shard
+// still in the first layout (one value "<source>.<region>") is migrated
+// the first time it is loaded.
 type KV struct {
 	kv jetstream.KeyValue
 
-	mu        sync.Mutex
-	revisions map[diff.Shard]uint64            // revision each shard was loaded at
-	states    map[diff.Shard]map[string]string // full shard state as loaded/committed
+	mu     sync.Mutex
+	shards map[diff.Shard]*kvShard
+	zips   sync.Pool // *gzip.Writer: each holds about a megabyte of tables
+}
+
+// kvShard is the in-memory copy of one shard.
+type kvShard struct {
+	known    bool
+	metaRev  uint64
+	segments [kvSegments]map[string]string // field -> state, both encoded
+	revs     [kvSegments]uint64
 }
 
 // NewKV creates or opens the bucket.
@@ -51,125 +77,310 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: open key-value bucket %s: %w", opts.Bucket, err)
 	}
-	return &KV{kv: kv, revisions: map[diff.Shard]uint64{}, states: map[diff.Shard]map[string]string{}}, nil
+	return &KV{kv: kv, shards: map[diff.Shard]*kvShard{}}, nil
 }
 
-func kvKey(s diff.Shard) string { return string(s.Source) + "." + s.Region }
+func kvKey(s diff.Shard, parts ...string) string {
+	return strings.Join(append([]string{string(s.Source), s.Region}, parts...), ".")
+}
 
-// knownMarker is the field that marks a known shard; no record key starts
-// with "!".
-const knownMarker = "!known"
+func segmentOf(field string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(field))
+	return int(h.Sum32() % kvSegments)
+}
+
+// shard returns the in-memory copy of a shard, reading it from the bucket
+// if this store has not yet (or no longer, after a conflict) got one.
+func (k *KV) shard(ctx context.Context, shard diff.Shard) (*kvShard, error) {
+	k.mu.Lock()
+	s := k.shards[shard]
+	k.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s = &kvShard{}
+	meta, err := k.kv.Get(ctx, kvKey(shard, "meta"))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if err := k.migrate(ctx, shard, s); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+	default:
+		var m kvMeta
+		if err := json.Unmarshal(meta.Value(), &m); err != nil {
+			return nil, fmt.Errorf("checkpoint: load %s: %w: meta: %v", shard, ErrCorrupt, err)
+		}
+		s.known, s.metaRev = m.Known, meta.Revision()
+	}
+	for i := range kvSegments {
+		s.segments[i] = map[string]string{}
+		entry, err := k.kv.Get(ctx, kvKey(shard, "s", strconv.Itoa(i)))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+		}
+		if s.segments[i], err = decodeSegment(entry.Value()); err != nil {
+			return nil, fmt.Errorf("checkpoint: load %s segment %d: %w", shard, i, err)
+		}
+		s.revs[i] = entry.Revision()
+	}
+	k.mu.Lock()
+	k.shards[shard] = s
+	k.mu.Unlock()
+	return s, nil
+}
+
+type kvMeta struct {
+	Known bool `json:"known"`
+}
+
+// migrate reads a shard of the first layout, if there is one, and writes
+// it in the current one. The legacy value is deleted last, so an
+// interrupted migration is done again.
+func (k *KV) migrate(ctx context.Context, shard diff.Shard, s *kvShard) error {
+	entry, err := k.kv.Get(ctx, kvKey(shard))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+	}
+	legacy, err := decodeLegacyShard(entry.Value())
+	if err != nil {
+		return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+	}
+	segments := [kvSegments]map[string]string{}
+	for i := range segments {
+		segments[i] = map[string]string{}
+	}
+	known := false
+	for f, v := range legacy {
+		if f == "!known" {
+			known = true
+			continue
+		}
+		st, err := decodeLegacyState(v, time.Now().UTC())
+		if err != nil {
+			return fmt.Errorf("checkpoint: migrate %s record %q: %w", shard, f, err)
+		}
+		field := encodeKey(decodeLegacyField(f))
+		segments[segmentOf(field)][field] = encodeState(st)
+	}
+	for i, seg := range segments {
+		if len(seg) == 0 {
+			continue
+		}
+		value, err := k.encodeSegment(seg)
+		if err != nil {
+			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		}
+		if _, err := k.kv.Put(ctx, kvKey(shard, "s", strconv.Itoa(i)), value); err != nil {
+			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		}
+	}
+	if known {
+		if _, err := k.kv.Put(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`)); err != nil {
+			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		}
+	}
+	if err := k.kv.Delete(ctx, kvKey(shard)); err != nil {
+		return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+	}
+	return nil // the caller reads the new layout next
+}
+
+// forget drops the in-memory copy of a shard: it is read again next time.
+func (k *KV) forget(shard diff.Shard) {
+	k.mu.Lock()
+	delete(k.shards, shard)
+	k.mu.Unlock()
+}
 
 // MarkKnown records that the shard's first listing was committed whole.
 func (k *KV) MarkKnown(ctx context.Context, shard diff.Shard) error {
-	return k.write(ctx, shard, func(all map[string]string) { all[knownMarker] = "1" })
+	s, err := k.shard(ctx, shard)
+	if err != nil {
+		return err
+	}
+	value := []byte(`{"known":true}`)
+	var rev uint64
+	if s.metaRev == 0 {
+		rev, err = k.kv.Create(ctx, kvKey(shard, "meta"), value)
+	} else {
+		rev, err = k.kv.Update(ctx, kvKey(shard, "meta"), value, s.metaRev)
+	}
+	if err != nil {
+		return k.writeError(shard, "mark known", err)
+	}
+	k.mu.Lock()
+	s.known, s.metaRev = true, rev
+	k.mu.Unlock()
+	return nil
 }
 
-// Load reads the shard's value and returns the states of keys.
+// Load returns the states of keys.
 func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
 	prev := diff.Previous{States: make(map[diff.Key]diff.State, len(keys))}
-	entry, err := k.kv.Get(ctx, kvKey(shard))
-	var all map[string]string
-	var rev uint64
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		all = map[string]string{}
-	case err != nil:
-		return prev, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
-	default:
-		rev = entry.Revision()
-		if all, err = decodeShard(entry.Value()); err != nil {
-			return prev, fmt.Errorf("checkpoint: load %s: %w", shard, err)
-		}
-		_, prev.Known = all[knownMarker]
+	s, err := k.shard(ctx, shard)
+	if err != nil {
+		return prev, err
 	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	prev.Known = s.known
 	for _, key := range keys {
-		v, ok := all[field(key)]
+		f := encodeKey(key)
+		v, ok := s.segments[segmentOf(f)][f]
 		if !ok {
 			continue
 		}
 		st, err := decodeState(v)
 		if err != nil {
-			return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, field(key), err)
+			return prev, fmt.Errorf("checkpoint: load %s record %q: %w", shard, f, err)
 		}
 		prev.States[key] = st
 	}
-	k.mu.Lock()
-	k.revisions[shard], k.states[shard] = rev, all
-	k.mu.Unlock()
 	return prev, nil
 }
 
 // Absent returns the states of the shard's records for which seen is
-// false, as of the last Load.
+// false.
 func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
-	if _, err := k.Load(ctx, shard, nil); err != nil {
+	s, err := k.shard(ctx, shard)
+	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
-	all := k.states[shard]
-	k.mu.Unlock()
+	defer k.mu.Unlock()
 	out := map[diff.Key]diff.State{}
-	for f, v := range all {
-		key := parseField(f)
-		if f == knownMarker || seen(key) {
-			continue
+	for _, seg := range s.segments {
+		for f, v := range seg {
+			key, err := decodeKey(f)
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: scan %s: %w", shard, err)
+			}
+			if seen(key) {
+				continue
+			}
+			st, err := decodeState(v)
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: load %s record %q: %w", shard, f, err)
+			}
+			out[key] = st
 		}
-		st, err := decodeState(v)
-		if err != nil {
-			return nil, fmt.Errorf("checkpoint: load %s record %s: %w", shard, f, err)
-		}
-		out[key] = st
 	}
 	return out, nil
 }
 
-// Commit writes the shard's states with the updates applied, if nobody
-// else wrote it since Load. Transitions are not kept here: in the embedded
-// mode the event stream itself is the history.
-func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, _ []diff.Transition) error {
-	return k.write(ctx, shard, func(all map[string]string) {
-		for _, u := range updates {
-			all[field(u.Key)] = encodeState(u.State)
-		}
-	})
+// Stage stores a batch about to be published (see [Redis.Stage]).
+func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
+	if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), encodeBatch(batch)); err != nil {
+		return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
+	}
+	return nil
 }
 
-// write applies change to the shard's states as last loaded and stores
-// them with a compare-and-set on the loaded revision.
-func (k *KV) write(ctx context.Context, shard diff.Shard, change func(map[string]string)) error {
-	k.mu.Lock()
-	rev, loaded := k.revisions[shard]
-	base := k.states[shard]
-	k.mu.Unlock()
-	if !loaded {
-		return fmt.Errorf("checkpoint: commit %s without a load", shard)
-	}
-	next := make(map[string]string, len(base))
-	for f, v := range base {
-		next[f] = v
-	}
-	change(next)
-	value, err := encodeShard(next)
-	if err != nil {
-		return fmt.Errorf("checkpoint: encode %s: %w", shard, err)
-	}
-	var newRev uint64
-	if rev == 0 {
-		newRev, err = k.kv.Create(ctx, kvKey(shard), value)
-	} else {
-		newRev, err = k.kv.Update(ctx, kvKey(shard), value, rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-		return fmt.Errorf("checkpoint: commit %s: %w", shard, ErrConflict)
+// Staged returns the batch staged and not yet committed, if any.
+func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
+	entry, err := k.kv.Get(ctx, kvKey(shard, "outbox"))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return diff.Result{}, false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint: commit %s to key-value (%d bytes): %w", shard, len(value), err)
+		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
 	}
+	batch, err := decodeBatch(entry.Value())
+	if err != nil {
+		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
+	}
+	return batch, true, nil
+}
+
+// Commit writes the segments the updates fall in, each with a
+// compare-and-set on the revision this store last saw, then clears the
+// staged batch if it carries transitions (only such a batch is staged).
+// Transitions are not kept here: in the embedded mode the
+// event stream itself is the history. Should a commit stop half way, the
+// staged batch it clears last finishes it on the next cycle.
+func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	s, err := k.shard(ctx, shard)
+	if err != nil {
+		return err
+	}
+	changed := map[int]map[string]string{}
 	k.mu.Lock()
-	k.revisions[shard], k.states[shard] = newRev, next
+	for _, u := range updates {
+		f := encodeKey(u.Key)
+		i := segmentOf(f)
+		seg, ok := changed[i]
+		if !ok {
+			seg = make(map[string]string, len(s.segments[i])+1)
+			for kf, v := range s.segments[i] {
+				seg[kf] = v
+			}
+			changed[i] = seg
+		}
+		if u.Forget {
+			delete(seg, f)
+		} else {
+			seg[f] = encodeState(u.State)
+		}
+	}
 	k.mu.Unlock()
+	// The segments are independent values: write them side by side.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, seg := range changed {
+		g.Go(func() error {
+			value, err := k.encodeSegment(seg)
+			if err != nil {
+				return fmt.Errorf("checkpoint: encode %s: %w", shard, err)
+			}
+			key := kvKey(shard, "s", strconv.Itoa(i))
+			k.mu.Lock()
+			base := s.revs[i]
+			k.mu.Unlock()
+			var rev uint64
+			if base == 0 {
+				rev, err = k.kv.Create(gctx, key, value)
+			} else {
+				rev, err = k.kv.Update(gctx, key, value, base)
+			}
+			if err != nil {
+				return k.writeError(shard, fmt.Sprintf("commit (%d bytes)", len(value)), err)
+			}
+			k.mu.Lock()
+			s.segments[i], s.revs[i] = seg, rev
+			k.mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if len(transitions) == 0 {
+		return nil // only a batch with events is ever staged
+	}
+	if err := k.kv.Purge(ctx, kvKey(shard, "outbox")); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("checkpoint: clear the staged batch of %s: %w", shard, err)
+	}
 	return nil
+}
+
+// writeError translates a failed write, forgetting the shard's copy: on a
+// conflict another writer moved it, and on any other failure it is no
+// longer known what the bucket holds.
+func (k *KV) writeError(shard diff.Shard, what string, err error) error {
+	k.forget(shard)
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
+		return fmt.Errorf("checkpoint: %s %s: %w", what, shard, ErrConflict)
+	}
+	return fmt.Errorf("checkpoint: %s %s to key-value: %w", what, shard, err)
 }
 
 // isWrongLastSequence recognises a failed compare-and-set on servers and
@@ -179,14 +390,24 @@ func isWrongLastSequence(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// encodeShard writes one "field\tstate" line per record, gzipped.
-func encodeShard(all map[string]string) ([]byte, error) {
+// encodeSegment writes the records as a binary sequence (see codec.go),
+// gzipped.
+func (k *KV) encodeSegment(seg map[string]string) ([]byte, error) {
+	var w writer
+	for f, v := range seg {
+		w.str(f)
+		w.str(v)
+	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	for f, v := range all {
-		if _, err := fmt.Fprintf(zw, "%s\t%s\n", f, v); err != nil {
-			return nil, err
-		}
+	zw, ok := k.zips.Get().(*gzip.Writer)
+	if ok {
+		zw.Reset(&buf)
+	} else {
+		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed) // a valid level: no error
+	}
+	defer k.zips.Put(zw)
+	if _, err := zw.Write(w.b); err != nil {
+		return nil, err
 	}
 	if err := zw.Close(); err != nil {
 		return nil, err
@@ -194,7 +415,35 @@ func encodeShard(all map[string]string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func decodeShard(value []byte) (map[string]string, error) {
+func decodeSegment(value []byte) (map[string]string, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(value))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	r := reader{b: raw}
+	seg := map[string]string{}
+	for r.more() {
+		f, v := r.str(), r.str()
+		if r.err != nil {
+			break
+		}
+		if _, err := decodeKey(f); err != nil {
+			return nil, err
+		}
+		seg[f] = v
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return seg, nil
+}
+
+// decodeLegacyShard reads the first layout: "field\tstate" lines, gzipped.
+func decodeLegacyShard(value []byte) (map[string]string, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(value))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,13 +27,20 @@ type RedisOptions struct {
 
 // Redis keeps checkpoints in Redis:
 //
-//	<prefix>state:<source>:<region>    hash   record -> "status|repeats|observedAt"
+//	<prefix>records:<source>:<region>  hash   record -> state (see codec.go)
 //	<prefix>meta:<source>:<region>     hash   known, commits, committedAt
+//	<prefix>outbox:<source>:<region>   string the batch being published, until it is committed
 //	<prefix>history:<source>:<region>  stream one entry per transition, field "event" (JSON)
+//
+// A shard still in the first encoding (<prefix>state:…) is migrated the
+// first time this process touches it.
 type Redis struct {
 	client redis.UniversalClient
 	opts   RedisOptions
 	trips  atomic.Int64
+
+	mu       sync.Mutex
+	migrated map[diff.Shard]bool
 }
 
 // RoundTrips counts the requests this store sent to Redis (a pipeline or a
@@ -56,17 +64,66 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if opts.ChunkSize < 0 {
 		return nil, fmt.Errorf("checkpoint: chunk size must be positive, got %d", opts.ChunkSize)
 	}
-	return &Redis{client: client, opts: opts}, nil
+	return &Redis{client: client, opts: opts, migrated: map[diff.Shard]bool{}}, nil
 }
 
 func (r *Redis) key(kind string, s diff.Shard) string {
 	return r.opts.KeyPrefix + kind + ":" + string(s.Source) + ":" + s.Region
 }
 
+// migrate moves a shard from the first encoding to the current one, once
+// per process: it re-encodes every legacy record, then drops the legacy
+// hash. Interrupted, it is simply done again (the legacy hash goes last).
+func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
+	r.mu.Lock()
+	done := r.migrated[shard]
+	r.mu.Unlock()
+	if done {
+		return nil
+	}
+	legacy := r.key("state", shard)
+	var cursor uint64
+	for {
+		r.trips.Add(1)
+		fields, next, err := r.client.HScan(ctx, legacy, cursor, "", int64(r.opts.ChunkSize)).Result()
+		if err != nil {
+			return fmt.Errorf("checkpoint: migrate %s in redis: %w", shard, err)
+		}
+		values := make([]any, 0, len(fields))
+		for i := 0; i+1 < len(fields); i += 2 {
+			st, err := decodeLegacyState(fields[i+1], time.Now().UTC())
+			if err != nil {
+				return fmt.Errorf("checkpoint: migrate %s record %q: %w", shard, fields[i], err)
+			}
+			values = append(values, encodeKey(decodeLegacyField(fields[i])), encodeState(st))
+		}
+		if len(values) > 0 {
+			r.trips.Add(1)
+			if err := r.client.HSet(ctx, r.key("records", shard), values...).Err(); err != nil {
+				return fmt.Errorf("checkpoint: migrate %s in redis: %w", shard, err)
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	r.trips.Add(1)
+	if err := r.client.Del(ctx, legacy).Err(); err != nil {
+		return fmt.Errorf("checkpoint: migrate %s in redis: %w", shard, err)
+	}
+	r.mu.Lock()
+	r.migrated[shard] = true
+	r.mu.Unlock()
+	return nil
+}
+
 // Load returns the checkpointed states of keys, in one pipelined round trip.
 func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
 	prev := diff.Previous{States: make(map[diff.Key]diff.State, len(keys))}
-	stateKey := r.key("state", shard)
+	if err := r.migrate(ctx, shard); err != nil {
+		return prev, err
+	}
+	stateKey := r.key("records", shard)
 	pipe := r.client.Pipeline()
 	known := pipe.HExists(ctx, r.key("meta", shard), "known")
 	var gets []*redis.SliceCmd
@@ -75,7 +132,7 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 		chunk := keys[start:min(start+r.opts.ChunkSize, len(keys))]
 		fields := make([]string, len(chunk))
 		for i, k := range chunk {
-			fields[i] = field(k)
+			fields[i] = encodeKey(k)
 		}
 		gets = append(gets, pipe.HMGet(ctx, stateKey, fields...))
 		chunks = append(chunks, chunk)
@@ -93,7 +150,7 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 			}
 			st, err := decodeState(s)
 			if err != nil {
-				return prev, fmt.Errorf("checkpoint: load %s record %s: %w", shard, field(chunks[i][j]), err)
+				return prev, fmt.Errorf("checkpoint: load %s record %q: %w", shard, encodeKey(chunks[i][j]), err)
 			}
 			prev.States[chunks[i][j]] = st
 		}
@@ -105,22 +162,28 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 // seen is false: after a complete listing, the records the API no longer
 // holds. It scans the hash in chunks, keeping only those records.
 func (r *Redis) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
+	if err := r.migrate(ctx, shard); err != nil {
+		return nil, err
+	}
 	out := map[diff.Key]diff.State{}
 	var cursor uint64
 	for {
 		r.trips.Add(1)
-		fields, next, err := r.client.HScan(ctx, r.key("state", shard), cursor, "", int64(r.opts.ChunkSize)).Result()
+		fields, next, err := r.client.HScan(ctx, r.key("records", shard), cursor, "", int64(r.opts.ChunkSize)).Result()
 		if err != nil {
 			return nil, fmt.Errorf("checkpoint: scan %s in redis: %w", shard, err)
 		}
 		for i := 0; i+1 < len(fields); i += 2 {
-			k := parseField(fields[i])
+			k, err := decodeKey(fields[i])
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: scan %s: %w", shard, err)
+			}
 			if seen(k) {
 				continue
 			}
 			st, err := decodeState(fields[i+1])
 			if err != nil {
-				return nil, fmt.Errorf("checkpoint: load %s record %s: %w", shard, fields[i], err)
+				return nil, fmt.Errorf("checkpoint: load %s record %q: %w", shard, fields[i], err)
 			}
 			out[k] = st
 		}
@@ -140,18 +203,55 @@ func (r *Redis) MarkKnown(ctx context.Context, shard diff.Shard) error {
 	return nil
 }
 
-// Commit stores the new states and appends the transitions to the shard's
-// history, atomically (MULTI/EXEC).
+// Stage stores a batch about to be published, so that a failed commit or
+// a crash after the publish is finished from it (see [Redis.Staged])
+// rather than diffed again from older states. Committing clears it.
+func (r *Redis) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
+	r.trips.Add(1)
+	if err := r.client.Set(ctx, r.key("outbox", shard), encodeBatch(batch), 0).Err(); err != nil {
+		return fmt.Errorf("checkpoint: stage a batch of %s in redis: %w", shard, err)
+	}
+	return nil
+}
+
+// Staged returns the batch staged and not yet committed, if any.
+func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
+	r.trips.Add(1)
+	raw, err := r.client.Get(ctx, r.key("outbox", shard)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return diff.Result{}, false, nil
+	}
+	if err != nil {
+		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from redis: %w", shard, err)
+	}
+	batch, err := decodeBatch(raw)
+	if err != nil {
+		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
+	}
+	return batch, true, nil
+}
+
+// Commit stores the new states, appends the transitions to the shard's
+// history and clears the staged batch, atomically (MULTI/EXEC).
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
 	r.trips.Add(1)
 	_, err := r.client.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		if len(updates) > 0 {
-			values := make([]any, 0, 2*len(updates))
-			for _, u := range updates {
-				values = append(values, field(u.Key), encodeState(u.State))
+		values := make([]any, 0, 2*len(updates))
+		var forget []string
+		for _, u := range updates {
+			if u.Forget {
+				forget = append(forget, encodeKey(u.Key))
+				continue
 			}
-			pipe.HSet(ctx, r.key("state", shard), values...)
+			values = append(values, encodeKey(u.Key), encodeState(u.State))
 		}
+		if len(values) > 0 {
+			pipe.HSet(ctx, r.key("records", shard), values...)
+		}
+		if len(forget) > 0 {
+			pipe.HDel(ctx, r.key("records", shard), forget...)
+		}
+		pipe.Del(ctx, r.key("outbox", shard))
 		for _, t := range transitions {
 			entry, err := json.Marshal(historyEntry(t))
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // Initial is the policy for records seen for the first time on a shard that
@@ -65,15 +66,22 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 		} else {
 			old, seen = prev.States[rec.Key]
 		}
+		revive := seen && old.Gone // a tombstone that reappears is live again, changed or not
 		switch {
-		case seen && old.Gone:
-			continue // expired once: never announced again
 		case seen && old.Status == rec.Status && old.Repeats == rec.Repeats:
+			if revive {
+				res.Updates = append(res.Updates, Update{Key: rec.Key, State: State{Status: old.Status, Repeats: old.Repeats, ObservedAt: old.ObservedAt}})
+				last = &res.Updates[len(res.Updates)-1]
+			}
 			continue
-		case seen && rec.Repeats < old.Repeats:
-			continue // an older run, already past
-		case seen && old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank():
-			continue // a stale read: a run never goes back (see Status.Rank)
+		case seen && (rec.Repeats < old.Repeats || old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank()):
+			// An older run, already past, or a stale read: a run never goes
+			// back (see Status.Rank).
+			if revive {
+				res.Updates = append(res.Updates, Update{Key: rec.Key, State: State{Status: old.Status, Repeats: old.Repeats, ObservedAt: old.ObservedAt}})
+				last = &res.Updates[len(res.Updates)-1]
+			}
+			continue
 		}
 		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
 		if last != nil && last.Key == rec.Key {
@@ -120,15 +128,31 @@ func EventID(t Transition) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// Expire tombstones the given checkpointed states: the records a complete
-// listing no longer holds (retention). It announces nothing: expiry is not
-// a transition. Already tombstoned ones are left alone.
-func Expire(absent map[Key]State) []Update {
+// Expire tombstones, at now, the given checkpointed states: the records a
+// complete listing no longer holds (retention). It announces nothing:
+// expiry is not a transition. A tombstone keeps the record's last status.
+// Already tombstoned ones are left alone.
+func Expire(absent map[Key]State, now time.Time) []Update {
 	var out []Update
 	for k, st := range absent {
 		if !st.Gone {
-			st.Gone = true
+			st.Gone, st.GoneAt = true, now
 			out = append(out, Update{Key: k, State: st})
+		}
+	}
+	slices.SortFunc(out, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
+	return out
+}
+
+// Prune forgets the tombstones among states that have been gone for longer
+// than ttl at now, so that a shard's state stops growing with every
+// invocation ever seen. A record the API dropped that long ago does not
+// come back.
+func Prune(states map[Key]State, now time.Time, ttl time.Duration) []Update {
+	var out []Update
+	for k, st := range states {
+		if st.Gone && !st.GoneAt.IsZero() && now.Sub(st.GoneAt) > ttl {
+			out = append(out, Update{Key: k, Forget: true})
 		}
 	}
 	slices.SortFunc(out, func(a, b Update) int { return compareKeys(a.Key, b.Key) })

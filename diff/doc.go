@@ -17,9 +17,13 @@
 //	status S, repeats R   status T != S or R' > R   event S -> T
 //	status S, repeats R   any, repeats R' < R       an older run: ignored
 //	status S, repeats R   T of lower Rank than S    stale read: ignored, nothing stored
-//	tombstone             any                       ignored: an expired record never returns
+//	tombstone of S, R     as for status S, R        diffed like a live state; the record is
+//	                                                live again (state stored), announced only
+//	                                                if it changed
 //
 // A record that a complete listing no longer holds is not a transition
-// either: the API dropped it (retention). [Expire] tombstones it silently.
+// either: the API dropped it (retention). [Expire] tombstones it silently,
+// keeping its last status, and [Prune] forgets tombstones once they are
+// old enough never to come back.
 
 package diff

@@ -53,34 +53,83 @@ func TestComputeRunsOfPeriodicTasks(t *testing.T) {
 
 func TestExpireAndTombstones(t *testing.T) {
 	t0 := time.Unix(100, 0).UTC()
-	kept := Key{InvokeID: "t-kept"}
+	gone := t0.Add(time.Hour)
 	old := Key{InvokeID: "t-old"}
 	oldInst := Key{InvokeID: "t-old", InstanceID: "i-1"}
 	already := Key{InvokeID: "t-gone"}
 	ups := Expire(map[Key]State{
 		oldInst: {Status: StatusRunning, Repeats: 1, ObservedAt: t0},
 		old:     {Status: StatusSuccess, ObservedAt: t0},
-		already: {Status: StatusSuccess, ObservedAt: t0, Gone: true},
-	})
+		already: {Status: StatusSuccess, ObservedAt: t0, Gone: true, GoneAt: t0},
+	}, gone)
 	if len(ups) != 2 || ups[0].Key != old || ups[1].Key != oldInst {
 		t.Fatalf("updates: %+v", ups)
 	}
 	for _, u := range ups {
-		if !u.State.Gone || !u.State.ObservedAt.Equal(t0) {
+		if !u.State.Gone || !u.State.ObservedAt.Equal(t0) || !u.State.GoneAt.Equal(gone) {
 			t.Errorf("tombstone of %v: %+v", u.Key, u.State)
 		}
 	}
 	if ups[0].State.Status != StatusSuccess || ups[1].State.Status != StatusRunning {
 		t.Error("a tombstone lost the record's last status")
 	}
-	// A tombstoned record that shows up again is neither new nor changed.
-	prev := Previous{Known: true, States: map[Key]State{kept: {Status: StatusSuccess, ObservedAt: t0}}}
-	for _, u := range ups {
+}
+
+// TestTombstonesAreDiffedWhenTheyReappear is the regression test of a
+// wrong complete listing silencing records forever: a tombstoned record
+// that reappears is diffed against its last status.
+func TestTombstonesAreDiffedWhenTheyReappear(t *testing.T) {
+	t0 := time.Unix(100, 0).UTC()
+	unchanged := Key{InvokeID: "t-same"}
+	changed := Key{InvokeID: "t-run", InstanceID: "i-1"}
+	stale := Key{InvokeID: "t-stale", InstanceID: "i-1"}
+	tomb := func(s Status, repeats int) State {
+		return State{Status: s, Repeats: repeats, ObservedAt: t0, Gone: true, GoneAt: t0.Add(time.Minute)}
+	}
+	prev := Previous{Known: true, States: map[Key]State{
+		unchanged: tomb(StatusSuccess, 0),
+		changed:   tomb(StatusRunning, 1),
+		stale:     tomb(StatusSuccess, 2),
+	}}
+	back := Snapshot{ObservedAt: t0.Add(time.Hour), Records: []Record{
+		{Key: unchanged, Status: StatusSuccess},
+		{Key: changed, Status: StatusSuccess, Repeats: 1},
+		{Key: stale, Status: StatusRunning, Repeats: 2},
+	}}
+	res := Compute(prev, back, Options{})
+	if len(res.Transitions) != 1 || res.Transitions[0].Record.Key != changed ||
+		res.Transitions[0].Previous != StatusRunning || !res.Transitions[0].PreviousObservedAt.Equal(t0) {
+		t.Fatalf("transitions %+v, want only %v Running -> Success", res.Transitions, changed)
+	}
+	if len(res.Updates) != 3 {
+		t.Fatalf("updates %+v: every reappearing tombstone must come back to life", res.Updates)
+	}
+	for _, u := range res.Updates {
+		if u.State.Gone || u.Forget {
+			t.Errorf("%v is still a tombstone: %+v", u.Key, u.State)
+		}
+	}
+	// Applied, the same listing is quiet.
+	for _, u := range res.Updates {
 		prev.States[u.Key] = u.State
 	}
-	back := Snapshot{Records: []Record{{Key: kept, Status: StatusSuccess}, {Key: old, Status: StatusFailed}, {Key: oldInst, Status: StatusFailed, Repeats: 1}}}
-	if res := Compute(prev, back, Options{}); len(res.Transitions) != 0 || len(res.Updates) != 0 {
-		t.Errorf("a tombstoned record came back: %+v", res)
+	if again := Compute(prev, back, Options{}); len(again.Transitions)+len(again.Updates) != 0 {
+		t.Errorf("replay after revival: %+v", again)
+	}
+}
+
+func TestPruneForgetsOldTombstones(t *testing.T) {
+	now := time.Unix(100*86400, 0).UTC()
+	ttl := 31 * 24 * time.Hour
+	states := map[Key]State{
+		{InvokeID: "t-live"}:   {Status: StatusSuccess, ObservedAt: now.Add(-90 * 24 * time.Hour)},
+		{InvokeID: "t-young"}:  {Status: StatusSuccess, Gone: true, GoneAt: now.Add(-ttl + time.Hour)},
+		{InvokeID: "t-old"}:    {Status: StatusSuccess, Gone: true, GoneAt: now.Add(-ttl - time.Hour)},
+		{InvokeID: "t-nodate"}: {Status: StatusSuccess, Gone: true},
+	}
+	ups := Prune(states, now, ttl)
+	if len(ups) != 1 || ups[0].Key.InvokeID != "t-old" || !ups[0].Forget {
+		t.Fatalf("pruned %+v, want only t-old", ups)
 	}
 }
 

@@ -82,9 +82,14 @@ type State struct {
 	Status     Status
 	Repeats    int
 	ObservedAt time.Time
-	// Gone marks a tombstone: the record expired from the API (retention).
-	// It is never announced again, even if it reappears.
+	// Gone marks a tombstone: the record was missing from a complete
+	// listing (retention). The tombstone keeps the last status, so a record
+	// that reappears is diffed against it: a real change is announced, an
+	// unchanged record only comes back to life.
 	Gone bool
+	// GoneAt is when the record was tombstoned; tombstones are pruned some
+	// time after it (see [Prune]).
+	GoneAt time.Time
 }
 
 // Previous is the checkpoint's view of a shard before a cycle.
@@ -102,6 +107,9 @@ type Previous struct {
 type Update struct {
 	Key   Key
 	State State
+	// Forget removes the record from the checkpoint instead (a pruned
+	// tombstone); State is then ignored.
+	Forget bool
 }
 
 // Transition is one observed status change: one event.
