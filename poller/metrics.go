@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -35,6 +36,9 @@ type shardMetrics struct {
 	apiCalls           map[string]int64
 	apiBackoffs        map[string]int64
 	apiBackoffSecs     map[string]float64
+	expiryHeld         int64 // records a complete listing lacked beyond the expiry guard
+	expired            int64
+	stagedFinished     int64
 }
 
 // NewMetrics returns an empty registry.
@@ -63,11 +67,12 @@ func (m *Metrics) observe(r Report) {
 	sm.lastDuration = r.Duration
 	if r.Err != nil {
 		sm.failed++
-		if ce, ok := r.Err.(*CycleError); ok {
+		if ce, ok := errors.AsType[*CycleError](r.Err); ok {
 			sm.failedByStage[ce.Stage]++
 		}
 		return
 	}
+	sm.expired += int64(r.Expired)
 	sm.records = int64(r.Records)
 	sm.lastSuccess = r.Started.Add(r.Duration)
 }
@@ -79,6 +84,24 @@ func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.shard(s).backoffSecsByClass[class] += d.Seconds()
+}
+
+func (m *Metrics) expiryHeld(s diff.Shard, n int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shard(s).expiryHeld += int64(n)
+}
+
+func (m *Metrics) stagedFinished(s diff.Shard) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shard(s).stagedFinished++
 }
 
 // APICall counts one API call of a shard.
@@ -136,7 +159,7 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "capoller_cycles_total{%s} %d\n", l, sm.cycles)
 	})
 	metric("capoller_cycles_failed_total", "counter", "Cycles that failed, by stage.", func(l string, sm *shardMetrics) {
-		for _, st := range []Stage{StageFetch, StageLoad, StagePublish, StageCommit} {
+		for _, st := range Stages() {
 			fmt.Fprintf(w, "capoller_cycles_failed_total{%s,stage=%q} %d\n", l, st, sm.failedByStage[st])
 		}
 	})
@@ -154,6 +177,15 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	})
 	metric("capoller_cycle_duration_seconds", "gauge", "Duration of the last cycle.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_cycle_duration_seconds{%s} %g\n", l, sm.lastDuration.Seconds())
+	})
+	metric("capoller_records_expired_total", "counter", "Records tombstoned (retention) or pruned after complete listings.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_records_expired_total{%s} %d\n", l, sm.expired)
+	})
+	metric("capoller_expiry_held_total", "counter", "Absent records whose expiry was held because one listing lacked more than the guard allows.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_expiry_held_total{%s} %d\n", l, sm.expiryHeld)
+	})
+	metric("capoller_staged_batches_finished_total", "counter", "Batches staged by a cycle whose commit failed, published and committed by a later one.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_staged_batches_finished_total{%s} %d\n", l, sm.stagedFinished)
 	})
 	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
 		for _, c := range []string{"throttled", "transient", "permanent"} {

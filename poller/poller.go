@@ -34,6 +34,10 @@ type Store interface {
 	// MarkKnown records that the shard's first listing was committed
 	// whole: records seen for the first time are new from then on.
 	MarkKnown(ctx context.Context, shard diff.Shard) error
+	// Stage stores a batch before it is published; Commit clears it.
+	Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error
+	// Staged returns the batch staged and not committed, if any.
+	Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error)
 }
 
 // Streamer is a [Lister] that hands its listing over in chunks as it reads
@@ -71,6 +75,24 @@ type Options struct {
 	MaxBackoff time.Duration
 	// PermanentRetry is the pause after a permanent error; default 5m.
 	PermanentRetry time.Duration
+	// ExpiryGuard is the share of a shard's live records one complete
+	// listing may expire at once; default 0.1. A listing that would expire
+	// more than max(ExpiryGuardMin, ExpiryGuard × live records) expires
+	// nothing until the next complete listing agrees: an API glitch, a
+	// permission change or an empty page that claims to be complete must
+	// not tombstone the shard.
+	ExpiryGuard float64
+	// ExpiryGuardMin is the number of records any listing may expire;
+	// default 100.
+	ExpiryGuardMin int
+	// TombstoneTTL is how long a tombstone is kept after its record left
+	// the listing; default 31 days (the API keeps records 30 days, plus a
+	// margin).
+	TombstoneTTL time.Duration
+	// MaxBatch bounds the events published and committed as one batch;
+	// default 100, which keeps a staged batch far below a KV value's
+	// limit.
+	MaxBatch int
 	// Logger; default no-op.
 	Logger *zap.Logger
 	// Metrics, if set, records the poller's activity.
@@ -92,16 +114,27 @@ type Report struct {
 	Published   int
 	Duplicates  int
 	Committed   int
-	Err         error
+	// Expired counts the records this cycle tombstoned or pruned.
+	Expired int
+	Err     error
 }
 
-// Poller runs the cycle of one shard.
+// Poller runs the cycle of one shard. Its methods must not be called
+// concurrently.
 type Poller struct {
 	src  Lister
 	st   Store
 	pub  Publisher
 	opts Options
 	log  *zap.Logger
+
+	// mayBeStaged is true while a batch may be staged and not committed:
+	// at start, and after a failed cycle.
+	mayBeStaged bool
+	// suspect holds the records a complete listing would have expired
+	// beyond the guard; the next complete listing that lacks them too
+	// expires them.
+	suspect map[diff.Key]struct{}
 }
 
 // New builds a poller.
@@ -124,8 +157,23 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.PermanentRetry == 0 {
 		opts.PermanentRetry = 5 * time.Minute
 	}
-	if opts.Interval < 0 || opts.StallTimeout < 0 || opts.MaxBackoff < 0 || opts.PermanentRetry < 0 {
+	if opts.ExpiryGuard == 0 {
+		opts.ExpiryGuard = 0.1
+	}
+	if opts.ExpiryGuardMin == 0 {
+		opts.ExpiryGuardMin = 100
+	}
+	if opts.TombstoneTTL == 0 {
+		opts.TombstoneTTL = 31 * 24 * time.Hour
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 100
+	}
+	if opts.Interval < 0 || opts.StallTimeout < 0 || opts.MaxBackoff < 0 || opts.PermanentRetry < 0 || opts.TombstoneTTL < 0 {
 		return nil, errors.New("poller: durations must be positive")
+	}
+	if !(opts.ExpiryGuard > 0 && opts.ExpiryGuard <= 1) || opts.ExpiryGuardMin < 0 || opts.MaxBatch < 0 {
+		return nil, errors.New("poller: the expiry guard must be a share in (0, 1], its minimum and the batch size positive")
 	}
 	initial, err := diff.ParseInitial(string(opts.Initial))
 	if err != nil {
@@ -138,7 +186,7 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard))}, nil
+	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true}, nil
 }
 
 // commitGrace bounds a commit that outlives its cycle's context.
@@ -154,6 +202,9 @@ const (
 	StagePublish Stage = "publish"
 	StageCommit  Stage = "commit"
 )
+
+// Stages lists every stage, in cycle order.
+func Stages() []Stage { return []Stage{StageFetch, StageLoad, StagePublish, StageCommit} }
 
 // CycleError is a failed cycle: which stage failed, and why.
 type CycleError struct {
@@ -182,22 +233,14 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 	defer stall.Stop()
 
 	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() { stall.Reset(p.opts.StallTimeout) }}
-	var complete bool
-	var err error
-	if s, ok := p.src.(Streamer); ok {
-		complete, err = s.Stream(ctx, c.chunk)
-	} else {
-		var snap diff.Snapshot
-		if snap, err = p.src.Snapshot(ctx); err == nil {
-			complete, err = snap.Complete, c.chunk(snap)
-		}
-	}
+	complete, err := c.list()
 	if err == nil {
 		err = c.end(complete)
 	}
 	if err == nil {
 		return rep
 	}
+	p.mayBeStaged = true
 	if stalled, ok := errors.AsType[stalledError](context.Cause(ctx)); ok {
 		err = fmt.Errorf("%w: %w", stalled, err)
 	}
@@ -206,6 +249,22 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 	}
 	rep.Err = err
 	return rep
+}
+
+// list finishes a staged batch, then reads the listing chunk by chunk,
+// and reports whether it was complete.
+func (c *cycle) list() (bool, error) {
+	if err := c.finishStaged(); err != nil {
+		return false, err
+	}
+	if s, ok := c.p.src.(Streamer); ok {
+		return s.Stream(c.ctx, c.chunk)
+	}
+	snap, err := c.p.src.Snapshot(c.ctx)
+	if err != nil {
+		return false, err
+	}
+	return snap.Complete, c.chunk(snap)
 }
 
 // stalledError is why a cycle that made no progress was stopped.
@@ -274,34 +333,103 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	return nil
 }
 
-// deliver publishes transitions, then commits the updates with them.
-func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) error {
+// finishStaged publishes and commits a batch that an earlier cycle staged
+// but did not commit (its commit failed, or the process died): diffing
+// again from the older states would announce the same change with
+// another previousStatus.
+func (c *cycle) finishStaged() error {
 	p := c.p
-	if len(transitions) > 0 {
-		pubRes, err := p.pub.Publish(c.ctx, transitions)
+	if !p.mayBeStaged {
+		return nil
+	}
+	batch, ok, err := p.st.Staged(c.ctx, p.opts.Shard)
+	if err != nil {
+		return &CycleError{StageLoad, err}
+	}
+	if ok {
+		p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
+		if err := c.publishAndCommit(batch); err != nil {
+			return err
+		}
+		p.opts.Metrics.stagedFinished(p.opts.Shard)
+	}
+	p.mayBeStaged = false
+	return nil
+}
+
+// deliver publishes transitions, then commits the updates with them, in
+// batches of at most MaxBatch events. Updates of records that changed go
+// with their events; the others with the last batch.
+func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) error {
+	if len(transitions) <= c.p.opts.MaxBatch {
+		return c.publishAndCommit(diff.Result{Transitions: transitions, Updates: updates})
+	}
+	byKey := make(map[diff.Key]int, len(updates))
+	for i, u := range updates {
+		byKey[u.Key] = i
+	}
+	used := make([]bool, len(updates))
+	for start := 0; start < len(transitions); {
+		end := min(start+c.p.opts.MaxBatch, len(transitions))
+		// The runs of one record stay in one batch.
+		for end < len(transitions) && transitions[end].Record.Key == transitions[end-1].Record.Key {
+			end++
+		}
+		batch := diff.Result{Transitions: transitions[start:end]}
+		for _, t := range batch.Transitions {
+			if i, ok := byKey[t.Record.Key]; ok && !used[i] {
+				used[i] = true
+				batch.Updates = append(batch.Updates, updates[i])
+			}
+		}
+		if end == len(transitions) {
+			for i, u := range updates {
+				if !used[i] {
+					batch.Updates = append(batch.Updates, u)
+				}
+			}
+		}
+		if err := c.publishAndCommit(batch); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// publishAndCommit stages a batch with events, publishes them, and commits
+// its updates once every event is acknowledged.
+func (c *cycle) publishAndCommit(b diff.Result) error {
+	p := c.p
+	if len(b.Transitions) > 0 {
+		if err := p.st.Stage(c.ctx, p.opts.Shard, b); err != nil {
+			return &CycleError{StageCommit, err}
+		}
+		pubRes, err := p.pub.Publish(c.ctx, b.Transitions)
 		c.rep.Published += pubRes.Published
 		c.rep.Duplicates += pubRes.Duplicates
 		if err != nil {
 			return &CycleError{StagePublish, err}
 		}
 	}
-	c.rep.Transitions = append(c.rep.Transitions, transitions...)
-	if len(updates) > 0 {
-		// Once its events are acknowledged, a chunk's commit is finished
+	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
+	if len(b.Updates) > 0 || len(b.Transitions) > 0 {
+		// Once its events are acknowledged, a batch's commit is finished
 		// even if the daemon is stopping: a restart then has nothing of it
 		// to publish again.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), commitGrace)
 		defer cancel()
-		if err := p.st.Commit(ctx, p.opts.Shard, updates, transitions); err != nil {
+		if err := p.st.Commit(ctx, p.opts.Shard, b.Updates, b.Transitions); err != nil {
 			return &CycleError{StageCommit, err}
 		}
 	}
-	c.rep.Committed += len(updates)
+	c.rep.Committed += len(b.Updates)
 	return nil
 }
 
-// end expires, after a complete listing, the records it did not hold, and
-// marks a new shard as known even if its listing was empty.
+// end expires, after a complete listing, the records it did not hold
+// (within the guard), prunes old tombstones, and marks a new shard as
+// known even if its listing was empty.
 func (c *cycle) end(complete bool) error {
 	p := c.p
 	var expired []diff.Update
@@ -310,7 +438,9 @@ func (c *cycle) end(complete bool) error {
 		if err != nil {
 			return &CycleError{StageLoad, err}
 		}
-		expired = diff.Expire(absent)
+		now := p.opts.Now().UTC()
+		expired = append(p.guardExpiry(diff.Expire(absent, now), len(c.seen)), diff.Prune(absent, now, p.opts.TombstoneTTL)...)
+		c.rep.Expired = len(expired)
 	}
 	if err := c.deliver(append(c.heldU, expired...), c.heldT); err != nil {
 		return err
@@ -321,6 +451,34 @@ func (c *cycle) end(complete bool) error {
 		}
 	}
 	return nil
+}
+
+// guardExpiry lets through the tombstones of a complete listing that held
+// present records, unless they are more than the guard allows: then only
+// those that the previous complete listing lacked too expire, and the rest
+// wait for the next one to agree.
+func (p *Poller) guardExpiry(tombstones []diff.Update, present int) []diff.Update {
+	limit := max(p.opts.ExpiryGuardMin, int(p.opts.ExpiryGuard*float64(present+len(tombstones))))
+	if len(tombstones) <= limit {
+		p.suspect = nil
+		return tombstones
+	}
+	var agreed []diff.Update
+	next := make(map[diff.Key]struct{}, len(tombstones))
+	for _, u := range tombstones {
+		if _, ok := p.suspect[u.Key]; ok {
+			agreed = append(agreed, u)
+			continue
+		}
+		next[u.Key] = struct{}{}
+	}
+	p.suspect = next
+	if len(next) > 0 {
+		p.log.Warn("a complete listing lacks too many records; expiring them only once the next complete listing agrees",
+			zap.Int("absent", len(tombstones)), zap.Int("present", present), zap.Int("limit", limit), zap.Int("agreed", len(agreed)))
+		p.opts.Metrics.expiryHeld(p.opts.Shard, len(next))
+	}
+	return agreed
 }
 
 // Run polls now and then every interval until ctx ends, and returns nil

@@ -327,19 +327,34 @@ func TestRetentionExpiryIsNotAnEvent(t *testing.T) {
 			if source != "ecs" {
 				return
 			}
-			// An expired record served again, even with another status, stays gone.
-			body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
-				map[string]any{"InvokeId": invokes[0], "InvocationStatus": "Failed", "Parameters": "{}", "InvokeInstances": map[string]any{
-					"InvokeInstance": []any{map[string]any{"InstanceId": instance, "InvocationStatus": "Failed", "Repeats": 1}}}},
-			}}})
-			if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
-				t.Fatal(err)
+			// An expired record served again is diffed against its
+			// tombstone: unchanged, it is silent; changed, it is announced
+			// from its last status.
+			serve := func(status string) {
+				body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
+					map[string]any{"InvokeId": invokes[0], "InvocationStatus": status, "Parameters": "{}", "InvokeInstances": map[string]any{
+						"InvokeInstance": []any{map[string]any{"InstanceId": instance, "InvocationStatus": status, "Repeats": 1}}}},
+				}}})
+				if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+					t.Fatal(err)
+				}
 			}
+			serve("Success")
 			if rep := mustRunOnce(t, p); len(rep.Transitions) != 0 {
-				t.Fatalf("a tombstoned record came back as %+v", rep.Transitions)
+				t.Fatalf("an unchanged tombstoned record was announced: %+v", rep.Transitions)
 			}
 			if after := len(h.events()); after != before {
 				t.Errorf("the stream grew from %d to %d events", before, after)
+			}
+			serve("Failed")
+			rep := mustRunOnce(t, p)
+			if len(rep.Transitions) != 2 {
+				t.Fatalf("a tombstoned record that changed gave %+v, want its 2 records announced", rep.Transitions)
+			}
+			for _, tr := range rep.Transitions {
+				if tr.Previous != diff.StatusSuccess || tr.Record.Status != diff.StatusFailed {
+					t.Errorf("%v: %s -> %s, want Success -> Failed", tr.Record.Key, tr.Previous, tr.Record.Status)
+				}
 			}
 		})
 	}

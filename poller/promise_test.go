@@ -1,0 +1,196 @@
+package poller_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// invocation is one invocation of a hand-made DescribeInvocations page.
+type invocation struct {
+	id, status string
+	instances  map[string]string // instance id -> status
+}
+
+// serve makes the emulator answer the next DescribeInvocations call with
+// exactly these invocations, on one page that claims to be the last.
+func (h *harness) serve(invs ...invocation) {
+	h.t.Helper()
+	var list []any
+	for _, inv := range invs {
+		var insts []any
+		for id, st := range inv.instances {
+			insts = append(insts, map[string]any{"InstanceId": id, "InvocationStatus": st, "Repeats": 1})
+		}
+		list = append(list, map[string]any{"InvokeId": inv.id, "InvocationStatus": inv.status, "Parameters": "{}",
+			"CommandId": "c-1", "CommandName": "deploy", "InvokeInstances": map[string]any{"InvokeInstance": insts}})
+	}
+	body, err := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": list}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestExpiryGuardHoldsAMassAbsence is the regression test of one wrong
+// but complete listing tombstoning a shard: a listing that lacks more than
+// the guard allows expires nothing, and only a second one that agrees
+// does.
+func TestExpiryGuardHoldsAMassAbsence(t *testing.T) {
+	h := newHarness(t)
+	lister, st, pub := h.parts(50)
+	metrics := poller.NewMetrics()
+	p := h.poller(lister, st, pub, func(o *poller.Options) { o.ExpiryGuardMin = 2; o.Metrics = metrics })
+	var fleet []invocation
+	for i := range 5 {
+		fleet = append(fleet, invocation{id: fmt.Sprintf("t-%d", i), status: "Running", instances: map[string]string{"i-1": "Running"}})
+	}
+	h.serve(fleet...)
+	mustRunOnce(t, p) // baseline: 10 records
+
+	h.serve() // an empty page that says it is complete
+	if rep := mustRunOnce(t, p); rep.Expired != 0 {
+		t.Fatalf("one empty listing expired %d records", rep.Expired)
+	}
+	if got := scrape(t, metrics, "capoller_expiry_held_total"); got != 10 {
+		t.Errorf("capoller_expiry_held_total = %v, want 10", got)
+	}
+	h.serve(fleet...) // the listing is back: nothing was lost, nothing to announce
+	if rep := mustRunOnce(t, p); rep.Expired != 0 || len(rep.Transitions) != 0 {
+		t.Fatalf("after the glitch: %d expired, %+v", rep.Expired, rep.Transitions)
+	}
+	// A glitch, then a change: the change is announced.
+	h.serve()
+	mustRunOnce(t, p)
+	fleet[0].status, fleet[0].instances = "Success", map[string]string{"i-1": "Success"}
+	h.serve(fleet...)
+	if rep := mustRunOnce(t, p); len(rep.Transitions) != 2 || rep.Transitions[0].Previous != diff.StatusRunning {
+		t.Fatalf("a change after a glitch: %+v", rep.Transitions)
+	}
+	// Two complete listings that agree do expire.
+	h.serve(fleet[:1]...)
+	if rep := mustRunOnce(t, p); rep.Expired != 0 {
+		t.Fatalf("first listing without four invocations expired %d", rep.Expired)
+	}
+	h.serve(fleet[:1]...)
+	if rep := mustRunOnce(t, p); rep.Expired != 8 {
+		t.Fatalf("the second listing that agrees expired %d records, want 8", rep.Expired)
+	}
+	// Within the guard, one listing is enough.
+	h.serve()
+	if rep := mustRunOnce(t, p); rep.Expired != 2 {
+		t.Fatalf("an absence within the guard expired %d records, want 2", rep.Expired)
+	}
+}
+
+// failCommits is a store whose next n commits fail, as when Redis goes
+// away between the publisher's acknowledgement and the commit.
+type failCommits struct {
+	poller.Store
+	n atomic.Int32
+}
+
+func (f *failCommits) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	if f.n.Add(-1) >= 0 {
+		return errors.New("injected: the store went away")
+	}
+	return f.Store.Commit(ctx, shard, updates, transitions)
+}
+
+// TestPreviousStatusHoldsAcrossAFailedCommit is the regression test of
+// previousStatus contradicting the previous event: a batch acknowledged
+// but not committed, then a change before the retry, must give
+// Pending→Running then Running→Success — never Pending→Success — whether
+// the same process retries or a new one (after a crash) does.
+func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		restart bool
+		kv      bool
+	}{{"redis same process", false, false}, {"redis after a crash", true, false}, {"natskv after a crash", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			lister, redisStore, pub := h.parts(50)
+			var base poller.Store = redisStore
+			if tc.kv {
+				bucket := testenv.Name("CAPOLLER_KV")
+				_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+				kv, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+				if err != nil {
+					t.Fatal(err)
+				}
+				base = kv
+			}
+			st := &failCommits{Store: base}
+			p := h.poller(lister, st, pub, nil)
+			inv := func(status string) invocation {
+				return invocation{id: "t-1", status: status, instances: map[string]string{"i-1": status}}
+			}
+			h.serve(inv("Pending"))
+			mustRunOnce(t, p)
+			h.serve(inv("Running"))
+			st.n.Store(1)
+			rep := p.RunOnce(t.Context())
+			if ce, ok := errors.AsType[*poller.CycleError](rep.Err); !ok || ce.Stage != poller.StageCommit || rep.Published != 2 {
+				t.Fatalf("the injected commit failure gave %v after %d published", rep.Err, rep.Published)
+			}
+			if tc.restart {
+				fresh, err := cloudassist.NewECS(h.listerOptions(50))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p = h.poller(fresh, base, h.publisher(h.js), nil)
+			}
+			h.serve(inv("Success"))
+			rep = mustRunOnce(t, p)
+			if rep.Duplicates != 2 {
+				t.Errorf("the staged batch was re-published with %d duplicates, want 2", rep.Duplicates)
+			}
+			chain := map[diff.Key][]string{}
+			for _, e := range h.events() {
+				k := recordKey(e.event.Data)
+				chain[k] = append(chain[k], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+			}
+			for _, k := range []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}} {
+				if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {
+					t.Errorf("%v: events %s, want [Pending>Running Running>Success]", k, got)
+				}
+			}
+		})
+	}
+}
+
+// scrape serves the metrics as a scrape would and sums the samples of one
+// metric family, whatever their labels.
+func scrape(t *testing.T, m *poller.Metrics, name string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	var sum float64
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
