@@ -3,7 +3,9 @@ package publisher
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/capoller/capoller/diff"
 )
@@ -53,6 +55,30 @@ type Data struct {
 	ErrorInfo  string `json:"errorInfo,omitempty"`
 	StartTime  string `json:"startTime,omitempty"`
 	FinishTime string `json:"finishTime,omitempty"`
+
+	// Truncated names the fields that were cut to keep the event within
+	// the server's max_payload (see [MaxErrorInfo]); absent when nothing
+	// was. A cut field ends with "…[cut N bytes]".
+	Truncated []string `json:"truncated,omitempty"`
+}
+
+// MaxErrorInfo bounds an event's errorInfo, in bytes: the API's error
+// texts are short, but nothing bounds them, and an event over the
+// server's max_payload could never be published.
+const MaxErrorInfo = 4096
+
+// cut shortens s to at most n bytes, at a UTF-8 boundary, marking the
+// cut. It reports whether it cut.
+func cut(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	marker := fmt.Sprintf("…[cut %d bytes]", len(s))
+	end := max(0, n-len(marker))
+	for end > 0 && !utf8.RuneStart(s[end]) {
+		end--
+	}
+	return s[:end] + marker, true
 }
 
 func stamp(t time.Time) string {
@@ -86,7 +112,11 @@ func NewEvent(t diff.Transition) Event {
 		ev.Type = TypeInstance
 		ev.Subject = r.InvokeID + "/" + r.InstanceID
 		ev.Data.InstanceID, ev.Data.Repeats, ev.Data.ExitCode = r.InstanceID, &repeats, &exit
-		ev.Data.ErrorCode, ev.Data.ErrorInfo = r.ErrorCode, r.ErrorInfo
+		ev.Data.ErrorCode = r.ErrorCode
+		var cutInfo bool
+		if ev.Data.ErrorInfo, cutInfo = cut(r.ErrorInfo, MaxErrorInfo); cutInfo {
+			ev.Data.Truncated = append(ev.Data.Truncated, "errorInfo")
+		}
 		ev.Data.StartTime, ev.Data.FinishTime = stamp(r.StartTime), stamp(r.FinishTime)
 	}
 	return ev
@@ -99,4 +129,40 @@ func (e Event) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("publisher: encode event %s: %w", e.ID, err)
 	}
 	return b, nil
+}
+
+// MarshalWithin encodes the event in at most limit bytes: while it is too
+// large, the longest of its free-text and id fields is halved (and marked,
+// see [Data.Truncated]). Ids are cut last, and only an id of hundreds of
+// kilobytes ever is; the event id, subject and time are never cut.
+func (e Event) MarshalWithin(limit int) ([]byte, error) {
+	for {
+		b, err := e.Marshal()
+		if err != nil || len(b) <= limit {
+			return b, err
+		}
+		d := &e.Data
+		fields := []struct {
+			name string
+			v    *string
+		}{
+			{"errorInfo", &d.ErrorInfo}, {"commandName", &d.CommandName}, {"errorCode", &d.ErrorCode},
+			{"commandId", &d.CommandID}, {"previousStatus", &d.PreviousStatus}, {"status", &d.Status},
+			{"instanceId", &d.InstanceID}, {"invokeId", &d.InvokeID}, {"subject", &e.Subject},
+		}
+		longest := 0
+		for i, f := range fields {
+			if len(*f.v) > len(*fields[longest].v) {
+				longest = i
+			}
+		}
+		f := fields[longest]
+		if len(*f.v) < 64 {
+			return nil, fmt.Errorf("publisher: event %s is %d bytes, over the limit of %d even with every field cut", e.ID, len(b), limit)
+		}
+		*f.v, _ = cut(*f.v, len(*f.v)/2)
+		if !slices.Contains(d.Truncated, f.name) {
+			d.Truncated = append(d.Truncated, f.name)
+		}
+	}
 }

@@ -172,7 +172,12 @@ func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := NewEvent(t).Marshal()
+	// The body, with the headers, must fit the server's max_payload.
+	limit := int(p.js.Conn().MaxPayload()) - 512
+	if limit <= 0 {
+		limit = 1<<20 - 512 // not connected yet: the server's default
+	}
+	data, err := NewEvent(t).MarshalWithin(limit)
 	if err != nil {
 		return nil, err
 	}

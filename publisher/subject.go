@@ -1,6 +1,8 @@
 package publisher
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -8,11 +10,16 @@ import (
 	"github.com/capoller/capoller/diff"
 )
 
+// MaxTokenLen bounds one subject token. With six tokens and a prefix, a
+// subject stays far below the server's control-line limit (4 KB), which
+// closes the connection when exceeded.
+const MaxTokenLen = 128
+
 // Subject returns the subject of a transition:
 //
 //	<prefix>.<source>.<region>.<level>.<status>.<invokeId>[.<instanceId>]
 //
-// with the status in lower case and every token escaped by [EscapeToken].
+// with the status in lower case and every token made by [Token].
 func Subject(prefix string, t diff.Transition) (string, error) {
 	tokens := []string{string(t.Source), t.Region, string(t.Level()), strings.ToLower(string(t.Record.Status)), t.Record.InvokeID}
 	if t.Record.InstanceID != "" {
@@ -25,9 +32,31 @@ func Subject(prefix string, t diff.Transition) (string, error) {
 			return "", fmt.Errorf("publisher: event %s has an empty subject token", t.ID)
 		}
 		b.WriteByte('.')
-		b.WriteString(EscapeToken(tok))
+		b.WriteString(Token(tok))
 	}
 	return b.String(), nil
+}
+
+// Token is s as one subject token: escaped by [EscapeToken] and, if that
+// is longer than [MaxTokenLen], cut to a readable prefix (never inside an
+// escape) followed by "%~" and 32 hex digits of s's SHA-256. The result is
+// deterministic, distinct for distinct inputs, and never produced by
+// EscapeToken alone ("%~" is no escape), so [UnescapeToken] refuses it:
+// the full value is in the event's data.
+func Token(s string) string {
+	esc := EscapeToken(s)
+	if len(esc) <= MaxTokenLen {
+		return esc
+	}
+	const suffix = 2 + 32
+	cut := MaxTokenLen - suffix
+	for i := cut - 1; i >= max(0, cut-2); i-- { // do not split a %XX escape
+		if esc[i] == '%' {
+			cut = i
+		}
+	}
+	sum := sha256.Sum256([]byte(s))
+	return esc[:cut] + "%~" + hex.EncodeToString(sum[:16])
 }
 
 // EscapeToken makes s safe as one subject token: every byte outside

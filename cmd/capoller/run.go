@@ -81,7 +81,13 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		natsURL = srv.URL()
 		log.Info("embedded NATS server running", zap.String("url", natsURL), zap.String("store", filepath.Join(cfg.DataDir, "nats")))
 	}
+	// The client reconnects by itself, forever, except after a protocol
+	// error it treats as fatal; then the daemon exits non-zero so that its
+	// supervisor starts it again, and /healthz says so until it has.
+	closed := make(chan struct{})
 	nc, err := nats.Connect(natsURL, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own Drain/Close
 				log.Warn("NATS disconnected", zap.Error(err))
@@ -145,8 +151,22 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-closed:
+			return fmt.Errorf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", nc.LastError())
+		}
+	})
+	health := func() error {
+		if nc.IsClosed() {
+			return errors.New("the NATS connection is closed")
+		}
+		return nil
+	}
 	if cfg.MetricsAddr != "" {
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics, health), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
@@ -234,11 +254,18 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 }
 
 // opsMux serves /metrics, /healthz and the Go profiler under /debug/pprof/.
-func opsMux(m *poller.Metrics) http.Handler {
+// /healthz answers 503 with the reason while health reports an error.
+func opsMux(m *poller.Metrics, health func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 	return mux
 }

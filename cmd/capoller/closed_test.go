@@ -1,0 +1,117 @@
+package main
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// natsProxy forwards NATS connections and can end them with a protocol
+// error that nats.go treats as fatal, as a server does when a subject
+// passes its control-line limit.
+type natsProxy struct {
+	ln       net.Listener
+	upstream string
+	mu       sync.Mutex
+	clients  []net.Conn
+	servers  []net.Conn
+}
+
+func newNATSProxy(t *testing.T, upstream string) *natsProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &natsProxy{ln: ln, upstream: strings.TrimPrefix(upstream, "nats://")}
+	t.Cleanup(func() { _ = ln.Close(); p.kill("") })
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", p.upstream)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.clients, p.servers = append(p.clients, client), append(p.servers, server)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(server, client); _ = server.Close() }()
+			go func() { _, _ = io.Copy(client, server) }()
+		}
+	}()
+	return p
+}
+
+// kill cuts every connection from the server, sends the clients line,
+// and closes them.
+func (p *natsProxy) kill(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.servers {
+		_ = s.Close()
+	}
+	for _, c := range p.clients {
+		if line != "" {
+			_, _ = c.Write([]byte(line))
+		}
+		_ = c.Close()
+	}
+	p.servers, p.clients = nil, nil
+}
+
+func (p *natsProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+// TestRunExitsWhenNATSClosesForGood is the regression test of a dead bus
+// connection: after a fatal protocol error nats.go never reconnects, and
+// the daemon used to go on failing every publish while /healthz said ok.
+// It must exit non-zero so that its supervisor restarts it.
+func TestRunExitsWhenNATSClosesForGood(t *testing.T) {
+	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	stream := testenv.Name("CAPOLLER_CLOSED")
+	natsURL := testenv.NATSURL(t)
+	testenv.NATS(t, natsURL, stream)
+	proxy := newNATSProxy(t, natsURL)
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli(t.Context(), []string{"run", "--endpoint", simURL, "--checkpoint", "natskv", "--bucket", stream,
+			"--nats-url", proxy.url(), "--stream", stream, "--subject-prefix", strings.ToLower(stream), "--interval", "100ms"}, io.Discard, &stderr)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(stderr.String(), "capoller running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not start; logs:\n%s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	proxy.kill("-ERR 'Maximum Control Line Exceeded'\r\n")
+	select {
+	case code := <-done:
+		if code != 1 || !strings.Contains(stderr.String(), "NATS connection was closed for good") {
+			t.Errorf("exit %d; logs:\n%s", code, stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the daemon went on with a closed NATS connection; logs:\n%s", stderr.String())
+	}
+}

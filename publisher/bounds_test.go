@@ -1,0 +1,141 @@
+package publisher_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/testenv"
+	"github.com/capoller/capoller/publisher"
+)
+
+// TestLongIDsAndTextsStayPublishable is the regression test of one long
+// id closing the process's NATS connection: an invoke id of 3,000
+// non-plain bytes escaped to a subject over the server's 4 KB control
+// line, and a 2 MB errorInfo over its max_payload. Both are published,
+// acknowledged, and the connection stays up.
+func TestLongIDsAndTextsStayPublishable(t *testing.T) {
+	stream := testenv.Name("CAPOLLER_TEST")
+	prefix := strings.ToLower(stream)
+	nc, js := testenv.NATS(t, testenv.NATSURL(t), stream)
+	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.EnsureStream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	longID := strings.Repeat("é/.*", 750) // 3,750 bytes, 11,250 escaped
+	long := transition(longID, "i-"+strings.Repeat("%", 1000), diff.StatusRunning, diff.StatusFailed)
+	long.Record.ErrorInfo = strings.Repeat("ü", 1<<20) // 2 MB
+	long.ID = diff.EventID(long)
+	other := transition(longID+"x", "i-1", diff.StatusRunning, diff.StatusFailed)
+	batch := []diff.Transition{long, other, transition("t-1", "", diff.StatusRunning, diff.StatusSuccess)}
+	res, err := pub.Publish(t.Context(), batch)
+	if err != nil || res.Published != 3 {
+		t.Fatalf("publish: %+v, %v", res, err)
+	}
+	if nc.Status() != nats.CONNECTED {
+		t.Fatalf("the connection is %v after publishing long ids", nc.Status())
+	}
+	sub, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msg.Subject) > 1024 {
+		t.Errorf("subject of %d bytes", len(msg.Subject))
+	}
+	var ev publisher.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Data.InvokeID != longID || ev.Data.InstanceID != long.Record.InstanceID {
+		t.Error("the full ids are not in data")
+	}
+	if len(ev.Data.ErrorInfo) > publisher.MaxErrorInfo || !utf8.ValidString(ev.Data.ErrorInfo) ||
+		!strings.Contains(ev.Data.ErrorInfo, "[cut ") || strings.Join(ev.Data.Truncated, ",") != "errorInfo" {
+		t.Errorf("errorInfo of %d bytes, truncated %v", len(ev.Data.ErrorInfo), ev.Data.Truncated)
+	}
+	msg2, err := sub.GetMsg(t.Context(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg2.Subject == msg.Subject {
+		t.Error("two long ids share a subject")
+	}
+}
+
+func TestTokenBoundsAndStaysUnique(t *testing.T) {
+	a := strings.Repeat("x.", 500)
+	for _, s := range []string{a, a + "y", strings.Repeat("日", 200), strings.Repeat("a", publisher.MaxTokenLen+1)} {
+		tok := publisher.Token(s)
+		if len(tok) > publisher.MaxTokenLen || tok != publisher.Token(s) {
+			t.Errorf("Token(%.20q…) = %q: %d bytes or not deterministic", s, tok, len(tok))
+		}
+		if !strings.Contains(tok, "%~") {
+			t.Errorf("a hashed token %q carries no marker", tok)
+		}
+		if _, err := publisher.UnescapeToken(tok); err == nil {
+			t.Errorf("UnescapeToken accepted the hashed %q", tok)
+		}
+	}
+	if publisher.Token(a) == publisher.Token(a+"y") {
+		t.Error("two long values share a token")
+	}
+	if got := publisher.Token(strings.Repeat("a", publisher.MaxTokenLen)); got != strings.Repeat("a", publisher.MaxTokenLen) {
+		t.Errorf("a token at the limit was changed to %q", got)
+	}
+}
+
+func TestMarshalWithinCutsTheLongestField(t *testing.T) {
+	tr := transition(strings.Repeat("t", 300_000), "i-1", diff.StatusRunning, diff.StatusFailed)
+	tr.Record.CommandName = strings.Repeat("n", 600_000)
+	b, err := publisher.NewEvent(tr).MarshalWithin(200_000)
+	if err != nil || len(b) > 200_000 {
+		t.Fatalf("%d bytes, %v", len(b), err)
+	}
+	var ev publisher.Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(ev.Data.Truncated, ","), "commandName") || ev.ID != tr.ID {
+		t.Errorf("truncated %v, id %q", ev.Data.Truncated, ev.ID)
+	}
+}
+
+// FuzzToken checks subject tokens: bounded, made only of characters that
+// cannot split or widen a subject, deterministic, and reversible whenever
+// they were not hashed. The corpus is kept in testdata/fuzz/FuzzToken.
+func FuzzToken(f *testing.F) {
+	for _, s := range []string{"", "t-1", "a.b*c>d", "100%", "日本", strings.Repeat("%", 200), strings.Repeat("a", 129)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := publisher.Token(s)
+		if len(tok) > publisher.MaxTokenLen || tok != publisher.Token(s) {
+			t.Fatalf("Token(%q) = %q", s, tok)
+		}
+		for i := 0; i < len(tok); i++ {
+			c := tok[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '%' || c == '~') {
+				t.Fatalf("Token(%q) = %q holds %q", s, tok, c)
+			}
+		}
+		if s != "" && tok == "" {
+			t.Fatalf("Token(%q) is empty", s)
+		}
+		if len(publisher.EscapeToken(s)) <= publisher.MaxTokenLen {
+			if back, err := publisher.UnescapeToken(tok); err != nil || back != s {
+				t.Fatalf("round trip of %q: %q, %v", s, back, err)
+			}
+		}
+	})
+}
