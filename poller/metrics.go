@@ -39,6 +39,8 @@ type shardMetrics struct {
 	expiryHeld         int64 // records a complete listing lacked beyond the expiry guard
 	expired            int64
 	stagedFinished     int64
+	recoveries         int64
+	recoveredRecords   int64
 }
 
 // NewMetrics returns an empty registry.
@@ -93,6 +95,17 @@ func (m *Metrics) expiryHeld(s diff.Shard, n int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.shard(s).expiryHeld += int64(n)
+}
+
+func (m *Metrics) checkpointRecovered(s diff.Shard, records int) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	sm.recoveries++
+	sm.recoveredRecords += int64(records)
 }
 
 func (m *Metrics) stagedFinished(s diff.Shard) {
@@ -186,6 +199,12 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	})
 	metric("capoller_staged_batches_finished_total", "counter", "Batches staged by a cycle whose commit failed, published and committed by a later one.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_staged_batches_finished_total{%s} %d\n", l, sm.stagedFinished)
+	})
+	metric("capoller_checkpoint_recoveries_total", "counter", "Times the checkpoint of a shard that had published was found lost and rebuilt from the stream.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_checkpoint_recoveries_total{%s} %d\n", l, sm.recoveries)
+	})
+	metric("capoller_checkpoint_recovered_records_total", "counter", "Record states rebuilt from the stream after a lost checkpoint.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_checkpoint_recovered_records_total{%s} %d\n", l, sm.recoveredRecords)
 	})
 	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
 		for _, c := range []string{"throttled", "transient", "permanent"} {

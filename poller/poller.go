@@ -51,6 +51,14 @@ type Streamer interface {
 	Stream(ctx context.Context, emit func(chunk diff.Snapshot) error) (complete bool, err error)
 }
 
+// Recovery rebuilds a lost checkpoint: the last announced state of every
+// record of a shard, from the events themselves.
+type Recovery interface {
+	// LastStates returns the state of each record of the shard as its
+	// last event announced it; an empty map if it has none.
+	LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]diff.State, error)
+}
+
 // Publisher delivers a batch of transitions and returns once every one is
 // acknowledged.
 type Publisher interface {
@@ -89,6 +97,9 @@ type Options struct {
 	// the listing; default 31 days (the API keeps records 30 days, plus a
 	// margin).
 	TombstoneTTL time.Duration
+	// Recovery, if set, is asked whether a shard the checkpoint does not
+	// know has published before (see [Recovery]).
+	Recovery Recovery
 	// MaxBatch bounds the events published and committed as one batch;
 	// default 100, which keeps a staged batch far below a KV value's
 	// limit.
@@ -305,6 +316,18 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	}
 	if c.known == nil {
 		known := prev.Known
+		if !known {
+			recovered, err := c.recoverLost()
+			if err != nil {
+				return err
+			}
+			if recovered {
+				known = true
+				if prev, err = p.st.Load(c.ctx, p.opts.Shard, keys); err != nil {
+					return &CycleError{StageLoad, err}
+				}
+			}
+		}
 		c.known = &known
 	}
 	prev.Known = *c.known // first sight is judged by the shard's state when the cycle began
@@ -445,12 +468,54 @@ func (c *cycle) end(complete bool) error {
 	if err := c.deliver(append(c.heldU, expired...), c.heldT); err != nil {
 		return err
 	}
+	if c.known == nil { // an empty listing: no chunk asked
+		recovered, err := c.recoverLost()
+		if err != nil || recovered {
+			return err
+		}
+	}
 	if c.known == nil || !*c.known {
 		if err := p.st.MarkKnown(c.ctx, p.opts.Shard); err != nil {
 			return &CycleError{StageCommit, err}
 		}
 	}
 	return nil
+}
+
+// recoverLost tells a lost checkpoint from a new shard: a shard the store
+// does not know, but whose events are in the stream, has published
+// before. Its records' last announced states are then rebuilt from the
+// stream and committed, and the shard is known again, so that every
+// change since is announced with the right previousStatus instead of
+// being silently taken for a baseline.
+func (c *cycle) recoverLost() (bool, error) {
+	p := c.p
+	if p.opts.Recovery == nil {
+		return false, nil
+	}
+	states, err := p.opts.Recovery.LastStates(c.ctx, p.opts.Shard)
+	if err != nil {
+		return false, &CycleError{StageLoad, fmt.Errorf("look for earlier events of a shard the checkpoint does not know: %w", err)}
+	}
+	if len(states) == 0 {
+		return false, nil // a new shard
+	}
+	p.log.Error("the checkpoint of this shard is lost: it published before, but the store does not know it; rebuilding its states from the stream",
+		zap.Int("records", len(states)))
+	updates := make([]diff.Update, 0, len(states))
+	for k, st := range states {
+		updates = append(updates, diff.Update{Key: k, State: st})
+	}
+	for start := 0; start < len(updates); start += 1000 {
+		if err := p.st.Commit(c.ctx, p.opts.Shard, updates[start:min(start+1000, len(updates))], nil); err != nil {
+			return false, &CycleError{StageCommit, err}
+		}
+	}
+	if err := p.st.MarkKnown(c.ctx, p.opts.Shard); err != nil {
+		return false, &CycleError{StageCommit, err}
+	}
+	p.opts.Metrics.checkpointRecovered(p.opts.Shard, len(states))
+	return true, nil
 }
 
 // guardExpiry lets through the tombstones of a complete listing that held

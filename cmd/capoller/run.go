@@ -196,7 +196,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			}
 			p, err := poller.New(lister, store, pub, poller.Options{
 				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
-				Logger: log, Metrics: metrics, OnCycle: onCycle,
+				Logger: log, Metrics: metrics, OnCycle: onCycle, Recovery: pub,
 			})
 			if err != nil {
 				return err
