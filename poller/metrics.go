@@ -35,6 +35,7 @@ type shardMetrics struct {
 	apiCalls           map[string]int64
 	apiBackoffs        map[string]int64
 	apiBackoffSecs     map[string]float64
+	skipped            map[string]int64 // by reason; made on first use
 }
 
 // NewMetrics returns an empty registry.
@@ -175,7 +176,36 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, "capoller_api_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.apiBackoffSecs[c])
 		}
 	})
+	m.serveRecordHealth(w, shards)
 	for _, f := range m.funcs {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", f.name, f.help, f.name, f.typ, f.name, f.value())
+	}
+}
+
+// SkippedRecord counts one record a listing skipped because it had no id
+// or no status (reason: one of cloudassist's Skip* reasons).
+func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	if sm.skipped == nil {
+		sm.skipped = map[string]int64{}
+	}
+	sm.skipped[reason]++
+}
+
+// serveRecordHealth writes the families of malformed input: records
+// skipped. Called with m.mu held.
+func (m *Metrics) serveRecordHealth(w http.ResponseWriter, shards []diff.Shard) {
+	const skipped = "capoller_records_skipped_total"
+	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", skipped, "Records skipped for lack of an id or a status, by reason.", skipped)
+	for _, s := range shards {
+		sm := m.shards[s]
+		for _, reason := range slices.Sorted(maps.Keys(sm.skipped)) {
+			fmt.Fprintf(w, "%s{source=%q,region=%q,reason=%q} %d\n", skipped, s.Source, s.Region, reason, sm.skipped[reason])
+		}
 	}
 }

@@ -58,6 +58,11 @@ type Options struct {
 	OnCall func(action string)
 	// OnBackoff, if set, learns of every pause before a retry.
 	OnBackoff func(class Class, wait time.Duration)
+	// OnSkipped, if set, learns of every record skipped because it has no
+	// id or no status (see the Skip* reasons). A listing logs its skipped
+	// records once, with a count and an example, when that count changed
+	// since the previous listing.
+	OnSkipped func(reason string)
 	// Now is the clock that stamps snapshots; default time.Now.
 	Now func() time.Time
 }

@@ -30,6 +30,8 @@ type ecsAPI struct {
 
 	mu     sync.Mutex
 	active map[string]bool // periodic invocations active at the last listing
+
+	skips skipLog
 }
 
 func newECSAPI(opts Options) (*ecsAPI, error) {
@@ -128,26 +130,32 @@ type chunker struct {
 	wasOpen  map[string]bool // periodic tasks active at the previous listing
 	periodic map[string]periodicTask
 	held     []diff.Record
-	bad      int
+	t        *tally
 	onRecord func(rec diff.Record, created time.Time) // sees every aggregate record emitted
 }
 
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return &chunker{a: a, full: full, emit: emit, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}}
+	return &chunker{a: a, full: full, emit: emit, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}, t: newTally(a.opts)}
 }
+
+// report logs what the chunker's listing skipped; call it once the
+// listing ended, however it ended.
+func (ch *chunker) report() { ch.a.skips.report(ch.a.opts, ch.t) }
 
 // page normalizes and emits one page.
 func (ch *chunker) page(invs []ecs.Invocation) error {
 	a := ch.a
 	chunk := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: ch.full}
 	for _, inv := range invs {
-		recs, bad, err := normalizeECS(inv)
-		if err != nil {
-			return err
+		recs := normalizeECS(inv, ch.t)
+		if len(recs) == 0 || recs[0].InstanceID != "" {
+			// No aggregate (skipped): nothing to track or hold back; its
+			// instances, if any, go out as they are.
+			chunk.Records = append(chunk.Records, recs...)
+			continue
 		}
-		ch.bad += bad
 		id := recs[0].InvokeID
 		if ch.onRecord != nil {
 			created, _ := parseTime(inv.CreationTime)
@@ -174,12 +182,9 @@ func (ch *chunker) page(invs []ecs.Invocation) error {
 
 // finish emits the runs of the periodic tasks.
 func (ch *chunker) finish(ctx context.Context) error {
-	records, err := ch.a.withHistory(ctx, ch.held, ch.periodic)
+	records, err := ch.a.withHistory(ctx, ch.held, ch.periodic, ch.t)
 	if err != nil {
 		return err
-	}
-	if ch.bad > 0 {
-		ch.a.opts.Logger.Warn("unparseable timestamps left empty", zap.String("region", ch.a.opts.Region), zap.Int("count", ch.bad))
 	}
 	if len(records) == 0 {
 		return nil
@@ -190,6 +195,7 @@ func (ch *chunker) finish(ctx context.Context) error {
 // streamFull lists every invocation.
 func (c *ECS) streamFull(ctx context.Context, emit func(diff.Snapshot) error) error {
 	ch := c.api.newChunker(true, emit)
+	defer ch.report()
 	if err := c.api.describeInvocationPages(ctx, nil, ch.page); err != nil {
 		return err
 	}
@@ -300,7 +306,6 @@ func hasHistory(repeatMode string) bool {
 type accumulator struct {
 	records []diff.Record
 	index   map[diff.Key]int
-	bad     int // unparseable timestamps
 }
 
 func (a *accumulator) add(recs ...diff.Record) {
@@ -317,46 +322,43 @@ func (a *accumulator) add(recs ...diff.Record) {
 	}
 }
 
-func (a *accumulator) warn(o Options) {
-	if a.bad > 0 {
-		o.Logger.Warn("unparseable timestamps left empty", zap.String("region", o.Region), zap.Int("count", a.bad))
-	}
-}
-
 // normalizeECS turns one SDK invocation into records: the aggregate first,
-// then one per instance. It reports how many timestamps it could not parse.
-func normalizeECS(inv ecs.Invocation) ([]diff.Record, int, error) {
+// then one per instance. A record without an id or a status is skipped and
+// counted in t: an invocation without InvokeId with its instances, one
+// without a status for its aggregate only (its instances are kept, so the
+// aggregate, if any, is the record without an InstanceID).
+func normalizeECS(inv ecs.Invocation, t *tally) []diff.Record {
 	id := strings.TrimSpace(inv.InvokeId)
 	if id == "" {
-		return nil, 0, fmt.Errorf("%w: invocation without InvokeId", ErrMalformed)
+		t.skip(SkipInvocationWithoutID, inv.CommandId)
+		return nil
 	}
 	status := diff.NormalizeStatus(inv.InvocationStatus)
 	if status == "" {
 		status = diff.NormalizeStatus(inv.InvokeStatus) // legacy field, when the current one is absent
 	}
-	if status == "" {
-		return nil, 0, fmt.Errorf("%w: invocation %s has no status", ErrMalformed, id)
-	}
 	recs := make([]diff.Record, 0, 1+len(inv.InvokeInstances.InvokeInstance))
-	recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: inv.CommandId, CommandName: inv.CommandName, Status: status})
-	bad := 0
+	if status == "" {
+		t.skip(SkipInvocationWithoutStatus, id)
+	} else {
+		recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: inv.CommandId, CommandName: inv.CommandName, Status: status})
+	}
 	for _, ii := range inv.InvokeInstances.InvokeInstance {
 		st := diff.NormalizeStatus(ii.InvocationStatus)
 		if st == "" {
 			st = diff.NormalizeStatus(ii.InstanceInvokeStatus)
 		}
-		rec, b, err := instanceRecord(id, ii.InstanceId, st, runFields{
+		rec, ok := instanceRecord(id, ii.InstanceId, st, runFields{
 			repeats: ii.Repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
 			start: ii.StartTime, finish: ii.FinishTime,
-		})
-		if err != nil {
-			return nil, 0, err
+		}, t)
+		if !ok {
+			continue
 		}
 		rec.CommandID, rec.CommandName = inv.CommandId, inv.CommandName
-		bad += b
 		recs = append(recs, rec)
 	}
-	return recs, bad, nil
+	return recs
 }
 
 // runFields are the per-run fields every API reports, under its own names.
@@ -368,28 +370,30 @@ type runFields struct {
 	start, finish string
 }
 
-// instanceRecord validates and builds one instance-level record.
-func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields) (diff.Record, int, error) {
+// instanceRecord builds one instance-level record, or counts it in t as
+// skipped when it has no InstanceId or no status.
+func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields, t *tally) (diff.Record, bool) {
 	instanceID = strings.TrimSpace(instanceID)
 	if instanceID == "" {
-		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s lists an instance without InstanceId", ErrMalformed, invokeID)
+		t.skip(SkipInstanceWithoutID, invokeID)
+		return diff.Record{}, false
 	}
 	if status == "" {
-		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s on %s has no status", ErrMalformed, invokeID, instanceID)
+		t.skip(SkipInstanceWithoutStatus, invokeID+"/"+instanceID)
+		return diff.Record{}, false
 	}
 	start, ok1 := parseTime(f.start)
 	finish, ok2 := parseTime(f.finish)
-	bad := 0
 	for _, ok := range []bool{ok1, ok2} {
-		if !ok {
-			bad++
+		if !ok && t != nil {
+			t.badTimes++
 		}
 	}
 	return diff.Record{
 		Key:    diff.Key{InvokeID: invokeID, InstanceID: instanceID},
 		Status: status, Repeats: f.repeats, ExitCode: f.exitCode, ErrorCode: f.errorCode, ErrorInfo: f.errorInfo,
 		StartTime: start, FinishTime: finish,
-	}, bad, nil
+	}, true
 }
 
 // parseTime reads the API's timestamps leniently: ECS sends

@@ -129,6 +129,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
 		next := incremental{known: map[string]struct{}{}, open: map[string]openInvocation{}, lastFull: now}
 		ch := a.newChunker(true, emit)
+		defer ch.report()
 		ch.onRecord = next.track
 		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
 			return false, err
@@ -144,6 +145,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	p := c.inc.plan(a.opts.PageSize)
 	cy := steadyCycle{inc: &c.inc, ch: a.newChunker(false, emit), read: map[string]bool{}, open: map[string]openInvocation{}, fresh: map[string]int64{}}
 	cy.ch.onRecord = cy.saw
+	defer cy.ch.report()
 	var err error
 	if p.sweep {
 		err = cy.sweep(ctx, a, p)

@@ -24,6 +24,7 @@ type SWAS struct {
 	opts   Options
 	client *swas.Client
 	calls  caller
+	skips  skipLog
 }
 
 // NewSWAS builds a SWAS lister. Without an endpoint it talks to
@@ -66,7 +67,10 @@ func (c *SWAS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 func (c *SWAS) list(ctx context.Context) (diff.Snapshot, error) {
 	snap := diff.Snapshot{Source: diff.SourceSWAS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC()}
 	var acc accumulator
+	t := newTally(c.opts)
+	defer c.skips.report(c.opts, t)
 	invocations := map[string]bool{}
+	anonymous := 0 // invocations without InvokeId: listed, so counted against the total, but skipped
 	totals := map[int]bool{}
 	for page := 1; ; page++ {
 		req := swas.CreateDescribeCommandInvocationsRequest()
@@ -79,56 +83,56 @@ func (c *SWAS) list(ctx context.Context) (diff.Snapshot, error) {
 		}
 		totals[resp.TotalCount] = true
 		for _, cmd := range resp.CommandInvocations {
-			recs, bad, err := normalizeSWAS(cmd)
-			if err != nil {
-				return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d (request %s): %w", page, resp.RequestId, err)
+			acc.add(normalizeSWAS(cmd, t)...)
+			if id := strings.TrimSpace(cmd.InvokeId); id != "" {
+				invocations[id] = true
+			} else {
+				anonymous++
 			}
-			acc.bad += bad
-			acc.add(recs...)
-			invocations[recs[0].InvokeID] = true
 		}
 		if len(resp.CommandInvocations) < c.opts.PageSize || page*c.opts.PageSize >= resp.TotalCount {
-			snap.Complete = len(totals) == 1 && totals[len(invocations)]
+			snap.Complete = len(totals) == 1 && totals[len(invocations)+anonymous]
 			break
 		}
 	}
 	snap.Records = acc.records
-	acc.warn(c.opts)
 	return snap, nil
 }
 
-// normalizeSWAS turns one SWAS command invocation into records. SWAS has
-// no run counter: a run that started counts as run 1, as on ECS.
-func normalizeSWAS(cmd swas.Command) ([]diff.Record, int, error) {
+// normalizeSWAS turns one SWAS command invocation into records, skipping
+// (and counting in t) those without an id or a status as [normalizeECS]
+// does. SWAS has no run counter: a run that started counts as run 1, as on
+// ECS.
+func normalizeSWAS(cmd swas.Command, t *tally) []diff.Record {
 	id := strings.TrimSpace(cmd.InvokeId)
 	if id == "" {
-		return nil, 0, fmt.Errorf("%w: command invocation without InvokeId", ErrMalformed)
-	}
-	status := diff.NormalizeStatus(cmd.InvocationStatus)
-	if status == "" {
-		return nil, 0, fmt.Errorf("%w: command invocation %s has no status", ErrMalformed, id)
+		t.skip(SkipInvocationWithoutID, cmd.CommandId)
+		return nil
 	}
 	name := cmd.CommandName
 	if name == "" {
 		name = cmd.Name
 	}
-	recs := []diff.Record{{Key: diff.Key{InvokeID: id}, CommandID: cmd.CommandId, CommandName: name, Status: status}}
-	bad := 0
+	recs := make([]diff.Record, 0, 1+len(cmd.InvokeInstances))
+	if status := diff.NormalizeStatus(cmd.InvocationStatus); status == "" {
+		t.skip(SkipInvocationWithoutStatus, id)
+	} else {
+		recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: cmd.CommandId, CommandName: name, Status: status})
+	}
 	for _, ii := range cmd.InvokeInstances {
 		repeats := 0
 		if strings.TrimSpace(ii.StartTime) != "" {
 			repeats = 1
 		}
-		rec, b, err := instanceRecord(id, ii.InstanceId, diff.NormalizeStatus(ii.InvocationStatus), runFields{
+		rec, ok := instanceRecord(id, ii.InstanceId, diff.NormalizeStatus(ii.InvocationStatus), runFields{
 			repeats: repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
 			start: ii.StartTime, finish: ii.FinishTime,
-		})
-		if err != nil {
-			return nil, 0, err
+		}, t)
+		if !ok {
+			continue
 		}
 		rec.CommandID, rec.CommandName = cmd.CommandId, name
-		bad += b
 		recs = append(recs, rec)
 	}
-	return recs, bad, nil
+	return recs
 }
