@@ -104,11 +104,38 @@ func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 // Complete (see poller.Streamer). It reports whether the listing was
 // complete, so that its absences may expire records. A failed page stops
 // the stream with an error.
+//
+// An error of emit is returned as it is, without the listing's context:
+// it is the caller's, not the API's.
 func (c *ECS) Stream(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
+	var complete bool
+	var err error
 	if c.api.opts.Strategy == StrategyIncremental {
-		return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return c.streamIncremental(ctx, emit) })
+		complete, err = c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return c.streamIncremental(ctx, emit) })
+	} else {
+		complete, err = c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return true, c.streamFull(ctx, emit) })
 	}
-	return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return true, c.streamFull(ctx, emit) })
+	if ce, ok := errors.AsType[callbackError](err); ok {
+		return complete, ce.err
+	}
+	return complete, err
+}
+
+// callbackError is an error of the caller's emit, marked so that the
+// layers of a listing pass it up as it is rather than blame the API for
+// it (see [wrapAPI]); Stream unmarks it.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }
+func (e callbackError) Unwrap() error { return e.err }
+
+// wrapAPI adds context to an error of the API, and leaves a callback's
+// error as it is.
+func wrapAPI(err error, format string, args ...any) error {
+	if _, ok := errors.AsType[callbackError](err); ok {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
 func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Context) (bool, error)) (bool, error) {
@@ -137,7 +164,13 @@ type chunker struct {
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return &chunker{a: a, full: full, emit: emit, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}, t: newTally(a.opts)}
+	marked := func(chunk diff.Snapshot) error {
+		if err := emit(chunk); err != nil {
+			return callbackError{err}
+		}
+		return nil
+	}
+	return &chunker{a: a, full: full, emit: marked, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}, t: newTally(a.opts)}
 }
 
 // report logs what the chunker's listing skipped; call it once the
@@ -214,12 +247,14 @@ func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (d
 	return snap, err
 }
 
-// walk follows a NextToken listing: fetch receives each page's token and
-// returns the next one, until it is empty.
-func walk(ctx context.Context, action string, fetch func(token string) (next, requestID string, err error)) error {
+// walk follows a NextToken listing: fetch reads the page of a token and
+// returns it with the next token, each handles it, until the next token is
+// empty. An error of fetch (the API's) is reported with its page; an error
+// of each (the caller's) is returned as it is.
+func walk[P any](ctx context.Context, action string, fetch func(token string) (page P, next, requestID string, err error), each func(P) error) error {
 	token := ""
 	for page := 1; ; page++ {
-		next, requestID, err := fetch(token)
+		items, next, requestID, err := fetch(token)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = ctx.Err()
@@ -229,11 +264,14 @@ func walk(ctx context.Context, action string, fetch func(token string) (next, re
 			}
 			return fmt.Errorf("%s page %d: %w", action, page, err)
 		}
+		if err := each(items); err != nil {
+			return err
+		}
 		if next == "" {
 			return nil
 		}
 		if next == token {
-			return fmt.Errorf("%s page %d: %w: NextToken %q repeats", action, page, ErrMalformed, next)
+			return fmt.Errorf("%s page %d (request %s): %w: NextToken %q repeats", action, page, requestID, ErrMalformed, next)
 		}
 		token = next
 	}
@@ -253,7 +291,7 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 
 // describeInvocationPages lists invocations, calling each for every page.
 func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func([]ecs.Invocation) error) error {
-	return walk(ctx, "describe invocations", func(token string) (string, string, error) {
+	return walk(ctx, "describe invocations", func(token string) ([]ecs.Invocation, string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
@@ -263,18 +301,15 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 			return a.client.DescribeInvocations(req)
 		})
 		if err != nil {
-			return "", "", err
+			return nil, "", "", err
 		}
-		if err := each(resp.Invocations.Invocation); err != nil {
-			return "", resp.RequestId, err
-		}
-		return resp.NextToken, resp.RequestId, nil
-	})
+		return resp.Invocations.Invocation, resp.NextToken, resp.RequestId, nil
+	}, each)
 }
 
 // describeResults lists invocation results, calling each for every row.
 func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
-	return walk(ctx, "describe invocation results", func(token string) (string, string, error) {
+	return walk(ctx, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
 		req := ecs.CreateDescribeInvocationResultsRequest()
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
@@ -284,14 +319,16 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 			return a.client.DescribeInvocationResults(req)
 		})
 		if err != nil {
-			return "", "", err
+			return nil, "", "", err
 		}
-		for _, r := range resp.Invocation.InvocationResults.InvocationResult {
+		return resp.Invocation.InvocationResults.InvocationResult, resp.Invocation.NextToken, resp.RequestId, nil
+	}, func(rows []ecs.InvocationResult) error {
+		for _, r := range rows {
 			if err := each(r); err != nil {
-				return "", resp.RequestId, err
+				return err
 			}
 		}
-		return resp.Invocation.NextToken, resp.RequestId, nil
+		return nil
 	})
 }
 

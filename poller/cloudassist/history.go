@@ -57,7 +57,7 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("history of %s: %w", id, err)
+			return nil, wrapAPI(err, "history of %s", id)
 		}
 	}
 	out := make([]diff.Record, 0, len(records))

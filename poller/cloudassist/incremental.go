@@ -208,7 +208,7 @@ func (cy *steadyCycle) end() {
 func (cy *steadyCycle) lookUp(ctx context.Context, a *ecsAPI, id string) error {
 	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, cy.ch.page)
 	if err != nil {
-		return fmt.Errorf("look up %s: %w", id, err)
+		return wrapAPI(err, "look up %s", id)
 	}
 	cy.read[id] = true // read, or gone: either way no longer open
 	return nil
@@ -269,7 +269,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 	for _, status := range []string{"Pending", "Stopping"} {
 		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, cy.ch.page)
 		if err != nil {
-			return fmt.Errorf("active %s: %w", status, err)
+			return wrapAPI(err, "active %s", status)
 		}
 	}
 	// The Running listing, newest first: once a page's oldest invocation
@@ -292,7 +292,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("active Running: %w", err)
+		return wrapAPI(err, "active Running")
 	}
 	// The rest: open ones no page ruled on (created in the same second as
 	// the oldest running invocation, or older).
