@@ -36,6 +36,7 @@ type shardMetrics struct {
 	apiBackoffs        map[string]int64
 	apiBackoffSecs     map[string]float64
 	skipped            map[string]int64 // by reason; made on first use
+	aborted            map[string]int64 // by reason; made on first use
 }
 
 // NewMetrics returns an empty registry.
@@ -197,15 +198,39 @@ func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
 	sm.skipped[reason]++
 }
 
+// ListingAborted counts one listing cut short because it would never end
+// (reason: one of cloudassist's Abort* reasons).
+func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	if sm.aborted == nil {
+		sm.aborted = map[string]int64{}
+	}
+	sm.aborted[reason]++
+}
+
 // serveRecordHealth writes the families of malformed input: records
-// skipped. Called with m.mu held.
+// skipped and listings aborted. Called with m.mu held.
 func (m *Metrics) serveRecordHealth(w http.ResponseWriter, shards []diff.Shard) {
-	const skipped = "capoller_records_skipped_total"
-	fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", skipped, "Records skipped for lack of an id or a status, by reason.", skipped)
-	for _, s := range shards {
-		sm := m.shards[s]
-		for _, reason := range slices.Sorted(maps.Keys(sm.skipped)) {
-			fmt.Fprintf(w, "%s{source=%q,region=%q,reason=%q} %d\n", skipped, s.Source, s.Region, reason, sm.skipped[reason])
+	for _, family := range []struct {
+		name, help string
+		counts     func(*shardMetrics) map[string]int64
+	}{
+		{"capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.",
+			func(sm *shardMetrics) map[string]int64 { return sm.skipped }},
+		{"capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.",
+			func(sm *shardMetrics) map[string]int64 { return sm.aborted }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", family.name, family.help, family.name)
+		for _, s := range shards {
+			counts := family.counts(m.shards[s])
+			for _, reason := range slices.Sorted(maps.Keys(counts)) {
+				fmt.Fprintf(w, "%s{source=%q,region=%q,reason=%q} %d\n", family.name, s.Source, s.Region, reason, counts[reason])
+			}
 		}
 	}
 }

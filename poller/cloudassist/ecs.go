@@ -16,8 +16,9 @@ import (
 	"github.com/capoller/capoller/diff"
 )
 
-// ErrMalformed marks a response that decoded but cannot be trusted: a record
-// without an id or a status, or a paging token that does not advance.
+// ErrMalformed marks a listing that cannot be trusted: a NextToken that
+// comes back, or more pages than the API can hold. (A record without an id
+// or a status is skipped, not an error: see [Options.OnSkipped].)
 var ErrMalformed = errors.New("cloudassist: malformed response")
 
 // ecsAPI is an ECS client shared by the two ECS views, plus the memory of
@@ -250,10 +251,19 @@ func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (d
 // walk follows a NextToken listing: fetch reads the page of a token and
 // returns it with the next token, each handles it, until the next token is
 // empty. An error of fetch (the API's) is reported with its page; an error
-// of each (the caller's) is returned as it is.
-func walk[P any](ctx context.Context, action string, fetch func(token string) (page P, next, requestID string, err error), each func(P) error) error {
+// of each (the caller's) is returned as it is. A listing that would never
+// end — a NextToken followed before, or more pages than the API can hold —
+// fails with [ErrMalformed].
+func walk[P any](ctx context.Context, o Options, action string, fetch func(token string) (page P, next, requestID string, err error), each func(P) error) error {
+	limit := o.maxPages()
+	followed := map[string]int{} // token → the page it fetched
 	token := ""
 	for page := 1; ; page++ {
+		if page > limit {
+			o.aborted(AbortPageLimit)
+			return fmt.Errorf("%s: %w: listing exceeded %d pages", action, ErrMalformed, limit)
+		}
+		followed[token] = page
 		items, next, requestID, err := fetch(token)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -270,8 +280,9 @@ func walk[P any](ctx context.Context, action string, fetch func(token string) (p
 		if next == "" {
 			return nil
 		}
-		if next == token {
-			return fmt.Errorf("%s page %d (request %s): %w: NextToken %q repeats", action, page, requestID, ErrMalformed, next)
+		if at, ok := followed[next]; ok {
+			o.aborted(AbortTokenCycle)
+			return fmt.Errorf("%s page %d (request %s): %w: NextToken %q seen before at page %d", action, page, requestID, ErrMalformed, clip(next), at)
 		}
 		token = next
 	}
@@ -291,7 +302,7 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 
 // describeInvocationPages lists invocations, calling each for every page.
 func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func([]ecs.Invocation) error) error {
-	return walk(ctx, "describe invocations", func(token string) ([]ecs.Invocation, string, string, error) {
+	return walk(ctx, a.opts, "describe invocations", func(token string) ([]ecs.Invocation, string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
@@ -309,7 +320,7 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 
 // describeResults lists invocation results, calling each for every row.
 func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
-	return walk(ctx, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
+	return walk(ctx, a.opts, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
 		req := ecs.CreateDescribeInvocationResultsRequest()
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
