@@ -182,6 +182,7 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 	defer stall.Stop()
 
 	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() { stall.Reset(p.opts.StallTimeout) }}
+	ctx = cloudassist.WithProgress(ctx, c.progress) // waiting for the API's quota is not a stall
 	var complete bool
 	var err error
 	if s, ok := p.src.(Streamer); ok {

@@ -234,6 +234,9 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 				return zero, apiErr
 			}
 			wait = untilNextWindow(o.Now(), o.ThrottleWindow)
+			// Once per window and action at most: the retry waits past it.
+			o.Logger.Info("API throttled; waiting for the next quota window", zap.String("action", action),
+				zap.String("region", o.Region), zap.Duration("wait", wait), zap.Int("throttled", throttles))
 		case ClassTransient:
 			if transients++; o.TransientRetries == -1 || transients > o.TransientRetries {
 				return zero, apiErr
@@ -245,12 +248,12 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 		if o.OnBackoff != nil {
 			o.OnBackoff(apiErr.Class, wait)
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return zero, ctx.Err()
-		case <-timer.C:
+		pause := sleep
+		if apiErr.Class == ClassThrottled {
+			pause = quotaWait // waiting for the quota is progress, see WithProgress
+		}
+		if err := pause(ctx, wait); err != nil {
+			return zero, err
 		}
 	}
 }
