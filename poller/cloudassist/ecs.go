@@ -446,7 +446,9 @@ func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields
 
 // parseTime reads the API's timestamps leniently: ECS sends
 // 2006-01-02T15:04:05Z, SWAS sometimes omits the Z (UTC is assumed). An
-// empty value is a valid zero time; an unparseable one reports false.
+// empty value is a valid zero time; an unparseable one reports false, and
+// so does one whose offset takes it, in UTC, out of the years 0 to 9999
+// (0000-01-01T00:00:00+01:00): RFC 3339, and so JSON, cannot carry it.
 func parseTime(s string) (time.Time, bool) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -454,7 +456,10 @@ func parseTime(s string) (time.Time, bool) {
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04Z", "2006-01-02 15:04:05"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), true
+			if t = t.UTC(); t.Year() < 0 || t.Year() > 9999 {
+				return time.Time{}, false
+			}
+			return t, true
 		}
 	}
 	return time.Time{}, false
