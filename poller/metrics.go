@@ -41,6 +41,8 @@ type shardMetrics struct {
 	stagedFinished     int64
 	recoveries         int64
 	recoveredRecords   int64
+	skipped            map[string]int64 // by reason; made on first use
+	aborted            map[string]int64 // by reason; made on first use
 }
 
 // NewMetrics returns an empty registry.
@@ -226,7 +228,60 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintf(w, "capoller_api_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.apiBackoffSecs[c])
 		}
 	})
+	m.serveRecordHealth(w, shards)
 	for _, f := range m.funcs {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", f.name, f.help, f.name, f.typ, f.name, f.value())
+	}
+}
+
+// SkippedRecord counts one record a listing skipped because it had no id
+// or no status (reason: one of cloudassist's Skip* reasons).
+func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	if sm.skipped == nil {
+		sm.skipped = map[string]int64{}
+	}
+	sm.skipped[reason]++
+}
+
+// ListingAborted counts one listing cut short because it would never end
+// (reason: one of cloudassist's Abort* reasons).
+func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sm := m.shard(s)
+	if sm.aborted == nil {
+		sm.aborted = map[string]int64{}
+	}
+	sm.aborted[reason]++
+}
+
+// serveRecordHealth writes the families of malformed input: records
+// skipped and listings aborted. Called with m.mu held.
+func (m *Metrics) serveRecordHealth(w http.ResponseWriter, shards []diff.Shard) {
+	for _, family := range []struct {
+		name, help string
+		counts     func(*shardMetrics) map[string]int64
+	}{
+		{"capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.",
+			func(sm *shardMetrics) map[string]int64 { return sm.skipped }},
+		{"capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.",
+			func(sm *shardMetrics) map[string]int64 { return sm.aborted }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", family.name, family.help, family.name)
+		for _, s := range shards {
+			counts := family.counts(m.shards[s])
+			for _, reason := range slices.Sorted(maps.Keys(counts)) {
+				fmt.Fprintf(w, "%s{source=%q,region=%q,reason=%q} %d\n", family.name, s.Source, s.Region, reason, counts[reason])
+			}
+		}
 	}
 }

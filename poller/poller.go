@@ -244,6 +244,8 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 	defer stall.Stop()
 
 	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() { stall.Reset(p.opts.StallTimeout) }}
+	ctx = cloudassist.WithProgress(ctx, c.progress) // waiting for the API's quota is not a stall
+	c.ctx = ctx
 	complete, err := c.list()
 	if err == nil {
 		err = c.end(complete)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
@@ -17,6 +18,7 @@ import (
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
+	"github.com/capoller/capoller/publisher"
 )
 
 // invocation is one invocation of a hand-made DescribeInvocations page.
@@ -257,4 +259,100 @@ func TestLostCheckpointIsRebuiltFromTheStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failLoads is a store whose next n loads fail.
+type failLoads struct {
+	poller.Store
+	n atomic.Int32
+}
+
+func (f *failLoads) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
+	if f.n.Add(-1) >= 0 {
+		return diff.Previous{}, errors.New("injected: redis load refused")
+	}
+	return f.Store.Load(ctx, shard, keys)
+}
+
+// failPublishes is a publisher whose next n batches fail.
+type failPublishes struct {
+	poller.Publisher
+	n atomic.Int32
+}
+
+func (f *failPublishes) Publish(ctx context.Context, batch []diff.Transition) (publisher.Result, error) {
+	if f.n.Add(-1) >= 0 {
+		return publisher.Result{}, errors.New("injected: nats publish refused")
+	}
+	return f.Publisher.Publish(ctx, batch)
+}
+
+// TestFailuresAreBlamedOnTheirStage is the regression test of errors and
+// metrics blaming the wrong stage: a load, publish or commit failure
+// inside an ECS listing read as "describe invocations page N: …", and
+// capoller_cycles_failed_total{stage} stayed 0 for every stage.
+func TestFailuresAreBlamedOnTheirStage(t *testing.T) {
+	for _, strategy := range []cloudassist.Strategy{cloudassist.StrategyFull, cloudassist.StrategyIncremental} {
+		t.Run(string(strategy), func(t *testing.T) {
+			h := newHarness(t)
+			opts := h.listerOptions(2)
+			opts.Strategy = strategy
+			lister, err := cloudassist.NewECS(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loads := &failLoads{Store: h.store()}
+			commits := &failCommits{Store: loads}
+			pubs := &failPublishes{Publisher: h.publisher(h.js)}
+			metrics := poller.NewMetrics()
+			p := h.poller(lister, commits, pubs, func(o *poller.Options) { o.Metrics = metrics })
+			mustRunOnce(t, p)
+			for i := range 3 {
+				h.run(fmt.Sprintf("exit %d", i), 0, h.instances[0])
+			}
+			eventually(t, 5*time.Second, "the runs to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
+			for _, tc := range []struct {
+				stage  poller.Stage
+				inject func()
+				text   string
+			}{
+				{poller.StageLoad, func() { loads.n.Store(1) }, "injected: redis load refused"},
+				{poller.StagePublish, func() { pubs.n.Store(1) }, "injected: nats publish refused"},
+				{poller.StageCommit, func() { commits.n.Store(1) }, "injected: the store went away"},
+			} {
+				tc.inject()
+				rep := p.RunOnce(t.Context())
+				ce, ok := errors.AsType[*poller.CycleError](rep.Err)
+				if !ok || ce.Stage != tc.stage {
+					t.Fatalf("injected %s failure gave %v", tc.stage, rep.Err)
+				}
+				if got := rep.Err.Error(); got != string(tc.stage)+": "+tc.text {
+					t.Errorf("error %q, want %q: the pager must not wrap the cycle's own errors", got, string(tc.stage)+": "+tc.text)
+				}
+				if n := scrapeLabel(t, metrics, "capoller_cycles_failed_total", `stage="`+string(tc.stage)+`"`); n != 1 {
+					t.Errorf("capoller_cycles_failed_total{stage=%q} = %v, want 1", tc.stage, n)
+				}
+			}
+			mustRunOnce(t, p)
+		})
+	}
+}
+
+// scrapeLabel is scrape restricted to the samples with one label pair.
+func scrapeLabel(t *testing.T, m *poller.Metrics, name, label string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	var sum float64
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
 }

@@ -187,9 +187,11 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
 				Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: limits, ThrottleWindow: cfg.ThrottleWindow,
-				OnCall:    func(action string) { metrics.APICall(shard, action) },
-				OnBackoff: func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
-				Logger:    log.With(zap.String("source", source), zap.String("region", region)),
+				OnCall:           func(action string) { metrics.APICall(shard, action) },
+				OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
+				OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
+				OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
+				Logger:           log.With(zap.String("source", source), zap.String("region", region)),
 			})
 			if err != nil {
 				return err

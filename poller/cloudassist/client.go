@@ -34,6 +34,11 @@ type Options struct {
 	Timeout time.Duration
 	// PageSize is MaxResults per page, 1..50; default 50.
 	PageSize int
+	// MaxRecords is the most records the API keeps, and so the most one
+	// listing can return; default 100,000 (the largest retention Alibaba
+	// documents). A listing longer than that at PageSize, plus a tenth
+	// and ten pages for arrivals, fails: the API is looping.
+	MaxRecords int
 	// Logger receives warnings about odd but usable data; default no-op.
 	Logger *zap.Logger
 	// Strategy is how the ecs source reads the API; default full. (The
@@ -58,6 +63,14 @@ type Options struct {
 	OnCall func(action string)
 	// OnBackoff, if set, learns of every pause before a retry.
 	OnBackoff func(class Class, wait time.Duration)
+	// OnSkipped, if set, learns of every record skipped because it has no
+	// id or no status (see the Skip* reasons). A listing logs its skipped
+	// records once, with a count and an example, when that count changed
+	// since the previous listing.
+	OnSkipped func(reason string)
+	// OnListingAborted, if set, learns of every listing cut short because
+	// it would never end (see the Abort* reasons).
+	OnListingAborted func(reason string)
 	// Now is the clock that stamps snapshots; default time.Now.
 	Now func() time.Time
 }
@@ -65,6 +78,36 @@ type Options struct {
 // maxRestarts bounds how often one listing restarts after the API refused
 // its NextToken.
 const maxRestarts = 3
+
+// The reasons a listing is cut short, as [Options.OnListingAborted]
+// reports them.
+const (
+	// AbortTokenCycle: a NextToken came back that the listing had already
+	// followed. The cycle fails with [ErrMalformed].
+	AbortTokenCycle = "token_cycle"
+	// AbortPageLimit: the listing ran past the pages MaxRecords allows.
+	// The cycle fails with [ErrMalformed].
+	AbortPageLimit = "page_limit"
+	// AbortRepeatedPage: a full SWAS page held nothing new while TotalCount
+	// promised more (PageNumber past the data, answered with old pages).
+	// The listing ends there, incomplete: its records are used, its
+	// absences are not.
+	AbortRepeatedPage = "repeated_page"
+)
+
+// maxPages bounds the pages of one listing: what MaxRecords takes at
+// PageSize, plus a tenth and ten pages for records that arrive meanwhile.
+func (o Options) maxPages() int {
+	n := (o.MaxRecords + o.PageSize - 1) / o.PageSize
+	return n + n/10 + 10
+}
+
+// aborted reports a listing cut short.
+func (o Options) aborted(reason string) {
+	if o.OnListingAborted != nil {
+		o.OnListingAborted(reason)
+	}
+}
 
 // withDefaults validates opts and fills in defaults on a copy.
 func (o Options) withDefaults() (Options, error) {
@@ -82,6 +125,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PageSize < 1 || o.PageSize > 50 {
 		return o, fmt.Errorf("cloudassist: page size must be within 1..50, got %d", o.PageSize)
+	}
+	if o.MaxRecords == 0 {
+		o.MaxRecords = 100_000
+	}
+	if o.MaxRecords < 0 {
+		return o, fmt.Errorf("cloudassist: max records must be positive, got %d", o.MaxRecords)
 	}
 	if o.AccessKeyID != "" && o.AccessKeySecret == "" {
 		return o, errors.New("cloudassist: an access key id needs its secret")
@@ -185,6 +234,9 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 				return zero, apiErr
 			}
 			wait = untilNextWindow(o.Now(), o.ThrottleWindow)
+			// Once per window and action at most: the retry waits past it.
+			o.Logger.Info("API throttled; waiting for the next quota window", zap.String("action", action),
+				zap.String("region", o.Region), zap.Duration("wait", wait), zap.Int("throttled", throttles))
 		case ClassTransient:
 			if transients++; o.TransientRetries == -1 || transients > o.TransientRetries {
 				return zero, apiErr
@@ -196,12 +248,12 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 		if o.OnBackoff != nil {
 			o.OnBackoff(apiErr.Class, wait)
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return zero, ctx.Err()
-		case <-timer.C:
+		pause := sleep
+		if apiErr.Class == ClassThrottled {
+			pause = quotaWait // waiting for the quota is progress, see WithProgress
+		}
+		if err := pause(ctx, wait); err != nil {
+			return zero, err
 		}
 	}
 }

@@ -16,8 +16,9 @@ import (
 	"github.com/capoller/capoller/diff"
 )
 
-// ErrMalformed marks a response that decoded but cannot be trusted: a record
-// without an id or a status, or a paging token that does not advance.
+// ErrMalformed marks a listing that cannot be trusted: a NextToken that
+// comes back, or more pages than the API can hold. (A record without an id
+// or a status is skipped, not an error: see [Options.OnSkipped].)
 var ErrMalformed = errors.New("cloudassist: malformed response")
 
 // ecsAPI is an ECS client shared by the two ECS views, plus the memory of
@@ -30,6 +31,8 @@ type ecsAPI struct {
 
 	mu     sync.Mutex
 	active map[string]bool // periodic invocations active at the last listing
+
+	skips skipLog
 }
 
 func newECSAPI(opts Options) (*ecsAPI, error) {
@@ -102,11 +105,38 @@ func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 // Complete (see poller.Streamer). It reports whether the listing was
 // complete, so that its absences may expire records. A failed page stops
 // the stream with an error.
+//
+// An error of emit is returned as it is, without the listing's context:
+// it is the caller's, not the API's.
 func (c *ECS) Stream(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
+	var complete bool
+	var err error
 	if c.api.opts.Strategy == StrategyIncremental {
-		return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return c.streamIncremental(ctx, emit) })
+		complete, err = c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return c.streamIncremental(ctx, emit) })
+	} else {
+		complete, err = c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return true, c.streamFull(ctx, emit) })
 	}
-	return c.api.streamWithRestarts(ctx, func(ctx context.Context) (bool, error) { return true, c.streamFull(ctx, emit) })
+	if ce, ok := errors.AsType[callbackError](err); ok {
+		return complete, ce.err
+	}
+	return complete, err
+}
+
+// callbackError is an error of the caller's emit, marked so that the
+// layers of a listing pass it up as it is rather than blame the API for
+// it (see [wrapAPI]); Stream unmarks it.
+type callbackError struct{ err error }
+
+func (e callbackError) Error() string { return e.err.Error() }
+func (e callbackError) Unwrap() error { return e.err }
+
+// wrapAPI adds context to an error of the API, and leaves a callback's
+// error as it is.
+func wrapAPI(err error, format string, args ...any) error {
+	if _, ok := errors.AsType[callbackError](err); ok {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
 func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Context) (bool, error)) (bool, error) {
@@ -128,26 +158,38 @@ type chunker struct {
 	wasOpen  map[string]bool // periodic tasks active at the previous listing
 	periodic map[string]periodicTask
 	held     []diff.Record
-	bad      int
+	t        *tally
 	onRecord func(rec diff.Record, created time.Time) // sees every aggregate record emitted
 }
 
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return &chunker{a: a, full: full, emit: emit, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}}
+	marked := func(chunk diff.Snapshot) error {
+		if err := emit(chunk); err != nil {
+			return callbackError{err}
+		}
+		return nil
+	}
+	return &chunker{a: a, full: full, emit: marked, wasOpen: maps.Clone(a.active), periodic: map[string]periodicTask{}, t: newTally(a.opts)}
 }
+
+// report logs what the chunker's listing skipped; call it once the
+// listing ended, however it ended.
+func (ch *chunker) report() { ch.a.skips.report(ch.a.opts, ch.t) }
 
 // page normalizes and emits one page.
 func (ch *chunker) page(invs []ecs.Invocation) error {
 	a := ch.a
 	chunk := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: ch.full}
 	for _, inv := range invs {
-		recs, bad, err := normalizeECS(inv)
-		if err != nil {
-			return err
+		recs := normalizeECS(inv, ch.t)
+		if len(recs) == 0 || recs[0].InstanceID != "" {
+			// No aggregate (skipped): nothing to track or hold back; its
+			// instances, if any, go out as they are.
+			chunk.Records = append(chunk.Records, recs...)
+			continue
 		}
-		ch.bad += bad
 		id := recs[0].InvokeID
 		if ch.onRecord != nil {
 			created, _ := parseTime(inv.CreationTime)
@@ -174,12 +216,9 @@ func (ch *chunker) page(invs []ecs.Invocation) error {
 
 // finish emits the runs of the periodic tasks.
 func (ch *chunker) finish(ctx context.Context) error {
-	records, err := ch.a.withHistory(ctx, ch.held, ch.periodic)
+	records, err := ch.a.withHistory(ctx, ch.held, ch.periodic, ch.t)
 	if err != nil {
 		return err
-	}
-	if ch.bad > 0 {
-		ch.a.opts.Logger.Warn("unparseable timestamps left empty", zap.String("region", ch.a.opts.Region), zap.Int("count", ch.bad))
 	}
 	if len(records) == 0 {
 		return nil
@@ -190,6 +229,7 @@ func (ch *chunker) finish(ctx context.Context) error {
 // streamFull lists every invocation.
 func (c *ECS) streamFull(ctx context.Context, emit func(diff.Snapshot) error) error {
 	ch := c.api.newChunker(true, emit)
+	defer ch.report()
 	if err := c.api.describeInvocationPages(ctx, nil, ch.page); err != nil {
 		return err
 	}
@@ -208,12 +248,23 @@ func (a *ecsAPI) withRestarts(ctx context.Context, list func(context.Context) (d
 	return snap, err
 }
 
-// walk follows a NextToken listing: fetch receives each page's token and
-// returns the next one, until it is empty.
-func walk(ctx context.Context, action string, fetch func(token string) (next, requestID string, err error)) error {
+// walk follows a NextToken listing: fetch reads the page of a token and
+// returns it with the next token, each handles it, until the next token is
+// empty. An error of fetch (the API's) is reported with its page; an error
+// of each (the caller's) is returned as it is. A listing that would never
+// end — a NextToken followed before, or more pages than the API can hold —
+// fails with [ErrMalformed].
+func walk[P any](ctx context.Context, o Options, action string, fetch func(token string) (page P, next, requestID string, err error), each func(P) error) error {
+	limit := o.maxPages()
+	followed := map[string]int{} // token → the page it fetched
 	token := ""
 	for page := 1; ; page++ {
-		next, requestID, err := fetch(token)
+		if page > limit {
+			o.aborted(AbortPageLimit)
+			return fmt.Errorf("%s: %w: listing exceeded %d pages", action, ErrMalformed, limit)
+		}
+		followed[token] = page
+		items, next, requestID, err := fetch(token)
 		if err != nil {
 			if ctx.Err() != nil {
 				err = ctx.Err()
@@ -223,11 +274,15 @@ func walk(ctx context.Context, action string, fetch func(token string) (next, re
 			}
 			return fmt.Errorf("%s page %d: %w", action, page, err)
 		}
+		if err := each(items); err != nil {
+			return err
+		}
 		if next == "" {
 			return nil
 		}
-		if next == token {
-			return fmt.Errorf("%s page %d: %w: NextToken %q repeats", action, page, ErrMalformed, next)
+		if at, ok := followed[next]; ok {
+			o.aborted(AbortTokenCycle)
+			return fmt.Errorf("%s page %d (request %s): %w: NextToken %q seen before at page %d", action, page, requestID, ErrMalformed, clip(next), at)
 		}
 		token = next
 	}
@@ -247,7 +302,7 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 
 // describeInvocationPages lists invocations, calling each for every page.
 func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func([]ecs.Invocation) error) error {
-	return walk(ctx, "describe invocations", func(token string) (string, string, error) {
+	return walk(ctx, a.opts, "describe invocations", func(token string) ([]ecs.Invocation, string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
@@ -257,18 +312,15 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 			return a.client.DescribeInvocations(req)
 		})
 		if err != nil {
-			return "", "", err
+			return nil, "", "", err
 		}
-		if err := each(resp.Invocations.Invocation); err != nil {
-			return "", resp.RequestId, err
-		}
-		return resp.NextToken, resp.RequestId, nil
-	})
+		return resp.Invocations.Invocation, resp.NextToken, resp.RequestId, nil
+	}, each)
 }
 
 // describeResults lists invocation results, calling each for every row.
 func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
-	return walk(ctx, "describe invocation results", func(token string) (string, string, error) {
+	return walk(ctx, a.opts, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
 		req := ecs.CreateDescribeInvocationResultsRequest()
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		if filter != nil {
@@ -278,14 +330,16 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 			return a.client.DescribeInvocationResults(req)
 		})
 		if err != nil {
-			return "", "", err
+			return nil, "", "", err
 		}
-		for _, r := range resp.Invocation.InvocationResults.InvocationResult {
+		return resp.Invocation.InvocationResults.InvocationResult, resp.Invocation.NextToken, resp.RequestId, nil
+	}, func(rows []ecs.InvocationResult) error {
+		for _, r := range rows {
 			if err := each(r); err != nil {
-				return "", resp.RequestId, err
+				return err
 			}
 		}
-		return resp.Invocation.NextToken, resp.RequestId, nil
+		return nil
 	})
 }
 
@@ -300,7 +354,6 @@ func hasHistory(repeatMode string) bool {
 type accumulator struct {
 	records []diff.Record
 	index   map[diff.Key]int
-	bad     int // unparseable timestamps
 }
 
 func (a *accumulator) add(recs ...diff.Record) {
@@ -317,46 +370,43 @@ func (a *accumulator) add(recs ...diff.Record) {
 	}
 }
 
-func (a *accumulator) warn(o Options) {
-	if a.bad > 0 {
-		o.Logger.Warn("unparseable timestamps left empty", zap.String("region", o.Region), zap.Int("count", a.bad))
-	}
-}
-
 // normalizeECS turns one SDK invocation into records: the aggregate first,
-// then one per instance. It reports how many timestamps it could not parse.
-func normalizeECS(inv ecs.Invocation) ([]diff.Record, int, error) {
+// then one per instance. A record without an id or a status is skipped and
+// counted in t: an invocation without InvokeId with its instances, one
+// without a status for its aggregate only (its instances are kept, so the
+// aggregate, if any, is the record without an InstanceID).
+func normalizeECS(inv ecs.Invocation, t *tally) []diff.Record {
 	id := strings.TrimSpace(inv.InvokeId)
 	if id == "" {
-		return nil, 0, fmt.Errorf("%w: invocation without InvokeId", ErrMalformed)
+		t.skip(SkipInvocationWithoutID, inv.CommandId)
+		return nil
 	}
 	status := diff.NormalizeStatus(inv.InvocationStatus)
 	if status == "" {
 		status = diff.NormalizeStatus(inv.InvokeStatus) // legacy field, when the current one is absent
 	}
-	if status == "" {
-		return nil, 0, fmt.Errorf("%w: invocation %s has no status", ErrMalformed, id)
-	}
 	recs := make([]diff.Record, 0, 1+len(inv.InvokeInstances.InvokeInstance))
-	recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: inv.CommandId, CommandName: inv.CommandName, Status: status})
-	bad := 0
+	if status == "" {
+		t.skip(SkipInvocationWithoutStatus, id)
+	} else {
+		recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: inv.CommandId, CommandName: inv.CommandName, Status: status})
+	}
 	for _, ii := range inv.InvokeInstances.InvokeInstance {
 		st := diff.NormalizeStatus(ii.InvocationStatus)
 		if st == "" {
 			st = diff.NormalizeStatus(ii.InstanceInvokeStatus)
 		}
-		rec, b, err := instanceRecord(id, ii.InstanceId, st, runFields{
+		rec, ok := instanceRecord(id, ii.InstanceId, st, runFields{
 			repeats: ii.Repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
 			start: ii.StartTime, finish: ii.FinishTime,
-		})
-		if err != nil {
-			return nil, 0, err
+		}, t)
+		if !ok {
+			continue
 		}
 		rec.CommandID, rec.CommandName = inv.CommandId, inv.CommandName
-		bad += b
 		recs = append(recs, rec)
 	}
-	return recs, bad, nil
+	return recs
 }
 
 // runFields are the per-run fields every API reports, under its own names.
@@ -368,33 +418,37 @@ type runFields struct {
 	start, finish string
 }
 
-// instanceRecord validates and builds one instance-level record.
-func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields) (diff.Record, int, error) {
+// instanceRecord builds one instance-level record, or counts it in t as
+// skipped when it has no InstanceId or no status.
+func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields, t *tally) (diff.Record, bool) {
 	instanceID = strings.TrimSpace(instanceID)
 	if instanceID == "" {
-		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s lists an instance without InstanceId", ErrMalformed, invokeID)
+		t.skip(SkipInstanceWithoutID, invokeID)
+		return diff.Record{}, false
 	}
 	if status == "" {
-		return diff.Record{}, 0, fmt.Errorf("%w: invocation %s on %s has no status", ErrMalformed, invokeID, instanceID)
+		t.skip(SkipInstanceWithoutStatus, invokeID+"/"+instanceID)
+		return diff.Record{}, false
 	}
 	start, ok1 := parseTime(f.start)
 	finish, ok2 := parseTime(f.finish)
-	bad := 0
 	for _, ok := range []bool{ok1, ok2} {
-		if !ok {
-			bad++
+		if !ok && t != nil {
+			t.badTimes++
 		}
 	}
 	return diff.Record{
 		Key:    diff.Key{InvokeID: invokeID, InstanceID: instanceID},
 		Status: status, Repeats: f.repeats, ExitCode: f.exitCode, ErrorCode: f.errorCode, ErrorInfo: f.errorInfo,
 		StartTime: start, FinishTime: finish,
-	}, bad, nil
+	}, true
 }
 
 // parseTime reads the API's timestamps leniently: ECS sends
 // 2006-01-02T15:04:05Z, SWAS sometimes omits the Z (UTC is assumed). An
-// empty value is a valid zero time; an unparseable one reports false.
+// empty value is a valid zero time; an unparseable one reports false, and
+// so does one whose offset takes it, in UTC, out of the years 0 to 9999
+// (0000-01-01T00:00:00+01:00): RFC 3339, and so JSON, cannot carry it.
 func parseTime(s string) (time.Time, bool) {
 	s = strings.TrimSpace(s)
 	if s == "" {
@@ -402,7 +456,10 @@ func parseTime(s string) (time.Time, bool) {
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04Z", "2006-01-02 15:04:05"} {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), true
+			if t = t.UTC(); t.Year() < 0 || t.Year() > 9999 {
+				return time.Time{}, false
+			}
+			return t, true
 		}
 	}
 	return time.Time{}, false

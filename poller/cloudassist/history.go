@@ -26,7 +26,7 @@ type periodicTask struct {
 // more for those that were active at the previous listing (their last runs
 // may have finished since). Records of one instance come out in strictly
 // increasing (run, rank) order, as the diff requires.
-func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodic map[string]periodicTask) ([]diff.Record, error) {
+func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodic map[string]periodicTask, t *tally) ([]diff.Record, error) {
 	a.mu.Lock()
 	wanted := map[string]bool{}
 	for id, task := range periodic {
@@ -45,9 +45,9 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 		err := a.describeResults(ctx, func(req *ecs.DescribeInvocationResultsRequest) {
 			req.InvokeId, req.IncludeHistory = id, requests.NewBoolean(true)
 		}, func(r ecs.InvocationResult) error {
-			rec, _, err := resultRecord(r)
-			if err != nil {
-				return err
+			rec, ok := resultRecord(r, t)
+			if !ok {
+				return nil
 			}
 			if rec.InvokeID != id {
 				return fmt.Errorf("%w: history of %s returned a row of %s", ErrMalformed, id, rec.InvokeID)
@@ -57,7 +57,7 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("history of %s: %w", id, err)
+			return nil, wrapAPI(err, "history of %s", id)
 		}
 	}
 	out := make([]diff.Record, 0, len(records))
@@ -104,21 +104,26 @@ func (a *ecsAPI) remember(periodic map[string]periodicTask) {
 	}
 }
 
-// resultRecord normalizes one DescribeInvocationResults row. Its end time
-// is FinishedTime (InvokeInstance says FinishTime).
-func resultRecord(r ecs.InvocationResult) (diff.Record, int, error) {
+// resultRecord normalizes one DescribeInvocationResults row, or counts it
+// in t as skipped when it has no InvokeId, InstanceId or status. Its end
+// time is FinishedTime (InvokeInstance says FinishTime).
+func resultRecord(r ecs.InvocationResult, t *tally) (diff.Record, bool) {
 	id := strings.TrimSpace(r.InvokeId)
 	if id == "" {
-		return diff.Record{}, 0, fmt.Errorf("%w: invocation result without InvokeId", ErrMalformed)
+		t.skip(SkipInvocationWithoutID, r.InstanceId)
+		return diff.Record{}, false
 	}
 	st := diff.NormalizeStatus(r.InvocationStatus)
 	if st == "" {
 		st = diff.NormalizeStatus(r.InvokeRecordStatus)
 	}
-	rec, bad, err := instanceRecord(id, r.InstanceId, st, runFields{
+	rec, ok := instanceRecord(id, r.InstanceId, st, runFields{
 		repeats: r.Repeats, exitCode: r.ExitCode, errorCode: r.ErrorCode, errorInfo: r.ErrorInfo,
 		start: r.StartTime, finish: r.FinishedTime,
-	})
+	}, t)
+	if !ok {
+		return diff.Record{}, false
+	}
 	rec.CommandID = r.CommandId
-	return rec, bad, err
+	return rec, true
 }

@@ -129,6 +129,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
 		next := incremental{known: map[string]struct{}{}, open: map[string]openInvocation{}, lastFull: now}
 		ch := a.newChunker(true, emit)
+		defer ch.report()
 		ch.onRecord = next.track
 		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
 			return false, err
@@ -144,6 +145,7 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	p := c.inc.plan(a.opts.PageSize)
 	cy := steadyCycle{inc: &c.inc, ch: a.newChunker(false, emit), read: map[string]bool{}, open: map[string]openInvocation{}, fresh: map[string]int64{}}
 	cy.ch.onRecord = cy.saw
+	defer cy.ch.report()
 	var err error
 	if p.sweep {
 		err = cy.sweep(ctx, a, p)
@@ -206,7 +208,7 @@ func (cy *steadyCycle) end() {
 func (cy *steadyCycle) lookUp(ctx context.Context, a *ecsAPI, id string) error {
 	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, cy.ch.page)
 	if err != nil {
-		return fmt.Errorf("look up %s: %w", id, err)
+		return wrapAPI(err, "look up %s", id)
 	}
 	cy.read[id] = true // read, or gone: either way no longer open
 	return nil
@@ -267,7 +269,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 	for _, status := range []string{"Pending", "Stopping"} {
 		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, cy.ch.page)
 		if err != nil {
-			return fmt.Errorf("active %s: %w", status, err)
+			return wrapAPI(err, "active %s", status)
 		}
 	}
 	// The Running listing, newest first: once a page's oldest invocation
@@ -290,7 +292,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("active Running: %w", err)
+		return wrapAPI(err, "active Running")
 	}
 	// The rest: open ones no page ruled on (created in the same second as
 	// the oldest running invocation, or older).

@@ -65,13 +65,21 @@ func (l *Limits) bucket(region, action string) *bucket {
 	return b
 }
 
-// wait blocks until the call may go, or ctx ends.
+// wait blocks until the call may go, or ctx ends. The wait is progress
+// (see [WithProgress]).
 func (l *Limits) wait(ctx context.Context, region, action string) error {
 	if l == nil {
 		return nil
 	}
-	if err := l.bucket(region, action).lim.Wait(ctx); err != nil {
-		return fmt.Errorf("wait for the %s rate limit: %w", action, err)
+	r := l.bucket(region, action).lim.Reserve()
+	if !r.OK() {
+		return fmt.Errorf("wait for the %s rate limit: burst %d admits no call", action, l.opts.Burst)
+	}
+	if d := r.Delay(); d > 0 {
+		if err := quotaWait(ctx, d); err != nil {
+			r.Cancel()
+			return fmt.Errorf("wait for the %s rate limit: %w", action, err)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
@@ -36,13 +37,13 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	a := c.api
 	snap := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: true}
 	var acc accumulator
+	t := newTally(a.opts)
+	defer a.skips.report(a.opts, t)
 	err := a.describeResults(ctx, nil, func(r ecs.InvocationResult) error {
-		rec, bad, err := resultRecord(r)
-		acc.bad += bad
-		if err == nil {
+		if rec, ok := resultRecord(r, t); ok {
 			acc.add(rec)
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return diff.Snapshot{}, err
@@ -51,8 +52,13 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	periodic := map[string]periodicTask{}
 	err = a.describeInvocations(ctx, func(req *ecs.DescribeInvocationsRequest) { req.Timed = requests.NewBoolean(true) },
 		func(inv ecs.Invocation) error {
+			id := strings.TrimSpace(inv.InvokeId)
+			if id == "" { // its history cannot be asked for: a look-up without InvokeId lists everything
+				t.skip(SkipInvocationWithoutID, inv.CommandId)
+				return nil
+			}
 			if hasHistory(inv.RepeatMode) {
-				periodic[inv.InvokeId] = periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: true}
+				periodic[id] = periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: true}
 			}
 			return nil
 		})
@@ -68,11 +74,10 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	a.mu.Unlock()
 
 	records := deriveAggregates(acc.records)
-	if records, err = a.withHistory(ctx, records, periodic); err != nil {
+	if records, err = a.withHistory(ctx, records, periodic, t); err != nil {
 		return diff.Snapshot{}, err
 	}
 	snap.Records = records
-	acc.warn(a.opts)
 	return snap, nil
 }
 

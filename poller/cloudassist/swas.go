@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	swas "github.com/aliyun/alibaba-cloud-sdk-go/services/swas-open"
 	"go.uber.org/zap"
@@ -24,6 +25,10 @@ type SWAS struct {
 	opts   Options
 	client *swas.Client
 	calls  caller
+	skips  skipLog
+	// repeating: the last listing ended on a repeated page (logged when
+	// that starts, not every cycle).
+	repeating atomic.Bool
 }
 
 // NewSWAS builds a SWAS lister. Without an endpoint it talks to
@@ -51,11 +56,19 @@ func NewSWAS(opts Options) (*SWAS, error) {
 // the same total and the union holds exactly that many invocations; it is
 // read again up to a few times to get there. Otherwise the snapshot still
 // reports everything it read, but expires nothing.
+//
+// A listing that would never end fails: more pages than MaxRecords allows
+// (a TotalCount that grows as it is read) is [ErrMalformed]. A full page
+// with nothing new on it while TotalCount promises more (a PageNumber past
+// the data answered with old pages) ends the listing, incomplete, and it
+// is not read again this cycle.
 func (c *SWAS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 	var snap diff.Snapshot
 	for attempt := 1; attempt <= swasConsistencyAttempts; attempt++ {
 		var err error
-		if snap, err = c.list(ctx); err != nil || snap.Complete {
+		var repeated bool
+		snap, repeated, err = c.list(ctx)
+		if err != nil || snap.Complete || repeated {
 			return snap, err
 		}
 		c.opts.Logger.Debug("SWAS pages shifted while listing", zap.String("region", c.opts.Region), zap.Int("attempt", attempt))
@@ -63,72 +76,98 @@ func (c *SWAS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 	return snap, nil
 }
 
-func (c *SWAS) list(ctx context.Context) (diff.Snapshot, error) {
-	snap := diff.Snapshot{Source: diff.SourceSWAS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC()}
+// list reads every page once; repeated reports a listing that ended on a
+// page with nothing new.
+func (c *SWAS) list(ctx context.Context) (snap diff.Snapshot, repeated bool, err error) {
+	snap = diff.Snapshot{Source: diff.SourceSWAS, Region: c.opts.Region, ObservedAt: c.opts.Now().UTC()}
 	var acc accumulator
+	t := newTally(c.opts)
+	defer c.skips.report(c.opts, t)
 	invocations := map[string]bool{}
+	anonymous := 0 // invocations without InvokeId: listed, so counted against the total, but skipped
 	totals := map[int]bool{}
+	limit := c.opts.maxPages()
 	for page := 1; ; page++ {
+		if page > limit {
+			c.opts.aborted(AbortPageLimit)
+			return diff.Snapshot{}, false, fmt.Errorf("describe command invocations: %w: listing exceeded %d pages", ErrMalformed, limit)
+		}
 		req := swas.CreateDescribeCommandInvocationsRequest()
 		req.PageNumber, req.PageSize = strconv.Itoa(page), strconv.Itoa(c.opts.PageSize)
 		resp, err := invoke(ctx, c.opts, &c.calls, "DescribeCommandInvocations", func() (*swas.DescribeCommandInvocationsResponse, error) {
 			return c.client.DescribeCommandInvocations(req)
 		})
 		if err != nil {
-			return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d: %w", page, err)
+			return diff.Snapshot{}, false, fmt.Errorf("describe command invocations page %d: %w", page, err)
 		}
 		totals[resp.TotalCount] = true
+		fresh := 0 // invocations this page read first (one without an id may be new)
 		for _, cmd := range resp.CommandInvocations {
-			recs, bad, err := normalizeSWAS(cmd)
-			if err != nil {
-				return diff.Snapshot{}, fmt.Errorf("describe command invocations page %d (request %s): %w", page, resp.RequestId, err)
+			acc.add(normalizeSWAS(cmd, t)...)
+			switch id := strings.TrimSpace(cmd.InvokeId); {
+			case id == "":
+				anonymous++
+				fresh++
+			case !invocations[id]:
+				invocations[id] = true
+				fresh++
 			}
-			acc.bad += bad
-			acc.add(recs...)
-			invocations[recs[0].InvokeID] = true
 		}
 		if len(resp.CommandInvocations) < c.opts.PageSize || page*c.opts.PageSize >= resp.TotalCount {
-			snap.Complete = len(totals) == 1 && totals[len(invocations)]
+			snap.Complete = len(totals) == 1 && totals[len(invocations)+anonymous]
 			break
 		}
+		if fresh == 0 {
+			c.opts.aborted(AbortRepeatedPage)
+			log := c.opts.Logger.Debug
+			if !c.repeating.Swap(true) {
+				log = c.opts.Logger.Warn
+			}
+			log("SWAS page held nothing new while TotalCount promised more; the listing ends here, incomplete",
+				zap.String("region", c.opts.Region), zap.Int("page", page), zap.Int("total_count", resp.TotalCount), zap.Int("read", len(invocations)+anonymous))
+			snap.Records = acc.records
+			return snap, true, nil
+		}
 	}
+	c.repeating.Store(false)
 	snap.Records = acc.records
-	acc.warn(c.opts)
-	return snap, nil
+	return snap, false, nil
 }
 
-// normalizeSWAS turns one SWAS command invocation into records. SWAS has
-// no run counter: a run that started counts as run 1, as on ECS.
-func normalizeSWAS(cmd swas.Command) ([]diff.Record, int, error) {
+// normalizeSWAS turns one SWAS command invocation into records, skipping
+// (and counting in t) those without an id or a status as [normalizeECS]
+// does. SWAS has no run counter: a run that started counts as run 1, as on
+// ECS.
+func normalizeSWAS(cmd swas.Command, t *tally) []diff.Record {
 	id := strings.TrimSpace(cmd.InvokeId)
 	if id == "" {
-		return nil, 0, fmt.Errorf("%w: command invocation without InvokeId", ErrMalformed)
-	}
-	status := diff.NormalizeStatus(cmd.InvocationStatus)
-	if status == "" {
-		return nil, 0, fmt.Errorf("%w: command invocation %s has no status", ErrMalformed, id)
+		t.skip(SkipInvocationWithoutID, cmd.CommandId)
+		return nil
 	}
 	name := cmd.CommandName
 	if name == "" {
 		name = cmd.Name
 	}
-	recs := []diff.Record{{Key: diff.Key{InvokeID: id}, CommandID: cmd.CommandId, CommandName: name, Status: status}}
-	bad := 0
+	recs := make([]diff.Record, 0, 1+len(cmd.InvokeInstances))
+	if status := diff.NormalizeStatus(cmd.InvocationStatus); status == "" {
+		t.skip(SkipInvocationWithoutStatus, id)
+	} else {
+		recs = append(recs, diff.Record{Key: diff.Key{InvokeID: id}, CommandID: cmd.CommandId, CommandName: name, Status: status})
+	}
 	for _, ii := range cmd.InvokeInstances {
 		repeats := 0
 		if strings.TrimSpace(ii.StartTime) != "" {
 			repeats = 1
 		}
-		rec, b, err := instanceRecord(id, ii.InstanceId, diff.NormalizeStatus(ii.InvocationStatus), runFields{
+		rec, ok := instanceRecord(id, ii.InstanceId, diff.NormalizeStatus(ii.InvocationStatus), runFields{
 			repeats: repeats, exitCode: ii.ExitCode, errorCode: ii.ErrorCode, errorInfo: ii.ErrorInfo,
 			start: ii.StartTime, finish: ii.FinishTime,
-		})
-		if err != nil {
-			return nil, 0, err
+		}, t)
+		if !ok {
+			continue
 		}
 		rec.CommandID, rec.CommandName = cmd.CommandId, name
-		bad += b
 		recs = append(recs, rec)
 	}
-	return recs, bad, nil
+	return recs
 }
