@@ -22,9 +22,11 @@ type Options struct {
 	// The stream captures "<prefix>.>".
 	SubjectPrefix string
 	// DuplicateWindow is how long JetStream remembers event ids to drop
-	// re-publishes; default 2m. A re-publish later than that (an outage
-	// longer than the window between publish and checkpoint) is stored
-	// again, with the same id, so consumers should still deduplicate on id.
+	// re-publishes; default 10m (or MaxAge, if shorter), longer than the
+	// poller's longest retry pause (5m). A re-publish later than that (an
+	// outage longer than the window between publish and checkpoint) is
+	// stored again, with the same id, so consumers should still deduplicate
+	// on id.
 	DuplicateWindow time.Duration
 	// MaxAge bounds how long events are kept; default 0, forever.
 	MaxAge time.Duration
@@ -48,7 +50,10 @@ func (o Options) withDefaults() (Options, error) {
 		return o, err
 	}
 	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 2 * time.Minute
+		o.DuplicateWindow = 10 * time.Minute
+		if o.MaxAge > 0 && o.MaxAge < o.DuplicateWindow {
+			o.DuplicateWindow = o.MaxAge // the server refuses a window over the age
+		}
 	}
 	if o.Replicas == 0 {
 		o.Replicas = 1

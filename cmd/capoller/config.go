@@ -70,7 +70,7 @@ func defaultConfig() config {
 		NATSURL:         "nats://127.0.0.1:4222",
 		Stream:          "CAPOLLER",
 		SubjectPrefix:   "capoller",
-		DuplicateWindow: 2 * time.Minute,
+		DuplicateWindow: 10 * time.Minute,
 		Checkpoint:      "redis",
 		Bucket:          "CAPOLLER_CHECKPOINTS",
 		DataDir:         "capoller-data",
@@ -78,6 +78,12 @@ func defaultConfig() config {
 		LogLevel:        "info",
 	}
 }
+
+// longestRetryPause is the longest a shard waits before it re-publishes a
+// batch whose checkpoint failed: the poller's default MaxBackoff and
+// PermanentRetry. A duplicate window shorter than that lets an ordinary
+// outage store the same event twice.
+const longestRetryPause = 5 * time.Minute
 
 // setting binds one flag name to a config field.
 type setting struct {
@@ -262,6 +268,9 @@ func (c config) validate() error {
 	}
 	if c.NATSURL == "embedded" && c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: required with an embedded NATS server"))
+	}
+	if c.DuplicateWindow < longestRetryPause {
+		errs = append(errs, fmt.Errorf("duplicate-window %v: want at least %v, the longest pause before a shard retries a batch; a shorter window lets an outage store the same event twice", c.DuplicateWindow, longestRetryPause))
 	}
 	if err := publisher.ValidPrefix(c.SubjectPrefix); err != nil {
 		errs = append(errs, err)
