@@ -5,9 +5,13 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/capoller/capoller/poller/testenv"
 )
 
 func noEnv(string) string { return "" }
@@ -45,4 +49,143 @@ func TestDuplicateWindowCoversTheLongestRetry(t *testing.T) {
 			t.Errorf("--duplicate-window %s: %q does not say it must cover the 5m retry pause", v, msg)
 		}
 	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		secrets []string
+		want    string // "" to check only that the secrets are gone
+	}{
+		{"nats://mytoken@host:4222", []string{"mytoken"}, "nats://REDACTED@host:4222"},
+		{"nats://user:s3cret@host:4222", []string{"user", "s3cret"}, "nats://REDACTED@host:4222"},
+		{"redis://:s3cret@127.0.0.1:6379/0", []string{"s3cret"}, "redis://REDACTED@127.0.0.1:6379/0"},
+		{"nats://user:s3cret@host:99999999/%zz", []string{"user", "s3cret"}, "nats://REDACTED@host:99999999/%zz"},
+		{"nats://us%zzer:s3cret@host:4222", []string{"s3cret"}, "nats://REDACTED@host:4222"},
+		{"nats://user:s3c@ret@host:4222", []string{"s3c", "ret@host"}, "nats://REDACTED@host:4222"},
+		{"nats://user:s3c/ret@host:4222", []string{"s3c", "ret@host"}, ""},
+		{"nats://user:s3cret", []string{"s3cret"}, "nats://user:REDACTED"},
+		{"user:s3cret@host:4222", []string{"s3cret"}, ""},
+		{"mytoken@host:4222", []string{"mytoken"}, "REDACTED@host:4222"},
+		{"nats:///user:s3cret@host", []string{"s3cret"}, ""},
+		{"rediss://h:6380/0?PASSWORD=s3cret&db=1", []string{"s3cret"}, "rediss://h:6380/0?PASSWORD=REDACTED&db=1"},
+		{"http://h/x?Token=s3cret", []string{"s3cret"}, "http://h/x?Token=REDACTED"},
+		{"http://h/?AccessKeyId=LTAIs3cret&AccessKeySecret=k3y&Signature=s1g&SecurityToken=st0k&Action=RunCommand",
+			[]string{"LTAIs3cret", "k3y", "s1g", "st0k"}, "http://h/?AccessKeyId=REDACTED&AccessKeySecret=REDACTED&Signature=REDACTED&SecurityToken=REDACTED&Action=RunCommand"},
+		{"http://h/?pwd=a&pass=b1&secret=c1&auth=d1&key=e1&access_key_id=f1&client-secret=g1", []string{"=a", "b1", "c1", "d1", "e1", "f1", "g1"}, ""},
+		{"http://h/?password=s3c,ret&x=1", []string{"s3c", "ret"}, "http://h/?password=REDACTED&x=1"},
+		{"redis://h/%zz?password=s3cret", []string{"s3cret"}, "redis://h/%zz?password=REDACTED"},
+		{"nats://tok1@a:4222,nats://u:pw2@b:4222, tok3@c:4222,d:4222", []string{"tok1", "pw2", "tok3"}, "nats://REDACTED@a:4222,nats://REDACTED@b:4222,REDACTED@c:4222,d:4222"},
+		{"nats://a:4222?token=t1,nats://b:4222?token=t2", []string{"t1", "t2"}, "nats://a:4222?token=REDACTED,nats://b:4222?token=REDACTED"},
+		{"nats://user:pa,ss@host:4222", []string{"pa", "ss"}, ""},
+		{"nats://127.0.0.1:4222", nil, "nats://127.0.0.1:4222"},
+		{"unix:///tmp/redis.sock", nil, "unix:///tmp/redis.sock"},
+		{"", nil, ""},
+	} {
+		got := redactURL(tc.raw)
+		for _, s := range tc.secrets {
+			if strings.Contains(got, s) {
+				t.Errorf("redactURL(%q) = %q: shows %q", tc.raw, got, s)
+			}
+		}
+		if tc.want != "" && got != tc.want {
+			t.Errorf("redactURL(%q) = %q, want %q", tc.raw, got, tc.want)
+		}
+	}
+}
+
+// The secrets of malformed URLs never reach stderr: the configuration is
+// refused with the URL redacted, not with url.Parse's error, which quotes it.
+func TestRunConfigNeverShowsURLSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		setting string
+		args    []string
+	}{
+		{"nats-url", []string{"--nats-url", "nats://user:s3cret@host:99999999/%zz"}},
+		{"nats-url", []string{"--nats-url", "nats://s3cret@host:4222/%zz"}},
+		{"nats-url", []string{"--nats-url", "nats://a:4222,nats://user:s3cret@host:4222/%zz"}},
+		{"nats-url", []string{"--nats-url", "nats://user:s3cret@host:99999999"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "redis://user:s3cret@host:6379/%zz"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "redis://user:s3cret@host:6379/0?dial_timeout=x&password=s3cret"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "rediss://s3cret@host:6379/%zz/x"}},
+		{"endpoint", []string{"--endpoint", "http://user:s3cret@host/%zz"}},
+		{"endpoint", []string{"--endpoint", "ftp://host/?AccessKeySecret=s3cret"}},
+	} {
+		if msg := runRefused(t, tc.setting, tc.args...); strings.Contains(msg, "s3cret") {
+			t.Errorf("%v: stderr shows the secret: %q", tc.args, msg)
+		}
+	}
+}
+
+// The daemon logs the URLs it connects to at start-up, without their
+// secrets: a NATS token (user information without a password) included.
+func TestRunLogsNoURLSecrets(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	stream := testenv.Name("CAPOLLER_REDACT")
+	natsURL := testenv.NATSURL(t)
+	testenv.NATS(t, natsURL, stream) // removes the stream at the end
+	u, err := url.Parse(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User("n4ts-t0ken") // a server without authorization ignores it
+	redisURL, err := url.Parse(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisURL.User = url.UserPassword("default", "r3dis-pass") // refused: logged as unreachable
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stderr := &watchBuffer{want: "capoller running", seen: make(chan struct{})}
+	done := make(chan int, 1)
+	go func() {
+		done <- cli(ctx, []string{"run", "--endpoint", "http://127.0.0.1:1", "--nats-url", u.String(), "--redis-url", redisURL.String(),
+			"--key-prefix", testenv.Name("capoller_redact") + ":", "--stream", stream, "--subject-prefix", strings.ToLower(stream)}, io.Discard, stderr)
+	}()
+	select {
+	case <-stderr.seen:
+	case code := <-done:
+		t.Fatalf("run exited %d before it ran:\n%s", code, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not start:\n%s", stderr.String())
+	}
+	cancel()
+	<-done
+	logs := stderr.String()
+	for _, secret := range []string{"n4ts-t0ken", "r3dis-pass"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the logs show %q:\n%s", secret, logs)
+		}
+	}
+	if !strings.Contains(logs, "REDACTED@") {
+		t.Errorf("the logs do not show the redacted NATS URL:\n%s", logs)
+	}
+}
+
+// watchBuffer collects a writer's output and closes seen once it holds want.
+type watchBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (b *watchBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	if strings.Contains(b.buf.String(), b.want) {
+		b.once.Do(func() { close(b.seen) })
+	}
+	return n, err
+}
+
+func (b *watchBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -89,7 +89,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), err)
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), withoutURL(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -113,8 +113,8 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	switch cfg.Checkpoint {
 	case "redis":
 		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("redis-url: %w", err)
+		if err != nil { // its errors can quote the URL
+			return fmt.Errorf("redis-url %s: not a valid Redis URL", redactURL(cfg.RedisURL))
 		}
 		rdb := redis.NewClient(opts)
 		defer func() { _ = rdb.Close() }()
