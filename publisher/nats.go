@@ -40,8 +40,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Stream == "" {
 		o.Stream = "CAPOLLER"
 	}
-	if EscapeToken(o.Stream) != o.Stream {
-		return o, fmt.Errorf("publisher: stream name %q: use only [A-Za-z0-9_-]", o.Stream)
+	if err := ValidStreamName(o.Stream); err != nil {
+		return o, err
 	}
 	if o.SubjectPrefix == "" {
 		o.SubjectPrefix = "capoller"

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -219,19 +221,25 @@ func (c config) validate() error {
 	if len(c.Regions) == 0 {
 		errs = append(errs, errors.New("regions: at least one region is required"))
 	}
-	for _, r := range c.Regions {
-		if publisher.EscapeToken(r) != r {
-			errs = append(errs, fmt.Errorf("region %q: use only [A-Za-z0-9_-]", r))
+	for i, r := range c.Regions {
+		if r == "" || publisher.EscapeToken(r) != r {
+			errs = append(errs, fmt.Errorf("regions: region %q: use only [A-Za-z0-9_-]", r))
+		}
+		if slices.Contains(c.Regions[:i], r) {
+			errs = append(errs, fmt.Errorf("regions: %q is listed twice (a shard is polled by one loop)", r))
 		}
 	}
 	if len(c.Sources) == 0 {
 		errs = append(errs, errors.New("sources: at least one source is required"))
 	}
-	for _, s := range c.Sources {
+	for i, s := range c.Sources {
 		switch s {
 		case "ecs", "ecs-results", "swas":
 		default:
-			errs = append(errs, fmt.Errorf("source %q: want ecs, ecs-results or swas", s))
+			errs = append(errs, fmt.Errorf("sources: source %q: want ecs, ecs-results or swas", s))
+		}
+		if slices.Contains(c.Sources[:i], s) {
+			errs = append(errs, fmt.Errorf("sources: %q is listed twice (a shard is polled by one loop)", s))
 		}
 	}
 	if slices.Contains(c.Sources, "ecs") && slices.Contains(c.Sources, "ecs-results") {
@@ -246,8 +254,14 @@ func (c config) validate() error {
 	if _, err := cloudassist.ParseStrategy(c.Strategy); err != nil {
 		errs = append(errs, err)
 	}
-	if c.ResyncEvery <= 0 || c.QPS <= 0 || c.ThrottleWindow <= 0 {
-		errs = append(errs, errors.New("resync-every, qps and throttle-window must be positive"))
+	if c.ResyncEvery <= 0 {
+		errs = append(errs, fmt.Errorf("resync-every %v: must be positive", c.ResyncEvery))
+	}
+	if math.IsNaN(c.QPS) || math.IsInf(c.QPS, 0) || c.QPS <= 0 {
+		errs = append(errs, fmt.Errorf("qps %v: want a positive, finite number", c.QPS))
+	}
+	if c.ThrottleWindow <= 0 {
+		errs = append(errs, fmt.Errorf("throttle-window %v: must be positive", c.ThrottleWindow))
 	}
 	if c.PageSize < 1 || c.PageSize > 50 {
 		errs = append(errs, fmt.Errorf("page-size %d: want 1..50", c.PageSize))
@@ -271,6 +285,17 @@ func (c config) validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if publisher.ValidStreamName(c.Stream) != nil {
+		errs = append(errs, fmt.Errorf("stream %q: want 1 to 255 characters of [A-Za-z0-9_-] (JetStream refuses whitespace, \".\", \"*\", \">\" and path separators)", c.Stream))
+	}
+	if !validBucket(c.Bucket) {
+		errs = append(errs, fmt.Errorf("bucket %q: want 1 to %d characters of [A-Za-z0-9_-] (its stream is KV_<bucket>)", c.Bucket, maxBucketLen))
+	}
+	if c.MetricsAddr != "" {
+		if err := checkListenAddr(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("metrics-addr %q: %w", c.MetricsAddr, err))
+		}
+	}
 	if c.NATSURL == "embedded" && c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: required with an embedded NATS server"))
 	}
@@ -287,6 +312,41 @@ func (c config) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,
+// takes at most 255 characters.
+const maxBucketLen = 255 - len("KV_")
+
+// validBucket reports whether JetStream accepts a key-value bucket name:
+// ^[a-zA-Z0-9_-]+$, as nats.go checks it, short enough for its stream.
+func validBucket(name string) bool {
+	return name != "" && len(name) <= maxBucketLen && publisher.EscapeToken(name) == name
+}
+
+// checkListenAddr checks the syntax of a TCP listen address, host:port
+// (the host may be empty). Whether it can be listened on is known only when
+// the daemon listens, before it connects anywhere.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port or :port")
+	}
+	if port == "" {
+		return errors.New("the port is missing")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q: want a number up to 65535", port)
+	}
+	return nil
+}
+
+// configError is a configuration the daemon found it cannot use only as it
+// started (e.g. a metrics address already in use): exit code 2, like the
+// errors of loadConfig.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
 
 // checkNATSURL checks a NATS URL, or a comma-separated list of them, as
 // nats.Connect reads it (a URL without a scheme is nats://), so that

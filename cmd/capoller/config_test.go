@@ -5,6 +5,8 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -120,9 +122,6 @@ func TestRunConfigNeverShowsURLSecrets(t *testing.T) {
 // The daemon logs the URLs it connects to at start-up, without their
 // secrets: a NATS token (user information without a password) included.
 func TestRunLogsNoURLSecrets(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
-	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
 	stream := testenv.Name("CAPOLLER_REDACT")
 	natsURL := testenv.NATSURL(t)
 	testenv.NATS(t, natsURL, stream) // removes the stream at the end
@@ -137,24 +136,8 @@ func TestRunLogsNoURLSecrets(t *testing.T) {
 	}
 	redisURL.User = url.UserPassword("default", "r3dis-pass") // refused: logged as unreachable
 
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	stderr := &watchBuffer{want: "capoller running", seen: make(chan struct{})}
-	done := make(chan int, 1)
-	go func() {
-		done <- cli(ctx, []string{"run", "--endpoint", "http://127.0.0.1:1", "--nats-url", u.String(), "--redis-url", redisURL.String(),
-			"--key-prefix", testenv.Name("capoller_redact") + ":", "--stream", stream, "--subject-prefix", strings.ToLower(stream)}, io.Discard, stderr)
-	}()
-	select {
-	case <-stderr.seen:
-	case code := <-done:
-		t.Fatalf("run exited %d before it ran:\n%s", code, stderr.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("run did not start:\n%s", stderr.String())
-	}
-	cancel()
-	<-done
-	logs := stderr.String()
+	logs := runUntilRunning(t, []string{"--nats-url", u.String(), "--redis-url", redisURL.String(),
+		"--key-prefix", testenv.Name("capoller_redact") + ":", "--stream", stream, "--subject-prefix", strings.ToLower(stream)}, nil)
 	for _, secret := range []string{"n4ts-t0ken", "r3dis-pass"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the logs show %q:\n%s", secret, logs)
@@ -163,6 +146,38 @@ func TestRunLogsNoURLSecrets(t *testing.T) {
 	if !strings.Contains(logs, "REDACTED@") {
 		t.Errorf("the logs do not show the redacted NATS URL:\n%s", logs)
 	}
+}
+
+// runUntilRunning starts "capoller run" with args (and an API endpoint that
+// refuses connections), waits until it logs that it runs, calls running if
+// set, stops it and returns its logs.
+func runUntilRunning(t *testing.T, args []string, running func()) string {
+	t.Helper()
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	stderr := &watchBuffer{want: "capoller running", seen: make(chan struct{})}
+	done := make(chan int, 1)
+	go func() {
+		done <- cli(ctx, append([]string{"run", "--endpoint", "http://127.0.0.1:1"}, args...), io.Discard, stderr)
+	}()
+	select {
+	case <-stderr.seen:
+	case code := <-done:
+		t.Fatalf("run exited %d before it ran:\n%s", code, stderr.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not start:\n%s", stderr.String())
+	}
+	if running != nil {
+		running()
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("run exited %d after its context ended:\n%s", code, stderr.String())
+	}
+	return stderr.String()
 }
 
 // watchBuffer collects a writer's output and closes seen once it holds want.
@@ -188,4 +203,98 @@ func (b *watchBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+func TestRunRefusesNonsense(t *testing.T) {
+	long := strings.Repeat("a", 256)
+	for _, tc := range []struct {
+		setting string
+		args    []string
+	}{
+		{"qps", []string{"--qps", "NaN"}},
+		{"qps", []string{"--qps", "+Inf"}},
+		{"qps", []string{"--qps", "-Inf"}},
+		{"qps", []string{"--qps", "-1"}},
+		{"qps", []string{"--qps", "0"}},
+		{"regions", []string{"--regions", "cn-hangzhou,cn-hangzhou"}},
+		{"regions", []string{"--regions", "a,b,a"}},
+		{"sources", []string{"--sources", "swas,swas"}},
+		{"sources", []string{"--sources", "ecs,swas,ecs"}},
+		{"sources", []string{"--sources", "ecs,ecs-results"}},
+		{"stream", []string{"--stream", "a.b"}},
+		{"stream", []string{"--stream", "a b"}},
+		{"stream", []string{"--stream", "a*"}},
+		{"stream", []string{"--stream", "a>"}},
+		{"stream", []string{"--stream", "a/b"}},
+		{"stream", []string{"--stream", ""}},
+		{"stream", []string{"--stream", long}},
+		{"bucket", []string{"--bucket", "a.b"}},
+		{"bucket", []string{"--bucket", "a b"}},
+		{"bucket", []string{"--bucket", "a*"}},
+		{"bucket", []string{"--bucket", "a>"}},
+		{"bucket", []string{"--bucket", ""}},
+		{"bucket", []string{"--bucket", long[:253]}},
+		{"metrics-addr", []string{"--metrics-addr", "localhost"}},
+		{"metrics-addr", []string{"--metrics-addr", "localhost:"}},
+		{"metrics-addr", []string{"--metrics-addr", ":99999"}},
+		{"metrics-addr", []string{"--metrics-addr", ":no-such-service"}},
+	} {
+		runRefused(t, tc.setting, tc.args...)
+	}
+	for _, setting := range []string{"interval", "resync-every", "throttle-window", "api-timeout", "duplicate-window"} {
+		for _, v := range []string{"-1s", "0s"} {
+			runRefused(t, setting, "--"+setting, v)
+		}
+	}
+}
+
+func TestRunAcceptsTheLimits(t *testing.T) {
+	long := strings.Repeat("a", 255)
+	for _, args := range [][]string{
+		{"--stream", long, "--bucket", long[:252]},
+		{"--stream", "A-b_9", "--bucket", "A-b_9"},
+		{"--qps", "0.5", "--metrics-addr", "127.0.0.1:0"},
+		{"--metrics-addr", "[::1]:9090"},
+		{"--regions", "a,b", "--sources", "ecs,swas"},
+	} {
+		if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), args, noEnv); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// A metrics address already in use is a configuration error, found before
+// the daemon connects to anything.
+func TestRunRefusesAMetricsAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	runRefused(t, "metrics-addr", "--metrics-addr", ln.Addr().String())
+}
+
+// The daemon serves its metrics on the listener it opened at start-up.
+func TestRunServesMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	stream := testenv.Name("CAPOLLER_METRICS")
+	natsURL := testenv.NATSURL(t)
+	testenv.NATS(t, natsURL, stream)
+	runUntilRunning(t, []string{"--nats-url", natsURL, "--checkpoint", "natskv", "--bucket", stream, "--stream", stream,
+		"--subject-prefix", strings.ToLower(stream), "--metrics-addr", addr}, func() {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+			t.Errorf("/healthz: %d %q", resp.StatusCode, body)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -45,6 +46,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	defer func() { _ = log.Sync() }()
 	if err := daemon(ctx, cfg, log, nil); err != nil {
+		if errors.As(err, new(configError)) {
+			fmt.Fprintf(stderr, "capoller run: configuration: %v\n", err)
+			return 2
+		}
 		log.Error("capoller stopped", zap.Error(err))
 		return 1
 	}
@@ -71,6 +76,13 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 // daemon runs one poller per (source, region) until ctx ends. onCycle, if
 // set, sees every cycle's report (the demo prints from it).
 func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(poller.Report)) error {
+	metricsLn, err := listenMetrics(cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer func() { _ = metricsLn.Close() }()
+	}
 	natsURL := cfg.NATSURL
 	if natsURL == "embedded" {
 		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
@@ -145,10 +157,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
 	g, gctx := errgroup.WithContext(ctx)
-	if cfg.MetricsAddr != "" {
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics), ReadHeaderTimeout: 5 * time.Second}
+	if metricsLn != nil {
+		srv := &http.Server{Handler: opsMux(metrics), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
 			}
 			return nil
@@ -192,6 +204,20 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		log.Warn("draining the NATS connection", zap.Error(derr))
 	}
 	return err
+}
+
+// listenMetrics opens the metrics address, if any, before the daemon
+// connects anywhere: an address it cannot listen on (a port in use) is a
+// configuration error, not a failure found after start-up.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, configError{fmt.Errorf("metrics-addr: %w", err)}
+	}
+	return ln, nil
 }
 
 // shardOf names the shard of a source in a region. ecs and ecs-results
