@@ -92,7 +92,7 @@ func New(js jetstream.JetStream, opts Options) (*NATS, error) {
 	return &NATS{js: js, opts: o}, nil
 }
 
-// StreamConfig is the configuration EnsureStream applies.
+// StreamConfig is the configuration a stream is created with.
 func (p *NATS) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        p.opts.Stream,
@@ -106,13 +106,11 @@ func (p *NATS) StreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the stream, or updates it to the configuration of
-// these options.
+// EnsureStream creates the stream if it does not exist, and checks an
+// existing one without rewriting it: [NATS.SetupStream], without its report.
 func (p *NATS) EnsureStream(ctx context.Context) error {
-	if _, err := p.js.CreateOrUpdateStream(ctx, p.StreamConfig()); err != nil {
-		return fmt.Errorf("publisher: create or update stream %s: %w", p.opts.Stream, err)
-	}
-	return nil
+	_, err := p.SetupStream(ctx)
+	return err
 }
 
 // Result counts what a Publish did.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -297,4 +299,37 @@ func TestRunServesMetrics(t *testing.T) {
 			t.Errorf("/healthz: %d %q", resp.StatusCode, body)
 		}
 	})
+}
+
+// An existing stream that does not capture the events' subjects stops the
+// start-up, naming the stream, instead of being rewritten or retried.
+func TestRunRefusesAForeignStream(t *testing.T) {
+	stream := testenv.Name("CAPOLLER_FOREIGN")
+	prefix := strings.ToLower(stream)
+	natsURL := testenv.NATSURL(t)
+	_, js := testenv.NATS(t, natsURL, stream)
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: []string{"x_" + prefix + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- cli(t.Context(), []string{"run", "--nats-url", natsURL, "--checkpoint", "natskv", "--bucket", stream,
+			"--stream", stream, "--subject-prefix", prefix}, io.Discard, &stderr)
+	}()
+	select {
+	case code := <-done:
+		if code != 1 || !strings.Contains(stderr.String(), stream) || !strings.Contains(stderr.String(), "none of which covers "+prefix+".>") {
+			t.Errorf("exit %d, stderr %q; want exit 1 naming the stream and the subjects it lacks", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run kept retrying a stream it will never use:\n%s", stderr.String())
+	}
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Subjects; len(got) != 1 || got[0] != "x_"+prefix+".>" {
+		t.Errorf("the stream's subjects became %v", got)
+	}
 }

@@ -112,9 +112,17 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return err
 	}
-	if err := retry(ctx, log, "create the stream", func() error { return pub.EnsureStream(ctx) }); err != nil {
+	var change publisher.StreamChange
+	if err := retry(ctx, log, "set up the stream", func() (err error) {
+		change, err = pub.SetupStream(ctx)
+		if errors.As(err, new(*publisher.StreamConflictError)) {
+			return backoff.Permanent(err) // retrying will not change the operator's stream
+		}
+		return err
+	}); err != nil {
 		return err
 	}
+	logStreamChange(log, cfg.Stream, change)
 
 	metrics := poller.NewMetrics()
 	metrics.Func("capoller_nats_publish_batches_total", "counter", "Batches published (one wait for acknowledgements each).",
@@ -218,6 +226,20 @@ func listenMetrics(addr string) (net.Listener, error) {
 		return nil, configError{fmt.Errorf("metrics-addr: %w", err)}
 	}
 	return ln, nil
+}
+
+// logStreamChange says what the start-up did to the stream, and how an
+// existing stream differs from the configuration (it is left as it is).
+func logStreamChange(log *zap.Logger, stream string, c publisher.StreamChange) {
+	switch {
+	case c.Created:
+		log.Info("stream created", zap.String("stream", stream), zap.Duration("duplicate_window", c.Duplicates))
+	case c.Raised:
+		log.Info("stream duplicate window raised", zap.String("stream", stream), zap.Duration("from", c.PreviousDuplicates), zap.Duration("to", c.Duplicates))
+	}
+	if len(c.Kept) > 0 {
+		log.Warn("the existing stream differs from the configuration; it is kept as it is", zap.String("stream", stream), zap.Strings("differences", c.Kept))
+	}
 }
 
 // shardOf names the shard of a source in a region. ecs and ecs-results
