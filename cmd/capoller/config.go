@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
@@ -191,7 +193,7 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		dec.KnownFields(true)
 		path := cfg.Config
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			return cfg, fmt.Errorf("config %s: %w", path, yamlError(err))
 		}
 		cfg.Config = path
 	}
@@ -211,8 +213,50 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	return cfg, cfg.validate()
 }
 
+// yamlError rewrites yaml.v3's decoding errors for an operator: an unknown
+// key is `unknown setting "foo"`, and no Go type names are shown.
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err // a syntax error, e.g. "yaml: line 3: did not find expected key"
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = yamlMessage(m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// yamlMessage rewrites one message of a yaml.TypeError, e.g.
+// "line 1: field foo not found in type main.config".
+func yamlMessage(m string) string {
+	if line, rest, ok := strings.Cut(m, ": field "); ok {
+		if name, _, ok := strings.Cut(rest, " not found in type "); ok {
+			return fmt.Sprintf("%s: unknown setting %q", line, name)
+		}
+	}
+	return strings.NewReplacer(
+		" into main.config", " into the settings (want a mapping of setting: value)",
+		" into time.Duration", " into a duration (e.g. 30s)",
+		" into []string", " into a list",
+		" into float64", " into a number",
+		" into int", " into an integer",
+		" into string", " into a string",
+	).Replace(m)
+}
+
 func (c config) validate() error {
 	var errs []error
+	for _, s := range []struct{ name, value string }{
+		{"endpoint", c.Endpoint}, {"initial", c.Initial}, {"strategy", c.Strategy}, {"redis-url", c.RedisURL},
+		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
+		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
+		{"log-format", c.LogFormat}, {"log-level", c.LogLevel},
+	} {
+		if err := printable(s.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
+		}
+	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
@@ -311,6 +355,21 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("log-format %q: want json or console", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// printable refuses a setting with a control character, an invisible one
+// (a line or paragraph separator…) or invalid UTF-8: no setting needs one,
+// and YAML does not carry some of them through a re-marshal.
+func printable(v string) error {
+	if !utf8.ValidString(v) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range v {
+		if r != ' ' && !unicode.IsPrint(r) {
+			return fmt.Errorf("control or invisible character %U at byte %d", r, i)
+		}
+	}
+	return nil
 }
 
 // maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,

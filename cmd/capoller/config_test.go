@@ -236,6 +236,10 @@ func TestRunRefusesNonsense(t *testing.T) {
 		{"bucket", []string{"--bucket", "a>"}},
 		{"bucket", []string{"--bucket", ""}},
 		{"bucket", []string{"--bucket", long[:253]}},
+		{"data-dir", []string{"--data-dir", "\n"}}, // found by FuzzConfigYAML: YAML re-marshals it as ""
+		{"key-prefix", []string{"--key-prefix", "a\x01:"}},
+		{"data-dir", []string{"--data-dir", "a\u2028b"}},
+		{"key-prefix", []string{"--key-prefix", "a\xff"}},
 		{"metrics-addr", []string{"--metrics-addr", "localhost"}},
 		{"metrics-addr", []string{"--metrics-addr", "localhost:"}},
 		{"metrics-addr", []string{"--metrics-addr", ":99999"}},
