@@ -548,7 +548,7 @@ func secretParam(name string) bool {
 			return true
 		}
 	}
-	return name == "key" || strings.HasSuffix(name, "key")
+	return strings.HasSuffix(name, "key")
 }
 
 // withoutURL returns err, unless it is a URL parse error, which quotes the
