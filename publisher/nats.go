@@ -22,9 +22,11 @@ type Options struct {
 	// The stream captures "<prefix>.>".
 	SubjectPrefix string
 	// DuplicateWindow is how long JetStream remembers event ids to drop
-	// re-publishes; default 2m. A re-publish later than that (an outage
-	// longer than the window between publish and checkpoint) is stored
-	// again, with the same id, so consumers should still deduplicate on id.
+	// re-publishes; default 10m (or MaxAge, if shorter), longer than the
+	// poller's longest retry pause (5m). A re-publish later than that (an
+	// outage longer than the window between publish and checkpoint) is
+	// stored again, with the same id, so consumers should still deduplicate
+	// on id.
 	DuplicateWindow time.Duration
 	// MaxAge bounds how long events are kept; default 0, forever.
 	MaxAge time.Duration
@@ -38,8 +40,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Stream == "" {
 		o.Stream = "CAPOLLER"
 	}
-	if EscapeToken(o.Stream) != o.Stream {
-		return o, fmt.Errorf("publisher: stream name %q: use only [A-Za-z0-9_-]", o.Stream)
+	if err := ValidStreamName(o.Stream); err != nil {
+		return o, err
 	}
 	if o.SubjectPrefix == "" {
 		o.SubjectPrefix = "capoller"
@@ -48,7 +50,10 @@ func (o Options) withDefaults() (Options, error) {
 		return o, err
 	}
 	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 2 * time.Minute
+		o.DuplicateWindow = 10 * time.Minute
+		if o.MaxAge > 0 && o.MaxAge < o.DuplicateWindow {
+			o.DuplicateWindow = o.MaxAge // the server refuses a window over the age
+		}
 	}
 	if o.Replicas == 0 {
 		o.Replicas = 1
@@ -87,7 +92,7 @@ func New(js jetstream.JetStream, opts Options) (*NATS, error) {
 	return &NATS{js: js, opts: o}, nil
 }
 
-// StreamConfig is the configuration EnsureStream applies.
+// StreamConfig is the configuration a stream is created with.
 func (p *NATS) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        p.opts.Stream,
@@ -101,13 +106,11 @@ func (p *NATS) StreamConfig() jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates the stream, or updates it to the configuration of
-// these options.
+// EnsureStream creates the stream if it does not exist, and checks an
+// existing one without rewriting it: [NATS.SetupStream], without its report.
 func (p *NATS) EnsureStream(ctx context.Context) error {
-	if _, err := p.js.CreateOrUpdateStream(ctx, p.StreamConfig()); err != nil {
-		return fmt.Errorf("publisher: create or update stream %s: %w", p.opts.Stream, err)
-	}
-	return nil
+	_, err := p.SetupStream(ctx)
+	return err
 }
 
 // Result counts what a Publish did.

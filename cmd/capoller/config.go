@@ -5,13 +5,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/capoller/capoller/diff"
@@ -70,7 +75,7 @@ func defaultConfig() config {
 		NATSURL:         "nats://127.0.0.1:4222",
 		Stream:          "CAPOLLER",
 		SubjectPrefix:   "capoller",
-		DuplicateWindow: 2 * time.Minute,
+		DuplicateWindow: 10 * time.Minute,
 		Checkpoint:      "redis",
 		Bucket:          "CAPOLLER_CHECKPOINTS",
 		DataDir:         "capoller-data",
@@ -78,6 +83,12 @@ func defaultConfig() config {
 		LogLevel:        "info",
 	}
 }
+
+// longestRetryPause is the longest a shard waits before it re-publishes a
+// batch whose checkpoint failed: the poller's default MaxBackoff and
+// PermanentRetry. A duplicate window shorter than that lets an ordinary
+// outage store the same event twice.
+const longestRetryPause = 5 * time.Minute
 
 // setting binds one flag name to a config field.
 type setting struct {
@@ -182,7 +193,7 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		dec.KnownFields(true)
 		path := cfg.Config
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-			return cfg, fmt.Errorf("config %s: %w", path, err)
+			return cfg, fmt.Errorf("config %s: %w", path, yamlError(err))
 		}
 		cfg.Config = path
 	}
@@ -202,29 +213,77 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	return cfg, cfg.validate()
 }
 
+// yamlError rewrites yaml.v3's decoding errors for an operator: an unknown
+// key is `unknown setting "foo"`, and no Go type names are shown.
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err // a syntax error, e.g. "yaml: line 3: did not find expected key"
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = yamlMessage(m)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// yamlMessage rewrites one message of a yaml.TypeError, e.g.
+// "line 1: field foo not found in type main.config".
+func yamlMessage(m string) string {
+	if line, rest, ok := strings.Cut(m, ": field "); ok {
+		if name, _, ok := strings.Cut(rest, " not found in type "); ok {
+			return fmt.Sprintf("%s: unknown setting %q", line, name)
+		}
+	}
+	return strings.NewReplacer(
+		" into main.config", " into the settings (want a mapping of setting: value)",
+		" into time.Duration", " into a duration (e.g. 30s)",
+		" into []string", " into a list",
+		" into float64", " into a number",
+		" into int", " into an integer",
+		" into string", " into a string",
+	).Replace(m)
+}
+
 func (c config) validate() error {
 	var errs []error
+	for _, s := range []struct{ name, value string }{
+		{"endpoint", c.Endpoint}, {"initial", c.Initial}, {"strategy", c.Strategy}, {"redis-url", c.RedisURL},
+		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
+		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
+		{"log-format", c.LogFormat}, {"log-level", c.LogLevel},
+	} {
+		if err := printable(s.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
+		}
+	}
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			errs = append(errs, fmt.Errorf("endpoint %q: want an http(s) URL", c.Endpoint))
+			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
 		}
 	}
 	if len(c.Regions) == 0 {
 		errs = append(errs, errors.New("regions: at least one region is required"))
 	}
-	for _, r := range c.Regions {
-		if publisher.EscapeToken(r) != r {
-			errs = append(errs, fmt.Errorf("region %q: use only [A-Za-z0-9_-]", r))
+	for i, r := range c.Regions {
+		if r == "" || publisher.EscapeToken(r) != r {
+			errs = append(errs, fmt.Errorf("regions: region %q: use only [A-Za-z0-9_-]", r))
+		}
+		if slices.Contains(c.Regions[:i], r) {
+			errs = append(errs, fmt.Errorf("regions: %q is listed twice (a shard is polled by one loop)", r))
 		}
 	}
 	if len(c.Sources) == 0 {
 		errs = append(errs, errors.New("sources: at least one source is required"))
 	}
-	for _, s := range c.Sources {
+	for i, s := range c.Sources {
 		switch s {
 		case "ecs", "ecs-results", "swas":
 		default:
-			errs = append(errs, fmt.Errorf("source %q: want ecs, ecs-results or swas", s))
+			errs = append(errs, fmt.Errorf("sources: source %q: want ecs, ecs-results or swas", s))
+		}
+		if slices.Contains(c.Sources[:i], s) {
+			errs = append(errs, fmt.Errorf("sources: %q is listed twice (a shard is polled by one loop)", s))
 		}
 	}
 	if slices.Contains(c.Sources, "ecs") && slices.Contains(c.Sources, "ecs-results") {
@@ -239,8 +298,14 @@ func (c config) validate() error {
 	if _, err := cloudassist.ParseStrategy(c.Strategy); err != nil {
 		errs = append(errs, err)
 	}
-	if c.ResyncEvery <= 0 || c.QPS <= 0 || c.ThrottleWindow <= 0 {
-		errs = append(errs, errors.New("resync-every, qps and throttle-window must be positive"))
+	if c.ResyncEvery <= 0 {
+		errs = append(errs, fmt.Errorf("resync-every %v: must be positive", c.ResyncEvery))
+	}
+	if math.IsNaN(c.QPS) || math.IsInf(c.QPS, 0) || c.QPS <= 0 {
+		errs = append(errs, fmt.Errorf("qps %v: want a positive, finite number", c.QPS))
+	}
+	if c.ThrottleWindow <= 0 {
+		errs = append(errs, fmt.Errorf("throttle-window %v: must be positive", c.ThrottleWindow))
 	}
 	if c.PageSize < 1 || c.PageSize > 50 {
 		errs = append(errs, fmt.Errorf("page-size %d: want 1..50", c.PageSize))
@@ -250,18 +315,36 @@ func (c config) validate() error {
 	}
 	switch c.Checkpoint {
 	case "redis":
-		if _, err := url.Parse(c.RedisURL); err != nil || !strings.HasPrefix(c.RedisURL, "redis") {
-			errs = append(errs, errors.New("redis-url: want redis:// or rediss://"))
+		if !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
+			errs = append(errs, fmt.Errorf("redis-url %s: want redis:// or rediss://", redactURL(c.RedisURL)))
+		} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			errs = append(errs, fmt.Errorf("redis-url %s: %w", redactURL(c.RedisURL), withoutURL(err)))
 		}
 	case "natskv":
 	default:
 		errs = append(errs, fmt.Errorf("checkpoint %q: want redis or natskv", c.Checkpoint))
 	}
-	if c.NATSURL == "" {
-		errs = append(errs, errors.New("nats-url: required (or \"embedded\")"))
+	if c.NATSURL != "embedded" {
+		if err := checkNATSURL(c.NATSURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if publisher.ValidStreamName(c.Stream) != nil {
+		errs = append(errs, fmt.Errorf("stream %q: want 1 to 255 characters of [A-Za-z0-9_-] (JetStream refuses whitespace, \".\", \"*\", \">\" and path separators)", c.Stream))
+	}
+	if !validBucket(c.Bucket) {
+		errs = append(errs, fmt.Errorf("bucket %q: want 1 to %d characters of [A-Za-z0-9_-] (its stream is KV_<bucket>)", c.Bucket, maxBucketLen))
+	}
+	if c.MetricsAddr != "" {
+		if err := checkListenAddr(c.MetricsAddr); err != nil {
+			errs = append(errs, fmt.Errorf("metrics-addr %q: %w", c.MetricsAddr, err))
+		}
 	}
 	if c.NATSURL == "embedded" && c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: required with an embedded NATS server"))
+	}
+	if c.DuplicateWindow < longestRetryPause {
+		errs = append(errs, fmt.Errorf("duplicate-window %v: want at least %v, the longest pause before a shard retries a batch; a shorter window lets an outage store the same event twice", c.DuplicateWindow, longestRetryPause))
 	}
 	if err := publisher.ValidPrefix(c.SubjectPrefix); err != nil {
 		errs = append(errs, err)
@@ -274,11 +357,206 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
-// redactURL hides a URL's password, for logs.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
+// printable refuses a setting with a control character, an invisible one
+// (a line or paragraph separator…) or invalid UTF-8: no setting needs one,
+// and YAML does not carry some of them through a re-marshal.
+func printable(v string) error {
+	if !utf8.ValidString(v) {
+		return errors.New("not valid UTF-8")
 	}
-	return u.Redacted()
+	for i, r := range v {
+		if r != ' ' && !unicode.IsPrint(r) {
+			return fmt.Errorf("control or invisible character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
+// maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,
+// takes at most 255 characters.
+const maxBucketLen = 255 - len("KV_")
+
+// validBucket reports whether JetStream accepts a key-value bucket name:
+// ^[a-zA-Z0-9_-]+$, as nats.go checks it, short enough for its stream.
+func validBucket(name string) bool {
+	return name != "" && len(name) <= maxBucketLen && publisher.EscapeToken(name) == name
+}
+
+// checkListenAddr checks the syntax of a TCP listen address, host:port
+// (the host may be empty). Whether it can be listened on is known only when
+// the daemon listens, before it connects anywhere.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port or :port")
+	}
+	if port == "" {
+		return errors.New("the port is missing")
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("port %q: want a number up to 65535", port)
+	}
+	return nil
+}
+
+// configError is a configuration the daemon found it cannot use only as it
+// started (e.g. a metrics address already in use): exit code 2, like the
+// errors of loadConfig.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
+// checkNATSURL checks a NATS URL, or a comma-separated list of them, as
+// nats.Connect reads it (a URL without a scheme is nats://), so that
+// nats.Connect never fails on it: its errors quote the URL, secrets and all.
+func checkNATSURL(raw string) error {
+	var n int
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		n++
+		if !strings.Contains(s, "://") {
+			s = "nats://" + s
+		}
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" || u.Hostname() == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, u.Scheme) {
+			return fmt.Errorf("nats-url %s: want nats://host:port, tls://, ws:// or wss://, comma-separated (or \"embedded\")", redactURL(raw))
+		}
+		if p := u.Port(); p != "" {
+			if port, err := strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
+				return fmt.Errorf("nats-url %s: port out of range", redactURL(raw))
+			}
+		}
+	}
+	if n == 0 {
+		return errors.New(`nats-url: required (or "embedded")`)
+	}
+	return nil
+}
+
+// redactURL returns raw fit for a log line or an error message: user
+// information (a user, a password, or a NATS token) becomes REDACTED, as do
+// the values of query parameters named like credentials. Each URL of a
+// comma-separated list (NATS takes one) is redacted on its own. A URL that
+// does not parse is redacted textually; it is never echoed as it is.
+func redactURL(raw string) string {
+	raw = redactQuery(raw) // first: a secret value may hold a comma
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		parts[i] = redactOne(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+func redactOne(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" || u.Host == "" || strings.Contains(u.Path+u.Fragment, "@") {
+		return redactText(raw)
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
+}
+
+// redactText redacts a URL that does not parse: everything between "://"
+// (or the start) and the last "@" becomes REDACTED, and so does a port that
+// is not a number (the password of "user:pass" that lost its "@").
+func redactText(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	} else {
+		scheme += "://"
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme + "REDACTED" + rest[at:]
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	host := rest[:end]
+	if colon := strings.LastIndex(host, ":"); colon >= 0 && strings.Trim(host[colon+1:], "0123456789") != "" && !strings.HasSuffix(host, "]") {
+		host = host[:colon+1] + "REDACTED"
+	}
+	return scheme + host + rest[end:]
+}
+
+// redactQuery replaces the value of every query parameter named like a
+// credential, in a URL or a list of them, with REDACTED. A value ends at
+// "&", ";", "#" or the start of the list's next URL, so a comma in a
+// secret does not split it.
+func redactQuery(raw string) string {
+	var b strings.Builder
+	query := false
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		b.WriteByte(c)
+		i++
+		switch {
+		case c == '?' || query && (c == '&' || c == ';'):
+			query = true
+			end := i + strings.IndexFunc(raw[i:]+"=", func(r rune) bool { return strings.ContainsRune("=&;#,", r) })
+			name := raw[i:end]
+			b.WriteString(name)
+			i = end
+			if i < len(raw) && raw[i] == '=' && secretParam(name) {
+				b.WriteString("=REDACTED")
+				i = valueEnd(raw, i+1)
+			}
+		case c == '#' || c == ',' && startsURL(raw[i:]):
+			query = false
+		}
+	}
+	return b.String()
+}
+
+// valueEnd is the index where the query value starting at i ends.
+func valueEnd(raw string, i int) int {
+	for ; i < len(raw); i++ {
+		switch raw[i] {
+		case '&', ';', '#':
+			return i
+		case ',':
+			if startsURL(raw[i+1:]) {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// startsURL reports whether s starts with a scheme and "://".
+func startsURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	return ok && scheme != "" && strings.Trim(strings.ToLower(scheme), "abcdefghijklmnopqrstuvwxyz0123456789+.-") == ""
+}
+
+// secretParam reports whether a query parameter name looks like a
+// credential: password, pass, pwd, token, secret, auth, key, accesskeyid,
+// signature, securitytoken…, in any case and with any "_" or "-".
+func secretParam(name string) bool {
+	if n, err := url.QueryUnescape(name); err == nil {
+		name = n
+	}
+	name = strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "").Replace(name))
+	for _, s := range []string{"pass", "pwd", "token", "secret", "auth", "signature", "credential", "accesskey", "apikey", "privatekey"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return strings.HasSuffix(name, "key")
+}
+
+// withoutURL returns err, unless it is a URL parse error, which quotes the
+// whole URL (credentials included): then only that the URL is invalid.
+func withoutURL(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return errors.New("not a valid URL")
+	}
+	return err
 }

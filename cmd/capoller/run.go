@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -45,6 +46,10 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	defer func() { _ = log.Sync() }()
 	if err := daemon(ctx, cfg, log, nil); err != nil {
+		if errors.As(err, new(configError)) {
+			fmt.Fprintf(stderr, "capoller run: configuration: %v\n", err)
+			return 2
+		}
 		log.Error("capoller stopped", zap.Error(err))
 		return 1
 	}
@@ -71,6 +76,13 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 // daemon runs one poller per (source, region) until ctx ends. onCycle, if
 // set, sees every cycle's report (the demo prints from it).
 func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(poller.Report)) error {
+	metricsLn, err := listenMetrics(cfg.MetricsAddr)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer func() { _ = metricsLn.Close() }()
+	}
 	natsURL := cfg.NATSURL
 	if natsURL == "embedded" {
 		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
@@ -95,7 +107,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), err)
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), withoutURL(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -106,9 +118,17 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return err
 	}
-	if err := retry(ctx, log, "create the stream", func() error { return pub.EnsureStream(ctx) }); err != nil {
+	var change publisher.StreamChange
+	if err := retry(ctx, log, "set up the stream", func() (err error) {
+		change, err = pub.SetupStream(ctx)
+		if errors.As(err, new(*publisher.StreamConflictError)) {
+			return backoff.Permanent(err) // retrying will not change the operator's stream
+		}
+		return err
+	}); err != nil {
 		return err
 	}
+	logStreamChange(log, cfg.Stream, change)
 
 	metrics := poller.NewMetrics()
 	metrics.Func("capoller_nats_publish_batches_total", "counter", "Batches published (one wait for acknowledgements each).",
@@ -119,8 +139,8 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	switch cfg.Checkpoint {
 	case "redis":
 		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil {
-			return fmt.Errorf("redis-url: %w", err)
+		if err != nil { // its errors can quote the URL
+			return fmt.Errorf("redis-url %s: not a valid Redis URL", redactURL(cfg.RedisURL))
 		}
 		rdb := redis.NewClient(opts)
 		defer func() { _ = rdb.Close() }()
@@ -165,10 +185,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		}
 		return nil
 	}
-	if cfg.MetricsAddr != "" {
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: opsMux(metrics, health), ReadHeaderTimeout: 5 * time.Second}
+	if metricsLn != nil {
+		srv := &http.Server{Handler: opsMux(metrics, health), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("metrics server: %w", err)
 			}
 			return nil
@@ -214,6 +234,34 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		log.Warn("draining the NATS connection", zap.Error(derr))
 	}
 	return err
+}
+
+// listenMetrics opens the metrics address, if any, before the daemon
+// connects anywhere: an address it cannot listen on (a port in use) is a
+// configuration error, not a failure found after start-up.
+func listenMetrics(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, configError{fmt.Errorf("metrics-addr: %w", err)}
+	}
+	return ln, nil
+}
+
+// logStreamChange says what the start-up did to the stream, and how an
+// existing stream differs from the configuration (it is left as it is).
+func logStreamChange(log *zap.Logger, stream string, c publisher.StreamChange) {
+	switch {
+	case c.Created:
+		log.Info("stream created", zap.String("stream", stream), zap.Duration("duplicate_window", c.Duplicates))
+	case c.Raised:
+		log.Info("stream duplicate window raised", zap.String("stream", stream), zap.Duration("from", c.PreviousDuplicates), zap.Duration("to", c.Duplicates))
+	}
+	if len(c.Kept) > 0 {
+		log.Warn("the existing stream differs from the configuration; it is kept as it is", zap.String("stream", stream), zap.Strings("differences", c.Kept))
+	}
 }
 
 // shardOf names the shard of a source in a region. ecs and ecs-results
