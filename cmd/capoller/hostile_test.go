@@ -34,6 +34,11 @@ func hostileListing(t *testing.T, recs []hostileRecord, status func(i int) strin
 				"InstanceId": r.instance, "InvocationStatus": st, "Repeats": 1, "ErrorInfo": r.errorInfo, "ExitCode": i,
 			}}}})
 	}
+	// Malformed records, which must be skipped without stopping the shard:
+	// an invocation without an id, and instances without a status or id.
+	invs = append(invs, map[string]any{"InvokeId": "  ", "InvocationStatus": "Running", "Parameters": "{}"},
+		map[string]any{"InvokeId": "t-partly-broken", "InvocationStatus": "Running", "Parameters": "{}", "InvokeInstances": map[string]any{
+			"InvokeInstance": []any{map[string]any{"InstanceId": "i-1"}, map[string]any{"InstanceId": "", "InvocationStatus": "Running"}}}})
 	body, err := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": invs}})
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +191,9 @@ func TestDaemonSurvivesAHostileListing(t *testing.T) {
 	case code := <-done:
 		t.Fatalf("the daemon exited %d; logs:\n%.4000s", code, stderr.String())
 	default:
+	}
+	if !strings.Contains(stderr.String(), "skipped") {
+		t.Errorf("the malformed records were not reported; logs:\n%.4000s", stderr.String())
 	}
 	if strings.Contains(stderr.String(), "cycle failed") {
 		t.Errorf("a cycle failed on the hostile listing; logs:\n%.4000s", stderr.String())

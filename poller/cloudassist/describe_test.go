@@ -119,7 +119,7 @@ func TestNormalizeECSFoldsOddities(t *testing.T) {
 		t.Fatalf("%d records, want %d", len(recs), len(want))
 	}
 	for i, r := range recs {
-		if r.Status != want[i] || r.InvokeID != "t-1" {
+		if r.Status != want[i] || r.InvokeID != " t-1 " { // ids are kept verbatim: look-ups must match the API's
 			t.Errorf("record %d: %+v, want status %q", i, r, want[i])
 		}
 	}

@@ -376,8 +376,8 @@ func (a *accumulator) add(recs ...diff.Record) {
 // without a status for its aggregate only (its instances are kept, so the
 // aggregate, if any, is the record without an InstanceID).
 func normalizeECS(inv ecs.Invocation, t *tally) []diff.Record {
-	id := strings.TrimSpace(inv.InvokeId)
-	if id == "" {
+	id := inv.InvokeId // verbatim: an id is whatever the API sent
+	if blank(id) {
 		t.skip(SkipInvocationWithoutID, inv.CommandId)
 		return nil
 	}
@@ -409,6 +409,11 @@ func normalizeECS(inv ecs.Invocation, t *tally) []diff.Record {
 	return recs
 }
 
+// blank reports whether an id is missing: empty or only white space. An
+// id that is not blank is kept exactly as the API sent it, white space
+// and all, so that events name the record the API knows.
+func blank(id string) bool { return strings.TrimSpace(id) == "" }
+
 // runFields are the per-run fields every API reports, under its own names.
 type runFields struct {
 	repeats       int
@@ -421,8 +426,7 @@ type runFields struct {
 // instanceRecord builds one instance-level record, or counts it in t as
 // skipped when it has no InstanceId or no status.
 func instanceRecord(invokeID, instanceID string, status diff.Status, f runFields, t *tally) (diff.Record, bool) {
-	instanceID = strings.TrimSpace(instanceID)
-	if instanceID == "" {
+	if blank(instanceID) {
 		t.skip(SkipInstanceWithoutID, invokeID)
 		return diff.Record{}, false
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
@@ -108,8 +107,8 @@ func (a *ecsAPI) remember(periodic map[string]periodicTask) {
 // in t as skipped when it has no InvokeId, InstanceId or status. Its end
 // time is FinishedTime (InvokeInstance says FinishTime).
 func resultRecord(r ecs.InvocationResult, t *tally) (diff.Record, bool) {
-	id := strings.TrimSpace(r.InvokeId)
-	if id == "" {
+	id := r.InvokeId
+	if blank(id) {
 		t.skip(SkipInvocationWithoutID, r.InstanceId)
 		return diff.Record{}, false
 	}

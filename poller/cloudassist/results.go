@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"slices"
-	"strings"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
@@ -52,8 +51,8 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	periodic := map[string]periodicTask{}
 	err = a.describeInvocations(ctx, func(req *ecs.DescribeInvocationsRequest) { req.Timed = requests.NewBoolean(true) },
 		func(inv ecs.Invocation) error {
-			id := strings.TrimSpace(inv.InvokeId)
-			if id == "" { // its history cannot be asked for: a look-up without InvokeId lists everything
+			id := inv.InvokeId
+			if blank(id) { // its history cannot be asked for: a look-up without InvokeId lists everything
 				t.skip(SkipInvocationWithoutID, inv.CommandId)
 				return nil
 			}

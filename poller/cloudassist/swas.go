@@ -104,8 +104,8 @@ func (c *SWAS) list(ctx context.Context) (snap diff.Snapshot, repeated bool, err
 		fresh := 0 // invocations this page read first (one without an id may be new)
 		for _, cmd := range resp.CommandInvocations {
 			acc.add(normalizeSWAS(cmd, t)...)
-			switch id := strings.TrimSpace(cmd.InvokeId); {
-			case id == "":
+			switch id := cmd.InvokeId; {
+			case blank(id):
 				anonymous++
 				fresh++
 			case !invocations[id]:
@@ -139,8 +139,8 @@ func (c *SWAS) list(ctx context.Context) (snap diff.Snapshot, repeated bool, err
 // does. SWAS has no run counter: a run that started counts as run 1, as on
 // ECS.
 func normalizeSWAS(cmd swas.Command, t *tally) []diff.Record {
-	id := strings.TrimSpace(cmd.InvokeId)
-	if id == "" {
+	id := cmd.InvokeId
+	if blank(id) {
 		t.skip(SkipInvocationWithoutID, cmd.CommandId)
 		return nil
 	}
