@@ -181,84 +181,7 @@ func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
 // metric family, whatever their labels.
 func scrape(t *testing.T, m *poller.Metrics, name string) float64 {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	var sum float64
-	for _, line := range strings.Split(rec.Body.String(), "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		sum += v
-	}
-	return sum
-}
-
-// TestLostCheckpointIsRebuiltFromTheStream is the regression test of a
-// lost checkpoint silently losing events: Redis restarted without
-// persistence (or a new KV bucket) made the shard look new, and the next
-// cycle baselined every change since without a word.
-func TestLostCheckpointIsRebuiltFromTheStream(t *testing.T) {
-	for _, kv := range []bool{false, true} {
-		t.Run(map[bool]string{false: "redis", true: "natskv"}[kv], func(t *testing.T) {
-			h := newHarness(t)
-			lister, redisStore, pub := h.parts(50)
-			newStore := func() poller.Store {
-				if !kv {
-					return redisStore
-				}
-				bucket := testenv.Name("CAPOLLER_KV")
-				_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
-				s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
-			p := h.poller(lister, newStore(), pub, func(o *poller.Options) { o.Recovery = pub })
-			inv := func(id, status string) invocation {
-				return invocation{id: id, status: status, instances: map[string]string{"i-1": status}}
-			}
-			h.serve(inv("t-1", "Running"))
-			mustRunOnce(t, p) // baseline
-			h.serve(inv("t-1", "Success"), inv("t-2", "Running"))
-			if rep := mustRunOnce(t, p); len(rep.Transitions) != 4 {
-				t.Fatalf("%d transitions, want 4", len(rep.Transitions))
-			}
-			// The checkpoint is lost: Redis flushed, or a new bucket.
-			if !kv {
-				for _, key := range h.redis.Keys(t.Context(), h.prefix+"*").Val() {
-					h.redis.Del(t.Context(), key)
-				}
-			}
-			metrics := poller.NewMetrics()
-			fresh, err := cloudassist.NewECS(h.listerOptions(50))
-			if err != nil {
-				t.Fatal(err)
-			}
-			p = h.poller(fresh, newStore(), h.publisher(h.js), func(o *poller.Options) { o.Recovery = pub; o.Metrics = metrics })
-			h.serve(inv("t-1", "Success"), inv("t-2", "Failed"), inv("t-3", "Running"))
-			rep := mustRunOnce(t, p)
-			got := map[string]bool{}
-			for _, tr := range rep.Transitions {
-				got[fmt.Sprintf("%s/%s %s>%s", tr.Record.InvokeID, tr.Record.InstanceID, tr.Previous, tr.Record.Status)] = true
-			}
-			for _, want := range []string{"t-2/ Running>Failed", "t-2/i-1 Running>Failed", "t-3/ >Running", "t-3/i-1 >Running"} {
-				if !got[want] {
-					t.Errorf("missing %s; got %v", want, got)
-				}
-			}
-			if len(got) != 4 {
-				t.Errorf("transitions %v, want exactly 4 (t-1 did not change)", got)
-			}
-			if n := scrape(t, metrics, "capoller_checkpoint_recoveries_total"); n != 1 {
-				t.Errorf("capoller_checkpoint_recoveries_total = %v, want 1", n)
-			}
-		})
-	}
+	return scrapeLabel(t, m, name, "")
 }
 
 // failLoads is a store whose next n loads fail.
@@ -345,7 +268,7 @@ func scrapeLabel(t *testing.T, m *poller.Metrics, name, label string) float64 {
 	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	var sum float64
 	for _, line := range strings.Split(rec.Body.String(), "\n") {
-		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label) {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") || !strings.Contains(line, label) {
 			continue
 		}
 		var v float64

@@ -76,18 +76,7 @@ func (p *natsProxy) url() string { return "nats://" + p.ln.Addr().String() }
 // the daemon used to go on failing every publish while /healthz said ok.
 // It must exit non-zero so that its supervisor restarts it.
 func TestRunExitsWhenNATSClosesForGood(t *testing.T) {
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
-	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	_, simURL := startEmulator(t)
 	stream := testenv.Name("CAPOLLER_CLOSED")
 	natsURL := testenv.NATSURL(t)
 	testenv.NATS(t, natsURL, stream)
@@ -114,4 +103,23 @@ func TestRunExitsWhenNATSClosesForGood(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("the daemon went on with a closed NATS connection; logs:\n%s", stderr.String())
 	}
+}
+
+// startEmulator runs an emulator with one instance per product, and sets
+// the credentials the daemon's default chain reads to its key.
+func startEmulator(t *testing.T) (*castest.Server, string) {
+	t.Helper()
+	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	return sim, simURL
 }

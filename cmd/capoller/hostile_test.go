@@ -53,18 +53,7 @@ func hostileListing(t *testing.T, recs []hostileRecord, status func(i int) strin
 // errorInfo. Every record's final status is published under a correctly
 // escaped subject, and the daemon stays connected and healthy.
 func TestDaemonSurvivesAHostileListing(t *testing.T) {
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
-	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	sim, simURL := startEmulator(t)
 
 	recs := []hostileRecord{
 		{"t-dot.star*gt>", "i-1", "plain"},

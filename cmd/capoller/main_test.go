@@ -98,18 +98,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestRunPublishesAndStopsCleanly(t *testing.T) {
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sim.Close()
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
-	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	sim, simURL := startEmulator(t)
 
 	stream := testenv.Name("CAPOLLER_RUN")
 	natsURL := testenv.NATSURL(t)
