@@ -98,16 +98,24 @@ func decodeLegacyField(f string) diff.Key {
 	return diff.Key{InvokeID: invoke, InstanceID: instance}
 }
 
+// The legacy state is read from the right: its numbers come last, and a
+// status holding "|" (which made it undecodable before) is the rest.
 func decodeLegacyState(v string, now time.Time) (diff.State, error) {
-	status, rest, ok1 := strings.Cut(v, "|")
-	repeats, rest, ok2 := strings.Cut(rest, "|")
-	nanos, flag, _ := strings.Cut(rest, "|")
-	r, err1 := strconv.Atoi(repeats)
-	n, err2 := strconv.ParseInt(nanos, 10, 64)
-	if !ok1 || !ok2 || err1 != nil || err2 != nil || (flag != "" && flag != "gone") {
+	rest, gone := strings.CutSuffix(v, "|gone")
+	i := strings.LastIndexByte(rest, '|')
+	j := -1
+	if i > 0 {
+		j = strings.LastIndexByte(rest[:i], '|')
+	}
+	if j < 0 {
 		return diff.State{}, fmt.Errorf("%w: legacy state %q", ErrCorrupt, v)
 	}
-	st := diff.State{Status: diff.Status(status), Repeats: r, ObservedAt: time.Unix(0, n).UTC(), Gone: flag == "gone"}
+	r, err1 := strconv.Atoi(rest[j+1 : i])
+	n, err2 := strconv.ParseInt(rest[i+1:], 10, 64)
+	if err1 != nil || err2 != nil {
+		return diff.State{}, fmt.Errorf("%w: legacy state %q", ErrCorrupt, v)
+	}
+	st := diff.State{Status: diff.Status(rest[:j]), Repeats: r, ObservedAt: time.Unix(0, n).UTC(), Gone: gone}
 	if st.Gone {
 		st.GoneAt = now
 	}
@@ -124,13 +132,16 @@ func (w *writer) str(s string) {
 
 func (w *writer) int(n int64) { w.b = binary.AppendVarint(w.b, n) }
 
+// time writes seconds and nanoseconds apart, so that any year
+// round-trips (Unix nanoseconds only cover 1678 to 2262).
 func (w *writer) time(t time.Time) {
 	if t.IsZero() {
 		w.b = append(w.b, 0)
 		return
 	}
 	w.b = append(w.b, 1)
-	w.int(t.UnixNano())
+	w.int(t.Unix())
+	w.int(int64(t.Nanosecond()))
 }
 
 // reader reads what a writer wrote; the first failure sticks.
@@ -179,7 +190,13 @@ func (r *reader) time() time.Time {
 	case 0:
 		return time.Time{}
 	case 1:
-		return time.Unix(0, r.int()).UTC()
+		sec := r.int()
+		nsec := r.int()
+		if nsec < 0 || nsec >= 1e9 {
+			r.fail()
+			return time.Time{}
+		}
+		return time.Unix(sec, nsec).UTC()
 	}
 	r.fail()
 	return time.Time{}
@@ -199,6 +216,7 @@ func encodeBatch(b diff.Result) []byte {
 		}
 		w.int(int64(r.Repeats))
 		w.int(r.ExitCode)
+		w.int(int64(r.Cut))
 		for _, at := range []time.Time{r.StartTime, r.FinishTime, t.PreviousObservedAt, t.ObservedAt} {
 			w.time(at)
 		}
@@ -219,10 +237,13 @@ func decodeBatch(data []byte) (diff.Result, error) {
 	r := reader{b: data}
 	var out diff.Result
 	n := r.int()
-	if n < 0 || n > int64(len(data)) {
-		return out, fmt.Errorf("%w: staged batch of %d transitions", ErrCorrupt, n)
+	if n < 0 || n > int64(len(data)/16) { // a transition takes more than 16 bytes
+		return out, fmt.Errorf("%w: staged batch of %d transitions in %d bytes", ErrCorrupt, n, len(data))
 	}
 	for range n {
+		if r.err != nil {
+			return out, r.err
+		}
 		var t diff.Transition
 		rec := &t.Record
 		var source, previous, status string
@@ -233,6 +254,7 @@ func decodeBatch(data []byte) (diff.Result, error) {
 		t.Source, t.Previous, rec.Status = diff.Source(source), diff.Status(previous), diff.Status(status)
 		rec.Repeats = int(r.int())
 		rec.ExitCode = r.int()
+		rec.Cut = diff.TextFields(r.int())
 		for _, at := range []*time.Time{&rec.StartTime, &rec.FinishTime, &t.PreviousObservedAt, &t.ObservedAt} {
 			*at = r.time()
 		}

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ func FuzzCodecRoundTrip(f *testing.F) {
 	f.Add("t-a/i-b", "i-c", "Run|ning", 3, int64(1_700_000_000_000_000_000), int64(5), true)
 	f.Add("!known", "\n", "", -1, int64(0), int64(-1), true)
 	f.Add("5:t", "5:", "|||", 7, int64(-5), int64(0), false)
+	kv := &KV{} // its pool of gzip writers outlives one input
 	f.Fuzz(func(t *testing.T, invoke, instance, status string, repeats int, observed, gone int64, isGone bool) {
 		k := diff.Key{InvokeID: invoke, InstanceID: instance}
 		st := diff.State{Status: diff.Status(status), Repeats: repeats, Gone: isGone}
@@ -34,7 +36,7 @@ func FuzzCodecRoundTrip(f *testing.F) {
 			t.Fatalf("state %+v: encoded %q, decoded %+v, %v", st, value, got, err)
 		}
 		seg := map[string]string{field: value, encodeKey(diff.Key{InvokeID: instance}): status}
-		raw, err := (&KV{}).encodeSegment(seg)
+		raw, err := kv.encodeSegment(seg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,4 +74,18 @@ func FuzzDecodeNeverPanics(f *testing.F) {
 		_, _ = decodeSegment(data)
 		_, _ = decodeLegacyState(string(data), time.Time{})
 	})
+}
+
+// TestDecodeBatchRefusesGarbageQuickly: a corrupt staged batch is an
+// error, found without allocating for counts it cannot hold.
+func TestDecodeBatchRefusesGarbageQuickly(t *testing.T) {
+	junk := make([]byte, 1<<20)
+	for i := range junk {
+		junk[i] = byte(i*7 + 3)
+	}
+	for _, data := range [][]byte{junk, {0x80}, append([]byte{0xfe, 0xff, 0xff, 0x0f}, junk[:100]...)} {
+		if _, err := decodeBatch(data); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%d bytes of garbage: %v, want ErrCorrupt", len(data), err)
+		}
+	}
 }

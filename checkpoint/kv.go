@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capoller/capoller/diff"
@@ -29,6 +30,9 @@ var ErrConflict = errors.New("checkpoint: concurrent commit")
 type KVOptions struct {
 	// Bucket is the key-value bucket; default CAPOLLER_CHECKPOINTS.
 	Bucket string
+	// Logger hears of records skipped while migrating from the first
+	// layout; default no-op.
+	Logger *zap.Logger
 }
 
 // kvSegments is how many values a shard's states are spread over. A
@@ -51,7 +55,8 @@ const kvSegments = 64
 // still in the first layout (one value "<source>.<region>") is migrated
 // the first time it is loaded.
 type KV struct {
-	kv jetstream.KeyValue
+	kv  jetstream.KeyValue
+	log *zap.Logger
 
 	mu     sync.Mutex
 	shards map[diff.Shard]*kvShard
@@ -77,7 +82,10 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: open key-value bucket %s: %w", opts.Bucket, err)
 	}
-	return &KV{kv: kv, shards: map[diff.Shard]*kvShard{}}, nil
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &KV{kv: kv, log: opts.Logger, shards: map[diff.Shard]*kvShard{}}, nil
 }
 
 func kvKey(s diff.Shard, parts ...string) string {
@@ -103,7 +111,7 @@ func (k *KV) shard(ctx context.Context, shard diff.Shard) (*kvShard, error) {
 	meta, err := k.kv.Get(ctx, kvKey(shard, "meta"))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		if err := k.migrate(ctx, shard, s); err != nil {
+		if s.known, s.metaRev, err = k.migrate(ctx, shard); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -142,17 +150,18 @@ type kvMeta struct {
 // migrate reads a shard of the first layout, if there is one, and writes
 // it in the current one. The legacy value is deleted last, so an
 // interrupted migration is done again.
-func (k *KV) migrate(ctx context.Context, shard diff.Shard, s *kvShard) error {
+// It reports whether the shard was known, and the revision of its meta.
+func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error) {
 	entry, err := k.kv.Get(ctx, kvKey(shard))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
+		return false, 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+		return false, 0, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
 	}
 	legacy, err := decodeLegacyShard(entry.Value())
 	if err != nil {
-		return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 	}
 	segments := [kvSegments]map[string]string{}
 	for i := range segments {
@@ -165,8 +174,9 @@ func (k *KV) migrate(ctx context.Context, shard diff.Shard, s *kvShard) error {
 			continue
 		}
 		st, err := decodeLegacyState(v, time.Now().UTC())
-		if err != nil {
-			return fmt.Errorf("checkpoint: migrate %s record %q: %w", shard, f, err)
+		if err != nil { // the first layout could not hold it: let it be new rather than block the shard
+			k.log.Warn("skipping an undecodable record of the first layout", zap.Stringer("shard", shard), zap.String("field", f), zap.Error(err))
+			continue
 		}
 		field := encodeKey(decodeLegacyField(f))
 		segments[segmentOf(field)][field] = encodeState(st)
@@ -177,21 +187,22 @@ func (k *KV) migrate(ctx context.Context, shard diff.Shard, s *kvShard) error {
 		}
 		value, err := k.encodeSegment(seg)
 		if err != nil {
-			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 		if _, err := k.kv.Put(ctx, kvKey(shard, "s", strconv.Itoa(i)), value); err != nil {
-			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 	}
+	var metaRev uint64
 	if known {
-		if _, err := k.kv.Put(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`)); err != nil {
-			return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		if metaRev, err = k.kv.Put(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`)); err != nil {
+			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 	}
 	if err := k.kv.Delete(ctx, kvKey(shard)); err != nil {
-		return fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
+		return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 	}
-	return nil // the caller reads the new layout next
+	return known, metaRev, nil // the caller reads the segments next
 }
 
 // forget drops the in-memory copy of a shard: it is read again next time.
@@ -454,7 +465,7 @@ func decodeLegacyShard(value []byte) (map[string]string, error) {
 	for sc.Scan() {
 		f, v, ok := strings.Cut(sc.Text(), "\t")
 		if !ok {
-			return nil, fmt.Errorf("%w: line %q", ErrCorrupt, sc.Text())
+			continue // the rest of an id that held a newline, which this layout could not store
 		}
 		all[f] = v
 	}

@@ -1,6 +1,8 @@
 package checkpoint_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"slices"
 	"strings"
@@ -141,13 +143,14 @@ func TestStoresStageABatch(t *testing.T) {
 // encoding: every record keeps its state, tombstones included.
 func TestRedisMigratesTheFirstEncoding(t *testing.T) {
 	client, prefix := testenv.Redis(t)
-	client.HSet(t.Context(), prefix+"state:ecs:r", "t-1", "Running|0|1000", "t-1/i-1", "Success|2|2000", "t-2", "Failed|0|3000|gone")
+	client.HSet(t.Context(), prefix+"state:ecs:r", "t-1", "Running|0|1000", "t-1/i-1", "Success|2|2000", "t-2", "Failed|0|3000|gone",
+		"t-3", "Run|ning|1|4000", "t-4", "garbage")
 	client.HSet(t.Context(), prefix+"meta:ecs:r", "known", "1")
 	s := newRedis(t, client, prefix)
 	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
-	keys := []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}, {InvokeID: "t-2"}}
+	keys := []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}, {InvokeID: "t-2"}, {InvokeID: "t-3"}, {InvokeID: "t-4"}}
 	prev, err := s.Load(t.Context(), shard, keys)
-	if err != nil || !prev.Known || len(prev.States) != 3 {
+	if err != nil || !prev.Known || len(prev.States) != 4 {
 		t.Fatalf("migrated: known=%v %+v %v", prev.Known, prev.States, err)
 	}
 	if st := prev.States[keys[1]]; st.Status != diff.StatusSuccess || st.Repeats != 2 || st.ObservedAt.UnixNano() != 2000 || st.Gone {
@@ -155,6 +158,9 @@ func TestRedisMigratesTheFirstEncoding(t *testing.T) {
 	}
 	if st := prev.States[keys[2]]; !st.Gone || st.Status != diff.StatusFailed || st.GoneAt.IsZero() {
 		t.Errorf("tombstone: %+v", st)
+	}
+	if st := prev.States[keys[3]]; st.Status != "Run|ning" || st.Repeats != 1 {
+		t.Errorf("a legacy status holding '|': %+v", st)
 	}
 	if n := client.Exists(t.Context(), prefix+"state:ecs:r").Val(); n != 0 {
 		t.Error("the legacy hash is still there")
@@ -168,4 +174,66 @@ func newRedis(t *testing.T, client *redis.Client, prefix string) *checkpoint.Red
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestKVMigratesTheFirstLayout loads a shard written as one gzipped value
+// of "field\tstate" lines: the records and the known flag survive, and the
+// shard can be written at once.
+func TestKVMigratesTheFirstLayout(t *testing.T) {
+	bucket := testenv.Name("CAPOLLER_CKPT")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var legacy bytes.Buffer
+	zw := gzip.NewWriter(&legacy)
+	// A status with "|", and an id with a newline, which this layout split.
+	fmt.Fprint(zw, "!known\t1\nt-1\tRunning|0|1000\nt-1/i-1\tSuccess|2|2000|gone\nt-2\tRun|ning|1|3000\nt-\nbroken\tRunning|0|1\n")
+	_ = zw.Close()
+	if _, err := kv.Put(t.Context(), "ecs.r", legacy.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	keys := []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}, {InvokeID: "t-2"}}
+	prev, err := s.Load(t.Context(), shard, keys)
+	if err != nil || !prev.Known || len(prev.States) != 3 {
+		t.Fatalf("migrated: known=%v %+v %v", prev.Known, prev.States, err)
+	}
+	if st := prev.States[keys[1]]; !st.Gone || st.Repeats != 2 || prev.States[keys[2]].Status != "Run|ning" {
+		t.Errorf("states %+v", prev.States)
+	}
+	if err := s.MarkKnown(t.Context(), shard); err != nil {
+		t.Errorf("MarkKnown after a migration: %v", err)
+	}
+	if err := s.Commit(t.Context(), shard, []diff.Update{{Key: keys[0], State: diff.State{Status: diff.StatusSuccess}}}, nil); err != nil {
+		t.Errorf("Commit after a migration: %v", err)
+	}
+	if _, err := kv.Get(t.Context(), "ecs.r"); err == nil {
+		t.Error("the legacy value is still there")
+	}
+}
+
+// TestStagedBatchesKeepAnyTime: a staged event's times round-trip whatever
+// their year (the API's timestamps are parsed from text).
+func TestStagedBatchesKeepAnyTime(t *testing.T) {
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			old, late := time.Date(1000, 1, 1, 0, 0, 0, 5, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+			tr := diff.Transition{ID: "e", Record: diff.Record{Key: diff.Key{InvokeID: "t"}, StartTime: old, FinishTime: late}, ObservedAt: old}
+			if err := s.Stage(t.Context(), shard, diff.Result{Transitions: []diff.Transition{tr}}); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := s.Staged(t.Context(), shard)
+			if err != nil || !ok || !got.Transitions[0].Record.StartTime.Equal(old) || !got.Transitions[0].Record.FinishTime.Equal(late) {
+				t.Fatalf("staged %+v %v %v", got.Transitions, ok, err)
+			}
+		})
+	}
 }

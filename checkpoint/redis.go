@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
 )
@@ -23,6 +24,9 @@ type RedisOptions struct {
 	HistoryMaxLen int64
 	// ChunkSize is the number of fields per HMGET; default 1000.
 	ChunkSize int
+	// Logger hears of records skipped while migrating from the first
+	// encoding; default no-op.
+	Logger *zap.Logger
 }
 
 // Redis keeps checkpoints in Redis:
@@ -61,6 +65,9 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = 1000
 	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
 	if opts.ChunkSize < 0 {
 		return nil, fmt.Errorf("checkpoint: chunk size must be positive, got %d", opts.ChunkSize)
 	}
@@ -92,8 +99,10 @@ func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
 		values := make([]any, 0, len(fields))
 		for i := 0; i+1 < len(fields); i += 2 {
 			st, err := decodeLegacyState(fields[i+1], time.Now().UTC())
-			if err != nil {
-				return fmt.Errorf("checkpoint: migrate %s record %q: %w", shard, fields[i], err)
+			if err != nil { // the first encoding could not hold it: let it be new rather than block the shard
+				r.opts.Logger.Warn("skipping an undecodable record of the first encoding", zap.Stringer("shard", shard),
+					zap.String("field", fields[i]), zap.Error(err))
+				continue
 			}
 			values = append(values, encodeKey(decodeLegacyField(fields[i])), encodeState(st))
 		}

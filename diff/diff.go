@@ -50,46 +50,46 @@ type Result struct {
 
 // Compute diffs a snapshot against the previous states. It is pure and
 // deterministic: transitions are ordered by invocation id, then instance id
-// (the aggregate first), then run; updates by key. An unchanged record
-// costs a map lookup and allocates nothing.
+// (the aggregate first), then run; updates by key, one per key. A record
+// read twice in one snapshot — a hostile or shifting listing — is diffed
+// against the state the first reading reached. An unchanged record costs a
+// map lookup and allocates nothing.
 func Compute(prev Previous, snap Snapshot, opts Options) Result {
 	var res Result
-	// Records of one key are adjacent, so the state a key reached earlier
-	// in this snapshot is only ever the last update's.
-	var last *Update
+	var updated map[Key]int // index in res.Updates of the keys this snapshot changed; made on first use
 	for i := range snap.Records {
 		rec := &snap.Records[i]
 		var old State
 		var seen bool
-		if last != nil && last.Key == rec.Key {
-			old, seen = last.State, true
+		at, again := updated[rec.Key]
+		if again {
+			old, seen = res.Updates[at].State, true
 		} else {
 			old, seen = prev.States[rec.Key]
 		}
+		set := func(st State) {
+			if again {
+				res.Updates[at].State = st
+				return
+			}
+			if updated == nil {
+				updated = map[Key]int{}
+			}
+			updated[rec.Key] = len(res.Updates)
+			res.Updates = append(res.Updates, Update{Key: rec.Key, State: st})
+			at, again = len(res.Updates)-1, true
+		}
 		revive := seen && old.Gone // a tombstone that reappears is live again, changed or not
-		switch {
-		case seen && old.Status == rec.Status && old.Repeats == rec.Repeats:
+		if seen && (old.Status == rec.Status && old.Repeats == rec.Repeats ||
+			rec.Repeats < old.Repeats || old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank()) {
+			// Unchanged, an older run already past, or a stale read: a run
+			// never goes back (see Status.Rank).
 			if revive {
-				res.Updates = append(res.Updates, Update{Key: rec.Key, State: State{Status: old.Status, Repeats: old.Repeats, ObservedAt: old.ObservedAt}})
-				last = &res.Updates[len(res.Updates)-1]
-			}
-			continue
-		case seen && (rec.Repeats < old.Repeats || old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank()):
-			// An older run, already past, or a stale read: a run never goes
-			// back (see Status.Rank).
-			if revive {
-				res.Updates = append(res.Updates, Update{Key: rec.Key, State: State{Status: old.Status, Repeats: old.Repeats, ObservedAt: old.ObservedAt}})
-				last = &res.Updates[len(res.Updates)-1]
+				set(State{Status: old.Status, Repeats: old.Repeats, ObservedAt: old.ObservedAt})
 			}
 			continue
 		}
-		now := State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt}
-		if last != nil && last.Key == rec.Key {
-			last.State = now
-		} else {
-			res.Updates = append(res.Updates, Update{Key: rec.Key, State: now})
-			last = &res.Updates[len(res.Updates)-1]
-		}
+		set(State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt})
 		if !seen && !prev.Known && opts.Initial != InitialEmit {
 			continue // baseline: the shard's first cycle records the present
 		}

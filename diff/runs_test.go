@@ -1,6 +1,7 @@
 package diff
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -195,5 +196,27 @@ func TestComputeRankWithinARun(t *testing.T) {
 		if got := len(res.Transitions) == 1; got != tc.event {
 			t.Errorf("%s -> %s in one run: event %v, want %v", tc.from, tc.to, got, tc.event)
 		}
+	}
+}
+
+// TestComputeARecordReadTwice: a page that lists one record twice, apart,
+// is diffed as one history — the second reading against the state the
+// first reached — and leaves one update.
+func TestComputeARecordReadTwice(t *testing.T) {
+	a := Key{InvokeID: "t-1"}
+	b := Key{InvokeID: "t-1", InstanceID: "i-1"}
+	prev := Previous{Known: true, States: map[Key]State{a: {Status: StatusPending}, b: {Status: StatusPending}}}
+	res := Compute(prev, Snapshot{Records: []Record{
+		{Key: a, Status: StatusRunning}, {Key: b, Status: StatusRunning}, {Key: a, Status: StatusSuccess}, {Key: a, Status: StatusRunning},
+	}}, Options{})
+	var got []string
+	for _, tr := range res.Transitions {
+		got = append(got, tr.Record.InstanceID+":"+string(tr.Previous)+">"+string(tr.Record.Status))
+	}
+	if want := "[:Pending>Running :Running>Success i-1:Pending>Running]"; fmt.Sprint(got) != want {
+		t.Errorf("transitions %v, want %s", got, want)
+	}
+	if len(res.Updates) != 2 || res.Updates[0].State.Status != StatusSuccess || res.Updates[1].State.Status != StatusRunning {
+		t.Errorf("updates %+v, want one per key: t-1 Success, i-1 Running", res.Updates)
 	}
 }

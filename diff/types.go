@@ -54,6 +54,9 @@ type Record struct {
 	ErrorInfo  string
 	StartTime  time.Time
 	FinishTime time.Time
+	// Cut names the free texts that were cut to [MaxText] (see
+	// [Record.BoundTexts]).
+	Cut TextFields
 }
 
 // Snapshot is an error-free listing of one shard at one moment. A listing

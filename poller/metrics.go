@@ -39,6 +39,7 @@ type shardMetrics struct {
 	expiryHeld         int64 // records a complete listing lacked beyond the expiry guard
 	expired            int64
 	stagedFinished     int64
+	stagedDiscarded    int64
 	recoveries         int64
 	recoveredRecords   int64
 	skipped            map[string]int64 // by reason; made on first use
@@ -108,6 +109,15 @@ func (m *Metrics) checkpointRecovered(s diff.Shard, records int) {
 	sm := m.shard(s)
 	sm.recoveries++
 	sm.recoveredRecords += int64(records)
+}
+
+func (m *Metrics) stagedDiscarded(s diff.Shard) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.shard(s).stagedDiscarded++
 }
 
 func (m *Metrics) stagedFinished(s diff.Shard) {
@@ -201,6 +211,9 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	})
 	metric("capoller_staged_batches_finished_total", "counter", "Batches staged by a cycle whose commit failed, published and committed by a later one.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_staged_batches_finished_total{%s} %d\n", l, sm.stagedFinished)
+	})
+	metric("capoller_staged_batches_discarded_total", "counter", "Staged batches that could not be decoded and were dropped.", func(l string, sm *shardMetrics) {
+		fmt.Fprintf(w, "capoller_staged_batches_discarded_total{%s} %d\n", l, sm.stagedDiscarded)
 	})
 	metric("capoller_checkpoint_recoveries_total", "counter", "Times the checkpoint of a shard that had published was found lost and rebuilt from the stream.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_checkpoint_recoveries_total{%s} %d\n", l, sm.recoveries)

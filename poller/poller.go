@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
@@ -307,6 +308,7 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	c.rep.Records += len(snap.Records)
 	keys := make([]diff.Key, len(snap.Records))
 	for i := range snap.Records {
+		snap.Records[i].BoundTexts() // a record travels whole into a staged batch and an event
 		keys[i] = snap.Records[i].Key
 		if snap.Complete { // only a complete listing's absences expire records
 			c.seen[keys[i]] = struct{}{}
@@ -368,12 +370,22 @@ func (c *cycle) finishStaged() error {
 		return nil
 	}
 	batch, ok, err := p.st.Staged(c.ctx, p.opts.Shard)
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		// Kept, it would block the shard for good; dropped, its records
+		// are diffed again from the checkpoint.
+		p.log.Error("discarding a staged batch that cannot be decoded", zap.Error(err))
+		p.opts.Metrics.stagedDiscarded(p.opts.Shard)
+		if err := p.st.Stage(c.ctx, p.opts.Shard, diff.Result{}); err != nil {
+			return &CycleError{StageCommit, err}
+		}
+		batch, ok, err = diff.Result{}, false, nil
+	}
 	if err != nil {
 		return &CycleError{StageLoad, err}
 	}
 	if ok {
 		p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
-		if err := c.publishAndCommit(batch); err != nil {
+		if err := c.publishAndCommit(batch, nil); err != nil {
 			return err
 		}
 		p.opts.Metrics.stagedFinished(p.opts.Shard)
@@ -383,38 +395,60 @@ func (c *cycle) finishStaged() error {
 }
 
 // deliver publishes transitions, then commits the updates with them, in
-// batches of at most MaxBatch events. Updates of records that changed go
-// with their events; the others with the last batch.
+// batches of at most MaxBatch events (the runs of one record stay in one
+// batch). Each batch commits, for every record it announces, the state
+// its last event there reached — the final state if no later batch
+// announces the record again — so a failure between two batches leaves
+// the checkpoint agreeing with the stream. A record read twice in one
+// cycle (a restarted listing, a repeated page) keeps its last update.
+// Updates without an event (a baseline, expiry, revival) are committed
+// with the last batch and not staged: they are simply computed again if
+// that commit fails.
 func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) error {
-	if len(transitions) <= c.p.opts.MaxBatch {
-		return c.publishAndCommit(diff.Result{Transitions: transitions, Updates: updates})
-	}
-	byKey := make(map[diff.Key]int, len(updates))
+	final := make(map[diff.Key]int, len(updates)) // key -> index of its last update
 	for i, u := range updates {
-		byKey[u.Key] = i
+		final[u.Key] = i
 	}
-	used := make([]bool, len(updates))
+	lastEvent := make(map[diff.Key]int, len(transitions)) // key -> index of its last transition
+	for i, t := range transitions {
+		lastEvent[t.Record.Key] = i
+	}
+	var quiet []diff.Update
+	for i, u := range updates {
+		if _, announced := lastEvent[u.Key]; final[u.Key] == i && !announced {
+			quiet = append(quiet, u)
+		}
+	}
+	if len(transitions) == 0 {
+		return c.publishAndCommit(diff.Result{}, quiet)
+	}
 	for start := 0; start < len(transitions); {
 		end := min(start+c.p.opts.MaxBatch, len(transitions))
-		// The runs of one record stay in one batch.
 		for end < len(transitions) && transitions[end].Record.Key == transitions[end-1].Record.Key {
 			end++
 		}
 		batch := diff.Result{Transitions: transitions[start:end]}
-		for _, t := range batch.Transitions {
-			if i, ok := byKey[t.Record.Key]; ok && !used[i] {
-				used[i] = true
-				batch.Updates = append(batch.Updates, updates[i])
+		reached := map[diff.Key]diff.State{}
+		var order []diff.Key
+		for j := start; j < end; j++ {
+			t := transitions[j]
+			k := t.Record.Key
+			if _, ok := reached[k]; !ok {
+				order = append(order, k)
+			}
+			reached[k] = diff.State{Status: t.Record.Status, Repeats: t.Record.Repeats, ObservedAt: t.ObservedAt}
+			if i, ok := final[k]; ok && lastEvent[k] == j {
+				reached[k] = updates[i].State
 			}
 		}
+		for _, k := range order {
+			batch.Updates = append(batch.Updates, diff.Update{Key: k, State: reached[k]})
+		}
+		var rest []diff.Update
 		if end == len(transitions) {
-			for i, u := range updates {
-				if !used[i] {
-					batch.Updates = append(batch.Updates, u)
-				}
-			}
+			rest = quiet
 		}
-		if err := c.publishAndCommit(batch); err != nil {
+		if err := c.publishAndCommit(batch, rest); err != nil {
 			return err
 		}
 		start = end
@@ -423,8 +457,8 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 }
 
 // publishAndCommit stages a batch with events, publishes them, and commits
-// its updates once every event is acknowledged.
-func (c *cycle) publishAndCommit(b diff.Result) error {
+// its updates, with the quiet ones, once every event is acknowledged.
+func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
 	p := c.p
 	if len(b.Transitions) > 0 {
 		if err := p.st.Stage(c.ctx, p.opts.Shard, b); err != nil {
@@ -438,17 +472,18 @@ func (c *cycle) publishAndCommit(b diff.Result) error {
 		}
 	}
 	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
-	if len(b.Updates) > 0 || len(b.Transitions) > 0 {
+	updates := append(b.Updates[:len(b.Updates):len(b.Updates)], quiet...)
+	if len(updates) > 0 || len(b.Transitions) > 0 {
 		// Once its events are acknowledged, a batch's commit is finished
 		// even if the daemon is stopping: a restart then has nothing of it
 		// to publish again.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), commitGrace)
 		defer cancel()
-		if err := p.st.Commit(ctx, p.opts.Shard, b.Updates, b.Transitions); err != nil {
+		if err := p.st.Commit(ctx, p.opts.Shard, updates, b.Transitions); err != nil {
 			return &CycleError{StageCommit, err}
 		}
 	}
-	c.rep.Committed += len(b.Updates)
+	c.rep.Committed += len(updates)
 	return nil
 }
 
@@ -495,7 +530,22 @@ func (c *cycle) recoverLost() (bool, error) {
 	if p.opts.Recovery == nil {
 		return false, nil
 	}
+	// Reading a long history is progress, not a stall.
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				c.progress()
+			}
+		}
+	}()
 	states, err := p.opts.Recovery.LastStates(c.ctx, p.opts.Shard)
+	close(done)
 	if err != nil {
 		return false, &CycleError{StageLoad, fmt.Errorf("look for earlier events of a shard the checkpoint does not know: %w", err)}
 	}
@@ -504,8 +554,14 @@ func (c *cycle) recoverLost() (bool, error) {
 	}
 	p.log.Error("the checkpoint of this shard is lost: it published before, but the store does not know it; rebuilding its states from the stream",
 		zap.Int("records", len(states)))
+	// A record last announced longer ago than the API keeps records is
+	// gone by now: it comes back as a tombstone, pruned in due course.
+	now := p.opts.Now().UTC()
 	updates := make([]diff.Update, 0, len(states))
 	for k, st := range states {
+		if now.Sub(st.ObservedAt) > p.opts.TombstoneTTL {
+			st.Gone, st.GoneAt = true, now
+		}
 		updates = append(updates, diff.Update{Key: k, State: st})
 	}
 	for start := 0; start < len(updates); start += 1000 {

@@ -104,10 +104,13 @@ func TestExpiryGuardHoldsAMassAbsence(t *testing.T) {
 // away between the publisher's acknowledgement and the commit.
 type failCommits struct {
 	poller.Store
-	n atomic.Int32
+	skip, n atomic.Int32 // let skip commits through, then fail n
 }
 
 func (f *failCommits) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	if f.skip.Add(-1) >= 0 {
+		return f.Store.Commit(ctx, shard, updates, transitions)
+	}
 	if f.n.Add(-1) >= 0 {
 		return errors.New("injected: the store went away")
 	}
@@ -182,6 +185,70 @@ func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
 func scrape(t *testing.T, m *poller.Metrics, name string) float64 {
 	t.Helper()
 	return scrapeLabel(t, m, name, "")
+}
+
+// TestLostCheckpointIsRebuiltFromTheStream is the regression test of a
+// lost checkpoint silently losing events: Redis restarted without
+// persistence (or a new KV bucket) made the shard look new, and the next
+// cycle baselined every change since without a word.
+func TestLostCheckpointIsRebuiltFromTheStream(t *testing.T) {
+	for _, kv := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "natskv"}[kv], func(t *testing.T) {
+			h := newHarness(t)
+			lister, redisStore, pub := h.parts(50)
+			newStore := func() poller.Store {
+				if !kv {
+					return redisStore
+				}
+				bucket := testenv.Name("CAPOLLER_KV")
+				_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+				s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			p := h.poller(lister, newStore(), pub, func(o *poller.Options) { o.Recovery = pub })
+			inv := func(id, status string) invocation {
+				return invocation{id: id, status: status, instances: map[string]string{"i-1": status}}
+			}
+			h.serve(inv("t-1", "Running"))
+			mustRunOnce(t, p) // baseline
+			h.serve(inv("t-1", "Success"), inv("t-2", "Running"))
+			if rep := mustRunOnce(t, p); len(rep.Transitions) != 4 {
+				t.Fatalf("%d transitions, want 4", len(rep.Transitions))
+			}
+			// The checkpoint is lost: Redis flushed, or a new bucket.
+			if !kv {
+				for _, key := range h.redis.Keys(t.Context(), h.prefix+"*").Val() {
+					h.redis.Del(t.Context(), key)
+				}
+			}
+			metrics := poller.NewMetrics()
+			fresh, err := cloudassist.NewECS(h.listerOptions(50))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p = h.poller(fresh, newStore(), h.publisher(h.js), func(o *poller.Options) { o.Recovery = pub; o.Metrics = metrics })
+			h.serve(inv("t-1", "Success"), inv("t-2", "Failed"), inv("t-3", "Running"))
+			rep := mustRunOnce(t, p)
+			got := map[string]bool{}
+			for _, tr := range rep.Transitions {
+				got[fmt.Sprintf("%s/%s %s>%s", tr.Record.InvokeID, tr.Record.InstanceID, tr.Previous, tr.Record.Status)] = true
+			}
+			for _, want := range []string{"t-2/ Running>Failed", "t-2/i-1 Running>Failed", "t-3/ >Running", "t-3/i-1 >Running"} {
+				if !got[want] {
+					t.Errorf("missing %s; got %v", want, got)
+				}
+			}
+			if len(got) != 4 {
+				t.Errorf("transitions %v, want exactly 4 (t-1 did not change)", got)
+			}
+			if n := scrape(t, metrics, "capoller_checkpoint_recoveries_total"); n != 1 {
+				t.Errorf("capoller_checkpoint_recoveries_total = %v, want 1", n)
+			}
+		})
+	}
 }
 
 // failLoads is a store whose next n loads fail.
@@ -278,4 +345,119 @@ func scrapeLabel(t *testing.T, m *poller.Metrics, name, label string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// servePage is one hand-made DescribeInvocations page with its NextToken.
+func (h *harness) servePage(next string, invs ...invocation) {
+	h.t.Helper()
+	var list []any
+	for _, inv := range invs {
+		var insts []any
+		for id, st := range inv.instances {
+			insts = append(insts, map[string]any{"InstanceId": id, "InvocationStatus": st, "Repeats": 1})
+		}
+		list = append(list, map[string]any{"InvokeId": inv.id, "InvocationStatus": inv.status, "Parameters": "{}",
+			"InvokeInstances": map[string]any{"InvokeInstance": insts}})
+	}
+	body, err := json.Marshal(map[string]any{"RequestId": "r", "NextToken": next, "Invocations": map[string]any{"Invocation": list}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestARecordReadTwiceInOneCycleKeepsItsLastState: a listing restarted
+// after a refused NextToken reads a record again in the same cycle, in a
+// later chunk and a later state. Split into batches of one event, the
+// cycle must still commit the last state, and a failure between batches
+// must leave the checkpoint agreeing with the stream.
+func TestARecordReadTwiceInOneCycleKeepsItsLastState(t *testing.T) {
+	h := newHarness(t)
+	lister, st, pub := h.parts(1)
+	commits := &failCommits{Store: st}
+	p := h.poller(lister, commits, pub, func(o *poller.Options) { o.MaxBatch = 1 })
+	agg := func(id, status string) invocation { return invocation{id: id, status: status} }
+	h.serve(agg("t-a", "Pending"), agg("t-b", "Pending"))
+	mustRunOnce(t, p)
+	cycle := func() {
+		h.servePage("n1", agg("t-a", "Running"))
+		if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultInvalidToken}); err != nil {
+			t.Fatal(err)
+		}
+		h.servePage("", agg("t-a", "Success"), agg("t-b", "Running"))
+	}
+	cycle()
+	commits.skip.Store(1) // the second batch's commit fails, after its publish
+	commits.n.Store(1)
+	if rep := p.RunOnce(t.Context()); rep.Err == nil {
+		t.Fatal("the injected commit failure did not fail the cycle")
+	}
+	h.serve(agg("t-a", "Success"), agg("t-b", "Success"))
+	mustRunOnce(t, p)
+	chain := map[string][]string{}
+	for _, e := range h.events() {
+		chain[e.event.Data.InvokeID] = append(chain[e.event.Data.InvokeID], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+	}
+	if got := fmt.Sprint(chain["t-a"]); got != "[Pending>Running Running>Success]" {
+		t.Errorf("t-a: %s, want [Pending>Running Running>Success]", got)
+	}
+	if got := fmt.Sprint(chain["t-b"]); got != "[Pending>Running Running>Success]" {
+		t.Errorf("t-b: %s, want [Pending>Running Running>Success]", got)
+	}
+	prev, err := st.Load(t.Context(), shard, []diff.Key{{InvokeID: "t-a"}, {InvokeID: "t-b"}})
+	if err != nil || prev.States[diff.Key{InvokeID: "t-a"}].Status != diff.StatusSuccess || prev.States[diff.Key{InvokeID: "t-b"}].Status != diff.StatusSuccess {
+		t.Errorf("checkpoint %+v, %v", prev.States, err)
+	}
+}
+
+// TestACorruptStagedBatchIsDiscarded: a staged batch that cannot be
+// decoded is dropped, logged and counted; it must not block the shard.
+func TestACorruptStagedBatchIsDiscarded(t *testing.T) {
+	h := newHarness(t)
+	lister, st, pub := h.parts(50)
+	metrics := poller.NewMetrics()
+	p := h.poller(lister, st, pub, func(o *poller.Options) { o.Metrics = metrics })
+	h.redis.Set(t.Context(), h.prefix+"outbox:ecs:"+region, "\xff\xff\xff\xff\x0fgarbage", 0)
+	h.serve(invocation{id: "t-1", status: "Running"})
+	mustRunOnce(t, p)
+	if n := scrape(t, metrics, "capoller_staged_batches_discarded_total"); n != 1 {
+		t.Errorf("capoller_staged_batches_discarded_total = %v, want 1", n)
+	}
+}
+
+// TestHugeTextsAndMassExpiryFitTheKVStore: a 2 MB errorInfo and an expiry
+// of thousands of records must not make the staged batch (a KV value,
+// bounded by max_payload) too large to store, which would stop the shard.
+func TestHugeTextsAndMassExpiryFitTheKVStore(t *testing.T) {
+	h := newHarness(t)
+	lister, _, pub := h.parts(50)
+	bucket := testenv.Name("CAPOLLER_KV")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	kv, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.poller(lister, kv, pub, func(o *poller.Options) { o.ExpiryGuard = 1 })
+	var fleet []invocation
+	for i := range 6000 {
+		fleet = append(fleet, invocation{id: fmt.Sprintf("t-%05d", i), status: "Success"})
+	}
+	h.serve(fleet...)
+	mustRunOnce(t, p)
+	body, _ := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": []any{
+		map[string]any{"InvokeId": "t-huge", "InvocationStatus": "Failed", "Parameters": "{}", "InvokeInstances": map[string]any{
+			"InvokeInstance": []any{map[string]any{"InstanceId": "i-1", "InvocationStatus": "Failed", "ErrorInfo": strings.Repeat("x", 2<<20)}}}},
+	}}})
+	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
+		t.Fatal(err)
+	}
+	rep := mustRunOnce(t, p)
+	if len(rep.Transitions) != 2 || rep.Expired != 6000 {
+		t.Fatalf("%d transitions, %d expired; want 2 and 6000", len(rep.Transitions), rep.Expired)
+	}
+	if info := rep.Transitions[1].Record; len(info.ErrorInfo) > diff.MaxText || info.Cut&diff.FieldErrorInfo == 0 {
+		t.Errorf("errorInfo of %d bytes, cut %v", len(info.ErrorInfo), info.Cut)
+	}
 }

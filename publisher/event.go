@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/capoller/capoller/diff"
 )
@@ -65,21 +64,7 @@ type Data struct {
 // MaxErrorInfo bounds an event's errorInfo, in bytes: the API's error
 // texts are short, but nothing bounds them, and an event over the
 // server's max_payload could never be published.
-const MaxErrorInfo = 4096
-
-// cut shortens s to at most n bytes, at a UTF-8 boundary, marking the
-// cut. It reports whether it cut.
-func cut(s string, n int) (string, bool) {
-	if len(s) <= n {
-		return s, false
-	}
-	marker := fmt.Sprintf("…[cut %d bytes]", len(s))
-	end := max(0, n-len(marker))
-	for end > 0 && !utf8.RuneStart(s[end]) {
-		end--
-	}
-	return s[:end] + marker, true
-}
+const MaxErrorInfo = diff.MaxText
 
 func stamp(t time.Time) string {
 	if t.IsZero() {
@@ -107,6 +92,7 @@ func NewEvent(t diff.Transition) Event {
 			ObservedAt: stamp(t.ObservedAt), PreviousObservedAt: stamp(t.PreviousObservedAt),
 		},
 	}
+	ev.Data.Truncated = r.Cut.Names() // cut at the edge (see diff.Record.BoundTexts)
 	if r.InstanceID != "" {
 		repeats, exit := r.Repeats, r.ExitCode
 		ev.Type = TypeInstance
@@ -114,10 +100,11 @@ func NewEvent(t diff.Transition) Event {
 		ev.Data.InstanceID, ev.Data.Repeats, ev.Data.ExitCode = r.InstanceID, &repeats, &exit
 		ev.Data.ErrorCode = r.ErrorCode
 		var cutInfo bool
-		if ev.Data.ErrorInfo, cutInfo = cut(r.ErrorInfo, MaxErrorInfo); cutInfo {
-			ev.Data.Truncated = append(ev.Data.Truncated, "errorInfo")
+		if ev.Data.ErrorInfo, cutInfo = diff.Cut(r.ErrorInfo, MaxErrorInfo); cutInfo {
+			r.Cut |= diff.FieldErrorInfo
 		}
 		ev.Data.StartTime, ev.Data.FinishTime = stamp(r.StartTime), stamp(r.FinishTime)
+		ev.Data.Truncated = r.Cut.Names()
 	}
 	return ev
 }
@@ -160,7 +147,7 @@ func (e Event) MarshalWithin(limit int) ([]byte, error) {
 		if len(*f.v) < 64 {
 			return nil, fmt.Errorf("publisher: event %s is %d bytes, over the limit of %d even with every field cut", e.ID, len(b), limit)
 		}
-		*f.v, _ = cut(*f.v, len(*f.v)/2)
+		*f.v, _ = diff.Cut(*f.v, len(*f.v)/2)
 		if !slices.Contains(d.Truncated, f.name) {
 			d.Truncated = append(d.Truncated, f.name)
 		}

@@ -76,6 +76,9 @@ type NATS struct {
 	opts    Options
 	batches atomic.Int64
 	msgs    atomic.Int64
+	// maxMsgSize is the stream's own bound on a message (0: none), as
+	// SetupStream found it.
+	maxMsgSize atomic.Int64
 }
 
 // Requests counts the batches this publisher waited for (one wait per
@@ -175,11 +178,16 @@ func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The body, with the headers, must fit the server's max_payload.
-	limit := int(p.js.Conn().MaxPayload()) - 512
+	// The body, with the headers, must fit the server's max_payload and
+	// the stream's max_msg_size.
+	limit := int(p.js.Conn().MaxPayload())
 	if limit <= 0 {
-		limit = 1<<20 - 512 // not connected yet: the server's default
+		limit = 1 << 20 // not connected yet: the server's default
 	}
+	if m := int(p.maxMsgSize.Load()); m > 0 && m < limit {
+		limit = m
+	}
+	limit -= 512
 	data, err := NewEvent(t).MarshalWithin(limit)
 	if err != nil {
 		return nil, err

@@ -15,7 +15,9 @@ import (
 
 // LastStates reads the stream's events of one shard and returns, per
 // record, the state its last event announced: what the checkpoint held
-// after publishing it. It is how a lost checkpoint (Redis restarted
+// after publishing it. It reads the last event of each subject only (a
+// subject is a record and a status), in stream order, so the last one read
+// for a record is its last event. It is how a lost checkpoint (Redis restarted
 // without persistence, a flushed database, a new bucket) is rebuilt
 // instead of silently taken for a new shard. An empty map means the shard
 // never published (or its events aged out of the stream). Events whose
@@ -24,7 +26,7 @@ import (
 func (p *NATS) LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]diff.State, error) {
 	filter := p.opts.SubjectPrefix + "." + Token(string(shard.Source)) + "." + Token(shard.Region) + ".>"
 	cons, err := p.js.OrderedConsumer(ctx, p.opts.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("publisher: read the events of %s from stream %s: %w", shard, p.opts.Stream, err)
@@ -34,14 +36,23 @@ func (p *NATS) LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]d
 		return nil, fmt.Errorf("publisher: read the events of %s from stream %s: %w", shard, p.opts.Stream, err)
 	}
 	out := map[diff.Key]diff.State{}
-	for read := uint64(0); read < info.NumPending; {
-		batch, err := cons.Fetch(int(min(1000, info.NumPending-read)), jetstream.FetchMaxWait(5*time.Second))
+	if info.NumPending == 0 {
+		return out, nil
+	}
+	// Each message says how many are left after it (the last says 0), so
+	// every fetch but the first asks for exactly what is there.
+	want := 1
+	for {
+		batch, err := cons.Fetch(want, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("publisher: read the events of %s: %w", shard, err)
 		}
-		n := 0
+		n, left := 0, uint64(1)
 		for msg := range batch.Messages() {
 			n++
+			if meta, err := msg.Metadata(); err == nil {
+				left = meta.NumPending
+			}
 			var ev Event
 			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
 				continue // not one of ours
@@ -62,10 +73,12 @@ func (p *NATS) LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]d
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 			return nil, fmt.Errorf("publisher: read the events of %s: %w", shard, err)
 		}
-		if n == 0 {
-			return nil, fmt.Errorf("publisher: read the events of %s: %d of %d events arrived", shard, read, info.NumPending)
+		if left == 0 {
+			return out, nil
 		}
-		read += uint64(n)
+		want = int(min(left, 1000))
+		if n == 0 {
+			return nil, fmt.Errorf("publisher: read the events of %s: the stream stopped delivering after %d records", shard, len(out))
+		}
 	}
-	return out, nil
 }

@@ -79,6 +79,7 @@ func (p *NATS) SetupStream(ctx context.Context) (StreamChange, error) {
 	if err := usable(have, want.Subjects[0]); err != nil {
 		return StreamChange{}, err
 	}
+	p.maxMsgSize.Store(int64(have.MaxMsgSize))
 	change := StreamChange{Duplicates: have.Duplicates}
 	target := want.Duplicates
 	if have.MaxAge > 0 && target > have.MaxAge {

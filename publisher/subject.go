@@ -129,10 +129,13 @@ func unhex(c byte) int {
 }
 
 // ValidPrefix checks a subject prefix: one or more plain tokens separated
-// by dots.
+// by dots, at most MaxTokenLen bytes in all.
 func ValidPrefix(prefix string) error {
 	if prefix == "" {
 		return errors.New("publisher: the subject prefix is empty")
+	}
+	if len(prefix) > MaxTokenLen {
+		return fmt.Errorf("publisher: subject prefix of %d bytes: at most %d", len(prefix), MaxTokenLen)
 	}
 	for _, tok := range strings.Split(prefix, ".") {
 		if tok == "" || EscapeToken(tok) != tok {

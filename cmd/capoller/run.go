@@ -147,7 +147,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
-		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix})
+		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	case "natskv":
 		var kv *checkpoint.KV
 		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
-			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket})
+			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Logger: log})
 			return err
 		}); err != nil {
 			return err
