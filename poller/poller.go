@@ -84,12 +84,12 @@ type Options struct {
 	MaxBackoff time.Duration
 	// PermanentRetry is the pause after a permanent error; default 5m.
 	PermanentRetry time.Duration
-	// ExpiryGuard is the share of a shard's live records one complete
-	// listing may expire at once; default 0.1. A listing that would expire
-	// more than max(ExpiryGuardMin, ExpiryGuard × live records) expires
-	// nothing until the next complete listing agrees: an API glitch, a
+	// A record expires only once two consecutive complete listings lack
+	// it: a page that drifted under a changing set, an API glitch, a
 	// permission change or an empty page that claims to be complete must
-	// not tombstone the shard.
+	// not tombstone records. ExpiryGuard is the share of a shard's live
+	// records beyond which one listing's absences are also logged and
+	// counted as suspect; default 0.1, at least ExpiryGuardMin.
 	ExpiryGuard float64
 	// ExpiryGuardMin is the number of records any listing may expire;
 	// default 100.
@@ -143,9 +143,8 @@ type Poller struct {
 	// mayBeStaged is true while a batch may be staged and not committed:
 	// at start, and after a failed cycle.
 	mayBeStaged bool
-	// suspect holds the records a complete listing would have expired
-	// beyond the guard; the next complete listing that lacks them too
-	// expires them.
+	// suspect holds the records the last complete listing lacked; the
+	// next complete listing that lacks them too expires them.
 	suspect map[diff.Key]struct{}
 }
 
@@ -576,30 +575,27 @@ func (c *cycle) recoverLost() (bool, error) {
 	return true, nil
 }
 
-// guardExpiry lets through the tombstones of a complete listing that held
-// present records, unless they are more than the guard allows: then only
-// those that the previous complete listing lacked too expire, and the rest
-// wait for the next one to agree.
+// guardExpiry lets through the tombstones of records that the previous
+// complete listing lacked too: one listing is never enough, since a page
+// can drift under a changing set and skip a record, or an API glitch drop
+// many. A listing that lacks more than the guard allows (present counts
+// the records it held) is also logged and counted, for it is more likely
+// wrong than retention.
 func (p *Poller) guardExpiry(tombstones []diff.Update, present int) []diff.Update {
 	limit := max(p.opts.ExpiryGuardMin, int(p.opts.ExpiryGuard*float64(present+len(tombstones))))
-	if len(tombstones) <= limit {
-		p.suspect = nil
-		return tombstones
-	}
 	var agreed []diff.Update
 	next := make(map[diff.Key]struct{}, len(tombstones))
 	for _, u := range tombstones {
+		next[u.Key] = struct{}{}
 		if _, ok := p.suspect[u.Key]; ok {
 			agreed = append(agreed, u)
-			continue
 		}
-		next[u.Key] = struct{}{}
 	}
 	p.suspect = next
-	if len(next) > 0 {
+	if len(tombstones) > limit && len(agreed) < len(tombstones) {
 		p.log.Warn("a complete listing lacks too many records; expiring them only once the next complete listing agrees",
 			zap.Int("absent", len(tombstones)), zap.Int("present", present), zap.Int("limit", limit), zap.Int("agreed", len(agreed)))
-		p.opts.Metrics.expiryHeld(p.opts.Shard, len(next))
+		p.opts.Metrics.expiryHeld(p.opts.Shard, len(tombstones)-len(agreed))
 	}
 	return agreed
 }

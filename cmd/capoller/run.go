@@ -207,6 +207,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
 				Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: limits, ThrottleWindow: cfg.ThrottleWindow,
+				HeadOverlap:      max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
 				OnCall:           func(action string) { metrics.APICall(shard, action) },
 				OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
 				OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },

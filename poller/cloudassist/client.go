@@ -47,6 +47,13 @@ type Options struct {
 	// ResyncEvery is how often an incremental lister lists everything;
 	// default 10m.
 	ResyncEvery time.Duration
+	// HeadOverlap is how far past the newest invocation it knows, in
+	// creation time, an incremental lister reads the head of the listing
+	// each cycle; default 1m, negative for none (the head scan then still
+	// reads the whole newest known second). It finds invocations that
+	// share a second with known ones in any order, or that a drifting page
+	// skipped, by the next cycle; keep it above the polling interval.
+	HeadOverlap time.Duration
 	// Limits, if set, keeps calls under a rate shared with other listers.
 	Limits *Limits
 	// ThrottleWindow is the API's throttling window: a throttled call is
@@ -149,6 +156,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ResyncEvery == 0 {
 		o.ResyncEvery = 10 * time.Minute
+	}
+	if o.HeadOverlap == 0 {
+		o.HeadOverlap = time.Minute
 	}
 	if o.ThrottleWindow == 0 {
 		o.ThrottleWindow = time.Minute

@@ -29,8 +29,9 @@ type ecsAPI struct {
 	client *ecs.Client
 	calls  caller
 
-	mu     sync.Mutex
-	active map[string]bool // periodic invocations active at the last listing
+	mu      sync.Mutex
+	active  map[string]bool // periodic invocations active at the last listing
+	refused map[string]bool // InvokeStatus filter values the API refused
 
 	skips skipLog
 }

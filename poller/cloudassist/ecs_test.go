@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,14 +26,21 @@ const (
 )
 
 type fixture struct {
-	sim *castest.Server
-	url string
-	sdk *ecs.Client // a raw SDK client, for RunCommand and friends
+	sim  *castest.Server
+	url  string
+	sdk  *ecs.Client   // a raw SDK client, for RunCommand and friends
+	skew *atomic.Int64 // how far the emulator's clock is ahead, in nanoseconds
 }
+
+// advance moves the emulator's clock forward, so that what is created
+// next gets a later CreationTime second.
+func (f *fixture) advance(d time.Duration) { f.skew.Add(int64(d)) }
 
 func startSim(t *testing.T, instances int) *fixture {
 	t.Helper()
-	sim, err := castest.New(castest.Options{AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, Instances: instances})
+	skew := &atomic.Int64{}
+	sim, err := castest.New(castest.Options{AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, Instances: instances,
+		Now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +55,7 @@ func startSim(t *testing.T, instances int) *fixture {
 		t.Fatal(err)
 	}
 	client.Domain = strings.TrimPrefix(url, "http://")
-	return &fixture{sim: sim, url: url, sdk: client}
+	return &fixture{sim: sim, url: url, sdk: client, skew: skew}
 }
 
 func (f *fixture) lister(t *testing.T, mutate func(*Options)) *ECS {

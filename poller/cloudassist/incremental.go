@@ -46,12 +46,15 @@ var errStopPaging = errors.New("cloudassist: stop paging")
 
 // incremental is the state an incremental lister keeps between cycles.
 type incremental struct {
-	known    map[string]struct{}       // invocations seen: the head scan stops at them
+	known    map[string]struct{}       // invocations seen
 	open     map[string]openInvocation // invocations not final at the last cycle
 	created  []int64                   // creation times (Unix seconds) of the known invocations, ascending
 	fresh    int                       // invocations the last cycle saw first
 	closed   int                       // open invocations the last cycle found final
 	lastFull time.Time
+	// oldestFirst: a listing was seen in ascending creation order, so new
+	// invocations are at its end and a head scan must read it all.
+	oldestFirst bool
 }
 
 // openInvocation is what a plan needs to know of an open invocation.
@@ -237,16 +240,35 @@ func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
 	return cy.lookUpUnread(ctx, a, p.open)
 }
 
-// head reads the listing, newest first, until a page that reaches a known
-// invocation and, if cutoff is set, an invocation created before it.
+// head reads the listing, newest first, until a page whose oldest
+// invocation is older than the watermark — the newest creation time known
+// at the last cycle less Options.HeadOverlap — and, if cutoff is set, than
+// cutoff. Creation times have one-second precision and the API does not
+// say how it orders ties, nor that a NextToken is a stable cursor: reading
+// past the newest known second by the overlap finds an invocation listed
+// among older ones of its second, or skipped by a page that drifted, by
+// the next cycle. Listed oldest first, the listing is read whole.
 func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) error {
+	watermark := time.Time{}
+	if n := len(cy.inc.created); n > 0 {
+		watermark = time.Unix(cy.inc.created[n-1], 0).Add(-max(a.opts.HeadOverlap, 0))
+	}
 	known := cy.inc.known
 	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
+		cy.inc.noteOrder(a, page)
 		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
 		if err := cy.ch.page(page); err != nil {
 			return err
 		}
-		if oldest := oldestCreated(page); reached && (cutoff.IsZero() || !oldest.IsZero() && oldest.Before(cutoff)) {
+		if cy.inc.oldestFirst {
+			return nil
+		}
+		oldest := oldestCreated(page)
+		past := reached // no creation times: stop at the first known invocation
+		if !oldest.IsZero() {
+			past = oldest.Before(watermark)
+		}
+		if past && (cutoff.IsZero() || !oldest.IsZero() && oldest.Before(cutoff)) {
 			return errStopPaging
 		}
 		return nil
@@ -257,6 +279,28 @@ func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) er
 	return nil
 }
 
+// noteOrder looks for evidence, in one page, that the API lists oldest
+// first: an invocation created in a later second than one before it.
+func (inc *incremental) noteOrder(a *ecsAPI, page []ecs.Invocation) {
+	if inc.oldestFirst {
+		return
+	}
+	var prev int64
+	for i, inv := range page {
+		t, ok := parseTime(inv.CreationTime)
+		if !ok || t.IsZero() {
+			continue
+		}
+		if i > 0 && prev != 0 && t.Unix() > prev {
+			inc.oldestFirst = true
+			a.opts.Logger.Warn("the API lists invocations oldest first; every incremental cycle reads the whole listing to find new ones",
+				zap.String("region", a.opts.Region))
+			return
+		}
+		prev = t.Unix()
+	}
+}
+
 // statusListings reads the head of the listing down to the first known
 // invocation, then everything active by status, looking up what left the
 // active set as soon as the Running listing has passed it.
@@ -265,11 +309,13 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 		return err
 	}
 	// The aggregate statuses an invocation can still leave (the
-	// InvokeStatus filter takes one value per call).
+	// InvokeStatus filter takes one value per call). Seed 000 documents
+	// Running, but not Pending or Stopping: an API that refuses a filter
+	// is asked no more, and what that listing would have found is found by
+	// the head scan (new invocations) and the look-ups (open ones).
 	for _, status := range []string{"Pending", "Stopping"} {
-		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, cy.ch.page)
-		if err != nil {
-			return wrapAPI(err, "active %s", status)
+		if err := a.activeListing(ctx, status, cy.ch.page); err != nil {
+			return err
 		}
 	}
 	// The Running listing, newest first: once a page's oldest invocation
@@ -277,7 +323,7 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 	// one has finished (or expired) — look it up at once, so its change is
 	// published within the page, not at the end of the cycle.
 	next := 0
-	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = "Running" }, func(page []ecs.Invocation) error {
+	err := a.activeListing(ctx, "Running", func(page []ecs.Invocation) error {
 		if err := cy.ch.page(page); err != nil {
 			return err
 		}
@@ -292,11 +338,40 @@ func (cy *steadyCycle) statusListings(ctx context.Context, a *ecsAPI, wasOpen []
 		return nil
 	})
 	if err != nil {
-		return wrapAPI(err, "active Running")
+		return err
 	}
 	// The rest: open ones no page ruled on (created in the same second as
 	// the oldest running invocation, or older).
 	return cy.lookUpUnread(ctx, a, wasOpen[next:])
+}
+
+// activeListing reads the invocations of one InvokeStatus, unless the API
+// refused that filter before. A refusal (HTTP 400, a permanent error,
+// right after unfiltered calls with the same credentials succeeded) is
+// logged once and remembered; the listing is then skipped.
+func (a *ecsAPI) activeListing(ctx context.Context, status string, each func([]ecs.Invocation) error) error {
+	a.mu.Lock()
+	refused := a.refused[status]
+	a.mu.Unlock()
+	if refused {
+		return nil
+	}
+	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, each)
+	if apiErr, ok := errors.AsType[*APIError](err); ok && apiErr.Class == ClassPermanent && apiErr.HTTPStatus == 400 {
+		a.mu.Lock()
+		if a.refused == nil {
+			a.refused = map[string]bool{}
+		}
+		a.refused[status] = true
+		a.mu.Unlock()
+		a.opts.Logger.Warn("the API refuses this InvokeStatus filter; listing without it from now on (open invocations are looked up instead)",
+			zap.String("region", a.opts.Region), zap.String("status", status), zap.String("code", apiErr.Code))
+		return nil
+	}
+	if err != nil {
+		return wrapAPI(err, "active %s", status)
+	}
+	return nil
 }
 
 // oldestCreated is the creation time of a page's oldest invocation, or
