@@ -6,12 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -282,12 +280,34 @@ type orderKey struct {
 func (a arrangement) key(inv *invocation, idx int) orderKey {
 	k := orderKey{second: inv.CreationTime.Unix(), seq: inv.Seq, idx: uint32(idx)}
 	if a.shuffled() {
-		h := fnv.New64a()
-		_ = binary.Write(h, binary.BigEndian, a.tieSeed)
-		_, _ = h.Write([]byte(inv.InvokeID))
-		k.tie = h.Sum64()
+		k.tie = mix(fnv1a(fnvOffset^a.tieSeed, inv.InvokeID))
 	}
 	return k
+}
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+// fnv1a hashes s into h (FNV-1a), without allocating: listings hash every
+// record they hold on every call.
+func fnv1a(h uint64, s string) uint64 {
+	for i := range len(s) {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// mix spreads a hash's bits (the splitmix64 finaliser), so that ties are
+// ordered by all of it.
+func mix(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
 }
 
 // compare orders two keys as the listing lists them: negative when x
@@ -311,8 +331,17 @@ func (a arrangement) compare(x, y orderKey) int {
 	return cmp.Compare(x.idx, y.idx)
 }
 
-// sort puts invocations in listing order.
+// sort puts invocations, given newest first by sequence as the emulator
+// keeps them, in listing order.
 func (a arrangement) sort(invs []*invocation) {
+	switch {
+	case a.shuffled():
+	case a.oldestFirst():
+		slices.Reverse(invs)
+		return
+	default:
+		return
+	}
 	type keyed struct {
 		inv *invocation
 		key orderKey
@@ -373,33 +402,44 @@ func decodePageToken(raw []byte, kind byte) (pageToken, bool) {
 // it changes when a record arrives, leaves or changes.
 type digest uint64
 
-func (d *digest) add(fields ...string) {
-	h := fnv.New64a()
-	for _, f := range fields {
-		_, _ = h.Write([]byte(f))
-		_, _ = h.Write([]byte{0})
-	}
-	*d += digest(h.Sum64())
+// recordHash hashes one record's fields without allocating: a listing
+// hashes every record it holds.
+type recordHash uint64
+
+func newRecordHash() recordHash { return fnvOffset }
+
+func (h recordHash) str(s string) recordHash {
+	return recordHash((fnv1a(uint64(h), s) ^ 0xff) * fnvPrime)
 }
+
+func (h recordHash) num(n int) recordHash { return recordHash(mix(uint64(h) ^ uint64(n))) }
+
+func (d *digest) add(h recordHash) { *d += digest(mix(uint64(h))) }
 
 // invocationsDigest is the digest of an invocation listing: ids and
 // statuses, at both levels.
 func invocationsDigest(invs []*invocation) uint64 {
 	var d digest
 	for _, inv := range invs {
-		fields := []string{inv.InvokeID, inv.Status}
+		h := newRecordHash().str(inv.InvokeID).str(inv.Status)
 		for _, r := range inv.Runs {
-			fields = append(fields, r.InstanceID, r.Status, strconv.Itoa(r.Repeats))
+			h = h.str(r.InstanceID).str(r.Status).num(r.Repeats)
 		}
-		d.add(fields...)
+		d.add(h)
 	}
 	return uint64(d)
 }
 
 // page selects one page of n records in listing order (keyOf gives the
 // key of the i-th) for the request p, and the NextToken of the next one.
-// kind tells one action's tokens from another's.
-func (a arrangement) page(kind byte, n int, keyOf func(int) orderKey, dig uint64, p pageRequest) (start, end int, next string, e *apiError) {
+// kind tells one action's tokens from another's. digestOf, the digest of
+// the records, is only computed under TokenExpiresOnChange: a token issued
+// before it was set is refused as if its data had changed.
+func (a arrangement) page(kind byte, n int, keyOf func(int) orderKey, digestOf func() uint64, p pageRequest) (start, end int, next string, e *apiError) {
+	var dig uint64
+	if a.b.TokenExpiresOnChange {
+		dig = digestOf()
+	}
 	switch {
 	case p.tokenSet:
 		tok, ok := decodePageToken(p.token, kind)

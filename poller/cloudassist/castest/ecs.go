@@ -409,7 +409,8 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 		matches = append(matches, inv)
 	}
 	a.sort(matches)
-	start, end, next, e := a.page('v', len(matches), func(i int) orderKey { return a.key(matches[i], 0) }, invocationsDigest(matches), p)
+	start, end, next, e := a.page('v', len(matches), func(i int) orderKey { return a.key(matches[i], 0) },
+		func() uint64 { return invocationsDigest(matches) }, p)
 	if e != nil {
 		return nil, e
 	}

@@ -3,7 +3,6 @@ package castest
 import (
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 )
 
@@ -147,14 +146,16 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 		}
 	}
 	var invs []*invocation
-	for _, inv := range s.lists[listKey(ProductECS, region)] {
-		if (invokeID == "" || inv.InvokeID == invokeID) && (commandID == "" || inv.CommandID == commandID) {
-			invs = append(invs, inv)
+	list := s.lists[listKey(ProductECS, region)]
+	for i := len(list) - 1; i >= 0; i-- {
+		inv := list[i]
+		if invokeID != "" && inv.InvokeID != invokeID || commandID != "" && inv.CommandID != commandID {
+			continue
 		}
+		invs = append(invs, inv)
 	}
 	a.sort(invs)
 	var items []resultItem
-	var dig digest
 	for _, inv := range invs {
 		for idx, row := range s.rows(inv, history, encoding) {
 			if instanceID != "" && row.InstanceId != instanceID ||
@@ -162,10 +163,15 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 				continue
 			}
 			items = append(items, resultItem{inv: inv, idx: idx, row: row})
-			dig.add(row.InvokeId, row.InstanceId, strconv.Itoa(row.Repeats), row.InvocationStatus)
 		}
 	}
-	start, end, next, e := a.page('r', len(items), func(i int) orderKey { return a.key(items[i].inv, items[i].idx) }, uint64(dig), p)
+	start, end, next, e := a.page('r', len(items), func(i int) orderKey { return a.key(items[i].inv, items[i].idx) }, func() uint64 {
+		var d digest
+		for _, it := range items {
+			d.add(newRecordHash().str(it.row.InvokeId).str(it.row.InstanceId).num(it.row.Repeats).str(it.row.InvocationStatus))
+		}
+		return uint64(d)
+	}, p)
 	if e != nil {
 		return nil, e
 	}
