@@ -36,15 +36,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	regions := fs.String("regions", "cn-hangzhou", "comma-separated regions to serve")
 	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
 	deliveryTimeout := fs.Duration("delivery-timeout", 2*time.Second, "how long a run waits for an unresponsive agent")
+	var b castest.Behaviour // where the documents are silent; see castest.Behaviour and /_casim/behaviour
+	fs.StringVar(&b.Order, "order", "", "listing order: newest (default) or oldest")
+	fs.BoolVar(&b.Ties, "ties", false, "list invocations created in the same second in any (stable) order within it")
+	fs.BoolVar(&b.Unstable, "unstable", false, "change the order within a second between identical calls (implies --ties)")
+	fs.BoolVar(&b.Drift, "drift", false, "make a NextToken an offset, not a cursor: pages skip or repeat records when the data changes")
+	tokenTTL := fs.Duration("token-ttl", 0, "refuse a NextToken older than this with InvalidParameter.NextToken (0: never)")
+	fs.BoolVar(&b.TokenExpiresOnChange, "token-expires-on-change", false, "refuse a NextToken once the data it pages through changed")
+	fs.BoolVar(&b.StrictFilters, "strict-filters", false, "refuse status filter values the documents do not list")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
+	b.TokenTTL = castest.Duration(*tokenTTL)
 	srv, err := castest.New(castest.Options{
 		AccessKeyID: *akID, AccessKeySecret: *akSecret, Instances: *instances,
-		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout,
+		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Behaviour: b,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "casim:", err)

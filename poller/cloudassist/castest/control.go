@@ -18,6 +18,8 @@ import (
 //	DELETE /_casim/faults           remove every fault rule
 //	POST   /_casim/quota            {"quota": 20, "window": "1m"}: calls per action and region per window
 //	GET    /_casim/calls            signed API calls per action
+//	GET    /_casim/behaviour        the behaviour where the documents are silent (see Behaviour)
+//	POST   /_casim/behaviour        replace it: {"order": "oldest", "ties": true, "tokenTTL": "5s", …}
 func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/_casim/")
 	switch {
@@ -104,6 +106,8 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case path == "calls" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, s.Calls())
+	case path == "behaviour":
+		s.controlBehaviour(w, r)
 	default:
 		controlError(w, http.StatusNotFound, "no such control endpoint: "+r.Method+" "+r.URL.Path)
 	}

@@ -9,6 +9,12 @@
 // exit, hang), and a control plane under /_casim/ that exposes the ground
 // truth of every status change it made, changes instances and injects faults.
 //
+// Where the documents are silent (listing order, ties within a second,
+// NextToken drift and expiry, undocumented filter values) a [Behaviour]
+// chooses what the emulator does; its zero value is the ideal API. Set it
+// with Options.Behaviour, SetBehaviour, POST /_casim/behaviour or casim's
+// flags; RandomBehaviour mixes them from a seed.
+//
 // The emulator is the ground truth of capoller's tests: its state changes are
 // recorded with the instant they happened, whether or not anyone polled.
 package castest

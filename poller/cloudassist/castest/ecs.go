@@ -2,11 +2,9 @@ package castest
 
 import (
 	"encoding/base64"
-	"encoding/binary"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -322,8 +320,7 @@ func legacyInstanceStatus(status string) string {
 // pageRequest is how a listing asked to be paged: by token or by number.
 type pageRequest struct {
 	byToken  bool
-	after    uint64 // DescribeInvocations tokens: continue with invocations older than this seq
-	token    []byte // the decoded NextToken, for actions with their own token layout
+	token    []byte // the decoded NextToken (see pageToken)
 	size     int
 	number   int
 	tokenSet bool
@@ -347,7 +344,7 @@ func parsePaging(params url.Values) (pageRequest, *apiError) {
 		if err != nil || len(raw) < 9 {
 			return p, badToken()
 		}
-		p.byToken, p.tokenSet, p.token, p.after = true, true, raw, binary.BigEndian.Uint64(raw[1:9])
+		p.byToken, p.tokenSet, p.token = true, true, raw
 	}
 	if p.byToken {
 		return p, nil
@@ -369,42 +366,10 @@ func parsePaging(params url.Values) (pageRequest, *apiError) {
 	return p, nil
 }
 
-func encodeToken(seq uint64) string {
-	raw := make([]byte, 9)
-	raw[0] = 'v'
-	binary.BigEndian.PutUint64(raw[1:], seq)
-	return base64.RawURLEncoding.EncodeToString(raw)
-}
-
-// page selects one page of matches, newest first. Token paging continues
-// strictly below the last seq returned, so invocations created while a
-// client pages never shift what it reads; number paging shifts, as the real
-// PageNumber API does.
-func page[T any](matches []*invocation, p pageRequest, render func(*invocation) T) (items []T, next string) {
-	// matches are newest first; sort.Search finds the first older than the token.
-	start := 0
-	if p.byToken && p.tokenSet {
-		start = sort.Search(len(matches), func(i int) bool { return matches[i].Seq < p.after })
-	} else if !p.byToken {
-		start = min((p.number-1)*p.size, len(matches))
-	}
-	end := min(start+p.size, len(matches))
-	for _, inv := range matches[start:end] {
-		items = append(items, render(inv))
-	}
-	if end < len(matches) && end > start {
-		next = encodeToken(matches[end-1].Seq)
-	}
-	return items, next
-}
-
 func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID string) (any, *apiError) {
 	p, e := parsePaging(params)
 	if e != nil {
 		return nil, e
-	}
-	if p.tokenSet && (len(p.token) != 9 || p.token[0] != 'v') {
-		return nil, badToken()
 	}
 	encoding := params.Get("ContentEncoding")
 	switch encoding {
@@ -416,6 +381,10 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 	status := params.Get("InvokeStatus")
 	invokeID, instanceID := params.Get("InvokeId"), params.Get("InstanceId")
 	commandID, commandName, commandType := params.Get("CommandId"), params.Get("CommandName"), params.Get("CommandType")
+	a := s.arrangement(invokeID != "")
+	if e := a.checkFilter("InvokeStatus", status); e != nil {
+		return nil, e
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -439,9 +408,16 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 		}
 		matches = append(matches, inv)
 	}
-	items, next := page(matches, p, func(inv *invocation) ecsInvocation {
-		return renderECSInvocation(inv, encoding, includeOutput)
-	})
+	a.sort(matches)
+	start, end, next, e := a.page('v', len(matches), func(i int) orderKey { return a.key(matches[i], 0) },
+		func() uint64 { return invocationsDigest(matches) }, p)
+	if e != nil {
+		return nil, e
+	}
+	var items []ecsInvocation
+	for _, inv := range matches[start:end] {
+		items = append(items, renderECSInvocation(inv, encoding, includeOutput))
+	}
 	resp := ecsInvocationsResponse{RequestId: requestID, PageSize: int64(p.size), PageNumber: int64(p.number),
 		TotalCount: int64(len(matches)), NextToken: next}
 	resp.Invocations.Invocation = items

@@ -1,8 +1,6 @@
 package castest
 
 import (
-	"encoding/base64"
-	"encoding/binary"
 	"net/http"
 	"net/url"
 	"strings"
@@ -121,14 +119,6 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 	if e != nil {
 		return nil, e
 	}
-	var tokSeq uint64
-	tokIdx := -1
-	if p.tokenSet { // results tokens also carry the row within an invocation
-		if len(p.token) != 13 || p.token[0] != 'r' {
-			return nil, badToken()
-		}
-		tokSeq, tokIdx = p.after, int(binary.BigEndian.Uint32(p.token[9:]))
-	}
 	encoding := params.Get("ContentEncoding")
 	switch encoding {
 	case "", "Base64", "PlainText":
@@ -138,6 +128,10 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 	invokeID, instanceID, commandID := params.Get("InvokeId"), params.Get("InstanceId"), params.Get("CommandId")
 	status := params.Get("InvokeRecordStatus")
 	history := strings.EqualFold(params.Get("IncludeHistory"), "true")
+	a := s.arrangement(invokeID != "")
+	if e := a.checkFilter("InvokeRecordStatus", status); e != nil {
+		return nil, e
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -151,13 +145,18 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 				"IncludeHistory needs the InvokeId of a Period or EveryReboot task; %s is %s.", invokeID, inv.RepeatMode)
 		}
 	}
-	var items []resultItem
+	var invs []*invocation
 	list := s.lists[listKey(ProductECS, region)]
 	for i := len(list) - 1; i >= 0; i-- {
 		inv := list[i]
 		if invokeID != "" && inv.InvokeID != invokeID || commandID != "" && inv.CommandID != commandID {
 			continue
 		}
+		invs = append(invs, inv)
+	}
+	a.sort(invs)
+	var items []resultItem
+	for _, inv := range invs {
 		for idx, row := range s.rows(inv, history, encoding) {
 			if instanceID != "" && row.InstanceId != instanceID ||
 				status != "" && !strings.EqualFold(status, row.InvocationStatus) && !strings.EqualFold(status, row.InvokeRecordStatus) {
@@ -166,16 +165,16 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 			items = append(items, resultItem{inv: inv, idx: idx, row: row})
 		}
 	}
-	start := 0
-	switch {
-	case p.tokenSet:
-		for start < len(items) && (items[start].inv.Seq > tokSeq || items[start].inv.Seq == tokSeq && items[start].idx <= tokIdx) {
-			start++
+	start, end, next, e := a.page('r', len(items), func(i int) orderKey { return a.key(items[i].inv, items[i].idx) }, func() uint64 {
+		var d digest
+		for _, it := range items {
+			d.add(newRecordHash().str(it.row.InvokeId).str(it.row.InstanceId).num(it.row.Repeats).str(it.row.InvocationStatus))
 		}
-	case !p.byToken:
-		start = min((p.number-1)*p.size, len(items))
+		return uint64(d)
+	}, p)
+	if e != nil {
+		return nil, e
 	}
-	end := min(start+p.size, len(items))
 	var resp ecsResultsResponse
 	resp.RequestId = requestID
 	resp.Invocation.PageSize, resp.Invocation.PageNumber, resp.Invocation.TotalCount = int64(p.size), int64(p.number), int64(len(items))
@@ -183,13 +182,6 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 	for _, it := range items[start:end] {
 		resp.Invocation.InvocationResults.InvocationResult = append(resp.Invocation.InvocationResults.InvocationResult, it.row)
 	}
-	if end < len(items) && end > start {
-		last := items[end-1]
-		raw := make([]byte, 13)
-		raw[0] = 'r'
-		binary.BigEndian.PutUint64(raw[1:9], last.inv.Seq)
-		binary.BigEndian.PutUint32(raw[9:], uint32(last.idx))
-		resp.Invocation.NextToken = base64.RawURLEncoding.EncodeToString(raw)
-	}
+	resp.Invocation.NextToken = next
 	return resp, nil
 }

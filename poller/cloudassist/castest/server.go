@@ -41,11 +41,15 @@ type Options struct {
 	RetentionCount int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Behaviour is the initial behaviour where the documents are silent
+	// (see SetBehaviour); the zero value is the ideal API.
+	Behaviour Behaviour
 }
 
 // Server is the emulator. It is safe for concurrent use.
 type Server struct {
 	opts Options
+	bhv  *behaviourState
 
 	mu             sync.Mutex
 	instances      map[string]*Instance
@@ -118,8 +122,12 @@ func New(opts Options) (*Server, error) {
 	if opts.RetentionAge < 0 || opts.RetentionCount < 0 {
 		return nil, errors.New("castest: retention must be positive")
 	}
+	if err := opts.Behaviour.Validate(); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:           opts,
+		bhv:            newBehaviourState(opts.Behaviour),
 		instances:      map[string]*Instance{},
 		lists:          map[string][]*invocation{},
 		retentionAge:   opts.RetentionAge,

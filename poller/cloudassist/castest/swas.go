@@ -89,6 +89,10 @@ func (s *Server) swasDescribeCommandInvocations(params url.Values, region, reque
 	if instanceID != "" {
 		commandName = "" // documented: CommandName is ignored with InstanceId
 	}
+	a := s.arrangement(invokeID != "") // page numbers drift by nature: Order, Ties and Unstable apply
+	if e := a.checkFilter("InvocationStatus", status); e != nil {
+		return nil, e
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,6 +109,7 @@ func (s *Server) swasDescribeCommandInvocations(params url.Values, region, reque
 		}
 		matches = append(matches, inv)
 	}
+	a.sort(matches)
 	resp := swasInvocationsResponse{RequestId: requestID, TotalCount: len(matches), PageNumber: number, PageSize: size,
 		CommandInvocations: []swasCommand{}}
 	start := min((number-1)*size, len(matches))
