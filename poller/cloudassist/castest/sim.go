@@ -213,22 +213,29 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	}
 }
 
-// aggregate is the documented overall status of an invocation:
-//   - any instance Stopping: Stopping; else any Running (or Scheduled, for
-//     a periodic task): Running; else any Pending: Pending;
+// aggregate is the documented overall status of an invocation. A Period
+// or EveryReboot task follows recurringAggregate; any other:
+//   - any instance Stopping: Stopping; else any Running: Running; else any
+//     Pending: Pending; else any Scheduled (a NextRebootOnly task waiting
+//     for its reboot): Scheduled;
 //   - once every instance is final: Success when some succeeded and the rest
 //     were stopped; PartialFailed when some succeeded and some failed;
 //     Failed when none succeeded and some failed (Invalid, Aborted, Failed,
 //     Timeout and Error count as failed); Stopped when every instance was
 //     stopped (Stopped, Cancelled and Terminated count as stopped).
 func aggregate(runs []*run) string {
-	var stopping, running, pending, ok, failed bool
+	if len(runs) > 0 && runs[0].inv.recurring() {
+		return recurringAggregate(runs)
+	}
+	var stopping, running, pending, scheduled, ok, failed bool
 	for _, r := range runs {
 		switch r.Status {
 		case stStopping:
 			stopping = true
-		case stRunning, stScheduled:
+		case stRunning:
 			running = true
+		case stScheduled:
+			scheduled = true
 		case stPending:
 			pending = true
 		case stSuccess:
@@ -244,6 +251,8 @@ func aggregate(runs []*run) string {
 		return stRunning
 	case pending:
 		return stPending
+	case scheduled:
+		return stScheduled
 	case ok && failed:
 		return stPartialFailed
 	case ok:
