@@ -196,10 +196,10 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	from := r.Status
 	r.Status, r.Updated = status, at
 	if terminal(status) {
+		// Only startRun sets Start: a run that never started (Cancelled,
+		// Invalid, Aborted, or a schedule stopped before its first run)
+		// has no StartTime, as the documents define those statuses.
 		r.Finish = at
-		if r.Start.IsZero() {
-			r.Start = at
-		}
 	}
 	if r.ErrorCode == "" && status == stFailed && r.ExitCode != 0 {
 		r.ErrorCode = "ExitCodeNonzero"
