@@ -32,6 +32,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	akID := fs.String("access-key-id", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), "the access key id clients must sign with (default $ALIBABA_CLOUD_ACCESS_KEY_ID)")
 	akSecret := fs.String("access-key-secret", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "the access key secret (default $ALIBABA_CLOUD_ACCESS_KEY_SECRET)")
+	securityToken := fs.String("security-token", "", "if set, the STS SecurityToken every request must be signed with")
 	instances := fs.Int("instances", 3, "simulated instances per product and region")
 	regions := fs.String("regions", "cn-hangzhou", "comma-separated regions to serve")
 	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
@@ -43,7 +44,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	srv, err := castest.New(castest.Options{
-		AccessKeyID: *akID, AccessKeySecret: *akSecret, Instances: *instances,
+		AccessKeyID: *akID, AccessKeySecret: *akSecret, SecurityToken: *securityToken, Instances: *instances,
 		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout,
 	})
 	if err != nil {

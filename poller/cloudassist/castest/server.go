@@ -22,6 +22,11 @@ type Options struct {
 	// Both are required.
 	AccessKeyID     string
 	AccessKeySecret string
+	// SecurityToken, if set, is the STS token every request must carry
+	// (signed as SecurityToken): a request without it gets
+	// InvalidSecurityToken.Malformed, one with another token
+	// InvalidSecurityToken.MismatchWithAccessKey.
+	SecurityToken string
 	// Regions served; default cn-hangzhou.
 	Regions []string
 	// Instances per product and region; default 3.
