@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	instances := fs.Int("instances", 3, "simulated instances per product and region")
 	regions := fs.String("regions", "cn-hangzhou", "comma-separated regions to serve")
 	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
+	retention := fs.String("retention", string(castest.RetentionCurrent), "documented retention: current (30 days, 10,000 records per region) or legacy (four weeks, 100,000)")
 	deliveryTimeout := fs.Duration("delivery-timeout", 2*time.Second, "how long a run waits for an unresponsive agent")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -45,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	srv, err := castest.New(castest.Options{
 		AccessKeyID: *akID, AccessKeySecret: *akSecret, SecurityToken: *securityToken, Instances: *instances,
-		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout,
+		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Retention: castest.RetentionPolicy(*retention),
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "casim:", err)

@@ -477,16 +477,32 @@ func (s *Server) eachRun(fn func(*run)) {
 
 func listKey(product, region string) string { return product + "/" + region }
 
-// expire drops invocations past the retention age or beyond the retention
-// count of their product and region, oldest first. Callers hold s.mu.
+// expire applies retention, per product and region: an invocation created
+// more than the retention age ago is dropped, and so are the oldest
+// invocations while the region holds more execution records (one per
+// instance and run; see invocation.records) than the retention count.
+// Whole invocations go, oldest first, so a listing never shows part of one.
+//
+// An expired invocation is gone from every listing, and its work ends with
+// it: its pending steps are dropped, so a periodic task on schedule runs no
+// more, and a run under way never finishes. Nothing is written to the truth
+// log — expiry is not a status change, and nobody could observe what an
+// unlisted task would do — so the truth of an expired record ends at the
+// last status the API could have shown. Expired counts them. Callers hold
+// s.mu.
 func (s *Server) expire(now time.Time) {
 	for key, list := range s.lists {
+		records := 0
+		for _, inv := range list {
+			records += inv.records()
+		}
 		drop := 0
-		for drop < len(list) && (len(list)-drop > s.retentionCount || now.Sub(list[drop].CreationTime) > s.retentionAge) {
+		for drop < len(list) && (records > s.retentionCount || now.Sub(list[drop].CreationTime) > s.retentionAge) {
 			inv := list[drop]
 			for _, r := range inv.Runs {
 				s.unschedule(r)
 			}
+			records -= inv.records()
 			delete(s.byID, inv.InvokeID)
 			s.expired++
 			drop++
