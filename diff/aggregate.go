@@ -55,3 +55,48 @@ func Aggregate(instances []Status) Status {
 	}
 	return ""
 }
+
+// AggregateRecurring derives the overall status of a periodic task (a
+// Period or EveryReboot invocation that will run again). The documents say
+// such a task "can never be" Finished, Failed or PartialFailed: the
+// outcome of one run never shows in the aggregate. So, by the instances:
+//
+//   - Stopping when any is Stopping;
+//   - Running when any is Running (or in a status capoller does not
+//     know);
+//   - Pending when any is Pending;
+//   - Scheduled when any waits for its next run: Scheduled, or just past
+//     a run (Success, Failed, Timeout, Error, Finished);
+//   - Stopped otherwise: none will run it again (Stopped, Cancelled,
+//     Terminated, Invalid, Aborted).
+//
+// It returns "" for an invocation without instances.
+func AggregateRecurring(instances []Status) Status {
+	var stopping, running, pending, waiting bool
+	for _, s := range instances {
+		switch s {
+		case StatusStopping:
+			stopping = true
+		case StatusPending:
+			pending = true
+		case StatusScheduled, StatusSuccess, StatusFailed, StatusTimeout, StatusError, StatusFinished:
+			waiting = true
+		case StatusStopped, StatusCancelled, StatusTerminated, StatusInvalid, StatusAborted:
+		default:
+			running = true // Running, or a status not known yet: not final
+		}
+	}
+	switch {
+	case len(instances) == 0:
+		return ""
+	case stopping:
+		return StatusStopping
+	case running:
+		return StatusRunning
+	case pending:
+		return StatusPending
+	case waiting:
+		return StatusScheduled
+	}
+	return StatusStopped
+}

@@ -32,9 +32,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
 	akID := fs.String("access-key-id", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"), "the access key id clients must sign with (default $ALIBABA_CLOUD_ACCESS_KEY_ID)")
 	akSecret := fs.String("access-key-secret", os.Getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "the access key secret (default $ALIBABA_CLOUD_ACCESS_KEY_SECRET)")
+	securityToken := fs.String("security-token", "", "if set, the STS SecurityToken every request must be signed with")
 	instances := fs.Int("instances", 3, "simulated instances per product and region")
 	regions := fs.String("regions", "cn-hangzhou", "comma-separated regions to serve")
 	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
+	retention := fs.String("retention", string(castest.RetentionCurrent), "documented retention: current (30 days, 10,000 records per region) or legacy (four weeks, 100,000)")
 	deliveryTimeout := fs.Duration("delivery-timeout", 2*time.Second, "how long a run waits for an unresponsive agent")
 	var b castest.Behaviour // where the documents are silent; see castest.Behaviour and /_casim/behaviour
 	fs.StringVar(&b.Order, "order", "", "listing order: newest (default) or oldest")
@@ -52,8 +54,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	b.TokenTTL = castest.Duration(*tokenTTL)
 	srv, err := castest.New(castest.Options{
-		AccessKeyID: *akID, AccessKeySecret: *akSecret, Instances: *instances,
-		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Behaviour: b,
+		AccessKeyID: *akID, AccessKeySecret: *akSecret, SecurityToken: *securityToken, Instances: *instances,
+		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Retention: castest.RetentionPolicy(*retention),
+		Behaviour: b,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "casim:", err)

@@ -72,7 +72,7 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	}
 	a.mu.Unlock()
 
-	records := deriveAggregates(acc.records)
+	records := deriveAggregates(acc.records, func(id string) bool { return periodic[id].active })
 	if records, err = a.withHistory(ctx, records, periodic, t); err != nil {
 		return diff.Snapshot{}, err
 	}
@@ -81,8 +81,10 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 }
 
 // deriveAggregates adds, before each invocation's instance records, an
-// aggregate record whose status follows the documented rules.
-func deriveAggregates(instances []diff.Record) []diff.Record {
+// aggregate record whose status follows the documented rules: those of a
+// periodic task while it is recurring (see diff.AggregateRecurring), the
+// one-time rules otherwise.
+func deriveAggregates(instances []diff.Record, recurring func(invokeID string) bool) []diff.Record {
 	slices.SortStableFunc(instances, func(x, y diff.Record) int { return cmp.Compare(x.InvokeID, y.InvokeID) })
 	out := make([]diff.Record, 0, len(instances)+len(instances)/2)
 	for start := 0; start < len(instances); {
@@ -93,8 +95,12 @@ func deriveAggregates(instances []diff.Record) []diff.Record {
 			end++
 		}
 		first := instances[start]
+		aggregate := diff.Aggregate(statuses)
+		if recurring(first.InvokeID) {
+			aggregate = diff.AggregateRecurring(statuses)
+		}
 		out = append(out, diff.Record{Key: diff.Key{InvokeID: first.InvokeID}, CommandID: first.CommandID,
-			CommandName: first.CommandName, Status: diff.Aggregate(statuses)})
+			CommandName: first.CommandName, Status: aggregate})
 		out = append(out, instances[start:end]...)
 		start = end
 	}

@@ -12,7 +12,7 @@ import (
 //
 //	GET    /_casim/instances        the fleet, as a JSON array
 //	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding|Upgrading|Outdated", "reboot": true}
-//	POST   /_casim/retention        {"age": "720h", "count": 10000}
+//	POST   /_casim/retention        {"policy": "current|legacy", "age": "720h", "count": 10000} (count in records; age and count override the policy)
 //	GET    /_casim/truth            every status change, one JSON object per line
 //	POST   /_casim/faults           add a fault rule (see Fault)
 //	DELETE /_casim/faults           remove every fault rule
@@ -62,12 +62,19 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case path == "retention" && r.Method == http.MethodPost:
 		var body struct {
-			Age   string `json:"age"`
-			Count int    `json:"count"`
+			Policy RetentionPolicy `json:"policy"`
+			Age    string          `json:"age"`
+			Count  int             `json:"count"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			controlError(w, http.StatusBadRequest, "decode body: "+err.Error())
 			return
+		}
+		if body.Policy != "" {
+			if err := s.SetRetentionPolicy(body.Policy); err != nil {
+				controlError(w, http.StatusBadRequest, err.Error())
+				return
+			}
 		}
 		var age time.Duration
 		if body.Age != "" {

@@ -40,8 +40,8 @@ type errorBody struct {
 
 func writeError(w http.ResponseWriter, host, requestID string, e *apiError) {
 	body := errorBody{RequestId: requestID, HostId: host, Code: e.Code, Message: e.Message}
-	if e.Code == "SignatureDoesNotMatch" {
-		body.Recommend = "https://api.aliyun.com/troubleshoot?q=SignatureDoesNotMatch"
+	if e.Code == "SignatureDoesNotMatch" || e.Code == "IncompleteSignature" {
+		body.Recommend = "https://api.aliyun.com/troubleshoot?q=" + e.Code
 	}
 	writeJSON(w, e.Status, body)
 }

@@ -33,6 +33,20 @@ const (
 	FaultRaw FaultKind = "raw"
 	// FaultLatency delays the call by Latency, then serves it.
 	FaultLatency FaultKind = "latency"
+	// FaultError answers with API error Code in Alibaba's JSON error shape,
+	// with the HTTP status and message documented for the code (Status and
+	// Message override them; a code casim does not document needs Status).
+	// For instance {"kind": "error", "code": "Throttling.Api"}, or
+	// {"kind": "error", "code": "ServiceUnavailable", "status": 500}. The
+	// documented codes: Throttling, Throttling.User, Throttling.Api,
+	// Rejected.Throttling (400); ServiceUnavailable (503, or 500 as seed
+	// 002 lists it); InternalError, InternalError.Dispatch (500);
+	// Forbidden.RAM, Operation.Forbidden (403); InvalidSecurityToken.Expired
+	// (403), InvalidSecurityToken.Malformed and
+	// InvalidSecurityToken.MismatchWithAccessKey (400);
+	// RegionId.ApiNotSupported, IncompleteSignature,
+	// InvalidParameter.NextToken (400).
+	FaultError FaultKind = "error"
 )
 
 // Fault is one injection rule. Rules are consulted in the order they were
@@ -50,9 +64,12 @@ type Fault struct {
 	Rate float64 `json:"rate"`
 	// Latency is the delay of a latency fault, e.g. "200ms".
 	Latency string `json:"latency"`
-	// Status and Body of a raw fault.
-	Status int    `json:"status"`
-	Body   string `json:"body"`
+	// Status and Body of a raw fault; Status, Code and Message of an error
+	// fault.
+	Status  int    `json:"status"`
+	Body    string `json:"body"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
 
 	latency time.Duration
 }
@@ -64,6 +81,10 @@ func (s *Server) InjectFault(f Fault) error {
 	case FaultRaw:
 		if f.Status == 0 {
 			f.Status = http.StatusOK
+		}
+	case FaultError:
+		if err := errorFault(&f); err != nil {
+			return err
 		}
 	case FaultLatency:
 		d, err := time.ParseDuration(f.Latency)
@@ -148,6 +169,8 @@ func (s *Server) applyFault(w http.ResponseWriter, host, requestID string, f *Fa
 		w.Header().Set("Content-Type", "application/json;charset=utf-8")
 		w.WriteHeader(f.Status)
 		_, _ = w.Write([]byte(f.Body))
+	case FaultError:
+		writeError(w, host, requestID, &apiError{Status: f.Status, Code: f.Code, Message: f.Message})
 	case FaultLatency:
 		time.Sleep(f.latency)
 		return false

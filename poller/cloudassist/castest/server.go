@@ -22,6 +22,11 @@ type Options struct {
 	// Both are required.
 	AccessKeyID     string
 	AccessKeySecret string
+	// SecurityToken, if set, is the STS token every request must carry
+	// (signed as SecurityToken): a request without it gets
+	// InvalidSecurityToken.Malformed, one with another token
+	// InvalidSecurityToken.MismatchWithAccessKey.
+	SecurityToken string
 	// Regions served; default cn-hangzhou.
 	Regions []string
 	// Instances per product and region; default 3.
@@ -33,12 +38,16 @@ type Options struct {
 	// DeliveryTimeout is how long a run waits for an unresponsive agent
 	// before it is Aborted; default 2s (Alibaba's is one minute).
 	DeliveryTimeout time.Duration
-	// RetentionAge and RetentionCount bound how long and how many
-	// invocations each product and region keeps; older ones vanish from the
-	// API, as Alibaba's do. Defaults: 30 days and 10,000 (the documents'
-	// older limits were four weeks and 100,000).
+	// RetentionAge and RetentionCount bound how long, and how many
+	// execution records (one per instance and run), each product and region
+	// keeps; older invocations vanish from the API, as Alibaba's do (see
+	// Server.expire). Zero takes the Retention policy's limits.
 	RetentionAge   time.Duration
 	RetentionCount int
+	// Retention is the documented policy the limits default to:
+	// RetentionCurrent (30 days, 10,000 records; the default) or
+	// RetentionLegacy (four weeks, 100,000 records).
+	Retention RetentionPolicy
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Behaviour is the initial behaviour where the documents are silent
@@ -113,11 +122,15 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	days, records, err := opts.Retention.limits()
+	if err != nil {
+		return nil, err
+	}
 	if opts.RetentionAge == 0 {
-		opts.RetentionAge = 30 * 24 * time.Hour
+		opts.RetentionAge = time.Duration(days) * 24 * time.Hour
 	}
 	if opts.RetentionCount == 0 {
-		opts.RetentionCount = 10_000
+		opts.RetentionCount = records
 	}
 	if opts.RetentionAge < 0 || opts.RetentionCount < 0 {
 		return nil, errors.New("castest: retention must be positive")
@@ -375,7 +388,8 @@ func (s *Server) SetInstance(id, status, agent string) error {
 // run on it.
 func (s *Server) Reboot(id string) error { return s.changeInstance(id, "", "", true) }
 
-// SetRetention changes the retention limits; zero leaves a limit as it is.
+// SetRetention changes the retention limits, count in execution records;
+// zero leaves a limit as it is.
 func (s *Server) SetRetention(age time.Duration, count int) error {
 	if age < 0 || count < 0 {
 		return errors.New("castest: retention must be positive")

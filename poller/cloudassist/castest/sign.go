@@ -45,6 +45,9 @@ func (s *Server) verify(method string, params url.Values, now time.Time) *apiErr
 		return errorf(http.StatusBadRequest, "SignatureDoesNotMatch",
 			"Specified signature is not matched with our calculation. server string to sign is:%s", stringToSign(method, params))
 	}
+	if e := s.checkSecurityToken(params.Get("SecurityToken")); e != nil {
+		return e
+	}
 	// The nonce is remembered only for correctly signed requests, so a forged
 	// request cannot burn a legitimate client's nonce.
 	nonce := params.Get("SignatureNonce")

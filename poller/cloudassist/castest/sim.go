@@ -196,10 +196,10 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	from := r.Status
 	r.Status, r.Updated = status, at
 	if terminal(status) {
+		// Only startRun sets Start: a run that never started (Cancelled,
+		// Invalid, Aborted, or a schedule stopped before its first run)
+		// has no StartTime, as the documents define those statuses.
 		r.Finish = at
-		if r.Start.IsZero() {
-			r.Start = at
-		}
 	}
 	if r.ErrorCode == "" && status == stFailed && r.ExitCode != 0 {
 		r.ErrorCode = "ExitCodeNonzero"
@@ -213,22 +213,29 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	}
 }
 
-// aggregate is the documented overall status of an invocation:
-//   - any instance Stopping: Stopping; else any Running (or Scheduled, for
-//     a periodic task): Running; else any Pending: Pending;
+// aggregate is the documented overall status of an invocation. A Period
+// or EveryReboot task follows recurringAggregate; any other:
+//   - any instance Stopping: Stopping; else any Running: Running; else any
+//     Pending: Pending; else any Scheduled (a NextRebootOnly task waiting
+//     for its reboot): Scheduled;
 //   - once every instance is final: Success when some succeeded and the rest
 //     were stopped; PartialFailed when some succeeded and some failed;
 //     Failed when none succeeded and some failed (Invalid, Aborted, Failed,
 //     Timeout and Error count as failed); Stopped when every instance was
 //     stopped (Stopped, Cancelled and Terminated count as stopped).
 func aggregate(runs []*run) string {
-	var stopping, running, pending, ok, failed bool
+	if len(runs) > 0 && runs[0].inv.recurring() {
+		return recurringAggregate(runs)
+	}
+	var stopping, running, pending, scheduled, ok, failed bool
 	for _, r := range runs {
 		switch r.Status {
 		case stStopping:
 			stopping = true
-		case stRunning, stScheduled:
+		case stRunning:
 			running = true
+		case stScheduled:
+			scheduled = true
 		case stPending:
 			pending = true
 		case stSuccess:
@@ -244,6 +251,8 @@ func aggregate(runs []*run) string {
 		return stRunning
 	case pending:
 		return stPending
+	case scheduled:
+		return stScheduled
 	case ok && failed:
 		return stPartialFailed
 	case ok:
@@ -468,16 +477,32 @@ func (s *Server) eachRun(fn func(*run)) {
 
 func listKey(product, region string) string { return product + "/" + region }
 
-// expire drops invocations past the retention age or beyond the retention
-// count of their product and region, oldest first. Callers hold s.mu.
+// expire applies retention, per product and region: an invocation created
+// more than the retention age ago is dropped, and so are the oldest
+// invocations while the region holds more execution records (one per
+// instance and run; see invocation.records) than the retention count.
+// Whole invocations go, oldest first, so a listing never shows part of one.
+//
+// An expired invocation is gone from every listing, and its work ends with
+// it: its pending steps are dropped, so a periodic task on schedule runs no
+// more, and a run under way never finishes. Nothing is written to the truth
+// log — expiry is not a status change, and nobody could observe what an
+// unlisted task would do — so the truth of an expired record ends at the
+// last status the API could have shown. Expired counts them. Callers hold
+// s.mu.
 func (s *Server) expire(now time.Time) {
 	for key, list := range s.lists {
+		records := 0
+		for _, inv := range list {
+			records += inv.records()
+		}
 		drop := 0
-		for drop < len(list) && (len(list)-drop > s.retentionCount || now.Sub(list[drop].CreationTime) > s.retentionAge) {
+		for drop < len(list) && (records > s.retentionCount || now.Sub(list[drop].CreationTime) > s.retentionAge) {
 			inv := list[drop]
 			for _, r := range inv.Runs {
 				s.unschedule(r)
 			}
+			records -= inv.records()
 			delete(s.byID, inv.InvokeID)
 			s.expired++
 			drop++
