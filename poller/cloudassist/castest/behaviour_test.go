@@ -419,7 +419,7 @@ func TestDriftSkipsARecordAfterExpiry(t *testing.T) {
 	f := newBehaviourFixture(t, Behaviour{Drift: true, Order: OrderOldest})
 	ids := f.run(5)
 	first, tok := must[[]string](t, "page 1")(f.page(2, "", ""))
-	perInvocation := len(f.instances(ProductECS)) // retention counts execution records, one per instance
+	perInvocation := len(f.instances(ProductECS))                // retention counts execution records, one per instance
 	if err := f.s.SetRetention(0, 4*perInvocation); err != nil { // the oldest expires
 		t.Fatal(err)
 	}
