@@ -48,11 +48,47 @@ type benchOptions struct {
 	natsURL     string
 	jsonOut     bool
 	instanceNum int
+	behaviours  []namedBehaviour
+}
+
+// namedBehaviour is an emulator behaviour the bench runs under.
+type namedBehaviour struct {
+	name string
+	b    castest.Behaviour
+}
+
+// parseBehaviours reads --behaviours: "ideal" (today's ideal API),
+// "worst" (unordered and unstable ties, drifting tokens, strict filters),
+// or a JSON castest.Behaviour; comma-separated outside JSON.
+func parseBehaviours(v string) ([]namedBehaviour, error) {
+	if strings.HasPrefix(strings.TrimSpace(v), "{") {
+		var b castest.Behaviour
+		if err := json.Unmarshal([]byte(v), &b); err != nil {
+			return nil, fmt.Errorf("behaviours: %w", err)
+		}
+		if err := b.Validate(); err != nil {
+			return nil, fmt.Errorf("behaviours: %w", err)
+		}
+		return []namedBehaviour{{b.String(), b}}, nil
+	}
+	var out []namedBehaviour
+	for _, name := range strings.Split(v, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "ideal":
+			out = append(out, namedBehaviour{name, castest.Behaviour{}})
+		case "worst":
+			out = append(out, namedBehaviour{name, castest.Behaviour{Ties: true, Unstable: true, Drift: true, StrictFilters: true}})
+		default:
+			return nil, fmt.Errorf("behaviours: %q: want ideal, worst or a JSON behaviour", name)
+		}
+	}
+	return out, nil
 }
 
 // benchReport is one strategy's measurements.
 type benchReport struct {
 	Strategy            string             `json:"strategy"`
+	Behaviour           string             `json:"behaviour"`
 	Records             int                `json:"records"`
 	Cycles              float64            `json:"steadyCycles"`
 	APICallsPerCycle    float64            `json:"apiCallsPerCycle"`
@@ -98,10 +134,16 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), `NATS with JetStream, or "embedded"`)
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	fs.IntVar(&o.instanceNum, "instances", 500, "simulated ECS instances")
+	behaviours := fs.String("behaviours", "ideal", "emulator behaviours to run each strategy under: ideal, worst (unordered ties, drifting tokens, strict filters), or a JSON castest.Behaviour")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	var err error
+	if o.behaviours, err = parseBehaviours(*behaviours); err != nil {
+		fmt.Fprintf(stderr, "capoller bench: %v\n", err)
 		return 2
 	}
 	o.strategies = strings.Split(strategies, ",")
@@ -163,13 +205,16 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 	}
 
 	var reports []benchReport
-	for _, strategy := range o.strategies {
-		fmt.Fprintf(stderr, "bench: %s strategy, %d invocations, %.1f%% active, quota %d/s…\n", strategy, o.records, 100*o.active, o.quota)
-		rep, err := benchStrategy(ctx, o, strategy, rdb, nc, js, stderr)
-		if err != nil {
-			return fmt.Errorf("%s: %w", strategy, err)
+	for _, nb := range o.behaviours {
+		for _, strategy := range o.strategies {
+			fmt.Fprintf(stderr, "bench: %s strategy, %s API, %d invocations, %.1f%% active, quota %d/s…\n", strategy, nb.name, o.records, 100*o.active, o.quota)
+			rep, err := benchStrategy(ctx, o, strategy, nb.b, rdb, nc, js, stderr)
+			if err != nil {
+				return fmt.Errorf("%s: %w", strategy, err)
+			}
+			rep.Behaviour = nb.name
+			reports = append(reports, rep)
 		}
-		reports = append(reports, rep)
 	}
 	var tp *throughputReport
 	if o.burst > 0 {
@@ -191,10 +236,10 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 
 func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "strategy\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
+	fmt.Fprintln(tw, "strategy\tAPI\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
 	for _, r := range reports {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
-			r.Strategy, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
+			r.Strategy, r.Behaviour, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
 			r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.PeakRSSMiB, r.Backoffs["throttled"], r.BackoffSeconds["throttled"],
 			r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
 	}
@@ -211,11 +256,11 @@ func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
 
 // benchStrategy runs one capoller process with a strategy against a fresh
 // emulator and measures its steady state.
-func benchStrategy(ctx context.Context, o benchOptions, strategy string, rdb *redis.Client, nc *nats.Conn, js jetstream.JetStream, stderr io.Writer) (benchReport, error) {
+func benchStrategy(ctx context.Context, o benchOptions, strategy string, behaviour castest.Behaviour, rdb *redis.Client, nc *nats.Conn, js jetstream.JetStream, stderr io.Writer) (benchReport, error) {
 	rep := benchReport{Strategy: strategy, Records: o.records}
 	keyID, secret := "LTAIbench"+randomHex(4), randomHex(12)
 	sim, err := castest.New(castest.Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: o.instanceNum,
-		RetentionCount: o.records * 2, Regions: []string{"cn-hangzhou"}})
+		RetentionCount: o.records * 2, Regions: []string{"cn-hangzhou"}, Behaviour: behaviour})
 	if err != nil {
 		return rep, err
 	}

@@ -257,3 +257,59 @@ func TestParseStrategy(t *testing.T) {
 		t.Error("accepted an unknown strategy")
 	}
 }
+
+// TestRefusedStatusFiltersAreDropped: seed 000 documents only Running of
+// the filters the status listings use. An API that refuses Pending and
+// Stopping must not stop the incremental strategy: it notices once, lists
+// without them from then on, and still finds what changed.
+func TestRefusedStatusFiltersAreDropped(t *testing.T) {
+	f := startSim(t, 2)
+	if err := f.sim.SetBehaviour(castest.Behaviour{StrictFilters: true}); err != nil {
+		t.Fatal(err)
+	}
+	ids := f.ecsInstances()
+	var hung []string
+	for range 12 {
+		hung = append(hung, f.run(t, "hang", 0, ids[1]))
+	}
+	for range 40 { // newer and finished: the status listings are the cheaper plan
+		f.advance(time.Second)
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
+	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1 })
+	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	before := calls()
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatalf("a steady cycle against strict filters: %v", err)
+	}
+	refusing := calls() - before
+	stop := ecs.CreateStopInvocationRequest()
+	stop.InvokeId = hung[0]
+	if _, err := f.sdk.StopInvocation(stop); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the stop", func() bool {
+		for _, e := range f.sim.Truth() {
+			if e.InvokeID == hung[0] && e.Level == "invocation" && e.To == "Stopped" {
+				return true
+			}
+		}
+		return false
+	})
+	before = calls()
+	snap, err := l.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := find(snap, diff.Key{InvokeID: hung[0]}); r.Status != diff.StatusStopped {
+		t.Errorf("the stopped invocation is %q, want Stopped", r.Status)
+	}
+	// Head, Running (3 pages) and one look-up: Pending and Stopping are not asked again.
+	if n := calls() - before; n != 5 || refusing != 6 {
+		t.Errorf("cycles took %d calls (refusals included) then %d, want 6 then 5", refusing, n)
+	}
+}
