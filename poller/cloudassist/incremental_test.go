@@ -277,7 +277,9 @@ func TestRefusedStatusFiltersAreDropped(t *testing.T) {
 		f.run(t, "exit 0", 0, ids[0])
 	}
 	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
-	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1 })
+	l := f.lister(t, func(o *Options) {
+		o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1
+	})
 	calls := func() int { return f.sim.Calls()["DescribeInvocations"] }
 	if _, err := l.Snapshot(t.Context()); err != nil {
 		t.Fatal(err)
