@@ -244,7 +244,7 @@ func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
 			r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
 	}
 	_ = tw.Flush()
-	if len(reports) == 2 && reports[1].APICallsPerCycle > 0 {
+	if len(reports) == 2 && reports[1].APICallsPerCycle > 0 && reports[0].Strategy != reports[1].Strategy {
 		fmt.Fprintf(w, "\n%s makes %.1f× fewer API calls per steady-state cycle than %s.\n",
 			reports[1].Strategy, reports[0].APICallsPerCycle/reports[1].APICallsPerCycle, reports[0].Strategy)
 	}
