@@ -100,3 +100,17 @@ func AggregateRecurring(instances []Status) Status {
 	}
 	return StatusStopped
 }
+
+// AggregateRun numbers the stages of a recurring task's aggregate, which
+// has no run counter of its own: the run in progress (runs, the highest
+// of its instances' Repeats) while it is Running, the next one otherwise —
+// waiting for it (Scheduled, Pending) or stopping before it. Its swings
+// between Running and Scheduled at each run are then transitions like any
+// other, where the rank of one run's statuses (see [Status.Rank]) would
+// take Scheduled after Running for a stale read.
+func AggregateRun(status Status, runs int) int {
+	if status == StatusRunning {
+		return runs
+	}
+	return runs + 1
+}

@@ -79,6 +79,15 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 			res.Updates = append(res.Updates, Update{Key: rec.Key, State: st})
 			at, again = len(res.Updates)-1, true
 		}
+		if seen && rec.InstanceID == "" && rec.Repeats < old.Repeats && rec.Status.Rank() > old.Status.Rank() {
+			// An aggregate has no runs of its own (see AggregateRun): one
+			// numbered lower than before, but further on, means the lister
+			// no longer knows the task as recurring (it stopped, or a
+			// restart forgot it), not an older run: it moves on.
+			r := *rec
+			r.Repeats = old.Repeats
+			rec = &r
+		}
 		revive := seen && old.Gone // a tombstone that reappears is live again, changed or not
 		if seen && (old.Status == rec.Status && old.Repeats == rec.Repeats ||
 			rec.Repeats < old.Repeats || old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank()) {

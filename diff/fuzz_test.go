@@ -33,6 +33,8 @@ func FuzzComputeReplay(f *testing.F) {
 			repeats := int(data[i+1] % 4)
 			if data[i]&8 != 0 {
 				prev.States[k] = State{Status: st, Repeats: repeats, Gone: data[i]&16 != 0, GoneAt: time.Unix(10, 0)}
+			} else if k.InstanceID == "" && len(runs[k]) > 0 {
+				continue // an aggregate is read once per listing: it has no runs of its own
 			} else if l, ok := last[k]; !ok || repeats > l.repeats || repeats == l.repeats && st.Rank() > l.rank {
 				last[k] = progress{repeats, st.Rank()}
 				if len(runs[k]) == 0 {

@@ -220,3 +220,21 @@ func TestComputeARecordReadTwice(t *testing.T) {
 		t.Errorf("updates %+v, want one per key: t-1 Success, i-1 Running", res.Updates)
 	}
 }
+
+// TestComputeAnAggregateThatStopsRecurring: a recurring task's aggregate
+// is numbered by stage (AggregateRun); read later as a one-time aggregate
+// (run 0) it still moves on by rank, so its Stopped is announced.
+func TestComputeAnAggregateThatStopsRecurring(t *testing.T) {
+	k := Key{InvokeID: "t-p"}
+	prev := Previous{Known: true, States: map[Key]State{k: {Status: StatusScheduled, Repeats: AggregateRun(StatusScheduled, 4)}}}
+	res := Compute(prev, Snapshot{Records: []Record{{Key: k, Status: StatusStopped}}}, Options{})
+	if len(res.Transitions) != 1 || res.Transitions[0].Previous != StatusScheduled || res.Updates[0].State.Repeats != 5 {
+		t.Fatalf("got %+v", res)
+	}
+	// An instance's lower run is still an older run.
+	ki := Key{InvokeID: "t-p", InstanceID: "i-1"}
+	prev = Previous{Known: true, States: map[Key]State{ki: {Status: StatusSuccess, Repeats: 4}}}
+	if res := Compute(prev, Snapshot{Records: []Record{{Key: ki, Status: StatusFailed, Repeats: 3}}}, Options{}); len(res.Transitions) != 0 {
+		t.Errorf("an instance's older run was announced: %+v", res.Transitions)
+	}
+}

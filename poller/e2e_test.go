@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -220,16 +221,24 @@ func waitCaughtUp(t *testing.T, h *harness, d time.Duration) map[diff.Key][]cast
 	t.Helper()
 	eventually(t, d, "every invocation to finish", func() bool { return allFinal(truthByRecord(h.sim)) })
 	truth := truthByRecord(h.sim)
-	eventually(t, d, "capoller to publish every final status", func() bool {
+	var behind []string
+	deadline := time.Now().Add(d)
+	for {
+		behind = behind[:0]
 		final := finalFromEvents(h.events())
 		for k, entries := range truth {
-			if final[k].Status != entries[len(entries)-1].To {
-				return false
+			if got, want := final[k].Status, entries[len(entries)-1].To; got != want {
+				behind = append(behind, fmt.Sprintf("%v: announced %q, ended %q", k, got, want))
 			}
 		}
-		return true
-	})
-	return truth
+		if len(behind) == 0 {
+			return truth
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v, capoller has not published every final status:\n%s", d, strings.Join(behind, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func allFinal(truth map[diff.Key][]castest.TruthEntry) bool {

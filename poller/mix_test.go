@@ -62,7 +62,10 @@ func TestGroundTruthUnderAMixOfBehaviours(t *testing.T) {
 			t.Logf("behaviour %s, source %s; replay with CAPOLLER_MIX_SEEDS=%d", b, source, seed)
 			h := newHarnessWith(t, func(o *castest.Options) { o.Behaviour = b })
 			opts := h.listerOptions(2)
-			opts.TransientRetries, opts.ResyncEvery, opts.HeadOverlap = 0, 700*time.Millisecond, 2*time.Second
+			// No resync during the test (the first cycle is the only full
+			// listing), so that nothing missed is hidden until one; the
+			// daemon's head overlap for a short interval.
+			opts.TransientRetries, opts.ResyncEvery, opts.HeadOverlap = 0, time.Hour, 10*time.Second
 			var ecsLister poller.Lister
 			var err error
 			if source == "ecs" {

@@ -400,3 +400,50 @@ func TestRebootRunsBetweenPollsAreEachAnnounced(t *testing.T) {
 		})
 	}
 }
+
+// TestPeriodicAggregateSwingsAreAnnounced: a periodic task's aggregate goes
+// Running at each run and Scheduled between runs; aggregates carry no run
+// counter, and the rank rule once took every Scheduled after Running for a
+// stale read, so the stream said Running forever while the task waited.
+func TestPeriodicAggregateSwingsAreAnnounced(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.poller(ecsListers(h)[source], h.store(), h.publisher(h.js), nil)
+			mustRunOnce(t, p)
+			req := ecs.CreateRunCommandRequest()
+			req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "sleep 0.4", &[]string{h.instances[0]}
+			req.RepeatMode, req.Frequency = "Period", "rate(1s)"
+			resp, err := h.sdk.RunCommand(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agg := diff.Key{InvokeID: resp.InvokeId}
+			status := func() string {
+				e := truthByRecord(h.sim)[agg]
+				if len(e) == 0 {
+					return ""
+				}
+				return e[len(e)-1].To
+			}
+			for range 2 { // two runs: poll while it runs, then while it waits
+				eventually(t, 10*time.Second, "a run", func() bool { return status() == "Running" })
+				mustRunOnce(t, p)
+				eventually(t, 10*time.Second, "the wait after it", func() bool { return status() == "Scheduled" })
+				mustRunOnce(t, p)
+			}
+			var chain []string
+			for _, e := range h.events() {
+				if d := e.event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == "" {
+					chain = append(chain, d.PreviousStatus+">"+d.Status)
+				}
+			}
+			if got := strings.Count(strings.Join(chain, " "), "Running>Scheduled"); got != 2 {
+				t.Errorf("aggregate events %v: %d Running>Scheduled, want 2", chain, got)
+			}
+			if got := strings.Count(strings.Join(chain, " "), "Scheduled>Running"); got != 1 { // the first poll saw it Running
+				t.Errorf("aggregate events %v: %d Scheduled>Running, want 1", chain, got)
+			}
+		})
+	}
+}

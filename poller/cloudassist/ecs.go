@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -142,12 +143,46 @@ func wrapAPI(err error, format string, args ...any) error {
 
 func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Context) (bool, error)) (bool, error) {
 	for attempt := 0; ; attempt++ {
+		if attempt == maxRestarts {
+			// Tokens that expire whenever the data changes never last a
+			// long listing of a busy region: page by number instead. Pages
+			// may then skip or repeat records that move, which a cycle
+			// tolerates (a record read twice is diffed once, and one
+			// listing never expires anything).
+			a.opts.Logger.Warn("NextToken refused again and again; listing by page number this time",
+				zap.String("region", a.opts.Region), zap.Int("attempts", attempt))
+			ctx = context.WithValue(ctx, pageNumbersKey{}, true)
+		}
 		complete, err := stream(ctx)
 		if err == nil || ClassOf(err) != ClassInvalidToken || attempt == maxRestarts {
 			return complete, err
 		}
 		a.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
 	}
+}
+
+// pageNumbersKey marks a context whose listings page by PageNumber.
+type pageNumbersKey struct{}
+
+// pageRequest is how to ask for the page after token: by NextToken, or by
+// page number when ctx says so (the token is then the page number).
+func pageRequest(ctx context.Context, token string) (byNumber bool, number int) {
+	if on, _ := ctx.Value(pageNumbersKey{}).(bool); !on {
+		return false, 0
+	}
+	n, err := strconv.Atoi(token)
+	if err != nil || n < 1 {
+		n = 1
+	}
+	return true, n
+}
+
+// nextPage is the "token" of the page after number, or "" after the last.
+func nextPage(number, size, got int, total int64) string {
+	if got < size || int64(number*size) >= total {
+		return ""
+	}
+	return strconv.Itoa(number + 1)
 }
 
 // chunker turns pages of invocations into chunks, holding back the
@@ -198,6 +233,7 @@ func (ch *chunker) page(invs []ecs.Invocation) error {
 		}
 		hold := false
 		if hasHistory(inv.RepeatMode) {
+			recs[0].Repeats = diff.AggregateRun(recs[0].Status, maxRepeats(recs[1:]))
 			task := periodicTask{commandID: inv.CommandId, commandName: inv.CommandName, active: !recs[0].Status.Terminal() || inv.Timed}
 			ch.periodic[id] = task
 			hold = task.active || ch.wasOpen[id]
@@ -305,7 +341,12 @@ func (a *ecsAPI) describeInvocations(ctx context.Context, filter func(*ecs.Descr
 func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.DescribeInvocationsRequest), each func([]ecs.Invocation) error) error {
 	return walk(ctx, a.opts, "describe invocations", func(token string) ([]ecs.Invocation, string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest() // fresh every call: SDK requests are sticky
-		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		byNumber, number := pageRequest(ctx, token)
+		if byNumber {
+			req.PageNumber, req.PageSize = requests.NewInteger(number), requests.NewInteger(a.opts.PageSize)
+		} else {
+			req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		}
 		if filter != nil {
 			filter(req)
 		}
@@ -315,7 +356,11 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 		if err != nil {
 			return nil, "", "", err
 		}
-		return resp.Invocations.Invocation, resp.NextToken, resp.RequestId, nil
+		next := resp.NextToken
+		if byNumber {
+			next = nextPage(number, a.opts.PageSize, len(resp.Invocations.Invocation), resp.TotalCount)
+		}
+		return resp.Invocations.Invocation, next, resp.RequestId, nil
 	}, each)
 }
 
@@ -323,7 +368,12 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
 	return walk(ctx, a.opts, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
 		req := ecs.CreateDescribeInvocationResultsRequest()
-		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		byNumber, number := pageRequest(ctx, token)
+		if byNumber {
+			req.PageNumber, req.PageSize = requests.NewInteger(number), requests.NewInteger(a.opts.PageSize)
+		} else {
+			req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		}
 		if filter != nil {
 			filter(req)
 		}
@@ -333,7 +383,11 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 		if err != nil {
 			return nil, "", "", err
 		}
-		return resp.Invocation.InvocationResults.InvocationResult, resp.Invocation.NextToken, resp.RequestId, nil
+		next := resp.Invocation.NextToken
+		if byNumber {
+			next = nextPage(number, a.opts.PageSize, len(resp.Invocation.InvocationResults.InvocationResult), resp.Invocation.TotalCount)
+		}
+		return resp.Invocation.InvocationResults.InvocationResult, next, resp.RequestId, nil
 	}, func(rows []ecs.InvocationResult) error {
 		for _, r := range rows {
 			if err := each(r); err != nil {
@@ -408,6 +462,15 @@ func normalizeECS(inv ecs.Invocation, t *tally) []diff.Record {
 		recs = append(recs, rec)
 	}
 	return recs
+}
+
+// maxRepeats is the highest run count of records, 0 for none.
+func maxRepeats(recs []diff.Record) int {
+	n := 0
+	for _, r := range recs {
+		n = max(n, r.Repeats)
+	}
+	return n
 }
 
 // blank reports whether an id is missing: empty or only white space. An

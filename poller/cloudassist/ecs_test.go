@@ -62,7 +62,8 @@ func (f *fixture) lister(t *testing.T, mutate func(*Options)) *ECS {
 	t.Helper()
 	// No retries: these tests look at each error as the API gives it.
 	opts := Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret, Timeout: 5 * time.Second,
-		TransientRetries: -1, ThrottleRetries: -1}
+		TransientRetries: -1, ThrottleRetries: -1,
+		Now: func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }} // the emulator's clock
 	if mutate != nil {
 		mutate(&opts)
 	}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
@@ -55,6 +56,18 @@ type incremental struct {
 	// oldestFirst: a listing was seen in ascending creation order, so new
 	// invocations are at its end and a head scan must read it all.
 	oldestFirst bool
+	// prevNewest is the newest creation time (Unix seconds) known before
+	// the last cycle: the head scan never stops above it, so what a
+	// catch-up scan after a long gap skipped is read again next cycle.
+	prevNewest int64
+}
+
+// newest is the newest creation time known, in Unix seconds; 0 if none.
+func (inc *incremental) newest() int64 {
+	if n := len(inc.created); n > 0 {
+		return inc.created[n-1]
+	}
+	return 0
 }
 
 // openInvocation is what a plan needs to know of an open invocation.
@@ -87,7 +100,9 @@ type plan struct {
 func pages(n, size int) int { return max(1, (n+size-1)/size) }
 
 // plan chooses the cheaper way to read this cycle.
-func (inc *incremental) plan(pageSize int) plan {
+// Without a Running listing (the API refused the filter), status
+// listings would look every open invocation up: a sweep is chosen.
+func (inc *incremental) plan(pageSize int, noRunning bool) plan {
 	byAge := slices.SortedFunc(maps.Keys(inc.open), func(x, y string) int { // newest first
 		return cmp.Or(inc.open[y].created.Compare(inc.open[x].created), cmp.Compare(x, y))
 	})
@@ -114,7 +129,7 @@ func (inc *incremental) plan(pageSize int) plan {
 			best = plan{sweep: true, cutoff: cutoff, lookUps: len(byAge) - k - 1, open: byAge, calls: calls}
 		}
 	}
-	if statusCost < best.calls {
+	if statusCost < best.calls && !noRunning {
 		return plan{open: byAge, calls: statusCost}
 	}
 	return best
@@ -130,11 +145,17 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 	a := c.api
 	now := a.opts.Now()
 	if c.inc.known == nil || now.Sub(c.inc.lastFull) >= a.opts.ResyncEvery {
-		next := incremental{known: map[string]struct{}{}, open: map[string]openInvocation{}, lastFull: now}
+		next := incremental{known: map[string]struct{}{}, open: map[string]openInvocation{}, lastFull: now,
+			oldestFirst: c.inc.oldestFirst, prevNewest: c.inc.newest()}
 		ch := a.newChunker(true, emit)
 		defer ch.report()
 		ch.onRecord = next.track
-		if err := a.describeInvocationPages(ctx, nil, ch.page); err != nil {
+		var order orderProbe
+		err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
+			order.note(&next, a, page)
+			return ch.page(page)
+		})
+		if err != nil {
 			return false, err
 		}
 		if err := ch.finish(ctx); err != nil {
@@ -145,7 +166,10 @@ func (c *ECS) streamIncremental(ctx context.Context, emit func(diff.Snapshot) er
 		return true, nil
 	}
 
-	p := c.inc.plan(a.opts.PageSize)
+	a.mu.Lock()
+	runningRefused := a.refused["Running"]
+	a.mu.Unlock()
+	p := c.inc.plan(a.opts.PageSize, runningRefused)
 	cy := steadyCycle{inc: &c.inc, ch: a.newChunker(false, emit), read: map[string]bool{}, open: map[string]openInvocation{}, fresh: map[string]int64{}}
 	cy.ch.onRecord = cy.saw
 	defer cy.ch.report()
@@ -197,6 +221,7 @@ func (cy *steadyCycle) saw(r diff.Record, created time.Time) {
 // end makes a successful cycle's findings the state the next one plans
 // with. (A failed cycle changes nothing: the next one reads it all again.)
 func (cy *steadyCycle) end() {
+	cy.inc.prevNewest = cy.inc.newest()
 	for id, created := range cy.fresh {
 		cy.inc.known[id] = struct{}{}
 		cy.inc.created = append(cy.inc.created, created)
@@ -250,12 +275,19 @@ func (cy *steadyCycle) sweep(ctx context.Context, a *ecsAPI, p plan) error {
 // the next cycle. Listed oldest first, the listing is read whole.
 func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) error {
 	watermark := time.Time{}
-	if n := len(cy.inc.created); n > 0 {
-		watermark = time.Unix(cy.inc.created[n-1], 0).Add(-max(a.opts.HeadOverlap, 0))
+	if newest := cy.inc.newest(); newest > 0 {
+		// Never above what the last cycle knew, nor above our own clock:
+		// an API clock ahead of ours must not end the scan early.
+		at := min(newest-int64(max(a.opts.HeadOverlap, 0)/time.Second), a.opts.Now().Unix())
+		if cy.inc.prevNewest > 0 {
+			at = min(at, cy.inc.prevNewest)
+		}
+		watermark = time.Unix(at, 0)
 	}
 	known := cy.inc.known
+	var order orderProbe
 	err := a.describeInvocationPages(ctx, nil, func(page []ecs.Invocation) error {
-		cy.inc.noteOrder(a, page)
+		order.note(cy.inc, a, page)
 		reached := slices.ContainsFunc(page, func(inv ecs.Invocation) bool { _, ok := known[inv.InvokeId]; return ok })
 		if err := cy.ch.page(page); err != nil {
 			return err
@@ -263,11 +295,10 @@ func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) er
 		if cy.inc.oldestFirst {
 			return nil
 		}
+		// At a known invocation and past the watermark: what is new is
+		// behind us.
 		oldest := oldestCreated(page)
-		past := reached // no creation times: stop at the first known invocation
-		if !oldest.IsZero() {
-			past = oldest.Before(watermark)
-		}
+		past := reached && (oldest.IsZero() || oldest.Before(watermark))
 		if past && (cutoff.IsZero() || !oldest.IsZero() && oldest.Before(cutoff)) {
 			return errStopPaging
 		}
@@ -279,25 +310,28 @@ func (cy *steadyCycle) head(ctx context.Context, a *ecsAPI, cutoff time.Time) er
 	return nil
 }
 
-// noteOrder looks for evidence, in one page, that the API lists oldest
-// first: an invocation created in a later second than one before it.
-func (inc *incremental) noteOrder(a *ecsAPI, page []ecs.Invocation) {
+// orderProbe looks for evidence, across the pages of one listing, that the
+// API lists oldest first: an invocation created in a later second than one
+// listed before it. (Newest first, ties and drift only ever repeat or
+// reorder within a second.)
+type orderProbe struct{ last int64 }
+
+func (o *orderProbe) note(inc *incremental, a *ecsAPI, page []ecs.Invocation) {
 	if inc.oldestFirst {
 		return
 	}
-	var prev int64
-	for i, inv := range page {
+	for _, inv := range page {
 		t, ok := parseTime(inv.CreationTime)
 		if !ok || t.IsZero() {
 			continue
 		}
-		if i > 0 && prev != 0 && t.Unix() > prev {
+		if o.last != 0 && t.Unix() > o.last {
 			inc.oldestFirst = true
 			a.opts.Logger.Warn("the API lists invocations oldest first; every incremental cycle reads the whole listing to find new ones",
 				zap.String("region", a.opts.Region))
 			return
 		}
-		prev = t.Unix()
+		o.last = t.Unix()
 	}
 }
 
@@ -357,7 +391,7 @@ func (a *ecsAPI) activeListing(ctx context.Context, status string, each func([]e
 		return nil
 	}
 	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeStatus = status }, each)
-	if apiErr, ok := errors.AsType[*APIError](err); ok && apiErr.Class == ClassPermanent && apiErr.HTTPStatus == 400 {
+	if apiErr, ok := errors.AsType[*APIError](err); ok && refusesFilter(apiErr) {
 		a.mu.Lock()
 		if a.refused == nil {
 			a.refused = map[string]bool{}
@@ -372,6 +406,17 @@ func (a *ecsAPI) activeListing(ctx context.Context, status string, each func([]e
 		return wrapAPI(err, "active %s", status)
 	}
 	return nil
+}
+
+// refusesFilter tells an API that refuses a filter value from any other
+// failure of a filtered call: a permanent HTTP 400 about a parameter or a
+// status — not a signature, a credential or the NextToken.
+func refusesFilter(e *APIError) bool {
+	if e.Class != ClassPermanent || e.HTTPStatus != 400 {
+		return false
+	}
+	return strings.Contains(e.Code, "Status") ||
+		(e.Code == "InvalidParameter" || strings.HasPrefix(e.Code, "InvalidParameter.")) && !strings.Contains(e.Code, "NextToken")
 }
 
 // oldestCreated is the creation time of a page's oldest invocation, or

@@ -1,6 +1,7 @@
 package cloudassist
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -167,7 +168,7 @@ func TestIncrementalSweepStopsPastTheOldestOpen(t *testing.T) {
 	if len(open) != 20 {
 		t.Fatalf("%d open invocations after the full listing, want 20", len(open))
 	}
-	p := l.inc.plan(5)
+	p := l.inc.plan(5, false)
 	before := calls()
 	second, err := l.Snapshot(t.Context())
 	if err != nil {
@@ -221,7 +222,7 @@ func TestIncrementalPlan(t *testing.T) {
 		{"many old open: status listings", incremental{created: created, open: open(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), fresh: 20, closed: 2}, false, -1, 0, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := tc.inc.plan(50)
+			p := tc.inc.plan(50, false)
 			if p.sweep != tc.sweep || p.lookUps != tc.lookUps || p.calls != tc.calls {
 				t.Errorf("plan: sweep %v, %d look-ups, %d calls; want %v, %d, %d", p.sweep, p.lookUps, p.calls, tc.sweep, tc.lookUps, tc.calls)
 			}
@@ -313,5 +314,142 @@ func TestRefusedStatusFiltersAreDropped(t *testing.T) {
 	// Head, Running (3 pages) and one look-up: Pending and Stopping are not asked again.
 	if n := calls() - before; n != 5 || refusing != 6 {
 		t.Errorf("cycles took %d calls (refusals included) then %d, want 6 then 5", refusing, n)
+	}
+}
+
+// TestIncrementalFindsNewInvocationsListedOldestFirst: an API that lists
+// oldest first, whose oldest page holds one second only, must still be
+// noticed (across pages) so that steady cycles read to the new ones.
+func TestIncrementalFindsNewInvocationsListedOldestFirst(t *testing.T) {
+	f := startSim(t, 2)
+	if err := f.sim.SetBehaviour(castest.Behaviour{Order: castest.OrderOldest}); err != nil {
+		t.Fatal(err)
+	}
+	ids := f.ecsInstances()
+	for range 5 {
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	f.advance(2 * time.Second)
+	for range 5 {
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	l := f.lister(t, func(o *Options) { o.PageSize, o.Strategy, o.ResyncEvery = 5, StrategyIncremental, time.Hour })
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for cycle := range 3 {
+		f.advance(2 * time.Second)
+		fresh := f.run(t, "exit 0", 0, ids[0])
+		snap, err := l.Snapshot(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := find(snap, diff.Key{InvokeID: fresh}); !ok {
+			t.Errorf("cycle %d: the new invocation %s, listed last, was not read", cycle, fresh)
+		}
+	}
+}
+
+// TestIncrementalSurvivesAnAPIClockAhead: an invocation whose
+// CreationTime is in the future (the API's clock stepped back since) must
+// not end later head scans before the invocations created after it.
+func TestIncrementalSurvivesAnAPIClockAhead(t *testing.T) {
+	f := startSim(t, 2)
+	ids := f.ecsInstances()
+	f.run(t, "exit 0", 0, ids[0])
+	f.advance(10 * time.Minute)
+	f.run(t, "exit 0", 0, ids[0]) // created ten minutes ahead
+	f.advance(-10 * time.Minute)
+	l := f.lister(t, func(o *Options) {
+		o.PageSize, o.Strategy, o.ResyncEvery, o.Now = 5, StrategyIncremental, time.Hour, time.Now // our clock: behind the future one
+	})
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var fresh []string
+	for range 8 {
+		f.advance(time.Second)
+		fresh = append(fresh, f.run(t, "exit 0", 0, ids[0]))
+	}
+	snap, err := l.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range fresh {
+		if _, ok := find(snap, diff.Key{InvokeID: id}); !ok {
+			t.Errorf("%s, created after a future-dated invocation, was not read", id)
+		}
+	}
+}
+
+// TestOtherErrorsOfAFilteredCallAreNotARefusedFilter: only an error about
+// the filter drops it; a signature error on a status listing fails the
+// cycle, and the filter is asked again next time.
+func TestOtherErrorsOfAFilteredCallAreNotARefusedFilter(t *testing.T) {
+	f := startSim(t, 2)
+	ids := f.ecsInstances()
+	for range 12 {
+		f.run(t, "hang", 0, ids[1])
+	}
+	for range 40 {
+		f.advance(time.Second)
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
+	l := f.lister(t, func(o *Options) {
+		o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1
+	})
+	if _, err := l.Snapshot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// The head scan passes; the Pending listing gets a signature error.
+	if err := f.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultError, Code: "IncompleteSignature", Skip: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Snapshot(t.Context()); err == nil || ClassOf(err) != ClassPermanent {
+		t.Fatalf("a signature error on a status listing gave %v, want the cycle to fail", err)
+	}
+	l.api.mu.Lock()
+	refused := len(l.api.refused)
+	l.api.mu.Unlock()
+	if refused != 0 {
+		t.Errorf("a signature error was taken for a refused filter")
+	}
+}
+
+// TestListingsOutliveTokensThatKeepExpiring: tokens that never last from
+// one page to the next (here they expire after 1ms, and each call takes
+// 5ms) made every full listing fail for good; after a few refusals the
+// listing pages by number instead.
+func TestListingsOutliveTokensThatKeepExpiring(t *testing.T) {
+	f := startSim(t, 2)
+	ids := f.ecsInstances()
+	var want []string
+	for range 4 {
+		want = append(want, f.run(t, "exit 0", 0, ids[0]))
+	}
+	if err := f.sim.SetBehaviour(castest.Behaviour{TokenTTL: castest.Duration(time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sim.InjectFault(castest.Fault{Kind: castest.FaultLatency, Latency: "5ms", Count: -1}); err != nil {
+		t.Fatal(err)
+	}
+	results, err := NewECSResults(Options{Region: region, Endpoint: f.url, AccessKeyID: testKeyID, AccessKeySecret: testKeySecret,
+		TransientRetries: -1, PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []interface {
+		Snapshot(context.Context) (diff.Snapshot, error)
+	}{f.lister(t, func(o *Options) { o.PageSize = 1 }), results} {
+		snap, err := l.Snapshot(t.Context())
+		if err != nil {
+			t.Fatalf("%T: %v", l, err)
+		}
+		for _, id := range want {
+			if _, ok := find(snap, diff.Key{InvokeID: id}); !ok {
+				t.Errorf("%T: %s missing", l, id)
+			}
+		}
 	}
 }

@@ -72,7 +72,9 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	}
 	a.mu.Unlock()
 
-	records := deriveAggregates(acc.records, func(id string) bool { return periodic[id].active })
+	// A task active now, or at the last listing (it just stopped), is
+	// recurring: its aggregate follows the periodic rules.
+	records := deriveAggregates(acc.records, func(id string) bool { _, ok := periodic[id]; return ok })
 	if records, err = a.withHistory(ctx, records, periodic, t); err != nil {
 		return diff.Snapshot{}, err
 	}
@@ -95,12 +97,13 @@ func deriveAggregates(instances []diff.Record, recurring func(invokeID string) b
 			end++
 		}
 		first := instances[start]
-		aggregate := diff.Aggregate(statuses)
+		agg := diff.Record{Key: diff.Key{InvokeID: first.InvokeID}, CommandID: first.CommandID, CommandName: first.CommandName,
+			Status: diff.Aggregate(statuses)}
 		if recurring(first.InvokeID) {
-			aggregate = diff.AggregateRecurring(statuses)
+			agg.Status = diff.AggregateRecurring(statuses)
+			agg.Repeats = diff.AggregateRun(agg.Status, maxRepeats(instances[start:end]))
 		}
-		out = append(out, diff.Record{Key: diff.Key{InvokeID: first.InvokeID}, CommandID: first.CommandID,
-			CommandName: first.CommandName, Status: aggregate})
+		out = append(out, agg)
 		out = append(out, instances[start:end]...)
 		start = end
 	}
