@@ -31,22 +31,7 @@ type invocation struct {
 // exactly these invocations, on one page that claims to be the last.
 func (h *harness) serve(invs ...invocation) {
 	h.t.Helper()
-	var list []any
-	for _, inv := range invs {
-		var insts []any
-		for id, st := range inv.instances {
-			insts = append(insts, map[string]any{"InstanceId": id, "InvocationStatus": st, "Repeats": 1})
-		}
-		list = append(list, map[string]any{"InvokeId": inv.id, "InvocationStatus": inv.status, "Parameters": "{}",
-			"CommandId": "c-1", "CommandName": "deploy", "InvokeInstances": map[string]any{"InvokeInstance": insts}})
-	}
-	body, err := json.Marshal(map[string]any{"RequestId": "r", "NextToken": "", "Invocations": map[string]any{"Invocation": list}})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: string(body)}); err != nil {
-		h.t.Fatal(err)
-	}
+	h.servePage("", invs...)
 }
 
 // TestExpiryGuardHoldsAMassAbsence is the regression test of one wrong
@@ -352,7 +337,8 @@ func scrapeLabel(t *testing.T, m *poller.Metrics, name, label string) float64 {
 	return sum
 }
 
-// servePage is one hand-made DescribeInvocations page with its NextToken.
+// servePage makes the emulator answer the next DescribeInvocations call
+// with one hand-made page of these invocations and this NextToken.
 func (h *harness) servePage(next string, invs ...invocation) {
 	h.t.Helper()
 	var list []any
@@ -362,7 +348,7 @@ func (h *harness) servePage(next string, invs ...invocation) {
 			insts = append(insts, map[string]any{"InstanceId": id, "InvocationStatus": st, "Repeats": 1})
 		}
 		list = append(list, map[string]any{"InvokeId": inv.id, "InvocationStatus": inv.status, "Parameters": "{}",
-			"InvokeInstances": map[string]any{"InvokeInstance": insts}})
+			"CommandId": "c-1", "CommandName": "deploy", "InvokeInstances": map[string]any{"InvokeInstance": insts}})
 	}
 	body, err := json.Marshal(map[string]any{"RequestId": "r", "NextToken": next, "Invocations": map[string]any{"Invocation": list}})
 	if err != nil {

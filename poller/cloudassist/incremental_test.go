@@ -89,18 +89,7 @@ func TestIncrementalReadsOnlyWhatCanChange(t *testing.T) {
 
 func TestIncrementalListsByStatusWhenTheOpenAreOld(t *testing.T) {
 	f := startSim(t, 2)
-	ids := f.ecsInstances()
-	var hung []string
-	for range 12 {
-		hung = append(hung, f.run(t, "hang", 0, ids[1]))
-	}
-	for range 40 { // one a second: a head scan reads the whole newest second it knows
-		f.advance(time.Second)
-		f.run(t, "exit 0", 0, ids[0])
-	}
-	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool {
-		return f.invocationsReached("Success") == 40
-	})
+	hung := f.oldOpenFleet(t)
 	l := f.lister(t, func(o *Options) {
 		o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1
 	}) // calls counted on the ideal API
@@ -268,16 +257,7 @@ func TestRefusedStatusFiltersAreDropped(t *testing.T) {
 	if err := f.sim.SetBehaviour(castest.Behaviour{StrictFilters: true}); err != nil {
 		t.Fatal(err)
 	}
-	ids := f.ecsInstances()
-	var hung []string
-	for range 12 {
-		hung = append(hung, f.run(t, "hang", 0, ids[1]))
-	}
-	for range 40 { // newer and finished: the status listings are the cheaper plan
-		f.advance(time.Second)
-		f.run(t, "exit 0", 0, ids[0])
-	}
-	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
+	hung := f.oldOpenFleet(t)
 	l := f.lister(t, func(o *Options) {
 		o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1
 	})
@@ -387,15 +367,7 @@ func TestIncrementalSurvivesAnAPIClockAhead(t *testing.T) {
 // cycle, and the filter is asked again next time.
 func TestOtherErrorsOfAFilteredCallAreNotARefusedFilter(t *testing.T) {
 	f := startSim(t, 2)
-	ids := f.ecsInstances()
-	for range 12 {
-		f.run(t, "hang", 0, ids[1])
-	}
-	for range 40 {
-		f.advance(time.Second)
-		f.run(t, "exit 0", 0, ids[0])
-	}
-	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
+	f.oldOpenFleet(t)
 	l := f.lister(t, func(o *Options) {
 		o.PageSize, o.Strategy, o.ResyncEvery, o.HeadOverlap = 5, StrategyIncremental, time.Hour, -1
 	})
@@ -452,4 +424,23 @@ func TestListingsOutliveTokensThatKeepExpiring(t *testing.T) {
 			}
 		}
 	}
+}
+
+// oldOpenFleet runs 12 invocations that hang (open, and the oldest), then
+// 40 that finish, one a second (a head scan reads the whole newest second
+// it knows), and waits for those to finish: the status listings are then
+// the cheaper plan. It returns the hung ones, oldest first.
+func (f *fixture) oldOpenFleet(t *testing.T) []string {
+	t.Helper()
+	ids := f.ecsInstances()
+	var hung []string
+	for range 12 {
+		hung = append(hung, f.run(t, "hang", 0, ids[1]))
+	}
+	for range 40 {
+		f.advance(time.Second)
+		f.run(t, "exit 0", 0, ids[0])
+	}
+	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
+	return hung
 }
