@@ -55,8 +55,9 @@ const kvSegments = 64
 // still in the first layout (one value "<source>.<region>") is migrated
 // the first time it is loaded.
 type KV struct {
-	kv  jetstream.KeyValue
-	log *zap.Logger
+	kv         jetstream.KeyValue
+	log        *zap.Logger
+	maxPayload int64 // the server's, when the store was opened
 
 	mu     sync.Mutex
 	shards map[diff.Shard]*kvShard
@@ -85,7 +86,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &KV{kv: kv, log: opts.Logger, shards: map[diff.Shard]*kvShard{}}, nil
+	return &KV{kv: kv, log: opts.Logger, maxPayload: js.Conn().MaxPayload(), shards: map[diff.Shard]*kvShard{}}, nil
 }
 
 func kvKey(s diff.Shard, parts ...string) string {
@@ -288,9 +289,26 @@ func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) b
 	return out, nil
 }
 
-// Stage stores a batch about to be published (see [Redis.Stage]).
+// outboxChunk bounds one value of a staged batch, well below the
+// server's max_payload: a batch of long ids can be larger than one value.
+func (k *KV) outboxChunk() int {
+	return max(4096, int(k.maxPayload)/2)
+}
+
+// Stage stores a batch about to be published (see [Redis.Stage]): its
+// encoding in values "<shard>.outbox.<n>", then "<shard>.outbox" naming
+// how many, which makes it staged.
 func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
-	if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), encodeBatch(batch)); err != nil {
+	data := encodeBatch(batch)
+	size := k.outboxChunk()
+	n := 0
+	for start := 0; start < len(data) || n == 0; start += size {
+		if _, err := k.kv.Put(ctx, kvKey(shard, "outbox", strconv.Itoa(n)), data[start:min(start+size, len(data))]); err != nil {
+			return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
+		}
+		n++
+	}
+	if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), []byte(strconv.Itoa(n))); err != nil {
 		return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
 	}
 	return nil
@@ -305,7 +323,22 @@ func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, e
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
 	}
-	batch, err := decodeBatch(entry.Value())
+	n, err := strconv.Atoi(string(entry.Value()))
+	if err != nil || n < 1 || n > 1<<16 {
+		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: %d bytes of header", shard, ErrCorrupt, len(entry.Value()))
+	}
+	var data []byte
+	for i := range n {
+		chunk, err := k.kv.Get(ctx, kvKey(shard, "outbox", strconv.Itoa(i)))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: part %d of %d is missing", shard, ErrCorrupt, i, n)
+		}
+		if err != nil {
+			return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
+		}
+		data = append(data, chunk.Value()...)
+	}
+	batch, err := decodeBatch(data)
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
 	}

@@ -237,3 +237,35 @@ func TestStagedBatchesKeepAnyTime(t *testing.T) {
 		})
 	}
 }
+
+// TestStoresStageABatchLargerThanAValue: a batch of 100 events with
+// 6,000-byte ids is over a megabyte, more than one KV value may hold; it
+// must still stage, or the shard could never publish again.
+func TestStoresStageABatchLargerThanAValue(t *testing.T) {
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			var batch diff.Result
+			for i := range 100 {
+				k := diff.Key{InvokeID: fmt.Sprintf("%06d", i) + strings.Repeat("i", 6000), InstanceID: strings.Repeat("n", 6000)}
+				batch.Transitions = append(batch.Transitions, diff.Transition{ID: fmt.Sprint(i), Record: diff.Record{Key: k, Status: diff.StatusRunning}})
+				batch.Updates = append(batch.Updates, diff.Update{Key: k, State: diff.State{Status: diff.StatusRunning}})
+			}
+			if err := s.Stage(t.Context(), shard, batch); err != nil {
+				t.Fatal(err)
+			}
+			got, ok, err := s.Staged(t.Context(), shard)
+			if err != nil || !ok || len(got.Transitions) != 100 || got.Transitions[99].Record.Key != batch.Transitions[99].Record.Key {
+				t.Fatalf("staged: %v %v, %d transitions", ok, err, len(got.Transitions))
+			}
+			// A smaller batch staged after it is read back alone.
+			if err := s.Stage(t.Context(), shard, diff.Result{Transitions: batch.Transitions[:1]}); err != nil {
+				t.Fatal(err)
+			}
+			if got, _, err := s.Staged(t.Context(), shard); err != nil || len(got.Transitions) != 1 {
+				t.Fatalf("the second batch: %d transitions, %v", len(got.Transitions), err)
+			}
+		})
+	}
+}

@@ -504,13 +504,20 @@ func (c *cycle) end(complete bool) error {
 	if err := c.deliver(append(c.heldU, expired...), c.heldT); err != nil {
 		return err
 	}
-	if c.known == nil { // an empty listing: no chunk asked
-		recovered, err := c.recoverLost()
-		if err != nil || recovered {
-			return err
+	if c.known == nil { // an empty listing: no chunk asked the store
+		prev, err := p.st.Load(c.ctx, p.opts.Shard, nil)
+		if err != nil {
+			return &CycleError{StageLoad, err}
 		}
+		known := prev.Known
+		if !known {
+			if known, err = c.recoverLost(); err != nil {
+				return err
+			}
+		}
+		c.known = &known
 	}
-	if c.known == nil || !*c.known {
+	if !*c.known {
 		if err := p.st.MarkKnown(c.ctx, p.opts.Shard); err != nil {
 			return &CycleError{StageCommit, err}
 		}

@@ -455,3 +455,26 @@ func TestHugeTextsAndMassExpiryFitTheKVStore(t *testing.T) {
 		t.Errorf("errorInfo of %d bytes, cut %v", len(info.ErrorInfo), info.Cut)
 	}
 }
+
+// TestAnEmptyListingOfAKnownShardIsNotALostCheckpoint: a listing with no
+// records (everything aged out, an API glitch) on a shard the store knows
+// must not be taken for a lost checkpoint and rebuilt from the stream.
+func TestAnEmptyListingOfAKnownShardIsNotALostCheckpoint(t *testing.T) {
+	h := newHarness(t)
+	lister, st, pub := h.parts(50)
+	metrics := poller.NewMetrics()
+	p := h.poller(lister, st, pub, func(o *poller.Options) { o.Recovery = pub; o.Metrics = metrics })
+	h.serve(invocation{id: "t-1", status: "Running"})
+	mustRunOnce(t, p) // baseline
+	h.serve(invocation{id: "t-1", status: "Success"})
+	if rep := mustRunOnce(t, p); len(rep.Transitions) != 1 {
+		t.Fatalf("%d transitions, want 1", len(rep.Transitions))
+	}
+	for range 2 {
+		h.serve()
+		mustRunOnce(t, p)
+	}
+	if n := scrape(t, metrics, "capoller_checkpoint_recoveries_total"); n != 0 {
+		t.Errorf("an empty listing of a known shard counted %v checkpoint recoveries", n)
+	}
+}

@@ -212,7 +212,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 				OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
 				OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
 				OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
-				Logger:           log.With(zap.String("source", source), zap.String("region", region)),
+				Logger:           log.With(zap.String("source", source)), // the lister names its region itself
 			})
 			if err != nil {
 				return err
@@ -227,9 +227,13 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			g.Go(func() error { return p.Run(gctx) })
 		}
 	}
-	log.Info("capoller running", zap.Strings("regions", cfg.Regions), zap.Strings("sources", cfg.Sources),
+	fields := []zap.Field{zap.Strings("regions", cfg.Regions), zap.Strings("sources", cfg.Sources),
 		zap.Duration("interval", cfg.Interval), zap.String("checkpoint", cfg.Checkpoint),
-		zap.String("nats", redactURL(natsURL)), zap.String("stream", cfg.Stream))
+		zap.String("nats", redactURL(natsURL)), zap.String("stream", cfg.Stream)}
+	if metricsLn != nil {
+		fields = append(fields, zap.String("metrics_addr", metricsLn.Addr().String())) // the port chosen for ":0"
+	}
+	log.Info("capoller running", fields...)
 	err = g.Wait()
 	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
 		log.Warn("draining the NATS connection", zap.Error(derr))

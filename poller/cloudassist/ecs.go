@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
@@ -33,6 +34,8 @@ type ecsAPI struct {
 	mu      sync.Mutex
 	active  map[string]bool // periodic invocations active at the last listing
 	refused map[string]bool // InvokeStatus filter values the API refused
+
+	pagedByNumber atomic.Bool // a listing fell back to page numbers (logged once)
 
 	skips skipLog
 }
@@ -149,7 +152,11 @@ func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Con
 			// may then skip or repeat records that move, which a cycle
 			// tolerates (a record read twice is diffed once, and one
 			// listing never expires anything).
-			a.opts.Logger.Warn("NextToken refused again and again; listing by page number this time",
+			log := a.opts.Logger.Debug
+			if a.pagedByNumber.CompareAndSwap(false, true) { // once: an API like this does it every cycle
+				log = a.opts.Logger.Warn
+			}
+			log("NextToken refused again and again; listing by page number this time",
 				zap.String("region", a.opts.Region), zap.Int("attempts", attempt))
 			ctx = context.WithValue(ctx, pageNumbersKey{}, true)
 		}
@@ -157,7 +164,7 @@ func (a *ecsAPI) streamWithRestarts(ctx context.Context, stream func(context.Con
 		if err == nil || ClassOf(err) != ClassInvalidToken || attempt == maxRestarts {
 			return complete, err
 		}
-		a.opts.Logger.Warn("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
+		a.opts.Logger.Debug("NextToken refused; restarting the listing", zap.String("region", a.opts.Region), zap.Int("attempt", attempt+1))
 	}
 }
 
