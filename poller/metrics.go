@@ -91,42 +91,31 @@ func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
 	m.shard(s).backoffSecsByClass[class] += d.Seconds()
 }
 
-func (m *Metrics) expiryHeld(s diff.Shard, n int) {
+// update changes one shard's metrics under the lock; a nil *Metrics
+// records nothing.
+func (m *Metrics) update(s diff.Shard, change func(*shardMetrics)) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.shard(s).expiryHeld += int64(n)
+	change(m.shard(s))
+}
+
+func (m *Metrics) expiryHeld(s diff.Shard, n int) {
+	m.update(s, func(sm *shardMetrics) { sm.expiryHeld += int64(n) })
 }
 
 func (m *Metrics) checkpointRecovered(s diff.Shard, records int) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sm := m.shard(s)
-	sm.recoveries++
-	sm.recoveredRecords += int64(records)
+	m.update(s, func(sm *shardMetrics) { sm.recoveries++; sm.recoveredRecords += int64(records) })
 }
 
 func (m *Metrics) stagedDiscarded(s diff.Shard) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.shard(s).stagedDiscarded++
+	m.update(s, func(sm *shardMetrics) { sm.stagedDiscarded++ })
 }
 
 func (m *Metrics) stagedFinished(s diff.Shard) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.shard(s).stagedFinished++
+	m.update(s, func(sm *shardMetrics) { sm.stagedFinished++ })
 }
 
 // APICall counts one API call of a shard.
@@ -203,24 +192,27 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	metric("capoller_cycle_duration_seconds", "gauge", "Duration of the last cycle.", func(l string, sm *shardMetrics) {
 		fmt.Fprintf(w, "capoller_cycle_duration_seconds{%s} %g\n", l, sm.lastDuration.Seconds())
 	})
-	metric("capoller_records_expired_total", "counter", "Records tombstoned (retention) or pruned after complete listings.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_records_expired_total{%s} %d\n", l, sm.expired)
-	})
-	metric("capoller_expiry_held_total", "counter", "Absent records whose expiry was held because one listing lacked more than the guard allows.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_expiry_held_total{%s} %d\n", l, sm.expiryHeld)
-	})
-	metric("capoller_staged_batches_finished_total", "counter", "Batches staged by a cycle whose commit failed, published and committed by a later one.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_staged_batches_finished_total{%s} %d\n", l, sm.stagedFinished)
-	})
-	metric("capoller_staged_batches_discarded_total", "counter", "Staged batches that could not be decoded and were dropped.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_staged_batches_discarded_total{%s} %d\n", l, sm.stagedDiscarded)
-	})
-	metric("capoller_checkpoint_recoveries_total", "counter", "Times the checkpoint of a shard that had published was found lost and rebuilt from the stream.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_checkpoint_recoveries_total{%s} %d\n", l, sm.recoveries)
-	})
-	metric("capoller_checkpoint_recovered_records_total", "counter", "Record states rebuilt from the stream after a lost checkpoint.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_checkpoint_recovered_records_total{%s} %d\n", l, sm.recoveredRecords)
-	})
+	for _, c := range []struct {
+		name, help string
+		value      func(*shardMetrics) int64
+	}{
+		{"capoller_records_expired_total", "Records tombstoned (retention) or pruned after complete listings.",
+			func(sm *shardMetrics) int64 { return sm.expired }},
+		{"capoller_expiry_held_total", "Absent records whose expiry was held because one listing lacked more than the guard allows.",
+			func(sm *shardMetrics) int64 { return sm.expiryHeld }},
+		{"capoller_staged_batches_finished_total", "Batches staged by a cycle whose commit failed, published and committed by a later one.",
+			func(sm *shardMetrics) int64 { return sm.stagedFinished }},
+		{"capoller_staged_batches_discarded_total", "Staged batches that could not be decoded and were dropped.",
+			func(sm *shardMetrics) int64 { return sm.stagedDiscarded }},
+		{"capoller_checkpoint_recoveries_total", "Times the checkpoint of a shard that had published was found lost and rebuilt from the stream.",
+			func(sm *shardMetrics) int64 { return sm.recoveries }},
+		{"capoller_checkpoint_recovered_records_total", "Record states rebuilt from the stream after a lost checkpoint.",
+			func(sm *shardMetrics) int64 { return sm.recoveredRecords }},
+	} {
+		metric(c.name, "counter", c.help, func(l string, sm *shardMetrics) {
+			fmt.Fprintf(w, "%s{%s} %d\n", c.name, l, c.value(sm))
+		})
+	}
 	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
 		for _, c := range []string{"throttled", "transient", "permanent"} {
 			fmt.Fprintf(w, "capoller_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.backoffSecsByClass[c])
@@ -250,31 +242,23 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 // SkippedRecord counts one record a listing skipped because it had no id
 // or no status (reason: one of cloudassist's Skip* reasons).
 func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sm := m.shard(s)
-	if sm.skipped == nil {
-		sm.skipped = map[string]int64{}
-	}
-	sm.skipped[reason]++
+	m.update(s, func(sm *shardMetrics) {
+		if sm.skipped == nil {
+			sm.skipped = map[string]int64{}
+		}
+		sm.skipped[reason]++
+	})
 }
 
 // ListingAborted counts one listing cut short because it would never end
 // (reason: one of cloudassist's Abort* reasons).
 func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sm := m.shard(s)
-	if sm.aborted == nil {
-		sm.aborted = map[string]int64{}
-	}
-	sm.aborted[reason]++
+	m.update(s, func(sm *shardMetrics) {
+		if sm.aborted == nil {
+			sm.aborted = map[string]int64{}
+		}
+		sm.aborted[reason]++
+	})
 }
 
 // serveRecordHealth writes the families of malformed input: records

@@ -384,7 +384,7 @@ func (c *cycle) finishStaged() error {
 	}
 	if ok {
 		p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
-		if err := c.publishAndCommit(batch, nil); err != nil {
+		if err := c.publishStaged(batch, nil); err != nil { // staged already: not written again
 			return err
 		}
 		p.opts.Metrics.stagedFinished(p.opts.Shard)
@@ -458,11 +458,19 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 // publishAndCommit stages a batch with events, publishes them, and commits
 // its updates, with the quiet ones, once every event is acknowledged.
 func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
-	p := c.p
 	if len(b.Transitions) > 0 {
-		if err := p.st.Stage(c.ctx, p.opts.Shard, b); err != nil {
+		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
 			return &CycleError{StageCommit, err}
 		}
+	}
+	return c.publishStaged(b, quiet)
+}
+
+// publishStaged publishes a staged batch's events and commits its updates,
+// with the quiet ones, once every event is acknowledged.
+func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
+	p := c.p
+	if len(b.Transitions) > 0 {
 		pubRes, err := p.pub.Publish(c.ctx, b.Transitions)
 		c.rep.Published += pubRes.Published
 		c.rep.Duplicates += pubRes.Duplicates

@@ -107,19 +107,7 @@ func TestIncrementalListsByStatusWhenTheOpenAreOld(t *testing.T) {
 	if n := calls() - before; n != 6 {
 		t.Errorf("a steady cycle took %d calls, want 6 (status listings)", n)
 	}
-	stop := ecs.CreateStopInvocationRequest()
-	stop.InvokeId = hung[0]
-	if _, err := f.sdk.StopInvocation(stop); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "the stop", func() bool {
-		for _, e := range f.sim.Truth() {
-			if e.InvokeID == hung[0] && e.Level == "invocation" && e.To == "Stopped" {
-				return true
-			}
-		}
-		return false
-	})
+	f.stop(t, hung[0])
 	before = calls()
 	snap, err := l.Snapshot(t.Context())
 	if err != nil {
@@ -270,19 +258,7 @@ func TestRefusedStatusFiltersAreDropped(t *testing.T) {
 		t.Fatalf("a steady cycle against strict filters: %v", err)
 	}
 	refusing := calls() - before
-	stop := ecs.CreateStopInvocationRequest()
-	stop.InvokeId = hung[0]
-	if _, err := f.sdk.StopInvocation(stop); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "the stop", func() bool {
-		for _, e := range f.sim.Truth() {
-			if e.InvokeID == hung[0] && e.Level == "invocation" && e.To == "Stopped" {
-				return true
-			}
-		}
-		return false
-	})
+	f.stop(t, hung[0])
 	before = calls()
 	snap, err := l.Snapshot(t.Context())
 	if err != nil {
@@ -443,4 +419,22 @@ func (f *fixture) oldOpenFleet(t *testing.T) []string {
 	}
 	eventually(t, 5*time.Second, "the newer 40 to finish", func() bool { return f.invocationsReached("Success") == 40 })
 	return hung
+}
+
+// stop stops an invocation and waits until the emulator says it stopped.
+func (f *fixture) stop(t *testing.T, invokeID string) {
+	t.Helper()
+	req := ecs.CreateStopInvocationRequest()
+	req.InvokeId = invokeID
+	if _, err := f.sdk.StopInvocation(req); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the stop", func() bool {
+		for _, e := range f.sim.Truth() {
+			if e.InvokeID == invokeID && e.Level == "invocation" && e.To == "Stopped" {
+				return true
+			}
+		}
+		return false
+	})
 }
