@@ -478,3 +478,64 @@ func TestAnEmptyListingOfAKnownShardIsNotALostCheckpoint(t *testing.T) {
 		t.Errorf("an empty listing of a known shard counted %v checkpoint recoveries", n)
 	}
 }
+
+// TestACrashAfterStagingALargeBatchIsFinishedByTheNextProcess: the
+// process dies after staging a batch too large for one KV value (long
+// ids) but before publishing it. A new process, with a new store on the
+// same bucket, publishes exactly that batch before it diffs anything, so
+// the records' later changes chain from it.
+func TestACrashAfterStagingALargeBatchIsFinishedByTheNextProcess(t *testing.T) {
+	h := newHarness(t)
+	lister, _, pub := h.parts(50)
+	bucket := testenv.Name("CAPOLLER_KV")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	openKV := func() poller.Store {
+		kv, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	dying := &failPublishes{Publisher: pub}
+	p := h.poller(lister, openKV(), dying, nil)
+	var fleet []invocation
+	for i := range 40 {
+		fleet = append(fleet, invocation{id: fmt.Sprintf("t-%02d-%s", i, strings.Repeat("é", 3000)), status: "Pending",
+			instances: map[string]string{strings.Repeat("i", 6000): "Pending"}})
+	}
+	h.serve(fleet...)
+	mustRunOnce(t, p) // baseline
+	for i := range fleet {
+		fleet[i].status, fleet[i].instances[strings.Repeat("i", 6000)] = "Running", "Running"
+	}
+	h.serve(fleet...)
+	dying.n.Store(1) // staged, then the process dies before its publish is acknowledged
+	if rep := p.RunOnce(t.Context()); rep.Err == nil || rep.Published != 0 {
+		t.Fatalf("the dying cycle: %v, %d published", rep.Err, rep.Published)
+	}
+	fresh, err := cloudassist.NewECS(h.listerOptions(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = h.poller(fresh, openKV(), h.publisher(h.js), nil)
+	for i := range fleet {
+		fleet[i].status, fleet[i].instances[strings.Repeat("i", 6000)] = "Success", "Success"
+	}
+	h.serve(fleet...)
+	if rep := mustRunOnce(t, p); rep.Published != 160 {
+		t.Errorf("the new process published %d events, want 80 staged and 80 new", rep.Published)
+	}
+	chains := map[diff.Key][]string{}
+	for _, e := range h.events() {
+		k := recordKey(e.event.Data)
+		chains[k] = append(chains[k], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+	}
+	if len(chains) != 80 {
+		t.Fatalf("%d records announced, want 80", len(chains))
+	}
+	for k, c := range chains {
+		if got := fmt.Sprint(c); got != "[Pending>Running Running>Success]" {
+			t.Errorf("%.20q…: %s, want [Pending>Running Running>Success]", k.InvokeID, got)
+		}
+	}
+}

@@ -235,6 +235,13 @@ func yamlMessage(m string) string {
 			return fmt.Sprintf("%s: unknown setting %q", line, name)
 		}
 	}
+	// yaml.v3 quotes the start of the value ("!!str `hunter2...`"): it may
+	// be a secret in the wrong place, so it is never shown.
+	if i := strings.IndexByte(m, '`'); i >= 0 {
+		if j := strings.IndexByte(m[i+1:], '`'); j >= 0 {
+			m = m[:i] + "value" + m[i+1+j+1:]
+		}
+	}
 	return strings.NewReplacer(
 		" into main.config", " into the settings (want a mapping of setting: value)",
 		" into time.Duration", " into a duration (e.g. 30s)",

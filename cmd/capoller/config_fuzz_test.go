@@ -31,6 +31,20 @@ func TestConfigYAMLUnknownSetting(t *testing.T) {
 	}
 }
 
+// TestConfigYAMLErrorsShowNoValue: a secret in the wrong place of the file
+// (a password where a number goes) must not be echoed by the error that
+// refuses it.
+func TestConfigYAMLErrorsShowNoValue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "capoller.yaml")
+	if err := os.WriteFile(path, []byte("qps: hunter2-S3cret\npage-size: S3cret-again\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", path}, noEnv)
+	if err == nil || !strings.Contains(err.Error(), "into a number") || strings.Contains(err.Error(), "hunter") || strings.Contains(err.Error(), "S3cret") {
+		t.Errorf("err = %v; want the bad values refused without showing them", err)
+	}
+}
+
 // FuzzConfigYAML feeds arbitrary bytes to loadConfig as the configuration
 // file. It must never panic; a configuration it accepts must be valid and
 // survive a marshal and a re-load unchanged; an error names no Go type.
