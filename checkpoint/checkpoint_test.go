@@ -137,7 +137,7 @@ func TestRedisHistoryAndCorruption(t *testing.T) {
 		t.Fatalf("history page 2: %+v, %v", entries, err)
 	}
 
-	client.HSet(t.Context(), prefix+"records:ecs:cn-hangzhou", "5:t-bad", "garbage")
+	client.HSet(t.Context(), prefix+"records:{default/ecs/cn-hangzhou}", "5:t-bad", "garbage")
 	_, err = s.Load(t.Context(), shard, []diff.Key{{InvokeID: "t-bad"}})
 	if !errors.Is(err, checkpoint.ErrCorrupt) {
 		t.Fatalf("a corrupt value gave %v, want ErrCorrupt", err)

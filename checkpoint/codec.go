@@ -282,6 +282,7 @@ func decodeBatch(data []byte) (diff.Result, error) {
 // HistoryEntry is one transition as the checkpoint's history keeps it.
 type HistoryEntry struct {
 	ID                 string    `json:"id"`
+	Account            string    `json:"account"`
 	Source             string    `json:"source"`
 	Region             string    `json:"regionId"`
 	Level              string    `json:"level"`
@@ -298,9 +299,18 @@ type HistoryEntry struct {
 
 func historyEntry(t diff.Transition) HistoryEntry {
 	return HistoryEntry{
-		ID: t.ID, Source: string(t.Source), Region: t.Region, Level: string(t.Level()),
+		ID: t.ID, Account: diff.AccountOf(t.Account), Source: string(t.Source), Region: t.Region, Level: string(t.Level()),
 		InvokeID: t.Record.InvokeID, InstanceID: t.Record.InstanceID, Repeats: t.Record.Repeats,
 		From: string(t.Previous), To: string(t.Record.Status), ExitCode: t.Record.ExitCode, ErrorCode: t.Record.ErrorCode,
 		ObservedAt: t.ObservedAt, PreviousObservedAt: t.PreviousObservedAt,
 	}
+}
+
+// ofShard stamps a decoded batch's transitions with the shard's account,
+// which the encoding leaves out: a staged batch belongs to one shard.
+func ofShard(b diff.Result, shard diff.Shard) diff.Result {
+	for i := range b.Transitions {
+		b.Transitions[i].Account = diff.AccountOf(shard.Account)
+	}
+	return b
 }

@@ -44,16 +44,17 @@ const kvSegments = 64
 
 // KV keeps checkpoints in a JetStream key-value bucket. A shard is
 //
-//	<source>.<region>.meta     JSON: known
-//	<source>.<region>.s.<n>    states of the records whose field hashes to n, gzipped
-//	<source>.<region>.outbox   the batch being published, until it is committed
+//	<account>.<source>.<region>.meta     JSON: known
+//	<account>.<source>.<region>.s.<n>    states of the records whose field hashes to n, gzipped
+//	<account>.<source>.<region>.outbox   the batch being published, until it is committed
 //
 // A commit is a compare-and-set on the revision of every segment it
 // rewrites, so two writers of one shard cannot both win. The store keeps
 // the states it loaded and committed in memory: a shard is read from the
 // bucket once, then only written, and read again after a conflict. A shard
-// still in the first layout (one value "<source>.<region>") is migrated
-// the first time it is loaded.
+// of the default account from before accounts ("<source>.<region>…", or
+// the first layout, one value "<source>.<region>") is migrated the first
+// time it is loaded.
 type KV struct {
 	kv         jetstream.KeyValue
 	log        *zap.Logger
@@ -90,6 +91,12 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 }
 
 func kvKey(s diff.Shard, parts ...string) string {
+	return strings.Join(append([]string{diff.AccountOf(s.Account), string(s.Source), s.Region}, parts...), ".")
+}
+
+// legacyKVKey names a value of the default account's shard from before
+// accounts.
+func legacyKVKey(s diff.Shard, parts ...string) string {
 	return strings.Join(append([]string{string(s.Source), s.Region}, parts...), ".")
 }
 
@@ -112,6 +119,14 @@ func (k *KV) shard(ctx context.Context, shard diff.Shard) (*kvShard, error) {
 	meta, err := k.kv.Get(ctx, kvKey(shard, "meta"))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		moved, err := k.moveLegacyKeys(ctx, shard)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: migrate %s in key-value: %w", shard, err)
+		}
+		if moved {
+			k.log.Info("moved a checkpoint to the layout with accounts", zap.Stringer("shard", shard))
+			return k.shard(ctx, shard)
+		}
 		if s.known, s.metaRev, err = k.migrate(ctx, shard); err != nil {
 			return nil, err
 		}
@@ -148,12 +163,64 @@ type kvMeta struct {
 	Known bool `json:"known"`
 }
 
+// moveLegacyKeys copies the values of a default account's shard from
+// before accounts under their current names, meta last (its presence says
+// the move is done), then deletes the old ones. It reports whether there
+// was anything to move.
+func (k *KV) moveLegacyKeys(ctx context.Context, shard diff.Shard) (bool, error) {
+	if diff.AccountOf(shard.Account) != diff.DefaultAccount {
+		return false, nil
+	}
+	meta, err := k.kv.Get(ctx, legacyKVKey(shard, "meta"))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	parts := [][]string{{"outbox"}}
+	for i := range kvSegments {
+		parts = append(parts, []string{"s", strconv.Itoa(i)})
+	}
+	if staged, err := k.kv.Get(ctx, legacyKVKey(shard, "outbox")); err == nil {
+		if n, err := strconv.Atoi(string(staged.Value())); err == nil && n > 0 && n <= 1<<16 {
+			for i := range n {
+				parts = append(parts, []string{"outbox", strconv.Itoa(i)})
+			}
+		}
+	}
+	for _, p := range parts {
+		entry, err := k.kv.Get(ctx, legacyKVKey(shard, p...))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if _, err := k.kv.Put(ctx, kvKey(shard, p...), entry.Value()); err != nil {
+			return false, err
+		}
+	}
+	if _, err := k.kv.Put(ctx, kvKey(shard, "meta"), meta.Value()); err != nil {
+		return false, err
+	}
+	for _, p := range append(parts, []string{"meta"}) {
+		if err := k.kv.Delete(ctx, legacyKVKey(shard, p...)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
 // migrate reads a shard of the first layout, if there is one, and writes
 // it in the current one. The legacy value is deleted last, so an
 // interrupted migration is done again.
 // It reports whether the shard was known, and the revision of its meta.
 func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error) {
-	entry, err := k.kv.Get(ctx, kvKey(shard))
+	if diff.AccountOf(shard.Account) != diff.DefaultAccount {
+		return false, 0, nil
+	}
+	entry, err := k.kv.Get(ctx, legacyKVKey(shard))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, 0, nil
 	}
@@ -200,7 +267,7 @@ func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error
 			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 	}
-	if err := k.kv.Delete(ctx, kvKey(shard)); err != nil {
+	if err := k.kv.Delete(ctx, legacyKVKey(shard)); err != nil {
 		return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 	}
 	return known, metaRev, nil // the caller reads the segments next
@@ -342,7 +409,7 @@ func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, e
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
 	}
-	return batch, true, nil
+	return ofShard(batch, shard), true, nil
 }
 
 // Commit writes the segments the updates fall in, each with a

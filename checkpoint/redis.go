@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,15 +30,19 @@ type RedisOptions struct {
 	Logger *zap.Logger
 }
 
-// Redis keeps checkpoints in Redis:
+// Redis keeps checkpoints in Redis. A shard's keys share the hash tag of
+// its id, so that in a Redis Cluster each of its atomic writes stays in
+// one slot:
 //
-//	<prefix>records:<source>:<region>  hash   record -> state (see codec.go)
-//	<prefix>meta:<source>:<region>     hash   known, commits, committedAt
-//	<prefix>outbox:<source>:<region>   string the batch being published, until it is committed
-//	<prefix>history:<source>:<region>  stream one entry per transition, field "event" (JSON)
+//	<prefix>records:{<account>/<source>/<region>}  hash   record -> state (see codec.go)
+//	<prefix>meta:{…}                              hash   known, commits, committedAt
+//	<prefix>outbox:{…}                            string the batch being published, until it is committed
+//	<prefix>history:{…}                           stream one entry per transition, field "event" (JSON)
 //
-// A shard still in the first encoding (<prefix>state:…) is migrated the
-// first time this process touches it.
+// The default account's shards from before accounts
+// (<prefix>records:<source>:<region> …, and the first encoding,
+// <prefix>state:<source>:<region>) are moved the first time this process
+// touches them.
 type Redis struct {
 	client redis.UniversalClient
 	opts   RedisOptions
@@ -71,16 +76,28 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if opts.ChunkSize < 0 {
 		return nil, fmt.Errorf("checkpoint: chunk size must be positive, got %d", opts.ChunkSize)
 	}
+	if strings.ContainsAny(opts.KeyPrefix, "{}") {
+		return nil, fmt.Errorf("checkpoint: key prefix %q holds a brace: it would break the hash tag that keeps each shard's keys in one Redis Cluster slot", opts.KeyPrefix)
+	}
 	return &Redis{client: client, opts: opts, migrated: map[diff.Shard]bool{}}, nil
 }
 
 func (r *Redis) key(kind string, s diff.Shard) string {
+	return r.opts.KeyPrefix + kind + ":{" + s.String() + "}"
+}
+
+// legacyKey names a key of the default account's shard from before
+// accounts.
+func (r *Redis) legacyKey(kind string, s diff.Shard) string {
 	return r.opts.KeyPrefix + kind + ":" + string(s.Source) + ":" + s.Region
 }
 
-// migrate moves a shard from the first encoding to the current one, once
-// per process: it re-encodes every legacy record, then drops the legacy
-// hash. Interrupted, it is simply done again (the legacy hash goes last).
+// migrate brings a shard to the current layout, once per process. The
+// default account's keys from before accounts are copied under their new
+// names (DUMP and RESTORE, which work across Cluster slots), meta last,
+// and the old ones deleted; interrupted, it is done again, for the new
+// meta is what says it is done. A shard still in the first encoding is
+// then re-encoded record by record, and the legacy hash dropped last.
 func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
 	r.mu.Lock()
 	done := r.migrated[shard]
@@ -88,7 +105,12 @@ func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
 	if done {
 		return nil
 	}
-	legacy := r.key("state", shard)
+	if diff.AccountOf(shard.Account) == diff.DefaultAccount {
+		if err := r.moveLegacyKeys(ctx, shard); err != nil {
+			return fmt.Errorf("checkpoint: migrate %s in redis: %w", shard, err)
+		}
+	}
+	legacy := r.legacyKey("state", shard)
 	var cursor uint64
 	for {
 		r.trips.Add(1)
@@ -123,6 +145,43 @@ func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
 	r.mu.Lock()
 	r.migrated[shard] = true
 	r.mu.Unlock()
+	return nil
+}
+
+// moveLegacyKeys copies the keys a shard had before accounts under their
+// current names, unless the shard has a current meta already, and deletes
+// the old ones.
+func (r *Redis) moveLegacyKeys(ctx context.Context, shard diff.Shard) error {
+	r.trips.Add(1)
+	n, err := r.client.Exists(ctx, r.key("meta", shard)).Result()
+	if err != nil {
+		return err
+	}
+	kinds := []string{"records", "outbox", "history", "meta"} // meta last: it marks the move done
+	if n == 0 {
+		for _, kind := range kinds {
+			r.trips.Add(1)
+			dump, err := r.client.Dump(ctx, r.legacyKey(kind, shard)).Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			r.trips.Add(1)
+			if err := r.client.RestoreReplace(ctx, r.key(kind, shard), 0, dump).Err(); err != nil {
+				return err
+			}
+			r.opts.Logger.Info("moved a checkpoint key to the layout with accounts", zap.Stringer("shard", shard),
+				zap.String("from", r.legacyKey(kind, shard)), zap.String("to", r.key(kind, shard)))
+		}
+	}
+	for _, kind := range kinds { // one by one: in a Cluster they live in different slots
+		r.trips.Add(1)
+		if err := r.client.Del(ctx, r.legacyKey(kind, shard)).Err(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -237,7 +296,7 @@ func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
 	}
-	return batch, true, nil
+	return ofShard(batch, shard), true, nil
 }
 
 // Commit stores the new states, appends the transitions to the shard's

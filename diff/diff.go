@@ -102,7 +102,7 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 		if !seen && !prev.Known && opts.Initial != InitialEmit {
 			continue // baseline: the shard's first cycle records the present
 		}
-		t := Transition{Source: snap.Source, Region: snap.Region, Record: *rec, ObservedAt: snap.ObservedAt}
+		t := Transition{Account: snap.Account, Source: snap.Source, Region: snap.Region, Record: *rec, ObservedAt: snap.ObservedAt}
 		if seen {
 			t.Previous, t.PreviousObservedAt = old.Status, old.ObservedAt
 		}

@@ -68,6 +68,8 @@ type Record struct {
 // followed by the stop of its schedule. Listers guarantee it; the diff
 // relies on it.
 type Snapshot struct {
+	// Account is the shard's; the poller sets it.
+	Account    string
 	Source     Source
 	Region     string
 	ObservedAt time.Time
@@ -119,6 +121,7 @@ type Update struct {
 type Transition struct {
 	// ID is the deterministic event id (see [EventID]).
 	ID                 string
+	Account            string
 	Source             Source
 	Region             string
 	Record             Record
@@ -130,10 +133,26 @@ type Transition struct {
 // Level is the level of the record that changed.
 func (t Transition) Level() Level { return t.Record.Level() }
 
-// Shard is the unit of polling and checkpointing: one source in one region.
+// Shard is the unit of polling, checkpointing and ownership: one source of
+// one account in one region. Its id, account/source/region, is stable: it
+// names the shard's keys, metrics and log lines.
 type Shard struct {
-	Source Source
-	Region string
+	Account string
+	Source  Source
+	Region  string
 }
 
-func (s Shard) String() string { return string(s.Source) + "/" + s.Region }
+// DefaultAccount names the account configured by flags and the SDK's
+// default credential chain, and that of every shard from before accounts.
+const DefaultAccount = "default"
+
+// AccountOf returns account, or DefaultAccount if it is empty.
+func AccountOf(account string) string {
+	if account == "" {
+		return DefaultAccount
+	}
+	return account
+}
+
+// String returns the shard's id, account/source/region.
+func (s Shard) String() string { return AccountOf(s.Account) + "/" + string(s.Source) + "/" + s.Region }

@@ -50,6 +50,7 @@ type shardMetrics struct {
 func NewMetrics() *Metrics { return &Metrics{shards: map[diff.Shard]*shardMetrics{}} }
 
 func (m *Metrics) shard(s diff.Shard) *shardMetrics {
+	s.Account = diff.AccountOf(s.Account) // one series per shard id
 	sm, ok := m.shards[s]
 	if !ok {
 		sm = &shardMetrics{failedByStage: map[Stage]int64{}, backoffSecsByClass: map[string]float64{},
@@ -166,7 +167,7 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	metric := func(name, typ, help string, each func(lbl string, sm *shardMetrics)) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 		for _, s := range shards {
-			each(fmt.Sprintf(`source=%q,region=%q`, s.Source, s.Region), m.shards[s])
+			each(fmt.Sprintf(`account=%q,source=%q,region=%q`, s.Account, s.Source, s.Region), m.shards[s])
 		}
 	}
 	metric("capoller_cycles_total", "counter", "Cycles run.", func(l string, sm *shardMetrics) {
@@ -277,7 +278,7 @@ func (m *Metrics) serveRecordHealth(w http.ResponseWriter, shards []diff.Shard) 
 		for _, s := range shards {
 			counts := family.counts(m.shards[s])
 			for _, reason := range slices.Sorted(maps.Keys(counts)) {
-				fmt.Fprintf(w, "%s{source=%q,region=%q,reason=%q} %d\n", family.name, s.Source, s.Region, reason, counts[reason])
+				fmt.Fprintf(w, "%s{account=%q,source=%q,region=%q,reason=%q} %d\n", family.name, diff.AccountOf(s.Account), s.Source, s.Region, reason, counts[reason])
 			}
 		}
 	}

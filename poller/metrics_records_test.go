@@ -26,10 +26,10 @@ func TestMetricsCountSkippedRecordsAndAbortedListings(t *testing.T) {
 	out := scrape(m)
 	for _, want := range []string{
 		"# TYPE capoller_records_skipped_total counter",
-		`capoller_records_skipped_total{source="ecs",region="cn-hangzhou",reason="invocation_without_id"} 2`,
-		`capoller_records_skipped_total{source="ecs",region="cn-hangzhou",reason="instance_without_status"} 1`,
+		`capoller_records_skipped_total{account="default",source="ecs",region="cn-hangzhou",reason="invocation_without_id"} 2`,
+		`capoller_records_skipped_total{account="default",source="ecs",region="cn-hangzhou",reason="instance_without_status"} 1`,
 		"# TYPE capoller_listings_aborted_total counter",
-		`capoller_listings_aborted_total{source="ecs",region="cn-hangzhou",reason="token_cycle"} 1`,
+		`capoller_listings_aborted_total{account="default",source="ecs",region="cn-hangzhou",reason="token_cycle"} 1`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q:\n%s", want, out)

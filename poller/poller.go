@@ -156,6 +156,7 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.Shard.Source == "" || opts.Shard.Region == "" {
 		return nil, errors.New("poller: the shard needs a source and a region")
 	}
+	opts.Shard.Account = diff.AccountOf(opts.Shard.Account)
 	if opts.Interval == 0 {
 		opts.Interval = 30 * time.Second
 	}
@@ -305,6 +306,7 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	p := c.p
 	c.progress()
 	c.rep.Records += len(snap.Records)
+	snap.Account = p.opts.Shard.Account
 	keys := make([]diff.Key, len(snap.Records))
 	for i := range snap.Records {
 		snap.Records[i].BoundTexts() // a record travels whole into a staged batch and an event

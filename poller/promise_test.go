@@ -410,7 +410,7 @@ func TestACorruptStagedBatchIsDiscarded(t *testing.T) {
 	lister, st, pub := h.parts(50)
 	metrics := poller.NewMetrics()
 	p := h.poller(lister, st, pub, func(o *poller.Options) { o.Metrics = metrics })
-	h.redis.Set(t.Context(), h.prefix+"outbox:ecs:"+region, "\xff\xff\xff\xff\x0fgarbage", 0)
+	h.redis.Set(t.Context(), h.prefix+"outbox:{default/ecs/"+region+"}", "\xff\xff\xff\xff\x0fgarbage", 0)
 	h.serve(invocation{id: "t-1", status: "Running"})
 	mustRunOnce(t, p)
 	if n := scrape(t, metrics, "capoller_staged_batches_discarded_total"); n != 1 {

@@ -35,6 +35,7 @@ type Event struct {
 // Data is an event's payload. Times are RFC 3339 strings, empty when
 // unknown. The instance-level fields are omitted at invocation level.
 type Data struct {
+	Account            string `json:"account"`
 	Source             string `json:"source"`
 	RegionID           string `json:"regionId"`
 	Level              string `json:"level"`
@@ -86,7 +87,7 @@ func NewEvent(t diff.Transition) Event {
 		Time:            t.ObservedAt.UTC(),
 		DataContentType: "application/json",
 		Data: Data{
-			Source: string(t.Source), RegionID: t.Region, Level: string(t.Level()),
+			Account: diff.AccountOf(t.Account), Source: string(t.Source), RegionID: t.Region, Level: string(t.Level()),
 			InvokeID: r.InvokeID, CommandID: r.CommandID, CommandName: r.CommandName,
 			PreviousStatus: string(t.Previous), Status: string(r.Status), Terminal: r.Status.Terminal(),
 			ObservedAt: stamp(t.ObservedAt), PreviousObservedAt: stamp(t.PreviousObservedAt),

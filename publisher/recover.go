@@ -58,6 +58,9 @@ func (p *NATS) LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]d
 				continue // not one of ours
 			}
 			d := ev.Data
+			if diff.AccountOf(d.Account) != diff.AccountOf(shard.Account) {
+				continue // another account's, in the same source and region
+			}
 			if d.InvokeID == "" || d.Status == "" || slices.Contains(d.Truncated, "invokeId") || slices.Contains(d.Truncated, "instanceId") {
 				continue
 			}
