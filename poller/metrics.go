@@ -42,6 +42,9 @@ type shardMetrics struct {
 	stagedDiscarded    int64
 	recoveries         int64
 	recoveredRecords   int64
+	owned              bool  // this replica holds the shard's lease
+	acquired, lost     int64 // leases taken; claims dropped (expired, taken over)
+	fenced             int64 // writes the store refused because a newer owner exists
 	skipped            map[string]int64 // by reason; made on first use
 	aborted            map[string]int64 // by reason; made on first use
 }
@@ -209,11 +212,24 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 			func(sm *shardMetrics) int64 { return sm.recoveries }},
 		{"capoller_checkpoint_recovered_records_total", "Record states rebuilt from the stream after a lost checkpoint.",
 			func(sm *shardMetrics) int64 { return sm.recoveredRecords }},
+		{"capoller_lease_acquired_total", "Times this replica took the shard's lease.",
+			func(sm *shardMetrics) int64 { return sm.acquired }},
+		{"capoller_lease_lost_total", "Times this replica dropped the shard without handing it off: its lease expired unrenewed or a newer owner took it.",
+			func(sm *shardMetrics) int64 { return sm.lost }},
+		{"capoller_fencing_refusals_total", "Checkpoint writes refused because a newer owner holds the shard.",
+			func(sm *shardMetrics) int64 { return sm.fenced }},
 	} {
 		metric(c.name, "counter", c.help, func(l string, sm *shardMetrics) {
 			fmt.Fprintf(w, "%s{%s} %d\n", c.name, l, c.value(sm))
 		})
 	}
+	metric("capoller_shard_owned", "gauge", "1 while this replica holds the shard's lease.", func(l string, sm *shardMetrics) {
+		owned := 0
+		if sm.owned {
+			owned = 1
+		}
+		fmt.Fprintf(w, "capoller_shard_owned{%s} %d\n", l, owned)
+	})
 	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
 		for _, c := range []string{"throttled", "transient", "permanent"} {
 			fmt.Fprintf(w, "capoller_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.backoffSecsByClass[c])

@@ -98,6 +98,10 @@ type Options struct {
 	// the listing; default 31 days (the API keeps records 30 days, plus a
 	// margin).
 	TombstoneTTL time.Duration
+	// Claim, if set, is the replica's hold on the shard: it is checked
+	// before each batch is staged and before it is published, and a cycle
+	// that finds it invalid fails and ends Run (see [Group]).
+	Claim interface{ Valid() error }
 	// Recovery, if set, is asked whether a shard the checkpoint does not
 	// know has published before (see [Recovery]).
 	Recovery Recovery
@@ -460,6 +464,9 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 // publishAndCommit stages a batch with events, publishes them, and commits
 // its updates, with the quiet ones, once every event is acknowledged.
 func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
+	if err := c.p.claimed(); err != nil {
+		return err
+	}
 	if len(b.Transitions) > 0 {
 		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
 			return &CycleError{StageCommit, err}
@@ -473,6 +480,9 @@ func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
 func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 	p := c.p
 	if len(b.Transitions) > 0 {
+		if err := p.claimed(); err != nil {
+			return err
+		}
 		pubRes, err := p.pub.Publish(c.ctx, b.Transitions)
 		c.rep.Published += pubRes.Published
 		c.rep.Duplicates += pubRes.Duplicates
@@ -493,6 +503,17 @@ func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 		}
 	}
 	c.rep.Committed += len(updates)
+	return nil
+}
+
+// claimed fails a cycle whose replica may no longer own the shard.
+func (p *Poller) claimed() error {
+	if p.opts.Claim == nil {
+		return nil
+	}
+	if err := p.opts.Claim.Valid(); err != nil {
+		return &CycleError{StageCommit, err}
+	}
 	return nil
 }
 
@@ -618,7 +639,11 @@ func (p *Poller) guardExpiry(tombstones []diff.Update, present int) []diff.Updat
 }
 
 // Run polls now and then every interval until ctx ends, and returns nil
-// then. Failed cycles are retried after a pause chosen by the error's class.
+// then. Failed cycles are retried after a pause chosen by the error's
+// class — except a cycle that found its claim on the shard gone (see
+// [Options.Claim]) or its write refused by a newer owner
+// ([checkpoint.ErrFenced]): Run returns that error, for retrying would
+// write over the new owner.
 func (p *Poller) Run(ctx context.Context) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = time.Second, p.opts.MaxBackoff, 0
@@ -638,6 +663,10 @@ func (p *Poller) Run(ctx context.Context) error {
 		rep := p.RunOnce(ctx)
 		if ctx.Err() != nil {
 			continue // shutting down: the cancelled cycle is not an error
+		}
+		if errors.Is(rep.Err, checkpoint.ErrFenced) || errors.Is(rep.Err, ErrClaimExpired) {
+			p.log.Warn("the shard is no longer this replica's; stopping its poller", zap.Error(rep.Err))
+			return rep.Err
 		}
 		if rep.Err == nil {
 			if failures > 0 {

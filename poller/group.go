@@ -1,0 +1,412 @@
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+)
+
+// LeaseStore is what a [Group] needs of its checkpoint store (see
+// [checkpoint.Leases] for each method's semantics).
+type LeaseStore interface {
+	Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) ([]checkpoint.Member, error)
+	Leave(ctx context.Context, id string) error
+	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
+	Renew(ctx context.Context, l checkpoint.Lease, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
+	Release(ctx context.Context, l checkpoint.Lease) error
+	Fence(shard diff.Shard, token uint64)
+	Report(ctx context.Context, s checkpoint.ShardStatus) error
+}
+
+// ErrClaimExpired means this replica could not renew its lease in time:
+// another may own the shard by now, so nothing more is staged, published
+// or committed under the old claim.
+var ErrClaimExpired = errors.New("poller: the lease on the shard could not be renewed in time")
+
+// GroupOptions configures a [Group]. Zero values get the documented
+// defaults.
+type GroupOptions struct {
+	// Replica describes this replica; its ID is required and unique in the
+	// group.
+	Replica checkpoint.Member
+	// Store holds the group's members, leases and fencing tokens; required.
+	Store LeaseStore
+	// Shards is every shard of the configuration; every replica of a
+	// group must have the same.
+	Shards []diff.Shard
+	// Poll runs a shard's poller until ctx ends, and returns nil then; an
+	// error (a fencing refusal, an expired claim) drops the shard. The
+	// poller must check claim before it stages or publishes (see
+	// [Options.Claim]) and report its cycles to claim.Observe.
+	Poll func(ctx context.Context, shard diff.Shard, claim *Claim) error
+	// LeaseTTL is how long a lease lasts unrenewed; default 15s.
+	LeaseTTL time.Duration
+	// Tick is how often the group heartbeats, renews its leases and
+	// rebalances; default LeaseTTL/5.
+	Tick time.Duration
+	// Logger; default no-op.
+	Logger *zap.Logger
+	// Metrics, if set, records lease ownership.
+	Metrics *Metrics
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Group shares a configuration's shards among the replicas that use the
+// same store, with no coordinator of its own: each replica heartbeats
+// into the store, computes the same assignment from the live members
+// ([Assign]), takes the leases of the shards assigned to it, renews them,
+// and hands off those assigned elsewhere once their cycle in flight is
+// committed. A replica that stops renewing (killed, paused, cut off)
+// loses its shards when their leases expire; the fencing token of each
+// lease keeps a late write of it out of the store.
+type Group struct {
+	opts GroupOptions
+	log  *zap.Logger
+
+	owned  map[diff.Shard]*ownership
+	logged map[string]string // what was last logged per concern, to log a repeated failure once
+}
+
+// ownership is a shard this replica holds and polls.
+type ownership struct {
+	claim   *Claim
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when Poll returned
+	err     error         // Poll's result, once done
+	leaving bool          // handing off: cancelled, released once done
+}
+
+// NewGroup builds a group.
+func NewGroup(opts GroupOptions) (*Group, error) {
+	if opts.Replica.ID == "" || opts.Store == nil || opts.Poll == nil {
+		return nil, errors.New("poller: a group needs a replica id, a store and a poll function")
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = 15 * time.Second
+	}
+	if opts.Tick == 0 {
+		opts.Tick = opts.LeaseTTL / 5
+	}
+	if opts.LeaseTTL < time.Second || opts.Tick <= 0 || opts.Tick > opts.LeaseTTL/3 {
+		return nil, fmt.Errorf("poller: lease TTL %v must be at least 1s, and the tick (%v) positive and at most a third of it", opts.LeaseTTL, opts.Tick)
+	}
+	seen := map[diff.Shard]bool{}
+	for _, s := range opts.Shards {
+		s.Account = diff.AccountOf(s.Account)
+		if seen[s] {
+			return nil, fmt.Errorf("poller: shard %s is configured twice", s)
+		}
+		seen[s] = true
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	opts.Shards = slices.Clone(opts.Shards)
+	for i := range opts.Shards {
+		opts.Shards[i].Account = diff.AccountOf(opts.Shards[i].Account)
+	}
+	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	return &Group{opts: opts, log: opts.Logger.With(zap.String("replica", opts.Replica.ID)),
+		owned: map[diff.Shard]*ownership{}, logged: map[string]string{}}, nil
+}
+
+// Run takes part in the group until ctx ends. Then it stops its pollers
+// (each commits what JetStream acknowledged), releases its leases at once
+// so that the other replicas take the shards without waiting for a TTL,
+// and leaves the group.
+func (g *Group) Run(ctx context.Context) error {
+	for _, s := range g.opts.Shards {
+		g.opts.Metrics.update(s, func(*shardMetrics) {}) // every shard shows, owned or not
+	}
+	tick := time.NewTimer(0)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			g.shutdown()
+			return nil
+		case <-tick.C:
+		}
+		g.Step(ctx)
+		tick.Reset(g.opts.Tick)
+	}
+}
+
+// Step runs one round: reap the pollers that stopped, heartbeat, renew or
+// hand off the shards held, take those newly assigned here, and report
+// the shards' status. Run calls it every tick; tests call it directly.
+func (g *Group) Step(ctx context.Context) {
+	g.reap()
+	members, err := g.opts.Store.Heartbeat(ctx, g.opts.Replica, g.opts.LeaseTTL, g.opts.Now())
+	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
+		g.renew(ctx, nil)
+		return
+	}
+	ids := []string{g.opts.Replica.ID}
+	for _, m := range members {
+		ids = append(ids, m.ID)
+	}
+	want := Assign(g.opts.Shards, ids)
+	g.renew(ctx, want)
+	for _, s := range g.opts.Shards {
+		if want[s] != g.opts.Replica.ID || g.owned[s] != nil {
+			continue
+		}
+		g.acquire(ctx, s)
+	}
+	g.report(ctx)
+}
+
+// Owned returns the shards this replica holds, sorted.
+func (g *Group) Owned() []diff.Shard {
+	var out []diff.Shard
+	for _, s := range g.opts.Shards {
+		if o := g.owned[s]; o != nil && !o.leaving {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// renew extends the leases held; with an assignment, it hands off the
+// shards now assigned elsewhere instead.
+func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
+	for _, s := range g.opts.Shards {
+		o := g.owned[s]
+		if o == nil || o.leaving {
+			continue
+		}
+		if want != nil && want[s] != g.opts.Replica.ID {
+			g.log.Info("handing the shard off", zap.Stringer("shard", s), zap.String("to", want[s]))
+			o.leaving = true
+			o.cancel()
+			continue
+		}
+		sent := g.opts.Now()
+		l, err := g.opts.Store.Renew(ctx, o.claim.Lease(), g.opts.LeaseTTL, sent)
+		switch {
+		case errors.Is(err, checkpoint.ErrLeaseLost):
+			g.log.Warn("the lease was taken over; stopping the shard", zap.Stringer("shard", s), zap.Error(err))
+			g.drop(s, o)
+		case g.failed("renew "+s.String(), err, "could not renew a lease; the shard stops if this lasts"):
+		default:
+			o.claim.renewed(l, sent)
+		}
+	}
+}
+
+// acquire takes a shard's lease and starts its poller.
+func (g *Group) acquire(ctx context.Context, s diff.Shard) {
+	sent := g.opts.Now()
+	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.opts.LeaseTTL, sent)
+	if errors.Is(err, checkpoint.ErrLeaseHeld) {
+		g.log.Debug("waiting for the shard's lease", zap.Stringer("shard", s), zap.String("owner", l.Owner), zap.Time("expires", l.Expires))
+		return
+	}
+	if g.failed("acquire "+s.String(), err, "could not take a lease") {
+		return
+	}
+	g.opts.Store.Fence(s, l.Token)
+	claim := &Claim{shard: s, ttl: g.opts.LeaseTTL, now: g.opts.Now}
+	claim.renewed(l, sent)
+	pctx, cancel := context.WithCancel(ctx)
+	o := &ownership{claim: claim, cancel: cancel, done: make(chan struct{})}
+	g.owned[s] = o
+	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = true; sm.acquired++ })
+	g.log.Info("took the shard", zap.Stringer("shard", s), zap.Uint64("token", l.Token))
+	go func() {
+		defer close(o.done)
+		o.err = g.opts.Poll(pctx, s, claim)
+	}()
+}
+
+// drop stops a shard's poller without waiting: the lease is no longer
+// ours, so nothing is released.
+func (g *Group) drop(s diff.Shard, o *ownership) {
+	o.cancel()
+	o.leaving = true
+	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = false; sm.lost++ })
+}
+
+// reap finishes the shards whose poller stopped: handed off, dropped, or
+// stopped by an error of its own (a fencing refusal, an expired claim).
+func (g *Group) reap() {
+	for _, s := range g.opts.Shards {
+		o := g.owned[s]
+		if o == nil {
+			continue
+		}
+		select {
+		case <-o.done:
+		default:
+			continue
+		}
+		g.finish(s, o)
+	}
+}
+
+// finish releases a stopped shard's lease (a no-op if it is no longer
+// ours) and forgets it.
+func (g *Group) finish(s diff.Shard, o *ownership) {
+	delete(g.owned, s)
+	if o.err != nil {
+		fenced := errors.Is(o.err, checkpoint.ErrFenced)
+		g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))
+		g.opts.Metrics.update(s, func(sm *shardMetrics) {
+			sm.lost++
+			if fenced {
+				sm.fenced++
+			}
+		})
+	}
+	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = false })
+	rctx, cancel := context.WithTimeout(context.Background(), g.opts.Tick)
+	defer cancel()
+	if err := g.opts.Store.Release(rctx, o.claim.Lease()); err != nil {
+		g.log.Warn("could not release a lease; it expires by itself", zap.Stringer("shard", s), zap.Error(err))
+	}
+}
+
+// report writes the status of each shard held whose poller completed a
+// cycle since the last report.
+func (g *Group) report(ctx context.Context) {
+	for _, s := range g.opts.Shards {
+		o := g.owned[s]
+		if o == nil {
+			continue
+		}
+		st, ok := o.claim.status()
+		if !ok {
+			continue
+		}
+		st.Replica = g.opts.Replica.ID
+		if g.failed("report "+s.String(), g.opts.Store.Report(ctx, st), "could not record a shard's status") {
+			o.claim.unreported()
+		}
+	}
+}
+
+// shutdown stops every poller, waits for it, releases its lease and
+// leaves the group.
+func (g *Group) shutdown() {
+	for _, o := range g.owned {
+		o.cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, o := range g.owned {
+		<-o.done // the poller commits what was acknowledged, within its grace
+	}
+	g.report(ctx)
+	for _, s := range g.opts.Shards {
+		if o := g.owned[s]; o != nil {
+			g.finish(s, o)
+		}
+	}
+	if err := g.opts.Store.Leave(ctx, g.opts.Replica.ID); err != nil {
+		g.log.Warn("could not leave the group; the others see it go when its heartbeat expires", zap.Error(err))
+	}
+	g.log.Info("left the group")
+}
+
+// failed logs err, once until it changes, and reports whether there was
+// one; a success after a failure is logged too.
+func (g *Group) failed(concern string, err error, msg string) bool {
+	if err == nil {
+		if g.logged[concern] != "" {
+			g.log.Info("recovered: "+concern, zap.String("after", g.logged[concern]))
+			delete(g.logged, concern)
+		}
+		return false
+	}
+	if g.logged[concern] != err.Error() {
+		g.logged[concern] = err.Error()
+		g.log.Warn(msg, zap.String("concern", concern), zap.Error(err))
+	}
+	return true
+}
+
+// Claim is a replica's hold on one shard, as its poller sees it. It is
+// valid until a third of the TTL before its lease could expire, counted
+// from when the last renewal was sent and on this process's monotonic
+// clock: a replica paused past its lease (SIGSTOP, a long GC, a VM
+// migration) finds its claim invalid when it resumes, before it stages or
+// publishes anything, and the store's fencing refuses whatever write was
+// already on its way.
+type Claim struct {
+	shard diff.Shard
+	ttl   time.Duration
+	now   func() time.Time
+
+	mu      sync.Mutex
+	lease   checkpoint.Lease
+	until   time.Time
+	last    checkpoint.ShardStatus
+	pending bool // last holds a report not yet written
+}
+
+// Valid returns nil while the claim holds, and ErrClaimExpired after.
+func (c *Claim) Valid() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.now().Before(c.until) {
+		return fmt.Errorf("%w (token %d, valid until %s)", ErrClaimExpired, c.lease.Token, c.until.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// Lease returns the lease as last acquired or renewed.
+func (c *Claim) Lease() checkpoint.Lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+func (c *Claim) renewed(l checkpoint.Lease, sent time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease = l
+	c.until = sent.Add(c.ttl - c.ttl/3)
+}
+
+// Observe records a cycle's outcome for the shard's status.
+func (c *Claim) Observe(r Report) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last.Shard = c.shard
+	end := r.Started.Add(r.Duration)
+	c.last.LastCycle = end
+	if r.Err != nil {
+		c.last.LastError = r.Err.Error()
+	} else {
+		c.last.LastSuccess, c.last.LastError = end, ""
+	}
+	c.pending = true
+}
+
+func (c *Claim) status() (checkpoint.ShardStatus, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ok := c.pending
+	c.pending = false
+	return c.last, ok
+}
+
+func (c *Claim) unreported() {
+	c.mu.Lock()
+	c.pending = true
+	c.mu.Unlock()
+}
