@@ -42,9 +42,9 @@ type shardMetrics struct {
 	stagedDiscarded    int64
 	recoveries         int64
 	recoveredRecords   int64
-	owned              bool  // this replica holds the shard's lease
-	acquired, lost     int64 // leases taken; claims dropped (expired, taken over)
-	fenced             int64 // writes the store refused because a newer owner exists
+	owned              bool             // this replica holds the shard's lease
+	acquired, lost     int64            // leases taken; claims dropped (expired, taken over)
+	fenced             int64            // writes the store refused because a newer owner exists
 	skipped            map[string]int64 // by reason; made on first use
 	aborted            map[string]int64 // by reason; made on first use
 }
