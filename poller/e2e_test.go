@@ -2,7 +2,6 @@ package poller_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -150,46 +149,17 @@ func (h *harness) run(script string, timeout int, instances ...string) string {
 }
 
 // published is one message of the stream.
-type published struct {
-	subject string
-	msgID   string
-	event   publisher.Event
-}
+type published = testenv.Published
 
-func (h *harness) events() []published {
-	h.t.Helper()
-	s, err := h.js.Stream(h.t.Context(), h.stream)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	info, err := s.Info(h.t.Context())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []published
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		msg, err := s.GetMsg(h.t.Context(), seq)
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		var ev publisher.Event
-		if err := json.Unmarshal(msg.Data, &ev); err != nil {
-			h.t.Fatalf("message %d is not an event: %v", seq, err)
-		}
-		out = append(out, published{subject: msg.Subject, msgID: msg.Header.Get(jetstream.MsgIDHeader), event: ev})
-	}
-	return out
-}
+func (h *harness) events() []published { return testenv.StreamEvents(h.t, h.js, h.stream) }
 
-func recordKey(d publisher.Data) diff.Key {
-	return diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID}
-}
+func recordKey(d publisher.Data) diff.Key { return testenv.RecordKey(d) }
 
 // finalFromEvents is the last status announced for every record.
 func finalFromEvents(evs []published) map[diff.Key]publisher.Data {
 	out := map[diff.Key]publisher.Data{}
 	for _, e := range evs {
-		out[recordKey(e.event.Data)] = e.event.Data
+		out[recordKey(e.Event.Data)] = e.Event.Data
 	}
 	return out
 }
@@ -207,12 +177,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // truthByRecord groups the emulator's ground truth per record, in order.
 func truthByRecord(sim *castest.Server) map[diff.Key][]castest.TruthEntry {
-	out := map[diff.Key][]castest.TruthEntry{}
-	for _, e := range sim.Truth() {
-		k := diff.Key{InvokeID: e.InvokeID, InstanceID: e.InstanceID}
-		out[k] = append(out[k], e)
-	}
-	return out
+	return testenv.TruthByRecord(sim.Truth())
 }
 
 // waitCaughtUp waits until the last event of every record the emulator
@@ -320,9 +285,9 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 	// Nothing twice: every event id reached the stream exactly once.
 	ids := map[string]int{}
 	for _, e := range evs {
-		ids[e.msgID]++
-		if e.msgID != e.event.ID {
-			t.Errorf("Nats-Msg-Id %q differs from the event id %q", e.msgID, e.event.ID)
+		ids[e.MsgID]++
+		if e.MsgID != e.Event.ID {
+			t.Errorf("Nats-Msg-Id %q differs from the event id %q", e.MsgID, e.Event.ID)
 		}
 	}
 	for id, n := range ids {
@@ -333,14 +298,14 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 	// Per record, events chain and follow the truth's order.
 	chains := map[diff.Key][]publisher.Data{}
 	for _, e := range evs {
-		chains[recordKey(e.event.Data)] = append(chains[recordKey(e.event.Data)], e.event.Data)
-		d := e.event.Data
+		chains[recordKey(e.Event.Data)] = append(chains[recordKey(e.Event.Data)], e.Event.Data)
+		d := e.Event.Data
 		want := strings.Join([]string{h.subjects, "ecs", region, d.Level, strings.ToLower(d.Status), d.InvokeID}, ".")
 		if d.InstanceID != "" {
 			want += "." + d.InstanceID
 		}
-		if e.subject != want {
-			t.Errorf("subject %q, want %q", e.subject, want)
+		if e.Subject != want {
+			t.Errorf("subject %q, want %q", e.Subject, want)
 		}
 	}
 	for k, chain := range chains {

@@ -65,10 +65,10 @@ func TestDeliversUnderThrottlingAndFaults(t *testing.T) {
 
 			ids := map[string]bool{}
 			for _, e := range h.events() {
-				if ids[e.msgID] {
-					t.Errorf("event %s published twice", e.msgID)
+				if ids[e.MsgID] {
+					t.Errorf("event %s published twice", e.MsgID)
 				}
-				ids[e.msgID] = true
+				ids[e.MsgID] = true
 			}
 			if refused := h.sim.Throttled(); refused["DescribeInvocations"] != 0 {
 				t.Errorf("the quota refused %d calls: capoller went over it", refused["DescribeInvocations"])

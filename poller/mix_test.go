@@ -3,7 +3,6 @@ package poller_test
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
 )
 
 // mixSeeds are the seeds of the behaviour mixes to run:
@@ -125,56 +125,7 @@ func TestGroundTruthUnderAMixOfBehaviours(t *testing.T) {
 			truth := waitCaughtUp(t, h, 30*time.Second)
 			killE()
 			killS()
-			checkAgainstTruth(t, truth, h.events())
+			testenv.CheckAgainstTruth(t, truth, h.events())
 		})
-	}
-}
-
-// checkAgainstTruth holds the stream's events against the emulator's
-// ground truth, record by record.
-func checkAgainstTruth(t *testing.T, truth map[diff.Key][]castest.TruthEntry, evs []published) {
-	t.Helper()
-	ids := map[string]bool{}
-	chains := map[diff.Key][]string{}
-	for _, e := range evs {
-		if ids[e.msgID] {
-			t.Errorf("event %s is in the stream twice", e.msgID)
-		}
-		ids[e.msgID] = true
-		k := recordKey(e.event.Data)
-		chains[k] = append(chains[k], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
-	}
-	for k, entries := range truth {
-		chain := chains[k]
-		if len(chain) == 0 {
-			t.Errorf("%v: nothing announced; the emulator went %v", k, entries)
-			continue
-		}
-		var statuses []string
-		for _, e := range entries {
-			statuses = append(statuses, e.To)
-		}
-		pos, prev := 0, ""
-		for i, link := range chain {
-			from, to, _ := strings.Cut(link, ">")
-			if i > 0 && from != prev {
-				t.Errorf("%v event %d: previousStatus %q, but the previous event said %q (%v)", k, i, from, prev, chain)
-			}
-			prev = to
-			at := slices.Index(statuses[pos:], to)
-			if at < 0 {
-				t.Errorf("%v: %q is not in the rest of the true history %v (events %v)", k, to, statuses[pos:], chain)
-				break
-			}
-			pos += at + 1
-		}
-		if prev != statuses[len(statuses)-1] {
-			t.Errorf("%v: last announced %q, the emulator ended %q", k, prev, statuses[len(statuses)-1])
-		}
-	}
-	for k := range chains {
-		if _, ok := truth[k]; !ok {
-			t.Errorf("%v: announced, but the emulator has no such record", k)
-		}
 	}
 }

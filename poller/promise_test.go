@@ -158,8 +158,8 @@ func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
 			}
 			chain := map[diff.Key][]string{}
 			for _, e := range h.events() {
-				k := recordKey(e.event.Data)
-				chain[k] = append(chain[k], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+				k := recordKey(e.Event.Data)
+				chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
 			}
 			for _, k := range []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}} {
 				if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {
@@ -389,7 +389,7 @@ func TestARecordReadTwiceInOneCycleKeepsItsLastState(t *testing.T) {
 	mustRunOnce(t, p)
 	chain := map[string][]string{}
 	for _, e := range h.events() {
-		chain[e.event.Data.InvokeID] = append(chain[e.event.Data.InvokeID], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+		chain[e.Event.Data.InvokeID] = append(chain[e.Event.Data.InvokeID], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
 	}
 	if got := fmt.Sprint(chain["t-a"]); got != "[Pending>Running Running>Success]" {
 		t.Errorf("t-a: %s, want [Pending>Running Running>Success]", got)
@@ -527,8 +527,8 @@ func TestACrashAfterStagingALargeBatchIsFinishedByTheNextProcess(t *testing.T) {
 	}
 	chains := map[diff.Key][]string{}
 	for _, e := range h.events() {
-		k := recordKey(e.event.Data)
-		chains[k] = append(chains[k], e.event.Data.PreviousStatus+">"+e.event.Data.Status)
+		k := recordKey(e.Event.Data)
+		chains[k] = append(chains[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
 	}
 	if len(chains) != 80 {
 		t.Fatalf("%d records announced, want 80", len(chains))

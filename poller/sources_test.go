@@ -95,11 +95,11 @@ func TestPeriodicRunsAreAnnouncedOncePerRun(t *testing.T) {
 			successes := map[string]map[int]int{}
 			ids := map[string]bool{}
 			for _, e := range evs {
-				if ids[e.msgID] {
-					t.Errorf("event %s published twice", e.msgID)
+				if ids[e.MsgID] {
+					t.Errorf("event %s published twice", e.MsgID)
 				}
-				ids[e.msgID] = true
-				d := e.event.Data
+				ids[e.MsgID] = true
+				d := e.Event.Data
 				if d.InstanceID != "" && d.Status == "Success" {
 					if successes[d.InstanceID] == nil {
 						successes[d.InstanceID] = map[int]int{}
@@ -166,7 +166,7 @@ func TestStopAndReleaseMidRun(t *testing.T) {
 			})
 			chains := map[diff.Key][]string{}
 			for _, e := range h.events() {
-				d := e.event.Data
+				d := e.Event.Data
 				chains[recordKey(d)] = append(chains[recordKey(d)], d.PreviousStatus+">"+d.Status)
 				if d.InstanceID == i1 && d.Status == "Terminated" && d.ErrorCode != "InstanceReleased" {
 					t.Errorf("released instance: errorCode %q, want InstanceReleased", d.ErrorCode)
@@ -228,13 +228,13 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 	ids := map[string]bool{}
 	chains := map[diff.Key][]string{}
 	for _, e := range evs {
-		if ids[e.msgID] {
-			t.Errorf("event %s published twice", e.msgID)
+		if ids[e.MsgID] {
+			t.Errorf("event %s published twice", e.MsgID)
 		}
-		ids[e.msgID] = true
-		d := e.event.Data
-		if d.Source != "swas" || !strings.Contains(e.subject, ".swas."+region+".") {
-			t.Errorf("bad source or subject: %s %s", d.Source, e.subject)
+		ids[e.MsgID] = true
+		d := e.Event.Data
+		if d.Source != "swas" || !strings.Contains(e.Subject, ".swas."+region+".") {
+			t.Errorf("bad source or subject: %s %s", d.Source, e.Subject)
 		}
 		k := recordKey(d)
 		if len(chains[k]) > 0 && d.PreviousStatus != chains[k][len(chains[k])-1] || len(chains[k]) == 0 && d.PreviousStatus != "" {
@@ -434,7 +434,7 @@ func TestPeriodicAggregateSwingsAreAnnounced(t *testing.T) {
 			}
 			var chain []string
 			for _, e := range h.events() {
-				if d := e.event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == "" {
+				if d := e.Event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == "" {
 					chain = append(chain, d.PreviousStatus+">"+d.Status)
 				}
 			}
