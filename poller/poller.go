@@ -109,6 +109,10 @@ type Options struct {
 	// default 100, which keeps a staged batch far below a KV value's
 	// limit.
 	MaxBatch int
+	// Hook, if set, is called at each step of a batch (see [Step]), for
+	// fault-injection tests that must land a crash or a pause exactly
+	// there. It runs on the cycle's goroutine.
+	Hook func(Step)
 	// Logger; default no-op.
 	Logger *zap.Logger
 	// Metrics, if set, records the poller's activity.
@@ -203,6 +207,23 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 		opts.Now = time.Now
 	}
 	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true}, nil
+}
+
+// Step names a point in a batch's life, for [Options.Hook].
+type Step string
+
+// The steps of a batch.
+const (
+	StepFetched   Step = "fetched"   // a chunk of the listing was read, not yet diffed
+	StepStaged    Step = "staged"    // the batch is staged, not yet published
+	StepPublished Step = "published" // every event is acknowledged, nothing committed
+	StepCommitted Step = "committed" // the batch is committed
+)
+
+func (p *Poller) hook(s Step) {
+	if p.opts.Hook != nil {
+		p.opts.Hook(s)
+	}
 }
 
 // commitGrace bounds a commit that outlives its cycle's context.
@@ -308,6 +329,7 @@ type cycle struct {
 // chunk diffs, publishes and commits one chunk of a listing.
 func (c *cycle) chunk(snap diff.Snapshot) error {
 	p := c.p
+	p.hook(StepFetched)
 	c.progress()
 	c.rep.Records += len(snap.Records)
 	snap.Account = p.opts.Shard.Account
@@ -471,6 +493,7 @@ func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
 		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
 			return &CycleError{StageCommit, err}
 		}
+		c.p.hook(StepStaged)
 	}
 	return c.publishStaged(b, quiet)
 }
@@ -489,6 +512,7 @@ func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 		if err != nil {
 			return &CycleError{StagePublish, err}
 		}
+		p.hook(StepPublished)
 	}
 	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
 	updates := append(b.Updates[:len(b.Updates):len(b.Updates)], quiet...)
@@ -500,6 +524,9 @@ func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 		defer cancel()
 		if err := p.st.Commit(ctx, p.opts.Shard, updates, b.Transitions); err != nil {
 			return &CycleError{StageCommit, err}
+		}
+		if len(b.Transitions) > 0 {
+			p.hook(StepCommitted)
 		}
 	}
 	c.rep.Committed += len(updates)
