@@ -111,6 +111,11 @@ type throughputReport struct {
 	Seconds         float64 `json:"seconds"`
 	PerSecond       float64 `json:"transitionsPerSecond"`
 	RedisRoundTrips int64   `json:"redisRoundTrips"`
+	// RawPerSecond is JetStream's own rate on the same connection: as many
+	// 600-byte messages with a message id, published asynchronously, every
+	// ack awaited. Ratio is PerSecond over it.
+	RawPerSecond float64 `json:"rawPublishesPerSecond"`
+	Ratio        float64 `json:"ratioToRawPublish"`
 }
 
 func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -251,6 +256,8 @@ func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
 	if tp != nil {
 		fmt.Fprintf(w, "throughput: %d transitions diffed, published (acked) and committed in %.2fs: %.0f transitions/s\n",
 			tp.Transitions, tp.Seconds, tp.PerSecond)
+		fmt.Fprintf(w, "raw JetStream async publish (600 B, msg id, acks awaited): %.0f messages/s; the pipeline runs at %.2f× that\n",
+			tp.RawPerSecond, tp.Ratio)
 	}
 }
 
@@ -628,5 +635,48 @@ func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream
 	tp.Transitions, tp.Seconds = len(rep.Transitions), rep.Duration.Seconds()
 	tp.PerSecond = float64(tp.Transitions) / tp.Seconds
 	tp.RedisRoundTrips = store.RoundTrips() - trips
+	if tp.RawPerSecond, err = rawPublishRate(ctx, js, name, strings.ToLower(name)+"raw", tp.Transitions); err != nil {
+		return tp, err
+	}
+	tp.Ratio = tp.PerSecond / tp.RawPerSecond
 	return tp, nil
+}
+
+// rawPublishRate publishes n 600-byte messages with message ids to the
+// stream asynchronously, awaits every ack, and returns the rate: what
+// JetStream itself does on this machine, to hold the pipeline against.
+func rawPublishRate(ctx context.Context, js jetstream.JetStream, stream, subject string, n int) (float64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	cfg := info.Config
+	cfg.Subjects = append(cfg.Subjects, subject)
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return 0, fmt.Errorf("add the raw subject: %w", err)
+	}
+	body := []byte(strings.Repeat("x", 600))
+	start := time.Now()
+	futures := make([]jetstream.PubAckFuture, 0, n)
+	for i := range n {
+		f, err := js.PublishAsync(subject, body, jetstream.WithMsgID(fmt.Sprintf("raw-%d-%d", start.UnixNano(), i)))
+		if err != nil {
+			return 0, err
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return 0, err
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
