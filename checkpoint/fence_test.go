@@ -317,6 +317,9 @@ func TestKVStaleStagingCannotCorruptTheNewOwnersBatch(t *testing.T) {
 	if got := firstAndLast(opener()); got != "c0..c99100" {
 		t.Fatalf("C's batch after B's refused stage: %s", got)
 	}
+	if _, _, err := b.Staged(ctx, shard); !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("B reading the batch C staged: %v, want ErrFenced", err)
+	}
 }
 
 // TestKVFencedStagingTidiesUp: a fenced owner finishes a batch an

@@ -730,11 +730,19 @@ func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) err
 	return nil
 }
 
-// Staged returns the batch staged and not yet committed, if any.
+// Staged returns the batch staged and not yet committed, if any. Under a
+// fence, a batch staged by a newer owner is refused with ErrFenced: a
+// stale owner has no business publishing it.
 func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
 	o, rev, err := k.outbox(ctx, shard)
 	if err != nil || rev == 0 || o.N == 0 {
 		return diff.Result{}, false, err
+	}
+	k.mu.Lock()
+	token := k.fences[shard]
+	k.mu.Unlock()
+	if token != 0 && o.Token > token {
+		return diff.Result{}, false, fencedError("read the staged batch of", shard, o.Token, token)
 	}
 	var data []byte
 	for i := range o.N {

@@ -110,6 +110,11 @@ type ShardStatus struct {
 //	            exists; token 0 writes unfenced (a single process without
 //	            leases). It only registers the token, in memory: it cannot
 //	            fail, and fencing the token already registered is a no-op.
+//	            Redis refuses a stale write as soon as the lease has a
+//	            newer token; KV from the newer owner's first access to
+//	            the shard, which takes it over before it reads or writes
+//	            anything (a stale write before that is one the newer
+//	            owner reads).
 //	Report      records a shard's status (see ShardStatus); a zero
 //	            LastSuccess keeps the one recorded before, so that a failed
 //	            cycle of a new owner does not hide the last success.
