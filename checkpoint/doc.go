@@ -3,8 +3,9 @@
 // replay. Two stores implement the same contract:
 //
 //   - [Redis], for production: states in one hash per shard, loaded with a
-//     few pipelined HMGETs, committed in one MULTI/EXEC transaction together
-//     with the transitions appended to a per-shard history stream;
+//     few pipelined HMGETs, committed in one Lua script (one round trip,
+//     atomic) together with the transitions appended to a per-shard
+//     history stream;
 //   - [KV], for the embedded mode: a shard's states spread over 64
 //     compressed values in a JetStream key-value bucket, each committed
 //     with a compare-and-set on its revision.
@@ -15,4 +16,10 @@
 // is published again and committed as it was, so the states, the events
 // and their previousStatus never disagree. Every string round-trips
 // through the encoding (see codec.go).
+//
+// Both stores also hold what a group of replicas shares (see [Leases]):
+// a lease per shard with a fencing token, the members' heartbeats, and
+// each shard's last reported status. A process that fences a shard with
+// its lease's token has every later commit, staged batch and known mark
+// of it refused with [ErrFenced] once a newer owner holds the shard.
 package checkpoint

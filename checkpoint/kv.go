@@ -44,9 +44,12 @@ const kvSegments = 64
 
 // KV keeps checkpoints in a JetStream key-value bucket. A shard is
 //
-//	<account>.<source>.<region>.meta     JSON: known
+//	<account>.<source>.<region>.meta     JSON: known, and the token of the owner that took it over
 //	<account>.<source>.<region>.s.<n>    states of the records whose field hashes to n, gzipped
-//	<account>.<source>.<region>.outbox   the batch being published, until it is committed
+//	<account>.<source>.<region>.outbox   the header of the batch being published (see kvOutbox)
+//	<account>.<source>.<region>.lease    JSON: the shard's lease (see lease_kv.go)
+//	<account>.<source>.<region>.status   JSON: the owner's last report of the shard
+//	group.members                        JSON: replica id -> member
 //
 // A commit is a compare-and-set on the revision of every segment it
 // rewrites, so two writers of one shard cannot both win. The store keeps
@@ -55,6 +58,19 @@ const kvSegments = 64
 // of the default account from before accounts ("<source>.<region>…", or
 // the first layout, one value "<source>.<region>") is migrated the first
 // time it is loaded.
+//
+// Fencing ([KV.Fence]) cannot rest on a transaction, for the bucket has
+// none across values; it rests on compare-and-set instead. The first
+// access after Fence takes the shard over: it writes the token into meta,
+// then rewrites every segment (creating the missing ones, empty) and the
+// staged batch's header, each with a compare-and-set, so that every
+// revision a previous owner holds is stale and every write it tries fails
+// from then on; a failed write whose shard has a newer token is
+// ErrFenced. Each load ends by reading meta again: if its token is still
+// this process's, no newer owner's takeover had begun, so the revisions
+// just read are among those it will make stale. A fenced writer stages
+// its batches under its own token (see kvOutbox), which a stale owner's
+// writes cannot reach.
 type KV struct {
 	kv         jetstream.KeyValue
 	log        *zap.Logger
@@ -62,15 +78,25 @@ type KV struct {
 
 	mu     sync.Mutex
 	shards map[diff.Shard]*kvShard
-	zips   sync.Pool // *gzip.Writer: each holds about a megabyte of tables
+	fences map[diff.Shard]uint64 // the token this process's writes of a shard carry; absent = unfenced
+	owned  map[diff.Shard]uint64 // the token under which this process took a shard over
+	zips   sync.Pool             // *gzip.Writer: each holds about a megabyte of tables
 }
 
 // kvShard is the in-memory copy of one shard.
 type kvShard struct {
-	known    bool
-	metaRev  uint64
+	known     bool
+	metaRev   uint64
+	metaToken uint64 // the token meta holds, kept by an unfenced MarkKnown
+	// token is the fence this copy was read under (0: unfenced); a copy
+	// read under another is not used.
+	token    uint64
 	segments [kvSegments]map[string]string // field -> state, both encoded
 	revs     [kvSegments]uint64
+	// out and outRev are the staged batch's header as a fenced copy last
+	// read or wrote it (unfenced copies do not keep it).
+	out    kvOutbox
+	outRev uint64
 }
 
 // NewKV creates or opens the bucket.
@@ -87,7 +113,8 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &KV{kv: kv, log: opts.Logger, maxPayload: js.Conn().MaxPayload(), shards: map[diff.Shard]*kvShard{}}, nil
+	return &KV{kv: kv, log: opts.Logger, maxPayload: js.Conn().MaxPayload(), shards: map[diff.Shard]*kvShard{},
+		fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}}, nil
 }
 
 func kvKey(s diff.Shard, parts ...string) string {
@@ -107,38 +134,55 @@ func segmentOf(field string) int {
 }
 
 // shard returns the in-memory copy of a shard, reading it from the bucket
-// if this store has not yet (or no longer, after a conflict) got one.
+// if this store has not yet (or no longer, after a conflict) got one, and
+// taking the shard over first if it was fenced with a token this process
+// has not taken it over with.
 func (k *KV) shard(ctx context.Context, shard diff.Shard) (*kvShard, error) {
 	k.mu.Lock()
-	s := k.shards[shard]
+	s, token, owned := k.shards[shard], k.fences[shard], k.owned[shard]
 	k.mu.Unlock()
-	if s != nil {
+	if s != nil && s.token == token {
 		return s, nil
 	}
-	s = &kvShard{}
-	meta, err := k.kv.Get(ctx, kvKey(shard, "meta"))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		moved, err := k.moveLegacyKeys(ctx, shard)
-		if err != nil {
-			return nil, fmt.Errorf("checkpoint: migrate %s in key-value: %w", shard, err)
-		}
-		if moved {
-			k.log.Info("moved a checkpoint to the layout with accounts", zap.Stringer("shard", shard))
-			return k.shard(ctx, shard)
-		}
-		if s.known, s.metaRev, err = k.migrate(ctx, shard); err != nil {
-			return nil, err
-		}
-	case err != nil:
-		return nil, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
-	default:
-		var m kvMeta
-		if err := json.Unmarshal(meta.Value(), &m); err != nil {
-			return nil, fmt.Errorf("checkpoint: load %s: %w: meta: %v", shard, ErrCorrupt, err)
-		}
-		s.known, s.metaRev = m.Known, meta.Revision()
+	var err error
+	again := token != 0 && owned != token
+	if !again {
+		s, again, err = k.load(ctx, shard, token)
 	}
+	if again && err == nil {
+		s, err = k.takeOver(ctx, shard, token)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	if k.fences[shard] == token { // else Fence was called meanwhile: this copy is stale already
+		k.shards[shard] = s
+		if token != 0 {
+			k.owned[shard] = token
+		}
+	}
+	k.mu.Unlock()
+	return s, nil
+}
+
+// load reads a shard from the bucket. Under a fence it also reads the
+// staged batch's header, and ends by reading meta again (see [KV]); it
+// reports whether meta holds an older token than the fence's (an unfenced
+// writer of an older version rewrote it), when the shard must be taken
+// over again.
+func (k *KV) load(ctx context.Context, shard diff.Shard, token uint64) (*kvShard, bool, error) {
+	m, metaRev, err := k.meta(ctx, shard)
+	if err != nil {
+		return nil, false, err
+	}
+	if token != 0 && m.Token > token {
+		return nil, false, fencedError("load", shard, m.Token, token)
+	}
+	if token != 0 && m.Token < token {
+		return nil, true, nil
+	}
+	s := &kvShard{known: m.Known, metaRev: metaRev, metaToken: m.Token, token: token}
 	for i := range kvSegments {
 		s.segments[i] = map[string]string{}
 		entry, err := k.kv.Get(ctx, kvKey(shard, "s", strconv.Itoa(i)))
@@ -146,21 +190,284 @@ func (k *KV) shard(ctx context.Context, shard diff.Shard) (*kvShard, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+			return nil, false, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
 		}
 		if s.segments[i], err = decodeSegment(entry.Value()); err != nil {
-			return nil, fmt.Errorf("checkpoint: load %s segment %d: %w", shard, i, err)
+			return nil, false, fmt.Errorf("checkpoint: load %s segment %d: %w", shard, i, err)
 		}
 		s.revs[i] = entry.Revision()
 	}
-	k.mu.Lock()
-	k.shards[shard] = s
-	k.mu.Unlock()
+	if token == 0 {
+		return s, false, nil
+	}
+	if s.out, s.outRev, err = k.outbox(ctx, shard); err != nil {
+		return nil, false, err
+	}
+	again, _, err := k.getMeta(ctx, shard)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case again.Token > token:
+		return nil, false, fencedError("load", shard, again.Token, token)
+	}
+	return s, again.Token < token, nil
+}
+
+// meta returns a shard's meta and its revision (0: none), moving or
+// migrating the shard from an older layout first if it has none.
+func (k *KV) meta(ctx context.Context, shard diff.Shard) (kvMeta, uint64, error) {
+	m, rev, err := k.getMeta(ctx, shard)
+	if err != nil || rev != 0 {
+		return m, rev, err
+	}
+	moved, err := k.moveLegacyKeys(ctx, shard)
+	if err != nil {
+		return kvMeta{}, 0, fmt.Errorf("checkpoint: migrate %s in key-value: %w", shard, err)
+	}
+	if moved {
+		k.log.Info("moved a checkpoint to the layout with accounts", zap.Stringer("shard", shard))
+		return k.meta(ctx, shard)
+	}
+	known, rev, err := k.migrate(ctx, shard)
+	return kvMeta{Known: known}, rev, err
+}
+
+// getMeta reads a shard's meta as it is: revision 0 when there is none.
+func (k *KV) getMeta(ctx context.Context, shard diff.Shard) (kvMeta, uint64, error) {
+	entry, err := k.kv.Get(ctx, kvKey(shard, "meta"))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return kvMeta{}, 0, nil
+	}
+	if err != nil {
+		return kvMeta{}, 0, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
+	}
+	var m kvMeta
+	if err := json.Unmarshal(entry.Value(), &m); err != nil {
+		return kvMeta{}, 0, fmt.Errorf("checkpoint: load %s: %w: meta: %v", shard, ErrCorrupt, err)
+	}
+	return m, entry.Revision(), nil
+}
+
+// kvMeta is a shard's meta. Token is omitted when 0, so an unfenced
+// store writes what it always wrote.
+type kvMeta struct {
+	Known bool   `json:"known"`
+	Token uint64 `json:"token,omitempty"`
+}
+
+// takeOver makes the shard this fenced process's (see [KV]): meta gets
+// its token, then every segment and the staged batch's header are
+// rewritten with a compare-and-set, re-read whenever another writer got
+// in between, so that every revision an older owner holds is stale. It
+// returns the copy the rewrites read, and is refused with ErrFenced if
+// the lease or meta already has a newer token, or gets one before it is
+// done.
+func (k *KV) takeOver(ctx context.Context, shard diff.Shard, token uint64) (*kvShard, error) {
+	if newer, err := k.leaseToken(ctx, shard); err != nil {
+		return nil, err
+	} else if newer > token {
+		return nil, fencedError("take over", shard, newer, token)
+	}
+	m, rev, err := k.meta(ctx, shard)
+	for err == nil {
+		if m.Token > token {
+			return nil, fencedError("take over", shard, m.Token, token)
+		}
+		m.Token = token
+		value, _ := json.Marshal(m) // a struct of a bool and a number: no error
+		var next uint64
+		if rev == 0 {
+			next, err = k.kv.Create(ctx, kvKey(shard, "meta"), value)
+		} else {
+			next, err = k.kv.Update(ctx, kvKey(shard, "meta"), value, rev)
+		}
+		if err == nil {
+			rev = next
+			break
+		}
+		if !isCASFailure(err) {
+			return nil, fmt.Errorf("checkpoint: take %s over in key-value: %w", shard, err)
+		}
+		m, rev, err = k.getMeta(ctx, shard)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &kvShard{known: m.Known, metaRev: rev, metaToken: token, token: token}
+	empty, err := k.encodeSegment(nil)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: take %s over: %w", shard, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range kvSegments {
+		g.Go(func() error {
+			value, rev, err := k.rewrite(gctx, kvKey(shard, "s", strconv.Itoa(i)), empty)
+			if err != nil {
+				return fmt.Errorf("checkpoint: take %s over in key-value: %w", shard, err)
+			}
+			seg, err := decodeSegment(value)
+			if err != nil {
+				return fmt.Errorf("checkpoint: load %s segment %d: %w", shard, i, err)
+			}
+			s.segments[i], s.revs[i] = seg, rev // each goroutine its own index; g.Wait orders them before any read
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	value, outRev, err := k.rewrite(ctx, kvKey(shard, "outbox"), kvOutbox{Token: token}.encode())
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: take %s over in key-value: %w", shard, err)
+	}
+	if s.out, err = parseOutbox(value); err != nil {
+		return nil, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
+	}
+	s.outRev = outRev
+	// A newer owner that began its takeover before these rewrites read the
+	// values could have had its own rewrites overtaken by them.
+	if again, _, err := k.getMeta(ctx, shard); err != nil {
+		return nil, err
+	} else if again.Token != token {
+		return nil, fencedError("take over", shard, again.Token, token)
+	}
 	return s, nil
 }
 
-type kvMeta struct {
-	Known bool `json:"known"`
+// rewrite writes a value again as it is, with a compare-and-set on the
+// revision it read (creating it as empty if there is none), until no
+// other writer gets in between; it returns the value and its new
+// revision. Every writer that read the value before holds a stale
+// revision from then on.
+func (k *KV) rewrite(ctx context.Context, key string, empty []byte) ([]byte, uint64, error) {
+	for ctx.Err() == nil {
+		entry, err := k.kv.Get(ctx, key)
+		var value []byte
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			value = empty
+			rev, err = k.kv.Create(ctx, key, value)
+		case err != nil:
+			return nil, 0, err
+		default:
+			value = entry.Value()
+			rev, err = k.kv.Update(ctx, key, value, entry.Revision())
+		}
+		if err == nil {
+			return value, rev, nil
+		}
+		if !isCASFailure(err) {
+			return nil, 0, err
+		}
+	}
+	return nil, 0, ctx.Err()
+}
+
+// kvOutbox is the header of a shard's staged batch, value
+// "<shard>.outbox". An unfenced store writes what it always wrote: the
+// number of chunks, "<n>", of the batch in "<shard>.outbox.<i>". A fenced
+// one writes JSON naming its token, a slot and the count, the batch being
+// in "<shard>.outbox.<token>.<slot>.<i>"; n 0 is no batch. Keyed by token,
+// a stale owner's chunks can never overwrite the new owner's; and a new
+// batch goes to the slot the header does not name, so that the staged
+// batch is never overwritten before the header moves to its successor
+// with a compare-and-set.
+type kvOutbox struct {
+	Token  uint64 `json:"token"`
+	Slot   int    `json:"slot"`
+	N      int    `json:"n"`
+	legacy bool
+}
+
+// maxOutboxChunks bounds a header's count, against a corrupt one.
+const maxOutboxChunks = 1 << 16
+
+func parseOutbox(value []byte) (kvOutbox, error) {
+	if bytes.HasPrefix(value, []byte("{")) {
+		var o kvOutbox
+		if err := json.Unmarshal(value, &o); err != nil || o.N < 0 || o.N > maxOutboxChunks || (o.Slot != 0 && o.Slot != 1) {
+			return kvOutbox{}, fmt.Errorf("%w: %d bytes of header", ErrCorrupt, len(value))
+		}
+		return o, nil
+	}
+	n, err := strconv.Atoi(string(value))
+	if err != nil || n < 1 || n > maxOutboxChunks {
+		return kvOutbox{}, fmt.Errorf("%w: %d bytes of header", ErrCorrupt, len(value))
+	}
+	return kvOutbox{N: n, legacy: true}, nil
+}
+
+func (o kvOutbox) encode() []byte {
+	if o.legacy {
+		return []byte(strconv.Itoa(o.N))
+	}
+	value, _ := json.Marshal(o) // numbers only: no error
+	return value
+}
+
+// chunk names the value that holds part i of the batch.
+func (o kvOutbox) chunk(shard diff.Shard, i int) string {
+	if o.legacy {
+		return kvKey(shard, "outbox", strconv.Itoa(i))
+	}
+	return kvKey(shard, "outbox", strconv.FormatUint(o.Token, 10), strconv.Itoa(o.Slot), strconv.Itoa(i))
+}
+
+// outbox reads the header of the staged batch; a missing one is no batch,
+// with revision 0.
+func (k *KV) outbox(ctx context.Context, shard diff.Shard) (kvOutbox, uint64, error) {
+	entry, err := k.kv.Get(ctx, kvKey(shard, "outbox"))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return kvOutbox{}, 0, nil
+	}
+	if err != nil {
+		return kvOutbox{}, 0, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
+	}
+	o, err := parseOutbox(entry.Value())
+	if err != nil {
+		return kvOutbox{}, 0, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
+	}
+	return o, entry.Revision(), nil
+}
+
+// dropChunks deletes the chunks of a batch no header names any more. It
+// is tidying, not correctness (nothing reads them), so a failure is only
+// logged.
+func (k *KV) dropChunks(ctx context.Context, shard diff.Shard, o kvOutbox) {
+	for i := range o.N {
+		if err := k.kv.Delete(ctx, o.chunk(shard, i)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			k.log.Debug("could not delete a chunk of a finished staged batch", zap.Stringer("shard", shard), zap.Error(err))
+			return
+		}
+	}
+}
+
+// Fence makes this process's later commits, staged batches and known
+// marks of shard carry token, and be refused with [ErrFenced] once a
+// newer owner took the shard over. It drops the shard's in-memory copy:
+// the next access takes the shard over (see [KV]). Token 0 writes
+// unfenced.
+func (k *KV) Fence(shard diff.Shard, token uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fences[shard] == token {
+		return
+	}
+	if token == 0 {
+		delete(k.fences, shard)
+	} else {
+		k.fences[shard] = token
+	}
+	delete(k.shards, shard)
+	delete(k.owned, shard)
+}
+
+// fencedError is the refusal of a write by token of a shard whose newer
+// owner has token newer.
+func fencedError(what string, shard diff.Shard, newer, token uint64) error {
+	return fmt.Errorf("checkpoint: %s %s: %w (token %d, this process's %d)", what, shard, ErrFenced, newer, token)
 }
 
 // moveLegacyKeys copies the values of a default account's shard from
@@ -281,20 +588,24 @@ func (k *KV) forget(shard diff.Shard) {
 }
 
 // MarkKnown records that the shard's first listing was committed whole.
+// Meta keeps its token: it is what tells a stale owner that it is one.
 func (k *KV) MarkKnown(ctx context.Context, shard diff.Shard) error {
 	s, err := k.shard(ctx, shard)
 	if err != nil {
 		return err
 	}
-	value := []byte(`{"known":true}`)
+	k.mu.Lock()
+	value, _ := json.Marshal(kvMeta{Known: true, Token: s.metaToken}) // a bool and a number: no error
+	base := s.metaRev
+	k.mu.Unlock()
 	var rev uint64
-	if s.metaRev == 0 {
+	if base == 0 {
 		rev, err = k.kv.Create(ctx, kvKey(shard, "meta"), value)
 	} else {
-		rev, err = k.kv.Update(ctx, kvKey(shard, "meta"), value, s.metaRev)
+		rev, err = k.kv.Update(ctx, kvKey(shard, "meta"), value, base)
 	}
 	if err != nil {
-		return k.writeError(shard, "mark known", err)
+		return k.writeError(ctx, shard, s.token, "mark known", err)
 	}
 	k.mu.Lock()
 	s.known, s.metaRev = true, rev
@@ -363,42 +674,81 @@ func (k *KV) outboxChunk() int {
 }
 
 // Stage stores a batch about to be published (see [Redis.Stage]): its
-// encoding in values "<shard>.outbox.<n>", then "<shard>.outbox" naming
-// how many, which makes it staged.
+// encoding in chunks, then the header naming them (see kvOutbox), which
+// makes it staged. Fenced, the header is written with a compare-and-set,
+// and the chunks of the batch it replaces are deleted after.
 func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
+	k.mu.Lock()
+	token := k.fences[shard]
+	k.mu.Unlock()
+	var s *kvShard
+	next := kvOutbox{legacy: true}
+	var old kvOutbox
+	var base uint64
+	if token != 0 {
+		var err error
+		if s, err = k.shard(ctx, shard); err != nil {
+			return err
+		}
+		k.mu.Lock()
+		old, base = s.out, s.outRev
+		k.mu.Unlock()
+		next = kvOutbox{Token: s.token}
+		if !old.legacy && old.Token == s.token {
+			next.Slot = 1 - old.Slot
+		}
+	}
 	data := encodeBatch(batch)
 	size := k.outboxChunk()
-	n := 0
-	for start := 0; start < len(data) || n == 0; start += size {
-		if _, err := k.kv.Put(ctx, kvKey(shard, "outbox", strconv.Itoa(n)), data[start:min(start+size, len(data))]); err != nil {
+	for start := 0; start < len(data) || next.N == 0; start += size {
+		if _, err := k.kv.Put(ctx, next.chunk(shard, next.N), data[start:min(start+size, len(data))]); err != nil {
 			return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
 		}
-		n++
+		next.N++
 	}
-	if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), []byte(strconv.Itoa(n))); err != nil {
-		return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
+	if s == nil {
+		if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), next.encode()); err != nil {
+			return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
+		}
+		return nil
 	}
+	var rev uint64
+	var err error
+	if base == 0 { // no header: an unfenced writer purged the one the takeover wrote
+		rev, err = k.kv.Create(ctx, kvKey(shard, "outbox"), next.encode())
+	} else {
+		rev, err = k.kv.Update(ctx, kvKey(shard, "outbox"), next.encode(), base)
+	}
+	if err != nil {
+		k.dropChunks(ctx, shard, next)
+		return k.writeError(ctx, shard, s.token, "stage a batch of", err)
+	}
+	k.mu.Lock()
+	s.out, s.outRev = next, rev
+	k.mu.Unlock()
+	k.dropChunks(ctx, shard, old)
 	return nil
 }
 
-// Staged returns the batch staged and not yet committed, if any.
+// Staged returns the batch staged and not yet committed, if any. Under a
+// fence, a batch staged by a newer owner is refused with ErrFenced: a
+// stale owner has no business publishing it.
 func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
-	entry, err := k.kv.Get(ctx, kvKey(shard, "outbox"))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return diff.Result{}, false, nil
+	o, rev, err := k.outbox(ctx, shard)
+	if err != nil || rev == 0 || o.N == 0 {
+		return diff.Result{}, false, err
 	}
-	if err != nil {
-		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
-	}
-	n, err := strconv.Atoi(string(entry.Value()))
-	if err != nil || n < 1 || n > 1<<16 {
-		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: %d bytes of header", shard, ErrCorrupt, len(entry.Value()))
+	k.mu.Lock()
+	token := k.fences[shard]
+	k.mu.Unlock()
+	if token != 0 && o.Token > token {
+		return diff.Result{}, false, fencedError("read the staged batch of", shard, o.Token, token)
 	}
 	var data []byte
-	for i := range n {
-		chunk, err := k.kv.Get(ctx, kvKey(shard, "outbox", strconv.Itoa(i)))
+	for i := range o.N {
+		chunk, err := k.kv.Get(ctx, o.chunk(shard, i))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: part %d of %d is missing", shard, ErrCorrupt, i, n)
+			return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: part %d of %d is missing", shard, ErrCorrupt, i, o.N)
 		}
 		if err != nil {
 			return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
@@ -417,7 +767,9 @@ func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, e
 // staged batch if it carries transitions (only such a batch is staged).
 // Transitions are not kept here: in the embedded mode the
 // event stream itself is the history. Should a commit stop half way, the
-// staged batch it clears last finishes it on the next cycle.
+// staged batch it clears last finishes it on the next cycle. Fenced, the
+// header is cleared with a compare-and-set, not purged, so that a stale
+// owner's clear fails too.
 func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
 	s, err := k.shard(ctx, shard)
 	if err != nil {
@@ -463,7 +815,7 @@ func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update
 				rev, err = k.kv.Update(gctx, key, value, base)
 			}
 			if err != nil {
-				return k.writeError(shard, fmt.Sprintf("commit (%d bytes)", len(value)), err)
+				return k.writeError(ctx, shard, s.token, fmt.Sprintf("commit (%d bytes)", len(value)), err)
 			}
 			k.mu.Lock()
 			s.segments[i], s.revs[i] = seg, rev
@@ -474,24 +826,86 @@ func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	if len(transitions) == 0 {
-		return nil // only a batch with events is ever staged
+	if s.token == 0 {
+		if len(transitions) == 0 {
+			return nil // only a batch with events is ever staged
+		}
+		if err := k.kv.Purge(ctx, kvKey(shard, "outbox")); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("checkpoint: clear the staged batch of %s: %w", shard, err)
+		}
+		return nil
 	}
-	if err := k.kv.Purge(ctx, kvKey(shard, "outbox")); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("checkpoint: clear the staged batch of %s: %w", shard, err)
+	k.mu.Lock()
+	old, base := s.out, s.outRev
+	k.mu.Unlock()
+	if len(transitions) == 0 || old.N == 0 {
+		if len(changed) > 0 {
+			return nil // the segments' compare-and-set proved the shard still this process's
+		}
+		// Nothing was written, so nothing proved it: a stale owner must not
+		// believe its commit made.
+		m, _, err := k.getMeta(ctx, shard)
+		if err != nil {
+			return err
+		}
+		if m.Token > s.token {
+			k.forget(shard)
+			return fencedError("commit", shard, m.Token, s.token)
+		}
+		return nil
 	}
+	cleared := kvOutbox{Token: s.token}
+	if !old.legacy && old.Token == s.token {
+		cleared.Slot = old.Slot
+	}
+	rev, err := k.kv.Update(ctx, kvKey(shard, "outbox"), cleared.encode(), base)
+	if err != nil {
+		return k.writeError(ctx, shard, s.token, "clear the staged batch of", err)
+	}
+	k.mu.Lock()
+	s.out, s.outRev = cleared, rev
+	k.mu.Unlock()
+	k.dropChunks(ctx, shard, old)
 	return nil
 }
 
 // writeError translates a failed write, forgetting the shard's copy: on a
 // conflict another writer moved it, and on any other failure it is no
 // longer known what the bucket holds.
-func (k *KV) writeError(shard diff.Shard, what string, err error) error {
+//
+// A failed compare-and-set by a fenced writer is ErrFenced when meta or
+// the lease has a newer token than its own: a newer owner took the shard
+// over. Otherwise it is ErrConflict.
+func (k *KV) writeError(ctx context.Context, shard diff.Shard, token uint64, what string, err error) error {
 	k.forget(shard)
-	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSequence(err) {
-		return fmt.Errorf("checkpoint: %s %s: %w", what, shard, ErrConflict)
+	if !isCASFailure(err) {
+		return fmt.Errorf("checkpoint: %s %s to key-value: %w", what, shard, err)
 	}
-	return fmt.Errorf("checkpoint: %s %s to key-value: %w", what, shard, err)
+	if token != 0 {
+		if newer := k.newerToken(ctx, shard, token); newer != 0 {
+			return fencedError(what, shard, newer, token)
+		}
+	}
+	return fmt.Errorf("checkpoint: %s %s: %w", what, shard, ErrConflict)
+}
+
+// newerToken returns the token in the shard's meta or lease if it is
+// newer than token, else 0. A read that fails counts as not newer: the
+// caller's write failed all the same, as a conflict.
+func (k *KV) newerToken(ctx context.Context, shard diff.Shard, token uint64) uint64 {
+	if m, _, err := k.getMeta(ctx, shard); err == nil && m.Token > token {
+		return m.Token
+	}
+	if t, err := k.leaseToken(ctx, shard); err == nil && t > token {
+		return t
+	}
+	return 0
+}
+
+// isCASFailure recognises a compare-and-set that lost: Create of a value
+// that exists, Update of a revision that is not the last.
+func isCASFailure(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err)
 }
 
 // isWrongLastSequence recognises a failed compare-and-set on servers and

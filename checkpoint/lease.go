@@ -3,6 +3,9 @@ package checkpoint
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/capoller/capoller/diff"
@@ -17,6 +20,15 @@ import (
 // shard (see Redis.Fence, KV.Fence), each of its writes of that shard —
 // commit, staged batch, known mark — is refused atomically in the store,
 // with ErrFenced, if a newer owner exists.
+//
+// A replica id (the owner of a lease, the id of a Member) must be unique
+// to a process: a restarted process takes a new one (host, pid and a
+// random part do). Acquire by the id that holds a live lease keeps its
+// token, so two processes under one id would share a token and could not
+// be fenced from each other.
+//
+// Times are stored in Unix milliseconds: a Lease or Member read back has
+// its times truncated to the millisecond, in UTC.
 
 // ErrFenced means a newer owner holds the shard: the write was refused,
 // and the caller must drop its claim rather than retry.
@@ -79,22 +91,37 @@ type ShardStatus struct {
 //	            heartbeat expired, and returns the live members, sorted by id.
 //	Leave       removes the member at once (graceful shutdown).
 //	Acquire     takes the shard for owner if its lease is free, released or
-//	            expired at now: a new token (the last one plus one). If owner
-//	            already holds it, it is renewed with the same token.
-//	            Otherwise it returns the current lease and ErrLeaseHeld.
-//	Renew       extends the caller's lease; ErrLeaseLost if its token is no
-//	            longer the shard's or the lease was released.
+//	            expired at now: a new token (the last one plus one), even
+//	            for the owner whose lease expired, for nothing proves it is
+//	            the same process. If owner holds it unexpired, it is
+//	            renewed with the same token. Otherwise it returns the
+//	            current lease and ErrLeaseHeld.
+//	Renew       extends the caller's lease; ErrLeaseLost (with the current
+//	            lease) if its token is no longer the shard's or the lease
+//	            was released. A lease that expired but was not taken over
+//	            is renewed: its token is still the shard's.
 //	Release     gives the lease up at once, keeping the token so that the
 //	            next owner's is larger; a no-op if the lease is no longer
-//	            the caller's.
-//	Leases      returns the leases of shards (a zero Lease for a shard that
-//	            never had one).
+//	            the caller's. A released lease has only Shard and Token.
+//	Leases      returns the leases of shards, in their order (a Lease with
+//	            only Shard set for a shard that never had one).
 //	Fence       makes every later write of shard by this process carry
 //	            token and be refused with ErrFenced once a newer owner
 //	            exists; token 0 writes unfenced (a single process without
-//	            leases).
-//	Report      records a shard's status (see ShardStatus); Statuses reads
-//	            them back.
+//	            leases). It only registers the token, in memory: it cannot
+//	            fail, and fencing the token already registered is a no-op.
+//	            Redis refuses a stale write as soon as the lease has a
+//	            newer token; KV from the newer owner's first access to
+//	            the shard, which takes it over before it reads or writes
+//	            anything (a stale write before that is one the newer
+//	            owner reads).
+//	Report      records a shard's status (see ShardStatus); a zero
+//	            LastSuccess keeps the one recorded before, so that a failed
+//	            cycle of a new owner does not hide the last success.
+//	            Statuses reads them back, in the order of shards (a
+//	            ShardStatus with only Shard set for one never reported).
+//	            Reports are not fenced: a status is advice for operators,
+//	            and the owner's next report replaces a stale one.
 type Leases interface {
 	Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error)
 	Leave(ctx context.Context, id string) error
@@ -105,4 +132,67 @@ type Leases interface {
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s ShardStatus) error
 	Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, error)
+}
+
+// unixMs and msTime convert the stores' times: Unix milliseconds, 0 for a
+// zero time.
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// checkTTL refuses a TTL that would make a lease or heartbeat expire as
+// it is written (the stores count in milliseconds).
+func checkTTL(ttl time.Duration) error {
+	if ttl < time.Millisecond {
+		return fmt.Errorf("checkpoint: a lease or heartbeat TTL must be at least a millisecond, got %v", ttl)
+	}
+	return nil
+}
+
+// memberRecord is a Member as both stores keep it. Its times are Unix
+// milliseconds as float64: Redis's scripts re-encode members with cjson,
+// whose numbers are doubles (exact for milliseconds until year 285,000).
+type memberRecord struct {
+	ID      string  `json:"id"`
+	Host    string  `json:"host,omitempty"`
+	PID     int     `json:"pid,omitempty"`
+	Version string  `json:"version,omitempty"`
+	Started float64 `json:"started"`
+	Seen    float64 `json:"seen"`
+	Expires float64 `json:"expires"`
+}
+
+func recordOf(m Member) memberRecord {
+	return memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
+		Started: float64(unixMs(m.Started)), Seen: float64(unixMs(m.Seen)), Expires: float64(unixMs(m.Expires))}
+}
+
+func (r memberRecord) member() Member {
+	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version,
+		Started: msTime(int64(r.Started)), Seen: msTime(int64(r.Seen)), Expires: msTime(int64(r.Expires))}
+}
+
+// heartbeatOf is the member as its heartbeat at now records it. A zero
+// Started becomes now, unless the store already has the member's (the
+// stores keep that one).
+func heartbeatOf(m Member, ttl time.Duration, now time.Time) Member {
+	if m.Started.IsZero() {
+		m.Started = now
+	}
+	m.Seen, m.Expires = now, now.Add(ttl)
+	return m
+}
+
+func sortMembers(ms []Member) {
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
 }

@@ -1,0 +1,333 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// In the bucket, a shard's lease is the value <shard>.lease (kvLease),
+// the group's members the one value group.members (a JSON object of id
+// -> memberRecord), and a shard's status <shard>.status (kvStatus). Each
+// change is a read, a decision and a compare-and-set on the revision
+// read; a compare-and-set that lost re-reads and decides again, so racing
+// replicas are decided one after the other. A lease is never deleted:
+// its token only grows.
+
+// kvLease is a lease as the bucket keeps it; times in Unix milliseconds.
+type kvLease struct {
+	Owner    string `json:"owner"`
+	Token    uint64 `json:"token"`
+	Acquired int64  `json:"acquired"`
+	Renewed  int64  `json:"renewed"`
+	Expires  int64  `json:"expires"`
+}
+
+func (l kvLease) lease(shard diff.Shard) Lease {
+	return Lease{Shard: shard, Owner: l.Owner, Token: l.Token, Acquired: msTime(l.Acquired), Renewed: msTime(l.Renewed), Expires: msTime(l.Expires)}
+}
+
+// membersKey is the group's membership value; a shard's values have four
+// tokens or more, so it can be no shard's.
+const membersKey = "group.members"
+
+// maxCASRounds bounds the compare-and-set retries of one change: each
+// lost round means another writer's change was made, so only a storm of
+// them (hundreds of replicas at once) reaches it.
+const maxCASRounds = 100
+
+// change reads key, lets decide compute its new value from the current
+// one (nil: none) and writes it with a compare-and-set, again from a
+// fresh read whenever another writer got in between. decide returning
+// nil writes nothing.
+func (k *KV) change(ctx context.Context, key string, decide func(current []byte) ([]byte, error)) error {
+	for range maxCASRounds {
+		entry, err := k.kv.Get(ctx, key)
+		var current []byte
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			current, rev = entry.Value(), entry.Revision()
+		}
+		next, err := decide(current)
+		if err != nil || next == nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = k.kv.Create(ctx, key, next)
+		} else {
+			_, err = k.kv.Update(ctx, key, next, rev)
+		}
+		if !isCASFailure(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %d rounds of compare-and-set lost on %s", ErrConflict, maxCASRounds, key)
+}
+
+// getLease reads a shard's lease (a zero one if it never had one).
+func (k *KV) getLease(ctx context.Context, shard diff.Shard) (kvLease, error) {
+	entry, err := k.kv.Get(ctx, kvKey(shard, "lease"))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return kvLease{}, nil
+	}
+	if err != nil {
+		return kvLease{}, fmt.Errorf("checkpoint: read the lease of %s from key-value: %w", shard, err)
+	}
+	return decodeLease(shard, entry.Value())
+}
+
+func decodeLease(shard diff.Shard, value []byte) (kvLease, error) {
+	var l kvLease
+	if value == nil {
+		return l, nil
+	}
+	if err := json.Unmarshal(value, &l); err != nil {
+		return l, fmt.Errorf("checkpoint: lease of %s: %w: %v", shard, ErrCorrupt, err)
+	}
+	return l, nil
+}
+
+// leaseToken is the token of the shard's lease (0: never leased).
+func (k *KV) leaseToken(ctx context.Context, shard diff.Shard) (uint64, error) {
+	l, err := k.getLease(ctx, shard)
+	return l.Token, err
+}
+
+// Acquire takes the shard's lease for owner (see [Leases]).
+func (k *KV) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error) {
+	if owner == "" {
+		return Lease{Shard: shard}, errors.New("checkpoint: a lease needs an owner")
+	}
+	if err := checkTTL(ttl); err != nil {
+		return Lease{Shard: shard}, err
+	}
+	var got kvLease
+	held := false
+	err := k.change(ctx, kvKey(shard, "lease"), func(current []byte) ([]byte, error) {
+		l, err := decodeLease(shard, current)
+		if err != nil {
+			return nil, err
+		}
+		at := unixMs(now)
+		live := l.Owner != "" && at < l.Expires
+		if held = live && l.Owner != owner; held {
+			got = l
+			return nil, nil
+		}
+		if !live {
+			l = kvLease{Owner: owner, Token: l.Token + 1, Acquired: at}
+		}
+		l.Renewed, l.Expires = at, unixMs(now.Add(ttl))
+		got = l
+		return json.Marshal(l)
+	})
+	if err != nil {
+		return Lease{Shard: shard}, fmt.Errorf("checkpoint: acquire %s in key-value: %w", shard, err)
+	}
+	if held {
+		return got.lease(shard), fmt.Errorf("checkpoint: acquire %s: %w (by %s until %s)", shard, ErrLeaseHeld, got.Owner, msTime(got.Expires).Format(time.RFC3339Nano))
+	}
+	return got.lease(shard), nil
+}
+
+// Renew extends the caller's lease (see [Leases]).
+func (k *KV) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error) {
+	if err := checkTTL(ttl); err != nil {
+		return l, err
+	}
+	var got kvLease
+	lost := false
+	err := k.change(ctx, kvKey(l.Shard, "lease"), func(current []byte) ([]byte, error) {
+		cur, err := decodeLease(l.Shard, current)
+		if err != nil {
+			return nil, err
+		}
+		got = cur
+		if lost = l.Owner == "" || cur.Owner != l.Owner || cur.Token != l.Token; lost {
+			return nil, nil
+		}
+		got.Renewed, got.Expires = unixMs(now), unixMs(now.Add(ttl))
+		return json.Marshal(got)
+	})
+	if err != nil {
+		return l, fmt.Errorf("checkpoint: renew %s in key-value: %w", l.Shard, err)
+	}
+	if lost {
+		return got.lease(l.Shard), fmt.Errorf("checkpoint: renew %s with token %d: %w (the shard's is %d)", l.Shard, l.Token, ErrLeaseLost, got.Token)
+	}
+	return got.lease(l.Shard), nil
+}
+
+// Release gives the lease up at once, keeping its token.
+func (k *KV) Release(ctx context.Context, l Lease) error {
+	err := k.change(ctx, kvKey(l.Shard, "lease"), func(current []byte) ([]byte, error) {
+		cur, err := decodeLease(l.Shard, current)
+		if err != nil || l.Owner == "" || cur.Owner != l.Owner || cur.Token != l.Token {
+			return nil, err
+		}
+		return json.Marshal(kvLease{Token: cur.Token})
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: release %s in key-value: %w", l.Shard, err)
+	}
+	return nil
+}
+
+// Leases returns the leases of shards, read side by side.
+func (k *KV) Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error) {
+	out := make([]Lease, len(shards))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, s := range shards {
+		g.Go(func() error {
+			l, err := k.getLease(gctx, s)
+			out[i] = l.lease(s)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Heartbeat registers or renews m, prunes the members whose heartbeat
+// expired at now, and returns the live members, sorted by id.
+func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error) {
+	if m.ID == "" {
+		return nil, errors.New("checkpoint: a member needs an id")
+	}
+	if err := checkTTL(ttl); err != nil {
+		return nil, err
+	}
+	beat := recordOf(heartbeatOf(m, ttl, now))
+	var live map[string]memberRecord
+	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
+		all, err := decodeMembers(current)
+		if err != nil {
+			return nil, err
+		}
+		rec := beat
+		if old, ok := all[m.ID]; ok && m.Started.IsZero() {
+			rec.Started = old.Started
+		}
+		all[m.ID] = rec
+		at := float64(unixMs(now))
+		maps.DeleteFunc(all, func(_ string, r memberRecord) bool { return r.Expires <= at })
+		live = all
+		return json.Marshal(all)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+	}
+	members := make([]Member, 0, len(live))
+	for _, r := range live {
+		members = append(members, r.member())
+	}
+	sortMembers(members)
+	return members, nil
+}
+
+func decodeMembers(value []byte) (map[string]memberRecord, error) {
+	all := map[string]memberRecord{}
+	if value == nil {
+		return all, nil
+	}
+	if err := json.Unmarshal(value, &all); err != nil {
+		return nil, fmt.Errorf("%w: members: %v", ErrCorrupt, err)
+	}
+	for id, r := range all {
+		r.ID = id // the key is the id, whatever a value says
+		all[id] = r
+	}
+	return all, nil
+}
+
+// Leave removes the member at once.
+func (k *KV) Leave(ctx context.Context, id string) error {
+	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
+		all, err := decodeMembers(current)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := all[id]; !ok {
+			return nil, nil
+		}
+		delete(all, id)
+		return json.Marshal(all)
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: leave of %s in key-value: %w", id, err)
+	}
+	return nil
+}
+
+// kvStatus is a ShardStatus as the bucket keeps it; times in Unix
+// milliseconds.
+type kvStatus struct {
+	Replica     string `json:"replica"`
+	LastSuccess int64  `json:"lastSuccess,omitempty"`
+	LastCycle   int64  `json:"lastCycle,omitempty"`
+	LastError   string `json:"lastError,omitempty"`
+}
+
+// Report records the shard's status, keeping the last success recorded
+// before when s has none.
+func (k *KV) Report(ctx context.Context, s ShardStatus) error {
+	err := k.change(ctx, kvKey(s.Shard, "status"), func(current []byte) ([]byte, error) {
+		var old kvStatus
+		if current != nil {
+			_ = json.Unmarshal(current, &old) // an unreadable report is replaced whole
+		}
+		st := kvStatus{Replica: s.Replica, LastSuccess: unixMs(s.LastSuccess), LastCycle: unixMs(s.LastCycle), LastError: s.LastError}
+		if st.LastSuccess == 0 {
+			st.LastSuccess = old.LastSuccess
+		}
+		return json.Marshal(st)
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint: report the status of %s to key-value: %w", s.Shard, err)
+	}
+	return nil
+}
+
+// Statuses returns the shards' last reports, read side by side.
+func (k *KV) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, error) {
+	out := make([]ShardStatus, len(shards))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, shard := range shards {
+		g.Go(func() error {
+			out[i] = ShardStatus{Shard: shard}
+			entry, err := k.kv.Get(gctx, kvKey(shard, "status"))
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("checkpoint: read the status of %s from key-value: %w", shard, err)
+			}
+			var st kvStatus
+			if err := json.Unmarshal(entry.Value(), &st); err != nil {
+				return fmt.Errorf("checkpoint: status of %s: %w: %v", shard, ErrCorrupt, err)
+			}
+			out[i] = ShardStatus{Shard: shard, Replica: st.Replica, LastSuccess: msTime(st.LastSuccess), LastCycle: msTime(st.LastCycle), LastError: st.LastError}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

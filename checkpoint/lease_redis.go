@@ -1,0 +1,291 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// A shard's lease is the hash <prefix>lease:{<id>}, with the shard's hash
+// tag so that the scripts that write the shard can read it in their slot:
+//
+//	owner     the replica holding it, "" once released
+//	token     the fencing token; never deleted, so it only grows
+//	acquired  renewed  expires   Unix milliseconds, 0 once released
+//
+// Every operation is one script, so that reading the lease and deciding
+// on it is one atomic step however many replicas race.
+
+// leaseFields is the order in which the scripts read and return a lease.
+const leaseFields = `'owner', 'token', 'acquired', 'renewed', 'expires'`
+
+// acquireScript: KEYS lease; ARGV owner, now, now+ttl (Unix ms). It
+// returns {1 or 0 (held by another), owner, token, acquired, renewed,
+// expires}.
+const acquireScript = `
+local l = redis.call('HMGET', KEYS[1], ` + leaseFields + `)
+local owner = l[1] or ''
+local now = tonumber(ARGV[2])
+if owner ~= '' and now < (tonumber(l[5]) or 0) then
+  if owner ~= ARGV[1] then
+    return {0, owner, l[2] or '0', l[3] or '0', l[4] or '0', l[5] or '0'}
+  end
+  redis.call('HSET', KEYS[1], 'renewed', ARGV[2], 'expires', ARGV[3])
+  return {1, owner, l[2], l[3] or '0', ARGV[2], ARGV[3]}
+end
+local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'acquired', ARGV[2], 'renewed', ARGV[2], 'expires', ARGV[3])
+return {1, ARGV[1], tostring(token), ARGV[2], ARGV[2], ARGV[3]}
+`
+
+// renewScript: KEYS lease; ARGV owner, token, now, now+ttl. It returns
+// {1 or 0 (lost), and the lease as acquireScript does}.
+const renewScript = `
+local l = redis.call('HMGET', KEYS[1], ` + leaseFields + `)
+if ARGV[1] == '' or l[1] ~= ARGV[1] or l[2] ~= ARGV[2] then
+  return {0, l[1] or '', l[2] or '0', l[3] or '0', l[4] or '0', l[5] or '0'}
+end
+redis.call('HSET', KEYS[1], 'renewed', ARGV[3], 'expires', ARGV[4])
+return {1, l[1], l[2], l[3] or '0', ARGV[3], ARGV[4]}
+`
+
+// releaseScript: KEYS lease; ARGV owner, token. The token stays.
+const releaseScript = `
+local l = redis.call('HMGET', KEYS[1], 'owner', 'token')
+if ARGV[1] ~= '' and l[1] == ARGV[1] and l[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'owner', '', 'acquired', '0', 'renewed', '0', 'expires', '0')
+end
+return 1
+`
+
+// heartbeatScript: KEYS members; ARGV id, member (JSON, see
+// memberRecord), now, "1" to keep the Started recorded before. It prunes
+// members whose heartbeat expired at now (and any it cannot read: none
+// of this version's heartbeats is), and returns the live ones.
+const heartbeatScript = `
+local entry = ARGV[2]
+if ARGV[4] == '1' then
+  local old = redis.call('HGET', KEYS[1], ARGV[1])
+  if old then
+    local ok, o = pcall(cjson.decode, old)
+    if ok and type(o) == 'table' and type(o.started) == 'number' then
+      local m = cjson.decode(entry)
+      m.started = o.started
+      entry = cjson.encode(m)
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], entry)
+local now = tonumber(ARGV[3])
+local all = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #all, 2 do
+  local ok, m = pcall(cjson.decode, all[i + 1])
+  if ok and type(m) == 'table' and type(m.expires) == 'number' and m.expires > now then
+    live[#live + 1] = all[i + 1]
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
+`
+
+func (r *Redis) membersKey() string { return r.opts.KeyPrefix + "group:members" }
+
+// Heartbeat registers or renews m, prunes the members whose heartbeat
+// expired at now, and returns the live members, sorted by id.
+func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error) {
+	if m.ID == "" {
+		return nil, errors.New("checkpoint: a member needs an id")
+	}
+	if err := checkTTL(ttl); err != nil {
+		return nil, err
+	}
+	keep := "0"
+	if m.Started.IsZero() {
+		keep = "1"
+	}
+	entry, err := json.Marshal(recordOf(heartbeatOf(m, ttl, now)))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: heartbeat of %s: %w", m.ID, err)
+	}
+	r.trips.Add(1)
+	raw, err := r.scripts.heartbeat.Run(ctx, r.client, []string{r.membersKey()}, m.ID, entry, unixMs(now), keep).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: heartbeat of %s in redis: %w", m.ID, err)
+	}
+	members := make([]Member, 0, len(raw))
+	for _, s := range raw {
+		var rec memberRecord
+		if err := json.Unmarshal([]byte(s), &rec); err != nil {
+			return nil, fmt.Errorf("checkpoint: heartbeat of %s: %w: a member: %v", m.ID, ErrCorrupt, err)
+		}
+		members = append(members, rec.member())
+	}
+	sortMembers(members)
+	return members, nil
+}
+
+// Leave removes the member at once.
+func (r *Redis) Leave(ctx context.Context, id string) error {
+	r.trips.Add(1)
+	if err := r.client.HDel(ctx, r.membersKey(), id).Err(); err != nil {
+		return fmt.Errorf("checkpoint: leave of %s in redis: %w", id, err)
+	}
+	return nil
+}
+
+// Acquire takes the shard's lease for owner (see [Leases]).
+func (r *Redis) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error) {
+	if owner == "" {
+		return Lease{Shard: shard}, errors.New("checkpoint: a lease needs an owner")
+	}
+	if err := checkTTL(ttl); err != nil {
+		return Lease{Shard: shard}, err
+	}
+	l, ok, err := r.runLease(ctx, r.scripts.acquire, shard, owner, unixMs(now), unixMs(now.Add(ttl)))
+	if err != nil {
+		return l, fmt.Errorf("checkpoint: acquire %s in redis: %w", shard, err)
+	}
+	if !ok {
+		return l, fmt.Errorf("checkpoint: acquire %s: %w (by %s until %s)", shard, ErrLeaseHeld, l.Owner, l.Expires.Format(time.RFC3339Nano))
+	}
+	return l, nil
+}
+
+// Renew extends the caller's lease (see [Leases]).
+func (r *Redis) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error) {
+	if err := checkTTL(ttl); err != nil {
+		return l, err
+	}
+	cur, ok, err := r.runLease(ctx, r.scripts.renew, l.Shard, l.Owner, l.Token, unixMs(now), unixMs(now.Add(ttl)))
+	if err != nil {
+		return l, fmt.Errorf("checkpoint: renew %s in redis: %w", l.Shard, err)
+	}
+	if !ok {
+		return cur, fmt.Errorf("checkpoint: renew %s with token %d: %w (the shard's is %d)", l.Shard, l.Token, ErrLeaseLost, cur.Token)
+	}
+	return cur, nil
+}
+
+// Release gives the lease up at once, keeping its token.
+func (r *Redis) Release(ctx context.Context, l Lease) error {
+	r.trips.Add(1)
+	if err := r.scripts.release.Run(ctx, r.client, []string{r.key("lease", l.Shard)}, l.Owner, l.Token).Err(); err != nil {
+		return fmt.Errorf("checkpoint: release %s in redis: %w", l.Shard, err)
+	}
+	return nil
+}
+
+// runLease runs a script that returns {ok, lease fields…}.
+func (r *Redis) runLease(ctx context.Context, script *redis.Script, shard diff.Shard, args ...any) (Lease, bool, error) {
+	r.trips.Add(1)
+	reply, err := script.Run(ctx, r.client, []string{r.key("lease", shard)}, args...).Slice()
+	if err != nil {
+		return Lease{Shard: shard}, false, err
+	}
+	if len(reply) != 6 {
+		return Lease{Shard: shard}, false, fmt.Errorf("%w: a lease script returned %d values", ErrCorrupt, len(reply))
+	}
+	l, err := leaseOf(shard, reply[1:])
+	return l, reply[0] == int64(1), err
+}
+
+// Leases returns the leases of shards, in one pipelined round trip.
+func (r *Redis) Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error) {
+	if len(shards) == 0 {
+		return nil, nil
+	}
+	pipe := r.client.Pipeline()
+	gets := make([]*redis.SliceCmd, len(shards))
+	for i, s := range shards {
+		gets[i] = pipe.HMGet(ctx, r.key("lease", s), "owner", "token", "acquired", "renewed", "expires")
+	}
+	r.trips.Add(1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("checkpoint: read leases from redis: %w", err)
+	}
+	out := make([]Lease, len(shards))
+	for i, get := range gets {
+		l, err := leaseOf(shards[i], get.Val())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// leaseOf reads owner, token, acquired, renewed and expires, each a
+// string (or nil, for a lease never taken).
+func leaseOf(shard diff.Shard, v []any) (Lease, error) {
+	n := make([]int64, 4)
+	for i := range n {
+		s, _ := v[i+1].(string)
+		if s == "" {
+			continue
+		}
+		var err error
+		if n[i], err = strconv.ParseInt(s, 10, 64); err != nil || n[i] < 0 {
+			return Lease{Shard: shard}, fmt.Errorf("checkpoint: lease of %s: %w: %q", shard, ErrCorrupt, s)
+		}
+	}
+	owner, _ := v[0].(string)
+	return Lease{Shard: shard, Owner: owner, Token: uint64(n[0]), Acquired: msTime(n[1]), Renewed: msTime(n[2]), Expires: msTime(n[3])}, nil
+}
+
+// Report records the shard's status in <prefix>status:{<id>}: one HSET,
+// which leaves the last success alone when s has none.
+func (r *Redis) Report(ctx context.Context, s ShardStatus) error {
+	values := []any{"replica", s.Replica, "lastCycle", unixMs(s.LastCycle), "lastError", s.LastError}
+	if !s.LastSuccess.IsZero() {
+		values = append(values, "lastSuccess", unixMs(s.LastSuccess))
+	}
+	r.trips.Add(1)
+	if err := r.client.HSet(ctx, r.key("status", s.Shard), values...).Err(); err != nil {
+		return fmt.Errorf("checkpoint: report the status of %s to redis: %w", s.Shard, err)
+	}
+	return nil
+}
+
+// Statuses returns the shards' last reports, in one pipelined round trip.
+func (r *Redis) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, error) {
+	if len(shards) == 0 {
+		return nil, nil
+	}
+	pipe := r.client.Pipeline()
+	gets := make([]*redis.MapStringStringCmd, len(shards))
+	for i, s := range shards {
+		gets[i] = pipe.HGetAll(ctx, r.key("status", s))
+	}
+	r.trips.Add(1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("checkpoint: read statuses from redis: %w", err)
+	}
+	out := make([]ShardStatus, len(shards))
+	for i, get := range gets {
+		h := get.Val()
+		out[i] = ShardStatus{Shard: shards[i], Replica: h["replica"], LastError: h["lastError"]}
+		for _, f := range []struct {
+			name string
+			to   *time.Time
+		}{{"lastSuccess", &out[i].LastSuccess}, {"lastCycle", &out[i].LastCycle}} {
+			if h[f.name] == "" {
+				continue
+			}
+			ms, err := strconv.ParseInt(h[f.name], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("checkpoint: status of %s: %w: %s %q", shards[i], ErrCorrupt, f.name, h[f.name])
+			}
+			*f.to = msTime(ms)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,304 @@
+package checkpoint_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// replicaStore is a replica's store: the checkpoint and the group.
+type replicaStore interface {
+	store
+	checkpoint.Leases
+}
+
+// backends gives, for each kind of store, a function that sets up one
+// backend for a test and returns how to open a store on it: each store
+// opened is another process, with its own memory.
+func backends() map[string]func(t *testing.T) func() replicaStore {
+	return map[string]func(t *testing.T) func() replicaStore{
+		"redis": func(t *testing.T) func() replicaStore {
+			client, prefix := testenv.Redis(t)
+			return func() replicaStore {
+				s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, ChunkSize: 100})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+		},
+		"natskv": func(t *testing.T) func() replicaStore {
+			bucket := testenv.Name("CAPOLLER_CKPT")
+			_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+			return func() replicaStore {
+				s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+		},
+	}
+}
+
+// leaseEpoch is on a millisecond: the stores keep times in milliseconds.
+func leaseEpoch() time.Time { return time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC) }
+
+const ttl = 10 * time.Second
+
+func sameLease(a, b checkpoint.Lease) bool {
+	return a.Shard == b.Shard && a.Owner == b.Owner && a.Token == b.Token &&
+		a.Acquired.Equal(b.Acquired) && a.Renewed.Equal(b.Renewed) && a.Expires.Equal(b.Expires)
+}
+
+// TestLeases walks a shard's lease through owners: taken, held against
+// another, kept by its holder, renewed, taken over after expiry, released.
+func TestLeases(t *testing.T) {
+	t0 := leaseEpoch()
+	shard := diff.Shard{Account: "acme", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	other := diff.Shard{Account: "acme", Source: diff.SourceECS, Region: "cn-beijing"}
+	never := diff.Shard{Account: "acme", Source: diff.SourceSWAS, Region: "cn-hangzhou"}
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for name, open := range backends() {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			opener := open(t)
+			s := opener()
+			expect := func(step string, got checkpoint.Lease, err error, want checkpoint.Lease, wantErr error) {
+				t.Helper()
+				if !errors.Is(err, wantErr) || (wantErr == nil && err != nil) {
+					t.Fatalf("%s: error %v, want %v", step, err, wantErr)
+				}
+				if !sameLease(got, want) {
+					t.Fatalf("%s:\n got %+v\nwant %+v", step, got, want)
+				}
+			}
+			ls, err := s.Leases(ctx, []diff.Shard{shard})
+			if err != nil || len(ls) != 1 || !sameLease(ls[0], checkpoint.Lease{Shard: shard}) {
+				t.Fatalf("a shard never leased: %+v, %v", ls, err)
+			}
+
+			a1 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 1, Acquired: t0, Renewed: t0, Expires: at(ttl)}
+			got, err := s.Acquire(ctx, shard, "a", ttl, t0)
+			expect("a free shard", got, err, a1, nil)
+			got, err = s.Acquire(ctx, shard, "b", ttl, at(time.Second))
+			expect("a second owner", got, err, a1, checkpoint.ErrLeaseHeld)
+
+			a1.Renewed, a1.Expires = at(2*time.Second), at(2*time.Second+ttl)
+			got, err = s.Acquire(ctx, shard, "a", ttl, at(2*time.Second))
+			expect("the holder again", got, err, a1, nil)
+			a1.Renewed, a1.Expires = at(5*time.Second), at(5*time.Second+ttl)
+			got, err = s.Renew(ctx, a1, ttl, at(5*time.Second))
+			expect("a renewal", got, err, a1, nil)
+
+			got, err = s.Acquire(ctx, shard, "b", ttl, a1.Expires.Add(-time.Millisecond))
+			expect("a millisecond before expiry", got, err, a1, checkpoint.ErrLeaseHeld)
+			b2 := checkpoint.Lease{Shard: shard, Owner: "b", Token: 2, Acquired: a1.Expires, Renewed: a1.Expires, Expires: a1.Expires.Add(ttl)}
+			got, err = s.Acquire(ctx, shard, "b", ttl, a1.Expires)
+			expect("at expiry, another owner", got, err, b2, nil)
+
+			got, err = s.Renew(ctx, a1, ttl, at(16*time.Second))
+			expect("the old owner's renewal", got, err, b2, checkpoint.ErrLeaseLost)
+			if err := s.Release(ctx, a1); err != nil {
+				t.Fatal(err)
+			}
+			ls, err = s.Leases(ctx, []diff.Shard{shard})
+			if err != nil || !sameLease(ls[0], b2) {
+				t.Fatalf("the old owner's release took the new owner's lease: %+v, %v", ls, err)
+			}
+
+			if err := s.Release(ctx, b2); err != nil {
+				t.Fatal(err)
+			}
+			released := checkpoint.Lease{Shard: shard, Token: 2}
+			ls, err = s.Leases(ctx, []diff.Shard{shard})
+			expect("released", ls[0], err, released, nil)
+			if ls[0].Live(at(17 * time.Second)) {
+				t.Error("a released lease is live")
+			}
+			got, err = s.Renew(ctx, b2, ttl, at(17*time.Second))
+			expect("renewing a released lease", got, err, released, checkpoint.ErrLeaseLost)
+			a3 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 3, Acquired: at(17 * time.Second), Renewed: at(17 * time.Second), Expires: at(17*time.Second + ttl)}
+			got, err = s.Acquire(ctx, shard, "a", ttl, at(17*time.Second)) // b's lease ran until 25 s
+			expect("after a release, at once", got, err, a3, nil)
+
+			// Expired but not taken over, the token is still the shard's:
+			// its holder may renew it. Acquire cannot tell the holder from
+			// another process of the same id, so it takes a new token.
+			late := a3.Expires.Add(time.Minute)
+			a3.Renewed, a3.Expires = late, late.Add(ttl)
+			got, err = s.Renew(ctx, a3, ttl, late)
+			expect("renewing an expired lease", got, err, a3, nil)
+			a4 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 4, Acquired: a3.Expires, Renewed: a3.Expires, Expires: a3.Expires.Add(ttl)}
+			got, err = s.Acquire(ctx, shard, "a", ttl, a3.Expires)
+			expect("the holder after expiry", got, err, a4, nil)
+
+			o1, err := s.Acquire(ctx, other, "b", ttl, t0)
+			if err != nil || o1.Token != 1 {
+				t.Fatalf("another shard: %+v, %v", o1, err)
+			}
+			ls, err = opener().Leases(ctx, []diff.Shard{other, shard, never}) // another process reads them
+			if err != nil || len(ls) != 3 || !sameLease(ls[0], o1) || !sameLease(ls[1], a4) || !sameLease(ls[2], checkpoint.Lease{Shard: never}) {
+				t.Fatalf("leases read back: %+v, %v", ls, err)
+			}
+		})
+	}
+}
+
+// TestLeaseRace: two processes acquiring one shard at the same instant;
+// exactly one wins, and the loser is told the winner's lease.
+func TestLeaseRace(t *testing.T) {
+	t0 := leaseEpoch()
+	for name, open := range backends() {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			opener := open(t)
+			replicas := []replicaStore{opener(), opener()}
+			for round := range 20 {
+				shard := diff.Shard{Source: diff.SourceECS, Region: fmt.Sprintf("r-%d", round)}
+				var leases [2]checkpoint.Lease
+				var errs [2]error
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for i, s := range replicas {
+					wg.Go(func() {
+						<-start
+						leases[i], errs[i] = s.Acquire(ctx, shard, fmt.Sprintf("replica-%d", i), ttl, t0)
+					})
+				}
+				close(start)
+				wg.Wait()
+				won := 0
+				for i, err := range errs {
+					switch {
+					case err == nil:
+						won++
+					case !errors.Is(err, checkpoint.ErrLeaseHeld):
+						t.Fatalf("round %d, replica %d: %v", round, i, err)
+					}
+				}
+				if won != 1 || !sameLease(leases[0], leases[1]) || leases[0].Token != 1 {
+					t.Fatalf("round %d: %d winners, leases %+v / %+v", round, won, leases[0], leases[1])
+				}
+			}
+		})
+	}
+}
+
+// TestMembership: heartbeats register members, sorted by id; an expired
+// one is pruned by the next heartbeat; Leave removes one at once.
+func TestMembership(t *testing.T) {
+	t0 := leaseEpoch()
+	ids := func(ms []checkpoint.Member) string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.ID)
+		}
+		return fmt.Sprint(out)
+	}
+	for name, open := range backends() {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			opener := open(t)
+			s := opener()
+			beat := func(m checkpoint.Member, ttl time.Duration, now time.Time, want string) []checkpoint.Member {
+				t.Helper()
+				ms, err := s.Heartbeat(ctx, m, ttl, now)
+				if err != nil || ids(ms) != want {
+					t.Fatalf("heartbeat of %s at %v: %v, %v; want %s", m.ID, now, ids(ms), err, want)
+				}
+				return ms
+			}
+			c := checkpoint.Member{ID: "c", Host: "host-c", PID: 3, Version: "v1.2", Started: t0.Add(-time.Hour)}
+			beat(c, ttl, t0, "[c]")
+			ms := beat(checkpoint.Member{ID: "b", PID: 2}, 2*time.Second, t0, "[b c]")
+			if !ms[0].Started.Equal(t0) || !ms[0].Expires.Equal(t0.Add(2*time.Second)) {
+				t.Errorf("b without a start time: %+v", ms[0])
+			}
+			beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(time.Second), "[a b c]")
+			ms = beat(c, ttl, t0.Add(2*time.Second), "[a c]") // b's heartbeat expired at 2 s
+			want := checkpoint.Member{ID: "c", Host: "host-c", PID: 3, Version: "v1.2", Started: t0.Add(-time.Hour), Seen: t0.Add(2 * time.Second), Expires: t0.Add(2*time.Second + ttl)}
+			if got := ms[1]; got.ID != want.ID || got.Host != want.Host || got.PID != want.PID || got.Version != want.Version ||
+				!got.Started.Equal(want.Started) || !got.Seen.Equal(want.Seen) || !got.Expires.Equal(want.Expires) {
+				t.Errorf("c read back:\n got %+v\nwant %+v", got, want)
+			}
+			ms = beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(3*time.Second), "[a c]")
+			if !ms[0].Started.Equal(t0.Add(time.Second)) || !ms[0].Seen.Equal(t0.Add(3*time.Second)) {
+				t.Errorf("a heartbeat without a start time lost the first one's: %+v", ms[0])
+			}
+			if err := s.Leave(ctx, "c"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Leave(ctx, "never-joined"); err != nil {
+				t.Fatal(err)
+			}
+			beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(4*time.Second), "[a]")
+
+			// Two processes beating at once both stay members.
+			other := opener()
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, st := range []replicaStore{s, other} {
+				wg.Go(func() {
+					_, errs[i] = st.Heartbeat(ctx, checkpoint.Member{ID: fmt.Sprintf("p%d", i)}, ttl, t0.Add(5*time.Second))
+				})
+			}
+			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				t.Fatal(err)
+			}
+			beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(6*time.Second), "[a p0 p1]")
+		})
+	}
+}
+
+// TestStatuses: a report is read back; a failed cycle's report keeps the
+// last success; a shard never reported has only its shard.
+func TestStatuses(t *testing.T) {
+	t0 := leaseEpoch()
+	shard := diff.Shard{Account: "acme", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	other := diff.Shard{Account: "acme", Source: diff.SourceECS, Region: "cn-beijing"}
+	for name, open := range backends() {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			s := open(t)()
+			check := func(step string, want ...checkpoint.ShardStatus) {
+				t.Helper()
+				got, err := s.Statuses(ctx, []diff.Shard{shard, other})
+				if err != nil || len(got) != len(want) {
+					t.Fatalf("%s: %+v, %v", step, got, err)
+				}
+				for i := range want {
+					g, w := got[i], want[i]
+					if g.Shard != w.Shard || g.Replica != w.Replica || g.LastError != w.LastError ||
+						!g.LastSuccess.Equal(w.LastSuccess) || !g.LastCycle.Equal(w.LastCycle) {
+						t.Fatalf("%s: status %d\n got %+v\nwant %+v", step, i, g, w)
+					}
+				}
+			}
+			check("none reported", checkpoint.ShardStatus{Shard: shard}, checkpoint.ShardStatus{Shard: other})
+			ok := checkpoint.ShardStatus{Shard: shard, Replica: "a", LastSuccess: t0, LastCycle: t0}
+			if err := s.Report(ctx, ok); err != nil {
+				t.Fatal(err)
+			}
+			check("a success", ok, checkpoint.ShardStatus{Shard: other})
+			failed := checkpoint.ShardStatus{Shard: shard, Replica: "b", LastCycle: t0.Add(time.Minute), LastError: "throttled: retry after 60s"}
+			if err := s.Report(ctx, failed); err != nil {
+				t.Fatal(err)
+			}
+			failed.LastSuccess = t0
+			check("a failure after it", failed, checkpoint.ShardStatus{Shard: other})
+			again := checkpoint.ShardStatus{Shard: shard, Replica: "b", LastSuccess: t0.Add(2 * time.Minute), LastCycle: t0.Add(2 * time.Minute)}
+			if err := s.Report(ctx, again); err != nil {
+				t.Fatal(err)
+			}
+			check("a success again", again, checkpoint.ShardStatus{Shard: other})
+		})
+	}
+}
