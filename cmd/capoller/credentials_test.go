@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -9,6 +10,10 @@ import (
 	"testing"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
 )
 
 // The secrets the credential tests put in variables and files: no error
@@ -253,3 +258,80 @@ func (r *refreshing) GetCredentials() (*credentials.Credentials, error) {
 }
 
 func (r *refreshing) GetProviderName() string { return "refreshing" }
+
+// The credentials of two accounts, as run.go hands them to the listers,
+// sign for each account at the emulator: each sees only its own work.
+func TestCredentialSignsForItsAccount(t *testing.T) {
+	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIdefault", AccessKeySecret: "default-secret", Instances: 1,
+		Accounts: []castest.Account{
+			{Name: "prod", AccessKeyID: "LTAIprod", AccessKeySecret: "prod-secret"},
+			{Name: "staging", AccessKeyID: "STS.staging", AccessKeySecret: "staging-secret", SecurityToken: "staging-token"},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sim.Close() }()
+	base, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg, err := loadYAML(t, `accounts:
+  - name: prod
+    credentials: {type: access_key, source: env, access_key_id_env: PROD_ID, access_key_secret_env: PROD_SECRET}
+    regions: [cn-hangzhou]
+  - name: staging
+    credentials: {type: sts, source: file, access_key_id_file: `+writeSecret(t, dir, "id", "STS.staging\n")+`,
+                  access_key_secret_file: `+writeSecret(t, dir, "secret", "staging-secret\n")+`,
+                  security_token_file: `+writeSecret(t, dir, "token", "staging-token\n")+`}
+    regions: [cn-hangzhou]
+    sources: [ecs-results]
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := fakeEnv(map[string]string{"PROD_ID": "LTAIprod", "PROD_SECRET": "prod-secret"})
+	want := map[string]string{}
+	for _, name := range []string{"prod", "staging"} {
+		a := sim.Account(name)
+		id, err := a.Invoke("cn-hangzhou", []string{a.Instances()[0].ID}, "echo "+name, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[name] = id
+	}
+	shards, err := cfg.shards()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range shards {
+		cred, err := cfg.credential(sh.Account, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := cloudassist.Options{Region: sh.Shard.Region, Endpoint: base, Credential: cred, TransientRetries: -1, ThrottleRetries: -1}
+		var l interface {
+			Snapshot(context.Context) (diff.Snapshot, error)
+		}
+		if sh.Source == "ecs-results" {
+			l, err = cloudassist.NewECSResults(opts)
+		} else {
+			l, err = cloudassist.NewECS(opts)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := l.Snapshot(t.Context())
+		if err != nil {
+			t.Fatalf("%s: %v", sh.Shard, err)
+		}
+		for _, r := range snap.Records {
+			if r.InvokeID != want[sh.Account] {
+				t.Errorf("%s lists %s, want only %s", sh.Shard, r.InvokeID, want[sh.Account])
+			}
+		}
+		if len(snap.Records) == 0 {
+			t.Errorf("%s lists nothing", sh.Shard)
+		}
+	}
+}
