@@ -225,6 +225,11 @@ func TestAccountsRefuseWrongKeys(t *testing.T) {
 			t.Errorf("key %s: %v (code %q), want %s", tc.key.id, err, got, tc.code)
 		}
 	}
+	both := listerOptions(base, prodKey())
+	both.AccessKeyID, both.AccessKeySecret = prodKey().id, prodKey().secret
+	if _, err := cloudassist.NewECS(both); err == nil || strings.Contains(err.Error(), prodKey().secret) {
+		t.Errorf("a lister with a Credential and static keys: %v; want it refused", err)
+	}
 }
 
 // TestAccountsInTheTruth: every truth entry names its account, in process
