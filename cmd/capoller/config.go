@@ -26,36 +26,121 @@ import (
 
 // config is the daemon's configuration. Each field is settable, from lowest
 // to highest precedence, by a default, the YAML file (--config), the
-// environment (CAPOLLER_<FLAG>, dashes as underscores) and a flag.
+// environment (CAPOLLER_<FLAG>, dashes as underscores) and a flag — except
+// Accounts, which only the file lists.
+//
+// Without accounts, Regions and Sources are those of the default account,
+// whose credentials are the SDK's default chain. With accounts, each
+// account lists its own, and Regions and Sources are nil: setting them too
+// is an error naming both, so that no flag silently widens or narrows what
+// every account polls.
 type config struct {
-	Config          string        `yaml:"-"`
-	Endpoint        string        `yaml:"endpoint"`
-	Regions         []string      `yaml:"regions"`
-	Sources         []string      `yaml:"sources"`
-	Interval        time.Duration `yaml:"interval"`
-	Initial         string        `yaml:"initial"`
-	Strategy        string        `yaml:"strategy"`
-	ResyncEvery     time.Duration `yaml:"resync-every"`
-	QPS             float64       `yaml:"qps"`
-	ThrottleWindow  time.Duration `yaml:"throttle-window"`
-	PageSize        int           `yaml:"page-size"`
-	APITimeout      time.Duration `yaml:"api-timeout"`
-	RedisURL        string        `yaml:"redis-url"`
-	KeyPrefix       string        `yaml:"key-prefix"`
-	NATSURL         string        `yaml:"nats-url"`
-	Stream          string        `yaml:"stream"`
-	SubjectPrefix   string        `yaml:"subject-prefix"`
-	DuplicateWindow time.Duration `yaml:"duplicate-window"`
-	Checkpoint      string        `yaml:"checkpoint"`
-	Bucket          string        `yaml:"bucket"`
-	DataDir         string        `yaml:"data-dir"`
-	MetricsAddr     string        `yaml:"metrics-addr"`
-	LogFormat       string        `yaml:"log-format"`
-	LogLevel        string        `yaml:"log-level"`
+	Config          string          `yaml:"-"`
+	Endpoint        string          `yaml:"endpoint"`
+	Accounts        []accountConfig `yaml:"accounts,omitempty"`
+	Regions         []string        `yaml:"regions,omitempty"`
+	Sources         []string        `yaml:"sources,omitempty"`
+	Interval        time.Duration   `yaml:"interval"`
+	Initial         string          `yaml:"initial"`
+	Strategy        string          `yaml:"strategy"`
+	ResyncEvery     time.Duration   `yaml:"resync-every"`
+	QPS             float64         `yaml:"qps"`
+	ThrottleWindow  time.Duration   `yaml:"throttle-window"`
+	PageSize        int             `yaml:"page-size"`
+	APITimeout      time.Duration   `yaml:"api-timeout"`
+	RedisURL        string          `yaml:"redis-url"`
+	KeyPrefix       string          `yaml:"key-prefix"`
+	NATSURL         string          `yaml:"nats-url"`
+	Stream          string          `yaml:"stream"`
+	SubjectPrefix   string          `yaml:"subject-prefix"`
+	DuplicateWindow time.Duration   `yaml:"duplicate-window"`
+	Checkpoint      string          `yaml:"checkpoint"`
+	Bucket          string          `yaml:"bucket"`
+	DataDir         string          `yaml:"data-dir"`
+	MetricsAddr     string          `yaml:"metrics-addr"`
+	LogFormat       string          `yaml:"log-format"`
+	LogLevel        string          `yaml:"log-level"`
 
-	// Static credentials, set only by the demo; the daemon takes its
-	// credentials from the SDK's default chain (ALIBABA_CLOUD_* …).
+	// Static credentials of the default account, set only by the demo
+	// (see credential); otherwise the default account takes the SDK's
+	// default chain (ALIBABA_CLOUD_* …).
 	accessKeyID, accessKeySecret string
+}
+
+// accountConfig is one Alibaba Cloud account the daemon polls: its shards
+// are every source in every region, ids name/source/region.
+type accountConfig struct {
+	// Name is the shard ids' first token: 1 to 64 characters of
+	// [A-Za-z0-9_-], unique. "default" takes over the checkpoints of the
+	// account that flags configured before accounts were listed.
+	Name string `yaml:"name"`
+	// Credentials says how the account signs its calls.
+	Credentials credentialsConfig `yaml:"credentials"`
+	// Regions to poll; at least one.
+	Regions []string `yaml:"regions"`
+	// Sources to poll in each region (ecs or ecs-results, and swas);
+	// default ecs.
+	Sources []string `yaml:"sources"`
+}
+
+// shardConfig is one shard the daemon polls: what run.go builds a lister
+// and a poller from.
+type shardConfig struct {
+	// Shard is its id, account/source/region. ecs-results publishes as
+	// source ecs: both are views of the same records.
+	Shard diff.Shard
+	// Source is the lister: ecs, ecs-results or swas.
+	Source string
+	// Account names the account, for credential.
+	Account string
+}
+
+// shards lists the shards of the configuration, account by account (the
+// default one alone when no accounts are listed), region by region. The
+// same shard twice is an error.
+func (c config) shards() ([]shardConfig, error) {
+	accounts := c.Accounts
+	if len(accounts) == 0 {
+		accounts = []accountConfig{{Name: diff.DefaultAccount, Regions: c.Regions, Sources: c.Sources}}
+	}
+	var out []shardConfig
+	seen := map[diff.Shard]string{}
+	for _, a := range accounts {
+		for _, region := range a.Regions {
+			for _, source := range a.Sources {
+				shard := shardOfSource(a.Name, source, region)
+				if prev, dup := seen[shard]; dup {
+					return nil, fmt.Errorf("shard %s is listed twice: account %q polls %s and %s in %s", shard, a.Name, prev, source, region)
+				}
+				seen[shard] = source
+				out = append(out, shardConfig{Shard: shard, Source: source, Account: a.Name})
+			}
+		}
+	}
+	return out, nil
+}
+
+// accountNames lists the accounts polled: "default" alone when the file
+// lists none.
+func (c config) accountNames() []string {
+	if len(c.Accounts) == 0 {
+		return []string{diff.DefaultAccount}
+	}
+	names := make([]string, len(c.Accounts))
+	for i, a := range c.Accounts {
+		names[i] = a.Name
+	}
+	return names
+}
+
+// shardOfSource names the shard of a lister source of an account in a
+// region. ecs and ecs-results are two views of the same records: both are
+// source "ecs".
+func shardOfSource(account, source, region string) diff.Shard {
+	if source == "swas" {
+		return diff.Shard{Account: account, Source: diff.SourceSWAS, Region: region}
+	}
+	return diff.Shard{Account: account, Source: diff.SourceECS, Region: region}
 }
 
 func defaultConfig() config {
@@ -184,6 +269,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	// Where regions and sources were set, if anywhere: with accounts they
+	// are each account's, and setting them for all is refused.
+	from := map[string]string{}
 	if cfg.Config != "" {
 		raw, err := os.ReadFile(cfg.Config)
 		if err != nil {
@@ -192,16 +280,34 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
 		dec.KnownFields(true)
 		path := cfg.Config
+		defaults := cfg
+		cfg.Regions, cfg.Sources = nil, nil
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
 			return cfg, fmt.Errorf("config %s: %w", path, yamlError(err))
 		}
 		cfg.Config = path
+		if cfg.Regions == nil {
+			cfg.Regions = defaults.Regions
+		} else {
+			from["regions"] = "regions in " + path
+		}
+		if cfg.Sources == nil {
+			cfg.Sources = defaults.Sources
+		} else {
+			from["sources"] = "sources in " + path
+		}
+		for i := range cfg.Accounts {
+			if len(cfg.Accounts[i].Sources) == 0 {
+				cfg.Accounts[i].Sources = []string{"ecs"}
+			}
+		}
 	}
 	for _, s := range all {
 		if v := getenv(envName(s.name)); v != "" {
 			if err := s.set(&cfg, v); err != nil {
 				return cfg, fmt.Errorf("%s=%q: %w", envName(s.name), v, err)
 			}
+			from[s.name] = envName(s.name)
 		}
 	}
 	for _, name := range order {
@@ -209,6 +315,20 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		if err := all[i].set(&cfg, flags[name]); err != nil {
 			return cfg, fmt.Errorf("--%s=%q: %w", name, flags[name], err)
 		}
+		from[name] = "--" + name
+	}
+	if len(cfg.Accounts) > 0 {
+		var errs []error
+		for _, name := range []string{"regions", "sources"} {
+			if where, set := from[name]; set {
+				errs = append(errs, fmt.Errorf("%s and accounts in %s: with accounts, each account lists its own %s (accounts[].%s); remove %s",
+					where, cfg.Config, name, name, where))
+			}
+		}
+		if len(errs) > 0 {
+			return cfg, errors.Join(errs...)
+		}
+		cfg.Regions, cfg.Sources = nil, nil // they are the default account's, which is not polled
 	}
 	return cfg, cfg.validate()
 }
@@ -244,6 +364,9 @@ func yamlMessage(m string) string {
 	}
 	return strings.NewReplacer(
 		" into main.config", " into the settings (want a mapping of setting: value)",
+		" into []main.accountConfig", " into a list of accounts",
+		" into main.accountConfig", " into an account (want a mapping of setting: value)",
+		" into main.credentialsConfig", " into credentials (want a mapping of setting: value)",
 		" into time.Duration", " into a duration (e.g. 30s)",
 		" into []string", " into a list",
 		" into float64", " into a number",
@@ -269,32 +392,13 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
 		}
 	}
-	if len(c.Regions) == 0 {
-		errs = append(errs, errors.New("regions: at least one region is required"))
-	}
-	for i, r := range c.Regions {
-		if r == "" || publisher.EscapeToken(r) != r {
-			errs = append(errs, fmt.Errorf("regions: region %q: use only [A-Za-z0-9_-]", r))
+	if len(c.Accounts) == 0 {
+		errs = append(errs, checkShards("", c.Regions, c.Sources)...)
+	} else {
+		if c.Regions != nil || c.Sources != nil {
+			errs = append(errs, errors.New("regions and sources: with accounts, each account lists its own"))
 		}
-		if slices.Contains(c.Regions[:i], r) {
-			errs = append(errs, fmt.Errorf("regions: %q is listed twice (a shard is polled by one loop)", r))
-		}
-	}
-	if len(c.Sources) == 0 {
-		errs = append(errs, errors.New("sources: at least one source is required"))
-	}
-	for i, s := range c.Sources {
-		switch s {
-		case "ecs", "ecs-results", "swas":
-		default:
-			errs = append(errs, fmt.Errorf("sources: source %q: want ecs, ecs-results or swas", s))
-		}
-		if slices.Contains(c.Sources[:i], s) {
-			errs = append(errs, fmt.Errorf("sources: %q is listed twice (a shard is polled by one loop)", s))
-		}
-	}
-	if slices.Contains(c.Sources, "ecs") && slices.Contains(c.Sources, "ecs-results") {
-		errs = append(errs, errors.New("sources: ecs and ecs-results are two views of the same records; a region takes one of them"))
+		errs = append(errs, c.validateAccounts()...)
 	}
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("interval %v: must be positive", c.Interval))
@@ -362,6 +466,76 @@ func (c config) validate() error {
 		errs = append(errs, fmt.Errorf("log-format %q: want json or console", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// checkShards checks the regions and sources of one account; label
+// prefixes each error with the account, or nothing for the default one.
+func checkShards(label string, regions, sources []string) []error {
+	var errs []error
+	if len(regions) == 0 {
+		errs = append(errs, fmt.Errorf("%sregions: at least one region is required", label))
+	}
+	for i, r := range regions {
+		if !validRegion(r) {
+			errs = append(errs, fmt.Errorf("%sregions: region %q: want lower-case letters, digits and \"-\", e.g. cn-hangzhou", label, r))
+		}
+		if slices.Contains(regions[:i], r) {
+			errs = append(errs, fmt.Errorf("%sregions: %q is listed twice (a shard is polled by one loop)", label, r))
+		}
+	}
+	if len(sources) == 0 {
+		errs = append(errs, fmt.Errorf("%ssources: at least one source is required", label))
+	}
+	for i, s := range sources {
+		switch s {
+		case "ecs", "ecs-results", "swas":
+		default:
+			errs = append(errs, fmt.Errorf("%ssources: source %q: want ecs, ecs-results or swas", label, s))
+		}
+		if slices.Contains(sources[:i], s) {
+			errs = append(errs, fmt.Errorf("%ssources: %q is listed twice (a shard is polled by one loop)", label, s))
+		}
+	}
+	if slices.Contains(sources, "ecs") && slices.Contains(sources, "ecs-results") {
+		errs = append(errs, fmt.Errorf("%ssources: ecs and ecs-results are two views of the same records, one shard; a region takes one of them", label))
+	}
+	return errs
+}
+
+// validateAccounts checks every account: its name, its shards and the
+// shape of its credentials. Each error names the account and the setting.
+func (c config) validateAccounts() []error {
+	var errs []error
+	for i, a := range c.Accounts {
+		label := fmt.Sprintf("account %q: ", a.Name)
+		if !validAccountName(a.Name) {
+			label = fmt.Sprintf("accounts[%d]: ", i)
+			if a.Name == "" {
+				errs = append(errs, fmt.Errorf("%sname: required: 1 to 64 characters of [A-Za-z0-9_-]", label))
+			} else {
+				errs = append(errs, fmt.Errorf("%sname %q: want 1 to 64 characters of [A-Za-z0-9_-]", label, a.Name))
+			}
+		} else if j := slices.IndexFunc(c.Accounts[:i], func(b accountConfig) bool { return b.Name == a.Name }); j >= 0 {
+			errs = append(errs, fmt.Errorf("%sname: listed twice, as accounts[%d] and accounts[%d]", label, j, i))
+		}
+		errs = append(errs, checkShards(label, a.Regions, a.Sources)...)
+		for _, err := range a.Credentials.validate() {
+			errs = append(errs, fmt.Errorf("%scredentials: %w", label, err))
+		}
+	}
+	return errs
+}
+
+// validAccountName reports whether name can name an account: 1 to 64
+// characters of [A-Za-z0-9_-], a token of shard ids and subjects.
+func validAccountName(name string) bool {
+	return name != "" && len(name) <= 64 && publisher.EscapeToken(name) == name
+}
+
+// validRegion reports whether r looks like an Alibaba Cloud region id:
+// lower-case letters, digits and "-".
+func validRegion(r string) bool {
+	return r != "" && strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
 }
 
 // printable refuses a setting with a control character, an invisible one

@@ -8,13 +8,19 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"gopkg.in/yaml.v3"
 
+	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -335,5 +341,311 @@ func TestRunRefusesAForeignStream(t *testing.T) {
 	}
 	if got := s.CachedInfo().Config.Subjects; len(got) != 1 || got[0] != "x_"+prefix+".>" {
 		t.Errorf("the stream's subjects became %v", got)
+	}
+}
+
+// loadYAML loads a configuration file with the given content (and args,
+// and the environment env).
+func loadYAML(t *testing.T, content string, env map[string]string, args ...string) (config, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "capoller.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), append([]string{"--config", path}, args...), func(k string) string { return env[k] })
+}
+
+// exampleAccounts is the design's example of an account.
+const exampleAccounts = `accounts:
+  - name: prod
+    credentials: {type: ram_role_arn, role_arn: "acs:ram::123:role/capoller", source: env}
+    regions: [cn-hangzhou, cn-shanghai]
+    sources: [ecs, swas]
+`
+
+func TestConfigAccountsExample(t *testing.T) {
+	cfg, err := loadYAML(t, exampleAccounts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Regions != nil || cfg.Sources != nil {
+		t.Errorf("with accounts, regions %v and sources %v are set; want nil", cfg.Regions, cfg.Sources)
+	}
+	got, err := cfg.shards()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []shardConfig{
+		{diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}, "ecs", "prod"},
+		{diff.Shard{Account: "prod", Source: diff.SourceSWAS, Region: "cn-hangzhou"}, "swas", "prod"},
+		{diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-shanghai"}, "ecs", "prod"},
+		{diff.Shard{Account: "prod", Source: diff.SourceSWAS, Region: "cn-shanghai"}, "swas", "prod"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("shards() =\n%v\nwant\n%v", got, want)
+	}
+	if names := cfg.accountNames(); !slices.Equal(names, []string{"prod"}) {
+		t.Errorf("accountNames() = %v", names)
+	}
+	c := cfg.Accounts[0].Credentials
+	if c.Type != credRAMRoleARN || c.RoleARN != "acs:ram::123:role/capoller" || c.Source != sourceEnv {
+		t.Errorf("credentials = %+v", c)
+	}
+
+	// An account's sources default to ecs; ecs-results shards publish as ecs.
+	cfg, err = loadYAML(t, "accounts:\n  - {name: a, credentials: {type: ecs_ram_role}, regions: [cn-beijing]}\n"+
+		"  - {name: b, credentials: {type: cli_profile, profile: b}, regions: [cn-beijing], sources: [ecs-results]}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = cfg.shards()
+	want = []shardConfig{
+		{diff.Shard{Account: "a", Source: diff.SourceECS, Region: "cn-beijing"}, "ecs", "a"},
+		{diff.Shard{Account: "b", Source: diff.SourceECS, Region: "cn-beijing"}, "ecs-results", "b"},
+	}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("shards() = %v (%v), want %v", got, err, want)
+	}
+}
+
+// Without accounts the flags make the one default account, as before.
+func TestConfigWithoutAccountsIsTheDefaultAccount(t *testing.T) {
+	cfg, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--regions", "cn-beijing,cn-shanghai", "--sources", "ecs-results,swas"}, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := cfg.shards()
+	want := []shardConfig{
+		{diff.Shard{Account: "default", Source: diff.SourceECS, Region: "cn-beijing"}, "ecs-results", "default"},
+		{diff.Shard{Account: "default", Source: diff.SourceSWAS, Region: "cn-beijing"}, "swas", "default"},
+		{diff.Shard{Account: "default", Source: diff.SourceECS, Region: "cn-shanghai"}, "ecs-results", "default"},
+		{diff.Shard{Account: "default", Source: diff.SourceSWAS, Region: "cn-shanghai"}, "swas", "default"},
+	}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("shards() = %v (%v), want %v", got, err, want)
+	}
+	if got[0].Shard.String() != "default/ecs/cn-beijing" {
+		t.Errorf("shard id %s", got[0].Shard)
+	}
+	if names := cfg.accountNames(); !slices.Equal(names, []string{"default"}) {
+		t.Errorf("accountNames() = %v", names)
+	}
+	if p, err := cfg.credential("default", noEnv); p != nil || err != nil {
+		t.Errorf("credential(default) = %v, %v; want nil: the SDK's default chain", p, err)
+	}
+	if _, err := cfg.credential("prod", noEnv); err == nil || !strings.Contains(err.Error(), `"prod"`) {
+		t.Errorf("credential(prod) without accounts: %v", err)
+	}
+	cfg.accessKeyID, cfg.accessKeySecret = "LTAIdemo", "demo-s3cret" // as the demo sets them
+	p, err := cfg.credential("default", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc, err := p.GetCredentials(); err != nil || cc.AccessKeyId != "LTAIdemo" || cc.AccessKeySecret != "demo-s3cret" {
+		t.Errorf("the demo's credential: %+v, %v", cc, err)
+	}
+	// A region is lower case, as Alibaba's are.
+	for _, bad := range []string{"CN-HANGZHOU", "cn_hangzhou"} {
+		runRefused(t, "regions", "--regions", bad)
+	}
+}
+
+// With accounts, regions and sources for all of them are refused wherever
+// they are set, naming both.
+func TestConfigAccountsRefuseRegionsAndSourcesForAll(t *testing.T) {
+	for _, tc := range []struct {
+		yaml  string
+		env   map[string]string
+		args  []string
+		where string
+	}{
+		{exampleAccounts, nil, []string{"--regions", "cn-beijing"}, "--regions"},
+		{exampleAccounts, nil, []string{"--sources", "swas"}, "--sources"},
+		{exampleAccounts, map[string]string{"CAPOLLER_REGIONS": "cn-beijing"}, nil, "CAPOLLER_REGIONS"},
+		{exampleAccounts + "sources: [ecs]\n", nil, nil, "sources in "},
+		{"regions: [cn-beijing]\n" + exampleAccounts, nil, nil, "regions in "},
+	} {
+		_, err := loadYAML(t, tc.yaml, tc.env, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.where) || !strings.Contains(err.Error(), "accounts") {
+			t.Errorf("%v %v: %v; want an error naming %s and the accounts", tc.env, tc.args, err, tc.where)
+		}
+	}
+	// Other flags still apply to every account.
+	cfg, err := loadYAML(t, exampleAccounts, map[string]string{"CAPOLLER_INTERVAL": "5s"}, "--page-size", "20")
+	if err != nil || cfg.Interval != 5*time.Second || cfg.PageSize != 20 {
+		t.Errorf("interval %v, page size %d (%v)", cfg.Interval, cfg.PageSize, err)
+	}
+}
+
+// Each invalid account is refused with an error naming the account and the
+// setting.
+func TestConfigAccountsRefused(t *testing.T) {
+	account := func(name, creds, rest string) string {
+		return "accounts:\n  - name: " + name + "\n    credentials: " + creds + "\n" + rest
+	}
+	ak := "{type: access_key, source: env}"
+	regions := "    regions: [cn-hangzhou]\n"
+	for _, tc := range []struct {
+		yaml string
+		want []string
+	}{
+		{account(`"a b"`, ak, regions), []string{"accounts[0]", `name "a b"`}},
+		{account(`""`, ak, regions), []string{"accounts[0]", "name: required"}},
+		{account(strings.Repeat("a", 65), ak, regions), []string{"accounts[0]", "64"}},
+		{account("prod", ak, regions) + "  - {name: prod, credentials: " + ak + ", regions: [cn-beijing]}\n", []string{`account "prod"`, "listed twice", "accounts[1]"}},
+		{account("prod", ak, ""), []string{`account "prod"`, "regions: at least one"}},
+		{account("prod", ak, "    regions: [Cn-Hangzhou]\n"), []string{`account "prod"`, `region "Cn-Hangzhou"`}},
+		{account("prod", ak, "    regions: [cn-hangzhou, cn-hangzhou]\n"), []string{`account "prod"`, "regions", "twice"}},
+		{account("prod", ak, regions+"    sources: [ecs, rds]\n"), []string{`account "prod"`, `source "rds"`}},
+		{account("prod", ak, regions+"    sources: [swas, swas]\n"), []string{`account "prod"`, "sources", "twice"}},
+		{account("prod", ak, regions+"    sources: [ecs-results, ecs]\n"), []string{`account "prod"`, "sources", "two views"}},
+		{account("prod", "{source: env}", regions), []string{`account "prod"`, "credentials: type: required"}},
+		{account("prod", "{type: password}", regions), []string{`account "prod"`, `credentials: type "password"`}},
+		{account("prod", "{type: access_key}", regions), []string{`account "prod"`, "credentials: source: required"}},
+		{account("prod", "{type: sts, source: vault}", regions), []string{`account "prod"`, `credentials: source "vault"`}},
+		{account("prod", "{type: ram_role_arn, source: env}", regions), []string{`account "prod"`, "credentials: role_arn: required"}},
+		{account("prod", "{type: ram_role_arn, source: env, role_arn: capoller}", regions), []string{`account "prod"`, "credentials: role_arn: want acs:ram::"}},
+		{account("prod", `{type: ram_role_arn, source: env, role_arn: "acs:ram::1:role/r", policy: "{not json"}`, regions), []string{`account "prod"`, "credentials: policy"}},
+		{account("prod", `{type: ram_role_arn, source: env, role_arn: "acs:ram::1:role/r", session_duration: 5m}`, regions), []string{`account "prod"`, "credentials: session_duration"}},
+		{account("prod", `{type: ram_role_arn, source: env, role_arn: "acs:ram::1:role/r", role_session_name: "a b"}`, regions), []string{`account "prod"`, "credentials: role_session_name"}},
+		{account("prod", `{type: ram_role_arn, source: env, role_arn: "acs:ram::1:role/r", sts_region: "CN"}`, regions), []string{`account "prod"`, "credentials: sts_region"}},
+		{account("prod", "{type: access_key, source: env, access_key_id_env: 1BAD}", regions), []string{`account "prod"`, "credentials: access_key_id_env"}},
+		{account("prod", "{type: access_key, source: env, access_key_secret_file: /run/s}", regions), []string{`account "prod"`, "credentials: access_key_secret_file: not used with source env"}},
+		{account("prod", "{type: access_key, source: file, access_key_id_env: ID}", regions), []string{`account "prod"`, "credentials: access_key_id_env: not used with source file", "access_key_id_file: required"}},
+		{account("prod", "{type: sts, source: file, access_key_id_file: /a, access_key_secret_file: /b}", regions), []string{`account "prod"`, "credentials: security_token_file: required"}},
+		{account("prod", "{type: access_key, source: env, security_token_env: T}", regions), []string{`account "prod"`, "credentials: security_token_env: not used by type access_key"}},
+		{account("prod", "{type: access_key, source: env, profile: p}", regions), []string{`account "prod"`, "credentials: profile: not used by type access_key"}},
+		{account("prod", "{type: ecs_ram_role, source: env}", regions), []string{`account "prod"`, "credentials: source: not used by type ecs_ram_role"}},
+		{account("prod", "{type: ecs_ram_role, role_name: a/b}", regions), []string{`account "prod"`, "credentials: role_name"}},
+		{account("prod", "{type: cli_profile}", regions), []string{`account "prod"`, "credentials: profile: required"}},
+		{account("prod", "{type: cli_profile, profile: \"a\\x01\"}", regions), []string{`account "prod"`, "credentials: profile: control"}},
+		{account("prod", "{type: access_key, source: env, region: x}", regions), []string{`unknown setting "region"`}},
+		{account("prod", ak, regions+"    endpoint: http://x\n"), []string{`unknown setting "endpoint"`}},
+		{"accounts: {name: prod}\n", []string{"into a list of accounts"}},
+		{"accounts: [prod]\n", []string{"into an account"}},
+		{account("prod", "env", regions), []string{"into credentials"}},
+	} {
+		_, err := loadYAML(t, tc.yaml, nil)
+		for _, w := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v; want an error with %q", tc.yaml, err, w)
+				break
+			}
+		}
+		if err != nil && strings.Contains(err.Error(), "main.") {
+			t.Errorf("%s: the error names a Go type: %v", tc.yaml, err)
+		}
+	}
+}
+
+// A secret written into the file is refused, naming the key and what to
+// use instead, and its value is never shown: not by the refusal, not by a
+// type error, not by the re-marshalled configuration.
+func TestConfigAccountsRefuseInlineSecrets(t *testing.T) {
+	for _, key := range []string{"access_key_id", "access_key_secret", "security_token", "sts_token", "secret", "token", "password"} {
+		for _, value := range []string{"hunter2-S3cret", "[hunter2-S3cret]", "{v: hunter2-S3cret}"} {
+			_, err := loadYAML(t, "accounts:\n  - name: prod\n    credentials: {type: access_key, source: env, "+key+": "+value+"}\n    regions: [cn-hangzhou]\n", nil)
+			if err == nil || !strings.Contains(err.Error(), key+": secrets are never written in the configuration file") ||
+				!strings.Contains(err.Error(), `account "prod"`) || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("%s: %s: %v; want it refused without its value", key, value, err)
+			}
+		}
+	}
+	for _, yaml := range []string{
+		"accounts:\n  - name: prod\n    credentials: hunter2-S3cret\n",
+		"accounts:\n  - name: prod\n    credentials: {type: access_key, source: env, role_arn: [hunter2-S3cret]}\n",
+		"accounts:\n  - name: prod\n    credentials: {type: access_key, source: env, session_duration: hunter2-S3cret}\n",
+		"accounts:\n  - name: prod\n    credentials: {type: access_key, source: env, AccessKeySecret: hunter2-S3cret}\n",
+		"accounts: hunter2-S3cret\n",
+	} {
+		if _, err := loadYAML(t, yaml, nil); err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: %v; want it refused without the value", yaml, err)
+		}
+	}
+}
+
+// The effective configuration of accounts holds references only, and
+// survives a marshal and a re-load unchanged.
+func TestConfigAccountsRoundTrip(t *testing.T) {
+	cfg, err := loadYAML(t, exampleAccounts+`  - name: staging
+    credentials:
+      type: sts
+      source: env
+      access_key_id_env: STAGING_ID
+      access_key_secret_env: STAGING_SECRET
+      security_token_env: STAGING_TOKEN
+    regions: [cn-beijing]
+  - name: files
+    credentials: {type: access_key, source: file, access_key_id_file: /run/secrets/id, access_key_secret_file: /run/secrets/secret}
+    regions: [cn-beijing]
+    sources: [ecs-results, swas]
+  - name: default
+    credentials: {type: ram_role_arn, source: env, role_arn: "acs:ram::1:role/r", role_session_name: capoller, external_id: x, policy: '{"Version":"1"}', session_duration: 30m, sts_region: cn-hangzhou}
+    regions: [cn-hangzhou]
+`, map[string]string{"STAGING_SECRET": "hunter2-S3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "hunter2") || strings.HasPrefix(string(out), "regions:") || strings.Contains(string(out), "\nregions:") {
+		t.Errorf("the effective configuration shows a secret or regions for all accounts:\n%s", out)
+	}
+	back, err := loadYAML(t, string(out), nil)
+	if err != nil {
+		t.Fatalf("re-loading\n%s\nfailed: %v", out, err)
+	}
+	back.Config = cfg.Config
+	if !reflect.DeepEqual(cfg, back) {
+		t.Errorf("re-loading changed the configuration:\n%+v\n%+v\nmarshalled as\n%s", cfg, back, out)
+	}
+	shards, err := cfg.shards()
+	if err != nil || len(shards) != 4+1+2+1 {
+		t.Errorf("%d shards (%v)", len(shards), err)
+	}
+}
+
+// shards refuses the same shard twice, in a configuration that skipped
+// validation.
+func TestConfigShardsRefuseDuplicates(t *testing.T) {
+	cfg := config{Accounts: []accountConfig{{Name: "prod", Regions: []string{"cn-hangzhou"}, Sources: []string{"ecs", "ecs-results"}}}}
+	if _, err := cfg.shards(); err == nil || !strings.Contains(err.Error(), "prod/ecs/cn-hangzhou") || !strings.Contains(err.Error(), "ecs-results") {
+		t.Errorf("shards() = %v; want the shard named", err)
+	}
+}
+
+// The example configuration loads as it is, and so does its commented
+// accounts section once uncommented (in place of regions and sources).
+func TestConfigExampleLoads(t *testing.T) {
+	const example = "../../deploy/capoller.example.yaml"
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", example}, noEnv); err != nil {
+		t.Fatalf("%s: %v", example, err)
+	}
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, accounts, ok := strings.Cut(string(raw), "# accounts:")
+	if !ok {
+		t.Fatalf("%s has no accounts example", example)
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(settings, "\n") {
+		if !strings.HasPrefix(line, "regions:") && !strings.HasPrefix(line, "sources:") {
+			b.WriteString(line + "\n")
+		}
+	}
+	b.WriteString("accounts:\n")
+	for _, line := range strings.Split(accounts, "\n") {
+		b.WriteString(strings.TrimPrefix(strings.TrimPrefix(line, "#"), " ") + "\n")
+	}
+	cfg, err := loadYAML(t, b.String(), nil)
+	if err != nil {
+		t.Fatalf("the accounts example of %s: %v\n%s", example, err, b.String())
+	}
+	if shards, err := cfg.shards(); err != nil || len(cfg.Accounts) < 5 || len(shards) < len(cfg.Accounts) {
+		t.Errorf("the accounts example: %d accounts, %d shards (%v)", len(cfg.Accounts), len(shards), err)
 	}
 }

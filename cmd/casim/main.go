@@ -1,6 +1,17 @@
 // Command casim serves the Cloud Assistant emulator (package castest) over
 // HTTP, so that capoller, the real SDK or any other client can be pointed at
 // it with --endpoint.
+//
+// The key pair of --access-key-id and --access-key-secret is the default
+// account. Each --account name:keyid:secret[:token] serves one more account
+// on the same listener, with its own fleet, invocations and quota windows;
+// a request is served for the account its AccessKeyId belongs to:
+//
+//	casim --access-key-id LTAIdefault --access-key-secret s0 \
+//		--account prod:LTAIprod:s1 --account staging:STS.staging:s2:token
+//
+// GET /_casim/instances and /_casim/truth name each record's account, and
+// take ?account=NAME to show one.
 package main
 
 import (
@@ -46,6 +57,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	tokenTTL := fs.Duration("token-ttl", 0, "refuse a NextToken older than this with InvalidParameter.NextToken (0: never)")
 	fs.BoolVar(&b.TokenExpiresOnChange, "token-expires-on-change", false, "refuse a NextToken once the data it pages through changed")
 	fs.BoolVar(&b.StrictFilters, "strict-filters", false, "refuse status filter values the documents do not list")
+	var accountFlags []string // parsed after the flags: the flag package would echo a bad value, secret and all
+	fs.Func("account", "serve one more account, `name:keyid:secret[:token]`, with its own fleet and quota (repeatable; none of the parts may hold a colon)", func(v string) error {
+		accountFlags = append(accountFlags, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -53,10 +69,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	b.TokenTTL = castest.Duration(*tokenTTL)
+	var accounts []castest.Account
+	for i, v := range accountFlags {
+		a, err := parseAccount(v)
+		if err != nil {
+			fmt.Fprintf(stderr, "casim: --account #%d: %v\n", i+1, err)
+			return 2
+		}
+		accounts = append(accounts, a)
+	}
 	srv, err := castest.New(castest.Options{
 		AccessKeyID: *akID, AccessKeySecret: *akSecret, SecurityToken: *securityToken, Instances: *instances,
 		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Retention: castest.RetentionPolicy(*retention),
-		Behaviour: b,
+		Behaviour: b, Accounts: accounts,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "casim:", err)
@@ -77,4 +102,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseAccount reads an --account value, name:keyid:secret[:token]. Its
+// errors show the name only: the rest is a secret.
+func parseAccount(v string) (castest.Account, error) {
+	parts := strings.Split(v, ":")
+	if len(parts) != 3 && len(parts) != 4 {
+		return castest.Account{}, fmt.Errorf("want name:keyid:secret or name:keyid:secret:token, got %d colon-separated parts", len(parts))
+	}
+	a := castest.Account{Name: parts[0], AccessKeyID: parts[1], AccessKeySecret: parts[2]}
+	if len(parts) == 4 {
+		a.SecurityToken = parts[3]
+		if a.SecurityToken == "" {
+			return castest.Account{}, fmt.Errorf("account %q: the token after the third colon is empty", a.Name)
+		}
+	}
+	return a, nil
 }

@@ -23,10 +23,17 @@ type Options struct {
 	// Endpoint is the API base URL, e.g. http://127.0.0.1:8080 for casim.
 	// Empty means Alibaba's public endpoints over HTTPS.
 	Endpoint string
+	// Credential, if set, signs every call: any of the SDK's providers
+	// (static access key or STS token, RAM role ARN, ECS RAM role, CLI
+	// profile…), used as it is. Listers may share one — the listers of an
+	// account's shards should, so that it assumes a role once — if it is
+	// safe for concurrent use, which the SDK's refreshing providers are
+	// not by themselves. Set it or the static keys below, not both.
+	Credential credentials.CredentialsProvider
 	// AccessKeyID, AccessKeySecret and SecurityToken are static
-	// credentials. When AccessKeyID is empty the SDK's default chain is used
-	// (ALIBABA_CLOUD_* environment, CLI profile, credentials file, ECS RAM
-	// role…).
+	// credentials. When they and Credential are empty the SDK's default
+	// chain is used (ALIBABA_CLOUD_* environment, CLI profile, credentials
+	// file, ECS RAM role…).
 	AccessKeyID     string
 	AccessKeySecret string
 	SecurityToken   string
@@ -142,6 +149,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AccessKeyID != "" && o.AccessKeySecret == "" {
 		return o, errors.New("cloudassist: an access key id needs its secret")
 	}
+	if o.Credential != nil && (o.AccessKeyID != "" || o.AccessKeySecret != "" || o.SecurityToken != "") {
+		return o, errors.New("cloudassist: set a Credential or static keys, not both")
+	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -203,6 +213,8 @@ func newSDKSetup(o Options) (sdkSetup, error) {
 		}
 	}
 	switch {
+	case o.Credential != nil:
+		setup.credential = o.Credential
 	case o.AccessKeyID != "" && o.SecurityToken != "":
 		setup.credential = credentials.NewStaticSTSCredentialsProvider(o.AccessKeyID, o.AccessKeySecret, o.SecurityToken)
 	case o.AccessKeyID != "":

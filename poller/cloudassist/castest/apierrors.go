@@ -75,11 +75,10 @@ func errorFault(f *Fault) error {
 }
 
 // checkSecurityToken verifies the STS SecurityToken of a correctly signed
-// request when the emulator was given one: a request without it gets
+// request when its account has one (want): a request without it gets
 // InvalidSecurityToken.Malformed, one with another token
 // InvalidSecurityToken.MismatchWithAccessKey.
-func (s *Server) checkSecurityToken(token string) *apiError {
-	want := s.opts.SecurityToken
+func checkSecurityToken(want, token string) *apiError {
 	if want == "" || token == want {
 		return nil
 	}

@@ -3,6 +3,7 @@ package castest
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -10,20 +11,37 @@ import (
 // control serves the /_casim/ control plane. It is not Alibaba's API and
 // needs no signature:
 //
-//	GET    /_casim/instances        the fleet, as a JSON array
+//	GET    /_casim/accounts         the names of the accounts served, as a JSON array
+//	GET    /_casim/instances        the fleet, as a JSON array (each with its account)
 //	POST   /_casim/instances/{id}   {"status": "Running|Stopped|Released", "agent": "Running|NotRunning|NotResponding|Upgrading|Outdated", "reboot": true}
 //	POST   /_casim/retention        {"policy": "current|legacy", "age": "720h", "count": 10000} (count in records; age and count override the policy)
 //	GET    /_casim/truth            every status change, one JSON object per line
 //	POST   /_casim/faults           add a fault rule (see Fault)
 //	DELETE /_casim/faults           remove every fault rule
-//	POST   /_casim/quota            {"quota": 20, "window": "1m"}: calls per action and region per window
+//	POST   /_casim/quota            {"quota": 20, "window": "1m"}: calls per account, action and region per window
 //	GET    /_casim/calls            signed API calls per action
+//
+// GET /_casim/instances, /_casim/truth and /_casim/calls take
+// ?account=NAME to show one account only; an account that is not served
+// is a 404.
+//
 //	GET    /_casim/behaviour        the behaviour where the documents are silent (see Behaviour)
 //	POST   /_casim/behaviour        replace it: {"order": "oldest", "ties": true, "tokenTTL": "5s", …}
 func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/_casim/")
+	account := r.URL.Query().Get("account")
+	if account != "" && !slices.Contains(s.Accounts(), account) {
+		controlError(w, http.StatusNotFound, "no such account: "+account)
+		return
+	}
 	switch {
+	case path == "accounts" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, s.Accounts())
 	case path == "instances" && r.Method == http.MethodGet:
+		if account != "" {
+			writeJSON(w, http.StatusOK, s.Account(account).Instances())
+			return
+		}
 		writeJSON(w, http.StatusOK, s.Instances())
 	case strings.HasPrefix(path, "instances/") && r.Method == http.MethodPost:
 		var body struct {
@@ -43,7 +61,11 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	case path == "truth" && r.Method == http.MethodGet:
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
-		for _, e := range s.Truth() {
+		truth := s.Truth()
+		if account != "" {
+			truth = s.Account(account).Truth()
+		}
+		for _, e := range truth {
 			_ = enc.Encode(e)
 		}
 	case path == "faults" && r.Method == http.MethodPost:
@@ -112,7 +134,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case path == "calls" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, s.Calls())
+		writeJSON(w, http.StatusOK, s.callsOf(account))
 	case path == "behaviour":
 		s.controlBehaviour(w, r)
 	default:

@@ -15,6 +15,24 @@
 // with Options.Behaviour, SetBehaviour, POST /_casim/behaviour or casim's
 // flags; RandomBehaviour mixes them from a seed.
 //
+// It serves several Alibaba Cloud accounts on one listener. The key pair of
+// Options.AccessKeyID is the default account, named "default", with the
+// instance ids the emulator always had; each of Options.Accounts (casim's
+// --account name:keyid:secret) is another, with its own fleet (instance ids
+// of its own), its own invocations and its own quota windows, since Alibaba
+// throttles each account on its own. A request is served for the account
+// its AccessKeyId belongs to, so a client sees only its account's work.
+// Truth entries and instances name their account. The Server's methods
+// that create work (Invoke, RunWorkload, Seed) work in the default account
+// and those that observe (Truth, Instances, Calls, Throttled, CallLog)
+// cover every account; Server.Account(name) returns a handle with the same
+// methods limited to one account:
+//
+//	s, _ := castest.New(castest.Options{AccessKeyID: "LTAIdefault", AccessKeySecret: "s0",
+//		Accounts: []castest.Account{{Name: "prod", AccessKeyID: "LTAIprod", AccessKeySecret: "s1"}}})
+//	prod := s.Account("prod")
+//	id, _ := prod.Invoke("cn-hangzhou", []string{prod.Instances()[0].ID}, "echo hi", 60)
+//
 // The emulator is the ground truth of capoller's tests: its state changes are
 // recorded with the instant they happened, whether or not anyone polled.
 package castest

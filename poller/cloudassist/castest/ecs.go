@@ -73,7 +73,7 @@ func commandParams(params url.Values) (typ, content string, timeout int64, e *ap
 	return typ, content, timeout, nil
 }
 
-func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) ecsRunCommand(account string, params url.Values, region, requestID string) (any, *apiError) {
 	typ, content, timeout, e := commandParams(params)
 	if e != nil {
 		return nil, e
@@ -87,7 +87,7 @@ func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any
 		return nil, errorf(http.StatusBadRequest, "InvalidParameter.InstanceIds", "At most 100 instances per invocation.")
 	}
 	inv, e := s.createInvocation(ProductECS, region, ids, invocationSpec{
-		Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
+		Account: account, Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
 		Username: params.Get("Username"), WorkingDir: params.Get("WorkingDir"), Description: params.Get("Description"),
 		RepeatMode: repeat, Frequency: frequency,
 	})
@@ -97,15 +97,15 @@ func (s *Server) ecsRunCommand(params url.Values, region, requestID string) (any
 	return runCommandResponse{RequestId: requestID, CommandId: inv.CommandID, InvokeId: inv.InvokeID}, nil
 }
 
-// stopInvocation stops an invocation on the given instances, or on all of
-// them when only is empty.
-func (s *Server) stopInvocation(product, region, invokeID string, only []string) *apiError {
+// stopInvocation stops an invocation of account on the given instances,
+// or on all of them when only is empty.
+func (s *Server) stopInvocation(account, product, region, invokeID string, only []string) *apiError {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.opts.Now()
 	s.advance(now)
 	inv, ok := s.byID[invokeID]
-	if !ok || inv.Region != region || inv.Product != product {
+	if !ok || inv.Account != account || inv.Region != region || inv.Product != product {
 		return errorf(http.StatusNotFound, "InvalidInvokeId.NotFound", "The specified invoke id %q does not exist.", invokeID)
 	}
 	for _, r := range inv.Runs {
@@ -117,6 +117,8 @@ func (s *Server) stopInvocation(product, region, invokeID string, only []string)
 }
 
 type invocationSpec struct {
+	// Account owns the invocation; empty means DefaultAccount.
+	Account                                                string
 	Name, Type, Content, Username, WorkingDir, Description string
 	RepeatMode, Frequency                                  string
 	Timeout                                                int64
@@ -143,11 +145,16 @@ func validRepeat(spec *invocationSpec) (schedule, *apiError) {
 	return schedule{}, nil
 }
 
-// createInvocation validates the targets and starts one run per instance.
+// createInvocation validates the targets, which must be instances of the
+// spec's account, and starts one run per instance.
 func (s *Server) createInvocation(product, region string, ids []string, spec invocationSpec) (*invocation, *apiError) {
 	sched, e := validRepeat(&spec)
 	if e != nil {
 		return nil, e
+	}
+	account := spec.Account
+	if account == "" {
+		account = DefaultAccount
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -155,7 +162,7 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 	s.advance(now)
 	for _, id := range ids {
 		inst, ok := s.instances[id]
-		if !ok || inst.Region != region || inst.Product != product {
+		if !ok || inst.Account != account || inst.Region != region || inst.Product != product {
 			return nil, errorf(http.StatusNotFound, "InvalidInstance.NotFound", "The specified instance %q does not exist.", id)
 		}
 	}
@@ -164,7 +171,7 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 	}
 	s.seq++
 	inv := &invocation{
-		Seq: s.seq, Product: product, Region: region,
+		Seq: s.seq, Account: account, Product: product, Region: region,
 		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: "c-" + regionCode(region) + randomHex(8),
 		Name: spec.Name, Type: spec.Type, Content: spec.Content, Timeout: spec.Timeout,
 		Username: spec.Username, WorkingDir: spec.WorkingDir, Description: spec.Description,
@@ -175,13 +182,13 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 	for _, id := range slices.Compact(slices.Clone(ids)) {
 		r := &run{inv: inv, plan: p, heapIndex: -1, InstanceID: id, Status: stPending, Created: now, Updated: now}
 		inv.Runs = append(inv.Runs, r)
-		s.truth = append(s.truth, TruthEntry{Time: now, Product: product, Region: region, Level: "instance",
+		s.truth = append(s.truth, TruthEntry{Time: now, Account: account, Product: product, Region: region, Level: "instance",
 			InvokeID: inv.InvokeID, InstanceID: id, To: stPending})
 		s.schedule(r, now.Add(s.opts.DispatchDelay))
 	}
-	s.truth = append(s.truth, TruthEntry{Time: now, Product: product, Region: region, Level: "invocation",
+	s.truth = append(s.truth, TruthEntry{Time: now, Account: account, Product: product, Region: region, Level: "invocation",
 		InvokeID: inv.InvokeID, To: stPending})
-	key := listKey(product, region)
+	key := listKey(account, product, region)
 	s.lists[key] = append(s.lists[key], inv)
 	s.byID[inv.InvokeID] = inv
 	s.expire(now)
@@ -199,12 +206,12 @@ func regionCode(region string) string {
 	return code
 }
 
-func (s *Server) ecsStopInvocation(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) ecsStopInvocation(account string, params url.Values, region, requestID string) (any, *apiError) {
 	id := params.Get("InvokeId")
 	if id == "" {
 		return nil, missing("InvokeId")
 	}
-	if e := s.stopInvocation(ProductECS, region, id, indexed(params, "InstanceId")); e != nil {
+	if e := s.stopInvocation(account, ProductECS, region, id, indexed(params, "InstanceId")); e != nil {
 		return nil, e
 	}
 	return struct {
@@ -366,7 +373,7 @@ func parsePaging(params url.Values) (pageRequest, *apiError) {
 	return p, nil
 }
 
-func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) ecsDescribeInvocations(account string, params url.Values, region, requestID string) (any, *apiError) {
 	p, e := parsePaging(params)
 	if e != nil {
 		return nil, e
@@ -391,7 +398,7 @@ func (s *Server) ecsDescribeInvocations(params url.Values, region, requestID str
 	s.advance(s.opts.Now())
 	timed, repeatMode := params.Get("Timed"), params.Get("RepeatMode")
 	var matches []*invocation
-	list := s.lists[listKey(ProductECS, region)]
+	list := s.lists[listKey(account, ProductECS, region)]
 	for i := len(list) - 1; i >= 0; i-- {
 		inv := list[i]
 		if invokeID != "" && inv.InvokeID != invokeID ||

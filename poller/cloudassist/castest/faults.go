@@ -53,8 +53,11 @@ const (
 // added; the first that matches a call applies.
 type Fault struct {
 	// Action limits the rule to one API action; empty matches every action.
-	Action string    `json:"action"`
-	Kind   FaultKind `json:"kind"`
+	Action string `json:"action"`
+	// Account limits the rule to the calls of one account; empty matches
+	// every account.
+	Account string    `json:"account"`
+	Kind    FaultKind `json:"kind"`
 	// Skip lets this many matching calls through before the rule applies.
 	Skip int `json:"skip"`
 	// Count is how many calls the rule affects; 0 means one, -1 forever.
@@ -114,11 +117,11 @@ func (s *Server) ClearFaults() {
 	s.faults = nil
 }
 
-func (s *Server) takeFault(action string) *Fault {
+func (s *Server) takeFault(account, action string) *Fault {
 	s.faultMu.Lock()
 	defer s.faultMu.Unlock()
 	for i, f := range s.faults {
-		if f.Action != "" && f.Action != action {
+		if f.Action != "" && f.Action != action || f.Account != "" && f.Account != account {
 			continue
 		}
 		if f.Rate > 0 {

@@ -92,7 +92,7 @@ func TestNeverStartedRunsHaveNoStartTime(t *testing.T) {
 	if _, err := c.ecs.StopInvocation(stop); err != nil {
 		t.Fatal(err)
 	}
-	if e := s.stopInvocation(ProductSWAS, region, swasRuns[2], nil); e != nil { // SWAS has no StopInvocation in casim
+	if e := s.stopInvocation(DefaultAccount, ProductSWAS, region, swasRuns[2], nil); e != nil { // SWAS has no StopInvocation in casim
 		t.Fatal(e)
 	}
 	if err := s.SetInstance(eids[3], InstanceReleased, ""); err != nil {

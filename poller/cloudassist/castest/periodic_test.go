@@ -102,7 +102,7 @@ func TestPeriodicTaskRunsAndKeepsHistory(t *testing.T) {
 		}
 	}
 	// Stopping ends it.
-	if e := s.stopInvocation(ProductECS, "cn-hangzhou", inv.InvokeID, nil); e != nil {
+	if e := s.stopInvocation(DefaultAccount, ProductECS, "cn-hangzhou", inv.InvokeID, nil); e != nil {
 		t.Fatal(e)
 	}
 	waitFor(t, "the task to stop", func() bool { return s.status(inv.InvokeID) == stStopped })
@@ -311,7 +311,7 @@ func TestSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.mu.Lock()
-	list := s.lists[listKey(ProductECS, "cn-hangzhou")]
+	list := s.lists[listKey(DefaultAccount, ProductECS, "cn-hangzhou")]
 	running := 0
 	for _, inv := range list {
 		if inv.Status == stRunning {

@@ -2,14 +2,14 @@ package castest
 
 import (
 	"errors"
-	"maps"
 	"net/http"
+	"slices"
 	"time"
 )
 
-// quotaKey is what the API throttles by: action, product and region (one
-// account per emulator).
-type quotaKey struct{ action, region string }
+// quotaKey is what the API throttles by: account, action and region, as
+// Alibaba throttles each account on its own.
+type quotaKey struct{ account, action, region string }
 
 type quotaWindow struct {
 	start time.Time
@@ -17,9 +17,10 @@ type quotaWindow struct {
 }
 
 // SetQuota limits every API action to quota calls per window in each
-// region, as Alibaba does per minute; 0 removes the limit. Windows are
-// aligned on multiples of window, so a client throttled in window T may
-// call again from window T+1.
+// region and account, as Alibaba does per minute; 0 removes the limit.
+// Windows are aligned on multiples of window, so a client throttled in
+// window T may call again from window T+1. Each account spends its own
+// windows: one account's calls never throttle another's.
 func (s *Server) SetQuota(quota int, window time.Duration) error {
 	if quota < 0 || window < 0 {
 		return errors.New("castest: quota and window must be positive")
@@ -34,47 +35,73 @@ func (s *Server) SetQuota(quota int, window time.Duration) error {
 	return nil
 }
 
-// admit counts a call against its quota and reports an error once the
-// window's calls are spent.
-func (s *Server) admit(action, region string, now time.Time) *apiError {
+// admit counts a call of account against its quota and reports an error
+// once the window's calls are spent.
+func (s *Server) admit(account, action, region string, now time.Time) *apiError {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
 	if s.quota == 0 {
 		return nil
 	}
 	start := now.Truncate(s.quotaWindow)
-	w := s.windows[quotaKey{action, region}]
+	k := quotaKey{account, action, region}
+	w := s.windows[k]
 	if w == nil || !w.start.Equal(start) {
 		w = &quotaWindow{start: start}
-		s.windows[quotaKey{action, region}] = w
+		s.windows[k] = w
 	}
 	w.calls++
 	if w.calls > s.quota {
-		s.throttled[action]++
+		s.throttled[callKey{account, action}]++
 		return errorf(http.StatusBadRequest, "Throttling.User", "Request was denied due to user flow control.")
 	}
 	return nil
 }
 
-// Throttled reports how many calls of each action the quota refused.
-func (s *Server) Throttled() map[string]int {
+// Throttled reports how many calls of each action the quota refused, in
+// every account (see AccountHandle.Throttled for one).
+func (s *Server) Throttled() map[string]int { return s.throttledOf("") }
+
+// throttledOf counts the refused calls of one account, or of all ("").
+func (s *Server) throttledOf(account string) map[string]int {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	return maps.Clone(s.throttled)
+	return sumCalls(s.throttled, account)
 }
 
 // CallLog returns the arrival time of every admitted signed call of action,
-// so a checker can verify a client kept under the quota.
-func (s *Server) CallLog(action string) []time.Time {
+// in every account, so a checker can verify a client kept under the quota
+// (see AccountHandle.CallLog for one account).
+func (s *Server) CallLog(action string) []time.Time { return s.callLogOf("", action) }
+
+// callLogOf returns the call log of action in one account, or in all (""),
+// in arrival order.
+func (s *Server) callLogOf(account, action string) []time.Time {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	return append([]time.Time(nil), s.callLog[action]...)
+	if account != "" {
+		return slices.Clone(s.callLog[callKey{account, action}])
+	}
+	var out []time.Time
+	logs := 0
+	for k, log := range s.callLog {
+		if k.action == action {
+			out = append(out, log...)
+			logs++
+		}
+	}
+	if logs > 1 { // merge the accounts' logs
+		slices.SortStableFunc(out, func(a, b time.Time) int { return a.Compare(b) })
+	}
+	return out
 }
 
-func (s *Server) logCall(action string, at time.Time) {
+// logCall records the arrival of an admitted call.
+func (s *Server) logCall(account, action string, at time.Time) {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	if len(s.callLog[action]) < 1_000_000 {
-		s.callLog[action] = append(s.callLog[action], at)
+	k := callKey{account, action}
+	if len(s.callLog[k]) < 1_000_000 {
+		s.callLog[k] = append(s.callLog[k], at)
 	}
 }

@@ -114,7 +114,7 @@ func recordStatus(status string) string {
 	return legacyInstanceStatus(status)
 }
 
-func (s *Server) ecsDescribeInvocationResults(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) ecsDescribeInvocationResults(account string, params url.Values, region, requestID string) (any, *apiError) {
 	p, e := parsePaging(params)
 	if e != nil {
 		return nil, e
@@ -140,13 +140,13 @@ func (s *Server) ecsDescribeInvocationResults(params url.Values, region, request
 		if invokeID == "" {
 			return nil, missing("InvokeId")
 		}
-		if inv, ok := s.byID[invokeID]; ok && inv.RepeatMode != repeatPeriod && inv.RepeatMode != repeatEveryReboot {
+		if inv, ok := s.byID[invokeID]; ok && inv.Account == account && inv.RepeatMode != repeatPeriod && inv.RepeatMode != repeatEveryReboot {
 			return nil, errorf(http.StatusBadRequest, "InvalidParameter.IncludeHistory",
 				"IncludeHistory needs the InvokeId of a Period or EveryReboot task; %s is %s.", invokeID, inv.RepeatMode)
 		}
 	}
 	var invs []*invocation
-	list := s.lists[listKey(ProductECS, region)]
+	list := s.lists[listKey(account, ProductECS, region)]
 	for i := len(list) - 1; i >= 0; i-- {
 		inv := list[i]
 		if invokeID != "" && inv.InvokeID != invokeID || commandID != "" && inv.CommandID != commandID {

@@ -16,11 +16,15 @@ type SeedOptions struct {
 	ActiveFor time.Duration
 }
 
-// Seed creates a large history at once, one invocation every 100ms up to
-// now, without truth entries for the finished part (it happened "before").
-// The newest Active fraction are Running and finish, with truth entries,
-// within ActiveFor.
-func (s *Server) Seed(opts SeedOptions) error {
+// Seed creates a large history at once in the default account, one
+// invocation every 100ms up to now, without truth entries for the finished
+// part (it happened "before"). The newest Active fraction are Running and
+// finish, with truth entries, within ActiveFor. See AccountHandle.Seed for
+// another account.
+func (s *Server) Seed(opts SeedOptions) error { return s.seed(DefaultAccount, opts) }
+
+// seed is Seed in account.
+func (s *Server) seed(account string, opts SeedOptions) error {
 	if opts.Region == "" {
 		opts.Region = s.opts.Regions[0]
 	}
@@ -32,7 +36,7 @@ func (s *Server) Seed(opts SeedOptions) error {
 	}
 	var ids []string
 	for _, inst := range s.Instances() {
-		if inst.Product == ProductECS && inst.Region == opts.Region {
+		if inst.Account == account && inst.Product == ProductECS && inst.Region == opts.Region {
 			ids = append(ids, inst.ID)
 		}
 	}
@@ -43,11 +47,11 @@ func (s *Server) Seed(opts SeedOptions) error {
 	defer s.mu.Unlock()
 	now := s.opts.Now()
 	active := int(float64(opts.Invocations) * opts.Active)
-	key := listKey(ProductECS, opts.Region)
+	key := listKey(account, ProductECS, opts.Region)
 	for i := range opts.Invocations {
 		s.seq++
 		created := now.Add(-time.Duration(opts.Invocations-i) * 100 * time.Millisecond) // one every 100ms, as a busy fleet
-		inv := &invocation{Seq: s.seq, Product: ProductECS, Region: opts.Region,
+		inv := &invocation{Seq: s.seq, Account: account, Product: ProductECS, Region: opts.Region,
 			InvokeID: "t-" + regionCode(opts.Region) + randomHex(8), CommandID: "c-" + regionCode(opts.Region) + randomHex(8),
 			Name: "seed", Type: "RunShellScript", Timeout: 3600, RepeatMode: repeatOnce, CreationTime: created, Status: stSuccess}
 		r := &run{inv: inv, heapIndex: -1, InstanceID: ids[i%len(ids)], Status: stSuccess, Repeats: 1,

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,15 +17,21 @@ import (
 
 // Options configures a [Server]. Zero values get the documented defaults.
 type Options struct {
-	// AccessKeyID and AccessKeySecret are the only credentials accepted.
-	// Both are required.
+	// AccessKeyID and AccessKeySecret are the key pair of the default
+	// account (DefaultAccount). Both are required.
 	AccessKeyID     string
 	AccessKeySecret string
-	// SecurityToken, if set, is the STS token every request must carry
-	// (signed as SecurityToken): a request without it gets
-	// InvalidSecurityToken.Malformed, one with another token
-	// InvalidSecurityToken.MismatchWithAccessKey.
+	// SecurityToken, if set, is the STS token every request of the
+	// default account must carry (signed as SecurityToken): a request
+	// without it gets InvalidSecurityToken.Malformed, one with another
+	// token InvalidSecurityToken.MismatchWithAccessKey.
 	SecurityToken string
+	// Accounts are served besides the default one, each with its own key
+	// pair, fleet (Instances per product and region, with ids of its own),
+	// invocations and quota windows. A request is served for the account
+	// its AccessKeyId belongs to; an unknown one is refused with
+	// InvalidAccessKeyId.NotFound.
+	Accounts []Account
 	// Regions served; default cn-hangzhou.
 	Regions []string
 	// Instances per product and region; default 3.
@@ -57,8 +62,9 @@ type Options struct {
 
 // Server is the emulator. It is safe for concurrent use.
 type Server struct {
-	opts Options
-	bhv  *behaviourState
+	opts     Options
+	accounts []Account // the default one first; fixed after New
+	bhv      *behaviourState
 
 	mu             sync.Mutex
 	instances      map[string]*Instance
@@ -68,7 +74,7 @@ type Server struct {
 	seq            uint64
 	queue          runQueue
 	truth          []TruthEntry
-	calls          map[string]int
+	calls          map[callKey]int
 	retentionAge   time.Duration
 	retentionCount int
 	expired        int
@@ -83,8 +89,8 @@ type Server struct {
 	quota       int
 	quotaWindow time.Duration
 	windows     map[quotaKey]*quotaWindow
-	throttled   map[string]int
-	callLog     map[string][]time.Time
+	throttled   map[callKey]int
+	callLog     map[callKey][]time.Time
 
 	wake chan struct{}
 	stop chan struct{}
@@ -138,19 +144,24 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Behaviour.Validate(); err != nil {
 		return nil, err
 	}
+	accounts, err := opts.accounts()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:           opts,
+		accounts:       accounts,
 		bhv:            newBehaviourState(opts.Behaviour),
 		instances:      map[string]*Instance{},
 		lists:          map[string][]*invocation{},
 		retentionAge:   opts.RetentionAge,
 		retentionCount: opts.RetentionCount,
 		byID:           map[string]*invocation{},
-		calls:          map[string]int{},
+		calls:          map[callKey]int{},
 		nonces:         map[string]time.Time{},
 		windows:        map[quotaKey]*quotaWindow{},
-		throttled:      map[string]int{},
-		callLog:        map[string][]time.Time{},
+		throttled:      map[callKey]int{},
+		callLog:        map[callKey][]time.Time{},
 		quotaWindow:    time.Minute,
 		wake:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
@@ -160,12 +171,16 @@ func New(opts Options) (*Server, error) {
 		if region == "" || strings.ContainsAny(region, " ./") {
 			return nil, fmt.Errorf("castest: invalid region %q", region)
 		}
-		for _, product := range []string{ProductECS, ProductSWAS} {
-			for i := range opts.Instances {
-				inst := &Instance{ID: instanceID(product, region, i), Region: region, Product: product,
-					Status: InstanceRunning, Agent: AgentRunning}
-				s.instances[inst.ID] = inst
-				s.fleet = append(s.fleet, inst)
+	}
+	for _, account := range accounts {
+		for _, region := range opts.Regions {
+			for _, product := range []string{ProductECS, ProductSWAS} {
+				for i := range opts.Instances {
+					inst := &Instance{ID: instanceID(account.Name, product, region, i), Account: account.Name, Region: region,
+						Product: product, Status: InstanceRunning, Agent: AgentRunning}
+					s.instances[inst.ID] = inst
+					s.fleet = append(s.fleet, inst)
+				}
 			}
 		}
 	}
@@ -174,9 +189,14 @@ func New(opts Options) (*Server, error) {
 }
 
 // instanceID derives a stable, realistic-looking id, so a restarted casim
-// serves the same fleet.
-func instanceID(product, region string, n int) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%s/%d", product, region, n))
+// serves the same fleet. The default account's ids are those of the
+// emulator before accounts; another account's are its own.
+func instanceID(account, product, region string, n int) string {
+	seed := fmt.Appendf(nil, "%s/%s/%d", product, region, n)
+	if account != DefaultAccount {
+		seed = fmt.Appendf(nil, "%s/%s/%s/%d", account, product, region, n)
+	}
+	sum := sha256.Sum256(seed)
 	if product == ProductSWAS {
 		return hex.EncodeToString(sum[:16])
 	}
@@ -285,25 +305,26 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	action := params.Get("Action")
-	if e := s.verify(r.Method, params, s.opts.Now()); e != nil {
+	account, e := s.verify(r.Method, params, s.opts.Now())
+	if e != nil {
 		writeError(w, host, requestID, e)
 		return
 	}
 	now := s.opts.Now()
-	if e := s.admit(action, params.Get("RegionId"), now); e != nil {
+	if e := s.admit(account, action, params.Get("RegionId"), now); e != nil {
 		writeError(w, host, requestID, e)
 		return
 	}
 	s.mu.Lock()
-	s.calls[action]++
+	s.calls[callKey{account, action}]++
 	s.mu.Unlock()
-	s.logCall(action, now)
-	if f := s.takeFault(action); f != nil {
+	s.logCall(account, action, now)
+	if f := s.takeFault(account, action); f != nil {
 		if done := s.applyFault(w, host, requestID, f); done {
 			return
 		}
 	}
-	resp, e := s.dispatch(params, requestID)
+	resp, e := s.dispatch(account, params, requestID)
 	if e != nil {
 		writeError(w, host, requestID, e)
 		return
@@ -311,7 +332,8 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) dispatch(params url.Values, requestID string) (any, *apiError) {
+// dispatch serves a verified request for account.
+func (s *Server) dispatch(account string, params url.Values, requestID string) (any, *apiError) {
 	region := params.Get("RegionId")
 	if region == "" {
 		return nil, missing("RegionId")
@@ -334,20 +356,20 @@ func (s *Server) dispatch(params url.Values, requestID string) (any, *apiError) 
 	case "2014-05-26":
 		switch action {
 		case "RunCommand":
-			return s.ecsRunCommand(params, region, requestID)
+			return s.ecsRunCommand(account, params, region, requestID)
 		case "StopInvocation":
-			return s.ecsStopInvocation(params, region, requestID)
+			return s.ecsStopInvocation(account, params, region, requestID)
 		case "DescribeInvocations":
-			return s.ecsDescribeInvocations(params, region, requestID)
+			return s.ecsDescribeInvocations(account, params, region, requestID)
 		case "DescribeInvocationResults":
-			return s.ecsDescribeInvocationResults(params, region, requestID)
+			return s.ecsDescribeInvocationResults(account, params, region, requestID)
 		}
 	case "2020-06-01":
 		switch action {
 		case "RunCommand":
-			return s.swasRunCommand(params, region, requestID)
+			return s.swasRunCommand(account, params, region, requestID)
 		case "DescribeCommandInvocations":
-			return s.swasDescribeCommandInvocations(params, region, requestID)
+			return s.swasDescribeCommandInvocations(account, params, region, requestID)
 		}
 	case "":
 		return nil, missing("Version")
@@ -357,14 +379,33 @@ func (s *Server) dispatch(params url.Values, requestID string) (any, *apiError) 
 	return nil, errorf(http.StatusNotFound, "InvalidAction.NotFound", "Specified api %q is not found, please check your url and method.", action)
 }
 
-// Calls reports how many signed API calls each action received.
-func (s *Server) Calls() map[string]int {
+// callKey counts calls per account and action.
+type callKey struct{ account, action string }
+
+// Calls reports how many signed API calls each action received, in every
+// account (see AccountHandle.Calls for one).
+func (s *Server) Calls() map[string]int { return s.callsOf("") }
+
+// callsOf counts the calls of one account, or of all when account is "".
+func (s *Server) callsOf(account string) map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return maps.Clone(s.calls)
+	return sumCalls(s.calls, account)
 }
 
-// Instances returns the fleet.
+// sumCalls adds up counts per action, of one account or of all ("").
+func sumCalls(counts map[callKey]int, account string) map[string]int {
+	out := map[string]int{}
+	for k, n := range counts {
+		if account == "" || k.account == account {
+			out[k.action] += n
+		}
+	}
+	return out
+}
+
+// Instances returns the fleet of every account, the default account's
+// first (see AccountHandle.Instances for one).
 func (s *Server) Instances() []Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()

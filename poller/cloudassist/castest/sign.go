@@ -16,41 +16,44 @@ const (
 	nonceTTL     = 15 * time.Minute
 )
 
-// verify checks an RPC request's signature v1 and its replay protections.
-// params holds the merged query and form parameters.
-func (s *Server) verify(method string, params url.Values, now time.Time) *apiError {
+// verify checks an RPC request's signature v1 and its replay protections,
+// and returns the name of the account whose key signed it. params holds
+// the merged query and form parameters.
+func (s *Server) verify(method string, params url.Values, now time.Time) (string, *apiError) {
 	for _, p := range []string{"AccessKeyId", "Signature", "SignatureMethod", "SignatureNonce", "Timestamp"} {
 		if params.Get(p) == "" {
-			return missing(p)
+			return "", missing(p)
 		}
 	}
 	if m := params.Get("SignatureMethod"); m != "HMAC-SHA1" {
-		return errorf(http.StatusBadRequest, "InvalidSignatureMethod", "The specified signature method %q is not supported.", m)
+		return "", errorf(http.StatusBadRequest, "InvalidSignatureMethod", "The specified signature method %q is not supported.", m)
 	}
 	if v := params.Get("SignatureVersion"); v != "1.0" {
-		return errorf(http.StatusBadRequest, "InvalidSignatureVersion", "The specified signature version %q is not supported.", v)
+		return "", errorf(http.StatusBadRequest, "InvalidSignatureVersion", "The specified signature version %q is not supported.", v)
 	}
-	if params.Get("AccessKeyId") != s.opts.AccessKeyID {
-		return errorf(http.StatusNotFound, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
+	account, ok := s.accountOf(params.Get("AccessKeyId"))
+	if !ok {
+		return "", errorf(http.StatusNotFound, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
 	}
 	ts, err := time.Parse("2006-01-02T15:04:05Z", params.Get("Timestamp"))
 	if err != nil {
-		return errorf(http.StatusBadRequest, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.")
+		return "", errorf(http.StatusBadRequest, "InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted.")
 	}
 	if d := now.Sub(ts); d > maxClockSkew || d < -maxClockSkew {
-		return errorf(http.StatusBadRequest, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
+		return "", errorf(http.StatusBadRequest, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.")
 	}
-	want := signRPC(method, params, s.opts.AccessKeySecret)
+	want := signRPC(method, params, account.AccessKeySecret)
 	if !hmac.Equal([]byte(want), []byte(params.Get("Signature"))) {
-		return errorf(http.StatusBadRequest, "SignatureDoesNotMatch",
+		return "", errorf(http.StatusBadRequest, "SignatureDoesNotMatch",
 			"Specified signature is not matched with our calculation. server string to sign is:%s", stringToSign(method, params))
 	}
-	if e := s.checkSecurityToken(params.Get("SecurityToken")); e != nil {
-		return e
+	if e := checkSecurityToken(account.SecurityToken, params.Get("SecurityToken")); e != nil {
+		return "", e
 	}
 	// The nonce is remembered only for correctly signed requests, so a forged
-	// request cannot burn a legitimate client's nonce.
-	nonce := params.Get("SignatureNonce")
+	// request cannot burn a legitimate client's nonce; each access key has
+	// nonces of its own.
+	nonce := account.AccessKeyID + "\x00" + params.Get("SignatureNonce")
 	s.nonceMu.Lock()
 	defer s.nonceMu.Unlock()
 	for n, exp := range s.nonces {
@@ -59,10 +62,10 @@ func (s *Server) verify(method string, params url.Values, now time.Time) *apiErr
 		}
 	}
 	if _, seen := s.nonces[nonce]; seen {
-		return errorf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
+		return "", errorf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
 	}
 	s.nonces[nonce] = now.Add(nonceTTL)
-	return nil
+	return account.Name, nil
 }
 
 // stringToSign builds Alibaba's RPC signature v1 string to sign: the sorted,

@@ -87,9 +87,10 @@ func errorInfo(code string) string {
 	return ""
 }
 
-// Instance is one simulated server.
+// Instance is one simulated server of one account.
 type Instance struct {
 	ID      string `json:"instanceId"`
+	Account string `json:"account"`
 	Region  string `json:"regionId"`
 	Product string `json:"product"`
 	Status  string `json:"status"`
@@ -103,6 +104,7 @@ func (i *Instance) healthy() bool {
 // invocation is one RunCommand: its command and its runs, one per instance.
 type invocation struct {
 	Seq          uint64    `json:"seq"`
+	Account      string    `json:"account"`
 	Product      string    `json:"product"`
 	Region       string    `json:"regionId"`
 	InvokeID     string    `json:"invokeId"`
@@ -177,6 +179,7 @@ func terminal(status string) bool {
 // checker compares capoller's events with.
 type TruthEntry struct {
 	Time       time.Time `json:"time"`
+	Account    string    `json:"account"`
 	Product    string    `json:"product"`
 	Region     string    `json:"regionId"`
 	Level      string    `json:"level"`
@@ -204,10 +207,10 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	if r.ErrorCode == "" && status == stFailed && r.ExitCode != 0 {
 		r.ErrorCode = "ExitCodeNonzero"
 	}
-	s.truth = append(s.truth, TruthEntry{Time: at, Product: r.inv.Product, Region: r.inv.Region, Level: "instance",
+	s.truth = append(s.truth, TruthEntry{Time: at, Account: r.inv.Account, Product: r.inv.Product, Region: r.inv.Region, Level: "instance",
 		InvokeID: r.inv.InvokeID, InstanceID: r.InstanceID, Repeats: r.Repeats, From: from, To: status})
 	if agg := aggregate(r.inv.Runs); agg != r.inv.Status {
-		s.truth = append(s.truth, TruthEntry{Time: at, Product: r.inv.Product, Region: r.inv.Region, Level: "invocation",
+		s.truth = append(s.truth, TruthEntry{Time: at, Account: r.inv.Account, Product: r.inv.Product, Region: r.inv.Region, Level: "invocation",
 			InvokeID: r.inv.InvokeID, From: r.inv.Status, To: agg})
 		r.inv.Status = agg
 	}
@@ -475,9 +478,10 @@ func (s *Server) eachRun(fn func(*run)) {
 	}
 }
 
-func listKey(product, region string) string { return product + "/" + region }
+// listKey names the invocation list of an account's product in a region.
+func listKey(account, product, region string) string { return account + "/" + product + "/" + region }
 
-// expire applies retention, per product and region: an invocation created
+// expire applies retention, per account, product and region: an invocation created
 // more than the retention age ago is dropped, and so are the oldest
 // invocations while the region holds more execution records (one per
 // instance and run; see invocation.records) than the retention count.
@@ -536,7 +540,8 @@ func (q *runQueue) Pop() any {
 	return r
 }
 
-// Truth returns every status change made so far, in order.
+// Truth returns every status change made so far in every account, in
+// order (see AccountHandle.Truth for one).
 func (s *Server) Truth() []TruthEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -40,6 +40,16 @@ func (s *Server) LoadState(r io.Reader) error {
 	if err := json.NewDecoder(r).Decode(&st); err != nil {
 		return fmt.Errorf("castest: load state: %w", err)
 	}
+	// State saved before accounts belongs to the default account; state of
+	// an account this emulator does not serve is refused, not hidden.
+	for _, inst := range st.Instances {
+		if inst.Account == "" {
+			inst.Account = DefaultAccount
+		}
+		if !slices.Contains(s.Accounts(), inst.Account) {
+			return fmt.Errorf("castest: load state: instance %q belongs to account %q, which is not served", inst.ID, inst.Account)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq, s.fleet = st.Seq, st.Instances
@@ -51,8 +61,12 @@ func (s *Server) LoadState(r io.Reader) error {
 	s.byID = map[string]*invocation{}
 	s.queue = s.queue[:0]
 	for _, inv := range st.Invocations {
+		if inv.Account == "" {
+			inv.Account = DefaultAccount
+		}
 		s.byID[inv.InvokeID] = inv
-		s.lists[listKey(inv.Product, inv.Region)] = append(s.lists[listKey(inv.Product, inv.Region)], inv)
+		key := listKey(inv.Account, inv.Product, inv.Region)
+		s.lists[key] = append(s.lists[key], inv)
 		if inv.RepeatMode == "" {
 			inv.RepeatMode = repeatOnce
 		}
@@ -65,7 +79,7 @@ func (s *Server) LoadState(r io.Reader) error {
 		}
 		p := parseScript(inv.Content)
 		for _, r := range inv.Runs {
-			if _, ok := s.instances[r.InstanceID]; !ok {
+			if inst, ok := s.instances[r.InstanceID]; !ok || inst.Account != inv.Account {
 				return fmt.Errorf("castest: load state: run of %s on unknown instance %q", inv.InvokeID, r.InstanceID)
 			}
 			r.inv, r.plan, r.heapIndex = inv, p, -1

@@ -10,7 +10,7 @@ import (
 // swasTime is how SWAS renders CreationTime: without a zone.
 const swasTime = "2006-01-02T15:04:05"
 
-func (s *Server) swasRunCommand(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) swasRunCommand(account string, params url.Values, region, requestID string) (any, *apiError) {
 	typ, content, timeout, e := commandParams(params)
 	if e != nil {
 		return nil, e
@@ -20,7 +20,7 @@ func (s *Server) swasRunCommand(params url.Values, region, requestID string) (an
 		return nil, missing("InstanceId")
 	}
 	inv, e := s.createInvocation(ProductSWAS, region, []string{instance}, invocationSpec{
-		Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
+		Account: account, Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
 		Username: params.Get("WorkingUser"), WorkingDir: params.Get("WorkingDir"),
 	})
 	if e != nil {
@@ -68,7 +68,7 @@ type swasInvokeInstance struct {
 	ErrorCode        string `json:"ErrorCode"`
 }
 
-func (s *Server) swasDescribeCommandInvocations(params url.Values, region, requestID string) (any, *apiError) {
+func (s *Server) swasDescribeCommandInvocations(account string, params url.Values, region, requestID string) (any, *apiError) {
 	size, number := 10, 1
 	if v := params.Get("PageSize"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -98,7 +98,7 @@ func (s *Server) swasDescribeCommandInvocations(params url.Values, region, reque
 	defer s.mu.Unlock()
 	s.advance(s.opts.Now())
 	var matches []*invocation
-	list := s.lists[listKey(ProductSWAS, region)]
+	list := s.lists[listKey(account, ProductSWAS, region)]
 	for i := len(list) - 1; i >= 0; i-- {
 		inv := list[i]
 		if invokeID != "" && inv.InvokeID != invokeID || commandID != "" && inv.CommandID != commandID ||

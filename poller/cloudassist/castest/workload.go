@@ -17,9 +17,16 @@ type WorkloadOptions struct {
 	Timeout int64
 }
 
-// RunWorkload invokes commands on random ECS instances until ctx ends, and
-// now and then stops one that hangs. The demo uses it as its fleet's users.
+// RunWorkload invokes commands on random ECS instances of the default
+// account until ctx ends, and now and then stops one that hangs. The demo
+// uses it as its fleet's users. See AccountHandle.RunWorkload for another
+// account.
 func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
+	s.runWorkload(ctx, DefaultAccount, opts)
+}
+
+// runWorkload is RunWorkload in account.
+func (s *Server) runWorkload(ctx context.Context, account string, opts WorkloadOptions) {
 	if opts.Every <= 0 {
 		opts.Every = 2 * time.Second
 	}
@@ -39,7 +46,7 @@ func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
 	var ecs []string
 	var regions []string
 	for _, inst := range s.Instances() {
-		if inst.Product == ProductECS && inst.Status == InstanceRunning {
+		if inst.Account == account && inst.Product == ProductECS && inst.Status == InstanceRunning {
 			ecs = append(ecs, inst.ID)
 			regions = append(regions, inst.Region)
 		}
@@ -57,7 +64,7 @@ func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
 		case <-ticker.C:
 		}
 		if len(hanging) > 0 && rand.IntN(3) == 0 {
-			_ = s.stopInvocation(ProductECS, hanging[0].Region, hanging[0].InvokeID, nil)
+			_ = s.stopInvocation(account, ProductECS, hanging[0].Region, hanging[0].InvokeID, nil)
 			hanging = hanging[1:]
 			continue
 		}
@@ -70,7 +77,7 @@ func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
 		}
 		script := opts.Scripts[rand.IntN(len(opts.Scripts))]
 		inv, e := s.createInvocation(ProductECS, regions[first], targets, invocationSpec{
-			Type: "RunShellScript", Content: script, Timeout: opts.Timeout,
+			Account: account, Type: "RunShellScript", Content: script, Timeout: opts.Timeout,
 		})
 		if e == nil && parseScript(script).hang {
 			hanging = append(hanging, inv)
@@ -78,12 +85,10 @@ func (s *Server) RunWorkload(ctx context.Context, opts WorkloadOptions) {
 	}
 }
 
-// Invoke runs script once on ECS instances of region, as RunCommand would,
-// for in-process drivers such as benchmarks. It returns the invocation id.
+// Invoke runs script once on ECS instances of the default account in
+// region, as RunCommand would, for in-process drivers such as benchmarks.
+// It returns the invocation id. See AccountHandle.Invoke for another
+// account.
 func (s *Server) Invoke(region string, instanceIDs []string, script string, timeoutSeconds int64) (string, error) {
-	inv, e := s.createInvocation(ProductECS, region, instanceIDs, invocationSpec{Type: "RunShellScript", Content: script, Timeout: timeoutSeconds})
-	if e != nil {
-		return "", e
-	}
-	return inv.InvokeID, nil
+	return s.Account(DefaultAccount).Invoke(region, instanceIDs, script, timeoutSeconds)
 }

@@ -1,0 +1,167 @@
+package castest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// DefaultAccount names the account of Options.AccessKeyID: the one the
+// emulator served before it had accounts, and the one the Server's own
+// methods (Invoke, RunWorkload, Seed) create work in.
+const DefaultAccount = "default"
+
+// Account is one more Alibaba Cloud account the emulator serves on the same
+// listener: a request signed with its key pair is served from its own
+// fleet, its own invocations and its own quota windows, as Alibaba keeps
+// accounts apart and throttles each on its own.
+type Account struct {
+	// Name identifies the account in the truth log, the control plane and
+	// instance ids: 1 to 64 characters of [A-Za-z0-9_-], not "default".
+	Name string `json:"name"`
+	// AccessKeyID and AccessKeySecret are the account's key pair; both are
+	// required, and no two accounts share an access key id.
+	AccessKeyID     string `json:"-"`
+	AccessKeySecret string `json:"-"`
+	// SecurityToken, if set, is the STS token every request of the account
+	// must carry (see Options.SecurityToken).
+	SecurityToken string `json:"-"`
+}
+
+// validAccountName reports whether name may name an account: 1 to 64
+// characters of [A-Za-z0-9_-], a token of a shard id.
+func validAccountName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// accounts checks opts' accounts and returns them all, the default one
+// first.
+func (o Options) accounts() ([]Account, error) {
+	all := []Account{{Name: DefaultAccount, AccessKeyID: o.AccessKeyID, AccessKeySecret: o.AccessKeySecret, SecurityToken: o.SecurityToken}}
+	for i, a := range o.Accounts {
+		switch {
+		case a.Name == DefaultAccount:
+			return nil, fmt.Errorf("castest: accounts[%d]: %q is the account of Options.AccessKeyID", i, a.Name)
+		case !validAccountName(a.Name):
+			return nil, fmt.Errorf("castest: accounts[%d]: name %q: want 1 to 64 characters of [A-Za-z0-9_-]", i, a.Name)
+		case a.AccessKeyID == "" || a.AccessKeySecret == "":
+			return nil, fmt.Errorf("castest: account %q: an access key id and secret are required", a.Name)
+		}
+		for _, b := range all {
+			if b.Name == a.Name {
+				return nil, fmt.Errorf("castest: account %q is listed twice", a.Name)
+			}
+			if b.AccessKeyID == a.AccessKeyID {
+				return nil, fmt.Errorf("castest: accounts %q and %q have the same access key id", b.Name, a.Name)
+			}
+		}
+		all = append(all, a)
+	}
+	return all, nil
+}
+
+// accountOf returns the account an access key id belongs to.
+func (s *Server) accountOf(accessKeyID string) (Account, bool) {
+	i := slices.IndexFunc(s.accounts, func(a Account) bool { return a.AccessKeyID == accessKeyID })
+	if i < 0 {
+		return Account{}, false
+	}
+	return s.accounts[i], true
+}
+
+// Accounts returns the names of the accounts served, "default" first.
+func (s *Server) Accounts() []string {
+	names := make([]string, len(s.accounts))
+	for i, a := range s.accounts {
+		names[i] = a.Name
+	}
+	return names
+}
+
+// AccountHandle creates work in, and observes, one account of a Server.
+// Its methods are those of the Server, limited to the account.
+type AccountHandle struct {
+	s    *Server
+	name string
+}
+
+// Account returns the handle of the named account (DefaultAccount for the
+// one of Options.AccessKeyID). For a name the server does not serve, the
+// handle's methods that can fail say so, and the others return nothing.
+func (s *Server) Account(name string) *AccountHandle {
+	return &AccountHandle{s: s, name: name}
+}
+
+// Name is the account's name.
+func (a *AccountHandle) Name() string { return a.name }
+
+// known reports an error unless the account is served.
+func (a *AccountHandle) known() error {
+	if !slices.ContainsFunc(a.s.accounts, func(acc Account) bool { return acc.Name == a.name }) {
+		return fmt.Errorf("castest: no account %q", a.name)
+	}
+	return nil
+}
+
+// Invoke runs script once on ECS instances of the account in region, as
+// RunCommand would, and returns the invocation id. Instances of another
+// account are not found, as Alibaba answers.
+func (a *AccountHandle) Invoke(region string, instanceIDs []string, script string, timeoutSeconds int64) (string, error) {
+	if err := a.known(); err != nil {
+		return "", err
+	}
+	inv, e := a.s.createInvocation(ProductECS, region, instanceIDs,
+		invocationSpec{Account: a.name, Type: "RunShellScript", Content: script, Timeout: timeoutSeconds})
+	if e != nil {
+		return "", e
+	}
+	return inv.InvokeID, nil
+}
+
+// RunWorkload runs a simulated operator (see Server.RunWorkload) on the
+// account's ECS instances until ctx ends.
+func (a *AccountHandle) RunWorkload(ctx context.Context, opts WorkloadOptions) {
+	if a.known() != nil {
+		return
+	}
+	a.s.runWorkload(ctx, a.name, opts)
+}
+
+// Seed creates a bulk history (see Server.Seed) in the account.
+func (a *AccountHandle) Seed(opts SeedOptions) error {
+	if err := a.known(); err != nil {
+		return err
+	}
+	return a.s.seed(a.name, opts)
+}
+
+// Instances returns the account's fleet.
+func (a *AccountHandle) Instances() []Instance {
+	return slices.DeleteFunc(a.s.Instances(), func(i Instance) bool { return i.Account != a.name })
+}
+
+// Truth returns every status change made in the account so far, in order.
+func (a *AccountHandle) Truth() []TruthEntry {
+	return slices.DeleteFunc(a.s.Truth(), func(e TruthEntry) bool { return e.Account != a.name })
+}
+
+// Calls reports how many signed API calls of the account each action
+// received.
+func (a *AccountHandle) Calls() map[string]int { return a.s.callsOf(a.name) }
+
+// Throttled reports how many calls of the account each action's quota
+// refused.
+func (a *AccountHandle) Throttled() map[string]int { return a.s.throttledOf(a.name) }
+
+// CallLog returns the arrival time of every admitted signed call of action
+// in the account.
+func (a *AccountHandle) CallLog(action string) []time.Time { return a.s.callLogOf(a.name, action) }
