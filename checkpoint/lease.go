@@ -103,6 +103,8 @@ type ShardStatus struct {
 //	Release     gives the lease up at once, keeping the token so that the
 //	            next owner's is larger; a no-op if the lease is no longer
 //	            the caller's. A released lease has only Shard and Token.
+//	Members     returns every member recorded, expired ones included, sorted
+//	            by id, and writes nothing (for status).
 //	Leases      returns the leases of shards, in their order (a Lease with
 //	            only Shard set for a shard that never had one).
 //	Fence       makes every later write of shard by this process carry
@@ -128,6 +130,7 @@ type Leases interface {
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error)
 	Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error)
 	Release(ctx context.Context, l Lease) error
+	Members(ctx context.Context) ([]Member, error)
 	Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error)
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s ShardStatus) error

@@ -331,3 +331,27 @@ func (k *KV) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, 
 	}
 	return out, nil
 }
+
+// Members returns every member recorded, expired ones included (their
+// Expires says so), sorted by id; it writes nothing.
+func (k *KV) Members(ctx context.Context) ([]Member, error) {
+	var value []byte
+	entry, err := k.kv.Get(ctx, membersKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("checkpoint: read the members from key-value: %w", err)
+	default:
+		value = entry.Value()
+	}
+	all, err := decodeMembers(value)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read the members: %w", err)
+	}
+	members := make([]Member, 0, len(all))
+	for _, r := range all {
+		members = append(members, r.member())
+	}
+	sortMembers(members)
+	return members, nil
+}

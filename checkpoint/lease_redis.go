@@ -289,3 +289,23 @@ func (r *Redis) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatu
 	}
 	return out, nil
 }
+
+// Members returns every member recorded, expired ones included (their
+// Expires says so), sorted by id; it writes nothing.
+func (r *Redis) Members(ctx context.Context) ([]Member, error) {
+	r.trips.Add(1)
+	raw, err := r.client.HVals(ctx, r.membersKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read the members from redis: %w", err)
+	}
+	members := make([]Member, 0, len(raw))
+	for _, s := range raw {
+		var rec memberRecord
+		if err := json.Unmarshal([]byte(s), &rec); err != nil {
+			return nil, fmt.Errorf("checkpoint: read the members: %w: %v", ErrCorrupt, err)
+		}
+		members = append(members, rec.member())
+	}
+	sortMembers(members)
+	return members, nil
+}

@@ -239,6 +239,9 @@ func TestMembership(t *testing.T) {
 				t.Fatal(err)
 			}
 			beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(4*time.Second), "[a]")
+			if ms, err := s.Members(ctx); err != nil || ids(ms) != "[a]" || !ms[0].Seen.Equal(t0.Add(4*time.Second)) {
+				t.Errorf("Members: %v %+v %v", ids(ms), ms, err)
+			}
 
 			// Two processes beating at once both stay members.
 			other := opener()

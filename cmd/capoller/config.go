@@ -60,6 +60,9 @@ type config struct {
 	MetricsAddr     string          `yaml:"metrics-addr"`
 	LogFormat       string          `yaml:"log-format"`
 	LogLevel        string          `yaml:"log-level"`
+	ReplicaID       string          `yaml:"replica-id"`
+	LeaseTTL        time.Duration   `yaml:"lease-ttl"`
+	StreamReplicas  int             `yaml:"stream-replicas"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's
@@ -166,6 +169,8 @@ func defaultConfig() config {
 		DataDir:         "capoller-data",
 		LogFormat:       "json",
 		LogLevel:        "info",
+		LeaseTTL:        15 * time.Second,
+		StreamReplicas:  1,
 	}
 }
 
@@ -242,6 +247,13 @@ func settings() []setting {
 		{"metrics-addr", "address to serve /metrics and /healthz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
 		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
+		{"replica-id", "this replica's id in its group (replicas sharing a store and key prefix or bucket); empty means the host name plus a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
+		{"lease-ttl", "how long a shard's lease lasts unrenewed: a replica that dies loses its shards to the others within about this long", dur(func(c *config) *time.Duration { return &c.LeaseTTL })},
+		{"stream-replicas", "replicas of the stream (and of the KV bucket) when capoller creates them: 3 in a NATS cluster", func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.StreamReplicas = n
+			return err
+		}},
 	}
 }
 
@@ -381,7 +393,7 @@ func (c config) validate() error {
 		{"endpoint", c.Endpoint}, {"initial", c.Initial}, {"strategy", c.Strategy}, {"redis-url", c.RedisURL},
 		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
 		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
-		{"log-format", c.LogFormat}, {"log-level", c.LogLevel},
+		{"log-format", c.LogFormat}, {"log-level", c.LogLevel}, {"replica-id", c.ReplicaID},
 	} {
 		if err := printable(s.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
@@ -453,6 +465,15 @@ func (c config) validate() error {
 	}
 	if c.NATSURL == "embedded" && c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: required with an embedded NATS server"))
+	}
+	if c.ReplicaID != "" && (len(c.ReplicaID) > 128 || strings.Trim(c.ReplicaID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
+		errs = append(errs, errors.New("replica-id: use at most 128 of [A-Za-z0-9._-]"))
+	}
+	if c.LeaseTTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("lease-ttl %v: want at least 3s (replicas renew every fifth of it)", c.LeaseTTL))
+	}
+	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
+		errs = append(errs, fmt.Errorf("stream-replicas %d: want 1..5", c.StreamReplicas))
 	}
 	if c.DuplicateWindow < longestRetryPause {
 		errs = append(errs, fmt.Errorf("duplicate-window %v: want at least %v, the longest pause before a shard retries a batch; a shorter window lets an outage store the same event twice", c.DuplicateWindow, longestRetryPause))

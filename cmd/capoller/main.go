@@ -3,6 +3,7 @@
 //
 //	capoller run      the daemon
 //	capoller demo     everything in one process, nothing to install
+//	capoller status   the group: replicas, shard owners, leases, last cycles
 //	capoller bench    measure strategies against the emulator
 //	capoller version  print the version
 //
@@ -32,6 +33,7 @@ const usage = `usage: capoller <command> [flags]
 commands:
   run      poll Cloud Assistant and publish status changes (the daemon)
   demo     run the whole system in one process: emulator, NATS, poller
+  status   print the group's replicas and shards: owners, leases, last cycles and errors
   bench    size capoller: API calls, latency, throughput and memory per strategy
   version  print the version
 
@@ -52,6 +54,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return demoCommand(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
@@ -135,41 +135,111 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		func() float64 { b, _ := pub.Requests(); return float64(b) })
 	metrics.Func("capoller_nats_publishes_total", "counter", "Messages published to JetStream (pipelined, each acknowledged).",
 		func() float64 { _, m := pub.Requests(); return float64(m) })
-	var store poller.Store
-	switch cfg.Checkpoint {
-	case "redis":
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil { // its errors can quote the URL
-			return fmt.Errorf("redis-url %s: not a valid Redis URL", redactURL(cfg.RedisURL))
-		}
-		rdb := redis.NewClient(opts)
-		defer func() { _ = rdb.Close() }()
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
-		}
-		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
-		if err != nil {
-			return err
-		}
-		metrics.Func("capoller_redis_roundtrips_total", "counter", "Requests sent to Redis by the checkpoint store (a pipeline is one).",
-			func() float64 { return float64(rs.RoundTrips()) })
-		store = rs
-	case "natskv":
-		var kv *checkpoint.KV
-		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
-			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Logger: log})
-			return err
-		}); err != nil {
-			return err
-		}
-		store = kv
-	}
-
-	limits, err := cloudassist.NewLimits(cloudassist.LimitsOptions{QPS: cfg.QPS})
+	store, closeStore, err := openStore(ctx, cfg, log, js, metrics)
 	if err != nil {
 		return err
 	}
+	defer closeStore()
+
+	shards, err := cfg.shards()
+	if err != nil {
+		return configError{err}
+	}
 	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
+	limits := map[string]*cloudassist.Limits{} // one per account: quotas are per account
+	creds := map[string]credentials.CredentialsProvider{}
+	for _, name := range cfg.accountNames() {
+		// Once per account: a role is assumed once, not once per shard.
+		if creds[name], err = cfg.credential(name, os.Getenv); err != nil {
+			return configError{err}
+		}
+	}
+	listerOptions := func(sc shardConfig) (cloudassist.Options, error) {
+		lim := limits[sc.Account]
+		if lim == nil {
+			var err error
+			lim, err = cloudassist.NewLimits(cloudassist.LimitsOptions{QPS: cfg.QPS, Account: sc.Account, Shared: store,
+				OnShared: func(err error) {
+					if err != nil {
+						log.Warn("the API quota shared through the store is unavailable; each replica keeps to its own share until it is back",
+							zap.String("account", sc.Account), zap.Error(err))
+					} else {
+						log.Info("the API quota shared through the store is back", zap.String("account", sc.Account))
+					}
+				}})
+			if err != nil {
+				return cloudassist.Options{}, err
+			}
+			limits[sc.Account] = lim
+		}
+		shard := sc.Shard
+		opts := cloudassist.Options{
+			Region: shard.Region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
+			Credential: creds[sc.Account],
+			Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: lim, ThrottleWindow: cfg.ThrottleWindow,
+			HeadOverlap:      max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
+			OnCall:           func(action string) { metrics.APICall(shard, action) },
+			OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
+			OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
+			OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
+			Logger:           log.With(zap.String("account", shard.Account), zap.String("source", sc.Source)), // the lister names its region itself
+		}
+		return opts, nil
+	}
+	byShard := map[diff.Shard]shardConfig{}
+	ids := make([]diff.Shard, 0, len(shards))
+	for _, sc := range shards {
+		// Build each lister once now, so that a bad setting is a
+		// configuration error at start-up, not a shard failing later.
+		opts, err := listerOptions(sc)
+		if err != nil {
+			return configError{err}
+		}
+		if _, err := newLister(sc.Source, opts); err != nil {
+			return configError{fmt.Errorf("%s: %w", sc.Shard, err)}
+		}
+		byShard[sc.Shard] = sc
+		ids = append(ids, sc.Shard)
+	}
+	hook := testHook(log)
+	replica := checkpoint.Member{ID: cfg.ReplicaID, PID: os.Getpid(), Version: versionString()}
+	replica.Host, _ = os.Hostname()
+	if replica.ID == "" {
+		replica.ID = defaultReplicaID(replica.Host)
+	}
+	log = log.With(zap.String("replica", replica.ID))
+	group, err := poller.NewGroup(poller.GroupOptions{
+		Replica: replica, Store: store, Shards: ids, LeaseTTL: cfg.LeaseTTL, Logger: log, Metrics: metrics,
+		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
+			sc := byShard[shard]
+			opts, err := listerOptions(sc)
+			if err != nil {
+				return err
+			}
+			lister, err := newLister(sc.Source, opts) // a new owner starts afresh: its first cycle lists everything
+			if err != nil {
+				return err
+			}
+			p, err := poller.New(lister, store, pub, poller.Options{
+				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
+				Logger: log, Metrics: metrics, Recovery: pub, Claim: claim, Hook: hook,
+				OnCycle: func(r poller.Report) {
+					claim.Observe(r)
+					if onCycle != nil {
+						onCycle(r)
+					}
+				},
+			})
+			if err != nil {
+				return err
+			}
+			return p.Run(ctx)
+		},
+	})
+	if err != nil {
+		return configError{err}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		select {
@@ -200,34 +270,8 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			return srv.Shutdown(sctx)
 		})
 	}
-	for _, region := range cfg.Regions {
-		for _, source := range cfg.Sources {
-			shard := shardOf(source, region)
-			lister, err := newLister(source, cloudassist.Options{
-				Region: region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
-				AccessKeyID: cfg.accessKeyID, AccessKeySecret: cfg.accessKeySecret,
-				Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: limits, ThrottleWindow: cfg.ThrottleWindow,
-				HeadOverlap:      max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
-				OnCall:           func(action string) { metrics.APICall(shard, action) },
-				OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
-				OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
-				OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
-				Logger:           log.With(zap.String("source", source)), // the lister names its region itself
-			})
-			if err != nil {
-				return err
-			}
-			p, err := poller.New(lister, store, pub, poller.Options{
-				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
-				Logger: log, Metrics: metrics, OnCycle: onCycle, Recovery: pub,
-			})
-			if err != nil {
-				return err
-			}
-			g.Go(func() error { return p.Run(gctx) })
-		}
-	}
-	fields := []zap.Field{zap.Strings("regions", cfg.Regions), zap.Strings("sources", cfg.Sources),
+	g.Go(func() error { return group.Run(gctx) })
+	fields := []zap.Field{zap.Int("shards", len(ids)), zap.Duration("lease_ttl", cfg.LeaseTTL),
 		zap.Duration("interval", cfg.Interval), zap.String("checkpoint", cfg.Checkpoint),
 		zap.String("nats", redactURL(natsURL)), zap.String("stream", cfg.Stream)}
 	if metricsLn != nil {
@@ -267,15 +311,6 @@ func logStreamChange(log *zap.Logger, stream string, c publisher.StreamChange) {
 	if len(c.Kept) > 0 {
 		log.Warn("the existing stream differs from the configuration; it is kept as it is", zap.String("stream", stream), zap.Strings("differences", c.Kept))
 	}
-}
-
-// shardOf names the shard of a source in a region. ecs and ecs-results
-// are two views of the same records: both publish as source "ecs".
-func shardOf(source, region string) diff.Shard {
-	if source == "swas" {
-		return diff.Shard{Source: diff.SourceSWAS, Region: region}
-	}
-	return diff.Shard{Source: diff.SourceECS, Region: region}
 }
 
 // newLister builds the lister of a source.
