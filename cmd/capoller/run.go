@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -176,7 +176,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		opts := cloudassist.Options{
 			Region: shard.Region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 			Credential: creds[sc.Account],
-			Strategy: strategy, ResyncEvery: cfg.ResyncEvery, Limits: lim, ThrottleWindow: cfg.ThrottleWindow,
+			Strategy:   strategy, ResyncEvery: cfg.ResyncEvery, Limits: lim, ThrottleWindow: cfg.ThrottleWindow,
 			HeadOverlap:      max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
 			OnCall:           func(action string) { metrics.APICall(shard, action) },
 			OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
