@@ -30,6 +30,10 @@ var ErrConflict = errors.New("checkpoint: concurrent commit")
 type KVOptions struct {
 	// Bucket is the key-value bucket; default CAPOLLER_CHECKPOINTS.
 	Bucket string
+	// Replicas of the bucket: a JetStream cluster keeps each value on this
+	// many servers (3 survive the loss of one); default 1. NewKV creates
+	// or updates the bucket with it, so an existing bucket is scaled to it.
+	Replicas int
 	// Logger hears of records skipped while migrating from the first
 	// layout; default no-op.
 	Logger *zap.Logger
@@ -105,7 +109,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 		opts.Bucket = "CAPOLLER_CHECKPOINTS"
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: opts.Bucket, Description: "capoller checkpoints", History: 1, Storage: jetstream.FileStorage,
+		Bucket: opts.Bucket, Description: "capoller checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: open key-value bucket %s: %w", opts.Bucket, err)

@@ -223,3 +223,46 @@ func TestSetupStreamAcceptsACoveringWildcard(t *testing.T) {
 		}
 	}
 }
+
+// Replicas are a creation setting: an existing stream with another count
+// is reported and left as it is (scaling it is the operator's call), and a
+// single server refuses to create more than one replica. Tried on a
+// private server: NATS_URL may name a cluster.
+func TestSetupStreamKeepsTheReplicaCount(t *testing.T) {
+	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	_, js := testenv.NATS(t, srv.URL())
+	stream, prefix := "CAPOLLER_REPLICAS", "capoller_replicas"
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: []string{prefix + ".>"}, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pub.StreamConfig().Replicas; got != 3 {
+		t.Errorf("stream config replicas %d, want 3", got)
+	}
+	change, err := pub.SetupStream(t.Context())
+	if err != nil || change.Created || change.Raised || !slices.Equal(change.Kept, []string{"replicas 1 (ours 3)"}) {
+		t.Fatalf("setup: %+v, %v; want the replica count reported and kept", change, err)
+	}
+	if cfg := streamConfig(t, js, stream); cfg.Replicas != 1 {
+		t.Errorf("replicas became %d, want the stream's 1", cfg.Replicas)
+	}
+	if err := js.DeleteStream(t.Context(), stream); err != nil {
+		t.Fatal(err)
+	}
+	if change, err := pub.SetupStream(t.Context()); err == nil || change.Created {
+		t.Errorf("created an R3 stream on a single server: %+v, %v", change, err)
+	} else if !strings.Contains(err.Error(), stream) {
+		t.Errorf("refusal %q does not name the stream", err)
+	}
+	def, err := publisher.New(nil, publisher.Options{})
+	if err != nil || def.StreamConfig().Replicas != 1 {
+		t.Errorf("default replicas: %v, %v; want 1", def.StreamConfig().Replicas, err)
+	}
+}

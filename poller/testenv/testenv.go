@@ -5,6 +5,10 @@
 // NATS_URL, else from an embedded nats-server (a real server, in process).
 // .ci/run always sets both URLs, so CI tests against the machine's servers.
 //
+// RedisCluster, RedisSentinel and NATSCluster start private clusters for
+// one test (redis-server processes, embedded nats-server nodes), whatever
+// the URLs say.
+//
 // Every test gets unique names (key prefixes, stream and bucket names) and
 // its resources are removed when it ends, so tests never collide.
 package testenv
