@@ -108,14 +108,28 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if opts.Bucket == "" {
 		opts.Bucket = "CAPOLLER_CHECKPOINTS"
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: opts.Bucket, Description: "capoller checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
-	})
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	// An existing bucket is used as it is: updating it to this
+	// configuration would, among others, scale an R3 bucket down to R1.
+	kv, err := js.KeyValue(ctx, opts.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: opts.Bucket, Description: "capoller checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // another replica created it first
+			kv, err = js.KeyValue(ctx, opts.Bucket)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: open key-value bucket %s: %w", opts.Bucket, err)
 	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
+	if st, err := kv.Status(ctx); err == nil && opts.Replicas > 0 {
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().Config.Replicas != opts.Replicas {
+			opts.Logger.Warn("the existing checkpoint bucket has another replica count than configured; it is kept as it is",
+				zap.String("bucket", opts.Bucket), zap.Int("replicas", bs.StreamInfo().Config.Replicas), zap.Int("configured", opts.Replicas))
+		}
 	}
 	return &KV{kv: kv, log: opts.Logger, maxPayload: js.Conn().MaxPayload(), shards: map[diff.Shard]*kvShard{},
 		fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}}, nil

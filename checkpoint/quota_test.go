@@ -171,8 +171,9 @@ func openRedis(t *testing.T, n int) ([]*Redis, *redis.Client) {
 	t.Helper()
 	first, prefix := testenv.Redis(t)
 	clients := []*redis.Client{first}
-	for range n - 1 {
-		c, _ := testenv.Redis(t)
+	for range n - 1 { // another client of the same server: testenv.Redis may start a server per call
+		c := redis.NewClient(first.Options())
+		t.Cleanup(func() { _ = c.Close() })
 		clients = append(clients, c)
 	}
 	var stores []*Redis

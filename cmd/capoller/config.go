@@ -16,7 +16,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/capoller/capoller/diff"
@@ -438,10 +437,8 @@ func (c config) validate() error {
 	}
 	switch c.Checkpoint {
 	case "redis":
-		if !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-			errs = append(errs, fmt.Errorf("redis-url %s: want redis:// or rediss://", redactURL(c.RedisURL)))
-		} else if _, err := redis.ParseURL(c.RedisURL); err != nil {
-			errs = append(errs, fmt.Errorf("redis-url %s: %w", redactURL(c.RedisURL), withoutURL(err)))
+		if err := checkRedisURL(c.RedisURL); err != nil {
+			errs = append(errs, err)
 		}
 	case "natskv":
 	default:

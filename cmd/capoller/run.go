@@ -114,7 +114,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow})
+	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas})
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/checkpoint"
@@ -33,11 +32,10 @@ type groupStore interface {
 func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.JetStream, metrics *poller.Metrics) (groupStore, func(), error) {
 	switch cfg.Checkpoint {
 	case "redis":
-		opts, err := redis.ParseURL(cfg.RedisURL)
-		if err != nil { // its errors can quote the URL
-			return nil, nil, configError{fmt.Errorf("redis-url %s: not a valid Redis URL", redactURL(cfg.RedisURL))}
+		rdb, err := openRedis(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, configError{err}
 		}
-		rdb := redis.NewClient(opts)
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
@@ -54,7 +52,7 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 	case "natskv":
 		var kv *checkpoint.KV
 		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
-			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Logger: log})
+			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Replicas: cfg.StreamReplicas, Logger: log})
 			return err
 		}); err != nil {
 			return nil, nil, err

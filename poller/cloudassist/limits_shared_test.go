@@ -224,7 +224,8 @@ func sharedStores(t *testing.T, kind string, n int) []SharedQuota {
 		for i := range n {
 			client := first
 			if i > 0 {
-				client, _ = testenv.Redis(t)
+				client = redis.NewClient(first.Options()) // the same server: testenv.Redis may start one per call
+				t.Cleanup(func() { _ = client.Close() })
 			}
 			s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
 			if err != nil {
