@@ -468,6 +468,7 @@ func (k *KV) dropChunks(ctx context.Context, shard diff.Shard, o kvOutbox) {
 // the next access takes the shard over (see [KV]). Token 0 writes
 // unfenced.
 func (k *KV) Fence(shard diff.Shard, token uint64) {
+	shard = shard.Canonical()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.fences[shard] == token {
@@ -608,6 +609,7 @@ func (k *KV) forget(shard diff.Shard) {
 // MarkKnown records that the shard's first listing was committed whole.
 // Meta keeps its token: it is what tells a stale owner that it is one.
 func (k *KV) MarkKnown(ctx context.Context, shard diff.Shard) error {
+	shard = shard.Canonical()
 	s, err := k.shard(ctx, shard)
 	if err != nil {
 		return err
@@ -633,6 +635,7 @@ func (k *KV) MarkKnown(ctx context.Context, shard diff.Shard) error {
 
 // Load returns the states of keys.
 func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
+	shard = shard.Canonical()
 	prev := diff.Previous{States: make(map[diff.Key]diff.State, len(keys))}
 	s, err := k.shard(ctx, shard)
 	if err != nil {
@@ -659,6 +662,7 @@ func (k *KV) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.
 // Absent returns the states of the shard's records for which seen is
 // false.
 func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
+	shard = shard.Canonical()
 	s, err := k.shard(ctx, shard)
 	if err != nil {
 		return nil, err
@@ -696,6 +700,7 @@ func (k *KV) outboxChunk() int {
 // makes it staged. Fenced, the header is written with a compare-and-set,
 // and the chunks of the batch it replaces are deleted after.
 func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
+	shard = shard.Canonical()
 	k.mu.Lock()
 	token := k.fences[shard]
 	k.mu.Unlock()
@@ -752,6 +757,7 @@ func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) err
 // fence, a batch staged by a newer owner is refused with ErrFenced: a
 // stale owner has no business publishing it.
 func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
+	shard = shard.Canonical()
 	o, rev, err := k.outbox(ctx, shard)
 	if err != nil || rev == 0 || o.N == 0 {
 		return diff.Result{}, false, err
@@ -789,6 +795,7 @@ func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, e
 // header is cleared with a compare-and-set, not purged, so that a stale
 // owner's clear fails too.
 func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	shard = shard.Canonical()
 	s, err := k.shard(ctx, shard)
 	if err != nil {
 		return err

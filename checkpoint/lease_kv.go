@@ -107,6 +107,7 @@ func (k *KV) leaseToken(ctx context.Context, shard diff.Shard) (uint64, error) {
 
 // Acquire takes the shard's lease for owner (see [Leases]).
 func (k *KV) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error) {
+	shard = shard.Canonical()
 	if owner == "" {
 		return Lease{Shard: shard}, errors.New("checkpoint: a lease needs an owner")
 	}
@@ -144,6 +145,7 @@ func (k *KV) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl ti
 
 // Renew extends the caller's lease (see [Leases]).
 func (k *KV) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error) {
+	l.Shard = l.Shard.Canonical()
 	if err := checkTTL(ttl); err != nil {
 		return l, err
 	}
@@ -172,6 +174,7 @@ func (k *KV) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Tim
 
 // Release gives the lease up at once, keeping its token.
 func (k *KV) Release(ctx context.Context, l Lease) error {
+	l.Shard = l.Shard.Canonical()
 	err := k.change(ctx, kvKey(l.Shard, "lease"), func(current []byte) ([]byte, error) {
 		cur, err := decodeLease(l.Shard, current)
 		if err != nil || l.Owner == "" || cur.Owner != l.Owner || cur.Token != l.Token {
@@ -187,6 +190,7 @@ func (k *KV) Release(ctx context.Context, l Lease) error {
 
 // Leases returns the leases of shards, read side by side.
 func (k *KV) Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error) {
+	shards = diff.Canonical(shards)
 	out := make([]Lease, len(shards))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
@@ -286,6 +290,7 @@ type kvStatus struct {
 // Report records the shard's status, keeping the last success recorded
 // before when s has none.
 func (k *KV) Report(ctx context.Context, s ShardStatus) error {
+	s.Shard = s.Shard.Canonical()
 	err := k.change(ctx, kvKey(s.Shard, "status"), func(current []byte) ([]byte, error) {
 		var old kvStatus
 		if current != nil {
@@ -305,6 +310,7 @@ func (k *KV) Report(ctx context.Context, s ShardStatus) error {
 
 // Statuses returns the shards' last reports, read side by side.
 func (k *KV) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, error) {
+	shards = diff.Canonical(shards)
 	out := make([]ShardStatus, len(shards))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)

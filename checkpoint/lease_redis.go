@@ -144,6 +144,7 @@ func (r *Redis) Leave(ctx context.Context, id string) error {
 
 // Acquire takes the shard's lease for owner (see [Leases]).
 func (r *Redis) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error) {
+	shard = shard.Canonical()
 	if owner == "" {
 		return Lease{Shard: shard}, errors.New("checkpoint: a lease needs an owner")
 	}
@@ -162,6 +163,7 @@ func (r *Redis) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl
 
 // Renew extends the caller's lease (see [Leases]).
 func (r *Redis) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error) {
+	l.Shard = l.Shard.Canonical()
 	if err := checkTTL(ttl); err != nil {
 		return l, err
 	}
@@ -177,6 +179,7 @@ func (r *Redis) Renew(ctx context.Context, l Lease, ttl time.Duration, now time.
 
 // Release gives the lease up at once, keeping its token.
 func (r *Redis) Release(ctx context.Context, l Lease) error {
+	l.Shard = l.Shard.Canonical()
 	r.trips.Add(1)
 	if err := r.scripts.release.Run(ctx, r.client, []string{r.key("lease", l.Shard)}, l.Owner, l.Token).Err(); err != nil {
 		return fmt.Errorf("checkpoint: release %s in redis: %w", l.Shard, err)
@@ -200,6 +203,7 @@ func (r *Redis) runLease(ctx context.Context, script *redis.Script, shard diff.S
 
 // Leases returns the leases of shards, in one pipelined round trip.
 func (r *Redis) Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error) {
+	shards = diff.Canonical(shards)
 	if len(shards) == 0 {
 		return nil, nil
 	}
@@ -244,6 +248,7 @@ func leaseOf(shard diff.Shard, v []any) (Lease, error) {
 // Report records the shard's status in <prefix>status:{<id>}: one HSET,
 // which leaves the last success alone when s has none.
 func (r *Redis) Report(ctx context.Context, s ShardStatus) error {
+	s.Shard = s.Shard.Canonical()
 	values := []any{"replica", s.Replica, "lastCycle", unixMs(s.LastCycle), "lastError", s.LastError}
 	if !s.LastSuccess.IsZero() {
 		values = append(values, "lastSuccess", unixMs(s.LastSuccess))
@@ -257,6 +262,7 @@ func (r *Redis) Report(ctx context.Context, s ShardStatus) error {
 
 // Statuses returns the shards' last reports, in one pipelined round trip.
 func (r *Redis) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, error) {
+	shards = diff.Canonical(shards)
 	if len(shards) == 0 {
 		return nil, nil
 	}

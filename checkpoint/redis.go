@@ -145,6 +145,7 @@ return {1}
 // shard's lease has another token (a newer owner acquired it). Token 0
 // writes unfenced.
 func (r *Redis) Fence(shard diff.Shard, token uint64) {
+	shard = shard.Canonical()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if token == 0 {
@@ -316,6 +317,7 @@ func (r *Redis) moveLegacyKeys(ctx context.Context, shard diff.Shard) error {
 
 // Load returns the checkpointed states of keys, in one pipelined round trip.
 func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (diff.Previous, error) {
+	shard = shard.Canonical()
 	prev := diff.Previous{States: make(map[diff.Key]diff.State, len(keys))}
 	if err := r.migrate(ctx, shard); err != nil {
 		return prev, err
@@ -359,6 +361,7 @@ func (r *Redis) Load(ctx context.Context, shard diff.Shard, keys []diff.Key) (di
 // seen is false: after a complete listing, the records the API no longer
 // holds. It scans the hash in chunks, keeping only those records.
 func (r *Redis) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) bool) (map[diff.Key]diff.State, error) {
+	shard = shard.Canonical()
 	if err := r.migrate(ctx, shard); err != nil {
 		return nil, err
 	}
@@ -393,6 +396,7 @@ func (r *Redis) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key
 // MarkKnown records that the shard's first listing was committed whole:
 // from now on, a record seen for the first time is new, not baseline.
 func (r *Redis) MarkKnown(ctx context.Context, shard diff.Shard) error {
+	shard = shard.Canonical()
 	return r.write(ctx, r.scripts.markKnown, shard, "mark known", []string{r.key("meta", shard)})
 }
 
@@ -400,11 +404,13 @@ func (r *Redis) MarkKnown(ctx context.Context, shard diff.Shard) error {
 // a crash after the publish is finished from it (see [Redis.Staged])
 // rather than diffed again from older states. Committing clears it.
 func (r *Redis) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
+	shard = shard.Canonical()
 	return r.write(ctx, r.scripts.stage, shard, "stage a batch of", []string{r.key("outbox", shard)}, encodeBatch(batch))
 }
 
 // Staged returns the batch staged and not yet committed, if any.
 func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
+	shard = shard.Canonical()
 	r.trips.Add(1)
 	raw, err := r.client.Get(ctx, r.key("outbox", shard)).Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -424,6 +430,7 @@ func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool
 // history and clears the staged batch, atomically, in one script and one
 // round trip.
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
+	shard = shard.Canonical()
 	var set, forget []any
 	for _, u := range updates {
 		if u.Forget {
@@ -451,6 +458,7 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 // starting after the stream id after ("" or "0" from the beginning). It
 // returns the stream id of the last entry, to continue from.
 func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, count int64) ([]HistoryEntry, string, error) {
+	shard = shard.Canonical()
 	if after == "" {
 		after = "0"
 	}

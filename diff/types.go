@@ -154,5 +154,22 @@ func AccountOf(account string) string {
 	return account
 }
 
+// Canonical returns the shard with its account named: a shard of the
+// empty account is the default account's, and every map keyed by shards
+// must see them as one.
+func (s Shard) Canonical() Shard {
+	s.Account = AccountOf(s.Account)
+	return s
+}
+
+// Canonical returns canonical copies of shards (see [Shard.Canonical]).
+func Canonical(shards []Shard) []Shard {
+	out := make([]Shard, len(shards))
+	for i, s := range shards {
+		out[i] = s.Canonical()
+	}
+	return out
+}
+
 // String returns the shard's id, account/source/region.
 func (s Shard) String() string { return AccountOf(s.Account) + "/" + string(s.Source) + "/" + s.Region }
