@@ -48,7 +48,9 @@ type GroupOptions struct {
 	// poller must check claim before it stages or publishes (see
 	// [Options.Claim]) and report its cycles to claim.Observe.
 	Poll func(ctx context.Context, shard diff.Shard, claim *Claim) error
-	// LeaseTTL is how long a lease lasts unrenewed; default 15s.
+	// LeaseTTL bounds how long a dead replica's shards wait for a new
+	// owner; default 15s. Leases and heartbeats are written for LeaseTTL
+	// minus a Tick, the most the next owner takes to notice they expired.
 	LeaseTTL time.Duration
 	// Tick is how often the group heartbeats, renews its leases and
 	// rebalances; default LeaseTTL/5.
@@ -119,7 +121,7 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		opts.Shards[i].Account = diff.AccountOf(opts.Shards[i].Account)
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
-	return &Group{opts: opts, log: opts.Logger.With(zap.String("replica", opts.Replica.ID)),
+	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, logged: map[string]string{}}, nil
 }
 
@@ -150,7 +152,7 @@ func (g *Group) Run(ctx context.Context) error {
 // the shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	g.reap()
-	members, err := g.opts.Store.Heartbeat(ctx, g.opts.Replica, g.opts.LeaseTTL, g.opts.Now())
+	members, err := g.opts.Store.Heartbeat(ctx, g.opts.Replica, g.lease(), g.opts.Now())
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
 		return
@@ -169,6 +171,9 @@ func (g *Group) Step(ctx context.Context) {
 	}
 	g.report(ctx)
 }
+
+// lease is how long each lease and heartbeat is written for.
+func (g *Group) lease() time.Duration { return g.opts.LeaseTTL - g.opts.Tick }
 
 // Owned returns the shards this replica holds, sorted.
 func (g *Group) Owned() []diff.Shard {
@@ -196,7 +201,7 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 			continue
 		}
 		sent := g.opts.Now()
-		l, err := g.opts.Store.Renew(ctx, o.claim.Lease(), g.opts.LeaseTTL, sent)
+		l, err := g.opts.Store.Renew(ctx, o.claim.Lease(), g.lease(), sent)
 		switch {
 		case errors.Is(err, checkpoint.ErrLeaseLost):
 			g.log.Warn("the lease was taken over; stopping the shard", zap.Stringer("shard", s), zap.Error(err))
@@ -211,7 +216,7 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 // acquire takes a shard's lease and starts its poller.
 func (g *Group) acquire(ctx context.Context, s diff.Shard) {
 	sent := g.opts.Now()
-	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.opts.LeaseTTL, sent)
+	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.lease(), sent)
 	if errors.Is(err, checkpoint.ErrLeaseHeld) {
 		g.log.Debug("waiting for the shard's lease", zap.Stringer("shard", s), zap.String("owner", l.Owner), zap.Time("expires", l.Expires))
 		return
@@ -220,7 +225,7 @@ func (g *Group) acquire(ctx context.Context, s diff.Shard) {
 		return
 	}
 	g.opts.Store.Fence(s, l.Token)
-	claim := &Claim{shard: s, ttl: g.opts.LeaseTTL, now: g.opts.Now}
+	claim := &Claim{shard: s, ttl: g.lease(), now: g.opts.Now}
 	claim.renewed(l, sent)
 	pctx, cancel := context.WithCancel(ctx)
 	o := &ownership{claim: claim, cancel: cancel, done: make(chan struct{})}

@@ -118,7 +118,7 @@ func TestGroupSharesShardsAndMovesThemOnFailure(t *testing.T) {
 	r1, r2, r3 := newGroupReplica(t, "r1", store, shards, clock), newGroupReplica(t, "r2", store, shards, clock), newGroupReplica(t, "r3", store, shards, clock)
 	settle(t, []*groupReplica{r1, r2, r3}, 12, map[string]int{"r1": 4, "r2": 4, "r3": 4})
 
-	// r2 is killed. Within the TTL its shards stay its own: nobody else
+	// r2 is killed. Until its leases expire its shards stay its own: nobody else
 	// may poll them while its lease could be live.
 	clock.Add(10 * time.Second)
 	for _, r := range []*groupReplica{r1, r3} {
@@ -127,7 +127,7 @@ func TestGroupSharesShardsAndMovesThemOnFailure(t *testing.T) {
 			t.Fatalf("%s owns %d shards before r2's leases expired, want 4", r.id, n)
 		}
 	}
-	clock.Add(6 * time.Second) // r2's heartbeat and leases are 16 s old
+	clock.Add(3 * time.Second) // r2's heartbeat and leases (written for 12 s) are 13 s old
 	settle(t, []*groupReplica{r1, r3}, 12, map[string]int{"r1": 6, "r3": 6})
 	var r2Claim *poller.Claim
 	r2.claims.Range(func(_, v any) bool { r2Claim = v.(*poller.Claim); return false })
@@ -201,13 +201,15 @@ func TestClaimExpiresBeforeTheLease(t *testing.T) {
 	if claim == nil {
 		t.Fatal("the poller never started")
 	}
-	clock.Add(9 * time.Second)
+	// A 15 s TTL with a 3 s tick writes 12 s leases; a claim lasts two
+	// thirds of that.
+	clock.Add(7 * time.Second)
 	if err := claim.Valid(); err != nil {
-		t.Fatalf("claim invalid 9 s into a 15 s lease: %v", err)
+		t.Fatalf("claim invalid 7 s into a 12 s lease: %v", err)
 	}
-	clock.Add(time.Second + time.Millisecond) // 10 s: two thirds of the TTL
+	clock.Add(time.Second + time.Millisecond)
 	if err := claim.Valid(); !errors.Is(err, poller.ErrClaimExpired) {
-		t.Fatalf("claim still valid 10 s into a 15 s lease: %v", err)
+		t.Fatalf("claim still valid 8 s into a 12 s lease: %v", err)
 	}
 	r.g.Step(t.Context()) // a renewal brings it back
 	if err := claim.Valid(); err != nil {

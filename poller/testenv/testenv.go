@@ -45,7 +45,14 @@ func Name(base string) string {
 // ("<name>:"). Keys under the prefix are deleted when the test ends.
 func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
-	url := RedisURL(t)
+	return RedisAt(t, RedisURL(t))
+}
+
+// RedisAt is Redis for the server at url (from RedisURL), for a test that
+// also hands the URL to a child process: without REDIS_URL, each call of
+// RedisURL may start another server.
+func RedisAt(t testing.TB, url string) (*redis.Client, string) {
+	t.Helper()
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatalf("testenv: REDIS_URL %q: %v", url, err)

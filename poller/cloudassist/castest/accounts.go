@@ -165,3 +165,18 @@ func (a *AccountHandle) Throttled() map[string]int { return a.s.throttledOf(a.na
 // CallLog returns the arrival time of every admitted signed call of action
 // in the account.
 func (a *AccountHandle) CallLog(action string) []time.Time { return a.s.callLogOf(a.name, action) }
+
+// InvokeSWAS runs script once on Simple Application Server instances of
+// the account in region, as the SWAS RunCommand would, and returns the
+// invocation id.
+func (a *AccountHandle) InvokeSWAS(region string, instanceIDs []string, script string, timeoutSeconds int64) (string, error) {
+	if err := a.known(); err != nil {
+		return "", err
+	}
+	inv, e := a.s.createInvocation(ProductSWAS, region, instanceIDs,
+		invocationSpec{Account: a.name, Type: "RunShellScript", Content: script, Timeout: timeoutSeconds})
+	if e != nil {
+		return "", e
+	}
+	return inv.InvokeID, nil
+}

@@ -1,0 +1,389 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// replicaProc is one `capoller run` child process.
+type replicaProc struct {
+	id      string
+	cmd     *exec.Cmd
+	metrics string // host:port of /metrics
+	logs    *syncBuffer
+	exited  chan struct{}
+	code    int
+}
+
+// replicaGroup is the setup a test's replicas share: the emulator, the
+// engines and the configuration.
+type replicaGroup struct {
+	t      *testing.T
+	sim    *castest.Server
+	args   []string
+	env    []string
+	store  *checkpoint.Redis
+	shards []diff.Shard
+	js     jetstream.JetStream
+	stream string
+	ttl    time.Duration
+
+	mu    sync.Mutex
+	procs []*replicaProc
+}
+
+const replicaTTL = 3 * time.Second
+
+// newReplicaGroup sets up two accounts (two key pairs) in three regions,
+// ECS and SWAS each: 12 shards. natsURL and redisURL name the engines;
+// rdb reaches the same Redis, for the test to read leases.
+func newReplicaGroup(t *testing.T, natsURL, redisURL string, rdb redis.UniversalClient, prefix string, streamReplicas int) *replicaGroup {
+	t.Helper()
+	regions := []string{"cn-hangzhou", "cn-shanghai", "cn-beijing"}
+	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIprod", AccessKeySecret: "prod-secret", Regions: regions, Instances: 2,
+		Accounts: []castest.Account{{Name: "staging", AccessKeyID: "LTAIstaging", AccessKeySecret: "staging-secret"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	file := filepath.Join(t.TempDir(), "capoller.yaml")
+	yaml := ""
+	for _, a := range []string{"prod", "staging"} {
+		env := strings.ToUpper(a)
+		yaml += fmt.Sprintf("  - name: %s\n    credentials: {type: access_key, source: env, access_key_id_env: %s_AK, access_key_secret_env: %s_SK}\n    regions: [%s]\n    sources: [ecs, swas]\n",
+			a, env, env, strings.Join(regions, ", "))
+	}
+	if err := os.WriteFile(file, []byte("accounts:\n"+yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stream := testenv.Name("CAPOLLER_REPLICAS")
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = js.DeleteStream(ctx, stream)
+	})
+	store, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &replicaGroup{t: t, sim: sim, store: store, js: js, stream: stream, ttl: replicaTTL,
+		args: []string{"run", "--config", file, "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix,
+			"--nats-url", natsURL, "--stream", stream, "--subject-prefix", strings.ToLower(stream),
+			"--interval", "500ms", "--lease-ttl", replicaTTL.String(), "--initial", "emit", "--resync-every", "5s",
+			"--stream-replicas", fmt.Sprint(streamReplicas), "--log-level", "info"},
+		env: append(os.Environ(), beMainEnv+"=1", "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true",
+			"PROD_AK=LTAIprod", "PROD_SK=prod-secret", "STAGING_AK=LTAIstaging", "STAGING_SK=staging-secret")}
+	for _, a := range []string{"prod", "staging"} {
+		for _, r := range regions {
+			for _, src := range []diff.Source{diff.SourceECS, diff.SourceSWAS} {
+				g.shards = append(g.shards, diff.Shard{Account: a, Source: src, Region: r})
+			}
+		}
+	}
+	t.Cleanup(func() { g.stopAll() })
+	return g
+}
+
+// start runs a replica; extraEnv arms test hooks.
+func (g *replicaGroup) start(id string, extraEnv ...string) *replicaProc {
+	g.t.Helper()
+	addr, err := freeAddr()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	p := &replicaProc{id: id, metrics: addr, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(exe, append(slices.Clone(g.args), "--replica-id", id, "--metrics-addr", addr)...)
+	p.cmd.Env = append(slices.Clone(g.env), extraEnv...)
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		g.t.Fatal(err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		close(p.exited)
+	}()
+	g.mu.Lock()
+	g.procs = append(g.procs, p)
+	g.mu.Unlock()
+	g.t.Cleanup(func() {
+		if g.t.Failed() {
+			g.t.Logf("logs of %s:\n%s", id, p.logs.String())
+		}
+	})
+	return p
+}
+
+func (g *replicaGroup) stopAll() {
+	g.mu.Lock()
+	procs := slices.Clone(g.procs)
+	g.mu.Unlock()
+	for _, p := range procs {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+		}
+	}
+}
+
+// owners returns each live lease's owner, by shard.
+func (g *replicaGroup) owners() map[diff.Shard]string {
+	leases, err := g.store.Leases(g.t.Context(), g.shards)
+	if err != nil {
+		g.t.Logf("read the leases: %v", err)
+		return nil
+	}
+	out := map[diff.Shard]string{}
+	for _, l := range leases {
+		if l.Live(time.Now()) {
+			out[l.Shard] = l.Owner
+		}
+	}
+	return out
+}
+
+// waitSpread waits until every shard is leased, by the replicas named
+// only, each holding floor or ceil of its share, and returns when.
+func (g *replicaGroup) waitSpread(within time.Duration, ids ...string) time.Time {
+	g.t.Helper()
+	var loads map[string]int
+	testenv.WaitFor(g.t, within, fmt.Sprintf("the shards to spread over %v", ids), func() error {
+		owners := g.owners()
+		loads = map[string]int{}
+		for _, o := range owners {
+			loads[o]++
+		}
+		if len(owners) != len(g.shards) {
+			return fmt.Errorf("%d of %d shards leased: %v", len(owners), len(g.shards), loads)
+		}
+		for o, n := range loads {
+			if !slices.Contains(ids, o) || n < len(g.shards)/len(ids) || n > (len(g.shards)+len(ids)-1)/len(ids) {
+				return fmt.Errorf("loads %v", loads)
+			}
+		}
+		return nil
+	})
+	g.t.Logf("spread over %v: %v", ids, loads)
+	return time.Now()
+}
+
+// drive creates work in both accounts, every region and both products
+// until ctx ends: short commands that succeed or fail.
+func (g *replicaGroup) drive(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, name := range g.sim.Accounts() {
+		acct := g.sim.Account(name)
+		byRegion := map[string]map[string][]string{}
+		for _, inst := range acct.Instances() {
+			if byRegion[inst.Region] == nil {
+				byRegion[inst.Region] = map[string][]string{}
+			}
+			byRegion[inst.Region][inst.Product] = append(byRegion[inst.Region][inst.Product], inst.ID)
+		}
+		for region, products := range byRegion {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(250 * time.Millisecond): // pacing arrivals, not waiting for a result
+					}
+					script := fmt.Sprintf("echo %d; sleep 0.%d; exit %d", i, 2+i%5, i%3)
+					if i%2 == 0 {
+						_, _ = acct.Invoke(region, products[castest.ProductECS], script, 5)
+					} else {
+						_, _ = acct.InvokeSWAS(region, products[castest.ProductSWAS][i%len(products[castest.ProductSWAS]):][:1], script, 5)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// metric sums a metric of a replica.
+func (p *replicaProc) metric(t *testing.T, name string) float64 {
+	m, err := scrapeMetrics(t.Context(), "http://"+p.metrics+"/metrics")
+	if err != nil {
+		return -1
+	}
+	return m.sum(name)
+}
+
+// stopped reports whether the process is stopped (SIGSTOP).
+func (p *replicaProc) stopped() bool {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] == 'T'
+}
+
+// waitCaughtUp waits until the last event of every record the emulator
+// knows announces the record's last status, and returns the truth.
+func (g *replicaGroup) waitCaughtUp(within time.Duration) map[diff.Key][]castest.TruthEntry {
+	g.t.Helper()
+	var truth map[diff.Key][]castest.TruthEntry
+	testenv.WaitFor(g.t, within, "every final status to be announced", func() error {
+		truth = testenv.TruthByRecord(g.sim.Truth())
+		final := map[diff.Key]string{}
+		for _, e := range testenv.StreamEvents(g.t, g.js, g.stream) {
+			final[testenv.RecordKey(e.Event.Data)] = e.Event.Data.Status
+		}
+		behind := 0
+		for k, entries := range truth {
+			last := entries[len(entries)-1].To
+			if !diff.Status(last).Terminal() || final[k] != last {
+				behind++
+			}
+		}
+		if behind > 0 {
+			return fmt.Errorf("%d of %d records not final or not announced", behind, len(truth))
+		}
+		return nil
+	})
+	return truth
+}
+
+// TestReplicasShareShardsEndToEnd is the scale-out promise against real
+// Redis and NATS: three replicas spread 12 shards (two accounts, three
+// regions, ECS and SWAS); one is killed with SIGKILL and its shards move
+// within the lease TTL; a fourth joins and the shards rebalance; a fifth
+// stops itself between the acks and the commit of a batch, stays stopped
+// past its lease, and once resumed its commit is refused by fencing. The
+// stream then holds every record's transitions in order, each event id
+// once, and every final status.
+func TestReplicasShareShardsEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replicas as processes")
+	}
+	redisURL := testenv.RedisURL(t)
+	rdb, prefix := testenv.RedisAt(t, redisURL)
+	g := newReplicaGroup(t, testenv.NATSURL(t), redisURL, rdb, prefix, 1)
+	runReplicaScenario(t, g, nil)
+}
+
+// runReplicaScenario runs the scenario; midRun, if set, is called once the
+// kill has been survived (to take down an engine's node).
+func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
+	ctx, stopWork := context.WithCancel(t.Context())
+	defer stopWork()
+	var work sync.WaitGroup
+	work.Go(func() { g.drive(ctx) })
+
+	r1, r2, r3 := g.start("r1"), g.start("r2"), g.start("r3")
+	g.waitSpread(30*time.Second, "r1", "r2", "r3")
+
+	// SIGKILL: r2's shards move to r1 and r3 within the lease TTL (plus
+	// a tick of the replica that takes them, and scheduling).
+	held := 0
+	for _, o := range g.owners() {
+		if o == "r2" {
+			held++
+		}
+	}
+	killed := time.Now()
+	if err := r2.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	moved := g.waitSpread(3*g.ttl, "r1", "r3")
+	t.Logf("SIGKILL: %d shards moved in %v (lease TTL %v)", held, moved.Sub(killed).Round(time.Millisecond), g.ttl)
+	if d := moved.Sub(killed); d > g.ttl+g.ttl/5+2*time.Second {
+		t.Errorf("the killed replica's shards moved after %v; the lease TTL is %v", d, g.ttl)
+	}
+	if midRun != nil {
+		midRun()
+	}
+
+	// A fourth replica joins: the shards rebalance, 4 each.
+	g.start("r4")
+	g.waitSpread(30*time.Second, "r1", "r3", "r4")
+
+	// A fifth stops itself right after JetStream acknowledged its first
+	// batch, before the commit; the others take its shards once its
+	// leases expire; resumed, its commit is refused.
+	r5 := g.start("r5", testHookEnv+"="+"published")
+	testenv.WaitFor(t, 60*time.Second, "r5 to stop itself after a publish", func() error {
+		if r5.stopped() {
+			return nil
+		}
+		return fmt.Errorf("running")
+	})
+	testenv.WaitFor(t, 3*g.ttl, "r5's shards to be taken over while it is stopped", func() error {
+		owners := g.owners()
+		for s, o := range owners {
+			if o == "r5" {
+				return fmt.Errorf("%s still leased by r5", s)
+			}
+		}
+		if len(owners) != len(g.shards) {
+			return fmt.Errorf("%d of %d shards leased", len(owners), len(g.shards))
+		}
+		return nil
+	})
+	if err := r5.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 20*time.Second, "r5's commit to be refused by fencing", func() error {
+		if n := r5.metric(t, "capoller_fencing_refusals_total"); n < 1 {
+			return fmt.Errorf("%v refusals", n)
+		}
+		return nil
+	})
+	g.waitSpread(30*time.Second, "r1", "r3", "r4", "r5")
+
+	stopWork()
+	work.Wait()
+	truth := g.waitCaughtUp(60 * time.Second)
+	g.stopAll()
+	for _, p := range []*replicaProc{r1, r3} {
+		if p.code != 0 {
+			t.Errorf("%s exited %d after SIGTERM; logs:\n%s", p.id, p.code, p.logs.String())
+		}
+	}
+	evs := testenv.StreamEvents(t, g.js, g.stream)
+	t.Logf("%d records, %d events", len(truth), len(evs))
+	testenv.CheckAgainstTruth(t, truth, evs)
+}
