@@ -387,3 +387,22 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 	t.Logf("%d records, %d events", len(truth), len(evs))
 	testenv.CheckAgainstTruth(t, truth, evs)
 }
+
+// TestReplicasOnClusteredEngines runs the same scenario on a 3-node NATS
+// cluster with an R3 stream, one node of which (the stream's leader) is
+// shut down mid-run, and on a 3-master Redis Cluster: nothing may be
+// lost, repeated or reordered.
+func TestReplicasOnClusteredEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replicas as processes and two clusters")
+	}
+	nodes := testenv.NATSCluster(t, 3)
+	rdb, prefix := testenv.RedisCluster(t)
+	redisURL := "redis+cluster://" + strings.Join(rdb.Options().Addrs, ",")
+	g := newReplicaGroup(t, nodes.URL(), redisURL, rdb, prefix, 3)
+	runReplicaScenario(t, g, func() {
+		leader := nodes.StreamLeader(g.stream)
+		t.Logf("shutting down NATS node %d, the stream's leader", leader)
+		nodes.Shutdown(leader)
+	})
+}
