@@ -49,6 +49,10 @@ type benchOptions struct {
 	jsonOut     bool
 	instanceNum int
 	behaviours  []namedBehaviour
+	replicas    int
+	shards      int
+	leaseTTL    time.Duration
+	steady      time.Duration
 }
 
 // namedBehaviour is an emulator behaviour the bench runs under.
@@ -139,6 +143,10 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), `NATS with JetStream, or "embedded"`)
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	fs.IntVar(&o.instanceNum, "instances", 500, "simulated ECS instances")
+	fs.IntVar(&o.replicas, "replicas", 0, "run a group of this many replicas sharing --shards shards instead of the strategies (0: do not)")
+	fs.IntVar(&o.shards, "shards", 60, "shards of the replica group: two accounts, ECS and SWAS, in shards/4 regions")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "the replica group's lease TTL")
+	fs.DurationVar(&o.steady, "steady", 30*time.Second, "how long the replica group's steady state is measured")
 	behaviours := fs.String("behaviours", "ideal", "emulator behaviours to run each strategy under: ideal, worst (unordered ties, drifting tokens, strict filters), or a JSON castest.Behaviour")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -210,6 +218,15 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 	}
 
 	var reports []benchReport
+	var replicas *replicaBenchReport
+	if o.replicas > 0 {
+		r, err := benchReplicas(ctx, o, rdb, nc, stderr)
+		if err != nil {
+			return fmt.Errorf("replicas: %w", err)
+		}
+		replicas = &r
+		o.behaviours = nil // the group replaces the strategies
+	}
 	for _, nb := range o.behaviours {
 		for _, strategy := range o.strategies {
 			fmt.Fprintf(stderr, "bench: %s strategy, %s API, %d invocations, %.1f%% active, quota %d/s…\n", strategy, nb.name, o.records, 100*o.active, o.quota)
@@ -233,25 +250,30 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 	if o.jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"strategies": reports, "throughput": tp})
+		return enc.Encode(map[string]any{"strategies": reports, "throughput": tp, "replicas": replicas})
+	}
+	if replicas != nil {
+		printReplicaBench(stdout, *replicas)
 	}
 	printBench(stdout, reports, tp)
 	return nil
 }
 
 func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "strategy\tAPI\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
-	for _, r := range reports {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
-			r.Strategy, r.Behaviour, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
-			r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.PeakRSSMiB, r.Backoffs["throttled"], r.BackoffSeconds["throttled"],
-			r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
-	}
-	_ = tw.Flush()
-	if len(reports) == 2 && reports[1].APICallsPerCycle > 0 && reports[0].Strategy != reports[1].Strategy {
-		fmt.Fprintf(w, "\n%s makes %.1f× fewer API calls per steady-state cycle than %s.\n",
-			reports[1].Strategy, reports[0].APICallsPerCycle/reports[1].APICallsPerCycle, reports[0].Strategy)
+	if len(reports) > 0 {
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "strategy\tAPI\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
+		for _, r := range reports {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
+				r.Strategy, r.Behaviour, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
+				r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.PeakRSSMiB, r.Backoffs["throttled"], r.BackoffSeconds["throttled"],
+				r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
+		}
+		_ = tw.Flush()
+		if len(reports) == 2 && reports[1].APICallsPerCycle > 0 && reports[0].Strategy != reports[1].Strategy {
+			fmt.Fprintf(w, "\n%s makes %.1f× fewer API calls per steady-state cycle than %s.\n",
+				reports[1].Strategy, reports[0].APICallsPerCycle/reports[1].APICallsPerCycle, reports[0].Strategy)
+		}
 	}
 	if tp != nil {
 		fmt.Fprintf(w, "throughput: %d transitions diffed, published (acked) and committed in %.2fs: %.0f transitions/s\n",
@@ -589,7 +611,8 @@ func (r *replayLister) Snapshot(context.Context) (diff.Snapshot, error) {
 }
 
 // benchThroughput diffs, publishes (acked) and commits n changed
-// invocations (2n transitions) in one cycle, against real Redis and NATS.
+// invocations (2n transitions) in one cycle, against real Redis and NATS,
+// with the history and the fencing of a replica's commits.
 func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream.JetStream) (throughputReport, error) {
 	var tp throughputReport
 	name := "CAPOLLER_BENCH_TP_" + strings.ToUpper(randomHex(4))
@@ -620,6 +643,12 @@ func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream
 	if err := pub.EnsureStream(ctx); err != nil {
 		return tp, err
 	}
+	// Fenced, as a replica's commits are: each write checks the lease.
+	lease, err := store.Acquire(ctx, shard, "bench", time.Hour, time.Now())
+	if err != nil {
+		return tp, err
+	}
+	store.Fence(shard, lease.Token)
 	p, err := poller.New(lister, store, pub, poller.Options{Shard: shard})
 	if err != nil {
 		return tp, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -377,6 +378,7 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 	stopWork()
 	work.Wait()
 	truth := g.waitCaughtUp(60 * time.Second)
+	g.checkStatus(t, "r1", "r3", "r4", "r5")
 	g.stopAll()
 	for _, p := range []*replicaProc{r1, r3} {
 		if p.code != 0 {
@@ -405,4 +407,43 @@ func TestReplicasOnClusteredEngines(t *testing.T) {
 		t.Logf("shutting down NATS node %d, the stream's leader", leader)
 		nodes.Shutdown(leader)
 	})
+}
+
+// checkStatus runs `capoller status` with the group's configuration: as
+// JSON it names the live replicas and, for every shard, a live owner among
+// them, a token and a recent success; as text, every shard.
+func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
+	t.Helper()
+	var out, errs syncBuffer
+	if code := cli(t.Context(), append([]string{"status", "--json"}, g.args[1:]...), &out, &errs); code != 0 {
+		t.Fatalf("status --json exited %d: %s", code, errs.String())
+	}
+	var rep statusReport
+	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out.String())
+	}
+	var ids []string
+	for _, r := range rep.Replicas {
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, replicas) {
+		t.Errorf("status names replicas %v, want %v", ids, replicas)
+	}
+	if len(rep.Shards) != len(g.shards) {
+		t.Fatalf("status lists %d shards, want %d", len(rep.Shards), len(g.shards))
+	}
+	for _, s := range rep.Shards {
+		if !slices.Contains(replicas, s.Owner) || s.Token == 0 || time.Since(s.LastSuccess) > time.Minute || s.LeaseAgeSeconds < 0 {
+			t.Errorf("status of %s: %+v", s.Shard, s)
+		}
+	}
+	out = syncBuffer{}
+	if code := cli(t.Context(), append([]string{"status"}, g.args[1:]...), &out, &errs); code != 0 {
+		t.Fatalf("status exited %d: %s", code, errs.String())
+	}
+	for _, s := range g.shards {
+		if !strings.Contains(out.String(), s.String()) {
+			t.Errorf("status text lacks %s:\n%s", s, out.String())
+		}
+	}
 }
