@@ -193,3 +193,57 @@ func TestKVConcurrentCommitConflicts(t *testing.T) {
 		t.Fatalf("after reloading: %v", err)
 	}
 }
+
+// TestRedisStagesBatchesInOrder: batches staged before the previous ones
+// committed queue up; each commit of a batch with events clears the
+// oldest, a quiet commit none, and an empty stage all. A batch staged by
+// a version that held one is the oldest.
+func TestRedisStagesBatchesInOrder(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	s := newRedis(t, client, prefix)
+	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
+	batch := func(id string) diff.Result {
+		return diff.Result{Transitions: []diff.Transition{{ID: id, Record: diff.Record{Key: diff.Key{InvokeID: id}, Status: diff.StatusRunning}}}}
+	}
+	oldest := func(want string) {
+		t.Helper()
+		got, ok, err := s.Staged(t.Context(), shard)
+		if err != nil || ok != (want != "") || (ok && got.Transitions[0].ID != want) {
+			t.Fatalf("oldest staged: %+v %v %v, want %q", got, ok, err, want)
+		}
+	}
+	// The first layout's single staged batch.
+	legacy := newRedis(t, client, prefix)
+	if err := legacy.Stage(t.Context(), shard, batch("a")); err != nil {
+		t.Fatal(err)
+	}
+	raw := client.LIndex(t.Context(), prefix+"outbox:{default/ecs/r}", 0).Val()
+	client.Del(t.Context(), prefix+"outbox:{default/ecs/r}")
+	client.Set(t.Context(), prefix+"outbox:{default/ecs/r}", raw, 0)
+	oldest("a")
+	for _, id := range []string{"b", "c"} {
+		if err := s.Stage(t.Context(), shard, batch(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldest("a")
+	if err := s.Commit(t.Context(), shard, []diff.Update{{Key: diff.Key{InvokeID: "q"}, State: diff.State{Status: diff.StatusSuccess}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	oldest("a") // a quiet commit clears nothing
+	for _, want := range []string{"b", "c", ""} {
+		if err := s.Commit(t.Context(), shard, nil, batch("x").Transitions); err != nil {
+			t.Fatal(err)
+		}
+		oldest(want)
+	}
+	for _, id := range []string{"d", "e"} {
+		if err := s.Stage(t.Context(), shard, batch(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Stage(t.Context(), shard, diff.Result{}); err != nil {
+		t.Fatal(err)
+	}
+	oldest("")
+}

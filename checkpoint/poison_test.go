@@ -259,9 +259,19 @@ func TestStoresStageABatchLargerThanAValue(t *testing.T) {
 			if err != nil || !ok || len(got.Transitions) != 100 || got.Transitions[99].Record.Key != batch.Transitions[99].Record.Key {
 				t.Fatalf("staged: %v %v, %d transitions", ok, err, len(got.Transitions))
 			}
-			// A smaller batch staged after it is read back alone.
+			// A smaller batch staged after it is read back alone: at once
+			// where one batch is staged at a time, after the first one's
+			// commit where they queue.
 			if err := s.Stage(t.Context(), shard, diff.Result{Transitions: batch.Transitions[:1]}); err != nil {
 				t.Fatal(err)
+			}
+			if q, ok := s.(interface{ MaxStaged() int }); ok && q.MaxStaged() > 1 {
+				if got, _, err := s.Staged(t.Context(), shard); err != nil || len(got.Transitions) != 100 {
+					t.Fatalf("the first batch, still the oldest: %d transitions, %v", len(got.Transitions), err)
+				}
+				if err := s.Commit(t.Context(), shard, batch.Updates, batch.Transitions); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if got, _, err := s.Staged(t.Context(), shard); err != nil || len(got.Transitions) != 1 {
 				t.Fatalf("the second batch: %d transitions, %v", len(got.Transitions), err)

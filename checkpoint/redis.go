@@ -68,13 +68,13 @@ type Redis struct {
 // redisScripts are the store's Lua scripts. They live on the store, not in
 // package variables: a script caches its SHA once loaded.
 type redisScripts struct {
-	commit, stage, markKnown           *redis.Script
+	commit, stage, staged, markKnown   *redis.Script
 	acquire, renew, release, heartbeat *redis.Script
 }
 
 func newRedisScripts() redisScripts {
 	return redisScripts{
-		commit: redis.NewScript(commitScript), stage: redis.NewScript(stageScript), markKnown: redis.NewScript(markKnownScript),
+		commit: redis.NewScript(commitScript), stage: redis.NewScript(stageScript), staged: redis.NewScript(stagedScript), markKnown: redis.NewScript(markKnownScript),
 		acquire: redis.NewScript(acquireScript), renew: redis.NewScript(renewScript), release: redis.NewScript(releaseScript),
 		heartbeat: redis.NewScript(heartbeatScript),
 	}
@@ -115,7 +115,14 @@ while i <= last do
   redis.call('HDEL', KEYS[2], unpack(ARGV, i, j))
   i = j + 1
 end
-redis.call('DEL', KEYS[3])
+if ARGV[6 + 2 * nset + nforget] == '1' then -- the commit of a staged batch: the oldest
+  if redis.call('TYPE', KEYS[3]).ok == 'list' then
+    redis.call('LPOP', KEYS[3])
+  else
+    redis.call('DEL', KEYS[3]) -- staged by a version that held one batch
+  end
+end
+i = i + 1
 for k = i, #ARGV do
   if ARGV[2] ~= '0' then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[k])
@@ -128,10 +135,32 @@ redis.call('HINCRBY', KEYS[5], 'commits', 1)
 return {1}
 `
 
-// stageScript: KEYS lease, outbox; ARGV token, the encoded batch.
+// stageScript: KEYS lease, outbox; ARGV token, the encoded batch or ""
+// to clear the outbox. The outbox is a list, oldest first; a batch staged
+// by a version that held one (a string) is kept as the oldest.
 const stageScript = fenceCheck + `
-redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[2])
+  return {1}
+end
+if redis.call('TYPE', KEYS[2]).ok == 'string' then
+  local old = redis.call('GET', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  redis.call('RPUSH', KEYS[2], old)
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
 return {1}
+`
+
+// stagedScript: KEYS outbox. The oldest staged batch, or false.
+const stagedScript = `
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'list' then
+  return redis.call('LINDEX', KEYS[1], 0)
+elseif t == 'string' then
+  return redis.call('GET', KEYS[1])
+end
+return false
 `
 
 // markKnownScript: KEYS lease, meta; ARGV token.
@@ -402,24 +431,34 @@ func (r *Redis) MarkKnown(ctx context.Context, shard diff.Shard) error {
 
 // Stage stores a batch about to be published, so that a failed commit or
 // a crash after the publish is finished from it (see [Redis.Staged])
-// rather than diffed again from older states. Committing clears it.
+// rather than diffed again from older states. Batches queue up, oldest
+// first, up to [Redis.MaxStaged] of them: committing a batch with events
+// clears the oldest. Staging an empty batch clears them all.
 func (r *Redis) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
 	shard = shard.Canonical()
-	return r.write(ctx, r.scripts.stage, shard, "stage a batch of", []string{r.key("outbox", shard)}, encodeBatch(batch))
+	value := ""
+	if len(batch.Transitions) > 0 || len(batch.Updates) > 0 {
+		value = string(encodeBatch(batch))
+	}
+	return r.write(ctx, r.scripts.stage, shard, "stage a batch of", []string{r.key("outbox", shard)}, value)
 }
 
-// Staged returns the batch staged and not yet committed, if any.
+// MaxStaged is how many batches may be staged at once: a poller publishes
+// the next batch while the previous one commits.
+func (r *Redis) MaxStaged() int { return 4 }
+
+// Staged returns the oldest batch staged and not yet committed, if any.
 func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
 	shard = shard.Canonical()
 	r.trips.Add(1)
-	raw, err := r.client.Get(ctx, r.key("outbox", shard)).Bytes()
+	raw, err := r.scripts.staged.Run(ctx, r.client, []string{r.key("outbox", shard)}).Text()
 	if errors.Is(err, redis.Nil) {
 		return diff.Result{}, false, nil
 	}
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from redis: %w", shard, err)
 	}
-	batch, err := decodeBatch(raw)
+	batch, err := decodeBatch([]byte(raw))
 	if err != nil {
 		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
 	}
@@ -427,8 +466,8 @@ func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool
 }
 
 // Commit stores the new states, appends the transitions to the shard's
-// history and clears the staged batch, atomically, in one script and one
-// round trip.
+// history and, if there are transitions, clears the oldest staged batch
+// (theirs), atomically, in one script and one round trip.
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
 	shard = shard.Canonical()
 	var set, forget []any
@@ -443,6 +482,11 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 	args := make([]any, 0, 4+len(set)+len(forget)+len(transitions))
 	args = append(args, maxLen, time.Now().UTC().Format(time.RFC3339Nano), len(set)/2, len(forget))
 	args = append(append(args, set...), forget...)
+	pop := "0" // only a batch with events is staged
+	if len(transitions) > 0 {
+		pop = "1"
+	}
+	args = append(args, pop)
 	for _, t := range transitions {
 		entry, err := json.Marshal(historyEntry(t))
 		if err != nil {

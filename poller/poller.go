@@ -449,6 +449,23 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	if len(transitions) == 0 {
 		return c.publishAndCommit(diff.Result{}, quiet)
 	}
+	// Up to depth batches are in flight: the next is staged and published
+	// while the previous ones are acknowledged and committed, in the order
+	// they were staged. A batch waits for any in flight that announces one
+	// of its records, so that each record's events stay in order even if a
+	// publish fails and is finished later.
+	depth := c.p.maxStaged()
+	var flights []*flight
+	drain := func() {
+		for _, f := range flights {
+			<-f.done
+		}
+	}
+	land := func() error {
+		f := flights[0]
+		flights = flights[1:]
+		return c.land(f)
+	}
 	for start := 0; start < len(transitions); {
 		end := min(start+c.p.opts.MaxBatch, len(transitions))
 		for end < len(transitions) && transitions[end].Record.Key == transitions[end-1].Record.Key {
@@ -475,12 +492,93 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 		if end == len(transitions) {
 			rest = quiet
 		}
-		if err := c.publishAndCommit(batch, rest); err != nil {
+		for len(flights) > 0 && (len(flights) >= depth || overlaps(flights, reached)) {
+			if err := land(); err != nil {
+				drain()
+				return err
+			}
+		}
+		if err := c.p.claimed(); err != nil {
+			drain()
 			return err
 		}
+		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, batch); err != nil {
+			drain()
+			return &CycleError{StageCommit, err}
+		}
+		c.p.hook(StepStaged)
+		flights = append(flights, c.launch(batch, rest, reached))
 		start = end
 	}
+	for len(flights) > 0 {
+		if err := land(); err != nil {
+			drain()
+			return err
+		}
+	}
 	return nil
+}
+
+// flight is a staged batch being published.
+type flight struct {
+	batch diff.Result
+	quiet []diff.Update
+	keys  map[diff.Key]diff.State
+	done  chan struct{}
+	res   publisher.Result
+	err   error
+}
+
+// launch publishes a staged batch in the background.
+func (c *cycle) launch(b diff.Result, quiet []diff.Update, keys map[diff.Key]diff.State) *flight {
+	f := &flight{batch: b, quiet: quiet, keys: keys, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		if f.err = c.p.claimed(); f.err != nil {
+			return
+		}
+		f.res, f.err = c.p.pub.Publish(c.ctx, b.Transitions)
+	}()
+	return f
+}
+
+// land waits for a batch's acknowledgements and commits it.
+func (c *cycle) land(f *flight) error {
+	<-f.done
+	c.rep.Published += f.res.Published
+	c.rep.Duplicates += f.res.Duplicates
+	if f.err != nil {
+		if _, ok := errors.AsType[*CycleError](f.err); ok {
+			return f.err
+		}
+		return &CycleError{StagePublish, f.err}
+	}
+	c.p.hook(StepPublished)
+	return c.commit(f.batch, f.quiet)
+}
+
+// overlaps reports whether a batch in flight announces one of keys.
+func overlaps(flights []*flight, keys map[diff.Key]diff.State) bool {
+	for _, f := range flights {
+		small, large := f.keys, keys
+		if len(small) > len(large) {
+			small, large = large, small
+		}
+		for k := range small {
+			if _, ok := large[k]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maxStaged is how many batches the store lets be staged at once.
+func (p *Poller) maxStaged() int {
+	if q, ok := p.st.(interface{ MaxStaged() int }); ok {
+		return max(1, q.MaxStaged())
+	}
+	return 1
 }
 
 // publishAndCommit stages a batch with events, publishes them, and commits
@@ -514,6 +612,12 @@ func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 		}
 		p.hook(StepPublished)
 	}
+	return c.commit(b, quiet)
+}
+
+// commit commits a published batch's updates, with the quiet ones.
+func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
+	p := c.p
 	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
 	updates := append(b.Updates[:len(b.Updates):len(b.Updates)], quiet...)
 	if len(updates) > 0 || len(b.Transitions) > 0 {
