@@ -128,7 +128,9 @@ func (k *KV) Acquire(ctx context.Context, shard diff.Shard, owner string, ttl ti
 			return nil, nil
 		}
 		if !live {
-			l = kvLease{Owner: owner, Token: l.Token + 1, Acquired: at}
+			// At least now in milliseconds: should the lease value be
+			// lost (a bucket recreated), tokens still grow.
+			l = kvLease{Owner: owner, Token: max(l.Token+1, uint64(max(at, 0))), Acquired: at}
 		}
 		l.Renewed, l.Expires = at, unixMs(now.Add(ttl))
 		got = l

@@ -28,7 +28,10 @@ const leaseFields = `'owner', 'token', 'acquired', 'renewed', 'expires'`
 
 // acquireScript: KEYS lease; ARGV owner, now, now+ttl (Unix ms). It
 // returns {1 or 0 (held by another), owner, token, acquired, renewed,
-// expires}.
+// expires}. A new token is the last one plus one, and at least now in
+// milliseconds: should the lease hash be lost (deleted by hand, a flushed
+// database, a failover that lost the last write), tokens still grow, and
+// an old owner's cannot come back.
 const acquireScript = `
 local l = redis.call('HMGET', KEYS[1], ` + leaseFields + `)
 local owner = l[1] or ''
@@ -40,9 +43,9 @@ if owner ~= '' and now < (tonumber(l[5]) or 0) then
   redis.call('HSET', KEYS[1], 'renewed', ARGV[2], 'expires', ARGV[3])
   return {1, owner, l[2], l[3] or '0', ARGV[2], ARGV[3]}
 end
-local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'acquired', ARGV[2], 'renewed', ARGV[2], 'expires', ARGV[3])
-return {1, ARGV[1], tostring(token), ARGV[2], ARGV[2], ARGV[3]}
+local token = string.format('%.0f', math.max((tonumber(l[2]) or 0) + 1, now))
+redis.call('HSET', KEYS[1], 'token', token, 'owner', ARGV[1], 'acquired', ARGV[2], 'renewed', ARGV[2], 'expires', ARGV[3])
+return {1, ARGV[1], token, ARGV[2], ARGV[2], ARGV[3]}
 `
 
 // renewScript: KEYS lease; ARGV owner, token, now, now+ttl. It returns

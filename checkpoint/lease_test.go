@@ -84,7 +84,7 @@ func TestLeases(t *testing.T) {
 				t.Fatalf("a shard never leased: %+v, %v", ls, err)
 			}
 
-			a1 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 1, Acquired: t0, Renewed: t0, Expires: at(ttl)}
+			a1 := checkpoint.Lease{Shard: shard, Owner: "a", Token: tokenAt(t0), Acquired: t0, Renewed: t0, Expires: at(ttl)}
 			got, err := s.Acquire(ctx, shard, "a", ttl, t0)
 			expect("a free shard", got, err, a1, nil)
 			got, err = s.Acquire(ctx, shard, "b", ttl, at(time.Second))
@@ -99,7 +99,7 @@ func TestLeases(t *testing.T) {
 
 			got, err = s.Acquire(ctx, shard, "b", ttl, a1.Expires.Add(-time.Millisecond))
 			expect("a millisecond before expiry", got, err, a1, checkpoint.ErrLeaseHeld)
-			b2 := checkpoint.Lease{Shard: shard, Owner: "b", Token: 2, Acquired: a1.Expires, Renewed: a1.Expires, Expires: a1.Expires.Add(ttl)}
+			b2 := checkpoint.Lease{Shard: shard, Owner: "b", Token: tokenAt(a1.Expires), Acquired: a1.Expires, Renewed: a1.Expires, Expires: a1.Expires.Add(ttl)}
 			got, err = s.Acquire(ctx, shard, "b", ttl, a1.Expires)
 			expect("at expiry, another owner", got, err, b2, nil)
 
@@ -116,7 +116,7 @@ func TestLeases(t *testing.T) {
 			if err := s.Release(ctx, b2); err != nil {
 				t.Fatal(err)
 			}
-			released := checkpoint.Lease{Shard: shard, Token: 2}
+			released := checkpoint.Lease{Shard: shard, Token: b2.Token}
 			ls, err = s.Leases(ctx, []diff.Shard{shard})
 			expect("released", ls[0], err, released, nil)
 			if ls[0].Live(at(17 * time.Second)) {
@@ -124,7 +124,7 @@ func TestLeases(t *testing.T) {
 			}
 			got, err = s.Renew(ctx, b2, ttl, at(17*time.Second))
 			expect("renewing a released lease", got, err, released, checkpoint.ErrLeaseLost)
-			a3 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 3, Acquired: at(17 * time.Second), Renewed: at(17 * time.Second), Expires: at(17*time.Second + ttl)}
+			a3 := checkpoint.Lease{Shard: shard, Owner: "a", Token: tokenAt(at(17 * time.Second)), Acquired: at(17 * time.Second), Renewed: at(17 * time.Second), Expires: at(17*time.Second + ttl)}
 			got, err = s.Acquire(ctx, shard, "a", ttl, at(17*time.Second)) // b's lease ran until 25 s
 			expect("after a release, at once", got, err, a3, nil)
 
@@ -135,12 +135,12 @@ func TestLeases(t *testing.T) {
 			a3.Renewed, a3.Expires = late, late.Add(ttl)
 			got, err = s.Renew(ctx, a3, ttl, late)
 			expect("renewing an expired lease", got, err, a3, nil)
-			a4 := checkpoint.Lease{Shard: shard, Owner: "a", Token: 4, Acquired: a3.Expires, Renewed: a3.Expires, Expires: a3.Expires.Add(ttl)}
+			a4 := checkpoint.Lease{Shard: shard, Owner: "a", Token: tokenAt(a3.Expires), Acquired: a3.Expires, Renewed: a3.Expires, Expires: a3.Expires.Add(ttl)}
 			got, err = s.Acquire(ctx, shard, "a", ttl, a3.Expires)
 			expect("the holder after expiry", got, err, a4, nil)
 
 			o1, err := s.Acquire(ctx, other, "b", ttl, t0)
-			if err != nil || o1.Token != 1 {
+			if err != nil || o1.Token != tokenAt(t0) {
 				t.Fatalf("another shard: %+v, %v", o1, err)
 			}
 			ls, err = opener().Leases(ctx, []diff.Shard{other, shard, never}) // another process reads them
@@ -183,7 +183,7 @@ func TestLeaseRace(t *testing.T) {
 						t.Fatalf("round %d, replica %d: %v", round, i, err)
 					}
 				}
-				if won != 1 || !sameLease(leases[0], leases[1]) || leases[0].Token != 1 {
+				if won != 1 || !sameLease(leases[0], leases[1]) || leases[0].Token != tokenAt(t0) {
 					t.Fatalf("round %d: %d winners, leases %+v / %+v", round, won, leases[0], leases[1])
 				}
 			}
@@ -304,4 +304,69 @@ func TestStatuses(t *testing.T) {
 			check("a success again", again, checkpoint.ShardStatus{Shard: other})
 		})
 	}
+}
+
+// tokenAt is the token of a lease taken at a free shard at now: new tokens
+// are at least the time in milliseconds, so that they keep growing should
+// the lease itself be lost.
+func tokenAt(now time.Time) uint64 { return uint64(now.UnixMilli()) }
+
+// TestTokensGrowWhenTheLeaseIsLost: a lease deleted by hand (or a
+// flushed database, a recreated bucket) does not bring tokens back to 1,
+// so an old owner's write is still refused.
+func TestTokensGrowWhenTheLeaseIsLost(t *testing.T) {
+	t0 := leaseEpoch()
+	shard := diff.Shard{Source: diff.SourceECS, Region: "lost"}
+	run := func(t *testing.T, a, b replicaStore, forget func()) {
+		la, err := a.Acquire(t.Context(), shard, "a", 10*time.Second, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Fence(shard, la.Token)
+		for i := range 3 { // takeovers within one millisecond's worth of tokens
+			if _, err := b.Acquire(t.Context(), shard, fmt.Sprint("x", i), 10*time.Second, t0.Add(time.Duration(i+1)*11*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		forget()
+		lb, err := b.Acquire(t.Context(), shard, "b", 10*time.Second, t0.Add(time.Minute))
+		if err != nil || lb.Token <= la.Token {
+			t.Fatalf("after the lease was lost: %+v %v; the old owner's token was %d", lb, err, la.Token)
+		}
+		if err := a.MarkKnown(t.Context(), shard); !errors.Is(err, checkpoint.ErrFenced) {
+			t.Fatalf("the old owner's write after the lease was lost and taken: %v", err)
+		}
+	}
+	t.Run("redis", func(t *testing.T) {
+		client, prefix := testenv.Redis(t)
+		open := func() replicaStore {
+			s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		run(t, open(), open(), func() { client.Del(t.Context(), prefix+"lease:{default/ecs/lost}") })
+	})
+	t.Run("natskv", func(t *testing.T) {
+		bucket := testenv.Name("CAPOLLER_CKPT")
+		_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+		open := func() replicaStore {
+			s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		a, b := open(), open()
+		run(t, a, b, func() {
+			kv, err := js.KeyValue(t.Context(), bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := kv.Purge(t.Context(), "default.ecs.lost.lease"); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
 }

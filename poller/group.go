@@ -310,11 +310,11 @@ func (g *Group) shutdown() {
 	for _, o := range g.owned {
 		o.cancel()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	for _, o := range g.owned {
 		<-o.done // the poller commits what was acknowledged, within its grace
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	g.report(ctx)
 	for _, s := range g.opts.Shards {
 		if o := g.owned[s]; o != nil {

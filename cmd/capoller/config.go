@@ -472,6 +472,9 @@ func (c config) validate() error {
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("stream-replicas %d: want 1..5", c.StreamReplicas))
 	}
+	if c.DuplicateWindow < c.LeaseTTL+longestRetryPause && c.LeaseTTL >= 3*time.Second && c.DuplicateWindow >= longestRetryPause {
+		errs = append(errs, fmt.Errorf("duplicate-window %v: want at least lease-ttl (%v) plus %v: a batch a dead replica published but did not commit is published again by the next owner once the lease expired, and must still be recognised as a duplicate", c.DuplicateWindow, c.LeaseTTL, longestRetryPause))
+	}
 	if c.DuplicateWindow < longestRetryPause {
 		errs = append(errs, fmt.Errorf("duplicate-window %v: want at least %v, the longest pause before a shard retries a batch; a shorter window lets an outage store the same event twice", c.DuplicateWindow, longestRetryPause))
 	}

@@ -649,3 +649,28 @@ func TestConfigExampleLoads(t *testing.T) {
 		t.Errorf("the accounts example: %d accounts, %d shards (%v)", len(cfg.Accounts), len(shards), err)
 	}
 }
+
+// TestLeaseTTLMustFitTheDuplicateWindow: the next owner re-publishes a
+// dead replica's uncommitted batch once its lease expired, so a lease
+// longer than the duplicate window allows would store it twice.
+func TestLeaseTTLMustFitTheDuplicateWindow(t *testing.T) {
+	_, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--lease-ttl", "1h"}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "duplicate-window") || !strings.Contains(err.Error(), "lease-ttl") {
+		t.Fatalf("--lease-ttl 1h with the default 10m duplicate window: %v", err)
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--lease-ttl", "1h", "--duplicate-window", "70m"}, func(string) string { return "" }); err != nil {
+		t.Fatalf("a window covering the lease: %v", err)
+	}
+}
+
+// TestReplicaIDsAreUniquePerProcess: two processes given one
+// --replica-id are two owners.
+func TestReplicaIDsAreUniquePerProcess(t *testing.T) {
+	a, b := replicaID("capoller", "host"), replicaID("capoller", "host")
+	if a == b || !strings.HasPrefix(a, "capoller-") {
+		t.Fatalf("ids %q and %q", a, b)
+	}
+	if id := replicaID("", "web.1:x"); !strings.HasPrefix(id, "web.1-x-") {
+		t.Fatalf("from the host name: %q", id)
+	}
+}

@@ -177,10 +177,19 @@ func (g *replicaGroup) owners() map[diff.Shard]string {
 	out := map[diff.Shard]string{}
 	for _, l := range leases {
 		if l.Live(time.Now()) {
-			out[l.Shard] = l.Owner
+			out[l.Shard] = replicaName(l.Owner)
 		}
 	}
 	return out
+}
+
+// replicaName is the --replica-id a replica's id was made from (it adds a
+// random suffix per process).
+func replicaName(id string) string {
+	if i := strings.LastIndexByte(id, '-'); i > 0 {
+		return id[:i]
+	}
+	return id
 }
 
 // waitSpread waits until every shard is leased, by the replicas named
@@ -424,7 +433,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 	}
 	var ids []string
 	for _, r := range rep.Replicas {
-		ids = append(ids, r.ID)
+		ids = append(ids, replicaName(r.ID))
 	}
 	if !slices.Equal(ids, replicas) {
 		t.Errorf("status names replicas %v, want %v", ids, replicas)
@@ -433,7 +442,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 		t.Fatalf("status lists %d shards, want %d", len(rep.Shards), len(g.shards))
 	}
 	for _, s := range rep.Shards {
-		if !slices.Contains(replicas, s.Owner) || s.Token == 0 || time.Since(s.LastSuccess) > time.Minute || s.LeaseAgeSeconds < 0 {
+		if !slices.Contains(replicas, replicaName(s.Owner)) || s.Token == 0 || time.Since(s.LastSuccess) > time.Minute || s.LeaseAgeSeconds < 0 {
 			t.Errorf("status of %s: %+v", s.Shard, s)
 		}
 	}

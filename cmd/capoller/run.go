@@ -97,7 +97,11 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	// error it treats as fatal; then the daemon exits non-zero so that its
 	// supervisor starts it again, and /healthz says so until it has.
 	closed := make(chan struct{})
-	nc, err := nats.Connect(natsURL, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+	// No reconnect buffer: a publish while disconnected fails at once. A
+	// buffered one would reach the stream whenever the connection came
+	// back — perhaps after this replica lost the shard, past the duplicate
+	// window, behind the new owner's later events of the same records.
+	nc, err := nats.Connect(natsURL, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -204,9 +208,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	hook := testHook(log)
 	replica := checkpoint.Member{ID: cfg.ReplicaID, PID: os.Getpid(), Version: versionString()}
 	replica.Host, _ = os.Hostname()
-	if replica.ID == "" {
-		replica.ID = defaultReplicaID(replica.Host)
-	}
+	// Every process gets a suffix of its own, so that two processes given
+	// one --replica-id (a Deployment's pods sharing an environment) are two
+	// owners with two fencing tokens, never one.
+	replica.ID = replicaID(cfg.ReplicaID, replica.Host)
 	log = log.With(zap.String("replica", replica.ID))
 	group, err := poller.NewGroup(poller.GroupOptions{
 		Replica: replica, Store: store, Shards: ids, LeaseTTL: cfg.LeaseTTL, Logger: log, Metrics: metrics,

@@ -62,12 +62,15 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 	return nil, nil, configError{fmt.Errorf("checkpoint %q: want redis or natskv", cfg.Checkpoint)}
 }
 
-// defaultReplicaID is the host name plus a random suffix: two replicas on
-// one host, or a replica restarted before its old leases expired, are
-// never taken for one another.
-func defaultReplicaID(host string) string {
-	if host == "" {
-		host = "capoller"
+// replicaID is the configured name (the host name if none) plus a random
+// suffix: two processes given one name, or a replica restarted before its
+// old leases expired, are never taken for one another.
+func replicaID(name, host string) string {
+	if name == "" {
+		name = host
+	}
+	if name == "" {
+		name = "capoller"
 	}
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
@@ -76,7 +79,7 @@ func defaultReplicaID(host string) string {
 			return r
 		}
 		return '-'
-	}, host) + "-" + hex.EncodeToString(b)
+	}, name) + "-" + hex.EncodeToString(b)
 }
 
 // testHookEnv arms a fault for tests: CAPOLLER_TEST_STOP_AT=<step> makes
