@@ -523,11 +523,14 @@ func (k *KV) moveLegacyKeys(ctx context.Context, shard diff.Shard) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		if _, err := k.kv.Put(ctx, kvKey(shard, p...), entry.Value()); err != nil {
+		// Create, never Put: a value already there was moved (by an
+		// interrupted move, or by a newer owner while this replica was
+		// paused here) and may hold newer commits.
+		if _, err := k.kv.Create(ctx, kvKey(shard, p...), entry.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return false, err
 		}
 	}
-	if _, err := k.kv.Put(ctx, kvKey(shard, "meta"), meta.Value()); err != nil {
+	if _, err := k.kv.Create(ctx, kvKey(shard, "meta"), meta.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return false, err
 	}
 	for _, p := range append(parts, []string{"meta"}) {
@@ -583,13 +586,19 @@ func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error
 		if err != nil {
 			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
-		if _, err := k.kv.Put(ctx, kvKey(shard, "s", strconv.Itoa(i)), value); err != nil {
+		// Create, never Put (see moveLegacyKeys).
+		if _, err := k.kv.Create(ctx, kvKey(shard, "s", strconv.Itoa(i)), value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 	}
 	var metaRev uint64
 	if known {
-		if metaRev, err = k.kv.Put(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`)); err != nil {
+		metaRev, err = k.kv.Create(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`))
+		if errors.Is(err, jetstream.ErrKeyExists) { // another writer finished first: theirs stands
+			m, rev, err := k.getMeta(ctx, shard)
+			return m.Known, rev, err
+		}
+		if err != nil {
 			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
 		}
 	}

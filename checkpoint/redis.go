@@ -288,8 +288,17 @@ func (r *Redis) migrate(ctx context.Context, shard diff.Shard) error {
 			values = append(values, encodeKey(decodeLegacyField(fields[i])), encodeState(st))
 		}
 		if len(values) > 0 {
+			// HSETNX: never over a record already in the current encoding.
+			// A replica paused mid-migration, whose lease a newer owner
+			// took meanwhile, must not write old states back over the new
+			// owner's commits.
 			r.trips.Add(1)
-			if err := r.client.HSet(ctx, r.key("records", shard), values...).Err(); err != nil {
+			if _, err := r.client.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				for i := 0; i+1 < len(values); i += 2 {
+					pipe.HSetNX(ctx, r.key("records", shard), values[i].(string), values[i+1])
+				}
+				return nil
+			}); err != nil {
 				return fmt.Errorf("checkpoint: migrate %s in redis: %w", shard, err)
 			}
 		}
@@ -328,7 +337,13 @@ func (r *Redis) moveLegacyKeys(ctx context.Context, shard diff.Shard) error {
 				return err
 			}
 			r.trips.Add(1)
-			if err := r.client.RestoreReplace(ctx, r.key(kind, shard), 0, dump).Err(); err != nil {
+			// RESTORE without REPLACE: a key already there was moved (by an
+			// interrupted move, or by a newer owner while this replica was
+			// paused here) and may hold newer commits.
+			if err := r.client.Restore(ctx, r.key(kind, shard), 0, dump).Err(); err != nil {
+				if strings.Contains(err.Error(), "BUSYKEY") {
+					continue
+				}
 				return err
 			}
 			r.opts.Logger.Info("moved a checkpoint key to the layout with accounts", zap.Stringer("shard", shard),
