@@ -20,8 +20,9 @@ import (
 // Unix nanoseconds. An admitted call writes it with a compare-and-set on
 // the revision it read; when another replica wrote first, the call is
 // decided again on what that replica wrote. Time is the caller's now:
-// replicas' clocks must agree to well within an emission interval (NTP
-// does), and one ahead by d may take d×perSecond calls too many once.
+// replicas' clocks should agree to well within an emission interval (NTP
+// does); an arrival time further ahead than the burst, written by a fast
+// clock, is taken for an idle quota rather than starving the others.
 // The value outlives the quota's use; it is a few bytes per account,
 // region and API.
 func (k *KV) Take(ctx context.Context, key string, perSecond float64, burst int, now time.Time) (time.Duration, error) {
@@ -49,6 +50,14 @@ func (k *KV) Take(ctx context.Context, key string, perSecond float64, burst int,
 				tat = time.Unix(0, ns)
 			}
 		}
+		// A correct arrival time is never further ahead than the burst:
+		// one further ahead was written by a replica whose clock runs fast,
+		// and would starve every other replica for as long as the skew
+		// lasts. It is taken for an idle quota: at worst the group admits
+		// one burst too many.
+		if tat.After(now.Add(time.Duration(burst+1) * interval)) {
+			tat = time.Time{}
+		}
 		next, wait := gcra(tat, now, interval, burst)
 		if wait > 0 {
 			return wait, nil
@@ -62,7 +71,7 @@ func (k *KV) Take(ctx context.Context, key string, perSecond float64, burst int,
 		switch {
 		case err == nil:
 			return 0, nil
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):
 			// Another replica took a call meanwhile: decide again on
 			// what it wrote. Each lost race is a call admitted
 			// elsewhere, so the loop ends once the quota is spent.
