@@ -23,6 +23,7 @@ type LeaseStore interface {
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Renew(ctx context.Context, l checkpoint.Lease, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Release(ctx context.Context, l checkpoint.Lease) error
+	Leases(ctx context.Context, shards []diff.Shard) ([]checkpoint.Lease, error)
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s checkpoint.ShardStatus) error
 }
@@ -77,6 +78,10 @@ type Group struct {
 
 	owned  map[diff.Shard]*ownership
 	logged map[string]string // what was last logged per concern, to log a repeated failure once
+	// freeSince is when this replica first saw a shard without a live
+	// lease; adopted, when it took one assigned to another replica that
+	// did not take it (see adoptOrphans).
+	freeSince, adopted map[diff.Shard]time.Time
 }
 
 // ownership is a shard this replica holds and polls.
@@ -122,7 +127,8 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
-		owned: map[diff.Shard]*ownership{}, logged: map[string]string{}}, nil
+		owned: map[diff.Shard]*ownership{}, logged: map[string]string{},
+		freeSince: map[diff.Shard]time.Time{}, adopted: map[diff.Shard]time.Time{}}, nil
 }
 
 // Run takes part in the group until ctx ends. Then it stops its pollers
@@ -142,8 +148,9 @@ func (g *Group) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
+		start := time.Now()
 		g.Step(ctx)
-		tick.Reset(g.opts.Tick)
+		tick.Reset(max(g.opts.Tick-time.Since(start), 0)) // from start to start: a slow round does not stretch the next
 	}
 }
 
@@ -152,6 +159,12 @@ func (g *Group) Run(ctx context.Context) error {
 // the shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	g.reap()
+	// Every call to the store is bounded by a tick: a slow store delays
+	// one round, never the renewals of the next. Pollers run under the
+	// caller's ctx, not this one.
+	run := ctx
+	ctx, cancel := context.WithTimeout(ctx, g.opts.Tick)
+	defer cancel()
 	members, err := g.opts.Store.Heartbeat(ctx, g.opts.Replica, g.lease(), g.opts.Now())
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
@@ -167,9 +180,45 @@ func (g *Group) Step(ctx context.Context) {
 		if want[s] != g.opts.Replica.ID || g.owned[s] != nil {
 			continue
 		}
-		g.acquire(ctx, s)
+		g.acquire(run, ctx, s)
 	}
+	g.adoptOrphans(run, ctx)
 	g.report(ctx)
+}
+
+// adoptOrphans takes the shards that have had no live lease for two TTLs,
+// whoever they are assigned to. The assignment trusts a heartbeat: a
+// replica that heartbeats but cannot take its leases (its shards' Redis
+// Cluster slot unreachable, a corrupt lease), or replicas whose
+// configurations differ during a rolling deploy, would otherwise leave
+// shards polled by nobody. An adopted shard is kept for ten TTLs before
+// it is handed back to its assignee, so that it does not bounce.
+func (g *Group) adoptOrphans(run, ctx context.Context) {
+	leases, err := g.opts.Store.Leases(ctx, g.opts.Shards)
+	if g.failed("read leases", err, "could not read the leases; shards without an owner are not adopted") {
+		return
+	}
+	now := g.opts.Now()
+	for _, l := range leases {
+		s := l.Shard.Canonical()
+		if g.owned[s] != nil || l.Live(now) {
+			delete(g.freeSince, s)
+			continue
+		}
+		since, ok := g.freeSince[s]
+		if !ok {
+			g.freeSince[s] = now
+			continue
+		}
+		if now.Sub(since) < 2*g.opts.LeaseTTL {
+			continue
+		}
+		g.log.Warn("adopting a shard that has had no owner for two lease TTLs", zap.Stringer("shard", s), zap.Duration("free_for", now.Sub(since)))
+		if g.acquire(run, ctx, s) {
+			g.adopted[s] = now
+			delete(g.freeSince, s)
+		}
+	}
 }
 
 // lease is how long each lease and heartbeat is written for.
@@ -186,22 +235,46 @@ func (g *Group) Owned() []diff.Shard {
 	return out
 }
 
-// renew extends the leases held; with an assignment, it hands off the
-// shards now assigned elsewhere instead.
+// renew extends the leases held, side by side (one slow round trip per
+// shard, one after the other, would outlast the claims of a few hundred
+// shards); with an assignment, it hands off the shards now assigned
+// elsewhere instead.
 func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
+	type renewal struct {
+		s    diff.Shard
+		o    *ownership
+		sent time.Time
+		l    checkpoint.Lease
+		err  error
+	}
+	var todo []*renewal
 	for _, s := range g.opts.Shards {
 		o := g.owned[s]
 		if o == nil || o.leaving {
 			continue
 		}
-		if want != nil && want[s] != g.opts.Replica.ID {
+		if want != nil && want[s] != g.opts.Replica.ID && g.opts.Now().Sub(g.adopted[s]) >= 10*g.opts.LeaseTTL {
 			g.log.Info("handing the shard off", zap.Stringer("shard", s), zap.String("to", want[s]))
 			o.leaving = true
 			o.cancel()
+			delete(g.adopted, s)
 			continue
 		}
-		sent := g.opts.Now()
-		l, err := g.opts.Store.Renew(ctx, o.claim.Lease(), g.lease(), sent)
+		todo = append(todo, &renewal{s: s, o: o})
+	}
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, 16)
+	for _, r := range todo {
+		wg.Go(func() {
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			r.sent = g.opts.Now()
+			r.l, r.err = g.opts.Store.Renew(ctx, r.o.claim.Lease(), g.lease(), r.sent)
+		})
+	}
+	wg.Wait()
+	for _, r := range todo {
+		s, o, l, err, sent := r.s, r.o, r.l, r.err, r.sent
 		switch {
 		case errors.Is(err, checkpoint.ErrLeaseLost):
 			g.log.Warn("the lease was taken over; stopping the shard", zap.Stringer("shard", s), zap.Error(err))
@@ -213,21 +286,22 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 	}
 }
 
-// acquire takes a shard's lease and starts its poller.
-func (g *Group) acquire(ctx context.Context, s diff.Shard) {
+// acquire takes a shard's lease (within ctx) and starts its poller (under
+// run), and reports whether it did.
+func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	sent := g.opts.Now()
 	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.lease(), sent)
 	if errors.Is(err, checkpoint.ErrLeaseHeld) {
 		g.log.Debug("waiting for the shard's lease", zap.Stringer("shard", s), zap.String("owner", l.Owner), zap.Time("expires", l.Expires))
-		return
+		return false
 	}
 	if g.failed("acquire "+s.String(), err, "could not take a lease") {
-		return
+		return false
 	}
 	g.opts.Store.Fence(s, l.Token)
 	claim := &Claim{shard: s, ttl: g.lease(), now: g.opts.Now}
 	claim.renewed(l, sent)
-	pctx, cancel := context.WithCancel(ctx)
+	pctx, cancel := context.WithCancel(run)
 	o := &ownership{claim: claim, cancel: cancel, done: make(chan struct{})}
 	g.owned[s] = o
 	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = true; sm.acquired++ })
@@ -236,6 +310,7 @@ func (g *Group) acquire(ctx context.Context, s diff.Shard) {
 		defer close(o.done)
 		o.err = g.opts.Poll(pctx, s, claim)
 	}()
+	return true
 }
 
 // drop stops a shard's poller without waiting: the lease is no longer

@@ -262,3 +262,53 @@ func TestAFencedPollerStopsAndPublishesNothing(t *testing.T) {
 		t.Fatalf("the new owner announced %q for the failed invocation", got)
 	}
 }
+
+// failingAcquire is a replica whose heartbeat works but whose Acquire
+// always fails (in a Redis Cluster: group:members on a reachable master,
+// the shard's slot on an unreachable one).
+type failingAcquire struct{ poller.LeaseStore }
+
+func (f failingAcquire) Acquire(_ context.Context, s diff.Shard, _ string, _ time.Duration, _ time.Time) (checkpoint.Lease, error) {
+	return checkpoint.Lease{Shard: s}, errors.New("CLUSTERDOWN / i/o timeout")
+}
+
+// TestShardsAssignedToAReplicaThatCannotTakeThemAreAdopted: the assignment
+// trusts a heartbeat, so the shards assigned to a replica that cannot
+// take leases would be polled by nobody; after two TTLs without an owner
+// another replica adopts them.
+func TestShardsAssignedToAReplicaThatCannotTakeThemAreAdopted(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards []diff.Shard
+	for _, r := range []string{"cn-hangzhou", "cn-beijing", "cn-shanghai", "cn-shenzhen"} {
+		shards = append(shards, diff.Shard{Account: "a", Source: diff.SourceECS, Region: r})
+	}
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)}
+	good := newGroupReplica(t, "good", store, shards, clock)
+	bad := newGroupReplica(t, "bad", failingAcquire{store}, shards, clock)
+	step := func() {
+		good.g.Step(t.Context())
+		bad.g.Step(t.Context())
+		clock.Add(3 * time.Second)
+	}
+	step()
+	step() // the good replica has seen the other join, and handed it its share
+	if n := len(good.g.Owned()); n != 2 {
+		t.Fatalf("the good replica owns %d shards once the other joined, want its 2", n)
+	}
+	for range 11 { // 33 s: past two 15 s TTLs
+		step()
+	}
+	if n := len(good.g.Owned()); n != len(shards) {
+		t.Fatalf("after two TTLs the good replica owns %d of %d shards", n, len(shards))
+	}
+	for range 5 { // adopted shards are not handed back at once
+		step()
+	}
+	if n := len(good.g.Owned()); n != len(shards) {
+		t.Fatalf("adopted shards bounced: the good replica owns %d of %d", n, len(shards))
+	}
+}
