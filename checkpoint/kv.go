@@ -32,8 +32,11 @@ type KVOptions struct {
 	Bucket string
 	// Replicas of the bucket: a JetStream cluster keeps each value on this
 	// many servers (3 survive the loss of one); default 1. NewKV creates
-	// or updates the bucket with it, so an existing bucket is scaled to it.
+	// the bucket with it; an existing bucket is kept as it is.
 	Replicas int
+	// OpenOnly opens an existing bucket and never creates one (for
+	// readers such as capoller status).
+	OpenOnly bool
 	// Logger hears of records skipped while migrating from the first
 	// layout; default no-op.
 	Logger *zap.Logger
@@ -114,7 +117,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	// An existing bucket is used as it is: updating it to this
 	// configuration would, among others, scale an R3 bucket down to R1.
 	kv, err := js.KeyValue(ctx, opts.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	if errors.Is(err, jetstream.ErrBucketNotFound) && !opts.OpenOnly {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: opts.Bucket, Description: "capoller checkpoints", History: 1, Storage: jetstream.FileStorage, Replicas: opts.Replicas,
 		})

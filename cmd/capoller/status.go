@@ -79,7 +79,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var js jetstream.JetStream
+	var st groupReader
 	if cfg.Checkpoint == "natskv" {
 		nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller status"))
 		if err != nil {
@@ -87,17 +87,23 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return 1
 		}
 		defer nc.Close()
-		if js, err = jetstream.New(nc); err != nil {
+		js, err := jetstream.New(nc)
+		if err == nil { // a reader: the bucket is opened, never created
+			st, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
+		}
+		if err != nil {
 			fmt.Fprintf(stderr, "capoller status: %v\n", err)
 			return 1
 		}
+	} else {
+		rs, closeStore, err := openStore(ctx, cfg, zap.NewNop(), nil, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "capoller status: %v\n", err)
+			return 1
+		}
+		defer closeStore()
+		st = rs
 	}
-	st, closeStore, err := openStore(ctx, cfg, zap.NewNop(), js, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "capoller status: %v\n", err)
-		return 1
-	}
-	defer closeStore()
 	ids := make([]diff.Shard, len(shards))
 	for i, s := range shards {
 		ids[i] = s.Shard
