@@ -188,14 +188,7 @@ func benchReplicas(ctx context.Context, o benchOptions, rdb *redis.Client, nc *n
 	var work sync.WaitGroup
 	for _, acct := range []string{castest.DefaultAccount, "staging"} {
 		h := sim.Account(acct)
-		byRegion := map[string]map[string][]string{}
-		for _, inst := range h.Instances() {
-			if byRegion[inst.Region] == nil {
-				byRegion[inst.Region] = map[string][]string{}
-			}
-			byRegion[inst.Region][inst.Product] = append(byRegion[inst.Region][inst.Product], inst.ID)
-		}
-		for region, ids := range byRegion {
+		for region, ids := range h.Fleet() {
 			work.Go(func() {
 				for n := 0; ; n++ {
 					select {

@@ -51,8 +51,11 @@ func TestDuplicateWindowCoversTheLongestRetry(t *testing.T) {
 	if cfg.DuplicateWindow != 10*time.Minute {
 		t.Errorf("default duplicate window %v, want 10m", cfg.DuplicateWindow)
 	}
-	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--duplicate-window", "5m"}, noEnv); err != nil {
-		t.Errorf("a 5m window (the longest retry pause) was refused: %v", err)
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--duplicate-window", "5m15s"}, noEnv); err != nil {
+		t.Errorf("a 5m15s window (the longest retry pause plus the default lease TTL) was refused: %v", err)
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--duplicate-window", "5m", "--lease-ttl", "15s"}, noEnv); err == nil {
+		t.Error("a 5m window with a 15s lease was accepted")
 	}
 	for _, v := range []string{"4m59s", "2m", "0s", "-10m"} {
 		if msg := runRefused(t, "duplicate-window", "--duplicate-window", v); !strings.Contains(msg, "5m") {

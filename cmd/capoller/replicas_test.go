@@ -223,14 +223,7 @@ func (g *replicaGroup) drive(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, name := range g.sim.Accounts() {
 		acct := g.sim.Account(name)
-		byRegion := map[string]map[string][]string{}
-		for _, inst := range acct.Instances() {
-			if byRegion[inst.Region] == nil {
-				byRegion[inst.Region] = map[string][]string{}
-			}
-			byRegion[inst.Region][inst.Product] = append(byRegion[inst.Region][inst.Product], inst.ID)
-		}
-		for region, products := range byRegion {
+		for region, products := range acct.Fleet() {
 			wg.Go(func() {
 				for i := 0; ; i++ {
 					select {

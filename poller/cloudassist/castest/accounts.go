@@ -180,3 +180,16 @@ func (a *AccountHandle) InvokeSWAS(region string, instanceIDs []string, script s
 	}
 	return inv.InvokeID, nil
 }
+
+// Fleet returns the ids of the account's instances by region and product
+// (ProductECS, ProductSWAS), for drivers that spread work over a fleet.
+func (a *AccountHandle) Fleet() map[string]map[string][]string {
+	out := map[string]map[string][]string{}
+	for _, inst := range a.Instances() {
+		if out[inst.Region] == nil {
+			out[inst.Region] = map[string][]string{}
+		}
+		out[inst.Region][inst.Product] = append(out[inst.Region][inst.Product], inst.ID)
+	}
+	return out
+}
