@@ -346,7 +346,9 @@ func (g *Group) finish(s diff.Shard, o *ownership) {
 		fenced := errors.Is(o.err, checkpoint.ErrFenced)
 		g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))
 		g.opts.Metrics.update(s, func(sm *shardMetrics) {
-			sm.lost++
+			if !o.leaving { // a dropped shard was counted lost already
+				sm.lost++
+			}
 			if fenced {
 				sm.fenced++
 			}

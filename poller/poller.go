@@ -792,12 +792,15 @@ func (p *Poller) Run(ctx context.Context) error {
 		}
 		start := p.opts.Now()
 		rep := p.RunOnce(ctx)
-		if ctx.Err() != nil {
-			continue // shutting down: the cancelled cycle is not an error
-		}
+		// Before the check of ctx: the group cancels a poller whose lease it
+		// found taken at about the moment the store refuses its commit, and
+		// the refusal must still be told.
 		if errors.Is(rep.Err, checkpoint.ErrFenced) || errors.Is(rep.Err, ErrClaimExpired) {
 			p.log.Warn("the shard is no longer this replica's; stopping its poller", zap.Error(rep.Err))
 			return rep.Err
+		}
+		if ctx.Err() != nil {
+			continue // shutting down: the cancelled cycle is not an error
 		}
 		if rep.Err == nil {
 			if failures > 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -103,7 +104,15 @@ func testHook(log *zap.Logger) func(poller.Step) {
 		once.Do(func() {
 			log.Warn("test hook: stopping", zap.String("step", string(s)))
 			_ = log.Sync()
+			// A signal to oneself takes effect soon, not at once: wait
+			// for the SIGCONT, or this goroutine could run on into the
+			// next step before the process stops.
+			cont := make(chan os.Signal, 1)
+			signal.Notify(cont, syscall.SIGCONT)
+			defer signal.Stop(cont)
 			_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+			<-cont
+			log.Warn("test hook: resumed", zap.String("step", string(s)))
 		})
 	}
 }
