@@ -154,8 +154,8 @@ func benchReplicas(ctx context.Context, o benchOptions, rdb *redis.Client, nc *n
 			if err == nil {
 				loads := map[string]int{}
 				for _, l := range leases {
-					if l.Live(time.Now()) && live[l.Owner] {
-						loads[l.Owner]++
+					if name := replicaName(l.Owner); l.Live(time.Now()) && live[name] {
+						loads[name]++
 					}
 				}
 				n := 0

@@ -53,3 +53,42 @@ func TestBenchComparesStrategies(t *testing.T) {
 		t.Errorf("throughput: %+v", report.Throughput)
 	}
 }
+
+// TestBenchReplicas runs `capoller bench --replicas` small: three child
+// replicas share 8 shards, one is killed, and the report holds each
+// replica's calls, latencies in steady state and through the kill, and
+// peak memory; the throughput phase compares with a raw publish.
+func TestBenchReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts replicas as processes")
+	}
+	t.Setenv(beMainEnv, "1")
+	var out bytes.Buffer
+	args := []string{"bench", "--replicas", "3", "--shards", "8", "--interval", "500ms", "--lease-ttl", "3s", "--steady", "3s",
+		"--burst", "500", "--json", "--redis-url", testenv.RedisURL(t), "--nats-url", testenv.NATSURL(t)}
+	if code := cli(t.Context(), args, &out, io.Discard); code != 0 {
+		t.Fatalf("bench exited %d", code)
+	}
+	var report struct {
+		Replicas   *replicaBenchReport `json:"replicas"`
+		Throughput *throughputReport   `json:"throughput"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &report); err != nil || report.Replicas == nil || report.Throughput == nil {
+		t.Fatalf("report: %v\n%s", err, out.String())
+	}
+	r := report.Replicas
+	if r.Shards != 8 || len(r.APICallsPerMinute) != 3 || len(r.PeakRSSMiB) != 3 {
+		t.Fatalf("replica report: %+v", r)
+	}
+	for id, n := range r.APICallsPerMinute {
+		if n <= 0 || r.PeakRSSMiB[id] <= 0 {
+			t.Errorf("%s: %.0f calls/min, %.0f MiB", id, n, r.PeakRSSMiB[id])
+		}
+	}
+	if r.SteadySamples == 0 || r.SteadyP99 <= 0 || r.FailoverSamples == 0 || r.FailoverMoveSeconds <= 0 {
+		t.Errorf("latencies: %+v", r)
+	}
+	if tp := report.Throughput; tp.RawPerSecond <= 0 || tp.Ratio <= 0 {
+		t.Errorf("throughput: %+v", tp)
+	}
+}

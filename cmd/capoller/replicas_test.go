@@ -183,14 +183,6 @@ func (g *replicaGroup) owners() map[diff.Shard]string {
 	return out
 }
 
-// replicaName is the --replica-id a replica's id was made from (it adds a
-// random suffix per process).
-func replicaName(id string) string {
-	if i := strings.LastIndexByte(id, '-'); i > 0 {
-		return id[:i]
-	}
-	return id
-}
 
 // waitSpread waits until every shard is leased, by the replicas named
 // only, each holding floor or ceil of its share, and returns when.

@@ -83,6 +83,15 @@ func replicaID(name, host string) string {
 	}, name) + "-" + hex.EncodeToString(b)
 }
 
+// replicaName is the --replica-id a replica's id was made from (see
+// replicaID).
+func replicaName(id string) string {
+	if i := strings.LastIndexByte(id, '-'); i > 0 {
+		return id[:i]
+	}
+	return id
+}
+
 // testHookEnv arms a fault for tests: CAPOLLER_TEST_STOP_AT=<step> makes
 // the process stop itself (SIGSTOP) the first time a batch reaches that
 // step (fetched, staged, published or committed), so that a test can
