@@ -183,7 +183,6 @@ func (g *replicaGroup) owners() map[diff.Shard]string {
 	return out
 }
 
-
 // waitSpread waits until every shard is leased, by the replicas named
 // only, each holding floor or ceil of its share, and returns when.
 func (g *replicaGroup) waitSpread(within time.Duration, ids ...string) time.Time {
