@@ -246,7 +246,7 @@ func settings() []setting {
 		{"metrics-addr", "address to serve /metrics and /healthz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
 		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
-		{"replica-id", "this replica's id in its group (replicas sharing a store and key prefix or bucket); empty means the host name plus a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
+		{"replica-id", "this replica's name in its group (replicas sharing a store and key prefix or bucket), default the host name; each process adds a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
 		{"lease-ttl", "how long a shard's lease lasts unrenewed: a replica that dies loses its shards to the others within about this long", dur(func(c *config) *time.Duration { return &c.LeaseTTL })},
 		{"stream-replicas", "replicas of the stream (and of the KV bucket) when capoller creates them: 3 in a NATS cluster", func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
