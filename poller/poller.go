@@ -396,29 +396,50 @@ func (c *cycle) finishStaged() error {
 	if !p.mayBeStaged {
 		return nil
 	}
+	// Oldest first, every one of them: a store may queue several (see
+	// deliver), and each commit clears the oldest. The bound only guards
+	// against a store whose commit would clear nothing.
+	for range 1 + 4*p.maxStaged() {
+		more, err := c.finishOneStaged()
+		if err != nil || !more {
+			if err == nil {
+				p.mayBeStaged = false
+			}
+			return err
+		}
+	}
+	return &CycleError{StageCommit, errors.New("staged batches keep coming back after their commits")}
+}
+
+// finishOneStaged publishes and commits the oldest staged batch, if any,
+// and reports whether there was one.
+func (c *cycle) finishOneStaged() (bool, error) {
+	p := c.p
 	batch, ok, err := p.st.Staged(c.ctx, p.opts.Shard)
 	if errors.Is(err, checkpoint.ErrCorrupt) {
 		// Kept, it would block the shard for good; dropped, its records
 		// are diffed again from the checkpoint.
-		p.log.Error("discarding a staged batch that cannot be decoded", zap.Error(err))
+		// Staging nothing clears the whole queue: the batches queued
+		// behind the corrupt one are diffed again too.
+		p.log.Error("discarding a staged batch that cannot be decoded, and any queued behind it", zap.Error(err))
 		p.opts.Metrics.stagedDiscarded(p.opts.Shard)
 		if err := p.st.Stage(c.ctx, p.opts.Shard, diff.Result{}); err != nil {
-			return &CycleError{StageCommit, err}
+			return false, &CycleError{StageCommit, err}
 		}
-		batch, ok, err = diff.Result{}, false, nil
+		return false, nil
 	}
 	if err != nil {
-		return &CycleError{StageLoad, err}
+		return false, &CycleError{StageLoad, err}
 	}
-	if ok {
-		p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
-		if err := c.publishStaged(batch, nil); err != nil { // staged already: not written again
-			return err
-		}
-		p.opts.Metrics.stagedFinished(p.opts.Shard)
+	if !ok {
+		return false, nil
 	}
-	p.mayBeStaged = false
-	return nil
+	p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
+	if err := c.publishStaged(batch, nil); err != nil { // staged already: not written again
+		return false, err
+	}
+	p.opts.Metrics.stagedFinished(p.opts.Shard)
+	return true, nil
 }
 
 // deliver publishes transitions, then commits the updates with them, in

@@ -107,6 +107,15 @@ func (f *failCommits) Commit(ctx context.Context, shard diff.Shard, updates []di
 	return f.Store.Commit(ctx, shard, updates, transitions)
 }
 
+// MaxStaged passes the store's queue depth through, so that batches are
+// staged side by side as they are on the bare store.
+func (f *failCommits) MaxStaged() int {
+	if q, ok := f.Store.(interface{ MaxStaged() int }); ok {
+		return q.MaxStaged()
+	}
+	return 1
+}
+
 // TestPreviousStatusHoldsAcrossAFailedCommit is the regression test of
 // previousStatus contradicting the previous event: a batch acknowledged
 // but not committed, then a change before the retry, must give
@@ -537,5 +546,60 @@ func TestACrashAfterStagingALargeBatchIsFinishedByTheNextProcess(t *testing.T) {
 		if got := fmt.Sprint(c); got != "[Pending>Running Running>Success]" {
 			t.Errorf("%.20q…: %s, want [Pending>Running Running>Success]", k.InvokeID, got)
 		}
+	}
+}
+
+// TestQueuedBatchesAreAllFinishedInOrder: batches staged side by side
+// (Redis queues up to four) whose commits failed are all published again
+// and committed, oldest first, before anything is diffed again; finishing
+// only the oldest would announce the others' records from their older
+// checkpointed status (Pending→Success after Pending→Running).
+func TestQueuedBatchesAreAllFinishedInOrder(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			h := newHarness(t)
+			lister, redisStore, pub := h.parts(50)
+			st := &failCommits{Store: redisStore}
+			p := h.poller(lister, st, pub, func(o *poller.Options) { o.MaxBatch = 2 })
+			all := func(status string) []invocation {
+				var out []invocation
+				for i := range 4 {
+					out = append(out, invocation{id: fmt.Sprint("t-", i), status: status, instances: map[string]string{"i-1": status}})
+				}
+				return out
+			}
+			h.serve(all("Pending")...)
+			mustRunOnce(t, p)
+			h.serve(all("Running")...)
+			st.n.Store(100)
+			if rep := p.RunOnce(t.Context()); rep.Err == nil || rep.Published == 0 {
+				t.Fatalf("the failing commits gave %v after %d published", rep.Err, rep.Published)
+			}
+			st.n.Store(0)
+			if restart {
+				fresh, err := cloudassist.NewECS(h.listerOptions(50))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p = h.poller(fresh, redisStore, h.publisher(h.js), func(o *poller.Options) { o.MaxBatch = 2 })
+			}
+			h.serve(all("Success")...)
+			mustRunOnce(t, p)
+			if _, ok, err := redisStore.Staged(t.Context(), shard); ok || err != nil {
+				t.Fatalf("a batch is still staged: %v %v", ok, err)
+			}
+			chain := map[diff.Key][]string{}
+			for _, e := range h.events() {
+				k := recordKey(e.Event.Data)
+				chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+			}
+			for i := range 4 {
+				for _, k := range []diff.Key{{InvokeID: fmt.Sprint("t-", i)}, {InvokeID: fmt.Sprint("t-", i), InstanceID: "i-1"}} {
+					if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {
+						t.Errorf("%v: events %s, want [Pending>Running Running>Success]", k, got)
+					}
+				}
+			}
+		})
 	}
 }
