@@ -56,11 +56,14 @@ func TestRedisMovesTheLayoutBeforeAccounts(t *testing.T) {
 	shard := diff.Shard{Source: diff.SourceECS, Region: "r"}
 	writeShard(t, newRedis(t, client, prefix), shard)
 	ctx := context.Background()
-	for _, kind := range []string{"records", "meta", "outbox"} {
+	for _, kind := range []string{"records", "meta"} {
 		if err := client.Rename(ctx, prefix+kind+":{default/ecs/r}", prefix+kind+":ecs:r").Err(); err != nil {
 			t.Fatalf("make the old layout: %v", err)
 		}
 	}
+	// That layout held one staged batch, a string.
+	raw := client.LPop(ctx, prefix+"staged:{default/ecs/r}").Val()
+	client.Set(ctx, prefix+"outbox:ecs:r", raw, 0)
 	checkMoved(t, newRedis(t, client, prefix), shard)
 	if n := client.Exists(ctx, prefix+"records:ecs:r", prefix+"meta:ecs:r", prefix+"outbox:ecs:r").Val(); n != 0 {
 		t.Errorf("%d keys of the old layout are left", n)

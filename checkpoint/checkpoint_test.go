@@ -217,8 +217,8 @@ func TestRedisStagesBatchesInOrder(t *testing.T) {
 	if err := legacy.Stage(t.Context(), shard, batch("a")); err != nil {
 		t.Fatal(err)
 	}
-	raw := client.LIndex(t.Context(), prefix+"outbox:{default/ecs/r}", 0).Val()
-	client.Del(t.Context(), prefix+"outbox:{default/ecs/r}")
+	raw := client.LIndex(t.Context(), prefix+"staged:{default/ecs/r}", 0).Val()
+	client.Del(t.Context(), prefix+"staged:{default/ecs/r}")
 	client.Set(t.Context(), prefix+"outbox:{default/ecs/r}", raw, 0)
 	oldest("a")
 	for _, id := range []string{"b", "c"} {
@@ -246,4 +246,23 @@ func TestRedisStagesBatchesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldest("")
+
+	// A corrupt oldest batch is dropped alone: the valid ones behind it stay.
+	for _, id := range []string{"f", "g"} {
+		if err := s.Stage(t.Context(), shard, batch(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client.Set(t.Context(), prefix+"outbox:{default/ecs/r}", "\xff\xff\x0fgarbage", 0)
+	if _, _, err := s.Staged(t.Context(), shard); !errors.Is(err, checkpoint.ErrCorrupt) {
+		t.Fatalf("a corrupt oldest batch: %v", err)
+	}
+	if err := s.DiscardOldestStaged(t.Context(), shard); err != nil {
+		t.Fatal(err)
+	}
+	oldest("f")
+	if err := s.DiscardOldestStaged(t.Context(), shard); err != nil {
+		t.Fatal(err)
+	}
+	oldest("g")
 }

@@ -68,13 +68,14 @@ type Redis struct {
 // redisScripts are the store's Lua scripts. They live on the store, not in
 // package variables: a script caches its SHA once loaded.
 type redisScripts struct {
-	commit, stage, staged, markKnown   *redis.Script
+	commit, stage, staged, discard     *redis.Script
+	markKnown                          *redis.Script
 	acquire, renew, release, heartbeat *redis.Script
 }
 
 func newRedisScripts() redisScripts {
 	return redisScripts{
-		commit: redis.NewScript(commitScript), stage: redis.NewScript(stageScript), staged: redis.NewScript(stagedScript), markKnown: redis.NewScript(markKnownScript),
+		commit: redis.NewScript(commitScript), stage: redis.NewScript(stageScript), staged: redis.NewScript(stagedScript), discard: redis.NewScript(discardScript), markKnown: redis.NewScript(markKnownScript),
 		acquire: redis.NewScript(acquireScript), renew: redis.NewScript(renewScript), release: redis.NewScript(releaseScript),
 		heartbeat: redis.NewScript(heartbeatScript),
 	}
@@ -92,7 +93,7 @@ if ARGV[1] ~= '0' then
 end
 `
 
-// commitScript: KEYS lease, records, outbox, history, meta; ARGV token,
+// commitScript: KEYS lease, records, staged, history, meta, outbox; ARGV token,
 // history max length ("0": no trimming), committedAt, the number of
 // field/state pairs, the number of fields to forget, then the pairs, the
 // fields, and the history entries. Values are passed to HSET and HDEL
@@ -116,10 +117,10 @@ while i <= last do
   i = j + 1
 end
 if ARGV[6 + 2 * nset + nforget] == '1' then -- the commit of a staged batch: the oldest
-  if redis.call('TYPE', KEYS[3]).ok == 'list' then
-    redis.call('LPOP', KEYS[3])
+  if redis.call('EXISTS', KEYS[6]) == 1 then
+    redis.call('DEL', KEYS[6]) -- staged by a version that held one batch
   else
-    redis.call('DEL', KEYS[3]) -- staged by a version that held one batch
+    redis.call('LPOP', KEYS[3])
   end
 end
 i = i + 1
@@ -135,32 +136,40 @@ redis.call('HINCRBY', KEYS[5], 'commits', 1)
 return {1}
 `
 
-// stageScript: KEYS lease, outbox; ARGV token, the encoded batch or ""
-// to clear the outbox. The outbox is a list, oldest first; a batch staged
-// by a version that held one (a string) is kept as the oldest.
+// The staged batches are a list, staged:{…}, oldest first. A batch staged
+// by a version that held one, the string outbox:{…}, is older than any in
+// the list; that version never reads the list, so a rollback finds no
+// type it cannot read (its batches queued here are diffed again).
+
+// stageScript: KEYS lease, staged, outbox; ARGV token, the encoded batch
+// or "" to clear every staged batch.
 const stageScript = fenceCheck + `
 if ARGV[2] == '' then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
   return {1}
-end
-if redis.call('TYPE', KEYS[2]).ok == 'string' then
-  local old = redis.call('GET', KEYS[2])
-  redis.call('DEL', KEYS[2])
-  redis.call('RPUSH', KEYS[2], old)
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return {1}
 `
 
-// stagedScript: KEYS outbox. The oldest staged batch, or false.
+// stagedScript: KEYS staged, outbox. The oldest staged batch, or false.
 const stagedScript = `
-local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'list' then
-  return redis.call('LINDEX', KEYS[1], 0)
-elseif t == 'string' then
-  return redis.call('GET', KEYS[1])
+local old = redis.call('GET', KEYS[2])
+if old then
+  return old
 end
-return false
+return redis.call('LINDEX', KEYS[1], 0)
+`
+
+// discardScript: KEYS lease, staged, outbox; ARGV token. Drops the oldest
+// staged batch only.
+const discardScript = fenceCheck + `
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('LPOP', KEYS[2])
+end
+return {1}
 `
 
 // markKnownScript: KEYS lease, meta; ARGV token.
@@ -455,7 +464,14 @@ func (r *Redis) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) 
 	if len(batch.Transitions) > 0 || len(batch.Updates) > 0 {
 		value = string(encodeBatch(batch))
 	}
-	return r.write(ctx, r.scripts.stage, shard, "stage a batch of", []string{r.key("outbox", shard)}, value)
+	return r.write(ctx, r.scripts.stage, shard, "stage a batch of", []string{r.key("staged", shard), r.key("outbox", shard)}, value)
+}
+
+// DiscardOldestStaged drops the oldest staged batch only: one that cannot
+// be decoded, while the valid ones queued behind it are kept.
+func (r *Redis) DiscardOldestStaged(ctx context.Context, shard diff.Shard) error {
+	shard = shard.Canonical()
+	return r.write(ctx, r.scripts.discard, shard, "discard a staged batch of", []string{r.key("staged", shard), r.key("outbox", shard)})
 }
 
 // MaxStaged is how many batches may be staged at once: a poller publishes
@@ -466,7 +482,7 @@ func (r *Redis) MaxStaged() int { return 4 }
 func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
 	shard = shard.Canonical()
 	r.trips.Add(1)
-	raw, err := r.scripts.staged.Run(ctx, r.client, []string{r.key("outbox", shard)}).Text()
+	raw, err := r.scripts.staged.Run(ctx, r.client, []string{r.key("staged", shard), r.key("outbox", shard)}).Text()
 	if errors.Is(err, redis.Nil) {
 		return diff.Result{}, false, nil
 	}
@@ -509,7 +525,7 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 		}
 		args = append(args, entry)
 	}
-	keys := []string{r.key("records", shard), r.key("outbox", shard), r.key("history", shard), r.key("meta", shard)}
+	keys := []string{r.key("records", shard), r.key("staged", shard), r.key("history", shard), r.key("meta", shard), r.key("outbox", shard)}
 	return r.write(ctx, r.scripts.commit, shard, "commit", keys, args...)
 }
 

@@ -82,6 +82,8 @@ type Group struct {
 	// lease; adopted, when it took one assigned to another replica that
 	// did not take it (see adoptOrphans).
 	freeSince, adopted map[diff.Shard]time.Time
+	handedBack         map[diff.Shard]time.Time // adopted shards given back to their assignee
+	lastRound          time.Time // when adoptOrphans last looked
 }
 
 // ownership is a shard this replica holds and polls.
@@ -128,7 +130,7 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, logged: map[string]string{},
-		freeSince: map[diff.Shard]time.Time{}, adopted: map[diff.Shard]time.Time{}}, nil
+		freeSince: map[diff.Shard]time.Time{}, adopted: map[diff.Shard]time.Time{}, handedBack: map[diff.Shard]time.Time{}}, nil
 }
 
 // Run takes part in the group until ctx ends. Then it stops its pollers
@@ -199,16 +201,28 @@ func (g *Group) adoptOrphans(run, ctx context.Context) {
 		return
 	}
 	now := g.opts.Now()
+	if now.Sub(g.lastRound) > 3*g.opts.Tick {
+		// A replica paused or cut off saw nothing meanwhile: what it saw
+		// free before may have an owner by now.
+		clear(g.freeSince)
+	}
+	g.lastRound = now
 	for _, l := range leases {
 		s := l.Shard.Canonical()
-		if g.owned[s] != nil || l.Live(now) {
+		if g.owned[s] != nil {
+			continue // held, or being released
+		}
+		if l.Live(now) {
 			delete(g.freeSince, s)
+			delete(g.handedBack, s)
 			continue
 		}
 		since, ok := g.freeSince[s]
 		if !ok {
-			g.freeSince[s] = now
-			continue
+			g.freeSince[s], since = now, now
+		}
+		if back, ok := g.handedBack[s]; ok && now.Sub(back) >= 2*g.opts.Tick {
+			since = now.Add(-2 * g.opts.LeaseTTL) // its assignee did not take it back
 		}
 		if now.Sub(since) < 2*g.opts.LeaseTTL {
 			continue
@@ -217,6 +231,7 @@ func (g *Group) adoptOrphans(run, ctx context.Context) {
 		if g.acquire(run, ctx, s) {
 			g.adopted[s] = now
 			delete(g.freeSince, s)
+			delete(g.handedBack, s)
 		}
 	}
 }
@@ -257,7 +272,12 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 			g.log.Info("handing the shard off", zap.Stringer("shard", s), zap.String("to", want[s]))
 			o.leaving = true
 			o.cancel()
-			delete(g.adopted, s)
+			if _, ok := g.adopted[s]; ok {
+				// Handed back to an assignee that may still be unable to
+				// take it: if it does not within two ticks, adopt again.
+				g.handedBack[s] = g.opts.Now()
+				delete(g.adopted, s)
+			}
 			continue
 		}
 		todo = append(todo, &renewal{s: s, o: o})
@@ -342,6 +362,9 @@ func (g *Group) reap() {
 // ours) and forgets it.
 func (g *Group) finish(s diff.Shard, o *ownership) {
 	delete(g.owned, s)
+	if !o.leaving {
+		delete(g.adopted, s) // stopped by itself: adopted or not, it is not held
+	}
 	if o.err != nil {
 		fenced := errors.Is(o.err, checkpoint.ErrFenced)
 		g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))

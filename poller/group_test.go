@@ -312,3 +312,45 @@ func TestShardsAssignedToAReplicaThatCannotTakeThemAreAdopted(t *testing.T) {
 		t.Fatalf("adopted shards bounced: the good replica owns %d of %d", n, len(shards))
 	}
 }
+
+// TestAdoptedShardsHandedBackAreSoonAdoptedAgain: an adopted shard is
+// handed back to its assignee after ten TTLs; if the assignee still
+// cannot take it, it is adopted again within a few ticks, not after two
+// more TTLs (from the hostile review: 11 of 100 ticks unpolled before).
+func TestAdoptedShardsHandedBackAreSoonAdoptedAgain(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards []diff.Shard
+	for _, r := range []string{"cn-hangzhou", "cn-beijing", "cn-shanghai", "cn-shenzhen"} {
+		shards = append(shards, diff.Shard{Account: "a", Source: diff.SourceECS, Region: r})
+	}
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)}
+	good := newGroupReplica(t, "good", store, shards, clock)
+	bad := newGroupReplica(t, "bad", failingAcquire{store}, shards, clock)
+	step := func() {
+		good.g.Step(t.Context())
+		bad.g.Step(t.Context())
+		time.Sleep(2 * time.Millisecond) // a cancelled poller returns, to be reaped by the next step; the clock does not move
+		clock.Add(3 * time.Second)
+	}
+	for range 15 {
+		step()
+	}
+	if n := len(good.g.Owned()); n != len(shards) {
+		t.Fatalf("after two TTLs the good replica owns %d of %d shards", n, len(shards))
+	}
+	unpolled := 0
+	for range 100 { // 300 s: 20 TTLs, two hand-backs
+		step()
+		if n := len(good.g.Owned()); n != len(shards) {
+			unpolled++
+		}
+	}
+	if unpolled > 8 {
+		t.Errorf("the adopted shards were polled by nobody for %d of 100 ticks", unpolled)
+	}
+	t.Logf("unpolled for %d of 100 ticks", unpolled)
+}

@@ -419,14 +419,22 @@ func (c *cycle) finishOneStaged() (bool, error) {
 	if errors.Is(err, checkpoint.ErrCorrupt) {
 		// Kept, it would block the shard for good; dropped, its records
 		// are diffed again from the checkpoint.
-		// Staging nothing clears the whole queue: the batches queued
-		// behind the corrupt one are diffed again too.
-		p.log.Error("discarding a staged batch that cannot be decoded, and any queued behind it", zap.Error(err))
+		// A store that queues batches drops the corrupt one alone, and
+		// the valid ones behind it are finished next; otherwise staging
+		// nothing clears it.
+		p.log.Error("discarding a staged batch that cannot be decoded", zap.Error(err))
 		p.opts.Metrics.stagedDiscarded(p.opts.Shard)
-		if err := p.st.Stage(c.ctx, p.opts.Shard, diff.Result{}); err != nil {
+		if q, ok := p.st.(interface {
+			DiscardOldestStaged(ctx context.Context, shard diff.Shard) error
+		}); ok {
+			err = q.DiscardOldestStaged(c.ctx, p.opts.Shard)
+		} else {
+			err = p.st.Stage(c.ctx, p.opts.Shard, diff.Result{})
+		}
+		if err != nil {
 			return false, &CycleError{StageCommit, err}
 		}
-		return false, nil
+		return true, nil
 	}
 	if err != nil {
 		return false, &CycleError{StageLoad, err}
@@ -477,9 +485,11 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	// publish fails and is finished later.
 	depth := c.p.maxStaged()
 	var flights []*flight
-	drain := func() {
+	drain := func() { // after a failure: the batches still in flight are staged, and counted
 		for _, f := range flights {
 			<-f.done
+			c.rep.Published += f.res.Published
+			c.rep.Duplicates += f.res.Duplicates
 		}
 	}
 	land := func() error {

@@ -116,6 +116,16 @@ func (f *failCommits) MaxStaged() int {
 	return 1
 }
 
+// DiscardOldestStaged passes through too.
+func (f *failCommits) DiscardOldestStaged(ctx context.Context, s diff.Shard) error {
+	if d, ok := f.Store.(interface {
+		DiscardOldestStaged(context.Context, diff.Shard) error
+	}); ok {
+		return d.DiscardOldestStaged(ctx, s)
+	}
+	return f.Store.Stage(ctx, s, diff.Result{})
+}
+
 // TestPreviousStatusHoldsAcrossAFailedCommit is the regression test of
 // previousStatus contradicting the previous event: a batch acknowledged
 // but not committed, then a change before the retry, must give
@@ -601,5 +611,43 @@ func TestQueuedBatchesAreAllFinishedInOrder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestACorruptOldestBatchDropsOnlyItself: the oldest of two queued staged
+// batches cannot be decoded; dropping it must keep the valid one behind
+// it, whose events are already in the stream (from the hostile review).
+func TestACorruptOldestBatchDropsOnlyItself(t *testing.T) {
+	h := newHarness(t)
+	lister, redisStore, pub := h.parts(50)
+	st := &failCommits{Store: redisStore}
+	p := h.poller(lister, st, pub, func(o *poller.Options) { o.MaxBatch = 2 })
+	two := func(status string) []invocation {
+		return []invocation{
+			{id: "t-1", status: status, instances: map[string]string{"i-1": status}},
+			{id: "t-2", status: status, instances: map[string]string{"i-1": status}},
+		}
+	}
+	h.serve(two("Pending")...)
+	mustRunOnce(t, p)
+	h.serve(two("Running")...)
+	st.n.Store(1)
+	if rep := p.RunOnce(t.Context()); rep.Err == nil {
+		t.Fatal("want a failed commit")
+	}
+	if err := h.redis.LSet(t.Context(), h.prefix+"staged:{"+shard.String()+"}", 0, "\xffgarbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.serve(two("Success")...)
+	mustRunOnce(t, p)
+	chain := map[diff.Key][]string{}
+	for _, e := range h.events() {
+		k := recordKey(e.Event.Data)
+		chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+	}
+	for _, k := range []diff.Key{{InvokeID: "t-2"}, {InvokeID: "t-2", InstanceID: "i-1"}} {
+		if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {
+			t.Errorf("%v: events %s, want [Pending>Running Running>Success]", k, got)
+		}
 	}
 }
