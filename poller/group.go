@@ -83,7 +83,7 @@ type Group struct {
 	// did not take it (see adoptOrphans).
 	freeSince, adopted map[diff.Shard]time.Time
 	handedBack         map[diff.Shard]time.Time // adopted shards given back to their assignee
-	lastRound          time.Time // when adoptOrphans last looked
+	lastRound          time.Time                // when adoptOrphans last looked
 }
 
 // ownership is a shard this replica holds and polls.
