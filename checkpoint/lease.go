@@ -64,6 +64,9 @@ type Member struct {
 	Host    string
 	PID     int
 	Version string
+	// Shards is a digest of the shards the member's configuration lists:
+	// members whose digests differ assign shards differently.
+	Shards string
 	// Started is when it joined; Seen its last heartbeat; Expires is Seen
 	// plus the TTL.
 	Started, Seen, Expires time.Time
@@ -170,18 +173,19 @@ type memberRecord struct {
 	Host    string  `json:"host,omitempty"`
 	PID     int     `json:"pid,omitempty"`
 	Version string  `json:"version,omitempty"`
+	Shards  string  `json:"shards,omitempty"`
 	Started float64 `json:"started"`
 	Seen    float64 `json:"seen"`
 	Expires float64 `json:"expires"`
 }
 
 func recordOf(m Member) memberRecord {
-	return memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
+	return memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version, Shards: m.Shards,
 		Started: float64(unixMs(m.Started)), Seen: float64(unixMs(m.Seen)), Expires: float64(unixMs(m.Expires))}
 }
 
 func (r memberRecord) member() Member {
-	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version,
+	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
 		Started: msTime(int64(r.Started)), Seen: msTime(int64(r.Seen)), Expires: msTime(int64(r.Expires))}
 }
 

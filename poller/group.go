@@ -2,6 +2,8 @@ package poller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -128,6 +130,11 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		opts.Shards[i].Account = diff.AccountOf(opts.Shards[i].Account)
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	sum := sha256.New()
+	for _, s := range opts.Shards {
+		sum.Write([]byte(s.String() + "\n"))
+	}
+	opts.Replica.Shards = hex.EncodeToString(sum.Sum(nil)[:8])
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, logged: map[string]string{},
 		freeSince: map[diff.Shard]time.Time{}, adopted: map[diff.Shard]time.Time{}, handedBack: map[diff.Shard]time.Time{}}, nil
@@ -173,9 +180,21 @@ func (g *Group) Step(ctx context.Context) {
 		return
 	}
 	ids := []string{g.opts.Replica.ID}
+	var differ []string
 	for _, m := range members {
 		ids = append(ids, m.ID)
+		if m.Shards != "" && m.Shards != g.opts.Replica.Shards {
+			differ = append(differ, m.ID)
+		}
 	}
+	// Replicas whose configurations list other shards assign them
+	// differently: a shard either has two candidates (the lease decides)
+	// or none, until it is adopted. Said once per change.
+	var differErr error
+	if len(differ) > 0 {
+		differErr = fmt.Errorf("replicas %v list other shards than this one (%d shards, digest %s): each replica of a group must have the same configuration", differ, len(g.opts.Shards), g.opts.Replica.Shards)
+	}
+	g.failed("configuration", differErr, "the group's replicas disagree on the shards")
 	want := Assign(g.opts.Shards, ids)
 	g.renew(ctx, want)
 	for _, s := range g.opts.Shards {

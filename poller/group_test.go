@@ -354,3 +354,30 @@ func TestAdoptedShardsHandedBackAreSoonAdoptedAgain(t *testing.T) {
 	}
 	t.Logf("unpolled for %d of 100 ticks", unpolled)
 }
+
+// TestReplicasWithOtherShardsAreNamed: a replica whose configuration lists
+// other shards (a rolling deploy adding a region) is seen through its
+// heartbeat's digest of its shards.
+func TestReplicasWithOtherShardsAreNamed(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := diff.Shard{Account: "a", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	b := diff.Shard{Account: "a", Source: diff.SourceECS, Region: "cn-beijing"}
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)}
+	r1 := newGroupReplica(t, "r1", store, []diff.Shard{a, b}, clock)
+	r2 := newGroupReplica(t, "r2", store, []diff.Shard{b, a}, clock) // the same shards, in another order
+	r3 := newGroupReplica(t, "r3", store, []diff.Shard{a}, clock)
+	for _, r := range []*groupReplica{r1, r2, r3} {
+		r.g.Step(t.Context())
+	}
+	members, err := store.Members(t.Context())
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members %+v %v", members, err)
+	}
+	if members[0].Shards == "" || members[0].Shards != members[1].Shards || members[2].Shards == members[0].Shards {
+		t.Fatalf("digests: r1 %q, r2 %q, r3 %q", members[0].Shards, members[1].Shards, members[2].Shards)
+	}
+}
