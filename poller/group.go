@@ -111,9 +111,9 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	if opts.LeaseTTL < time.Second || opts.Tick <= 0 || opts.Tick > opts.LeaseTTL/3 {
 		return nil, fmt.Errorf("poller: lease TTL %v must be at least 1s, and the tick (%v) positive and at most a third of it", opts.LeaseTTL, opts.Tick)
 	}
+	opts.Shards = diff.Canonical(opts.Shards) // a copy
 	seen := map[diff.Shard]bool{}
 	for _, s := range opts.Shards {
-		s.Account = diff.AccountOf(s.Account)
 		if seen[s] {
 			return nil, fmt.Errorf("poller: shard %s is configured twice", s)
 		}
@@ -124,10 +124,6 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	opts.Shards = slices.Clone(opts.Shards)
-	for i := range opts.Shards {
-		opts.Shards[i].Account = diff.AccountOf(opts.Shards[i].Account)
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
 	sum := sha256.New()

@@ -529,15 +529,10 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 				return err
 			}
 		}
-		if err := c.p.claimed(); err != nil {
+		if err := c.stage(batch); err != nil {
 			drain()
 			return err
 		}
-		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, batch); err != nil {
-			drain()
-			return &CycleError{StageCommit, err}
-		}
-		c.p.hook(StepStaged)
 		flights = append(flights, c.launch(batch, rest, reached))
 		start = end
 	}
@@ -615,35 +610,38 @@ func (p *Poller) maxStaged() int {
 // publishAndCommit stages a batch with events, publishes them, and commits
 // its updates, with the quiet ones, once every event is acknowledged.
 func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
+	if len(b.Transitions) == 0 {
+		if err := c.p.claimed(); err != nil {
+			return err
+		}
+		return c.commit(b, quiet)
+	}
+	if err := c.stage(b); err != nil {
+		return err
+	}
+	return c.publishStaged(b, quiet)
+}
+
+// stage stores a batch with events before it is published, under a claim
+// that still holds.
+func (c *cycle) stage(b diff.Result) error {
 	if err := c.p.claimed(); err != nil {
 		return err
 	}
-	if len(b.Transitions) > 0 {
-		if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
-			return &CycleError{StageCommit, err}
-		}
-		c.p.hook(StepStaged)
+	if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
+		return &CycleError{StageCommit, err}
 	}
-	return c.publishStaged(b, quiet)
+	c.p.hook(StepStaged)
+	return nil
 }
 
 // publishStaged publishes a staged batch's events and commits its updates,
 // with the quiet ones, once every event is acknowledged.
 func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
-	p := c.p
-	if len(b.Transitions) > 0 {
-		if err := p.claimed(); err != nil {
-			return err
-		}
-		pubRes, err := p.pub.Publish(c.ctx, b.Transitions)
-		c.rep.Published += pubRes.Published
-		c.rep.Duplicates += pubRes.Duplicates
-		if err != nil {
-			return &CycleError{StagePublish, err}
-		}
-		p.hook(StepPublished)
+	if len(b.Transitions) == 0 {
+		return c.commit(b, quiet)
 	}
-	return c.commit(b, quiet)
+	return c.land(c.launch(b, quiet, nil))
 }
 
 // commit commits a published batch's updates, with the quiet ones.
