@@ -466,6 +466,9 @@ func (c config) validate() error {
 	if c.ReplicaID != "" && (len(c.ReplicaID) > 128 || strings.Trim(c.ReplicaID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
 		errs = append(errs, errors.New("replica-id: use at most 128 of [A-Za-z0-9._-]"))
 	}
+	if strings.ContainsAny(c.KeyPrefix, "{}") {
+		errs = append(errs, errors.New("key-prefix: no braces: each shard's keys share a hash tag in braces, which keeps them in one Redis Cluster slot"))
+	}
 	if c.LeaseTTL < 3*time.Second {
 		errs = append(errs, fmt.Errorf("lease-ttl %v: want at least 3s (replicas renew every fifth of it)", c.LeaseTTL))
 	}

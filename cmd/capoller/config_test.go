@@ -677,3 +677,31 @@ func TestReplicaIDsAreUniquePerProcess(t *testing.T) {
 		t.Fatalf("from the host name: %q", id)
 	}
 }
+
+// TestRunRefusesScaleOutNonsense: the settings of a group are checked
+// before anything connects, each refusal names its setting, and none
+// echoes a secret given with it.
+func TestRunRefusesScaleOutNonsense(t *testing.T) {
+	for _, c := range []struct {
+		setting string
+		args    []string
+	}{
+		{"lease-ttl", []string{"--lease-ttl", "1s"}},
+		{"lease-ttl", []string{"--lease-ttl", "-15s"}},
+		{"stream-replicas", []string{"--stream-replicas", "0"}},
+		{"stream-replicas", []string{"--stream-replicas", "7"}},
+		{"replica-id", []string{"--replica-id", "web 1"}},
+		{"replica-id", []string{"--replica-id", strings.Repeat("r", 129)}},
+		{"replica-id", []string{"--replica-id", "r1/../../x"}},
+		{"duplicate-window", []string{"--lease-ttl", "10m"}},
+		{"key-prefix", []string{"--checkpoint", "redis", "--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "cap{x:"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "redis+cluster://u:hunter2secret@"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "redis+sentinel://u:hunter2secret@h1:26379,h2:26379"}},
+		{"redis-url", []string{"--checkpoint", "redis", "--redis-url", "redis://u:hunter2secret@h1:6379,h2:6379/0"}},
+	} {
+		msg := runRefused(t, c.setting, c.args...)
+		if strings.Contains(msg, "hunter2secret") {
+			t.Errorf("%v: the refusal shows the password: %s", c.args, msg)
+		}
+	}
+}
