@@ -118,30 +118,133 @@ func TestRedisHistoryAndCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
-	var batch []diff.Transition
-	for i := range 3 {
-		batch = append(batch, diff.Transition{ID: fmt.Sprintf("e%d", i), Source: diff.SourceECS, Region: "cn-hangzhou",
-			Previous: diff.StatusRunning, Record: diff.Record{Key: diff.Key{InvokeID: "t-1", InstanceID: fmt.Sprintf("i-%d", i)}, Status: diff.StatusFailed, ExitCode: 3},
-			ObservedAt: time.Unix(int64(i), 0).UTC()})
+	shard := diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	historyKey := prefix + "history:{prod/ecs/cn-hangzhou}"
+	// A commit written by an earlier version: one JSON transition.
+	legacy := `{"id":"e-old","account":"prod","source":"ecs","regionId":"cn-hangzhou","level":"instance","invokeId":"t-0",` +
+		`"instanceId":"i-0","repeats":1,"from":"Running","to":"Failed","exitCode":7,"observedAt":"2026-01-01T00:00:00Z"}`
+	client.XAdd(t.Context(), &redis.XAddArgs{Stream: historyKey, Values: []string{"event", legacy}})
+	batches := [][]diff.Transition{transitionsFor(shard, 0, 3), transitionsFor(shard, 3, 2)}
+	for _, b := range batches {
+		if err := s.Commit(t.Context(), shard, nil, b); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := s.Commit(t.Context(), shard, nil, batch); err != nil {
-		t.Fatal(err)
+	old, last, err := s.History(t.Context(), shard, "", 1)
+	if err != nil || len(old) != 1 || old[0].ID != "e-old" || old[0].Record.ExitCode != 7 || old[0].Previous != diff.StatusRunning ||
+		old[0].Record.Status != diff.StatusFailed || old[0].Account != "prod" || !old[0].ObservedAt.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("the earlier version's entry: %+v, %v", old, err)
 	}
-	entries, last, err := s.History(t.Context(), shard, "", 2)
-	if err != nil || len(entries) != 2 || entries[0].ID != "e0" || entries[1].ID != "e1" || entries[1].ExitCode != 3 || entries[1].From != "Running" {
-		t.Fatalf("history page 1: %+v, %v", entries, err)
+	first, last, err := s.History(t.Context(), shard, last, 1)
+	if err != nil || len(first) != 3 {
+		t.Fatalf("the first commit: %d transitions, %v", len(first), err)
 	}
-	entries, _, err = s.History(t.Context(), shard, last, 10)
-	if err != nil || len(entries) != 1 || entries[0].ID != "e2" {
-		t.Fatalf("history page 2: %+v, %v", entries, err)
+	for i, got := range first {
+		want := batches[0][i]
+		want.Account = "prod"
+		if !equalTransition(got, want) {
+			t.Errorf("history transition %d:\n got %+v\nwant %+v", i, got, want)
+		}
+	}
+	rest, _, err := s.History(t.Context(), shard, last, 10)
+	if err != nil || len(rest) != 2 || rest[0].ID != batches[1][0].ID || rest[1].ID != batches[1][1].ID {
+		t.Fatalf("the second commit: %+v, %v", rest, err)
 	}
 
-	client.HSet(t.Context(), prefix+"records:{default/ecs/cn-hangzhou}", "5:t-bad", "garbage")
+	client.HSet(t.Context(), prefix+"records:{prod/ecs/cn-hangzhou}", "5:t-bad", "garbage")
 	_, err = s.Load(t.Context(), shard, []diff.Key{{InvokeID: "t-bad"}})
 	if !errors.Is(err, checkpoint.ErrCorrupt) {
 		t.Fatalf("a corrupt value gave %v, want ErrCorrupt", err)
 	}
+	client.XAdd(t.Context(), &redis.XAddArgs{Stream: historyKey, Values: []string{"batch", "\x05garbage"}})
+	if _, _, err := s.History(t.Context(), shard, "", 10); !errors.Is(err, checkpoint.ErrCorrupt) {
+		t.Fatalf("a corrupt history entry gave %v, want ErrCorrupt", err)
+	}
+}
+
+// The history keeps at least HistoryMaxLen transitions, dropping whole
+// commits from the oldest, and no commit older than HistoryMaxAge.
+func TestRedisHistoryRetention(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	historyKey := prefix + "history:{default/ecs/cn-hangzhou}"
+	count := func() (entries, transitions int) {
+		t.Helper()
+		msgs, err := client.XRange(t.Context(), historyKey, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			n := 1
+			fmt.Sscan(fmt.Sprint(m.Values["n"]), &n)
+			transitions += n
+		}
+		return len(msgs), transitions
+	}
+
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, HistoryMaxLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := s.Commit(t.Context(), shard, nil, transitionsFor(shard, 3*i, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, n := count(); entries != 4 || n != 12 {
+		t.Fatalf("kept %d commits of %d transitions, want the last 4 (12 transitions: the fewest commits that hold 10)", entries, n)
+	}
+	got, _, err := s.History(t.Context(), shard, "", 10)
+	if err != nil || len(got) != 12 || got[0].ID != transitionsFor(shard, 48, 1)[0].ID {
+		t.Fatalf("history after trimming: %d transitions, %v", len(got), err)
+	}
+	if n := client.HGet(t.Context(), prefix+"meta:{default/ecs/cn-hangzhou}", "historyLen").Val(); n != "12" {
+		t.Errorf("meta historyLen %q, want 12", n)
+	}
+
+	// By age: a commit from two days ago goes with the next commit.
+	aged := diff.Shard{Source: diff.SourceSWAS, Region: "cn-hangzhou"}
+	agedKey := prefix + "history:{default/swas/cn-hangzhou}"
+	twoDaysAgo := time.Now().Add(-48 * time.Hour).UnixMilli()
+	client.XAdd(t.Context(), &redis.XAddArgs{Stream: agedKey, ID: fmt.Sprintf("%d-0", twoDaysAgo), Values: []string{"n", "1", "event", "{}"}})
+	client.XAdd(t.Context(), &redis.XAddArgs{Stream: agedKey, ID: fmt.Sprintf("%d-0", time.Now().Add(-time.Minute).UnixMilli()),
+		Values: []string{"event", `{"id":"recent"}`}})
+	byAge, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, HistoryMaxAge: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := byAge.Commit(t.Context(), aged, nil, transitionsFor(aged, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = byAge.History(t.Context(), aged, "", 10)
+	if err != nil || len(got) != 3 || got[0].ID != "recent" {
+		t.Fatalf("history by age: %+v, %v", got, err)
+	}
+}
+
+// transitionsFor makes n instance transitions of shard with every field
+// set, ids numbered from first.
+func transitionsFor(shard diff.Shard, first, n int) []diff.Transition {
+	var out []diff.Transition
+	at := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	for i := first; i < first+n; i++ {
+		out = append(out, diff.Transition{ID: fmt.Sprintf("e%04d", i), Source: shard.Source, Region: shard.Region,
+			Previous: diff.StatusRunning, PreviousObservedAt: at.Add(time.Duration(i) * time.Second),
+			Record: diff.Record{Key: diff.Key{InvokeID: "t-1", InstanceID: fmt.Sprintf("i-%d", i)}, CommandID: "c-1", CommandName: "deploy",
+				Status: diff.StatusFailed, Repeats: 2, ExitCode: 3, ErrorCode: "CommandFailed", ErrorInfo: "line 1\nline 2",
+				StartTime: at, FinishTime: at.Add(time.Minute)},
+			ObservedAt: at.Add(time.Duration(i+1) * time.Second)})
+	}
+	return out
+}
+
+func equalTransition(a, b diff.Transition) bool {
+	ar, br := a.Record, b.Record
+	return a.ID == b.ID && a.Account == b.Account && a.Source == b.Source && a.Region == b.Region && a.Previous == b.Previous &&
+		a.PreviousObservedAt.Equal(b.PreviousObservedAt) && a.ObservedAt.Equal(b.ObservedAt) &&
+		ar.Key == br.Key && ar.CommandID == br.CommandID && ar.CommandName == br.CommandName && ar.Status == br.Status &&
+		ar.Repeats == br.Repeats && ar.ExitCode == br.ExitCode && ar.ErrorCode == br.ErrorCode && ar.ErrorInfo == br.ErrorInfo &&
+		ar.StartTime.Equal(br.StartTime) && ar.FinishTime.Equal(br.FinishTime) && ar.Cut == br.Cut
 }
 
 func TestRedisUnreachable(t *testing.T) {

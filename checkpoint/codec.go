@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -206,7 +207,7 @@ func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
 
 // encodeBatch is a staged batch: its transitions, whole, and its updates.
 func encodeBatch(b diff.Result) []byte {
-	var w writer
+	w := writer{b: make([]byte, 0, 256*len(b.Transitions)+64*len(b.Updates))}
 	w.int(int64(len(b.Transitions)))
 	for _, t := range b.Transitions {
 		r := t.Record
@@ -279,31 +280,38 @@ func decodeBatch(data []byte) (diff.Result, error) {
 	return out, nil
 }
 
-// HistoryEntry is one transition as the checkpoint's history keeps it.
-type HistoryEntry struct {
-	ID                 string    `json:"id"`
-	Account            string    `json:"account"`
-	Source             string    `json:"source"`
-	Region             string    `json:"regionId"`
-	Level              string    `json:"level"`
-	InvokeID           string    `json:"invokeId"`
-	InstanceID         string    `json:"instanceId,omitempty"`
-	Repeats            int       `json:"repeats"`
-	From               string    `json:"from"`
-	To                 string    `json:"to"`
-	ExitCode           int64     `json:"exitCode,omitempty"`
-	ErrorCode          string    `json:"errorCode,omitempty"`
-	ObservedAt         time.Time `json:"observedAt"`
-	PreviousObservedAt time.Time `json:"previousObservedAt,omitzero"`
-}
-
-func historyEntry(t diff.Transition) HistoryEntry {
-	return HistoryEntry{
-		ID: t.ID, Account: diff.AccountOf(t.Account), Source: string(t.Source), Region: t.Region, Level: string(t.Level()),
-		InvokeID: t.Record.InvokeID, InstanceID: t.Record.InstanceID, Repeats: t.Record.Repeats,
-		From: string(t.Previous), To: string(t.Record.Status), ExitCode: t.Record.ExitCode, ErrorCode: t.Record.ErrorCode,
-		ObservedAt: t.ObservedAt, PreviousObservedAt: t.PreviousObservedAt,
+// historyTransitions decodes one entry of a history stream: a commit's
+// batch, or one transition in JSON as an earlier version wrote it (that
+// entry lacks the command and the error text).
+func historyTransitions(values map[string]any) ([]diff.Transition, error) {
+	if batch, ok := values["batch"].(string); ok {
+		b, err := decodeBatch([]byte(batch))
+		return b.Transitions, err
 	}
+	raw, _ := values["event"].(string)
+	var e struct {
+		ID                 string    `json:"id"`
+		Source             string    `json:"source"`
+		Region             string    `json:"regionId"`
+		InvokeID           string    `json:"invokeId"`
+		InstanceID         string    `json:"instanceId"`
+		Repeats            int       `json:"repeats"`
+		From               string    `json:"from"`
+		To                 string    `json:"to"`
+		ExitCode           int64     `json:"exitCode"`
+		ErrorCode          string    `json:"errorCode"`
+		ObservedAt         time.Time `json:"observedAt"`
+		PreviousObservedAt time.Time `json:"previousObservedAt"`
+	}
+	if err := json.Unmarshal([]byte(raw), &e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return []diff.Transition{{
+		ID: e.ID, Source: diff.Source(e.Source), Region: e.Region, Previous: diff.Status(e.From),
+		Record: diff.Record{Key: diff.Key{InvokeID: e.InvokeID, InstanceID: e.InstanceID}, Status: diff.Status(e.To),
+			Repeats: e.Repeats, ExitCode: e.ExitCode, ErrorCode: e.ErrorCode},
+		ObservedAt: e.ObservedAt, PreviousObservedAt: e.PreviousObservedAt,
+	}}, nil
 }
 
 // ofShard stamps a decoded batch's transitions with the shard's account,

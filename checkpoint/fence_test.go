@@ -473,8 +473,8 @@ func TestRedisFencedCommitOfABaseline(t *testing.T) {
 	if n := client.HLen(ctx, prefix+"records:"+tag).Val(); n != 100_000+2000 {
 		t.Errorf("%d records, want %d", n, 100_000+2000)
 	}
-	if n := client.XLen(ctx, prefix+"history:"+tag).Val(); n != 2500 {
-		t.Errorf("%d history entries, want 2500", n)
+	if h, _, err := s.History(ctx, shard, "", 10); err != nil || len(h) != 2500 || h[2499].ID != "e2499" {
+		t.Errorf("%d transitions in the history, want 2500 (%v)", len(h), err)
 	}
 	if n := client.HGet(ctx, prefix+"meta:"+tag, "commits").Val(); n != "2" {
 		t.Errorf("commits %q, want 2", n)

@@ -2,7 +2,6 @@ package checkpoint
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,9 +20,13 @@ import (
 type RedisOptions struct {
 	// KeyPrefix starts every key; default "capoller:".
 	KeyPrefix string
-	// HistoryMaxLen bounds each shard's history stream (approximate
-	// trimming); default 1,000,000 entries, negative disables trimming.
+	// HistoryMaxLen is how many transitions each shard's history keeps
+	// at least, the oldest commits going first; default 1,000,000,
+	// negative keeps any number.
 	HistoryMaxLen int64
+	// HistoryMaxAge is how long a commit stays in the history; default
+	// 30 days (the API's own retention), negative keeps any age.
+	HistoryMaxAge time.Duration
 	// ChunkSize is the number of fields per HMGET; default 1000.
 	ChunkSize int
 	// Logger hears of records skipped while migrating from the first
@@ -38,7 +41,7 @@ type RedisOptions struct {
 //	<prefix>records:{<account>/<source>/<region>}  hash   record -> state (see codec.go)
 //	<prefix>meta:{…}                              hash   known, commits, committedAt
 //	<prefix>outbox:{…}                            string the batch being published, until it is committed
-//	<prefix>history:{…}                           stream one entry per transition, field "event" (JSON)
+//	<prefix>history:{…}                           stream one entry per commit: its transitions (see commitScript)
 //	<prefix>lease:{…}                             hash   the shard's lease (see lease_redis.go)
 //	<prefix>status:{…}                            hash   the owner's last report of the shard
 //	<prefix>group:members                         hash   replica id -> JSON member
@@ -93,18 +96,29 @@ if ARGV[1] ~= '0' then
 end
 `
 
-// commitScript: KEYS lease, records, staged, history, meta, outbox; ARGV token,
-// history max length ("0": no trimming), committedAt, the number of
-// field/state pairs, the number of fields to forget, then the pairs, the
-// fields, and the history entries. Values are passed to HSET and HDEL
-// 2000 at a time (an even number: pairs stay whole): unpack() puts them on
-// Lua's C stack, which takes a few thousand at most, and a baseline
-// commits 100,000 records at once.
+// commitScript: KEYS lease, records, staged, history, meta, outbox; ARGV
+// token, the history's retention in transitions ("0": by count none),
+// committedAt, the number of field/state pairs, the number of fields to
+// forget, whether a staged batch is committed ("1": the oldest is
+// popped), the history entry ("": none), its number of transitions, the
+// oldest stream id the history keeps by age ("": none), then the pairs
+// and the fields. Values are passed to HSET and HDEL 2000 at a time (an
+// even number: pairs stay whole): unpack() puts them on Lua's C stack,
+// which takes a few thousand at most, and a baseline commits 100,000
+// records at once.
+//
+// The history holds one entry per commit: "batch" (its transitions,
+// binary, see encodeBatch) and "n" (how many). An entry written by an
+// earlier version, "event" (one JSON transition), counts 1. The meta's
+// historyLen is the number of transitions the stream holds; entries are
+// deleted from the oldest while they are older than the age limit or the
+// rest still holds the count, at most 1000 a commit, so that one commit
+// after a long pause stays short (the next ones finish the trimming).
 const commitScript = fenceCheck + `
 local chunk = 2000
 local nset, nforget = tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 6
-local last = 5 + 2 * nset
+local i = 10
+local last = 9 + 2 * nset
 while i <= last do
   local j = math.min(i + chunk - 1, last)
   redis.call('HSET', KEYS[2], unpack(ARGV, i, j))
@@ -116,20 +130,31 @@ while i <= last do
   redis.call('HDEL', KEYS[2], unpack(ARGV, i, j))
   i = j + 1
 end
-if ARGV[6 + 2 * nset + nforget] == '1' then -- the commit of a staged batch: the oldest
+if ARGV[6] == '1' then -- the commit of a staged batch: the oldest
   if redis.call('EXISTS', KEYS[6]) == 1 then
     redis.call('DEL', KEYS[6]) -- staged by a version that held one batch
   else
     redis.call('LPOP', KEYS[3])
   end
 end
-i = i + 1
-for k = i, #ARGV do
-  if ARGV[2] ~= '0' then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[k])
-  else
-    redis.call('XADD', KEYS[4], '*', 'event', ARGV[k])
+if ARGV[7] ~= '' then
+  local total = tonumber(redis.call('HGET', KEYS[5], 'historyLen') or redis.call('XLEN', KEYS[4]))
+  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[7], 'n', ARGV[8])
+  total = total + tonumber(ARGV[8])
+  local keep, minMs = tonumber(ARGV[2]), tonumber(ARGV[9])
+  for _ = 1, 1000 do
+    local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
+    if not oldest then break end
+    local n, f = 1, oldest[2]
+    for x = 1, #f - 1, 2 do
+      if f[x] == 'n' then n = tonumber(f[x + 1]) or 1 end
+    end
+    local old = minMs and tonumber(string.match(oldest[1], '^%d+')) < minMs
+    if not old and not (keep > 0 and total - n >= keep) then break end
+    redis.call('XDEL', KEYS[4], oldest[1])
+    total = total - n
   end
+  redis.call('HSET', KEYS[5], 'historyLen', math.max(total, 0))
 end
 redis.call('HSET', KEYS[5], 'committedAt', ARGV[3])
 redis.call('HINCRBY', KEYS[5], 'commits', 1)
@@ -234,6 +259,9 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	}
 	if opts.HistoryMaxLen == 0 {
 		opts.HistoryMaxLen = 1_000_000
+	}
+	if opts.HistoryMaxAge == 0 {
+		opts.HistoryMaxAge = 30 * 24 * time.Hour
 	}
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = 1000
@@ -474,6 +502,11 @@ func (r *Redis) DiscardOldestStaged(ctx context.Context, shard diff.Shard) error
 	return r.write(ctx, r.scripts.discard, shard, "discard a staged batch of", []string{r.key("staged", shard), r.key("outbox", shard)})
 }
 
+// MaxBatch is the events a poller publishes and commits as one batch:
+// fewer, larger scripts cost Redis and the poller less per event, and a
+// batch of 1000 is a few hundred kilobytes.
+func (r *Redis) MaxBatch() int { return 1000 }
+
 // MaxStaged is how many batches may be staged at once: a poller publishes
 // the next batch while the previous one commits.
 func (r *Redis) MaxStaged() int { return 4 }
@@ -509,30 +542,26 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 		}
 		set = append(set, encodeKey(u.Key), encodeState(u.State))
 	}
-	maxLen := max(r.opts.HistoryMaxLen, 0)
-	args := make([]any, 0, 4+len(set)+len(forget)+len(transitions))
-	args = append(args, maxLen, time.Now().UTC().Format(time.RFC3339Nano), len(set)/2, len(forget))
-	args = append(append(args, set...), forget...)
-	pop := "0" // only a batch with events is staged
+	pop, entry, minID := "0", "", "" // only a batch with events is staged, and is history
 	if len(transitions) > 0 {
-		pop = "1"
-	}
-	args = append(args, pop)
-	for _, t := range transitions {
-		entry, err := json.Marshal(historyEntry(t))
-		if err != nil {
-			return fmt.Errorf("checkpoint: commit %s to redis: encode history entry %s: %w", shard, t.ID, err)
+		pop, entry = "1", string(encodeBatch(diff.Result{Transitions: transitions}))
+		if r.opts.HistoryMaxAge > 0 {
+			minID = strconv.FormatInt(time.Now().Add(-r.opts.HistoryMaxAge).UnixMilli(), 10)
 		}
-		args = append(args, entry)
 	}
+	args := make([]any, 0, 9+len(set)+len(forget))
+	args = append(args, max(r.opts.HistoryMaxLen, 0), time.Now().UTC().Format(time.RFC3339Nano), len(set)/2, len(forget),
+		pop, entry, len(transitions), minID)
+	args = append(append(args, set...), forget...)
 	keys := []string{r.key("records", shard), r.key("staged", shard), r.key("history", shard), r.key("meta", shard), r.key("outbox", shard)}
 	return r.write(ctx, r.scripts.commit, shard, "commit", keys, args...)
 }
 
-// History returns up to count history entries of a shard, oldest first,
-// starting after the stream id after ("" or "0" from the beginning). It
-// returns the stream id of the last entry, to continue from.
-func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, count int64) ([]HistoryEntry, string, error) {
+// History returns the transitions of up to count commits of a shard,
+// oldest first, starting after the stream id after ("" or "0" from the
+// beginning), and the stream id of the last commit read, to continue
+// from. A stream id starts with the commit's time in Unix milliseconds.
+func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, count int64) ([]diff.Transition, string, error) {
 	shard = shard.Canonical()
 	if after == "" {
 		after = "0"
@@ -541,15 +570,17 @@ func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, cou
 	if err != nil {
 		return nil, after, fmt.Errorf("checkpoint: read %s history: %w", shard, err)
 	}
-	out := make([]HistoryEntry, 0, len(msgs))
+	var out []diff.Transition
 	last := after
 	for _, m := range msgs {
-		raw, _ := m.Values["event"].(string)
-		var e HistoryEntry
-		if err := json.Unmarshal([]byte(raw), &e); err != nil {
-			return out, last, fmt.Errorf("checkpoint: %s history entry %s: %w: %v", shard, m.ID, ErrCorrupt, err)
+		ts, err := historyTransitions(m.Values)
+		if err != nil {
+			return out, last, fmt.Errorf("checkpoint: %s history entry %s: %w", shard, m.ID, err)
 		}
-		out = append(out, e)
+		for _, t := range ts {
+			t.Account = diff.AccountOf(shard.Account)
+			out = append(out, t)
+		}
 		last = m.ID
 	}
 	return out, last, nil

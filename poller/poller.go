@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -106,8 +107,8 @@ type Options struct {
 	// know has published before (see [Recovery]).
 	Recovery Recovery
 	// MaxBatch bounds the events published and committed as one batch;
-	// default 100, which keeps a staged batch far below a KV value's
-	// limit.
+	// default the store's MaxBatch() if it has one (Redis: 1000), else
+	// 100, which keeps a staged batch far below a KV value's limit.
 	MaxBatch int
 	// Hook, if set, is called at each step of a batch (see [Step]), for
 	// fault-injection tests that must land a crash or a pause exactly
@@ -185,6 +186,9 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	}
 	if opts.TombstoneTTL == 0 {
 		opts.TombstoneTTL = 31 * 24 * time.Hour
+	}
+	if q, ok := st.(interface{ MaxBatch() int }); ok && opts.MaxBatch == 0 {
+		opts.MaxBatch = q.MaxBatch()
 	}
 	if opts.MaxBatch == 0 {
 		opts.MaxBatch = 100
@@ -478,6 +482,7 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	if len(transitions) == 0 {
 		return c.publishAndCommit(diff.Result{}, quiet)
 	}
+	c.rep.Transitions = slices.Grow(c.rep.Transitions, len(transitions))
 	// Up to depth batches are in flight: the next is staged and published
 	// while the previous ones are acknowledged and committed, in the order
 	// they were staged. A batch waits for any in flight that announces one

@@ -81,7 +81,7 @@ func NewEvent(t diff.Transition) Event {
 	ev := Event{
 		SpecVersion:     "1.0",
 		ID:              t.ID,
-		Source:          fmt.Sprintf("/capoller/%s/%s", t.Source, t.Region),
+		Source:          "/capoller/" + string(t.Source) + "/" + t.Region,
 		Type:            TypeInvocation,
 		Subject:         r.InvokeID,
 		Time:            t.ObservedAt.UTC(),
@@ -112,6 +112,9 @@ func NewEvent(t diff.Transition) Event {
 
 // Marshal encodes the event as JSON.
 func (e Event) Marshal() ([]byte, error) {
+	if b, ok := e.appendJSON(make([]byte, 0, 1024)); ok {
+		return b, nil
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: encode event %s: %w", e.ID, err)

@@ -123,7 +123,7 @@ type Result struct {
 }
 
 // Publish sends every transition, in order, with its event id as
-// Nats-Msg-Id, and returns once JetStream acknowledged all of them. It
+// Nats-Msg-Id and the stream as Nats-Expected-Stream, and returns once JetStream acknowledged all of them. It
 // fails if any message was not acknowledged: the caller must then not
 // checkpoint, and will re-publish the same ids next cycle.
 func (p *NATS) Publish(ctx context.Context, batch []diff.Transition) (Result, error) {
@@ -141,7 +141,7 @@ func (p *NATS) Publish(ctx context.Context, batch []diff.Transition) (Result, er
 		if err != nil {
 			return res, err
 		}
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(t.ID), jetstream.WithExpectStream(p.opts.Stream))
+		f, err := p.js.PublishMsgAsync(msg)
 		if err != nil {
 			return res, fmt.Errorf("publisher: publish %s: %w", t.ID, err)
 		}
@@ -192,8 +192,11 @@ func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(subject)
-	msg.Header.Set("Content-Type", ContentType)
-	msg.Data = data
-	return msg, nil
+	// The headers are written whole: what jetstream.WithMsgID and
+	// WithExpectStream would set, without their per-message work.
+	return &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
+		"Content-Type":                 {ContentType},
+		jetstream.MsgIDHeader:          {t.ID},
+		jetstream.ExpectedStreamHeader: {p.opts.Stream},
+	}}, nil
 }
