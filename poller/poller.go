@@ -473,7 +473,7 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	for i, t := range transitions {
 		lastEvent[t.Record.Key] = i
 	}
-	var quiet []diff.Update
+	quiet := make([]diff.Update, 0, max(0, len(final)-len(lastEvent)))
 	for i, u := range updates {
 		if _, announced := lastEvent[u.Key]; final[u.Key] == i && !announced {
 			quiet = append(quiet, u)
@@ -507,9 +507,9 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 		for end < len(transitions) && transitions[end].Record.Key == transitions[end-1].Record.Key {
 			end++
 		}
-		batch := diff.Result{Transitions: transitions[start:end]}
-		reached := map[diff.Key]diff.State{}
-		var order []diff.Key
+		batch := diff.Result{Transitions: transitions[start:end], Updates: make([]diff.Update, 0, end-start)}
+		reached := make(map[diff.Key]diff.State, end-start)
+		order := make([]diff.Key, 0, end-start)
 		for j := start; j < end; j++ {
 			t := transitions[j]
 			k := t.Record.Key
