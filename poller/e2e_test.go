@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"strings"
 	"sync"
@@ -153,11 +154,11 @@ type published = testenv.Published
 
 func (h *harness) events() []published { return testenv.StreamEvents(h.t, h.js, h.stream) }
 
-func recordKey(d publisher.Data) diff.Key { return testenv.RecordKey(d) }
+func recordKey(d events.Data) diff.Key { return testenv.RecordKey(d) }
 
 // finalFromEvents is the last status announced for every record.
-func finalFromEvents(evs []published) map[diff.Key]publisher.Data {
-	out := map[diff.Key]publisher.Data{}
+func finalFromEvents(evs []published) map[diff.Key]events.Data {
+	out := map[diff.Key]events.Data{}
 	for _, e := range evs {
 		out[recordKey(e.Event.Data)] = e.Event.Data
 	}
@@ -192,7 +193,7 @@ func waitCaughtUp(t *testing.T, h *harness, d time.Duration) map[diff.Key][]cast
 		behind = behind[:0]
 		final := finalFromEvents(h.events())
 		for k, entries := range truth {
-			if got, want := final[k].Status, entries[len(entries)-1].To; got != want {
+			if got, want := final[k].Status, entries[len(entries)-1].To; string(got) != want {
 				behind = append(behind, fmt.Sprintf("%v: announced %q, ended %q", k, got, want))
 			}
 		}
@@ -278,7 +279,7 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 	// Nothing lost: the last state of every record was announced.
 	final := finalFromEvents(evs)
 	for k, entries := range truth {
-		if got, want := final[k].Status, entries[len(entries)-1].To; got != want {
+		if got, want := final[k].Status, entries[len(entries)-1].To; string(got) != want {
 			t.Errorf("%v: last event says %q, the emulator ended %q", k, got, want)
 		}
 	}
@@ -296,11 +297,11 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 		}
 	}
 	// Per record, events chain and follow the truth's order.
-	chains := map[diff.Key][]publisher.Data{}
+	chains := map[diff.Key][]events.Data{}
 	for _, e := range evs {
 		chains[recordKey(e.Event.Data)] = append(chains[recordKey(e.Event.Data)], e.Event.Data)
 		d := e.Event.Data
-		want := strings.Join([]string{h.subjects, "ecs", region, d.Level, strings.ToLower(d.Status), d.InvokeID}, ".")
+		want := strings.Join([]string{h.subjects, "ecs", region, string(d.Level), strings.ToLower(string(d.Status)), d.InvokeID}, ".")
 		if d.InstanceID != "" {
 			want += "." + d.InstanceID
 		}
@@ -315,14 +316,14 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 		}
 		pos := 0
 		for i, d := range chain {
-			wantPrev := ""
+			var wantPrev events.Status
 			if i > 0 {
 				wantPrev = chain[i-1].Status
 			}
 			if d.PreviousStatus != wantPrev {
 				t.Errorf("%v event %d: previousStatus %q, want %q", k, i, d.PreviousStatus, wantPrev)
 			}
-			at := slices.Index(truthStatuses[pos:], d.Status)
+			at := slices.Index(truthStatuses[pos:], string(d.Status))
 			if at < 0 {
 				t.Errorf("%v: status %q is not in the emulator's remaining history %v", k, d.Status, truthStatuses[pos:])
 				continue
@@ -352,7 +353,7 @@ func TestEndToEndAcrossRestarts(t *testing.T) {
 		if d.ExitCode != nil {
 			exit = *d.ExitCode
 		}
-		if d.Status != c.status || exit != c.exitCode || d.ErrorCode != c.code {
+		if string(d.Status) != c.status || exit != c.exitCode || d.ErrorCode != c.code {
 			t.Errorf("%v: got %q exit %d code %q, want %q exit %d code %q", c.key, d.Status, exit, d.ErrorCode, c.status, c.exitCode, c.code)
 		}
 	}

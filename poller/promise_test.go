@@ -178,7 +178,7 @@ func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
 			chain := map[diff.Key][]string{}
 			for _, e := range h.events() {
 				k := recordKey(e.Event.Data)
-				chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+				chain[k] = append(chain[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 			}
 			for _, k := range []diff.Key{{InvokeID: "t-1"}, {InvokeID: "t-1", InstanceID: "i-1"}} {
 				if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {
@@ -408,7 +408,7 @@ func TestARecordReadTwiceInOneCycleKeepsItsLastState(t *testing.T) {
 	mustRunOnce(t, p)
 	chain := map[string][]string{}
 	for _, e := range h.events() {
-		chain[e.Event.Data.InvokeID] = append(chain[e.Event.Data.InvokeID], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+		chain[e.Event.Data.InvokeID] = append(chain[e.Event.Data.InvokeID], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 	}
 	if got := fmt.Sprint(chain["t-a"]); got != "[Pending>Running Running>Success]" {
 		t.Errorf("t-a: %s, want [Pending>Running Running>Success]", got)
@@ -547,7 +547,7 @@ func TestACrashAfterStagingALargeBatchIsFinishedByTheNextProcess(t *testing.T) {
 	chains := map[diff.Key][]string{}
 	for _, e := range h.events() {
 		k := recordKey(e.Event.Data)
-		chains[k] = append(chains[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+		chains[k] = append(chains[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 	}
 	if len(chains) != 80 {
 		t.Fatalf("%d records announced, want 80", len(chains))
@@ -601,7 +601,7 @@ func TestQueuedBatchesAreAllFinishedInOrder(t *testing.T) {
 			chain := map[diff.Key][]string{}
 			for _, e := range h.events() {
 				k := recordKey(e.Event.Data)
-				chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+				chain[k] = append(chain[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 			}
 			for i := range 4 {
 				for _, k := range []diff.Key{{InvokeID: fmt.Sprint("t-", i)}, {InvokeID: fmt.Sprint("t-", i), InstanceID: "i-1"}} {
@@ -643,7 +643,7 @@ func TestACorruptOldestBatchDropsOnlyItself(t *testing.T) {
 	chain := map[diff.Key][]string{}
 	for _, e := range h.events() {
 		k := recordKey(e.Event.Data)
-		chain[k] = append(chain[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+		chain[k] = append(chain[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 	}
 	for _, k := range []diff.Key{{InvokeID: "t-2"}, {InvokeID: "t-2", InstanceID: "i-1"}} {
 		if got := fmt.Sprint(chain[k]); got != "[Pending>Running Running>Success]" {

@@ -167,7 +167,7 @@ func TestStopAndReleaseMidRun(t *testing.T) {
 			chains := map[diff.Key][]string{}
 			for _, e := range h.events() {
 				d := e.Event.Data
-				chains[recordKey(d)] = append(chains[recordKey(d)], d.PreviousStatus+">"+d.Status)
+				chains[recordKey(d)] = append(chains[recordKey(d)], string(d.PreviousStatus+">"+d.Status))
 				if d.InstanceID == i1 && d.Status == "Terminated" && d.ErrorCode != "InstanceReleased" {
 					t.Errorf("released instance: errorCode %q, want InstanceReleased", d.ErrorCode)
 				}
@@ -237,13 +237,13 @@ func TestSWASPagingWhileInvocationsArrive(t *testing.T) {
 			t.Errorf("bad source or subject: %s %s", d.Source, e.Subject)
 		}
 		k := recordKey(d)
-		if len(chains[k]) > 0 && d.PreviousStatus != chains[k][len(chains[k])-1] || len(chains[k]) == 0 && d.PreviousStatus != "" {
+		if len(chains[k]) > 0 && string(d.PreviousStatus) != chains[k][len(chains[k])-1] || len(chains[k]) == 0 && d.PreviousStatus != "" {
 			t.Errorf("%v: previousStatus %q breaks the chain %v", k, d.PreviousStatus, chains[k])
 		}
-		chains[k] = append(chains[k], d.Status)
+		chains[k] = append(chains[k], string(d.Status))
 		found := false
 		for _, te := range truth[k] {
-			found = found || te.To == d.Status
+			found = found || te.To == string(d.Status)
 		}
 		if !found {
 			t.Errorf("%v: spurious status %q (never happened)", k, d.Status)
@@ -435,7 +435,7 @@ func TestPeriodicAggregateSwingsAreAnnounced(t *testing.T) {
 			var chain []string
 			for _, e := range h.events() {
 				if d := e.Event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == "" {
-					chain = append(chain, d.PreviousStatus+">"+d.Status)
+					chain = append(chain, string(d.PreviousStatus+">"+d.Status))
 				}
 			}
 			if got := strings.Count(strings.Join(chain, " "), "Running>Scheduled"); got != 2 {

@@ -2,6 +2,7 @@ package publisher_test
 
 import (
 	"encoding/json"
+	"github.com/capoller/capoller/publisher/events"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -75,22 +76,22 @@ func TestLongIDsAndTextsStayPublishable(t *testing.T) {
 
 func TestTokenBoundsAndStaysUnique(t *testing.T) {
 	a := strings.Repeat("x.", 500)
-	for _, s := range []string{a, a + "y", strings.Repeat("日", 200), strings.Repeat("a", publisher.MaxTokenLen+1)} {
-		tok := publisher.Token(s)
-		if len(tok) > publisher.MaxTokenLen || tok != publisher.Token(s) {
+	for _, s := range []string{a, a + "y", strings.Repeat("日", 200), strings.Repeat("a", events.MaxTokenLen+1)} {
+		tok := events.Token(s)
+		if len(tok) > events.MaxTokenLen || tok != events.Token(s) {
 			t.Errorf("Token(%.20q…) = %q: %d bytes or not deterministic", s, tok, len(tok))
 		}
 		if !strings.Contains(tok, "%~") {
 			t.Errorf("a hashed token %q carries no marker", tok)
 		}
-		if _, err := publisher.UnescapeToken(tok); err == nil {
+		if _, err := events.UnescapeToken(tok); err == nil {
 			t.Errorf("UnescapeToken accepted the hashed %q", tok)
 		}
 	}
-	if publisher.Token(a) == publisher.Token(a+"y") {
+	if events.Token(a) == events.Token(a+"y") {
 		t.Error("two long values share a token")
 	}
-	if got := publisher.Token(strings.Repeat("a", publisher.MaxTokenLen)); got != strings.Repeat("a", publisher.MaxTokenLen) {
+	if got := events.Token(strings.Repeat("a", events.MaxTokenLen)); got != strings.Repeat("a", events.MaxTokenLen) {
 		t.Errorf("a token at the limit was changed to %q", got)
 	}
 }
@@ -119,8 +120,8 @@ func FuzzToken(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		tok := publisher.Token(s)
-		if len(tok) > publisher.MaxTokenLen || tok != publisher.Token(s) {
+		tok := events.Token(s)
+		if len(tok) > events.MaxTokenLen || tok != events.Token(s) {
 			t.Fatalf("Token(%q) = %q", s, tok)
 		}
 		for i := 0; i < len(tok); i++ {
@@ -132,8 +133,8 @@ func FuzzToken(f *testing.F) {
 		if s != "" && tok == "" {
 			t.Fatalf("Token(%q) is empty", s)
 		}
-		if len(publisher.EscapeToken(s)) <= publisher.MaxTokenLen {
-			if back, err := publisher.UnescapeToken(tok); err != nil || back != s {
+		if len(events.EscapeToken(s)) <= events.MaxTokenLen {
+			if back, err := events.UnescapeToken(tok); err != nil || back != s {
 				t.Fatalf("round trip of %q: %q, %v", s, back, err)
 			}
 		}

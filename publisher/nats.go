@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"sync/atomic"
 	"time"
 
@@ -195,7 +196,7 @@ func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
 	// The headers are written whole: what jetstream.WithMsgID and
 	// WithExpectStream would set, without their per-message work.
 	return &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
-		"Content-Type":                 {ContentType},
+		"Content-Type":                 {events.ContentType},
 		jetstream.MsgIDHeader:          {t.ID},
 		jetstream.ExpectedStreamHeader: {p.opts.Stream},
 	}}, nil

@@ -2,6 +2,7 @@ package publisher_test
 
 import (
 	"encoding/json"
+	"github.com/capoller/capoller/publisher/events"
 	"strings"
 	"testing"
 	"time"
@@ -47,17 +48,17 @@ func TestSubject(t *testing.T) {
 
 func TestEscapeRoundTrip(t *testing.T) {
 	for _, s := range []string{"", "plain-Token_09", "a.b", "*", ">", "sp ace", "100%", "日本", "%41"} {
-		esc := publisher.EscapeToken(s)
+		esc := events.EscapeToken(s)
 		if strings.ContainsAny(esc, ".*> \t") {
 			t.Errorf("EscapeToken(%q) = %q still has a subject metacharacter", s, esc)
 		}
-		back, err := publisher.UnescapeToken(esc)
+		back, err := events.UnescapeToken(esc)
 		if err != nil || back != s {
 			t.Errorf("round trip of %q gave %q, %v", s, back, err)
 		}
 	}
 	for _, bad := range []string{"%", "%4", "%GG"} {
-		if _, err := publisher.UnescapeToken(bad); err == nil {
+		if _, err := events.UnescapeToken(bad); err == nil {
 			t.Errorf("UnescapeToken(%q) accepted", bad)
 		}
 	}
@@ -91,7 +92,7 @@ func TestEventShape(t *testing.T) {
 			t.Errorf("data.%s = %v, want %v", k, data[k], v)
 		}
 	}
-	if m["specversion"] != "1.0" || m["type"] != publisher.TypeInstance || m["id"] != inst.ID {
+	if m["specversion"] != "1.0" || m["type"] != events.TypeInstance || m["id"] != inst.ID {
 		t.Errorf("bad envelope: %v", m)
 	}
 
@@ -100,7 +101,7 @@ func TestEventShape(t *testing.T) {
 	m = map[string]any{}
 	_ = json.Unmarshal(raw, &m)
 	data = m["data"].(map[string]any)
-	if m["type"] != publisher.TypeInvocation || data["previousStatus"] != "" || data["level"] != "invocation" {
+	if m["type"] != events.TypeInvocation || data["previousStatus"] != "" || data["level"] != "invocation" {
 		t.Errorf("bad invocation event: %v", m)
 	}
 	for _, k := range []string{"instanceId", "repeats", "exitCode", "startTime"} {
@@ -151,11 +152,11 @@ func TestPublishIsAckedAndDeduplicated(t *testing.T) {
 		}
 		want := batch[seq-1]
 		subject, _ := publisher.Subject(prefix, want)
-		if msg.Subject != subject || msg.Header.Get(jetstream.MsgIDHeader) != want.ID || msg.Header.Get("Content-Type") != publisher.ContentType {
+		if msg.Subject != subject || msg.Header.Get(jetstream.MsgIDHeader) != want.ID || msg.Header.Get("Content-Type") != events.ContentType {
 			t.Errorf("message %d: subject %q id %q ct %q", seq, msg.Subject, msg.Header.Get(jetstream.MsgIDHeader), msg.Header.Get("Content-Type"))
 		}
 		var ev publisher.Event
-		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.ID != want.ID || ev.Data.Status != string(want.Record.Status) {
+		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.ID != want.ID || ev.Data.Status != want.Record.Status {
 			t.Errorf("message %d body: %+v, %v", seq, ev, err)
 		}
 	}

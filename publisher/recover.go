@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"time"
 
@@ -24,7 +25,7 @@ import (
 // ids were cut to fit max_payload cannot name their record and are
 // skipped.
 func (p *NATS) LastStates(ctx context.Context, shard diff.Shard) (map[diff.Key]diff.State, error) {
-	filter := p.opts.SubjectPrefix + "." + Token(string(shard.Source)) + "." + Token(shard.Region) + ".>"
+	filter := p.opts.SubjectPrefix + "." + events.Token(string(shard.Source)) + "." + events.Token(shard.Region) + ".>"
 	cons, err := p.js.OrderedConsumer(ctx, p.opts.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 	})

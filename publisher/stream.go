@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"strings"
 	"time"
@@ -18,7 +19,7 @@ const maxNameLen = 255
 // [A-Za-z0-9_-]. The server also refuses whitespace, ".", "*", ">" and path
 // separators; the narrower set is also safe in file names and subjects.
 func ValidStreamName(name string) error {
-	if name == "" || len(name) > maxNameLen || EscapeToken(name) != name {
+	if name == "" || len(name) > maxNameLen || events.EscapeToken(name) != name {
 		return fmt.Errorf("publisher: stream name %q: use 1 to %d characters of [A-Za-z0-9_-]", name, maxNameLen)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"io"
 	"net"
 	"net/http"
@@ -439,7 +440,7 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, behavio
 	events := 0
 	for _, a := range drain(arrivals) {
 		events++
-		if t, ok := truth[a.data.InvokeID+"/"+a.data.InstanceID+"/"+a.data.Status]; ok {
+		if t, ok := truth[a.data.InvokeID+"/"+a.data.InstanceID+"/"+string(a.data.Status)]; ok {
 			latencies = append(latencies, a.at.Sub(t).Seconds())
 		}
 	}
@@ -474,7 +475,7 @@ func peakRSSMiB(pid int) float64 {
 
 type arrival struct {
 	at   time.Time
-	data publisher.Data
+	data events.Data
 }
 
 func drain(ch chan arrival) []arrival {

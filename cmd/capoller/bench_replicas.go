@@ -258,7 +258,7 @@ func benchReplicas(ctx context.Context, o benchOptions, rdb *redis.Client, nc *n
 	var steady, failover []float64
 	mu.Lock()
 	for _, a := range arrivals {
-		t, ok := first[a.data.InvokeID+"/"+a.data.InstanceID+"/"+a.data.Status]
+		t, ok := first[a.data.InvokeID+"/"+a.data.InstanceID+"/"+string(a.data.Status)]
 		if !ok {
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/capoller/capoller/publisher/events"
 	"io"
 	"math"
 	"net"
@@ -553,7 +554,7 @@ func (c config) validateAccounts() []error {
 // validAccountName reports whether name can name an account: 1 to 64
 // characters of [A-Za-z0-9_-], a token of shard ids and subjects.
 func validAccountName(name string) bool {
-	return name != "" && len(name) <= 64 && publisher.EscapeToken(name) == name
+	return name != "" && len(name) <= 64 && events.EscapeToken(name) == name
 }
 
 // validRegion reports whether r looks like an Alibaba Cloud region id:
@@ -584,7 +585,7 @@ const maxBucketLen = 255 - len("KV_")
 // validBucket reports whether JetStream accepts a key-value bucket name:
 // ^[a-zA-Z0-9_-]+$, as nats.go checks it, short enough for its stream.
 func validBucket(name string) bool {
-	return name != "" && len(name) <= maxBucketLen && publisher.EscapeToken(name) == name
+	return name != "" && len(name) <= maxBucketLen && events.EscapeToken(name) == name
 }
 
 // checkListenAddr checks the syntax of a TCP listen address, host:port

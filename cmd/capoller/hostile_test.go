@@ -144,7 +144,7 @@ func TestDaemonSurvivesAHostileListing(t *testing.T) {
 		return func(got map[diff.Key]publisher.Event) bool {
 			for i, r := range recs {
 				for _, k := range []diff.Key{{InvokeID: r.invoke}, {InvokeID: r.invoke, InstanceID: r.instance}} {
-					if got[k].Data.Status != status(i) {
+					if string(got[k].Data.Status) != status(i) {
 						return false
 					}
 				}

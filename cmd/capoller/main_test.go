@@ -174,7 +174,7 @@ func TestDemoResumesWithoutRepeating(t *testing.T) {
 	}
 	last := map[string]string{}
 	for _, ev := range first {
-		last[ev.Data.InvokeID+"/"+ev.Data.InstanceID] = ev.Data.Status
+		last[ev.Data.InvokeID+"/"+ev.Data.InstanceID] = string(ev.Data.Status)
 	}
 	seen := map[string]bool{}
 	for _, ev := range first {
@@ -185,10 +185,10 @@ func TestDemoResumesWithoutRepeating(t *testing.T) {
 			t.Errorf("the resumed run repeated event %s (%s %s -> %s)", ev.ID, ev.Subject, ev.Data.PreviousStatus, ev.Data.Status)
 		}
 		key := ev.Data.InvokeID + "/" + ev.Data.InstanceID
-		if prev, ok := last[key]; ok && ev.Data.PreviousStatus != prev {
+		if prev, ok := last[key]; ok && string(ev.Data.PreviousStatus) != prev {
 			t.Errorf("%s: resumed with previousStatus %q, but the first run ended at %q", key, ev.Data.PreviousStatus, prev)
 		}
-		last[key] = ev.Data.Status
+		last[key] = string(ev.Data.Status)
 	}
 }
 

@@ -264,7 +264,7 @@ func (g *replicaGroup) waitCaughtUp(within time.Duration) map[diff.Key][]castest
 		truth = testenv.TruthByRecord(g.sim.Truth())
 		final := map[diff.Key]string{}
 		for _, e := range testenv.StreamEvents(g.t, g.js, g.stream) {
-			final[testenv.RecordKey(e.Event.Data)] = e.Event.Data.Status
+			final[testenv.RecordKey(e.Event.Data)] = string(e.Event.Data.Status)
 		}
 		behind := 0
 		for k, entries := range truth {

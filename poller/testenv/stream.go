@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"strings"
 	"testing"
@@ -47,7 +48,7 @@ func StreamEvents(t testing.TB, js jetstream.JetStream, stream string) []Publish
 }
 
 // RecordKey is the record an event is about.
-func RecordKey(d publisher.Data) diff.Key {
+func RecordKey(d events.Data) diff.Key {
 	return diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID}
 }
 
@@ -75,7 +76,7 @@ func CheckAgainstTruth(t testing.TB, truth map[diff.Key][]castest.TruthEntry, ev
 		}
 		ids[e.MsgID] = true
 		k := RecordKey(e.Event.Data)
-		chains[k] = append(chains[k], e.Event.Data.PreviousStatus+">"+e.Event.Data.Status)
+		chains[k] = append(chains[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
 	}
 	for k, entries := range truth {
 		chain := chains[k]

@@ -1,4 +1,4 @@
-package publisher
+package events
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
-
-	"github.com/capoller/capoller/diff"
 )
 
 // oddStrings are the bytes JSON escapes, or that encoding/json treats
@@ -26,37 +24,33 @@ func randomString(r *rand.Rand) string {
 	return string(b)
 }
 
-func randomTransition(r *rand.Rand) diff.Transition {
-	at := time.Unix(r.Int64N(1<<34), r.Int64N(1e9))
-	t := diff.Transition{ID: randomString(r), Account: randomString(r), Source: diff.Source(randomString(r)), Region: randomString(r),
-		Previous: diff.Status(randomString(r)), ObservedAt: at,
-		Record: diff.Record{Key: diff.Key{InvokeID: randomString(r)}, CommandID: randomString(r), CommandName: randomString(r),
-			Status: diff.Status(randomString(r)), ErrorCode: randomString(r), ErrorInfo: randomString(r),
-			Repeats: r.IntN(5) - 1, ExitCode: r.Int64() - r.Int64(), Cut: diff.TextFields(r.IntN(8))}}
+func randomEvent(r *rand.Rand) Event {
+	at := time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).UTC()
+	e := Event{SpecVersion: "1.0", ID: randomString(r), Source: randomString(r), Type: TypeInvocation, Subject: randomString(r),
+		Time: at, DataContentType: "application/json", Data: Data{
+			Account: randomString(r), Source: randomString(r), RegionID: randomString(r), Level: Level(randomString(r)),
+			InvokeID: randomString(r), CommandID: randomString(r), CommandName: randomString(r),
+			PreviousStatus: Status(randomString(r)), Status: Status(randomString(r)), Terminal: r.IntN(2) == 0,
+			ObservedAt: Stamp(at), PreviousObservedAt: randomString(r)}}
 	if r.IntN(2) == 0 {
-		t.Record.InstanceID = randomString(r)
+		repeats, exit := r.IntN(5)-1, r.Int64()-r.Int64()
+		e.Type, e.Data.InstanceID, e.Data.Repeats, e.Data.ExitCode = TypeInstance, randomString(r), &repeats, &exit
+		e.Data.ErrorCode, e.Data.ErrorInfo, e.Data.StartTime, e.Data.FinishTime = randomString(r), randomString(r), randomString(r), Stamp(at)
 	}
-	if r.IntN(2) == 0 {
-		t.PreviousObservedAt, t.Record.StartTime, t.Record.FinishTime = at.Add(-time.Minute), at.Add(-time.Hour), at
+	for range r.IntN(3) {
+		e.Data.Truncated = append(e.Data.Truncated, randomString(r))
 	}
-	if r.IntN(4) == 0 {
-		t.Record.Status = diff.StatusSuccess
-	}
-	return t
+	return e
 }
 
 // The hand-written encoder and encoding/json agree byte for byte.
 func TestAppendJSONIsEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for i := range 20_000 {
-		ev := NewEvent(randomTransition(r))
-		if i%7 == 0 {
-			ev.Data.Truncated = append(ev.Data.Truncated, randomString(r))
-		}
-		checkEncoding(t, ev)
+	for range 20_000 {
+		checkEncoding(t, randomEvent(r))
 	}
 	for _, s := range oddStrings {
-		checkEncoding(t, NewEvent(diff.Transition{ID: s, Record: diff.Record{Key: diff.Key{InvokeID: s, InstanceID: s}, ErrorInfo: s}}))
+		checkEncoding(t, Event{ID: s, Subject: s, Data: Data{InvokeID: s, InstanceID: s, ErrorInfo: s, Truncated: []string{s}}})
 	}
 }
 
@@ -74,7 +68,7 @@ func checkEncoding(t *testing.T, ev Event) {
 
 // A time encoding/json refuses is refused the same way.
 func TestAppendJSONLeavesOddYearsToEncodingJSON(t *testing.T) {
-	ev := NewEvent(diff.Transition{ID: "e", ObservedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Record: diff.Record{Key: diff.Key{InvokeID: "t"}}})
+	ev := Event{ID: "e", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if _, ok := ev.appendJSON(nil); ok {
 		t.Fatal("the year 10000 was encoded")
 	}
@@ -88,7 +82,8 @@ func FuzzAppendJSON(f *testing.F) {
 		f.Add(s, s, int64(0))
 	}
 	f.Fuzz(func(t *testing.T, id, text string, exit int64) {
-		checkEncoding(t, NewEvent(diff.Transition{ID: id, Region: text, Previous: diff.Status(text),
-			Record: diff.Record{Key: diff.Key{InvokeID: id, InstanceID: text}, CommandName: text, ErrorInfo: text, ExitCode: exit, Status: diff.Status(id)}}))
+		ev := Event{ID: id, Subject: text, Data: Data{RegionID: text, PreviousStatus: Status(text), InvokeID: id, InstanceID: text,
+			CommandName: text, ErrorInfo: text, ExitCode: &exit, Status: Status(id)}}
+		checkEncoding(t, ev)
 	})
 }

@@ -1,4 +1,4 @@
-package publisher
+package events
 
 import (
 	"strconv"
@@ -35,9 +35,9 @@ func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 	b = append(b, `,"data":{"account":`...)
 	b = appendString(b, d.Account)
 	for _, f := range [...]struct{ name, v string }{
-		{`,"source":`, d.Source}, {`,"regionId":`, d.RegionID}, {`,"level":`, d.Level}, {`,"invokeId":`, d.InvokeID},
-		{`,"commandId":`, d.CommandID}, {`,"commandName":`, d.CommandName}, {`,"previousStatus":`, d.PreviousStatus},
-		{`,"status":`, d.Status},
+		{`,"source":`, d.Source}, {`,"regionId":`, d.RegionID}, {`,"level":`, string(d.Level)}, {`,"invokeId":`, d.InvokeID},
+		{`,"commandId":`, d.CommandID}, {`,"commandName":`, d.CommandName}, {`,"previousStatus":`, string(d.PreviousStatus)},
+		{`,"status":`, string(d.Status)},
 	} {
 		b = append(b, f.name...)
 		b = appendString(b, f.v)

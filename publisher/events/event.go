@@ -1,0 +1,212 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// The CloudEvents types, one per level. The version suffix changes only
+// with an incompatible change of the data schema.
+const (
+	TypeInvocation = "io.capoller.invocation.status.v1"
+	TypeInstance   = "io.capoller.instance.status.v1"
+)
+
+// ContentType is the Content-Type header of every message: CloudEvents
+// structured mode, JSON format.
+const ContentType = "application/cloudevents+json"
+
+// Status is a Cloud Assistant status, as the API documents it. A status
+// capoller does not know is passed on as the API sent it.
+type Status = diff.Status
+
+// The documented statuses. An invocation (the aggregate) is Pending,
+// Scheduled, Running, Stopping, Success, Failed, PartialFailed or Stopped
+// (Finished in the legacy InvokeStatus); an instance adds Invalid, Aborted,
+// Error, Timeout, Cancelled and Terminated.
+const (
+	Pending       = diff.StatusPending
+	Scheduled     = diff.StatusScheduled
+	Running       = diff.StatusRunning
+	Stopping      = diff.StatusStopping
+	Success       = diff.StatusSuccess
+	Failed        = diff.StatusFailed
+	PartialFailed = diff.StatusPartialFailed
+	Stopped       = diff.StatusStopped
+	Finished      = diff.StatusFinished
+	Invalid       = diff.StatusInvalid
+	Aborted       = diff.StatusAborted
+	Error         = diff.StatusError
+	Timeout       = diff.StatusTimeout
+	Cancelled     = diff.StatusCancelled
+	Terminated    = diff.StatusTerminated
+)
+
+// Level is what changed: an invocation as a whole, or one instance's run.
+type Level = diff.Level
+
+// The levels.
+const (
+	LevelInvocation = diff.LevelInvocation
+	LevelInstance   = diff.LevelInstance
+)
+
+// Event is a CloudEvents 1.0 event in structured JSON mode.
+type Event struct {
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	Data            Data      `json:"data"`
+}
+
+// Data is an event's payload. Times are RFC 3339 strings, empty when
+// unknown (see [Data.Observed] and the other accessors). The instance-level
+// fields are omitted at invocation level.
+type Data struct {
+	Account            string `json:"account"`
+	Source             string `json:"source"`
+	RegionID           string `json:"regionId"`
+	Level              Level  `json:"level"`
+	InvokeID           string `json:"invokeId"`
+	CommandID          string `json:"commandId"`
+	CommandName        string `json:"commandName"`
+	PreviousStatus     Status `json:"previousStatus"`
+	Status             Status `json:"status"`
+	Terminal           bool   `json:"terminal"`
+	ObservedAt         string `json:"observedAt"`
+	PreviousObservedAt string `json:"previousObservedAt"`
+
+	InstanceID string `json:"instanceId,omitempty"`
+	Repeats    *int   `json:"repeats,omitempty"`
+	ExitCode   *int64 `json:"exitCode,omitempty"`
+	ErrorCode  string `json:"errorCode,omitempty"`
+	ErrorInfo  string `json:"errorInfo,omitempty"`
+	StartTime  string `json:"startTime,omitempty"`
+	FinishTime string `json:"finishTime,omitempty"`
+
+	// Truncated names the fields that were cut to keep the event within
+	// the server's max_payload; absent when nothing was. A cut field ends
+	// with "…[cut N bytes]".
+	Truncated []string `json:"truncated,omitempty"`
+}
+
+// Run identifies what an event is about: one invocation, or one run of
+// it on one instance (a periodic task runs again on the same instance,
+// with a higher Repeats). Two events with the same Run are steps of the
+// same record; their order in the stream is the order they happened.
+type Run struct {
+	Account, Source, Region, InvokeID, InstanceID string
+	// Repeats is the run's number on its instance; 0 for an invocation.
+	Repeats int
+}
+
+// Run is the event's record and run.
+func (e Event) Run() Run {
+	r := Run{Account: e.Data.Account, Source: e.Data.Source, Region: e.Data.RegionID, InvokeID: e.Data.InvokeID, InstanceID: e.Data.InstanceID}
+	if e.Data.Repeats != nil {
+		r.Repeats = *e.Data.Repeats
+	}
+	return r
+}
+
+// Observed is when capoller saw the new status; PreviousObserved when it
+// saw the previous one (zero for a record seen for the first time).
+func (d Data) Observed() time.Time         { return parseStamp(d.ObservedAt) }
+func (d Data) PreviousObserved() time.Time { return parseStamp(d.PreviousObservedAt) }
+
+// Started and Finished are the API's own times of an instance's run, zero
+// when it did not give them.
+func (d Data) Started() time.Time  { return parseStamp(d.StartTime) }
+func (d Data) Finished() time.Time { return parseStamp(d.FinishTime) }
+
+func parseStamp(s string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, s) // the zero time for "" or a malformed stamp
+	return t
+}
+
+// Stamp formats a time as events carry it: RFC 3339 in UTC with
+// nanoseconds, "" for the zero time.
+func Stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// ErrNotAnEvent marks a message that is not one of capoller's events.
+var ErrNotAnEvent = errors.New("not a capoller event")
+
+// Decode reads an event from a message body. It fails with [ErrNotAnEvent]
+// for JSON that is not a capoller event of a type this package knows.
+func Decode(body []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(body, &e); err != nil {
+		return e, fmt.Errorf("events: %w: %v", ErrNotAnEvent, err)
+	}
+	switch {
+	case e.SpecVersion != "1.0":
+		return e, fmt.Errorf("events: %w: specversion %q", ErrNotAnEvent, e.SpecVersion)
+	case e.Type != TypeInvocation && e.Type != TypeInstance:
+		return e, fmt.Errorf("events: %w: type %q", ErrNotAnEvent, e.Type)
+	case e.ID == "" || e.Data.InvokeID == "" || e.Data.Status == "":
+		return e, fmt.Errorf("events: %w: an id, an invocation and a status are required", ErrNotAnEvent)
+	}
+	return e, nil
+}
+
+// Marshal encodes the event as JSON.
+func (e Event) Marshal() ([]byte, error) {
+	if b, ok := e.appendJSON(make([]byte, 0, 1024)); ok {
+		return b, nil
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("events: encode event %s: %w", e.ID, err)
+	}
+	return b, nil
+}
+
+// MarshalWithin encodes the event in at most limit bytes: while it is too
+// large, the longest of its free-text and id fields is halved (and marked,
+// see [Data.Truncated]). Ids are cut last, and only an id of hundreds of
+// kilobytes ever is; the event id, subject and time are never cut.
+func (e Event) MarshalWithin(limit int) ([]byte, error) {
+	for {
+		b, err := e.Marshal()
+		if err != nil || len(b) <= limit {
+			return b, err
+		}
+		d := &e.Data
+		fields := []struct {
+			name string
+			v    *string
+		}{
+			{"errorInfo", &d.ErrorInfo}, {"commandName", &d.CommandName}, {"errorCode", &d.ErrorCode},
+			{"commandId", &d.CommandID}, {"previousStatus", (*string)(&d.PreviousStatus)}, {"status", (*string)(&d.Status)},
+			{"instanceId", &d.InstanceID}, {"invokeId", &d.InvokeID}, {"subject", &e.Subject},
+		}
+		longest := 0
+		for i, f := range fields {
+			if len(*f.v) > len(*fields[longest].v) {
+				longest = i
+			}
+		}
+		f := fields[longest]
+		if len(*f.v) < 64 {
+			return nil, fmt.Errorf("events: event %s is %d bytes, over the limit of %d even with every field cut", e.ID, len(b), limit)
+		}
+		*f.v, _ = diff.Cut(*f.v, len(*f.v)/2)
+		if !slices.Contains(d.Truncated, f.name) {
+			d.Truncated = append(d.Truncated, f.name)
+		}
+	}
+}
