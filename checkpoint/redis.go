@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -557,31 +558,100 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 	return r.write(ctx, r.scripts.commit, shard, "commit", keys, args...)
 }
 
-// History returns the transitions of up to count commits of a shard,
-// oldest first, starting after the stream id after ("" or "0" from the
-// beginning), and the stream id of the last commit read, to continue
-// from. A stream id starts with the commit's time in Unix milliseconds.
-func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, count int64) ([]diff.Transition, string, error) {
+// HistoryCommit is one commit in a shard's history: its stream id (which
+// starts with the commit's time in Unix milliseconds), that time, and the
+// transitions it committed, in order.
+type HistoryCommit struct {
+	ID          string
+	At          time.Time
+	Transitions []diff.Transition
+}
+
+// Commits returns up to count commits of a shard's history, oldest first,
+// after the stream id after ("" or "0": from the beginning; a bare Unix
+// millisecond time: from that time on).
+func (r *Redis) Commits(ctx context.Context, shard diff.Shard, after string, count int64) ([]HistoryCommit, error) {
 	shard = shard.Canonical()
-	if after == "" {
-		after = "0"
+	start := "-"
+	switch {
+	case after == "" || after == "0":
+	case strings.Contains(after, "-"):
+		start = "(" + after
+	default:
+		start = after // a time: the commits from then on
 	}
-	msgs, err := r.client.XRangeN(ctx, r.key("history", shard), "("+after, "+", count).Result()
+	msgs, err := r.client.XRangeN(ctx, r.key("history", shard), start, "+", count).Result()
 	if err != nil {
-		return nil, after, fmt.Errorf("checkpoint: read %s history: %w", shard, err)
+		return nil, fmt.Errorf("checkpoint: read %s history: %w", shard, err)
 	}
-	var out []diff.Transition
-	last := after
+	out := make([]HistoryCommit, 0, len(msgs))
 	for _, m := range msgs {
 		ts, err := historyTransitions(m.Values)
 		if err != nil {
-			return out, last, fmt.Errorf("checkpoint: %s history entry %s: %w", shard, m.ID, err)
+			return out, fmt.Errorf("checkpoint: %s history entry %s: %w", shard, m.ID, err)
 		}
-		for _, t := range ts {
-			t.Account = diff.AccountOf(shard.Account)
-			out = append(out, t)
+		for i := range ts {
+			ts[i].Account = diff.AccountOf(shard.Account)
 		}
-		last = m.ID
+		c := HistoryCommit{ID: m.ID, Transitions: ts}
+		if ms, _, ok := strings.Cut(m.ID, "-"); ok {
+			if n, err := strconv.ParseInt(ms, 10, 64); err == nil {
+				c.At = time.UnixMilli(n).UTC()
+			}
+		}
+		out = append(out, c)
 	}
-	return out, last, nil
+	return out, nil
+}
+
+// History returns the transitions of up to count commits of a shard,
+// oldest first, after the stream id after ("" or "0" from the
+// beginning), and the stream id of the last commit read, to continue
+// from.
+func (r *Redis) History(ctx context.Context, shard diff.Shard, after string, count int64) ([]diff.Transition, string, error) {
+	commits, err := r.Commits(ctx, shard, after, count)
+	last := after
+	var out []diff.Transition
+	for _, c := range commits {
+		out = append(out, c.Transitions...)
+		last = c.ID
+	}
+	return out, last, err
+}
+
+// HistoryShards lists the shards that have a history in this store,
+// whether or not a poller runs them still, in the order of their ids.
+func (r *Redis) HistoryShards(ctx context.Context) ([]diff.Shard, error) {
+	pattern := r.opts.KeyPrefix + "history:{*}"
+	var mu sync.Mutex
+	found := map[diff.Shard]bool{}
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for iter.Next(ctx) {
+			id := strings.TrimSuffix(strings.TrimPrefix(iter.Val(), r.opts.KeyPrefix+"history:{"), "}")
+			parts := strings.Split(id, "/")
+			if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+				continue // not a shard's (another tool's key under the prefix)
+			}
+			mu.Lock()
+			found[diff.Shard{Account: parts[0], Source: diff.Source(parts[1]), Region: parts[2]}] = true
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	if cluster, ok := r.client.(*redis.ClusterClient); ok {
+		err = cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, r.client)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: list the shards with a history: %w", err)
+	}
+	out := make([]diff.Shard, 0, len(found))
+	for s := range found {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	return out, nil
 }

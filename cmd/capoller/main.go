@@ -4,6 +4,7 @@
 //	capoller run      the daemon
 //	capoller demo     everything in one process, nothing to install
 //	capoller status   the group: replicas, shard owners, leases, last cycles
+//	capoller replay   audit history from the checkpoints or the stream
 //	capoller bench    measure strategies against the emulator
 //	capoller version  print the version
 //
@@ -34,6 +35,7 @@ commands:
   run      poll Cloud Assistant and publish status changes (the daemon)
   demo     run the whole system in one process: emulator, NATS, poller
   status   print the group's replicas and shards: owners, leases, last cycles and errors
+  replay   print history: a time window's events (JSON lines, CSV, re-publish), or every record's state at a moment
   bench    size capoller: API calls, latency, throughput and memory per strategy
   version  print the version
 
@@ -56,6 +58,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCommand(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return replayCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

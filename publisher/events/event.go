@@ -163,6 +163,16 @@ func Decode(body []byte) (Event, error) {
 	return e, nil
 }
 
+// AppendJSON appends the event's JSON encoding (that of [Event.Marshal])
+// to b.
+func (e Event) AppendJSON(b []byte) ([]byte, error) {
+	if out, ok := e.appendJSON(b); ok {
+		return out, nil
+	}
+	out, err := e.Marshal()
+	return append(b, out...), err
+}
+
 // Marshal encodes the event as JSON.
 func (e Event) Marshal() ([]byte, error) {
 	if b, ok := e.appendJSON(make([]byte, 0, 1024)); ok {

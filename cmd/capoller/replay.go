@@ -1,0 +1,506 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/events"
+)
+
+// historyReader is what replay reads from a checkpoint store.
+type historyReader interface {
+	HistoryShards(ctx context.Context) ([]diff.Shard, error)
+	Commits(ctx context.Context, shard diff.Shard, after string, count int64) ([]checkpoint.HistoryCommit, error)
+}
+
+// replayOptions are replay's own flags, beside run's configuration.
+type replayOptions struct {
+	filter       events.Filter
+	fromStream   bool
+	at           time.Time
+	format       string
+	replayPrefix string
+	replayStream string
+}
+
+// replayCommand writes history: the events of a time window from the
+// checkpoints' history (or the stream), as CloudEvents JSON lines, CSV, or
+// re-published under another subject prefix; or, with --at, the state of
+// every record at one moment. It only reads the stores, so it works with
+// no poller running and for shards whose poller is gone.
+func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("capoller replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o replayOptions
+	var from, until, at string
+	var accounts, sources, regions, invocations, instances, commands, levels, statuses string
+	fs.BoolVar(&o.fromStream, "from-stream", false, "read the JetStream stream instead of the checkpoints' history")
+	fs.StringVar(&from, "from", "", "the first moment: RFC 3339 (2026-12-01T03:00:00Z) or a duration ago (10m)")
+	fs.StringVar(&from, "since", "", "the same as --from")
+	fs.StringVar(&until, "until", "", "the moment after the last event (same forms as --from); default now")
+	fs.StringVar(&at, "at", "", "print every record's state at this moment instead of events (same forms as --from)")
+	fs.StringVar(&accounts, "account", "", "comma-separated accounts")
+	fs.StringVar(&sources, "source", "", "comma-separated sources: ecs, swas")
+	fs.StringVar(&regions, "region", "", "comma-separated regions")
+	fs.StringVar(&invocations, "invocation", "", "comma-separated invocation ids")
+	fs.StringVar(&instances, "instance", "", "comma-separated instance ids")
+	fs.StringVar(&commands, "command", "", "comma-separated command ids or names")
+	fs.StringVar(&levels, "level", "", "invocation or instance")
+	fs.StringVar(&statuses, "status", "", "comma-separated statuses, any case (failed,timeout)")
+	fs.StringVar(&o.format, "format", "json", "json (CloudEvents JSON lines), csv, or publish (re-publish under --replay-prefix)")
+	fs.StringVar(&o.replayPrefix, "replay-prefix", "", "subject prefix of a re-publish; default <subject-prefix>-replay")
+	fs.StringVar(&o.replayStream, "replay-stream", "", "stream a re-publish goes to, created if missing; default <stream>_REPLAY")
+	cfg, err := loadConfig(fs, args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	usageErr := func(err error) int {
+		fmt.Fprintf(stderr, "capoller replay: %v\n", err)
+		return 2
+	}
+	if err != nil {
+		return usageErr(fmt.Errorf("configuration: %w", err))
+	}
+	now := time.Now()
+	if o.filter.From, err = parseMoment(from, now); err != nil {
+		return usageErr(fmt.Errorf("--from: %w", err))
+	}
+	if o.filter.Until, err = parseMoment(until, now); err != nil {
+		return usageErr(fmt.Errorf("--until: %w", err))
+	}
+	if o.at, err = parseMoment(at, now); err != nil {
+		return usageErr(fmt.Errorf("--at: %w", err))
+	}
+	f := &o.filter
+	f.Accounts, f.Sources, f.Regions = splitList(accounts), splitList(sources), splitList(regions)
+	f.Invocations, f.Instances, f.Commands = splitList(invocations), splitList(instances), splitList(commands)
+	for _, l := range splitList(levels) {
+		if l != string(events.LevelInvocation) && l != string(events.LevelInstance) {
+			return usageErr(fmt.Errorf("--level %q: want invocation or instance", l))
+		}
+		f.Levels = append(f.Levels, events.Level(l))
+	}
+	for _, s := range splitList(statuses) {
+		f.Statuses = append(f.Statuses, diff.NormalizeStatus(s))
+	}
+	switch {
+	case o.format != "json" && o.format != "csv" && o.format != "publish":
+		return usageErr(fmt.Errorf("--format %q: want json, csv or publish", o.format))
+	case !o.at.IsZero() && (o.fromStream || o.format == "publish" || from != "" || until != ""):
+		return usageErr(errors.New("--at prints states from the history: it takes neither --from-stream, --from, --until nor --format publish"))
+	case !f.From.IsZero() && !f.Until.IsZero() && !f.From.Before(f.Until):
+		return usageErr(fmt.Errorf("--from %s is not before --until %s", events.Stamp(f.From), events.Stamp(f.Until)))
+	}
+	if o.replayPrefix == "" {
+		o.replayPrefix = cfg.SubjectPrefix + "-replay"
+	}
+	if o.replayStream == "" {
+		o.replayStream = cfg.Stream + "_REPLAY"
+	}
+	if err := replay(ctx, cfg, o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "capoller replay: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseMoment reads a time as RFC 3339 or a duration before now; "" is
+// the zero time.
+func parseMoment(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q: a duration ago must not be negative", v)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q: want RFC 3339 (2026-12-01T03:00:00Z) or a duration ago (10m)", v)
+	}
+	return t, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.Writer) error {
+	var js jetstream.JetStream
+	if o.fromStream || o.format == "publish" || cfg.Checkpoint == "natskv" {
+		nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller replay"))
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", redactURL(cfg.NATSURL), withoutURL(err))
+		}
+		defer nc.Close()
+		if js, err = jetstream.New(nc); err != nil {
+			return err
+		}
+	}
+	w := bufio.NewWriterSize(stdout, 256<<10)
+	defer w.Flush()
+	out, finish, err := replayOutput(ctx, o, js, w)
+	if err != nil {
+		return err
+	}
+	if o.fromStream {
+		if err := replayStream(ctx, js, cfg, o.filter, out); err != nil {
+			return err
+		}
+		return finish()
+	}
+	if cfg.Checkpoint == "natskv" {
+		return errors.New("the JetStream KV checkpoint keeps no history yet: use --from-stream, or --checkpoint redis")
+	}
+	rs, closeStore, err := openStore(ctx, cfg, zap.NewNop(), nil, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	h, ok := rs.(historyReader)
+	if !ok {
+		return errors.New("this checkpoint store keeps no history")
+	}
+	if !o.at.IsZero() {
+		return replayAt(ctx, h, o.filter, o.at, o.format, w)
+	}
+	if err := replayHistory(ctx, h, o.filter, out); err != nil {
+		return err
+	}
+	return finish()
+}
+
+// replayOutput returns where replayed events go, and what finishes it.
+func replayOutput(ctx context.Context, o replayOptions, js jetstream.JetStream, w io.Writer) (func(events.Event, []byte, *diff.Transition) error, func() error, error) {
+	switch o.format {
+	case "csv":
+		cw := csv.NewWriter(w)
+		if err := cw.Write(csvHeader()); err != nil {
+			return nil, nil, err
+		}
+		return func(e events.Event, _ []byte, _ *diff.Transition) error { return cw.Write(csvRow(e)) },
+			func() error { cw.Flush(); return cw.Error() }, nil
+	case "publish":
+		pub, err := publisher.New(js, publisher.Options{Stream: o.replayStream, SubjectPrefix: o.replayPrefix})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := pub.EnsureStream(ctx); err != nil {
+			return nil, nil, err
+		}
+		var batch []diff.Transition
+		total := 0
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			if _, err := pub.Publish(ctx, batch); err != nil {
+				return fmt.Errorf("re-publish after %d events: %w", total, err)
+			}
+			total += len(batch)
+			batch = batch[:0]
+			return nil
+		}
+		return func(e events.Event, _ []byte, t *diff.Transition) error {
+				if t == nil {
+					tr := transitionOf(e)
+					t = &tr
+				}
+				if batch = append(batch, *t); len(batch) == 1000 {
+					return flush()
+				}
+				return nil
+			}, func() error {
+				if err := flush(); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(w, "re-published %d events under %s.> to stream %s\n", total, o.replayPrefix, o.replayStream)
+				return err
+			}, nil
+	}
+	var buf []byte
+	return func(e events.Event, body []byte, _ *diff.Transition) error {
+		if body == nil {
+			var err error
+			if buf, err = e.AppendJSON(buf[:0]); err != nil {
+				return err
+			}
+			body = buf
+		}
+		if _, err := w.Write(body); err != nil {
+			return err
+		}
+		_, err := w.Write([]byte{'\n'})
+		return err
+	}, func() error { return nil }, nil
+}
+
+func csvHeader() []string {
+	return []string{"id", "time", "account", "source", "regionId", "level", "invokeId", "instanceId", "repeats", "commandId", "commandName",
+		"previousStatus", "status", "terminal", "exitCode", "errorCode", "observedAt", "previousObservedAt"}
+}
+
+func csvRow(e events.Event) []string {
+	d := e.Data
+	var repeats, exit string
+	if d.Repeats != nil {
+		repeats = strconv.Itoa(*d.Repeats)
+	}
+	if d.ExitCode != nil {
+		exit = strconv.FormatInt(*d.ExitCode, 10)
+	}
+	return []string{e.ID, events.Stamp(e.Time), d.Account, d.Source, d.RegionID, string(d.Level), d.InvokeID, d.InstanceID, repeats,
+		d.CommandID, d.CommandName, string(d.PreviousStatus), string(d.Status), strconv.FormatBool(d.Terminal), exit, d.ErrorCode,
+		d.ObservedAt, d.PreviousObservedAt}
+}
+
+// transitionOf rebuilds the transition an event announced, to publish it
+// again.
+func transitionOf(e events.Event) diff.Transition {
+	d := e.Data
+	t := diff.Transition{ID: e.ID, Account: d.Account, Source: diff.Source(d.Source), Region: d.RegionID, Previous: d.PreviousStatus,
+		ObservedAt: d.Observed(), PreviousObservedAt: d.PreviousObserved(),
+		Record: diff.Record{Key: diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID}, CommandID: d.CommandID, CommandName: d.CommandName,
+			Status: d.Status, ErrorCode: d.ErrorCode, ErrorInfo: d.ErrorInfo, StartTime: d.Started(), FinishTime: d.Finished()}}
+	if d.Repeats != nil {
+		t.Record.Repeats = *d.Repeats
+	}
+	if d.ExitCode != nil {
+		t.Record.ExitCode = *d.ExitCode
+	}
+	return t
+}
+
+// historyShards lists the shards with a history that the filter can
+// match.
+func historyShards(ctx context.Context, h historyReader, f events.Filter) ([]diff.Shard, error) {
+	all, err := h.HistoryShards(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(s diff.Shard) bool {
+		return len(f.Accounts) > 0 && !slices.Contains(f.Accounts, diff.AccountOf(s.Account)) ||
+			len(f.Sources) > 0 && !slices.Contains(f.Sources, string(s.Source)) ||
+			len(f.Regions) > 0 && !slices.Contains(f.Regions, s.Region)
+	}), nil
+}
+
+// historyCursor reads one shard's history a page at a time.
+type historyCursor struct {
+	shard diff.Shard
+	after string
+	page  []checkpoint.HistoryCommit
+	done  bool
+}
+
+const historyPage = 200 // commits per read: up to 200,000 transitions with Redis's batches of 1000
+
+func (c *historyCursor) head(ctx context.Context, h historyReader) (*checkpoint.HistoryCommit, error) {
+	if len(c.page) == 0 && !c.done {
+		page, err := h.Commits(ctx, c.shard, c.after, historyPage)
+		if err != nil {
+			return nil, err
+		}
+		c.page, c.done = page, len(page) < historyPage
+		if len(page) > 0 {
+			c.after = page[len(page)-1].ID
+		}
+	}
+	if len(c.page) == 0 {
+		return nil, nil
+	}
+	return &c.page[0], nil
+}
+
+// compareStreamIDs orders Redis stream ids ("<ms>-<seq>").
+func compareStreamIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
+	return cmp.Or(cmp.Compare(num(am), num(bm)), cmp.Compare(num(as), num(bs)))
+}
+
+// replayHistory emits the filtered events of every shard's history in
+// commit order: each shard's in the order it published them, and the
+// shards merged by the time of their commits.
+func replayHistory(ctx context.Context, h historyReader, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
+	shards, err := historyShards(ctx, h, f)
+	if err != nil {
+		return err
+	}
+	after := ""
+	if !f.From.IsZero() {
+		// A commit comes after what it observed: no earlier one holds an
+		// event observed from f.From on.
+		after = strconv.FormatInt(f.From.UnixMilli(), 10)
+	}
+	cursors := make([]*historyCursor, len(shards))
+	for i, s := range shards {
+		cursors[i] = &historyCursor{shard: s, after: after}
+	}
+	for {
+		var next *historyCursor
+		var head *checkpoint.HistoryCommit
+		for _, c := range cursors {
+			hd, err := c.head(ctx, h)
+			if err != nil {
+				return err
+			}
+			if hd != nil && (head == nil || compareStreamIDs(hd.ID, head.ID) < 0) {
+				next, head = c, hd
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		for i := range head.Transitions {
+			t := &head.Transitions[i]
+			e := publisher.NewEvent(*t)
+			if f.Match(e) {
+				if err := emit(e, nil, t); err != nil {
+					return err
+				}
+			}
+		}
+		next.page = next.page[1:]
+	}
+}
+
+// recordState is one line of `replay --at`.
+type recordState struct {
+	Account     string       `json:"account"`
+	Source      string       `json:"source"`
+	RegionID    string       `json:"regionId"`
+	Level       events.Level `json:"level"`
+	InvokeID    string       `json:"invokeId"`
+	InstanceID  string       `json:"instanceId,omitempty"`
+	Repeats     int          `json:"repeats"`
+	CommandID   string       `json:"commandId"`
+	CommandName string       `json:"commandName"`
+	Status      diff.Status  `json:"status"`
+	Since       string       `json:"since"`
+	EventID     string       `json:"eventId"`
+}
+
+// replayAt prints the state of every record at the moment at: the last
+// event observed then or before, from the history.
+func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Time, format string, w io.Writer) error {
+	type record struct {
+		account, source, region string
+		key                     diff.Key
+	}
+	last := map[record]recordState{}
+	err := replayHistory(ctx, h, f, func(e events.Event, _ []byte, t *diff.Transition) error {
+		if t.ObservedAt.After(at) {
+			return nil
+		}
+		d := e.Data
+		last[record{d.Account, d.Source, d.RegionID, t.Record.Key}] = recordState{Account: d.Account, Source: d.Source, RegionID: d.RegionID,
+			Level: d.Level, InvokeID: d.InvokeID, InstanceID: d.InstanceID, Repeats: t.Record.Repeats, CommandID: d.CommandID,
+			CommandName: d.CommandName, Status: d.Status, Since: d.ObservedAt, EventID: e.ID}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	states := make([]recordState, 0, len(last))
+	for _, s := range last {
+		states = append(states, s)
+	}
+	slices.SortFunc(states, func(a, b recordState) int {
+		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Source, b.Source), strings.Compare(a.RegionID, b.RegionID),
+			strings.Compare(a.InvokeID, b.InvokeID), strings.Compare(a.InstanceID, b.InstanceID))
+	})
+	if format == "csv" {
+		cw := csv.NewWriter(w)
+		_ = cw.Write([]string{"account", "source", "regionId", "level", "invokeId", "instanceId", "repeats", "commandId", "commandName", "status", "since", "eventId"})
+		for _, s := range states {
+			_ = cw.Write([]string{s.Account, s.Source, s.RegionID, string(s.Level), s.InvokeID, s.InstanceID, strconv.Itoa(s.Repeats),
+				s.CommandID, s.CommandName, string(s.Status), s.Since, s.EventID})
+		}
+		cw.Flush()
+		return cw.Error()
+	}
+	enc := json.NewEncoder(w)
+	for _, s := range states {
+		if err := enc.Encode(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replayStream emits the filtered events of the stream, as published, in
+// stream order, up to its last message when the replay started.
+func replayStream(ctx context.Context, js jetstream.JetStream, cfg config, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
+	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.Subject(cfg.SubjectPrefix)}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !f.From.IsZero() {
+		from := f.From // published after it was observed: nothing earlier is in the window
+		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	}
+	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+	}
+	left := info.NumPending
+	for left > 0 {
+		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if meta, err := msg.Metadata(); err == nil {
+				left = meta.NumPending
+			}
+			e, err := events.Decode(msg.Data())
+			if err != nil {
+				continue // not one of ours
+			}
+			if f.Match(e) {
+				if err := emit(e, msg.Data(), nil); err != nil {
+					return err
+				}
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("read stream %s: no message within 5s while %d were pending", cfg.Stream, left)
+		}
+	}
+	return nil
+}
