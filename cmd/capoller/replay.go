@@ -318,17 +318,22 @@ type historyCursor struct {
 	after string
 	page  []checkpoint.HistoryCommit
 	done  bool
+	// pageSize is how many commits a read asks for.
+	pageSize int64
 }
 
-const historyPage = 200 // commits per read: up to 200,000 transitions with Redis's batches of 1000
+// historyPage is how many commits a cursor reads at once: together the
+// cursors hold about 64 commits (64,000 transitions at most, with Redis's
+// batches of 1000), and at least one each, the head of the merge.
+func historyPage(shards int) int64 { return int64(min(8, max(1, 64/max(shards, 1)))) }
 
 func (c *historyCursor) head(ctx context.Context, h historyReader) (*checkpoint.HistoryCommit, error) {
 	if len(c.page) == 0 && !c.done {
-		page, err := h.Commits(ctx, c.shard, c.after, historyPage)
+		page, err := h.Commits(ctx, c.shard, c.after, c.pageSize)
 		if err != nil {
 			return nil, err
 		}
-		c.page, c.done = page, len(page) < historyPage
+		c.page, c.done = page, int64(len(page)) < c.pageSize
 		if len(page) > 0 {
 			c.after = page[len(page)-1].ID
 		}
@@ -363,7 +368,7 @@ func replayHistory(ctx context.Context, h historyReader, f events.Filter, emit f
 	}
 	cursors := make([]*historyCursor, len(shards))
 	for i, s := range shards {
-		cursors[i] = &historyCursor{shard: s, after: after}
+		cursors[i] = &historyCursor{shard: s, after: after, pageSize: historyPage(len(shards))}
 	}
 	for {
 		var next *historyCursor
@@ -389,6 +394,7 @@ func replayHistory(ctx context.Context, h historyReader, f events.Filter, emit f
 				}
 			}
 		}
+		next.page[0] = checkpoint.HistoryCommit{} // its transitions can go
 		next.page = next.page[1:]
 	}
 }
