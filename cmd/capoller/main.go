@@ -5,6 +5,7 @@
 //	capoller demo     everything in one process, nothing to install
 //	capoller status   the group: replicas, shard owners, leases, last cycles
 //	capoller replay   audit history from the checkpoints or the stream
+//	capoller watch    follow the live events at a terminal
 //	capoller bench    measure strategies against the emulator
 //	capoller version  print the version
 //
@@ -36,6 +37,7 @@ commands:
   demo     run the whole system in one process: emulator, NATS, poller
   status   print the group's replicas and shards: owners, leases, last cycles and errors
   replay   print history: a time window's events (JSON lines, CSV, re-publish), or every record's state at a moment
+  watch    follow the live events, one line each, coloured by status on a terminal
   bench    size capoller: API calls, latency, throughput and memory per strategy
   version  print the version
 
@@ -60,6 +62,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return statusCommand(ctx, args[1:], stdout, stderr)
 	case "replay":
 		return replayCommand(ctx, args[1:], stdout, stderr)
+	case "watch":
+		return watchCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher/events"
+)
+
+// watchCommand follows the live stream and prints one line per
+// transition, for people at a terminal: coloured by status on a
+// terminal, plain when piped or when NO_COLOR is set.
+func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("capoller watch", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var since, color string
+	var accounts, sources, regions, invocations, instances, commands, levels, statuses string
+	fs.StringVar(&since, "since", "", "start in the past: a duration ago (10m), an RFC 3339 time, or a stream sequence (#1234 or 1234); default: new events only")
+	fs.StringVar(&color, "color", "auto", "auto (on a terminal, unless NO_COLOR is set), always or never")
+	fs.StringVar(&accounts, "account", "", "comma-separated accounts")
+	fs.StringVar(&sources, "source", "", "comma-separated sources: ecs, swas")
+	fs.StringVar(&regions, "region", "", "comma-separated regions")
+	fs.StringVar(&invocations, "invocation", "", "comma-separated invocation ids")
+	fs.StringVar(&instances, "instance", "", "comma-separated instance ids")
+	fs.StringVar(&commands, "command", "", "comma-separated command ids or names")
+	fs.StringVar(&levels, "level", "", "invocation or instance")
+	fs.StringVar(&statuses, "status", "", "comma-separated statuses, any case (failed,timeout)")
+	cfg, err := loadConfig(fs, args, os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	usageErr := func(err error) int {
+		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
+		return 2
+	}
+	if err != nil {
+		return usageErr(fmt.Errorf("configuration: %w", err))
+	}
+	f := events.Filter{Accounts: splitList(accounts), Sources: splitList(sources), Regions: splitList(regions),
+		Invocations: splitList(invocations), Instances: splitList(instances), Commands: splitList(commands)}
+	for _, l := range splitList(levels) {
+		if l != string(events.LevelInvocation) && l != string(events.LevelInstance) {
+			return usageErr(fmt.Errorf("--level %q: want invocation or instance", l))
+		}
+		f.Levels = append(f.Levels, events.Level(l))
+	}
+	for _, s := range splitList(statuses) {
+		f.Statuses = append(f.Statuses, diff.NormalizeStatus(s))
+	}
+	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.Subject(cfg.SubjectPrefix)}, DeliverPolicy: jetstream.DeliverNewPolicy}
+	if err := startAt(&occ, since, time.Now()); err != nil {
+		return usageErr(fmt.Errorf("--since: %w", err))
+	}
+	var colored bool
+	switch color {
+	case "always":
+		colored = true
+	case "never":
+	case "auto":
+		colored = os.Getenv("NO_COLOR") == "" && isTerminal(stdout)
+	default:
+		return usageErr(fmt.Errorf("--color %q: want auto, always or never", color))
+	}
+
+	nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller watch"), nats.MaxReconnects(-1))
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller watch: connect to NATS at %s: %v\n", redactURL(cfg.NATSURL), withoutURL(err))
+		return 1
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
+		return 1
+	}
+	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller watch: follow stream %s: %v\n", cfg.Stream, err)
+		return 1
+	}
+	msgs, err := cons.Messages()
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller watch: follow stream %s: %v\n", cfg.Stream, err)
+		return 1
+	}
+	go func() { <-ctx.Done(); msgs.Stop() }()
+	for {
+		msg, err := msgs.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return 0
+			}
+			fmt.Fprintf(stderr, "capoller watch: %v\n", err)
+			return 1
+		}
+		e, err := events.Decode(msg.Data())
+		if err != nil || !f.Match(e) {
+			continue
+		}
+		if _, err := io.WriteString(stdout, watchLine(e, colored)); err != nil {
+			return 1 // the reader went away (a closed pipe)
+		}
+	}
+}
+
+// startAt sets where a watch starts: a duration ago, a time, or a stream
+// sequence; "" is new events only.
+func startAt(occ *jetstream.OrderedConsumerConfig, since string, now time.Time) error {
+	if since == "" {
+		return nil
+	}
+	if seq, err := strconv.ParseUint(strings.TrimPrefix(since, "#"), 10, 64); err == nil {
+		if seq == 0 {
+			return errors.New("stream sequences start at 1")
+		}
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq
+		return nil
+	}
+	at, err := parseMoment(since, now)
+	if err != nil {
+		return fmt.Errorf("%w, or a stream sequence (#1234)", err)
+	}
+	occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &at
+	return nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// watchLine is one transition as a line:
+//
+//	03:00:05  Failed        prod/ecs/cn-hangzhou  t-1/i-1 run 1  deploy  Running→Failed  exit 2  CommandFailed: No such file
+func watchLine(e events.Event, colored bool) string {
+	d := e.Data
+	var b strings.Builder
+	at := d.Observed()
+	if at.IsZero() {
+		at = e.Time
+	}
+	b.WriteString(at.UTC().Format("2006-01-02 15:04:05"))
+	b.WriteString("  ")
+	status := fmt.Sprintf("%-13s", oneLine(string(d.Status), 40))
+	if c := statusColor(d.Status); colored && c != "" {
+		status = c + status + "\x1b[0m"
+	}
+	b.WriteString(status)
+	fmt.Fprintf(&b, " %s/%s/%s  %s", oneLine(d.Account, 64), oneLine(d.Source, 16), oneLine(d.RegionID, 64), oneLine(d.InvokeID, 128))
+	if d.InstanceID != "" {
+		b.WriteString("/" + oneLine(d.InstanceID, 128))
+		if d.Repeats != nil && *d.Repeats > 0 {
+			fmt.Fprintf(&b, " run %d", *d.Repeats)
+		}
+	}
+	name := d.CommandName
+	if name == "" {
+		name = d.CommandID
+	}
+	if name != "" {
+		b.WriteString("  " + oneLine(name, 40))
+	}
+	prev := oneLine(string(d.PreviousStatus), 40)
+	if prev == "" {
+		prev = "new"
+	}
+	fmt.Fprintf(&b, "  %s→%s", prev, oneLine(string(d.Status), 40))
+	if d.ExitCode != nil && d.Status.Terminal() {
+		fmt.Fprintf(&b, "  exit %d", *d.ExitCode)
+	}
+	if d.ErrorCode != "" || d.ErrorInfo != "" {
+		b.WriteString("  " + oneLine(strings.TrimPrefix(d.ErrorCode+": "+d.ErrorInfo, ": "), 100))
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// oneLine is the first line of s, without control characters (which
+// could drive the terminal), cut to max runes.
+func oneLine(s string, max int) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return -1
+		}
+		return r
+	}, strings.TrimSuffix(s, "\r"))
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return s
+}
+
+// statusColor is the ANSI colour of a status: red for failures, green for
+// success, yellow while it runs, grey for the stopped ones.
+func statusColor(s events.Status) string {
+	switch s {
+	case events.Failed, events.PartialFailed, events.Error, events.Timeout, events.Aborted, events.Invalid:
+		return "\x1b[31m"
+	case events.Success, events.Finished:
+		return "\x1b[32m"
+	case events.Pending, events.Scheduled, events.Running, events.Stopping:
+		return "\x1b[33m"
+	case events.Stopped, events.Cancelled, events.Terminated:
+		return "\x1b[90m"
+	}
+	return ""
+}
