@@ -37,6 +37,9 @@ type KVOptions struct {
 	// OpenOnly opens an existing bucket and never creates one (for
 	// readers such as capoller status).
 	OpenOnly bool
+	// HistoryMaxAge is how long a commit stays in the history; default
+	// 30 days (the API's own retention), negative keeps any age.
+	HistoryMaxAge time.Duration
 	// Logger hears of records skipped while migrating from the first
 	// layout; default no-op.
 	Logger *zap.Logger
@@ -56,6 +59,7 @@ const kvSegments = 64
 //	<account>.<source>.<region>.outbox   the header of the batch being published (see kvOutbox)
 //	<account>.<source>.<region>.lease    JSON: the shard's lease (see lease_kv.go)
 //	<account>.<source>.<region>.status   JSON: the owner's last report of the shard
+//	<account>.<source>.<region>.h.…      the history: one value per commit (see history_kv.go)
 //	group.members                        JSON: replica id -> member
 //
 // A commit is a compare-and-set on the revision of every segment it
@@ -79,15 +83,20 @@ const kvSegments = 64
 // its batches under its own token (see kvOutbox), which a stale owner's
 // writes cannot reach.
 type KV struct {
-	kv         jetstream.KeyValue
-	log        *zap.Logger
-	maxPayload int64 // the server's, when the store was opened
+	kv            jetstream.KeyValue
+	stream        jetstream.Stream // the bucket's, for the history
+	bucket        string
+	historyMaxAge time.Duration
+	log           *zap.Logger
+	maxPayload    int64 // the server's, when the store was opened
 
 	mu     sync.Mutex
 	shards map[diff.Shard]*kvShard
 	fences map[diff.Shard]uint64 // the token this process's writes of a shard carry; absent = unfenced
 	owned  map[diff.Shard]uint64 // the token under which this process took a shard over
-	zips   sync.Pool             // *gzip.Writer: each holds about a megabyte of tables
+	// trimmed is when a shard's history was last trimmed by age.
+	trimmed map[diff.Shard]time.Time
+	zips    sync.Pool // *gzip.Writer: each holds about a megabyte of tables
 }
 
 // kvShard is the in-memory copy of one shard.
@@ -134,8 +143,15 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 				zap.String("bucket", opts.Bucket), zap.Int("replicas", bs.StreamInfo().Config.Replicas), zap.Int("configured", opts.Replicas))
 		}
 	}
-	return &KV{kv: kv, log: opts.Logger, maxPayload: js.Conn().MaxPayload(), shards: map[diff.Shard]*kvShard{},
-		fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}}, nil
+	stream, err := js.Stream(ctx, "KV_"+opts.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: open the stream of key-value bucket %s: %w", opts.Bucket, err)
+	}
+	if opts.HistoryMaxAge == 0 {
+		opts.HistoryMaxAge = 30 * 24 * time.Hour
+	}
+	return &KV{kv: kv, stream: stream, bucket: opts.Bucket, historyMaxAge: opts.HistoryMaxAge, log: opts.Logger, maxPayload: js.Conn().MaxPayload(),
+		shards: map[diff.Shard]*kvShard{}, fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}, trimmed: map[diff.Shard]time.Time{}}, nil
 }
 
 func kvKey(s diff.Shard, parts ...string) string {
@@ -800,10 +816,10 @@ func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, e
 
 // Commit writes the segments the updates fall in, each with a
 // compare-and-set on the revision this store last saw, then clears the
-// staged batch if it carries transitions (only such a batch is staged).
-// Transitions are not kept here: in the embedded mode the
-// event stream itself is the history. Should a commit stop half way, the
-// staged batch it clears last finishes it on the next cycle. Fenced, the
+// staged batch if it carries transitions (only such a batch is staged),
+// having written them to the history first (see history_kv.go). Should a
+// commit stop half way, the staged batch it clears last finishes it on
+// the next cycle. Fenced, the
 // header is cleared with a compare-and-set, not purged, so that a stale
 // owner's clear fails too.
 func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
@@ -862,6 +878,11 @@ func (k *KV) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update
 	}
 	if err := g.Wait(); err != nil {
 		return err
+	}
+	if len(transitions) > 0 {
+		if err := k.appendHistory(ctx, shard, transitions); err != nil {
+			return err
+		}
 	}
 	if s.token == 0 {
 		if len(transitions) == 0 {

@@ -176,17 +176,23 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 		}
 		return finish()
 	}
-	if cfg.Checkpoint == "natskv" {
-		return errors.New("the JetStream KV checkpoint keeps no history yet: use --from-stream, or --checkpoint redis")
-	}
-	rs, closeStore, err := openStore(ctx, cfg, zap.NewNop(), nil, nil)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	h, ok := rs.(historyReader)
-	if !ok {
-		return errors.New("this checkpoint store keeps no history")
+	var h historyReader
+	if cfg.Checkpoint == "natskv" { // a reader: the bucket is opened, never created
+		kv, err := checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
+		if err != nil {
+			return err
+		}
+		h = kv
+	} else {
+		rs, closeStore, err := openStore(ctx, cfg, zap.NewNop(), nil, nil)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		var ok bool
+		if h, ok = rs.(historyReader); !ok {
+			return errors.New("this checkpoint store keeps no history")
+		}
 	}
 	if !o.at.IsZero() {
 		return replayAt(ctx, h, o.filter, o.at, o.format, w)

@@ -1,0 +1,230 @@
+package checkpoint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/diff"
+)
+
+// The KV store's history: each commit with transitions writes them, in
+// the encoding of a staged batch, as
+//
+//	<account>.<source>.<region>.h.<batch>.<i>.<n>   part i of n (n > 1 only for a batch above a value's limit)
+//
+// where <batch> is a hash of the batch's event ids. It is written after
+// the states and before the staged batch is cleared, so a commit that
+// stops half way is finished by the next cycle (which finishes the staged
+// batch) and writes the same values again: history and states end up
+// agreeing, and a batch is never in the history twice. The bucket's
+// stream keeps the latest value of each key in the order written, which
+// is the order of the commits; commits older than the age limit are
+// purged from it, at most once an hour per shard. (Retention by count is
+// the Redis store's only.)
+
+// historyTrimEvery is how often a shard's history is trimmed by age.
+const historyTrimEvery = time.Hour
+
+func batchKey(ts []diff.Transition) string {
+	h := sha256.New()
+	for _, t := range ts {
+		h.Write([]byte(t.ID))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// appendHistory writes a commit's transitions to the shard's history.
+func (k *KV) appendHistory(ctx context.Context, shard diff.Shard, ts []diff.Transition) error {
+	data := encodeBatch(diff.Result{Transitions: ts})
+	size := k.outboxChunk()
+	n := max(1, (len(data)+size-1)/size)
+	k.trimHistory(ctx, shard) // first: what this commit writes is never old
+	key := batchKey(ts)
+	for i := range n {
+		part := data[i*size : min((i+1)*size, len(data))]
+		if _, err := k.kv.Put(ctx, kvKey(shard, "h", key, strconv.Itoa(i), strconv.Itoa(n)), part); err != nil {
+			return fmt.Errorf("checkpoint: write the history of %s in key-value: %w", shard, err)
+		}
+	}
+	return nil
+}
+
+// historySubject is the subject, in the bucket's stream, of a shard's
+// history values (all shards' with nil).
+func (k *KV) historySubject(shard *diff.Shard) string {
+	if shard == nil {
+		return "$KV." + k.bucket + ".*.*.*.h.>"
+	}
+	return "$KV." + k.bucket + "." + kvKey(*shard, "h") + ".>"
+}
+
+// trimHistory deletes the shard's commits older than the age limit, if it
+// was not trimmed within the hour. It is tidying: a failure is logged.
+func (k *KV) trimHistory(ctx context.Context, shard diff.Shard) {
+	if k.historyMaxAge <= 0 {
+		return
+	}
+	now := time.Now()
+	k.mu.Lock()
+	due := now.Sub(k.trimmed[shard]) >= historyTrimEvery
+	if due {
+		k.trimmed[shard] = now
+	}
+	k.mu.Unlock()
+	if !due {
+		return
+	}
+	cutoff := now.Add(-k.historyMaxAge)
+	err := k.readHistory(ctx, shard, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		if !meta.Timestamp.Before(cutoff) {
+			return false, nil
+		}
+		// A purge of the value's subject leaves no marker behind (the
+		// bucket's stream denies deleting single messages).
+		return true, k.stream.Purge(ctx, jetstream.WithPurgeSubject(msg.Subject()))
+	})
+	if err != nil {
+		k.log.Warn("could not trim the history of a shard", zap.Stringer("shard", shard), zap.Error(err))
+	}
+}
+
+// readHistory reads a shard's history values in stream order from
+// where occ says, while each returns true, until none is left.
+func (k *KV) readHistory(ctx context.Context, shard diff.Shard, occ jetstream.OrderedConsumerConfig, each func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error)) error {
+	occ.FilterSubjects = []string{k.historySubject(&shard)}
+	cons, err := k.stream.OrderedConsumer(ctx, occ)
+	if err != nil {
+		return err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return err
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			left = meta.NumPending
+			if op := msg.Headers().Get("KV-Operation"); op != "" { // a delete or purge marker
+				continue
+			}
+			more, err := each(msg, meta)
+			if err != nil || !more {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return err
+		}
+		if got == 0 {
+			return fmt.Errorf("no history value within 5s while %d were pending", left)
+		}
+	}
+	return nil
+}
+
+// Commits returns up to count commits of a shard's history, oldest first,
+// after the id after ("" from the beginning, a bare Unix millisecond time
+// from that time on). Ids are "<ms>-<stream sequence>", ordered as
+// Redis's stream ids are.
+func (k *KV) Commits(ctx context.Context, shard diff.Shard, after string, count int64) ([]HistoryCommit, error) {
+	shard = shard.Canonical()
+	occ := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if _, seq, ok := strings.Cut(after, "-"); ok {
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: history position %q of %s: %w", after, shard, err)
+		}
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, n+1
+	} else if after != "" && after != "0" {
+		n, err := strconv.ParseInt(after, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: history position %q of %s: %w", after, shard, err)
+		}
+		from := time.UnixMilli(n)
+		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	}
+	prefix := "$KV." + k.bucket + "." + kvKey(shard, "h") + "."
+	type partial struct{ parts [][]byte }
+	pending := map[string]*partial{}
+	var out []HistoryCommit
+	err := k.readHistory(ctx, shard, occ, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		fields := strings.Split(strings.TrimPrefix(msg.Subject(), prefix), ".")
+		if len(fields) != 3 {
+			return true, nil // not a history value
+		}
+		i, err1 := strconv.Atoi(fields[1])
+		n, err2 := strconv.Atoi(fields[2])
+		if err1 != nil || err2 != nil || n < 1 || n > maxOutboxChunks || i < 0 || i >= n {
+			return false, fmt.Errorf("%w: history value %s", ErrCorrupt, msg.Subject())
+		}
+		p := pending[fields[0]]
+		if p == nil {
+			p = &partial{parts: make([][]byte, n)}
+			pending[fields[0]] = p
+		}
+		if len(p.parts) != n {
+			return false, fmt.Errorf("%w: history value %s", ErrCorrupt, msg.Subject())
+		}
+		p.parts[i] = slices.Clone(msg.Data())
+		for _, part := range p.parts {
+			if part == nil {
+				return true, nil // more parts to come
+			}
+		}
+		delete(pending, fields[0])
+		b, err := decodeBatch(slices.Concat(p.parts...))
+		if err != nil {
+			return false, fmt.Errorf("checkpoint: %s history value %s: %w", shard, msg.Subject(), err)
+		}
+		b = ofShard(b, shard)
+		out = append(out, HistoryCommit{ID: fmt.Sprintf("%d-%d", meta.Timestamp.UnixMilli(), meta.Sequence.Stream),
+			At: meta.Timestamp.UTC(), Transitions: b.Transitions})
+		return int64(len(out)) < count, nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("checkpoint: read the history of %s: %w", shard, err)
+	}
+	return out, nil
+}
+
+// HistoryShards lists the shards that have a history in the bucket,
+// whether or not a poller runs them still, in the order of their ids.
+func (k *KV) HistoryShards(ctx context.Context) ([]diff.Shard, error) {
+	info, err := k.stream.Info(ctx, jetstream.WithSubjectFilter(k.historySubject(nil)))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: list the shards with a history: %w", err)
+	}
+	found := map[diff.Shard]bool{}
+	for subject := range info.State.Subjects {
+		parts := strings.Split(strings.TrimPrefix(subject, "$KV."+k.bucket+"."), ".")
+		if len(parts) >= 4 && parts[3] == "h" {
+			found[diff.Shard{Account: parts[0], Source: diff.Source(parts[1]), Region: parts[2]}] = true
+		}
+	}
+	out := make([]diff.Shard, 0, len(found))
+	for s := range found {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	return out, nil
+}
