@@ -210,3 +210,9 @@ func (e *env) consumerState(t *testing.T) (pending uint64, ackPending int) {
 	}
 	return info.NumPending, info.NumAckPending
 }
+
+func httptestRecorder(n *notify.Notifier) string {
+	rec := httptest.NewRecorder()
+	n.Metrics().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
+}

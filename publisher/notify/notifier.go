@@ -470,7 +470,6 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			}
 		}
 		now := o.n.now()
-		o.lim.record(now)
 		attempts++
 		req, err := w.build(p, now)
 		if err == nil {
@@ -478,6 +477,10 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			// cut short, the webhook might have taken it all the same.
 			err = w.post(context.WithoutCancel(ctx), o.n.http, req, now)
 		}
+		// The post counts from when it ended: the service saw it
+		// somewhere between its start and its end, so the next window
+		// can only open later than the service's own.
+		o.lim.record(o.n.now())
 		if err == nil {
 			o.n.metrics.hook(w, func(h *hookMetrics) {
 				h.sent++
