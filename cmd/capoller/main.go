@@ -5,6 +5,7 @@
 //	capoller demo     everything in one process, nothing to install
 //	capoller status   the group: replicas, shard owners, leases, last cycles
 //	capoller bench    measure strategies against the emulator
+//	capoller notify   chat messages for failed invocations
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -35,6 +36,7 @@ commands:
   demo     run the whole system in one process: emulator, NATS, poller
   status   print the group's replicas and shards: owners, leases, last cycles and errors
   bench    size capoller: API calls, latency, throughput and memory per strategy
+  notify   post one chat message per failing invocation (DingTalk, Slack, Feishu, webhooks)
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -56,6 +58,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCommand(ctx, args[1:], stdout, stderr)
+	case "notify":
+		return notifyCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -8,6 +8,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// ErrConsumerConflict marks an existing durable consumer that notify
+// cannot use as it is (another filter or ack policy).
+var ErrConsumerConflict = errors.New("the durable consumer exists with another configuration")
+
 // ConsumerOptions names the durable consumer notify reads through.
 type ConsumerOptions struct {
 	Stream, SubjectPrefix, Durable string
@@ -47,8 +51,8 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptio
 	}
 	have := existing.CachedInfo().Config
 	if have.FilterSubject != cfg.FilterSubject || have.AckPolicy != cfg.AckPolicy {
-		return nil, fmt.Errorf("notify: consumer %s on stream %s filters %q with ack policy %v, not %q with explicit acks: use another --durable",
-			o.Durable, o.Stream, have.FilterSubject, have.AckPolicy, cfg.FilterSubject)
+		return nil, fmt.Errorf("notify: %w: consumer %s on stream %s filters %q with ack policy %v, not %q with explicit acks: use another durable name",
+			ErrConsumerConflict, o.Durable, o.Stream, have.FilterSubject, have.AckPolicy, cfg.FilterSubject)
 	}
 	if have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending {
 		return existing, nil
