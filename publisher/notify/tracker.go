@@ -36,6 +36,7 @@ type tracker struct {
 	done    *idSet
 	ackWait time.Duration
 	metrics *Metrics
+	swept   time.Time // the last progress pass
 }
 
 func newTracker(ackWait time.Duration, m *Metrics) *tracker {
@@ -68,6 +69,10 @@ func (t *tracker) hold(id string, msg Msg, now time.Time) (h *held, known bool) 
 func (t *tracker) progress(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now.Sub(t.swept) < t.ackWait/6 {
+		return // a pass looks at every held event: not on every fetch
+	}
+	t.swept = now
 	for _, h := range t.held {
 		if now.Sub(h.progressed) >= t.ackWait/3 {
 			for _, m := range h.msgs {
