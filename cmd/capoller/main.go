@@ -7,6 +7,7 @@
 //	capoller replay   audit history from the checkpoints or the stream
 //	capoller watch    follow the live events at a terminal
 //	capoller bench    measure strategies against the emulator
+//	capoller notify   chat messages for failed invocations
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -39,6 +40,7 @@ commands:
   replay   print history: a time window's events (JSON lines, CSV, re-publish), or every record's state at a moment
   watch    follow the live events, one line each, coloured by status on a terminal
   bench    size capoller: API calls, latency, throughput and memory per strategy
+  notify   post one chat message per failing invocation (DingTalk, Slack, Feishu, webhooks)
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -64,6 +66,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return replayCommand(ctx, args[1:], stdout, stderr)
 	case "watch":
 		return watchCommand(ctx, args[1:], stdout, stderr)
+	case "notify":
+		return notifyCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

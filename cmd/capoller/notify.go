@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/notify"
+)
+
+type notifyOptions struct {
+	config, natsURL, stream, prefix, durable, dead, metricsAddr, logFormat string
+}
+
+// notifyCommand runs "capoller notify": a durable JetStream consumer that
+// posts one chat message per failing invocation (see package notify).
+func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("capoller notify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o notifyOptions
+	fs.StringVar(&o.config, "config", "", "notify YAML file: webhooks, rules, grouping (required)")
+	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated")
+	fs.StringVar(&o.stream, "stream", "CAPOLLER", "the JetStream stream of capoller's events")
+	fs.StringVar(&o.prefix, "subject-prefix", "capoller", "the events' subject prefix")
+	fs.StringVar(&o.durable, "durable", "capoller-notify", "the durable consumer's name; replicas sharing it share the work")
+	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this address (empty: off)")
+	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if o.dead == "" {
+		o.dead = o.prefix + "-notify.dead"
+	}
+	settings, err := o.check()
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller notify: configuration: %v\n", err)
+		return 2
+	}
+	log, err := newLogger(o.logFormat, "info", stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller notify: %v\n", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+	if err := runNotify(ctx, o, settings, log); err != nil {
+		if errors.As(err, new(configError)) {
+			fmt.Fprintf(stderr, "capoller notify: configuration: %v\n", err)
+			return 2
+		}
+		log.Error("capoller notify stopped", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+func (o notifyOptions) check() (*notify.Settings, error) {
+	if o.config == "" {
+		return nil, errors.New("--config: required")
+	}
+	if err := checkNATSURL(o.natsURL); err != nil {
+		return nil, err
+	}
+	if err := publisher.ValidStreamName(o.stream); err != nil {
+		return nil, err
+	}
+	if err := publisher.ValidPrefix(o.prefix); err != nil {
+		return nil, err
+	}
+	if err := publisher.ValidStreamName(o.durable); err != nil {
+		return nil, fmt.Errorf("--durable: %w", err)
+	}
+	if o.logFormat != "json" && o.logFormat != "console" {
+		return nil, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
+	}
+	raw, err := os.ReadFile(o.config)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return notify.ParseConfig(raw, os.Getenv, os.ReadFile)
+}
+
+func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *zap.Logger) error {
+	metricsLn, err := listenMetrics(o.metricsAddr)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer func() { _ = metricsLn.Close() }()
+	}
+	nc, err := nats.Connect(o.natsURL, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(o.natsURL), withoutURL(err))
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	var cons jetstream.Consumer
+	if err := retry(ctx, log, "set up the durable consumer", func() (err error) {
+		cons, err = notify.EnsureConsumer(ctx, js, notify.ConsumerOptions{Stream: o.stream, SubjectPrefix: o.prefix, Durable: o.durable, Settings: s})
+		if errors.Is(err, notify.ErrConsumerConflict) {
+			return backoff.Permanent(configError{err})
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	var dead *notify.NATSDeadLetter
+	if err := retry(ctx, log, "look up the dead-letter subject", func() (err error) {
+		dead, err = notify.NewNATSDeadLetter(ctx, nc, js, o.dead)
+		return err
+	}); err != nil {
+		return err
+	}
+	n, err := notify.New(notify.Options{Settings: s, Logger: log, DeadLetter: dead})
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", n.Metrics())
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+			if !nc.IsConnected() {
+				http.Error(w, "NATS disconnected", http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(metricsLn) }()
+		defer func() { _ = srv.Close() }()
+	}
+	dlStream := dead.Stream()
+	if dlStream == "" {
+		dlStream = "(none: core NATS)"
+	}
+	hooks := make([]string, 0, len(s.Webhooks))
+	for _, w := range s.Webhooks {
+		hooks = append(hooks, w.String())
+	}
+	log.Info("capoller notify running", zap.String("nats", redactURL(o.natsURL)), zap.String("stream", o.stream), zap.String("durable", o.durable),
+		zap.Strings("webhooks", hooks), zap.Int("rules", len(s.Rules)), zap.String("dead_letter_subject", o.dead), zap.String("dead_letter_stream", dlStream))
+	err = n.Run(ctx, cons)
+	if derr := nc.Drain(); derr != nil {
+		log.Warn("draining the NATS connection", zap.Error(derr))
+	}
+	return err
+}
