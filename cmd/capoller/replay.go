@@ -166,11 +166,11 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 	}
 	w := bufio.NewWriterSize(stdout, 256<<10)
 	defer w.Flush()
-	out, finish, err := replayOutput(ctx, o, js, w)
-	if err != nil {
-		return err
-	}
 	if o.fromStream {
+		out, finish, err := replayOutput(ctx, o, js, w)
+		if err != nil {
+			return err
+		}
 		if err := replayStream(ctx, js, cfg, o.filter, out); err != nil {
 			return err
 		}
@@ -196,6 +196,10 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 	}
 	if !o.at.IsZero() {
 		return replayAt(ctx, h, o.filter, o.at, o.format, w)
+	}
+	out, finish, err := replayOutput(ctx, o, js, w)
+	if err != nil {
+		return err
 	}
 	if err := replayHistory(ctx, h, o.filter, out); err != nil {
 		return err

@@ -177,6 +177,10 @@ func TestReplayMatchesTheStreamAndTheTruth(t *testing.T) {
 		}
 		got[diff.Key{InvokeID: s.InvokeID, InstanceID: s.InstanceID}] = s
 	}
+	if csvAt := replayCLI(t, g, "--at", quiet.Format(time.RFC3339Nano), "--format", "csv"); !strings.HasPrefix(csvAt, "account,source,regionId,") ||
+		strings.Count(csvAt, "\n") != len(got)+1 {
+		t.Errorf("--at as CSV: %d lines, want a header and %d:\n%.300s", strings.Count(csvAt, "\n"), len(got), csvAt)
+	}
 	checked := 0
 	for k, entries := range truthAtQuiet {
 		want := trueStatusAt(entries, quiet)
