@@ -198,9 +198,12 @@ func TestSetupStreamAcceptsACoveringWildcard(t *testing.T) {
 		{[]string{">"}, true},                                // refused: no acknowledgements
 	} {
 		stream := "ALL" + string(rune('A'+i))
-		if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: tc.subjects, Duplicates: time.Hour, NoAck: tc.noAck}); err != nil {
-			t.Fatal(err)
-		}
+		// Right after the previous case's stream was deleted the server may
+		// still be removing its store, and refuse to create one (10049).
+		testenv.WaitFor(t, 10*time.Second, "the stream to be created", func() error {
+			_, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: tc.subjects, Duplicates: time.Hour, NoAck: tc.noAck})
+			return err
+		})
 		pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: "capoller.events"})
 		if err != nil {
 			t.Fatal(err)

@@ -52,20 +52,12 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	var o replayOptions
 	var from, until, at string
-	var accounts, sources, regions, invocations, instances, commands, levels, statuses string
 	fs.BoolVar(&o.fromStream, "from-stream", false, "read the JetStream stream instead of the checkpoints' history")
 	fs.StringVar(&from, "from", "", "the first moment: RFC 3339 (2026-12-01T03:00:00Z) or a duration ago (10m)")
 	fs.StringVar(&from, "since", "", "the same as --from")
 	fs.StringVar(&until, "until", "", "the moment after the last event (same forms as --from); default now")
 	fs.StringVar(&at, "at", "", "print every record's state at this moment instead of events (same forms as --from)")
-	fs.StringVar(&accounts, "account", "", "comma-separated accounts")
-	fs.StringVar(&sources, "source", "", "comma-separated sources: ecs, swas")
-	fs.StringVar(&regions, "region", "", "comma-separated regions")
-	fs.StringVar(&invocations, "invocation", "", "comma-separated invocation ids")
-	fs.StringVar(&instances, "instance", "", "comma-separated instance ids")
-	fs.StringVar(&commands, "command", "", "comma-separated command ids or names")
-	fs.StringVar(&levels, "level", "", "invocation or instance")
-	fs.StringVar(&statuses, "status", "", "comma-separated statuses, any case (failed,timeout)")
+	ff := addFilterFlags(fs)
 	fs.StringVar(&o.format, "format", "json", "json (CloudEvents JSON lines), csv, or publish (re-publish under --replay-prefix)")
 	fs.StringVar(&o.replayPrefix, "replay-prefix", "", "subject prefix of a re-publish; default <subject-prefix>-replay")
 	fs.StringVar(&o.replayStream, "replay-stream", "", "stream a re-publish goes to, created if missing; default <stream>_REPLAY")
@@ -80,6 +72,9 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return usageErr(fmt.Errorf("configuration: %w", err))
 	}
+	if o.filter, err = ff.filter(); err != nil {
+		return usageErr(err)
+	}
 	now := time.Now()
 	if o.filter.From, err = parseMoment(from, now); err != nil {
 		return usageErr(fmt.Errorf("--from: %w", err))
@@ -91,17 +86,6 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return usageErr(fmt.Errorf("--at: %w", err))
 	}
 	f := &o.filter
-	f.Accounts, f.Sources, f.Regions = splitList(accounts), splitList(sources), splitList(regions)
-	f.Invocations, f.Instances, f.Commands = splitList(invocations), splitList(instances), splitList(commands)
-	for _, l := range splitList(levels) {
-		if l != string(events.LevelInvocation) && l != string(events.LevelInstance) {
-			return usageErr(fmt.Errorf("--level %q: want invocation or instance", l))
-		}
-		f.Levels = append(f.Levels, events.Level(l))
-	}
-	for _, s := range splitList(statuses) {
-		f.Statuses = append(f.Statuses, diff.NormalizeStatus(s))
-	}
 	switch {
 	case o.format != "json" && o.format != "csv" && o.format != "publish":
 		return usageErr(fmt.Errorf("--format %q: want json, csv or publish", o.format))
@@ -140,6 +124,40 @@ func parseMoment(v string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q: want RFC 3339 (2026-12-01T03:00:00Z) or a duration ago (10m)", v)
 	}
 	return t, nil
+}
+
+// filterFlags are the event filters replay and watch share.
+type filterFlags struct {
+	accounts, sources, regions, invocations, instances, commands, levels, statuses string
+}
+
+func addFilterFlags(fs *flag.FlagSet) *filterFlags {
+	ff := &filterFlags{}
+	fs.StringVar(&ff.accounts, "account", "", "comma-separated accounts")
+	fs.StringVar(&ff.sources, "source", "", "comma-separated sources: ecs, swas")
+	fs.StringVar(&ff.regions, "region", "", "comma-separated regions")
+	fs.StringVar(&ff.invocations, "invocation", "", "comma-separated invocation ids")
+	fs.StringVar(&ff.instances, "instance", "", "comma-separated instance ids")
+	fs.StringVar(&ff.commands, "command", "", "comma-separated command ids or names")
+	fs.StringVar(&ff.levels, "level", "", "invocation or instance")
+	fs.StringVar(&ff.statuses, "status", "", "comma-separated statuses, any case (failed,timeout)")
+	return ff
+}
+
+// filter is the filter the flags set, times apart.
+func (ff *filterFlags) filter() (events.Filter, error) {
+	f := events.Filter{Accounts: splitList(ff.accounts), Sources: splitList(ff.sources), Regions: splitList(ff.regions),
+		Invocations: splitList(ff.invocations), Instances: splitList(ff.instances), Commands: splitList(ff.commands)}
+	for _, l := range splitList(ff.levels) {
+		if l != string(events.LevelInvocation) && l != string(events.LevelInstance) {
+			return f, fmt.Errorf("--level %q: want invocation or instance", l)
+		}
+		f.Levels = append(f.Levels, events.Level(l))
+	}
+	for _, s := range splitList(ff.statuses) {
+		f.Statuses = append(f.Statuses, diff.NormalizeStatus(s))
+	}
+	return f, nil
 }
 
 func splitList(v string) []string {

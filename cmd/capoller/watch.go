@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/publisher/events"
 )
 
@@ -25,17 +24,9 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("capoller watch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var since, color string
-	var accounts, sources, regions, invocations, instances, commands, levels, statuses string
 	fs.StringVar(&since, "since", "", "start in the past: a duration ago (10m), an RFC 3339 time, or a stream sequence (#1234 or 1234); default: new events only")
 	fs.StringVar(&color, "color", "auto", "auto (on a terminal, unless NO_COLOR is set), always or never")
-	fs.StringVar(&accounts, "account", "", "comma-separated accounts")
-	fs.StringVar(&sources, "source", "", "comma-separated sources: ecs, swas")
-	fs.StringVar(&regions, "region", "", "comma-separated regions")
-	fs.StringVar(&invocations, "invocation", "", "comma-separated invocation ids")
-	fs.StringVar(&instances, "instance", "", "comma-separated instance ids")
-	fs.StringVar(&commands, "command", "", "comma-separated command ids or names")
-	fs.StringVar(&levels, "level", "", "invocation or instance")
-	fs.StringVar(&statuses, "status", "", "comma-separated statuses, any case (failed,timeout)")
+	ff := addFilterFlags(fs)
 	cfg, err := loadConfig(fs, args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -47,16 +38,9 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return usageErr(fmt.Errorf("configuration: %w", err))
 	}
-	f := events.Filter{Accounts: splitList(accounts), Sources: splitList(sources), Regions: splitList(regions),
-		Invocations: splitList(invocations), Instances: splitList(instances), Commands: splitList(commands)}
-	for _, l := range splitList(levels) {
-		if l != string(events.LevelInvocation) && l != string(events.LevelInstance) {
-			return usageErr(fmt.Errorf("--level %q: want invocation or instance", l))
-		}
-		f.Levels = append(f.Levels, events.Level(l))
-	}
-	for _, s := range splitList(statuses) {
-		f.Statuses = append(f.Statuses, diff.NormalizeStatus(s))
+	f, err := ff.filter()
+	if err != nil {
+		return usageErr(err)
 	}
 	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.Subject(cfg.SubjectPrefix)}, DeliverPolicy: jetstream.DeliverNewPolicy}
 	if err := startAt(&occ, since, time.Now()); err != nil {

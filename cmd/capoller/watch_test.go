@@ -67,9 +67,10 @@ func watchCLI(t *testing.T, natsURL, stream string, lines int, args ...string) s
 	return stdout.String()
 }
 
-func TestWatchPrintsAKnownSequence(t *testing.T) {
-	natsURL := testenv.NATSURL(t)
-	stream := testenv.Name("CAPOLLER_WATCH")
+// watchStream is a fresh stream to publish to, and its server.
+func watchStream(t *testing.T) (natsURL, stream string, pub *publisher.NATS) {
+	natsURL = testenv.NATSURL(t)
+	stream = testenv.Name("CAPOLLER_WATCH")
 	_, js := testenv.NATS(t, natsURL, stream)
 	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: strings.ToLower(stream)})
 	if err != nil {
@@ -78,6 +79,11 @@ func TestWatchPrintsAKnownSequence(t *testing.T) {
 	if err := pub.EnsureStream(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	return natsURL, stream, pub
+}
+
+func TestWatchPrintsAKnownSequence(t *testing.T) {
+	natsURL, stream, pub := watchStream(t)
 	seq := watchSequence()
 	if _, err := pub.Publish(t.Context(), seq); err != nil {
 		t.Fatal(err)
@@ -95,16 +101,7 @@ func TestWatchPrintsAKnownSequence(t *testing.T) {
 // A watch started without --since prints only what is published after it
 // started.
 func TestWatchFollowsNewEvents(t *testing.T) {
-	natsURL := testenv.NATSURL(t)
-	stream := testenv.Name("CAPOLLER_WATCH")
-	_, js := testenv.NATS(t, natsURL, stream)
-	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: strings.ToLower(stream)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.EnsureStream(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	natsURL, stream, pub := watchStream(t)
 	seq := watchSequence()
 	if _, err := pub.Publish(t.Context(), seq[:3]); err != nil {
 		t.Fatal(err)
