@@ -201,6 +201,14 @@ func TestRedisHistoryRetention(t *testing.T) {
 	if n := client.HGet(t.Context(), prefix+"meta:{default/ecs/cn-hangzhou}", "historyLen").Val(); n != "12" {
 		t.Errorf("meta historyLen %q, want 12", n)
 	}
+	// A lost count is counted again from the stream.
+	client.HDel(t.Context(), prefix+"meta:{default/ecs/cn-hangzhou}", "historyLen")
+	if err := s.Commit(t.Context(), shard, nil, transitionsFor(shard, 100, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if entries, n := count(); entries != 4 || n != 12 {
+		t.Fatalf("with the count lost, kept %d commits of %d transitions, want 4 (12)", entries, n)
+	}
 
 	// By age: a commit from two days ago goes with the next commit.
 	aged := diff.Shard{Source: diff.SourceSWAS, Region: "cn-hangzhou"}

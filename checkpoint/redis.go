@@ -111,7 +111,8 @@ end
 // The history holds one entry per commit: "batch" (its transitions,
 // binary, see encodeBatch) and "n" (how many). An entry written by an
 // earlier version, "event" (one JSON transition), counts 1. The meta's
-// historyLen is the number of transitions the stream holds; entries are
+// historyLen is the number of transitions the stream holds (counted again
+// if it is missing, and zero if the stream is); entries are
 // deleted from the oldest while they are older than the age limit or the
 // rest still holds the count, at most 1000 a commit, so that one commit
 // after a long pause stays short (the next ones finish the trimming).
@@ -138,18 +139,33 @@ if ARGV[6] == '1' then -- the commit of a staged batch: the oldest
     redis.call('LPOP', KEYS[3])
   end
 end
+local function transitions(entry) -- of a history entry: its n, or 1 (one JSON transition)
+  local f = entry[2]
+  for x = 1, #f - 1, 2 do
+    if f[x] == 'n' then return tonumber(f[x + 1]) or 1 end
+  end
+  return 1
+end
 if ARGV[7] ~= '' then
-  local total = tonumber(redis.call('HGET', KEYS[5], 'historyLen') or redis.call('XLEN', KEYS[4]))
-  redis.call('XADD', KEYS[4], '*', 'batch', ARGV[7], 'n', ARGV[8])
+  local total = tonumber(redis.call('HGET', KEYS[5], 'historyLen'))
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    total = 0 -- a history deleted by hand, or never written
+  elseif not total then -- a meta lost, or written by a version without it: count
+    total = 0
+    local from = '-'
+    repeat
+      local page = redis.call('XRANGE', KEYS[4], from, '+', 'COUNT', 1000)
+      for _, e in ipairs(page) do total = total + transitions(e) end
+      if #page > 0 then from = '(' .. page[#page][1] end
+    until #page < 1000
+  end
+  local added = redis.call('XADD', KEYS[4], '*', 'batch', ARGV[7], 'n', ARGV[8])
   total = total + tonumber(ARGV[8])
   local keep, minMs = tonumber(ARGV[2]), tonumber(ARGV[9])
   for _ = 1, 1000 do
     local oldest = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
-    if not oldest then break end
-    local n, f = 1, oldest[2]
-    for x = 1, #f - 1, 2 do
-      if f[x] == 'n' then n = tonumber(f[x + 1]) or 1 end
-    end
+    if not oldest or oldest[1] == added then break end -- never this commit's own
+    local n = transitions(oldest)
     local old = minMs and tonumber(string.match(oldest[1], '^%d+')) < minMs
     if not old and not (keep > 0 and total - n >= keep) then break end
     redis.call('XDEL', KEYS[4], oldest[1])

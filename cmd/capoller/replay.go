@@ -26,6 +26,11 @@ import (
 	"github.com/capoller/capoller/publisher/events"
 )
 
+// clockSkew is how far replay trusts the poller's clock and the store's
+// (or the NATS server's) to disagree: it reads the history and the stream
+// from this long before --from.
+const clockSkew = 5 * time.Minute
+
 // historyReader is what replay reads from a checkpoint store.
 type historyReader interface {
 	HistoryShards(ctx context.Context) ([]diff.Shard, error)
@@ -295,6 +300,16 @@ func csvHeader() []string {
 		"previousStatus", "status", "terminal", "exitCode", "errorCode", "observedAt", "previousObservedAt"}
 }
 
+// csvText keeps a spreadsheet from taking an API's text for a formula: a
+// cell starting with =, +, -, @, a tab or a carriage return gets a
+// leading apostrophe (OWASP's advice for CSV injection).
+func csvText(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
 func csvRow(e events.Event) []string {
 	d := e.Data
 	var repeats, exit string
@@ -304,9 +319,9 @@ func csvRow(e events.Event) []string {
 	if d.ExitCode != nil {
 		exit = strconv.FormatInt(*d.ExitCode, 10)
 	}
-	return []string{e.ID, events.Stamp(e.Time), d.Account, d.Source, d.RegionID, string(d.Level), d.InvokeID, d.InstanceID, repeats,
-		d.CommandID, d.CommandName, string(d.PreviousStatus), string(d.Status), strconv.FormatBool(d.Terminal), exit, d.ErrorCode,
-		d.ObservedAt, d.PreviousObservedAt}
+	return []string{e.ID, events.Stamp(e.Time), csvText(d.Account), csvText(d.Source), csvText(d.RegionID), string(d.Level),
+		csvText(d.InvokeID), csvText(d.InstanceID), repeats, csvText(d.CommandID), csvText(d.CommandName), csvText(string(d.PreviousStatus)),
+		csvText(string(d.Status)), strconv.FormatBool(d.Terminal), exit, csvText(d.ErrorCode), d.ObservedAt, d.PreviousObservedAt}
 }
 
 // transitionOf rebuilds the transition an event announced, to publish it
@@ -390,9 +405,10 @@ func replayHistory(ctx context.Context, h historyReader, f events.Filter, emit f
 	}
 	after := ""
 	if !f.From.IsZero() {
-		// A commit comes after what it observed: no earlier one holds an
-		// event observed from f.From on.
-		after = strconv.FormatInt(f.From.UnixMilli(), 10)
+		// A commit comes after what it observed, but the commit's time is
+		// the store's clock and the observation the poller's: reading from
+		// clockSkew earlier, Match makes the exact cut.
+		after = strconv.FormatInt(f.From.Add(-clockSkew).UnixMilli(), 10)
 	}
 	cursors := make([]*historyCursor, len(shards))
 	for i, s := range shards {
@@ -451,7 +467,11 @@ func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Tim
 		key                     diff.Key
 	}
 	last := map[record]recordState{}
-	err := replayHistory(ctx, h, f, func(e events.Event, _ []byte, t *diff.Transition) error {
+	// A record's status is the last of all its events until then: the
+	// status filter applies to the states rebuilt, not to the events.
+	all := f
+	all.Statuses = nil
+	err := replayHistory(ctx, h, all, func(e events.Event, _ []byte, t *diff.Transition) error {
 		if t.ObservedAt.After(at) {
 			return nil
 		}
@@ -465,8 +485,11 @@ func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Tim
 		return err
 	}
 	states := make([]recordState, 0, len(last))
+	byStatus := events.Filter{Statuses: f.Statuses}
 	for _, s := range last {
-		states = append(states, s)
+		if byStatus.Match(events.Event{Data: events.Data{Status: s.Status}}) {
+			states = append(states, s)
+		}
 	}
 	slices.SortFunc(states, func(a, b recordState) int {
 		return cmp.Or(strings.Compare(a.Account, b.Account), strings.Compare(a.Source, b.Source), strings.Compare(a.RegionID, b.RegionID),
@@ -476,8 +499,8 @@ func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Tim
 		cw := csv.NewWriter(w)
 		_ = cw.Write([]string{"account", "source", "regionId", "level", "invokeId", "instanceId", "repeats", "commandId", "commandName", "status", "since", "eventId"})
 		for _, s := range states {
-			_ = cw.Write([]string{s.Account, s.Source, s.RegionID, string(s.Level), s.InvokeID, s.InstanceID, strconv.Itoa(s.Repeats),
-				s.CommandID, s.CommandName, string(s.Status), s.Since, s.EventID})
+			_ = cw.Write([]string{csvText(s.Account), csvText(s.Source), csvText(s.RegionID), string(s.Level), csvText(s.InvokeID),
+				csvText(s.InstanceID), strconv.Itoa(s.Repeats), csvText(s.CommandID), csvText(s.CommandName), csvText(string(s.Status)), s.Since, s.EventID})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -496,7 +519,7 @@ func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Tim
 func replayStream(ctx context.Context, js jetstream.JetStream, cfg config, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
 	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.Subject(cfg.SubjectPrefix)}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	if !f.From.IsZero() {
-		from := f.From // published after it was observed: nothing earlier is in the window
+		from := f.From.Add(-clockSkew) // published after it was observed, by the server's clock
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
 	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
@@ -506,6 +529,14 @@ func replayStream(ctx context.Context, js jetstream.JetStream, cfg config, f eve
 	info, err := cons.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
+	}
+	// The replay ends with the stream's last message when it started, even
+	// while events keep coming.
+	last := info.Delivered.Stream + info.NumPending
+	if s, err := js.Stream(ctx, cfg.Stream); err == nil {
+		if si, err := s.Info(ctx); err == nil {
+			last = si.State.LastSeq
+		}
 	}
 	left := info.NumPending
 	for left > 0 {
@@ -518,6 +549,9 @@ func replayStream(ctx context.Context, js jetstream.JetStream, cfg config, f eve
 			n++
 			if meta, err := msg.Metadata(); err == nil {
 				left = meta.NumPending
+				if meta.Sequence.Stream >= last {
+					left = 0
+				}
 			}
 			e, err := events.Decode(msg.Data())
 			if err != nil {

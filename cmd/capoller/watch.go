@@ -176,12 +176,16 @@ func watchLine(e events.Event, colored bool) string {
 }
 
 // oneLine is the first line of s, without control characters (which
-// could drive the terminal), cut to max runes.
+// could drive the terminal) or invisible formatting ones, cut to max
+// runes.
 func oneLine(s string, max int) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+		switch {
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0): // C0, DEL, C1
 			return -1
+		case r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
+			return -1 // zero-width and bidirectional controls, which can disguise a line
 		}
 		return r
 	}, strings.TrimSuffix(s, "\r"))

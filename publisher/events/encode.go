@@ -10,12 +10,16 @@ import (
 // byte (field order, omitempty, HTML-safe escaping, invalid UTF-8 as
 // U+FFFD), without reflection: the publisher encodes every event it
 // sends, and this is most of its CPU. ok is false for what it does not
-// encode (a time outside the years 0–9999, which encoding/json refuses);
+// encode (a time outside the years 0–9999, or with an offset of a day or
+// more, which encoding/json refuses);
 // the caller then lets encoding/json say why. TestAppendJSONIsEncodingJSON
 // holds the two encodings equal.
 func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 	if y := e.Time.Year(); y < 0 || y > 9999 {
 		return b, false
+	}
+	if _, off := e.Time.Zone(); off <= -24*3600 || off >= 24*3600 {
+		return b, false // encoding/json refuses an offset of a day or more
 	}
 	b = append(b, `{"specversion":`...)
 	b = appendString(b, e.SpecVersion)

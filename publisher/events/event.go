@@ -159,6 +159,10 @@ func Decode(body []byte) (Event, error) {
 		return e, fmt.Errorf("events: %w: type %q", ErrNotAnEvent, e.Type)
 	case e.ID == "" || e.Data.InvokeID == "" || e.Data.Status == "":
 		return e, fmt.Errorf("events: %w: an id, an invocation and a status are required", ErrNotAnEvent)
+	case e.Type == TypeInvocation && (e.Data.Level != LevelInvocation || e.Data.InstanceID != ""):
+		return e, fmt.Errorf("events: %w: an invocation event of level %q with instance %q", ErrNotAnEvent, e.Data.Level, e.Data.InstanceID)
+	case e.Type == TypeInstance && (e.Data.Level != LevelInstance || e.Data.InstanceID == ""):
+		return e, fmt.Errorf("events: %w: an instance event of level %q without its instance", ErrNotAnEvent, e.Data.Level)
 	}
 	return e, nil
 }

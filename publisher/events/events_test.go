@@ -89,8 +89,14 @@ func TestDedupForgetsBeyondItsWindow(t *testing.T) {
 }
 
 func TestDecodeRefusesWhatIsNotAnEvent(t *testing.T) {
+	if _, err := events.Decode([]byte(`{"specversion":"1.0","type":"io.capoller.invocation.status.v1","id":"x","data":{"invokeId":"t","status":"Failed","level":"invocation"}}`)); err != nil {
+		t.Fatalf("a minimal invocation event was refused: %v", err)
+	}
 	for _, body := range []string{`not json`, `{}`, `{"specversion":"1.0","type":"other","id":"x"}`,
-		`{"specversion":"1.0","type":"io.capoller.instance.status.v1","id":"x","data":{"invokeId":"t"}}`} {
+		`{"specversion":"1.0","type":"io.capoller.instance.status.v1","id":"x","data":{"invokeId":"t"}}`,
+		`{"specversion":"1.0","type":"io.capoller.instance.status.v1","id":"x","data":{"invokeId":"t","status":"Failed","level":"instance"}}`,
+		`{"specversion":"1.0","type":"io.capoller.invocation.status.v1","id":"x","data":{"invokeId":"t","status":"Failed","level":"instance","instanceId":"i"}}`,
+		`{"specversion":"1.0","type":"io.capoller.invocation.status.v1","id":"x","data":{"invokeId":"t","status":"Failed"}}`} {
 		if _, err := events.Decode([]byte(body)); err == nil {
 			t.Errorf("%s: decoded", body)
 		}

@@ -38,7 +38,7 @@ func (f Filter) Match(e Event) bool {
 	if len(f.Levels) > 0 && !slices.Contains(f.Levels, d.Level) {
 		return false
 	}
-	if len(f.Statuses) > 0 && !slices.ContainsFunc(f.Statuses, func(s Status) bool { return diff.NormalizeStatus(string(s)) == diff.NormalizeStatus(string(d.Status)) }) {
+	if len(f.Statuses) > 0 && !slices.ContainsFunc(f.Statuses, func(s Status) bool { return sameStatus(s, d.Status) }) {
 		return false
 	}
 	if len(f.Commands) > 0 && !slices.Contains(f.Commands, d.CommandID) && !slices.Contains(f.Commands, d.CommandName) {
@@ -70,8 +70,8 @@ func (f Filter) Subject(prefix string) string {
 	if len(f.Instances) > 0 {
 		level = string(LevelInstance) // only instance events have an instance
 	}
-	if len(f.Statuses) == 1 {
-		status = strings.ToLower(string(diff.NormalizeStatus(string(f.Statuses[0]))))
+	if len(f.Statuses) == 1 { // as the publisher writes it
+		status = Token(strings.ToLower(string(diff.NormalizeStatus(string(f.Statuses[0])))))
 	}
 	tokens := []string{one(f.Sources), one(f.Regions), level, status, one(f.Invocations), one(f.Instances)}
 	switch level {
@@ -96,4 +96,10 @@ func (f Filter) Subject(prefix string) string {
 		}
 	}
 	return prefix + "." + strings.Join(tokens, ".")
+}
+
+// sameStatus compares statuses as subjects do: in their documented
+// spelling, and an unknown one without regard to case.
+func sameStatus(a, b Status) bool {
+	return strings.EqualFold(string(diff.NormalizeStatus(string(a))), string(diff.NormalizeStatus(string(b))))
 }
