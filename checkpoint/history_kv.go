@@ -20,17 +20,18 @@ import (
 // The KV store's history: each commit with transitions writes them, in
 // the encoding of a staged batch, as
 //
-//	<account>.<source>.<region>.h.<batch>.<i>.<n>   part i of n (n > 1 only for a batch above a value's limit)
+//	<account>.<source>.<region>.h.<batch>.<i>.<n>.<count>   part i of n (n > 1 only for a batch above a value's limit)
 //
-// where <batch> is a hash of the batch's event ids. It is written after
+// where <batch> is a hash of the batch's event ids and <count> its number
+// of transitions. It is written after
 // the states and before the staged batch is cleared, so a commit that
 // stops half way is finished by the next cycle (which finishes the staged
 // batch) and writes the same values again: history and states end up
 // agreeing, and a batch is never in the history twice. The bucket's
 // stream keeps the latest value of each key in the order written, which
-// is the order of the commits; commits older than the age limit are
-// purged from it, at most once an hour per shard. (Retention by count is
-// the Redis store's only.)
+// is the order of the commits. At most once an hour per shard, the oldest
+// commits are purged while they are older than the age limit or the rest
+// still holds the count limit, as in the Redis store.
 
 // historyTrimEvery is how often a shard's history is trimmed by age.
 const historyTrimEvery = time.Hour
@@ -53,7 +54,7 @@ func (k *KV) appendHistory(ctx context.Context, shard diff.Shard, ts []diff.Tran
 	key := batchKey(ts)
 	for i := range n {
 		part := data[i*size : min((i+1)*size, len(data))]
-		if _, err := k.kv.Put(ctx, kvKey(shard, "h", key, strconv.Itoa(i), strconv.Itoa(n)), part); err != nil {
+		if _, err := k.kv.Put(ctx, kvKey(shard, "h", key, strconv.Itoa(i), strconv.Itoa(n), strconv.Itoa(len(ts))), part); err != nil {
 			return fmt.Errorf("checkpoint: write the history of %s in key-value: %w", shard, err)
 		}
 	}
@@ -69,10 +70,11 @@ func (k *KV) historySubject(shard *diff.Shard) string {
 	return "$KV." + k.bucket + "." + kvKey(*shard, "h") + ".>"
 }
 
-// trimHistory deletes the shard's commits older than the age limit, if it
-// was not trimmed within the hour. It is tidying: a failure is logged.
+// trimHistory purges the shard's oldest commits while they are older than
+// the age limit or the rest still holds the count limit, if it was not
+// trimmed within the hour. It is tidying: a failure is logged.
 func (k *KV) trimHistory(ctx context.Context, shard diff.Shard) {
-	if k.historyMaxAge <= 0 {
+	if k.historyMaxAge <= 0 && k.historyMaxLen <= 0 {
 		return
 	}
 	now := time.Now()
@@ -85,18 +87,62 @@ func (k *KV) trimHistory(ctx context.Context, shard diff.Shard) {
 	if !due {
 		return
 	}
-	cutoff := now.Add(-k.historyMaxAge)
-	err := k.readHistory(ctx, shard, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
-		if !meta.Timestamp.Before(cutoff) {
-			return false, nil
-		}
-		// A purge of the value's subject leaves no marker behind (the
-		// bucket's stream denies deleting single messages).
-		return true, k.stream.Purge(ctx, jetstream.WithPurgeSubject(msg.Subject()))
-	})
-	if err != nil {
+	if err := k.trim(ctx, shard, now); err != nil {
 		k.log.Warn("could not trim the history of a shard", zap.Stringer("shard", shard), zap.Error(err))
 	}
+}
+
+func (k *KV) trim(ctx context.Context, shard diff.Shard, now time.Time) error {
+	prefix := "$KV." + k.bucket + "." + kvKey(shard, "h") + "."
+	total := int64(0)
+	if k.historyMaxLen > 0 {
+		info, err := k.stream.Info(ctx, jetstream.WithSubjectFilter(k.historySubject(&shard)))
+		if err != nil {
+			return err
+		}
+		for subject := range info.State.Subjects {
+			if key, ok := parseHistoryKey(strings.TrimPrefix(subject, prefix)); ok && key.part == 0 {
+				total += int64(key.count)
+			}
+		}
+	}
+	cutoff := now.Add(-k.historyMaxAge)
+	return k.readHistory(ctx, shard, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		key, ok := parseHistoryKey(strings.TrimPrefix(msg.Subject(), prefix))
+		if !ok || key.part != 0 {
+			return true, nil // its commit goes with part 0
+		}
+		old := k.historyMaxAge > 0 && meta.Timestamp.Before(cutoff)
+		over := k.historyMaxLen > 0 && total-int64(key.count) >= k.historyMaxLen
+		if !old && !over {
+			return false, nil
+		}
+		total -= int64(key.count)
+		// A purge of the commit's subjects leaves no marker behind (the
+		// bucket's stream denies deleting single messages).
+		return true, k.stream.Purge(ctx, jetstream.WithPurgeSubject(prefix+key.batch+".>"))
+	})
+}
+
+// historyKey is a history value's key after the shard's "h.".
+type historyKey struct {
+	batch              string
+	part, parts, count int
+}
+
+func parseHistoryKey(rest string) (historyKey, bool) {
+	f := strings.Split(rest, ".")
+	if len(f) != 4 {
+		return historyKey{}, false
+	}
+	var k historyKey
+	var err [3]error
+	k.batch = f[0]
+	k.part, err[0] = strconv.Atoi(f[1])
+	k.parts, err[1] = strconv.Atoi(f[2])
+	k.count, err[2] = strconv.Atoi(f[3])
+	ok := err[0] == nil && err[1] == nil && err[2] == nil && k.parts >= 1 && k.parts <= maxOutboxChunks && k.part >= 0 && k.part < k.parts && k.count >= 0
+	return k, ok
 }
 
 // readHistory reads a shard's history values in stream order from
@@ -168,30 +214,25 @@ func (k *KV) Commits(ctx context.Context, shard diff.Shard, after string, count 
 	pending := map[string]*partial{}
 	var out []HistoryCommit
 	err := k.readHistory(ctx, shard, occ, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
-		fields := strings.Split(strings.TrimPrefix(msg.Subject(), prefix), ".")
-		if len(fields) != 3 {
-			return true, nil // not a history value
-		}
-		i, err1 := strconv.Atoi(fields[1])
-		n, err2 := strconv.Atoi(fields[2])
-		if err1 != nil || err2 != nil || n < 1 || n > maxOutboxChunks || i < 0 || i >= n {
+		key, ok := parseHistoryKey(strings.TrimPrefix(msg.Subject(), prefix))
+		if !ok {
 			return false, fmt.Errorf("%w: history value %s", ErrCorrupt, msg.Subject())
 		}
-		p := pending[fields[0]]
+		p := pending[key.batch]
 		if p == nil {
-			p = &partial{parts: make([][]byte, n)}
-			pending[fields[0]] = p
+			p = &partial{parts: make([][]byte, key.parts)}
+			pending[key.batch] = p
 		}
-		if len(p.parts) != n {
+		if len(p.parts) != key.parts {
 			return false, fmt.Errorf("%w: history value %s", ErrCorrupt, msg.Subject())
 		}
-		p.parts[i] = slices.Clone(msg.Data())
+		p.parts[key.part] = slices.Clone(msg.Data())
 		for _, part := range p.parts {
 			if part == nil {
 				return true, nil // more parts to come
 			}
 		}
-		delete(pending, fields[0])
+		delete(pending, key.batch)
 		b, err := decodeBatch(slices.Concat(p.parts...))
 		if err != nil {
 			return false, fmt.Errorf("checkpoint: %s history value %s: %w", shard, msg.Subject(), err)

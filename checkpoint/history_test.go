@@ -129,3 +129,40 @@ func TestKVHistoryRedoAndAge(t *testing.T) {
 		t.Fatalf("after trimming by age: %d commits, %v", len(commits), err)
 	}
 }
+
+// The KV history keeps at least HistoryMaxLen transitions, dropping whole
+// commits from the oldest, as the Redis history does.
+func TestKVHistoryRetentionByCount(t *testing.T) {
+	bucket := testenv.Name("CAPOLLER_HIST")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	for i := range 20 {
+		if err := s.Commit(t.Context(), shard, nil, transitionsFor(shard, 3*i, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Trimming runs at most hourly per shard and process: a new store trims
+	// at its first commit.
+	small, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket, HistoryMaxLen: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := small.Commit(t.Context(), shard, nil, transitionsFor(shard, 100, 3)); err != nil {
+		t.Fatal(err)
+	}
+	commits, err := small.Commits(t.Context(), shard, "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range commits {
+		n += len(c.Transitions)
+	}
+	if len(commits) != 5 || n != 15 || commits[0].Transitions[0].ID != transitionsFor(shard, 48, 1)[0].ID {
+		t.Errorf("kept %d commits of %d transitions, want the 4 newest that hold 10, then the new one (15)", len(commits), n)
+	}
+}

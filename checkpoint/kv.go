@@ -40,6 +40,10 @@ type KVOptions struct {
 	// HistoryMaxAge is how long a commit stays in the history; default
 	// 30 days (the API's own retention), negative keeps any age.
 	HistoryMaxAge time.Duration
+	// HistoryMaxLen is how many transitions each shard's history keeps at
+	// least, the oldest commits going first; default 1,000,000, negative
+	// keeps any number.
+	HistoryMaxLen int64
 	// Logger hears of records skipped while migrating from the first
 	// layout; default no-op.
 	Logger *zap.Logger
@@ -87,6 +91,7 @@ type KV struct {
 	stream        jetstream.Stream // the bucket's, for the history
 	bucket        string
 	historyMaxAge time.Duration
+	historyMaxLen int64
 	log           *zap.Logger
 	maxPayload    int64 // the server's, when the store was opened
 
@@ -150,7 +155,10 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if opts.HistoryMaxAge == 0 {
 		opts.HistoryMaxAge = 30 * 24 * time.Hour
 	}
-	return &KV{kv: kv, stream: stream, bucket: opts.Bucket, historyMaxAge: opts.HistoryMaxAge, log: opts.Logger, maxPayload: js.Conn().MaxPayload(),
+	if opts.HistoryMaxLen == 0 {
+		opts.HistoryMaxLen = 1_000_000
+	}
+	return &KV{kv: kv, stream: stream, bucket: opts.Bucket, historyMaxAge: opts.HistoryMaxAge, historyMaxLen: opts.HistoryMaxLen, log: opts.Logger, maxPayload: js.Conn().MaxPayload(),
 		shards: map[diff.Shard]*kvShard{}, fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}, trimmed: map[diff.Shard]time.Time{}}, nil
 }
 

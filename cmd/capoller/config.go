@@ -63,6 +63,8 @@ type config struct {
 	ReplicaID       string          `yaml:"replica-id"`
 	LeaseTTL        time.Duration   `yaml:"lease-ttl"`
 	StreamReplicas  int             `yaml:"stream-replicas"`
+	HistoryMaxAge   time.Duration   `yaml:"history-max-age"`
+	HistoryMaxCount int64           `yaml:"history-max-count"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's
@@ -171,6 +173,8 @@ func defaultConfig() config {
 		LogLevel:        "info",
 		LeaseTTL:        15 * time.Second,
 		StreamReplicas:  1,
+		HistoryMaxAge:   30 * 24 * time.Hour,
+		HistoryMaxCount: 1_000_000,
 	}
 }
 
@@ -249,6 +253,12 @@ func settings() []setting {
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
 		{"replica-id", "this replica's name in its group (replicas sharing a store and key prefix or bucket), default the host name; each process adds a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
 		{"lease-ttl", "how long a shard's lease lasts unrenewed: a replica that dies loses its shards to the others within about this long", dur(func(c *config) *time.Duration { return &c.LeaseTTL })},
+		{"history-max-age", "how long a shard's audit history keeps a commit; 0 keeps any age", dur(func(c *config) *time.Duration { return &c.HistoryMaxAge })},
+		{"history-max-count", "how many transitions a shard's audit history keeps at least, the oldest commits going first; 0 keeps any number", func(c *config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			c.HistoryMaxCount = n
+			return err
+		}},
 		{"stream-replicas", "replicas of the stream (and of the KV bucket) when capoller creates them: 3 in a NATS cluster", func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
 			c.StreamReplicas = n
@@ -469,6 +479,9 @@ func (c config) validate() error {
 	}
 	if strings.ContainsAny(c.KeyPrefix, "{}") {
 		errs = append(errs, errors.New("key-prefix: no braces: each shard's keys share a hash tag in braces, which keeps them in one Redis Cluster slot"))
+	}
+	if c.HistoryMaxAge < 0 || c.HistoryMaxCount < 0 {
+		errs = append(errs, fmt.Errorf("history-max-age %v and history-max-count %d: want 0 (no limit) or more", c.HistoryMaxAge, c.HistoryMaxCount))
 	}
 	if c.LeaseTTL < 3*time.Second {
 		errs = append(errs, fmt.Errorf("lease-ttl %v: want at least 3s (replicas renew every fifth of it)", c.LeaseTTL))
@@ -765,4 +778,13 @@ func withoutURL(err error) error {
 		return errors.New("not a valid URL")
 	}
 	return err
+}
+
+// historyLimit is a history limit as the stores take it: 0 in the
+// configuration (no limit) is their negative.
+func historyLimit[T time.Duration | int64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }

@@ -705,3 +705,16 @@ func TestRunRefusesScaleOutNonsense(t *testing.T) {
 		}
 	}
 }
+
+// History limits: 0 is no limit (the stores' negative), a negative one is
+// refused.
+func TestConfigHistoryLimits(t *testing.T) {
+	cfg, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--history-max-age", "0", "--history-max-count", "500"}, func(string) string { return "" })
+	if err != nil || historyLimit(cfg.HistoryMaxAge) != -1 || historyLimit(cfg.HistoryMaxCount) != 500 {
+		t.Fatalf("limits %v %d (%v)", cfg.HistoryMaxAge, cfg.HistoryMaxCount, err)
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--history-max-count", "-1"}, func(string) string { return "" }); err == nil ||
+		!strings.Contains(err.Error(), "history-max-count") {
+		t.Fatalf("a negative count: %v", err)
+	}
+}

@@ -40,7 +40,8 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
-		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
+		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log,
+			HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge)})
 		if err != nil {
 			_ = rdb.Close()
 			return nil, nil, configError{err}
@@ -53,7 +54,8 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 	case "natskv":
 		var kv *checkpoint.KV
 		if err := retry(ctx, log, "open the checkpoint bucket", func() (err error) {
-			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Replicas: cfg.StreamReplicas, Logger: log})
+			kv, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, Replicas: cfg.StreamReplicas, Logger: log,
+				HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge)})
 			return err
 		}); err != nil {
 			return nil, nil, err
