@@ -149,9 +149,19 @@ type Consumer interface {
 
 // Run consumes until ctx ends. On return, events not yet delivered are
 // handed back to the server for redelivery (a post under way is finished
-// first), so another notifier on the same durable consumer takes them up.
+// first), so the next notifier on the same durable consumer takes them up
+// at once, not after the ack wait.
+//
+// The stop is ordered: fetching ends first (the fetch under way is
+// finished and its events held), then the webhooks' workers, then [Notifier.Stop]
+// hands back whatever is still grouped, queued or held. Workers that
+// ended first would hand their jobs back while the last fetch still runs:
+// it would take the redelivered events again and queue them for workers
+// already gone, stranded until the ack wait.
 func (n *Notifier) Run(ctx context.Context, c Consumer) error {
-	n.Start(ctx)
+	workers, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	n.Start(workers)
 	lastErr := ""
 	for ctx.Err() == nil {
 		b, err := c.Fetch(n.batch, jetstream.FetchMaxWait(n.wait))
@@ -175,6 +185,7 @@ func (n *Notifier) Run(ctx context.Context, c Consumer) error {
 		}
 		n.Sweep()
 	}
+	stopWorkers()
 	n.Stop()
 	return nil
 }
@@ -187,8 +198,10 @@ func (n *Notifier) Start(ctx context.Context) {
 	}
 }
 
-// Stop waits for the workers (their ctx must be done), and hands back
-// every event still held in a group.
+// Stop waits for the workers (their ctx must be done; Handle and Sweep
+// must not be called any more), then hands back at once every event
+// still held: in a group, in a job still queued for a webhook (flushed
+// after its worker ended), or held otherwise.
 func (n *Notifier) Stop() {
 	n.workers.Wait()
 	for key, g := range n.groups {
@@ -197,6 +210,12 @@ func (n *Notifier) Stop() {
 		delete(n.groups, key)
 	}
 	n.ngroups.Store(0)
+	for _, o := range n.outlets {
+		o.handBack()
+	}
+	if left := n.tracker.giveBackAll(); left > 0 {
+		n.metrics.add(&n.metrics.givenBack, int64(left))
+	}
 }
 
 func groupKey(d events.Data) string {
@@ -399,8 +418,24 @@ func (o *outlet) take(now time.Time) (jobs []*job, wait time.Duration) {
 	return jobs, 0
 }
 
+// handBack gives back every job still queued.
+func (o *outlet) handBack() {
+	o.mu.Lock()
+	rest := o.queue
+	o.queue = nil
+	o.mu.Unlock()
+	o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.queued = 0 })
+	for _, j := range rest {
+		j.finish(false, 0)
+	}
+}
+
 func (o *outlet) run(ctx context.Context) {
 	for {
+		if ctx.Err() != nil { // stopping: no new post, even with a queue
+			o.handBack()
+			return
+		}
 		jobs, wait := o.take(o.n.now())
 		if jobs != nil {
 			o.deliver(ctx, jobs)
@@ -412,14 +447,6 @@ func (o *outlet) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			o.mu.Lock()
-			rest := o.queue
-			o.queue = nil
-			o.mu.Unlock()
-			for _, j := range rest {
-				j.finish(false, 0)
-			}
-			return
 		case <-o.wake:
 		case <-timer:
 		}

@@ -138,6 +138,19 @@ func (t *tracker) giveBack(hs []*held, delay time.Duration) {
 	}
 }
 
+// giveBackAll gives back, at once, every event still held, and says how
+// many: for a notifier that stopped, nothing holds them any more.
+func (t *tracker) giveBackAll() int {
+	t.mu.Lock()
+	hs := make([]*held, 0, len(t.held))
+	for _, h := range t.held {
+		hs = append(hs, h)
+	}
+	t.mu.Unlock()
+	t.giveBack(hs, 0)
+	return len(hs)
+}
+
 func (t *tracker) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
