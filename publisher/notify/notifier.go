@@ -54,6 +54,12 @@ type Options struct {
 	// DeadLetter records what could not be delivered; nil logs it at
 	// error level (and counts it) instead.
 	DeadLetter DeadLetterer
+	// Delivered remembers which webhooks are done with which events, so
+	// that a message handed back because another webhook was not done is
+	// not posted again where it went (see [DeliveryLog]). Default: in
+	// memory, for this process only; give a [KVDeliveryLog] to have it
+	// hold across restarts.
+	Delivered DeliveryLog
 	// HTTP posts to the webhooks; default an http.Client of its own.
 	HTTP Doer
 	// Now and After are the clock (signatures, windows, rate limits,
@@ -76,6 +82,7 @@ type Notifier struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	dead     DeadLetterer
+	done     DeliveryLog
 	http     Doer
 	now      func() time.Time
 	after    func(time.Duration) <-chan time.Time
@@ -105,7 +112,7 @@ func New(opts Options) (*Notifier, error) {
 	if opts.Settings == nil || len(opts.Settings.Webhooks) == 0 {
 		return nil, errors.New("notify: settings with at least one webhook are required")
 	}
-	n := &Notifier{s: opts.Settings, log: opts.Logger, metrics: opts.Metrics, dead: opts.DeadLetter, http: opts.HTTP,
+	n := &Notifier{s: opts.Settings, log: opts.Logger, metrics: opts.Metrics, dead: opts.DeadLetter, done: opts.Delivered, http: opts.HTTP,
 		now: opts.Now, after: opts.After, batch: opts.Batch, wait: opts.FetchWait, groups: map[string]*group{}, reported: newIDSet(100_000)}
 	if n.log == nil {
 		n.log = zap.NewNop()
@@ -115,6 +122,9 @@ func New(opts Options) (*Notifier, error) {
 	}
 	if n.http == nil {
 		n.http = &http.Client{}
+	}
+	if n.done == nil {
+		n.done = newMemoryLog(100_000)
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -336,7 +346,7 @@ func (n *Notifier) flush(g *group) {
 	for i, h := range g.held {
 		ids[i] = h.id
 	}
-	j := &job{summary: summarize(g.agg, instances, g.followUp, names, ids), held: g.held, n: n}
+	j := &job{key: g.key, summary: summarize(g.agg, instances, g.followUp, names, ids), held: g.held, n: n}
 	j.remaining.Store(int32(len(hooks)))
 	for _, w := range slices.Sorted(maps.Keys(hooks)) {
 		n.outlets[w].enqueue(j)
@@ -346,6 +356,7 @@ func (n *Notifier) flush(g *group) {
 // job is one invocation's message, on its way to one or more webhooks.
 // Its events are acknowledged once every webhook is done with it.
 type job struct {
+	key       string // the invocation's group key
 	summary   Summary
 	held      []*held
 	n         *Notifier
@@ -470,6 +481,9 @@ func (o *outlet) sleep(ctx context.Context, d time.Duration) error {
 // back if notify stops first.
 func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 	w, log := o.hook, o.n.log.With(zap.String("webhook", o.hook.Name))
+	if jobs = o.skipDone(ctx, jobs); len(jobs) == 0 {
+		return
+	}
 	p := payload{digest: len(jobs) > 1, maxItems: w.DigestItems}
 	for _, j := range jobs {
 		p.summaries = append(p.summaries, j.summary)
@@ -519,6 +533,7 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			log.Info("notified", zap.Int("invocations", len(jobs)), zap.Bool("digest", p.digest), zap.String("invocation", jobs[0].summary.InvokeID),
 				zap.Int("attempts", attempts))
 			for _, j := range jobs {
+				o.record(ctx, j)
 				j.finish(true, 0)
 			}
 			return
@@ -552,7 +567,58 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			continue
 		}
 		o.n.metrics.hook(w, func(h *hookMetrics) { h.deadLettered++ })
+		o.record(ctx, j)
 		j.finish(true, 0)
+	}
+}
+
+// skipDone finishes, without a post, the jobs whose events this webhook
+// is all done with already (a redelivery after another webhook was not
+// done), and returns the others. A log that cannot be read posts: at
+// least once.
+func (o *outlet) skipDone(ctx context.Context, jobs []*job) []*job {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		done, err := o.n.done.Done(ctx, o.hook.Name, j.key)
+		if err != nil {
+			o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.logErr++ })
+			o.n.log.Warn("reading the delivery log failed; posting, maybe again", zap.String("webhook", o.hook.Name),
+				zap.String("invocation", j.summary.InvokeID), zap.Error(err))
+			out = append(out, j)
+			continue
+		}
+		if !doneWith(done, j.summary.EventIDs) {
+			out = append(out, j)
+			continue
+		}
+		o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.skipped++ })
+		o.n.log.Info("the webhook had this message already; not posted again", zap.String("webhook", o.hook.Name),
+			zap.String("invocation", j.summary.InvokeID))
+		j.finish(true, 0)
+	}
+	return out
+}
+
+func doneWith(done map[string]bool, ids []string) bool {
+	for _, id := range ids {
+		if !done[id] {
+			return false
+		}
+	}
+	return len(ids) > 0
+}
+
+// record writes down that this webhook is done with the job's events,
+// before the job is finished (and its events perhaps acknowledged).
+func (o *outlet) record(ctx context.Context, j *job) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := o.n.done.Record(ctx, o.hook.Name, j.key, j.summary.EventIDs); err != nil {
+		o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.logErr++ })
+		o.n.log.Error("recording a delivery failed; a redelivery may post it again", zap.String("webhook", o.hook.Name),
+			zap.String("invocation", j.summary.InvokeID), zap.Error(err))
 	}
 }
 

@@ -170,16 +170,21 @@ func newIDSet(limit int) *idSet {
 
 func (s *idSet) has(id string) bool { _, ok := s.seen[id]; return ok }
 
-func (s *idSet) add(id string) {
+func (s *idSet) add(id string) { s.push(id) }
+
+// push adds id, and says which id it forgot to make room, if any.
+func (s *idSet) push(id string) (evicted string, ok bool) {
 	if s.has(id) {
-		return
+		return "", false
 	}
 	if len(s.ring) < cap(s.ring) {
 		s.ring = append(s.ring, id)
 	} else {
-		delete(s.seen, s.ring[s.next])
+		evicted, ok = s.ring[s.next], true
+		delete(s.seen, evicted)
 		s.ring[s.next] = id
 		s.next = (s.next + 1) % len(s.ring)
 	}
 	s.seen[id] = struct{}{}
+	return evicted, ok
 }
