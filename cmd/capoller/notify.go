@@ -33,7 +33,7 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated")
 	fs.StringVar(&o.stream, "stream", "CAPOLLER", "the JetStream stream of capoller's events")
 	fs.StringVar(&o.prefix, "subject-prefix", "capoller", "the events' subject prefix")
-	fs.StringVar(&o.durable, "durable", "capoller-notify", "the durable consumer's name; replicas sharing it share the work")
+	fs.StringVar(&o.durable, "durable", "capoller-notify", "the durable consumer's name (and of its delivery log, the KV bucket <stream>_<durable>_DELIVERED); run one notify per durable: two sharing one would each get part of an invocation's events")
 	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this address (empty: off)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
@@ -83,6 +83,9 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	}
 	if err := publisher.ValidStreamName(o.durable); err != nil {
 		return nil, fmt.Errorf("--durable: %w", err)
+	}
+	if err := publisher.ValidStreamName("KV_" + notify.DeliveredBucket(o.stream, o.durable)); err != nil {
+		return nil, fmt.Errorf("--stream and --durable: too long together for the delivery log's bucket: %w", err)
 	}
 	if o.logFormat != "json" && o.logFormat != "console" {
 		return nil, fmt.Errorf("--log-format %q: want json or console", o.logFormat)
@@ -135,7 +138,14 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	}); err != nil {
 		return err
 	}
-	n, err := notify.New(notify.Options{Settings: s, Logger: log, DeadLetter: dead})
+	var delivered *notify.KVDeliveryLog
+	if err := retry(ctx, log, "open the delivery log", func() (err error) {
+		delivered, err = notify.NewKVDeliveryLog(ctx, js, notify.KVDeliveryLogOptions{Bucket: notify.DeliveredBucket(o.stream, o.durable)})
+		return err
+	}); err != nil {
+		return err
+	}
+	n, err := notify.New(notify.Options{Settings: s, Logger: log, DeadLetter: dead, Delivered: delivered})
 	if err != nil {
 		return err
 	}
@@ -162,6 +172,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 		hooks = append(hooks, w.String())
 	}
 	log.Info("capoller notify running", zap.String("nats", redactURL(o.natsURL)), zap.String("stream", o.stream), zap.String("durable", o.durable),
+		zap.String("delivery_log", notify.DeliveredBucket(o.stream, o.durable)),
 		zap.Strings("webhooks", hooks), zap.Int("rules", len(s.Rules)), zap.String("dead_letter_subject", o.dead), zap.String("dead_letter_stream", dlStream))
 	err = n.Run(ctx, cons)
 	if derr := nc.Drain(); derr != nil {

@@ -9,7 +9,12 @@
 // It reads events through a small [Msg] interface (a JetStream message
 // satisfies it) and acknowledges an event only once every webhook its
 // message goes to accepted it, or it was dead-lettered: with a durable
-// consumer and explicit acks, a restart neither loses nor repeats a
-// message (see [Notifier]). The consumer itself, and the NATS
-// connection, are set up by the caller (cmd/capoller's notify command).
+// consumer and explicit acks, a restart loses no message. When one
+// webhook is done and another is not (notify stops while it waits to
+// retry, or its dead-letter publish fails), every event comes back; a
+// [DeliveryLog] (durably, a [KVDeliveryLog]) written before any ack keeps
+// the done webhook from getting the message again. Only a notify killed
+// between a webhook's answer and that write may repeat a message. The
+// consumer itself, and the NATS connection, are set up by the caller
+// (cmd/capoller's notify command).
 package notify

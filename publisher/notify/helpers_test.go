@@ -153,12 +153,21 @@ func (e *env) publish(t *testing.T, ts []diff.Transition) {
 	}
 }
 
-// start runs a notifier on the env's stream until the test ends.
+// start runs a notifier on the env's stream until the test ends, with
+// its delivery log in the durable's key-value bucket (as the command has
+// it) unless opts has one.
 func (e *env) start(t *testing.T, s *notify.Settings, opts notify.Options) (*notify.Notifier, context.CancelFunc, chan struct{}) {
 	t.Helper()
 	cons, err := notify.EnsureConsumer(t.Context(), e.js, notify.ConsumerOptions{Stream: e.stream, SubjectPrefix: e.prefix, Durable: "notify", Settings: s})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.Delivered == nil {
+		log, err := notify.NewKVDeliveryLog(t.Context(), e.js, notify.KVDeliveryLogOptions{Bucket: notify.DeliveredBucket(e.stream, "notify")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Delivered = log
 	}
 	opts.Settings = s
 	n, err := notify.New(opts)

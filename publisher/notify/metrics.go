@@ -24,6 +24,7 @@ type hookMetrics struct {
 	covered                     int64 // invocations those messages covered
 	attemptsFailed, retries     int64
 	deadLettered, deadLetterErr int64
+	skipped, logErr             int64 // not posted again: the webhook had it; delivery log errors
 	queued                      int
 }
 
@@ -76,6 +77,7 @@ type Snapshot struct {
 // WebhookSnapshot is one webhook's counters.
 type WebhookSnapshot struct {
 	Sent, Digests, Covered, AttemptsFailed, Retries, DeadLettered, DeadLetterErrors int64
+	Skipped, DeliveryLogErrors                                                      int64
 	Queued                                                                          int
 }
 
@@ -87,7 +89,8 @@ func (m *Metrics) Snapshot() Snapshot {
 		GivenBack: m.givenBack, Webhooks: map[string]WebhookSnapshot{}}
 	for name, h := range m.hooks {
 		s.Webhooks[name] = WebhookSnapshot{Sent: h.sent, Digests: h.digests, Covered: h.covered, AttemptsFailed: h.attemptsFailed,
-			Retries: h.retries, DeadLettered: h.deadLettered, DeadLetterErrors: h.deadLetterErr, Queued: h.queued}
+			Retries: h.retries, DeadLettered: h.deadLettered, DeadLetterErrors: h.deadLetterErr,
+			Skipped: h.skipped, DeliveryLogErrors: h.logErr, Queued: h.queued}
 	}
 	return s
 }
@@ -122,6 +125,8 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		{"capoller_notify_retries_total", "counter", "Posts retried after a backoff.", func(h *hookMetrics) int64 { return h.retries }},
 		{"capoller_notify_dead_lettered_total", "counter", "Invocation summaries dead-lettered after the retries ran out or a permanent refusal.", func(h *hookMetrics) int64 { return h.deadLettered }},
 		{"capoller_notify_dead_letter_errors_total", "counter", "Dead-letter publishes that failed (their events are redelivered).", func(h *hookMetrics) int64 { return h.deadLetterErr }},
+		{"capoller_notify_redeliveries_skipped_total", "counter", "Redelivered invocation summaries not posted again: the webhook was done with them already.", func(h *hookMetrics) int64 { return h.skipped }},
+		{"capoller_notify_delivery_log_errors_total", "counter", "Delivery log reads or writes that failed (a redelivery may post twice).", func(h *hookMetrics) int64 { return h.logErr }},
 		{"capoller_notify_queued", "gauge", "Invocation summaries waiting for the webhook.", func(h *hookMetrics) int64 { return int64(h.queued) }},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", c.name, c.help, c.name, c.typ)

@@ -54,6 +54,12 @@ type Options struct {
 	// DeadLetter records what could not be delivered; nil logs it at
 	// error level (and counts it) instead.
 	DeadLetter DeadLetterer
+	// Delivered remembers which webhooks are done with which events, so
+	// that a message handed back because another webhook was not done is
+	// not posted again where it went (see [DeliveryLog]). Default: in
+	// memory, for this process only; give a [KVDeliveryLog] to have it
+	// hold across restarts.
+	Delivered DeliveryLog
 	// HTTP posts to the webhooks; default an http.Client of its own.
 	HTTP Doer
 	// Now and After are the clock (signatures, windows, rate limits,
@@ -76,6 +82,7 @@ type Notifier struct {
 	log      *zap.Logger
 	metrics  *Metrics
 	dead     DeadLetterer
+	done     DeliveryLog
 	http     Doer
 	now      func() time.Time
 	after    func(time.Duration) <-chan time.Time
@@ -105,7 +112,7 @@ func New(opts Options) (*Notifier, error) {
 	if opts.Settings == nil || len(opts.Settings.Webhooks) == 0 {
 		return nil, errors.New("notify: settings with at least one webhook are required")
 	}
-	n := &Notifier{s: opts.Settings, log: opts.Logger, metrics: opts.Metrics, dead: opts.DeadLetter, http: opts.HTTP,
+	n := &Notifier{s: opts.Settings, log: opts.Logger, metrics: opts.Metrics, dead: opts.DeadLetter, done: opts.Delivered, http: opts.HTTP,
 		now: opts.Now, after: opts.After, batch: opts.Batch, wait: opts.FetchWait, groups: map[string]*group{}, reported: newIDSet(100_000)}
 	if n.log == nil {
 		n.log = zap.NewNop()
@@ -115,6 +122,9 @@ func New(opts Options) (*Notifier, error) {
 	}
 	if n.http == nil {
 		n.http = &http.Client{}
+	}
+	if n.done == nil {
+		n.done = newMemoryLog(100_000)
 	}
 	if n.now == nil {
 		n.now = time.Now
@@ -149,9 +159,19 @@ type Consumer interface {
 
 // Run consumes until ctx ends. On return, events not yet delivered are
 // handed back to the server for redelivery (a post under way is finished
-// first), so another notifier on the same durable consumer takes them up.
+// first), so the next notifier on the same durable consumer takes them up
+// at once, not after the ack wait.
+//
+// The stop is ordered: fetching ends first (the fetch under way is
+// finished and its events held), then the webhooks' workers, then [Notifier.Stop]
+// hands back whatever is still grouped, queued or held. Workers that
+// ended first would hand their jobs back while the last fetch still runs:
+// it would take the redelivered events again and queue them for workers
+// already gone, stranded until the ack wait.
 func (n *Notifier) Run(ctx context.Context, c Consumer) error {
-	n.Start(ctx)
+	workers, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorkers()
+	n.Start(workers)
 	lastErr := ""
 	for ctx.Err() == nil {
 		b, err := c.Fetch(n.batch, jetstream.FetchMaxWait(n.wait))
@@ -175,6 +195,7 @@ func (n *Notifier) Run(ctx context.Context, c Consumer) error {
 		}
 		n.Sweep()
 	}
+	stopWorkers()
 	n.Stop()
 	return nil
 }
@@ -187,8 +208,10 @@ func (n *Notifier) Start(ctx context.Context) {
 	}
 }
 
-// Stop waits for the workers (their ctx must be done), and hands back
-// every event still held in a group.
+// Stop waits for the workers (their ctx must be done; Handle and Sweep
+// must not be called any more), then hands back at once every event
+// still held: in a group, in a job still queued for a webhook (flushed
+// after its worker ended), or held otherwise.
 func (n *Notifier) Stop() {
 	n.workers.Wait()
 	for key, g := range n.groups {
@@ -197,6 +220,12 @@ func (n *Notifier) Stop() {
 		delete(n.groups, key)
 	}
 	n.ngroups.Store(0)
+	for _, o := range n.outlets {
+		o.handBack()
+	}
+	if left := n.tracker.giveBackAll(); left > 0 {
+		n.metrics.add(&n.metrics.givenBack, int64(left))
+	}
 }
 
 func groupKey(d events.Data) string {
@@ -317,7 +346,7 @@ func (n *Notifier) flush(g *group) {
 	for i, h := range g.held {
 		ids[i] = h.id
 	}
-	j := &job{summary: summarize(g.agg, instances, g.followUp, names, ids), held: g.held, n: n}
+	j := &job{key: g.key, summary: summarize(g.agg, instances, g.followUp, names, ids), held: g.held, n: n}
 	j.remaining.Store(int32(len(hooks)))
 	for _, w := range slices.Sorted(maps.Keys(hooks)) {
 		n.outlets[w].enqueue(j)
@@ -327,6 +356,7 @@ func (n *Notifier) flush(g *group) {
 // job is one invocation's message, on its way to one or more webhooks.
 // Its events are acknowledged once every webhook is done with it.
 type job struct {
+	key       string // the invocation's group key
 	summary   Summary
 	held      []*held
 	n         *Notifier
@@ -399,8 +429,24 @@ func (o *outlet) take(now time.Time) (jobs []*job, wait time.Duration) {
 	return jobs, 0
 }
 
+// handBack gives back every job still queued.
+func (o *outlet) handBack() {
+	o.mu.Lock()
+	rest := o.queue
+	o.queue = nil
+	o.mu.Unlock()
+	o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.queued = 0 })
+	for _, j := range rest {
+		j.finish(false, 0)
+	}
+}
+
 func (o *outlet) run(ctx context.Context) {
 	for {
+		if ctx.Err() != nil { // stopping: no new post, even with a queue
+			o.handBack()
+			return
+		}
 		jobs, wait := o.take(o.n.now())
 		if jobs != nil {
 			o.deliver(ctx, jobs)
@@ -412,14 +458,6 @@ func (o *outlet) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			o.mu.Lock()
-			rest := o.queue
-			o.queue = nil
-			o.mu.Unlock()
-			for _, j := range rest {
-				j.finish(false, 0)
-			}
-			return
 		case <-o.wake:
 		case <-timer:
 		}
@@ -443,6 +481,9 @@ func (o *outlet) sleep(ctx context.Context, d time.Duration) error {
 // back if notify stops first.
 func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 	w, log := o.hook, o.n.log.With(zap.String("webhook", o.hook.Name))
+	if jobs = o.skipDone(ctx, jobs); len(jobs) == 0 {
+		return
+	}
 	p := payload{digest: len(jobs) > 1, maxItems: w.DigestItems}
 	for _, j := range jobs {
 		p.summaries = append(p.summaries, j.summary)
@@ -492,6 +533,7 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			log.Info("notified", zap.Int("invocations", len(jobs)), zap.Bool("digest", p.digest), zap.String("invocation", jobs[0].summary.InvokeID),
 				zap.Int("attempts", attempts))
 			for _, j := range jobs {
+				o.record(ctx, j)
 				j.finish(true, 0)
 			}
 			return
@@ -525,7 +567,58 @@ func (o *outlet) deliver(ctx context.Context, jobs []*job) {
 			continue
 		}
 		o.n.metrics.hook(w, func(h *hookMetrics) { h.deadLettered++ })
+		o.record(ctx, j)
 		j.finish(true, 0)
+	}
+}
+
+// skipDone finishes, without a post, the jobs whose events this webhook
+// is all done with already (a redelivery after another webhook was not
+// done), and returns the others. A log that cannot be read posts: at
+// least once.
+func (o *outlet) skipDone(ctx context.Context, jobs []*job) []*job {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		done, err := o.n.done.Done(ctx, o.hook.Name, j.key)
+		if err != nil {
+			o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.logErr++ })
+			o.n.log.Warn("reading the delivery log failed; posting, maybe again", zap.String("webhook", o.hook.Name),
+				zap.String("invocation", j.summary.InvokeID), zap.Error(err))
+			out = append(out, j)
+			continue
+		}
+		if !doneWith(done, j.summary.EventIDs) {
+			out = append(out, j)
+			continue
+		}
+		o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.skipped++ })
+		o.n.log.Info("the webhook had this message already; not posted again", zap.String("webhook", o.hook.Name),
+			zap.String("invocation", j.summary.InvokeID))
+		j.finish(true, 0)
+	}
+	return out
+}
+
+func doneWith(done map[string]bool, ids []string) bool {
+	for _, id := range ids {
+		if !done[id] {
+			return false
+		}
+	}
+	return len(ids) > 0
+}
+
+// record writes down that this webhook is done with the job's events,
+// before the job is finished (and its events perhaps acknowledged).
+func (o *outlet) record(ctx context.Context, j *job) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := o.n.done.Record(ctx, o.hook.Name, j.key, j.summary.EventIDs); err != nil {
+		o.n.metrics.hook(o.hook, func(h *hookMetrics) { h.logErr++ })
+		o.n.log.Error("recording a delivery failed; a redelivery may post it again", zap.String("webhook", o.hook.Name),
+			zap.String("invocation", j.summary.InvokeID), zap.Error(err))
 	}
 }
 

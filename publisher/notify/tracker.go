@@ -138,6 +138,19 @@ func (t *tracker) giveBack(hs []*held, delay time.Duration) {
 	}
 }
 
+// giveBackAll gives back, at once, every event still held, and says how
+// many: for a notifier that stopped, nothing holds them any more.
+func (t *tracker) giveBackAll() int {
+	t.mu.Lock()
+	hs := make([]*held, 0, len(t.held))
+	for _, h := range t.held {
+		hs = append(hs, h)
+	}
+	t.mu.Unlock()
+	t.giveBack(hs, 0)
+	return len(hs)
+}
+
 func (t *tracker) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -157,16 +170,21 @@ func newIDSet(limit int) *idSet {
 
 func (s *idSet) has(id string) bool { _, ok := s.seen[id]; return ok }
 
-func (s *idSet) add(id string) {
+func (s *idSet) add(id string) { s.push(id) }
+
+// push adds id, and says which id it forgot to make room, if any.
+func (s *idSet) push(id string) (evicted string, ok bool) {
 	if s.has(id) {
-		return
+		return "", false
 	}
 	if len(s.ring) < cap(s.ring) {
 		s.ring = append(s.ring, id)
 	} else {
-		delete(s.seen, s.ring[s.next])
+		evicted, ok = s.ring[s.next], true
+		delete(s.seen, evicted)
 		s.ring[s.next] = id
 		s.next = (s.next + 1) % len(s.ring)
 	}
 	s.seen[id] = struct{}{}
+	return evicted, ok
 }
