@@ -384,7 +384,7 @@ func yamlMessage(m string) string {
 			m = m[:i] + "value" + m[i+1+j+1:]
 		}
 	}
-	return strings.NewReplacer(
+	return withoutGoTypes(strings.NewReplacer(
 		" into main.config", " into the settings (want a mapping of setting: value)",
 		" into []main.accountConfig", " into a list of accounts",
 		" into main.accountConfig", " into an account (want a mapping of setting: value)",
@@ -394,7 +394,25 @@ func yamlMessage(m string) string {
 		" into float64", " into a number",
 		" into int", " into an integer",
 		" into string", " into a string",
-	).Replace(m)
+	).Replace(m))
+}
+
+// withoutGoTypes names a Go type still left after " into " (one of
+// another package's configuration) "a setting".
+func withoutGoTypes(m string) string {
+	i := strings.LastIndex(m, " into ")
+	if i < 0 {
+		return m
+	}
+	rest := m[i+len(" into "):]
+	end := strings.IndexAny(rest, " ,;")
+	if end < 0 {
+		end = len(rest)
+	}
+	if !strings.Contains(rest[:end], ".") {
+		return m
+	}
+	return m[:i] + " into a setting" + rest[end:]
 }
 
 func (c config) validate() error {

@@ -43,6 +43,10 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "capoller notify: unexpected arguments: %q\n", fs.Args())
+		return 2
+	}
 	if o.dead == "" {
 		o.dead = o.prefix + "-notify.dead"
 	}
@@ -94,7 +98,11 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return notify.ParseConfig(raw, os.Getenv, os.ReadFile)
+	settings, err := notify.ParseConfig(raw, os.Getenv, os.ReadFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.config, yamlError(err))
+	}
+	return settings, nil
 }
 
 func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *zap.Logger) error {

@@ -206,19 +206,28 @@ func TestNotifyCommandConfigErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("webhooks: [{name: x, kind: generic, url: 'http://127.0.0.1:9'}]\nrulez: []\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	wrongShape := filepath.Join(dir, "shape.yaml")
+	if err := os.WriteFile(wrongShape, []byte("webhooks: {name: x}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{nil, "--config: required"},
-		{[]string{"--config", bad}, "field rulez not found"},
+		{[]string{"--config", bad}, `line 2: unknown setting "rulez"`},
 		{[]string{"--config", bad, "--stream", "A.B"}, "stream name"},
 		{[]string{"--config", bad, "--nats-url", "http://x"}, "nats-url"},
 		{[]string{"--config", bad, "--log-format", "xml"}, "log-format"},
+		{[]string{"--config", bad, "extra"}, "unexpected arguments"},
+		{[]string{"--config", wrongShape}, "into a setting"},
 	} {
 		var stderr bytes.Buffer
 		if code := cli(t.Context(), append([]string{"notify"}, c.args...), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
 			t.Errorf("%v: exit %d, stderr %q, want it to mention %q", c.args, code, stderr.String(), c.want)
+		}
+		if strings.Contains(stderr.String(), " in type ") || strings.Contains(stderr.String(), "notify.") {
+			t.Errorf("%v: a Go type name in %q", c.args, stderr.String())
 		}
 	}
 }
