@@ -33,7 +33,10 @@ import (
 // commits are purged while they are older than the age limit or the rest
 // still holds the count limit, as in the Redis store.
 
-// historyTrimEvery is how often a shard's history is trimmed by age.
+// historyPart bounds one value of a commit in the history.
+const historyPart = 256 << 10
+
+// historyTrimEvery is how often a shard's history is trimmed.
 const historyTrimEvery = time.Hour
 
 func batchKey(ts []diff.Transition) string {
@@ -48,7 +51,10 @@ func batchKey(ts []diff.Transition) string {
 // appendHistory writes a commit's transitions to the shard's history.
 func (k *KV) appendHistory(ctx context.Context, shard diff.Shard, ts []diff.Transition) error {
 	data := encodeBatch(diff.Result{Transitions: ts})
-	size := k.outboxChunk()
+	// Parts of a fixed size, whatever the server's max_payload (above
+	// 512 KiB): a replica behind another server that finishes the batch
+	// again writes the same keys.
+	size := min(historyPart, k.outboxChunk())
 	n := max(1, (len(data)+size-1)/size)
 	k.trimHistory(ctx, shard) // first: what this commit writes is never old
 	key := batchKey(ts)
