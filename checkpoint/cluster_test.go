@@ -33,21 +33,13 @@ func clusterShards(n int) []diff.Shard {
 // masters maps each shard to the address of the master holding its slot.
 func masters(t *testing.T, client *redis.ClusterClient, prefix string, shards []diff.Shard) map[diff.Shard]string {
 	t.Helper()
-	ranges, err := client.ClusterSlots(t.Context()).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[diff.Shard]string{}
 	for _, s := range shards {
-		slot, err := client.ClusterKeySlot(t.Context(), prefix+"records:{"+s.String()+"}").Result()
+		addr, err := testenv.MasterOf(t.Context(), client, prefix+"records:{"+s.String()+"}")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range ranges {
-			if int64(r.Start) <= slot && slot <= int64(r.End) {
-				out[s] = r.Nodes[0].Addr
-			}
-		}
+		out[s] = addr
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -200,7 +199,7 @@ func TestOpenRedisCluster(t *testing.T) {
 	commitThrough(t, client, prefix, shards)
 	masters := map[string]bool{}
 	for _, shard := range shards {
-		addr, err := masterOf(t.Context(), cluster, prefix+"meta:{"+shard.String()+"}")
+		addr, err := testenv.MasterOf(t.Context(), cluster, prefix+"meta:{"+shard.String()+"}")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,22 +211,6 @@ func TestOpenRedisCluster(t *testing.T) {
 }
 
 // masterOf returns the address of the master holding key.
-func masterOf(ctx context.Context, c *redis.ClusterClient, key string) (string, error) {
-	slot, err := c.ClusterKeySlot(ctx, key).Result()
-	if err != nil {
-		return "", err
-	}
-	ranges, err := c.ClusterSlots(ctx).Result()
-	if err != nil {
-		return "", err
-	}
-	for _, r := range ranges {
-		if int64(r.Start) <= slot && slot <= int64(r.End) {
-			return r.Nodes[0].Addr, nil
-		}
-	}
-	return "", fmt.Errorf("no master holds slot %d", slot)
-}
 
 // A redis+sentinel:// URL finds the master through the sentinel, with
 // the user information as the master's password.

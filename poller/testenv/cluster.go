@@ -396,3 +396,28 @@ func (c *NATSNodes) StreamLeader(stream string) int {
 	}
 	return -1
 }
+
+// MasterOf is the address of the Redis Cluster master that holds key's
+// slot.
+func MasterOf(ctx context.Context, c *redis.ClusterClient, key string) (string, error) {
+	slot, err := c.ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		return "", err
+	}
+	shards, err := c.ClusterShards(ctx).Result()
+	if err != nil {
+		return "", err
+	}
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if r.Start <= slot && slot <= r.End {
+				for _, n := range sh.Nodes {
+					if n.Role == "master" {
+						return fmt.Sprintf("%s:%d", n.IP, n.Port), nil
+					}
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no master holds slot %d", slot)
+}
