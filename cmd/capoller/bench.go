@@ -155,11 +155,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 15*time.Second, "the replica group's lease TTL")
 	fs.DurationVar(&o.steady, "steady", 30*time.Second, "how long the replica group's steady state is measured")
 	behaviours := fs.String("behaviours", "ideal", "emulator behaviours to run each strategy under: ideal, worst (unordered ties, drifting tokens, strict filters), or a JSON castest.Behaviour")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	var err error
 	if o.behaviours, err = parseBehaviours(*behaviours); err != nil {

@@ -42,11 +42,8 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.every, "every", 1500*time.Millisecond, "how often the simulated operators run a command")
 	fs.IntVar(&o.instances, "instances", 3, "simulated ECS instances")
 	fs.IntVar(&o.natsPort, "nats-port", 0, "port of the embedded NATS server (0: any free port)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	switch o.print {
 	case "pretty", "json", "none":

@@ -223,6 +223,15 @@ func TestVersionAndUsage(t *testing.T) {
 	if code := cli(t.Context(), []string{"bogus"}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("unknown command exited %d, want 2", code)
 	}
+	// Stray arguments are an error, not silently ignored (with the flags
+	// after them).
+	for _, args := range [][]string{{"demo", "extra", "--duration", "1s"}, {"bench", "stray"}, {"run", "x"}, {"status", "x"},
+		{"replay", "x"}, {"watch", "x"}, {"notify", "--config", "n.yaml", "x"}} {
+		var stderr bytes.Buffer
+		if code := cli(t.Context(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "unexpected arguments") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr.String())
+		}
+	}
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.

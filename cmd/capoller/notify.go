@@ -37,15 +37,8 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this address (empty: off)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "capoller notify: unexpected arguments: %q\n", fs.Args())
-		return 2
+	if code, ok := parseFlags(fs, args, stderr); !ok {
+		return code
 	}
 	if o.dead == "" {
 		o.dead = o.prefix + "-notify.dead"

@@ -68,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "casim: unexpected arguments: %q\n", fs.Args())
+		return 2
+	}
 	b.TokenTTL = castest.Duration(*tokenTTL)
 	var accounts []castest.Account
 	for i, v := range accountFlags {
