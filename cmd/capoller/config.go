@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -277,8 +278,13 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	flags := map[string]string{}
 	var order []string
 	all := settings()
+	defaults := settingDefaults(cfg)
 	for _, s := range all {
-		fs.Func(s.name, s.usage+" (env "+envName(s.name)+")", func(v string) error {
+		usage := s.usage + " (env " + envName(s.name) + ")"
+		if d := defaults[s.name]; d != "" {
+			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
+		}
+		fs.Func(s.name, usage, func(v string) error {
 			flags[s.name] = v
 			order = append(order, s.name)
 			return nil
@@ -805,4 +811,31 @@ func historyLimit[T time.Duration | int64](v T) T {
 		return -1
 	}
 	return v
+}
+
+// settingDefaults renders each setting's value in c, by its YAML name (the
+// flag's), for --help: durations as 30s, lists comma-separated, empty
+// values left out.
+func settingDefaults(c config) map[string]string {
+	out := map[string]string{}
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" || !v.Type().Field(i).IsExported() {
+			continue
+		}
+		switch f := v.Field(i).Interface().(type) {
+		case time.Duration:
+			if f != 0 {
+				out[name] = f.String()
+			}
+		case []string:
+			out[name] = strings.Join(f, ",")
+		case string:
+			out[name] = f
+		case int, int64, float64:
+			out[name] = fmt.Sprint(f)
+		}
+	}
+	return out
 }
