@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// configCommand runs "capoller config check": it validates the
+// configuration file, the environment and the flags as run would take
+// them, resolves every account's credentials (reading the variables and
+// files they name, never printing them), and prints the effective
+// configuration with secrets redacted, and the shards it makes.
+func configCommand(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintln(stderr, "usage: capoller config check [the flags of run]")
+		return 2
+	}
+	fs := flag.NewFlagSet("capoller config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg, err := loadConfig(fs, args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller config check: %v\n", err)
+		return 2
+	}
+	shards, err := cfg.shards()
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller config check: %v\n", err)
+		return 2
+	}
+	var errs []error
+	for _, name := range cfg.accountNames() {
+		if _, err := cfg.credential(name, os.Getenv); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(stderr, "capoller config check: %v\n", errors.Join(errs...))
+		return 2
+	}
+	shown := cfg
+	shown.RedisURL, shown.NATSURL, shown.Endpoint = redactURL(cfg.RedisURL), redactURL(cfg.NATSURL), redactURL(cfg.Endpoint)
+	out, err := yaml.Marshal(shown)
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller config check: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# the effective configuration (secrets redacted)\n%s", out)
+	fmt.Fprintf(stdout, "# %d shards\n", len(shards))
+	for _, s := range shards {
+		fmt.Fprintf(stdout, "#   %s\n", s.Shard)
+	}
+	return 0
+}

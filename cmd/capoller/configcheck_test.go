@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// config check accepts a good file and prints it with the shards it
+// makes, secrets redacted; it refuses a bad file, an unknown key and a
+// credential whose variable is unset, naming what is wrong and never a
+// secret's value.
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", `redis-url: redis://capoller:hunter2@redis.internal:6379/0
+accounts:
+  - name: prod
+    credentials: {type: access_key, source: env, access_key_id_env: PROD_AK, access_key_secret_env: PROD_SK}
+    regions: [cn-hangzhou, cn-shanghai]
+    sources: [ecs, swas]
+`)
+	t.Setenv("PROD_AK", "LTAIcheck")
+	t.Setenv("PROD_SK", "check-secret-value")
+	var stdout, stderr bytes.Buffer
+	if code := cli(t.Context(), []string{"config", "check", "--config", good}, &stdout, &stderr); code != 0 {
+		t.Fatalf("a good file: exit %d, %s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"# 4 shards", "prod/swas/cn-shanghai", "redis://REDACTED@redis.internal:6379/0", "access_key_secret_env: PROD_SK"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check does not show %q:\n%s", want, out)
+		}
+	}
+	for _, secret := range []string{"hunter2", "check-secret-value", "LTAIcheck"} {
+		if strings.Contains(out+stderr.String(), secret) {
+			t.Errorf("config check shows the secret %q", secret)
+		}
+	}
+
+	t.Setenv("PROD_SK", "")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", good}, "PROD_SK is empty or unset"},
+		{[]string{"--config", write("unknown.yaml", "regionz: [cn-hangzhou]\n")}, `unknown setting "regionz"`},
+		{[]string{"--config", write("dup.yaml", "regions: [cn-hangzhou, cn-hangzhou]\n")}, "cn-hangzhou"},
+		{[]string{"--lease-ttl", "1s"}, "lease-ttl"},
+	} {
+		var stderr bytes.Buffer
+		if code := cli(t.Context(), append([]string{"config", "check"}, c.args...), io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr.String(), c.want)
+		}
+	}
+	if code := cli(t.Context(), []string{"config"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("config without check exited %d", code)
+	}
+}
