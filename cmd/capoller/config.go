@@ -59,6 +59,7 @@ type config struct {
 	Bucket          string          `yaml:"bucket"`
 	DataDir         string          `yaml:"data-dir"`
 	MetricsAddr     string          `yaml:"metrics-addr"`
+	PprofAddr       string          `yaml:"pprof-addr"`
 	LogFormat       string          `yaml:"log-format"`
 	LogLevel        string          `yaml:"log-level"`
 	ReplicaID       string          `yaml:"replica-id"`
@@ -250,6 +251,7 @@ func settings() []setting {
 		{"bucket", "key-value bucket for --checkpoint natskv", str(func(c *config) *string { return &c.Bucket })},
 		{"data-dir", "directory for the embedded NATS server's data", str(func(c *config) *string { return &c.DataDir })},
 		{"metrics-addr", "address to serve /metrics and /healthz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
+		{"pprof-addr", "address to serve the Go profiler (/debug/pprof/) on; empty disables, a bare :port binds to localhost", str(func(c *config) *string { return &c.PprofAddr })},
 		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
 		{"replica-id", "this replica's name in its group (replicas sharing a store and key prefix or bucket), default the host name; each process adds a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
@@ -427,7 +429,7 @@ func (c config) validate() error {
 		{"endpoint", c.Endpoint}, {"initial", c.Initial}, {"strategy", c.Strategy}, {"redis-url", c.RedisURL},
 		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
 		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
-		{"log-format", c.LogFormat}, {"log-level", c.LogLevel}, {"replica-id", c.ReplicaID},
+		{"pprof-addr", c.PprofAddr}, {"log-format", c.LogFormat}, {"log-level", c.LogLevel}, {"replica-id", c.ReplicaID},
 	} {
 		if err := printable(s.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
@@ -493,6 +495,11 @@ func (c config) validate() error {
 	if c.MetricsAddr != "" {
 		if err := checkListenAddr(c.MetricsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-addr %q: %w", c.MetricsAddr, err))
+		}
+	}
+	if c.PprofAddr != "" {
+		if err := checkListenAddr(c.PprofAddr); err != nil {
+			errs = append(errs, fmt.Errorf("pprof-addr %q: %w", c.PprofAddr, err))
 		}
 	}
 	if c.NATSURL == "embedded" && c.DataDir == "" {

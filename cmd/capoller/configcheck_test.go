@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"io"
+	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/capoller/capoller/poller"
 )
 
 // config check accepts a good file and prints it with the shards it
@@ -64,5 +68,31 @@ accounts:
 	}
 	if code := cli(t.Context(), []string{"config"}, io.Discard, io.Discard); code != 2 {
 		t.Errorf("config without check exited %d", code)
+	}
+}
+
+// The profiler is opt-in, on its own address, and a bare port binds to
+// localhost; /metrics' address does not serve it.
+func TestProfilerIsOptInAndLocal(t *testing.T) {
+	ln, err := listenPprof(":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); host != "127.0.0.1" {
+		t.Errorf("a bare port bound to %s, want localhost", ln.Addr())
+	}
+	if ln, err := listenPprof(""); ln != nil || err != nil {
+		t.Errorf("no address served the profiler: %v %v", ln, err)
+	}
+	rec := httptest.NewRecorder()
+	opsMux(poller.NewMetrics(), func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+	if rec.Code != 404 {
+		t.Errorf("the metrics address serves the profiler: %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	pprofMux().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+	if rec.Code != 200 {
+		t.Errorf("the profiler's address answered %d", rec.Code)
 	}
 }

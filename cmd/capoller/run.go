@@ -83,6 +83,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if metricsLn != nil {
 		defer func() { _ = metricsLn.Close() }()
 	}
+	pprofLn, err := listenPprof(cfg.PprofAddr)
+	if err != nil {
+		return err
+	}
+	if pprofLn != nil {
+		defer func() { _ = pprofLn.Close() }()
+		log.Warn("the Go profiler is served", zap.String("pprof_addr", pprofLn.Addr().String()))
+	}
 	natsURL := cfg.NATSURL
 	if natsURL == "embedded" {
 		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
@@ -261,19 +269,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		return nil
 	}
 	if metricsLn != nil {
-		srv := &http.Server{Handler: opsMux(metrics, health), ReadHeaderTimeout: 5 * time.Second}
-		g.Go(func() error {
-			if err := srv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics server: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		serveHTTP(gctx, g, metricsLn, opsMux(metrics, health), "metrics server")
+	}
+	if pprofLn != nil {
+		serveHTTP(gctx, g, pprofLn, pprofMux(), "profiler")
 	}
 	g.Go(func() error { return group.Run(gctx) })
 	fields := []zap.Field{zap.Int("shards", len(ids)), zap.Duration("lease_ttl", cfg.LeaseTTL),
@@ -348,13 +347,55 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 	return nil
 }
 
-// opsMux serves /metrics, /healthz and the Go profiler under /debug/pprof/.
-// /healthz answers 503 with the reason while health reports an error.
+// serveHTTP serves handler on ln in g until ctx ends.
+func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, handler http.Handler, what string) {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+}
+
+// listenPprof opens the profiler's address, if any: a bare port binds to
+// localhost, so that exposing the profiler takes an explicit host.
+func listenPprof(addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, configError{fmt.Errorf("pprof-addr: %w", err)}
+	}
+	return ln, nil
+}
+
+// pprofMux serves the Go profiler under /debug/pprof/.
+func pprofMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// opsMux serves /metrics and /healthz. /healthz answers 503 with the
+// reason while health reports an error.
 func opsMux(m *poller.Metrics, health func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
