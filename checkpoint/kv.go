@@ -162,6 +162,14 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 		shards: map[diff.Shard]*kvShard{}, fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}, trimmed: map[diff.Shard]time.Time{}}, nil
 }
 
+// Ping says whether the bucket answers.
+func (k *KV) Ping(ctx context.Context) error {
+	if _, err := k.kv.Status(ctx); err != nil {
+		return fmt.Errorf("checkpoint: key-value bucket %s: %w", k.bucket, err)
+	}
+	return nil
+}
+
 func kvKey(s diff.Shard, parts ...string) string {
 	return strings.Join(append([]string{diff.AccountOf(s.Account), string(s.Source), s.Region}, parts...), ".")
 }

@@ -262,6 +262,14 @@ func (r *Redis) write(ctx context.Context, script *redis.Script, shard diff.Shar
 	return fmt.Errorf("checkpoint: %s %s in redis: %w (the lease's token is %s, this process's %d)", what, shard, ErrFenced, current, token)
 }
 
+// Ping says whether Redis answers.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("checkpoint: redis: %w", err)
+	}
+	return nil
+}
+
 // RoundTrips counts the requests this store sent to Redis (a pipeline or a
 // transaction is one).
 func (r *Redis) RoundTrips() int64 { return r.trips.Load() }

@@ -16,40 +16,71 @@ import (
 // error that nats.go treats as fatal, as a server does when a subject
 // passes its control-line limit.
 type natsProxy struct {
-	ln       net.Listener
 	upstream string
 	mu       sync.Mutex
+	ln       net.Listener
 	clients  []net.Conn
 	servers  []net.Conn
 }
 
+// newNATSProxy is a TCP proxy to upstream (a NATS or Redis address, with
+// or without its scheme), which a test can cut.
 func newNATSProxy(t *testing.T, upstream string) *natsProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &natsProxy{ln: ln, upstream: strings.TrimPrefix(upstream, "nats://")}
-	t.Cleanup(func() { _ = ln.Close(); p.kill("") })
-	go func() {
-		for {
-			client, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", p.upstream)
-			if err != nil {
-				_ = client.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.clients, p.servers = append(p.clients, client), append(p.servers, server)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(server, client); _ = server.Close() }()
-			go func() { _, _ = io.Copy(client, server) }()
-		}
-	}()
+	_, hostPort, ok := strings.Cut(upstream, "://")
+	if !ok {
+		hostPort = upstream
+	}
+	hostPort, _, _ = strings.Cut(hostPort, "/")
+	p := &natsProxy{ln: ln, upstream: hostPort}
+	t.Cleanup(func() { p.down() })
+	go p.serve(ln)
 	return p
+}
+
+func (p *natsProxy) serve(ln net.Listener) {
+	for {
+		client, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.clients, p.servers = append(p.clients, client), append(p.servers, server)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(server, client); _ = server.Close() }()
+		go func() { _, _ = io.Copy(client, server) }()
+	}
+}
+
+// down stops listening and cuts every connection: to its clients the
+// server is gone.
+func (p *natsProxy) down() {
+	p.mu.Lock()
+	_ = p.ln.Close()
+	p.mu.Unlock()
+	p.kill("")
+}
+
+// up listens again on the same address.
+func (p *natsProxy) up(t *testing.T) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ln, err := net.Listen("tcp", p.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ln = ln
+	go p.serve(ln)
 }
 
 // kill cuts every connection from the server, sends the clients line,
@@ -69,7 +100,13 @@ func (p *natsProxy) kill(line string) {
 	p.servers, p.clients = nil, nil
 }
 
-func (p *natsProxy) url() string { return "nats://" + p.ln.Addr().String() }
+func (p *natsProxy) addr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ln.Addr().String()
+}
+
+func (p *natsProxy) url() string { return "nats://" + p.addr() }
 
 // TestRunExitsWhenNATSClosesForGood is the regression test of a dead bus
 // connection: after a fatal protocol error nats.go never reconnects, and

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -86,7 +87,7 @@ func TestProfilerIsOptInAndLocal(t *testing.T) {
 		t.Errorf("no address served the profiler: %v %v", ln, err)
 	}
 	rec := httptest.NewRecorder()
-	opsMux(poller.NewMetrics(), func() error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+	opsMux(poller.NewMetrics(), func() error { return nil }, func(context.Context) error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
 	if rec.Code != 404 {
 		t.Errorf("the metrics address serves the profiler: %d", rec.Code)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
@@ -147,6 +148,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		func() float64 { b, _ := pub.Requests(); return float64(b) })
 	metrics.Func("capoller_nats_publishes_total", "counter", "Messages published to JetStream (pipelined, each acknowledged).",
 		func() float64 { _, m := pub.Requests(); return float64(m) })
+	ready := newReadiness(readinessWindow(cfg))
 	store, closeStore, err := openStore(ctx, cfg, log, js, metrics)
 	if err != nil {
 		return err
@@ -238,6 +240,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 				Logger: log, Metrics: metrics, Recovery: pub, Claim: claim, Hook: hook,
 				OnCycle: func(r poller.Report) {
 					claim.Observe(r)
+					ready.observe(r)
 					if onCycle != nil {
 						onCycle(r)
 					}
@@ -253,6 +256,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		return configError{err}
 	}
 
+	readyz := func(ctx context.Context) error {
+		return ready.check(ctx, func() error {
+			if st := nc.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("the connection is %s", strings.ToLower(st.String()))
+			}
+			return nil
+		}, store, group.Owned(), time.Now())
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		select {
@@ -269,7 +280,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		return nil
 	}
 	if metricsLn != nil {
-		serveHTTP(gctx, g, metricsLn, opsMux(metrics, health), "metrics server")
+		serveHTTP(gctx, g, metricsLn, opsMux(metrics, health, readyz), "metrics server")
 	}
 	if pprofLn != nil {
 		serveHTTP(gctx, g, pprofLn, pprofMux(), "profiler")
@@ -391,11 +402,18 @@ func pprofMux() http.Handler {
 	return mux
 }
 
-// opsMux serves /metrics and /healthz. /healthz answers 503 with the
-// reason while health reports an error.
-func opsMux(m *poller.Metrics, health func() error) http.Handler {
+// opsMux serves /metrics, /healthz and /readyz. /healthz answers 503 with
+// the reason while health reports an error, /readyz while ready does.
+func opsMux(m *poller.Metrics, health func() error, ready func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", m)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
