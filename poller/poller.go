@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -852,7 +853,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		class, wait := p.retryAfter(rep.Err, bo)
 		p.opts.Metrics.backoff(p.opts.Shard, class, wait)
 		fields := []zap.Field{zap.Error(rep.Err), zap.String("class", class), zap.Duration("retry_in", wait), zap.Int("failures", failures)}
-		if msg := rep.Err.Error(); msg != lastErr {
+		if msg := failureSignature(rep.Err); msg != lastErr {
 			lastErr = msg
 			if class == "permanent" {
 				p.log.Error("cycle failed; check the configuration", fields...)
@@ -867,6 +868,28 @@ func (p *Poller) Run(ctx context.Context) error {
 }
 
 // retryAfter classifies a failed cycle and picks the pause before the next.
+// failureSignature is what tells one failure from another in the logs:
+// the error's text without its request ids (each try has a new one), so
+// that a failure repeated is logged once per change.
+func failureSignature(err error) string {
+	msg := err.Error()
+	var b strings.Builder
+	for {
+		i := strings.Index(msg, "(request ")
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(msg[i:], ')')
+		if j < 0 {
+			break
+		}
+		b.WriteString(msg[:i])
+		msg = msg[i+j+1:]
+	}
+	b.WriteString(msg)
+	return strings.Join(strings.FieldsFunc(b.String(), func(r rune) bool { return r == ' ' }), " ")
+}
+
 func (p *Poller) retryAfter(err error, bo backoff.BackOff) (string, time.Duration) {
 	var cycleErr *CycleError
 	if errors.As(err, &cycleErr) && cycleErr.Stage == StageFetch {
