@@ -60,13 +60,15 @@ type config struct {
 	DataDir         string          `yaml:"data-dir"`
 	MetricsAddr     string          `yaml:"metrics-addr"`
 	PprofAddr       string          `yaml:"pprof-addr"`
-	LogFormat       string          `yaml:"log-format"`
-	LogLevel        string          `yaml:"log-level"`
-	ReplicaID       string          `yaml:"replica-id"`
-	LeaseTTL        time.Duration   `yaml:"lease-ttl"`
-	StreamReplicas  int             `yaml:"stream-replicas"`
-	HistoryMaxAge   time.Duration   `yaml:"history-max-age"`
-	HistoryMaxCount int64           `yaml:"history-max-count"`
+	// InsecureEndpoint allows an http:// endpoint with STS credentials.
+	InsecureEndpoint bool          `yaml:"insecure-endpoint"`
+	LogFormat        string        `yaml:"log-format"`
+	LogLevel         string        `yaml:"log-level"`
+	ReplicaID        string        `yaml:"replica-id"`
+	LeaseTTL         time.Duration `yaml:"lease-ttl"`
+	StreamReplicas   int           `yaml:"stream-replicas"`
+	HistoryMaxAge    time.Duration `yaml:"history-max-age"`
+	HistoryMaxCount  int64         `yaml:"history-max-count"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's
@@ -192,6 +194,10 @@ type setting struct {
 	set         func(c *config, v string) error
 }
 
+// booleanSettings take no value on the command line: --name is
+// --name=true.
+func booleanSetting(name string) bool { return name == "insecure-endpoint" }
+
 func str(field func(*config) *string) func(*config, string) error {
 	return func(c *config, v string) error { *field(c) = v; return nil }
 }
@@ -223,6 +229,11 @@ func dur(field func(*config) *time.Duration) func(*config, string) error {
 func settings() []setting {
 	return []setting{
 		{"endpoint", "Cloud Assistant API base URL, e.g. http://127.0.0.1:8080 for casim; empty means Alibaba's endpoints over HTTPS", str(func(c *config) *string { return &c.Endpoint })},
+		{"insecure-endpoint", "allow an http:// --endpoint with STS credentials (sts, ram_role_arn, ecs_ram_role), whose token it sends in the clear: for a local emulator only", func(c *config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.InsecureEndpoint = b
+			return err
+		}},
 		{"regions", "comma-separated regions to watch", list(func(c *config) *[]string { return &c.Regions })},
 		{"sources", "comma-separated sources: ecs (DescribeInvocations), ecs-results (DescribeInvocationResults) — one of the two — and swas", list(func(c *config) *[]string { return &c.Sources })},
 		{"interval", "time between the starts of two polls of a shard", dur(func(c *config) *time.Duration { return &c.Interval })},
@@ -286,11 +297,16 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		if d := defaults[s.name]; d != "" {
 			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
 		}
-		fs.Func(s.name, usage, func(v string) error {
+		record := func(v string) error {
 			flags[s.name] = v
 			order = append(order, s.name)
 			return nil
-		})
+		}
+		if booleanSetting(s.name) {
+			fs.BoolFunc(s.name, usage, record) // --name alone is true
+		} else {
+			fs.Func(s.name, usage, record)
+		}
 	}
 	fs.StringVar(&cfg.Config, "config", getenv("CAPOLLER_CONFIG"), "YAML configuration file (env CAPOLLER_CONFIG)")
 	if err := fs.Parse(args); err != nil {
@@ -438,6 +454,14 @@ func (c config) validate() error {
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
+		} else if u.Scheme == "http" && !c.InsecureEndpoint {
+			for _, a := range c.Accounts {
+				switch a.Credentials.Type {
+				case credSTS, credRAMRoleARN, credECSRAMRole:
+					errs = append(errs, fmt.Errorf("endpoint %s: plain http would send account %q's STS security token in the clear; use https, or --insecure-endpoint for a local emulator",
+						redactURL(c.Endpoint), a.Name))
+				}
+			}
 		}
 	}
 	if len(c.Accounts) == 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -95,5 +96,34 @@ func TestProfilerIsOptInAndLocal(t *testing.T) {
 	pprofMux().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
 	if rec.Code != 200 {
 		t.Errorf("the profiler's address answered %d", rec.Code)
+	}
+}
+
+// An http:// endpoint with STS credentials would send the security token
+// in the clear: refused unless --insecure-endpoint says so.
+func TestPlainHTTPWithSTSNeedsInsecureEndpoint(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "sts.yaml")
+	if err := os.WriteFile(file, []byte(`endpoint: http://127.0.0.1:8080
+accounts:
+  - name: prod
+    credentials: {type: sts, source: env}
+    regions: [cn-hangzhou]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", file}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "--insecure-endpoint") {
+		t.Fatalf("http with STS: %v", err)
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", file, "--insecure-endpoint"}, func(string) string { return "" }); err != nil {
+		t.Fatalf("with --insecure-endpoint: %v", err)
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", file}, func(k string) string {
+		if k == "CAPOLLER_INSECURE_ENDPOINT" {
+			return "true"
+		}
+		return ""
+	}); err != nil {
+		t.Fatalf("with CAPOLLER_INSECURE_ENDPOINT=true: %v", err)
 	}
 }
