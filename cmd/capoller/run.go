@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
@@ -81,8 +83,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return err
 	}
+	metrics := poller.NewMetrics()
+	ops := &opsState{starting: "connecting to NATS"}
 	if metricsLn != nil {
-		defer func() { _ = metricsLn.Close() }()
+		// From the first second, also while start-up waits for NATS or
+		// Redis: /healthz says the process is alive, /readyz what it waits
+		// for.
+		stop := serveOps(metricsLn, opsMux(metrics, ops.health, ops.ready))
+		defer stop()
 	}
 	pprofLn, err := listenPprof(cfg.PprofAddr)
 	if err != nil {
@@ -106,6 +114,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	// error it treats as fatal; then the daemon exits non-zero so that its
 	// supervisor starts it again, and /healthz says so until it has.
 	closed := make(chan struct{})
+	var dialErr atomicString // why the server cannot be reached, while it cannot
 	// No reconnect buffer: a publish while disconnected fails at once. A
 	// buffered one would reach the stream whenever the connection came
 	// back — perhaps after this replica lost the shard, past the duplicate
@@ -118,7 +127,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 				log.Warn("NATS disconnected", zap.Error(err))
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+		nats.ReconnectHandler(func(*nats.Conn) { dialErr.Store(""); log.Info("NATS reconnected") }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			// Each failed attempt to reach the server, the first connection's
+			// too: logged once per change of cause.
+			if msg := withoutURL(err).Error(); dialErr.Swap(msg) != msg {
+				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(natsURL)), zap.String("cause", msg))
+			}
+		}))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), withoutURL(err))
 	}
@@ -137,13 +153,21 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if errors.As(err, new(*publisher.StreamConflictError)) {
 			return backoff.Permanent(err) // retrying will not change the operator's stream
 		}
+		if cause := dialErr.Load(); err != nil && !nc.IsConnected() && cause != "" {
+			// The API call's own error says little ("outbound buffer
+			// limit exceeded"): say why.
+			err = fmt.Errorf("%w (NATS is not reachable: %s)", err, cause)
+		}
 		return err
 	}); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting: a clean stop
+		}
 		return err
 	}
+	ops.setStarting("opening the checkpoint store")
 	logStreamChange(log, cfg.Stream, change)
 
-	metrics := poller.NewMetrics()
 	metrics.Func("capoller_nats_publish_batches_total", "counter", "Batches published (one wait for acknowledgements each).",
 		func() float64 { b, _ := pub.Requests(); return float64(b) })
 	metrics.Func("capoller_nats_publishes_total", "counter", "Messages published to JetStream (pipelined, each acknowledged).",
@@ -151,6 +175,9 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	ready := newReadiness(readinessWindow(cfg))
 	store, closeStore, err := openStore(ctx, cfg, log, js, metrics)
 	if err != nil {
+		if ctx.Err() != nil && !errors.As(err, new(configError)) {
+			return nil // stopped while waiting: a clean stop
+		}
 		return err
 	}
 	defer closeStore()
@@ -279,9 +306,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		}
 		return nil
 	}
-	if metricsLn != nil {
-		serveHTTP(gctx, g, metricsLn, opsMux(metrics, health, readyz), "metrics server")
-	}
+	ops.running(health, readyz)
 	if pprofLn != nil {
 		serveHTTP(gctx, g, pprofLn, pprofMux(), "profiler")
 	}
@@ -356,6 +381,79 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
+}
+
+// atomicString is a string shared between goroutines.
+type atomicString struct{ v atomic.Value }
+
+func (a *atomicString) Store(s string) { a.v.Store(s) }
+
+func (a *atomicString) Load() string {
+	s, _ := a.v.Load().(string)
+	return s
+}
+
+// Swap stores s and returns the previous value.
+func (a *atomicString) Swap(s string) string {
+	old, _ := a.v.Swap(s).(string)
+	return old
+}
+
+// opsState is what /healthz and /readyz answer: while the daemon starts,
+// what it waits for; then the running daemon's checks.
+type opsState struct {
+	mu       sync.Mutex
+	starting string
+	healthFn func() error
+	readyFn  func(context.Context) error
+}
+
+func (o *opsState) setStarting(what string) {
+	o.mu.Lock()
+	o.starting = what
+	o.mu.Unlock()
+}
+
+func (o *opsState) running(health func() error, ready func(context.Context) error) {
+	o.mu.Lock()
+	o.starting, o.healthFn, o.readyFn = "", health, ready
+	o.mu.Unlock()
+}
+
+func (o *opsState) health() error {
+	o.mu.Lock()
+	h := o.healthFn
+	o.mu.Unlock()
+	if h == nil {
+		return nil // starting: alive, and waiting (see /readyz)
+	}
+	return h()
+}
+
+func (o *opsState) ready(ctx context.Context) error {
+	o.mu.Lock()
+	starting, r := o.starting, o.readyFn
+	o.mu.Unlock()
+	if r == nil {
+		return fmt.Errorf("starting: %s", starting)
+	}
+	return r(ctx)
+}
+
+// serveOps serves handler on ln until the returned stop is called.
+func serveOps(ln net.Listener, handler http.Handler) (stop func()) {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln) // ends with the stop below
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
 }
 
 // serveHTTP serves handler on ln in g until ctx ends.
