@@ -20,6 +20,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
@@ -48,6 +49,7 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
+	redis.SetLogger(&redisLogger{log: log.Named("redis")})
 	if err := daemon(ctx, cfg, log, nil); err != nil {
 		if errors.As(err, new(configError)) {
 			fmt.Fprintf(stderr, "capoller run: configuration: %v\n", err)

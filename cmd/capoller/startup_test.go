@@ -71,3 +71,27 @@ func TestStartupWaitServesHealthAndStopsCleanly(t *testing.T) {
 		t.Fatal("run did not stop")
 	}
 }
+
+// go-redis's own messages go through zap, once per change: no raw line
+// reaches the JSON log.
+func TestRedisClientMessagesAreStructured(t *testing.T) {
+	var buf syncBuffer
+	log, err := newLogger("json", "info", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &redisLogger{log: log}
+	for range 3 {
+		l.Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts: dial tcp %s: connect: connection refused", 5, "127.0.0.1:1")
+	}
+	l.Printf(t.Context(), "redis: discarding bad PubSub connection")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2 (a repeat is logged once):\n%s", len(lines), buf.String())
+	}
+	for _, line := range lines {
+		if !strings.HasPrefix(line, "{") || !strings.Contains(line, `"msg":"redis client"`) {
+			t.Errorf("not a structured line: %s", line)
+		}
+	}
+}
