@@ -8,6 +8,7 @@
 //	capoller watch    follow the live events at a terminal
 //	capoller bench    measure strategies against the emulator
 //	capoller notify   chat messages for failed invocations
+//	capoller chaos    a soak under faults, checked against the emulator's truth
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -41,6 +42,7 @@ commands:
   watch    follow the live events, one line each, coloured by status on a terminal
   bench    size capoller: API calls, latency, throughput and memory per strategy
   notify   post one chat message per failing invocation (DingTalk, Slack, Feishu, webhooks)
+  chaos    soak replicas under faults (kills at every step, engine restarts, API faults) and check the stream against the truth
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -68,6 +70,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return watchCommand(ctx, args[1:], stdout, stderr)
 	case "notify":
 		return notifyCommand(ctx, args[1:], stdout, stderr)
+	case "chaos":
+		return chaosCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -92,13 +92,16 @@ type Result struct {
 	// estimate: a poll may still see a shorter state, or miss a longer one
 	// under faults); Published the stream's messages; Announced the events
 	// matched to a true transition.
-	Generated  int          `json:"generated"`
-	Observable int          `json:"observable"`
-	Published  int          `json:"published"`
-	Announced  int          `json:"announced"`
-	Counts     map[Kind]int `json:"violations"`
-	Violations []Violation  `json:"details,omitempty"`
-	Latencies  []Latency    `json:"-"`
+	Generated  int `json:"generated"`
+	Observable int `json:"observable"`
+	// ObservableAnnounced is how many of the observable transitions were
+	// announced.
+	ObservableAnnounced int          `json:"observableAnnounced"`
+	Published           int          `json:"published"`
+	Announced           int          `json:"announced"`
+	Counts              map[Kind]int `json:"violations"`
+	Violations          []Violation  `json:"details,omitempty"`
+	Latencies           []Latency    `json:"-"`
 }
 
 // OK reports whether no promise was broken.
@@ -140,10 +143,13 @@ func Check(truth map[diff.Key][]castest.TruthEntry, evs []Published, opts Option
 		seen[e.MsgID] = true
 		chains[k] = append(chains[k], e)
 	}
+	observable := func(entries []castest.TruthEntry, i int) bool {
+		return i == len(entries)-1 || entries[i+1].Time.Sub(entries[i].Time) >= opts.MinVisible
+	}
 	for _, entries := range truth {
 		res.Generated += len(entries)
-		for i, e := range entries {
-			if i == len(entries)-1 || entries[i+1].Time.Sub(e.Time) >= opts.MinVisible {
+		for i := range entries {
+			if observable(entries, i) {
 				res.Observable++
 			}
 		}
@@ -188,6 +194,9 @@ func Check(truth map[diff.Key][]castest.TruthEntry, evs []Published, opts Option
 			default:
 				pos += at
 				res.Announced++
+				if observable(entries, pos) {
+					res.ObservableAnnounced++
+				}
 				if !e.Stored.IsZero() {
 					res.Latencies = append(res.Latencies, Latency{At: entries[pos].Time, Seconds: e.Stored.Sub(entries[pos].Time).Seconds()})
 				}
