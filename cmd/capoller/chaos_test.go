@@ -14,7 +14,7 @@ import (
 
 // TestChaosShort is the CI mode of `capoller chaos`: three replicas as
 // child processes, against a redis-server and a NATS server of the
-// harness's own, for about a minute of faults with a new seed each run
+// harness's own, for 55 s of faults with a new seed each run
 // (CAPOLLER_CHAOS_SEED replays one): SIGKILL and SIGSTOP of replicas,
 // kills and stops armed at every step of the cycle, Redis and NATS
 // restarts, API throttling, 5xx, slow and malformed responses, invalid
@@ -32,9 +32,9 @@ func TestChaosShort(t *testing.T) {
 			t.Fatalf("CAPOLLER_CHAOS_SEED=%q: %v", s, err)
 		}
 	}
-	o := chaosOptions{duration: 60 * time.Second, seed: seed, redisURL: "embedded", natsURL: "embedded", checkpoint: "redis",
+	o := chaosOptions{duration: 55 * time.Second, seed: seed, redisURL: "embedded", natsURL: "embedded", checkpoint: "redis",
 		replicas: 3, interval: time.Second, leaseTTL: 4 * time.Second, faultEvery: 2500 * time.Millisecond, rate: 3,
-		quota: 600, qps: 5, catchUp: 40 * time.Second, env: []string{beMainEnv + "=1"}}
+		quota: 600, qps: 5, catchUp: 75 * time.Second, env: []string{beMainEnv + "=1"}}
 	t.Logf("seed %d; replay with CAPOLLER_CHAOS_SEED=%d, or: capoller chaos --seed %d --duration %v --rate %g --fault-every %v",
 		seed, seed, seed, o.duration, o.rate, o.faultEvery)
 	var progress syncBuffer
