@@ -244,16 +244,16 @@ func (a chaosArm) env() string {
 func (a chaosArm) key() string { return a.action + "@" + string(a.step) }
 
 // chaosArms draws, from the seed, the hooks armed at each replica start,
-// in start order: more than half the starts arm a kill or a stop at the
-// n-th batch at one of the cycle's steps.
+// in start order: four starts in five arm a kill or a stop at the n-th
+// batch at one of the cycle's steps.
 func chaosArms(seed int64) func() chaosArm {
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x686f6f6b)) // "hook"
 	steps := []poller.Step{poller.StepFetched, poller.StepStaged, poller.StepPublished, poller.StepCommitted}
 	return func() chaosArm {
-		if rng.IntN(10) < 4 {
+		if rng.IntN(10) < 2 {
 			return chaosArm{}
 		}
-		a := chaosArm{step: steps[rng.IntN(len(steps))], action: "kill", nth: 1 + rng.IntN(6)}
+		a := chaosArm{step: steps[rng.IntN(len(steps))], action: "kill", nth: 1 + rng.IntN(4)}
 		if rng.IntN(10) < 3 {
 			a.action = "stop"
 		}
