@@ -366,6 +366,9 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	if o.natsCluster {
 		rep.NATS = "embedded 3-node cluster, R3 stream, one node lost at a time"
 	}
+	if o.checkpoint == "natskv" {
+		rep.Redis = "unused (checkpoints in JetStream KV)"
+	}
 
 	regions := []string{"cn-hangzhou", "cn-shanghai", "ap-southeast-1"}
 	keys := map[string][2]string{"prod": {"LTAIchaosprod" + randomHex(3), randomHex(12)}, "staging": {"LTAIchaosstg" + randomHex(3), randomHex(12)}}
