@@ -9,6 +9,7 @@
 //	capoller bench    measure strategies against the emulator
 //	capoller notify   chat messages for failed invocations
 //	capoller config   check the configuration
+//	capoller chaos    a soak under faults, checked against the emulator's truth
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -45,6 +46,7 @@ commands:
   bench    size capoller: API calls, latency, throughput and memory per strategy
   notify   post one chat message per failing invocation (DingTalk, Slack, Feishu, webhooks)
   config   config check: validate the configuration and print it, secrets redacted
+  chaos    soak replicas under faults (kills at every step, engine restarts, API faults) and check the stream against the truth
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -74,6 +76,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return notifyCommand(ctx, args[1:], stdout, stderr)
 	case "config":
 		return configCommand(ctx, args[1:], stdout, stderr)
+	case "chaos":
+		return chaosCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

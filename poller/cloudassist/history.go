@@ -62,6 +62,16 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 	out := make([]diff.Record, 0, len(records))
 	for _, r := range records {
 		hist, ok := runs[r.Key]
+		// An instance waiting for its next run (Scheduled, Repeats n) has
+		// ended run n: a history without it is behind the listing. Taken
+		// as it is, the wait would be announced, and run n's outcome after
+		// it once the history has it: out of order. Fail the listing
+		// instead; the next cycle reads the history whole.
+		if r.InstanceID != "" && wanted[r.InvokeID] && r.Status == diff.StatusScheduled && r.Repeats > 0 &&
+			!slices.ContainsFunc(hist, func(h diff.Record) bool { return h.Repeats >= r.Repeats }) {
+			return nil, fmt.Errorf("%w: the history of %s holds no run %d of instance %s, which the listing shows ended",
+				ErrMalformed, r.InvokeID, r.Repeats, r.InstanceID)
+		}
 		if r.InstanceID == "" || !wanted[r.InvokeID] || !ok {
 			out = append(out, r)
 			continue

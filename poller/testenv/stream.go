@@ -2,16 +2,15 @@ package testenv
 
 import (
 	"encoding/json"
-	"github.com/capoller/capoller/publisher/events"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/truthcheck"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // Published is one message of a stream.
@@ -48,67 +47,25 @@ func StreamEvents(t testing.TB, js jetstream.JetStream, stream string) []Publish
 }
 
 // RecordKey is the record an event is about.
-func RecordKey(d events.Data) diff.Key {
-	return diff.Key{InvokeID: d.InvokeID, InstanceID: d.InstanceID}
-}
+func RecordKey(d events.Data) diff.Key { return truthcheck.RecordKey(d) }
 
 // TruthByRecord groups the emulator's ground truth per record, in order.
 func TruthByRecord(entries []castest.TruthEntry) map[diff.Key][]castest.TruthEntry {
-	out := map[diff.Key][]castest.TruthEntry{}
-	for _, e := range entries {
-		k := diff.Key{InvokeID: e.InvokeID, InstanceID: e.InstanceID}
-		out[k] = append(out[k], e)
-	}
-	return out
+	return truthcheck.ByRecord(entries)
 }
 
 // CheckAgainstTruth holds a stream's events against the emulator's ground
-// truth, record by record: no event id twice, each record's final status
-// announced, its announced statuses an in-order subsequence of its true
-// ones, and each previousStatus the status of the record's previous event.
+// truth, record by record (see package truthcheck, which `capoller chaos`
+// uses too): no event id twice, each record's final status announced, its
+// announced statuses an in-order subsequence of its true ones, and each
+// previousStatus the status of the record's previous event.
 func CheckAgainstTruth(t testing.TB, truth map[diff.Key][]castest.TruthEntry, evs []Published) {
 	t.Helper()
-	ids := map[string]bool{}
-	chains := map[diff.Key][]string{}
-	for _, e := range evs {
-		if ids[e.MsgID] {
-			t.Errorf("event %s is in the stream twice", e.MsgID)
-		}
-		ids[e.MsgID] = true
-		k := RecordKey(e.Event.Data)
-		chains[k] = append(chains[k], string(e.Event.Data.PreviousStatus+">"+e.Event.Data.Status))
+	pubs := make([]truthcheck.Published, len(evs))
+	for i, e := range evs {
+		pubs[i] = truthcheck.Published{MsgID: e.MsgID, Event: e.Event}
 	}
-	for k, entries := range truth {
-		chain := chains[k]
-		if len(chain) == 0 {
-			t.Errorf("%v: nothing announced; the emulator went %v", k, entries)
-			continue
-		}
-		var statuses []string
-		for _, e := range entries {
-			statuses = append(statuses, e.To)
-		}
-		pos, prev := 0, ""
-		for i, link := range chain {
-			from, to, _ := strings.Cut(link, ">")
-			if i > 0 && from != prev {
-				t.Errorf("%v event %d: previousStatus %q, but the previous event said %q (%v)", k, i, from, prev, chain)
-			}
-			prev = to
-			at := slices.Index(statuses[pos:], to)
-			if at < 0 {
-				t.Errorf("%v: %q is not in the rest of the true history %v (events %v)", k, to, statuses[pos:], chain)
-				break
-			}
-			pos += at + 1
-		}
-		if prev != statuses[len(statuses)-1] {
-			t.Errorf("%v: last announced %q, the emulator ended %q", k, prev, statuses[len(statuses)-1])
-		}
-	}
-	for k := range chains {
-		if _, ok := truth[k]; !ok {
-			t.Errorf("%v: announced, but the emulator has no such record", k)
-		}
+	for _, v := range truthcheck.Check(truth, pubs, truthcheck.Options{}).Violations {
+		t.Error(v)
 	}
 }

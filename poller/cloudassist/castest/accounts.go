@@ -193,3 +193,31 @@ func (a *AccountHandle) Fleet() map[string]map[string][]string {
 	}
 	return out
 }
+
+// InvokePeriodic runs script on ECS instances of the account in region
+// again and again, as RunCommand with RepeatMode=Period and frequency (for
+// instance "rate(2s)") would, until Stop; it returns the invocation id.
+func (a *AccountHandle) InvokePeriodic(region string, instanceIDs []string, script, frequency string, timeoutSeconds int64) (string, error) {
+	if err := a.known(); err != nil {
+		return "", err
+	}
+	inv, e := a.s.createInvocation(ProductECS, region, instanceIDs, invocationSpec{Account: a.name, Type: "RunShellScript",
+		Content: script, Timeout: timeoutSeconds, RepeatMode: repeatPeriod, Frequency: frequency})
+	if e != nil {
+		return "", e
+	}
+	return inv.InvokeID, nil
+}
+
+// Stop stops an invocation of the account on every instance, as
+// StopInvocation (ECS) or the SWAS equivalent would: product is ProductECS
+// or ProductSWAS.
+func (a *AccountHandle) Stop(product, region, invokeID string) error {
+	if err := a.known(); err != nil {
+		return err
+	}
+	if e := a.s.stopInvocation(a.name, product, region, invokeID, nil); e != nil {
+		return e
+	}
+	return nil
+}
