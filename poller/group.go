@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -78,8 +79,10 @@ type Group struct {
 	opts GroupOptions
 	log  *zap.Logger
 
-	owned  map[diff.Shard]*ownership
-	logged map[string]string // what was last logged per concern, to log a repeated failure once
+	owned map[diff.Shard]*ownership // the Run goroutine's own
+	// ownedNow is owned's shards as of the last round, for other goroutines.
+	ownedNow atomic.Pointer[[]diff.Shard]
+	logged   map[string]string // what was last logged per concern, to log a repeated failure once
 	// freeSince is when this replica first saw a shard without a live
 	// lease; adopted, when it took one assigned to another replica that
 	// did not take it (see adoptOrphans).
@@ -163,6 +166,7 @@ func (g *Group) Run(ctx context.Context) error {
 // hand off the shards held, take those newly assigned here, and report
 // the shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
+	defer g.publishOwned()
 	g.reap()
 	// Every call to the store is bounded by a tick: a slow store delays
 	// one round, never the renewals of the next. Pollers run under the
@@ -254,15 +258,24 @@ func (g *Group) adoptOrphans(run, ctx context.Context) {
 // lease is how long each lease and heartbeat is written for.
 func (g *Group) lease() time.Duration { return g.opts.LeaseTTL - g.opts.Tick }
 
-// Owned returns the shards this replica holds, sorted.
+// Owned returns the shards this replica held at the end of its last
+// round, sorted. It is safe to call from any goroutine (/readyz does).
 func (g *Group) Owned() []diff.Shard {
+	if p := g.ownedNow.Load(); p != nil {
+		return slices.Clone(*p)
+	}
+	return nil
+}
+
+// publishOwned makes the shards held now what Owned returns.
+func (g *Group) publishOwned() {
 	var out []diff.Shard
 	for _, s := range g.opts.Shards {
 		if o := g.owned[s]; o != nil && !o.leaving {
 			out = append(out, s)
 		}
 	}
-	return out
+	g.ownedNow.Store(&out)
 }
 
 // renew extends the leases held, side by side (one slow round trip per
@@ -422,6 +435,7 @@ func (g *Group) report(ctx context.Context) {
 // shutdown stops every poller, waits for it, releases its lease and
 // leaves the group.
 func (g *Group) shutdown() {
+	defer g.publishOwned()
 	for _, o := range g.owned {
 		o.cancel()
 	}
