@@ -534,12 +534,8 @@ func percentile(xs []float64, p float64) float64 {
 }
 
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	port, err := freePort()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), err
 }
 
 func cleanupBench(rdb *redis.Client, js jetstream.JetStream, stream, keyPrefix string) {

@@ -245,15 +245,7 @@ func (p *replicaProc) metric(t *testing.T, name string) float64 {
 }
 
 // stopped reports whether the process is stopped (SIGSTOP).
-func (p *replicaProc) stopped() bool {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return false
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'T'
-}
+func (p *replicaProc) stopped() bool { return processStopped(p.cmd.Process.Pid) }
 
 // waitCaughtUp waits until the last event of every record the emulator
 // knows announces the record's last status, and returns the truth.
