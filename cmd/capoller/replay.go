@@ -105,6 +105,11 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if o.replayStream == "" {
 		o.replayStream = cfg.Stream + "_REPLAY"
 	}
+	if o.format == "publish" && (o.replayPrefix == cfg.SubjectPrefix || strings.HasPrefix(o.replayPrefix, cfg.SubjectPrefix+".") || o.replayStream == cfg.Stream) {
+		// Old events on the live subjects would reach every consumer as new.
+		return usageErr(fmt.Errorf("--replay-prefix %q and --replay-stream %q: a re-publish must not go to the live events' prefix %q or stream %q",
+			o.replayPrefix, o.replayStream, cfg.SubjectPrefix, cfg.Stream))
+	}
 	if err := replay(ctx, cfg, o, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "capoller replay: %v\n", err)
 		return 1

@@ -216,6 +216,9 @@ func TestReplayRefusesNonsense(t *testing.T) {
 		{"--from", "1h", "--until", "2h"},
 		{"--at", "10m", "--from-stream"},
 		{"--at", "10m", "--format", "publish"},
+		{"--format", "publish", "--replay-prefix", "capoller"},
+		{"--format", "publish", "--replay-prefix", "capoller.old"},
+		{"--format", "publish", "--replay-stream", "CAPOLLER"},
 		{"stray"},
 	} {
 		var stderr bytes.Buffer
