@@ -82,7 +82,9 @@ type Group struct {
 	owned map[diff.Shard]*ownership // the Run goroutine's own
 	// ownedNow is owned's shards as of the last round, for other goroutines.
 	ownedNow atomic.Pointer[[]diff.Shard]
-	logged   map[string]string // what was last logged per concern, to log a repeated failure once
+	// turned is when the last round ended (Unix nanoseconds), for Turning.
+	turned atomic.Int64
+	logged map[string]string // what was last logged per concern, to log a repeated failure once
 	// freeSince is when this replica first saw a shard without a live
 	// lease; adopted, when it took one assigned to another replica that
 	// did not take it (see adoptOrphans).
@@ -144,8 +146,9 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 // so that the other replicas take the shards without waiting for a TTL,
 // and leaves the group.
 func (g *Group) Run(ctx context.Context) error {
+	g.turned.Store(g.opts.Now().UnixNano())
 	for _, s := range g.opts.Shards {
-		g.opts.Metrics.update(s, func(*shardMetrics) {}) // every shard shows, owned or not
+		g.opts.Metrics.show(s) // every shard shows, owned or not
 	}
 	tick := time.NewTimer(0)
 	defer tick.Stop()
@@ -267,8 +270,26 @@ func (g *Group) Owned() []diff.Shard {
 	return nil
 }
 
-// publishOwned makes the shards held now what Owned returns.
+// Turning returns nil while Run's rounds go on: one ended within three
+// lease TTLs (at least a minute) of now. A round's calls to the store are
+// bounded by a tick, so a round that takes longer is stuck, and the shards
+// it holds will be taken over by the other replicas.
+func (g *Group) Turning(now time.Time) error {
+	last := g.turned.Load()
+	if last == 0 {
+		return nil // not running yet
+	}
+	limit := max(3*g.opts.LeaseTTL, time.Minute)
+	if since := now.Sub(time.Unix(0, last)); since > limit {
+		return fmt.Errorf("the replica group's last round ended %v ago (more than %v): its loop is stuck", since.Round(time.Second), limit)
+	}
+	return nil
+}
+
+// publishOwned makes the shards held now what Owned returns, and marks the
+// round's end for Turning.
 func (g *Group) publishOwned() {
+	defer func() { g.turned.Store(g.opts.Now().UnixNano()) }()
 	var out []diff.Shard
 	for _, s := range g.opts.Shards {
 		if o := g.owned[s]; o != nil && !o.leaving {
@@ -352,7 +373,7 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	pctx, cancel := context.WithCancel(run)
 	o := &ownership{claim: claim, cancel: cancel, done: make(chan struct{})}
 	g.owned[s] = o
-	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = true; sm.acquired++ })
+	g.opts.Metrics.leaseAcquired(s)
 	g.log.Info("took the shard", zap.Stringer("shard", s), zap.Uint64("token", l.Token))
 	go func() {
 		defer close(o.done)
@@ -366,7 +387,7 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 func (g *Group) drop(s diff.Shard, o *ownership) {
 	o.cancel()
 	o.leaving = true
-	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = false; sm.lost++ })
+	g.opts.Metrics.leaseDropped(s, true, false)
 }
 
 // reap finishes the shards whose poller stopped: handed off, dropped, or
@@ -396,16 +417,10 @@ func (g *Group) finish(s diff.Shard, o *ownership) {
 	if o.err != nil {
 		fenced := errors.Is(o.err, checkpoint.ErrFenced)
 		g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))
-		g.opts.Metrics.update(s, func(sm *shardMetrics) {
-			if !o.leaving { // a dropped shard was counted lost already
-				sm.lost++
-			}
-			if fenced {
-				sm.fenced++
-			}
-		})
+		// A dropped shard was counted lost already.
+		g.opts.Metrics.leaseDropped(s, !o.leaving, fenced)
 	}
-	g.opts.Metrics.update(s, func(sm *shardMetrics) { sm.owned = false })
+	g.opts.Metrics.leaseDropped(s, false, false)
 	rctx, cancel := context.WithTimeout(context.Background(), g.opts.Tick)
 	defer cancel()
 	if err := g.opts.Store.Release(rctx, o.claim.Lease()); err != nil {

@@ -2,124 +2,327 @@ package poller
 
 import (
 	"errors"
-	"fmt"
-	"maps"
-	"net/http"
-	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capoller/capoller/diff"
 )
 
-// Metrics records what the pollers of a process do and serves it in the
-// Prometheus text format. A nil *Metrics records nothing.
+// MetricsOptions configures [NewMetrics].
+type MetricsOptions struct {
+	// Registerer is where the metrics are registered; default a registry
+	// of their own, which nothing serves. The daemon passes the registry it
+	// serves on /metrics.
+	Registerer prometheus.Registerer
+}
+
+// Metrics records what the pollers and the group of a process do, as
+// Prometheus collectors labelled by shard (account, source, region). A
+// nil *Metrics records nothing.
 type Metrics struct {
-	mu     sync.Mutex
-	shards map[diff.Shard]*shardMetrics
-	funcs  []funcMetric
+	cycles        *prometheus.CounterVec
+	failed        *prometheus.CounterVec // stage
+	duration      *prometheus.HistogramVec
+	published     *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	transitions   *prometheus.CounterVec // level, status
+	lag           *prometheus.HistogramVec
+	records       *prometheus.GaugeVec
+	lastSuccess   *prometheus.GaugeVec
+	commits       *prometheus.CounterVec
+	expired       *prometheus.CounterVec
+	held          *prometheus.CounterVec // expiries held by the guard
+	stagedDone    *prometheus.CounterVec
+	stagedDropped *prometheus.CounterVec
+	recoveries    *prometheus.CounterVec
+	recovered     *prometheus.CounterVec
+	acquired      *prometheus.CounterVec
+	lost          *prometheus.CounterVec
+	fenced        *prometheus.CounterVec
+	owned         *prometheus.GaugeVec
+	backoffSecs   *prometheus.CounterVec // class
+	apiCalls      *prometheus.CounterVec // action
+	apiErrors     *prometheus.CounterVec // action, class, code
+	apiBackoffs   *prometheus.CounterVec // class
+	apiBackoff    *prometheus.CounterVec // class
+	skipped       *prometheus.CounterVec // reason
+	aborted       *prometheus.CounterVec // reason
+
+	mu    sync.Mutex
+	codes map[diff.Shard]map[string]bool // the error codes each shard has a series of
+	seen  map[diff.Shard]bool            // shards whose series exist
 }
 
-type funcMetric struct {
-	name, help, typ string
-	value           func() float64
+// shardLabels are the labels of every series, the shard's id, and extra.
+func shardLabels(extra ...string) []string {
+	return append([]string{"account", "source", "region"}, extra...)
 }
 
-type shardMetrics struct {
-	cycles, failed     int64
-	published, dups    int64
-	records            int64
-	lastSuccess        time.Time
-	lastDuration       time.Duration
-	failedByStage      map[Stage]int64
-	backoffSecsByClass map[string]float64
-	apiCalls           map[string]int64
-	apiBackoffs        map[string]int64
-	apiBackoffSecs     map[string]float64
-	expiryHeld         int64 // records a complete listing lacked beyond the expiry guard
-	expired            int64
-	stagedFinished     int64
-	stagedDiscarded    int64
-	recoveries         int64
-	recoveredRecords   int64
-	owned              bool             // this replica holds the shard's lease
-	acquired, lost     int64            // leases taken; claims dropped (expired, taken over)
-	fenced             int64            // writes the store refused because a newer owner exists
-	skipped            map[string]int64 // by reason; made on first use
-	aborted            map[string]int64 // by reason; made on first use
-}
+// maxErrorCodes bounds the error codes a shard has series of: a hostile or
+// broken API inventing a code per call cannot grow the registry. Codes
+// beyond it are counted as "other".
+const maxErrorCodes = 32
 
-// NewMetrics returns an empty registry.
-func NewMetrics() *Metrics { return &Metrics{shards: map[diff.Shard]*shardMetrics{}} }
-
-func (m *Metrics) shard(s diff.Shard) *shardMetrics {
-	s.Account = diff.AccountOf(s.Account) // one series per shard id
-	sm, ok := m.shards[s]
-	if !ok {
-		sm = &shardMetrics{failedByStage: map[Stage]int64{}, backoffSecsByClass: map[string]float64{},
-			apiCalls: map[string]int64{}, apiBackoffs: map[string]int64{}, apiBackoffSecs: map[string]float64{}}
-		m.shards[s] = sm
+// NewMetrics registers the metrics. It panics if opts.Registerer already
+// has them, as prometheus.MustRegister does: that is a programming error.
+func NewMetrics(opts MetricsOptions) *Metrics {
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
 	}
-	return sm
+	counter := func(name, help string, extra ...string) *prometheus.CounterVec {
+		v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, shardLabels(extra...))
+		reg.MustRegister(v)
+		return v
+	}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, shardLabels())
+		reg.MustRegister(v)
+		return v
+	}
+	histogram := func(name, help string, buckets []float64) *prometheus.HistogramVec {
+		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, shardLabels())
+		reg.MustRegister(v)
+		return v
+	}
+	return &Metrics{
+		cycles:   counter("capoller_cycles_total", "Cycles run."),
+		failed:   counter("capoller_cycles_failed_total", "Cycles that failed, by the stage that failed.", "stage"),
+		duration: histogram("capoller_cycle_duration_seconds", "Duration of the cycles, failed ones included.", []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
+		published: counter("capoller_events_published_total",
+			"Events JetStream acknowledged as new."),
+		duplicates: counter("capoller_events_duplicate_total",
+			"Events JetStream acknowledged as duplicates: re-publishes after a failed commit or a crash."),
+		transitions: counter("capoller_transitions_total",
+			"Status changes published and committed, by level (invocation, instance) and the status reached (other: a status the API documents not).", "level", "status"),
+		lag: histogram("capoller_detection_lag_seconds",
+			"Time from the API's own timestamp of an instance's change (its start or finish time) to the cycle that saw it.",
+			[]float64{1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600}),
+		records: gauge("capoller_records",
+			"Records in the shard's last complete listing (an incremental cycle's pages do not count)."),
+		lastSuccess: gauge("capoller_last_success_timestamp_seconds", "When the shard's last successful cycle ended."),
+		commits: counter("capoller_checkpoint_commits_total",
+			"Checkpoint commits: one per batch of states (and its events) written."),
+		expired: counter("capoller_records_expired_total", "Records tombstoned (retention) or pruned after complete listings."),
+		held: counter("capoller_expiry_held_total",
+			"Absent records whose expiry was held because one listing lacked more than the guard allows."),
+		stagedDone: counter("capoller_staged_batches_finished_total",
+			"Batches staged by a cycle whose commit failed, published and committed by a later one."),
+		stagedDropped: counter("capoller_staged_batches_discarded_total", "Staged batches that could not be decoded and were dropped."),
+		recoveries: counter("capoller_checkpoint_recoveries_total",
+			"Times the checkpoint of a shard that had published was found lost and rebuilt from the stream."),
+		recovered: counter("capoller_checkpoint_recovered_records_total", "Record states rebuilt from the stream after a lost checkpoint."),
+		acquired:  counter("capoller_lease_acquired_total", "Times this replica took the shard's lease."),
+		lost: counter("capoller_lease_lost_total",
+			"Times this replica dropped the shard without handing it off: its lease expired unrenewed or a newer owner took it."),
+		fenced: counter("capoller_fencing_refusals_total", "Checkpoint writes refused because a newer owner holds the shard."),
+		owned:  gauge("capoller_shard_owned", "1 while this replica holds the shard's lease."),
+		backoffSecs: counter("capoller_backoff_seconds_total",
+			"Time spent backing off after failed cycles, by error class.", "class"),
+		apiCalls: counter("capoller_api_calls_total", "Cloud Assistant API calls, retries included, by action.", "action"),
+		apiErrors: counter("capoller_api_errors_total",
+			"Cloud Assistant API calls that failed, by action, class (throttled, transient, permanent, token) and error code "+
+				"(network: no answer; HTTP_<status>: an answer without a code; other: beyond the codes counted per shard).",
+			"action", "class", "code"),
+		apiBackoffs: counter("capoller_api_backoffs_total", "API calls retried after a pause, by error class.", "class"),
+		apiBackoff:  counter("capoller_api_backoff_seconds_total", "Time API calls waited before a retry, by error class.", "class"),
+		skipped:     counter("capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.", "reason"),
+		aborted:     counter("capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.", "reason"),
+		codes:       map[diff.Shard]map[string]bool{},
+		seen:        map[diff.Shard]bool{},
+	}
+}
+
+// labels are a shard's label values: one series per shard id.
+func labels(s diff.Shard) prometheus.Labels {
+	return prometheus.Labels{"account": diff.AccountOf(s.Account), "source": string(s.Source), "region": s.Region}
+}
+
+func with(l prometheus.Labels, name, value string) prometheus.Labels {
+	out := make(prometheus.Labels, len(l)+1)
+	for k, v := range l {
+		out[k] = v
+	}
+	out[name] = value
+	return out
+}
+
+// show makes the shard's series exist at zero, so that a rate or an alert
+// on them has a value from the first scrape, owned or not.
+func (m *Metrics) show(s diff.Shard) {
+	if m == nil {
+		return
+	}
+	s.Account = diff.AccountOf(s.Account)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen[s] {
+		return
+	}
+	m.seen[s] = true
+	l := labels(s)
+	for _, v := range []*prometheus.CounterVec{m.cycles, m.published, m.duplicates, m.commits, m.expired, m.held,
+		m.stagedDone, m.stagedDropped, m.recoveries, m.recovered, m.acquired, m.lost, m.fenced} {
+		v.With(l)
+	}
+	for _, st := range Stages() {
+		m.failed.With(with(l, "stage", string(st)))
+	}
+	for _, c := range []string{"throttled", "transient", "permanent"} {
+		m.backoffSecs.With(with(l, "class", c))
+	}
+	for _, c := range []string{"throttled", "transient"} {
+		m.apiBackoffs.With(with(l, "class", c))
+		m.apiBackoff.With(with(l, "class", c))
+	}
+	m.owned.With(l)
+	m.records.With(l)
+	m.lastSuccess.With(l)
+	m.duration.With(l)
+	m.lag.With(l)
 }
 
 func (m *Metrics) observe(r Report) {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sm := m.shard(r.Shard)
-	sm.cycles++
-	sm.published += int64(r.Published)
-	sm.dups += int64(r.Duplicates)
-	sm.lastDuration = r.Duration
+	m.show(r.Shard)
+	l := labels(r.Shard)
+	m.cycles.With(l).Inc()
+	m.duration.With(l).Observe(r.Duration.Seconds())
+	m.published.With(l).Add(float64(r.Published))
+	m.duplicates.With(l).Add(float64(r.Duplicates))
+	m.countTransitions(l, r.Transitions)
 	if r.Err != nil {
-		sm.failed++
 		if ce, ok := errors.AsType[*CycleError](r.Err); ok {
-			sm.failedByStage[ce.Stage]++
+			m.failed.With(with(l, "stage", string(ce.Stage))).Inc()
 		}
 		return
 	}
-	sm.expired += int64(r.Expired)
-	sm.records = int64(r.Records)
-	sm.lastSuccess = r.Started.Add(r.Duration)
+	m.expired.With(l).Add(float64(r.Expired))
+	if r.Complete {
+		m.records.With(l).Set(float64(r.Records))
+	}
+	m.lastSuccess.With(l).Set(float64(r.Started.Add(r.Duration).UnixMilli()) / 1000)
+}
+
+// countTransitions counts a cycle's committed transitions by level and
+// status, and observes their detection lag.
+func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition) {
+	if len(ts) == 0 {
+		return
+	}
+	type kind struct {
+		level  diff.Level
+		status diff.Status
+	}
+	counts := map[kind]int{}
+	lag := m.lag.With(l)
+	for _, t := range ts {
+		st := t.Record.Status
+		if !st.Known() {
+			st = "other" // the API's text, unbounded, is not a label
+		}
+		counts[kind{t.Level(), st}]++
+		if at := apiTime(t.Record); !at.IsZero() {
+			lag.Observe(max(t.ObservedAt.Sub(at), 0).Seconds())
+		}
+	}
+	for k, n := range counts {
+		m.transitions.With(with(with(l, "level", string(k.level)), "status", strings.ToLower(string(k.status)))).Add(float64(n))
+	}
+}
+
+// apiTime is the API's own time of the change a record shows: an
+// instance's finish time once it ended, its start time while it runs.
+// Invocations carry neither.
+func apiTime(r diff.Record) time.Time {
+	switch {
+	case r.Level() != diff.LevelInstance:
+		return time.Time{}
+	case r.Status.Terminal():
+		return r.FinishTime
+	case r.Status == diff.StatusRunning:
+		return r.StartTime
+	}
+	return time.Time{}
+}
+
+// add adds n to the shard's series of v.
+func (m *Metrics) add(v *prometheus.CounterVec, s diff.Shard, n float64) {
+	if m == nil {
+		return
+	}
+	m.show(s)
+	v.With(labels(s)).Add(n)
 }
 
 func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.shard(s).backoffSecsByClass[class] += d.Seconds()
-}
-
-// update changes one shard's metrics under the lock; a nil *Metrics
-// records nothing.
-func (m *Metrics) update(s diff.Shard, change func(*shardMetrics)) {
-	if m == nil {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	change(m.shard(s))
+	m.show(s)
+	m.backoffSecs.With(with(labels(s), "class", class)).Add(d.Seconds())
 }
 
 func (m *Metrics) expiryHeld(s diff.Shard, n int) {
-	m.update(s, func(sm *shardMetrics) { sm.expiryHeld += int64(n) })
+	if m != nil {
+		m.add(m.held, s, float64(n))
+	}
 }
 
 func (m *Metrics) checkpointRecovered(s diff.Shard, records int) {
-	m.update(s, func(sm *shardMetrics) { sm.recoveries++; sm.recoveredRecords += int64(records) })
+	if m == nil {
+		return
+	}
+	m.add(m.recoveries, s, 1)
+	m.add(m.recovered, s, float64(records))
 }
 
 func (m *Metrics) stagedDiscarded(s diff.Shard) {
-	m.update(s, func(sm *shardMetrics) { sm.stagedDiscarded++ })
+	if m != nil {
+		m.add(m.stagedDropped, s, 1)
+	}
 }
 
 func (m *Metrics) stagedFinished(s diff.Shard) {
-	m.update(s, func(sm *shardMetrics) { sm.stagedFinished++ })
+	if m != nil {
+		m.add(m.stagedDone, s, 1)
+	}
+}
+
+func (m *Metrics) committed(s diff.Shard) {
+	if m != nil {
+		m.add(m.commits, s, 1)
+	}
+}
+
+func (m *Metrics) leaseAcquired(s diff.Shard) {
+	if m == nil {
+		return
+	}
+	m.add(m.acquired, s, 1)
+	m.owned.With(labels(s)).Set(1)
+}
+
+// leaseDropped: the shard is no longer held; lost counts a drop without a
+// hand-off, fenced one whose write a newer owner's fencing refused.
+func (m *Metrics) leaseDropped(s diff.Shard, lost, fenced bool) {
+	if m == nil {
+		return
+	}
+	m.show(s)
+	if lost {
+		m.lost.With(labels(s)).Inc()
+	}
+	if fenced {
+		m.fenced.With(labels(s)).Inc()
+	}
+	m.owned.With(labels(s)).Set(0)
 }
 
 // APICall counts one API call of a shard.
@@ -127,9 +330,47 @@ func (m *Metrics) APICall(s diff.Shard, action string) {
 	if m == nil {
 		return
 	}
+	m.show(s)
+	m.apiCalls.With(with(labels(s), "action", action)).Inc()
+}
+
+// APIError counts one failed API call of a shard, by its class and error
+// code (see [Metrics] for the codes that stand for none).
+func (m *Metrics) APIError(s diff.Shard, action, class, code string, httpStatus int) {
+	if m == nil {
+		return
+	}
+	m.show(s)
+	code = m.errorCode(s, code, httpStatus)
+	m.apiErrors.With(with(with(with(labels(s), "action", action), "class", class), "code", code)).Inc()
+}
+
+// errorCode is the label of an error code: the code if it looks like one
+// and the shard has fewer than maxErrorCodes others.
+func (m *Metrics) errorCode(s diff.Shard, code string, httpStatus int) string {
+	switch {
+	case code == "" && httpStatus == 0:
+		return "network"
+	case code == "":
+		return "HTTP_" + strconv.Itoa(httpStatus)
+	case len(code) > 64 || strings.ContainsFunc(code, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-')
+	}):
+		return "other"
+	}
+	s.Account = diff.AccountOf(s.Account)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.shard(s).apiCalls[action]++
+	codes := m.codes[s]
+	if codes == nil {
+		codes = map[string]bool{}
+		m.codes[s] = codes
+	}
+	if !codes[code] && len(codes) >= maxErrorCodes {
+		return "other"
+	}
+	codes[code] = true
+	return code
 }
 
 // APIBackoff records a pause before retrying one API call.
@@ -137,165 +378,28 @@ func (m *Metrics) APIBackoff(s diff.Shard, class string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sm := m.shard(s)
-	sm.apiBackoffs[class]++
-	sm.apiBackoffSecs[class] += d.Seconds()
-}
-
-// Func exposes a process-wide value read at scrape time, such as a
-// store's round trips.
-func (m *Metrics) Func(name, typ, help string, value func() float64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.funcs = append(m.funcs, funcMetric{name: name, help: help, typ: typ, value: value})
-}
-
-// ServeHTTP writes the metrics in the Prometheus text exposition format.
-func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	shards := make([]diff.Shard, 0, len(m.shards))
-	for s := range m.shards {
-		shards = append(shards, s)
-	}
-	slices.SortFunc(shards, func(a, b diff.Shard) int {
-		if a.String() < b.String() {
-			return -1
-		}
-		return 1
-	})
-	metric := func(name, typ, help string, each func(lbl string, sm *shardMetrics)) {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-		for _, s := range shards {
-			each(fmt.Sprintf(`account=%q,source=%q,region=%q`, s.Account, s.Source, s.Region), m.shards[s])
-		}
-	}
-	metric("capoller_cycles_total", "counter", "Cycles run.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_cycles_total{%s} %d\n", l, sm.cycles)
-	})
-	metric("capoller_cycles_failed_total", "counter", "Cycles that failed, by stage.", func(l string, sm *shardMetrics) {
-		for _, st := range Stages() {
-			fmt.Fprintf(w, "capoller_cycles_failed_total{%s,stage=%q} %d\n", l, st, sm.failedByStage[st])
-		}
-	})
-	metric("capoller_events_published_total", "counter", "Events acknowledged by JetStream as new.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_events_published_total{%s} %d\n", l, sm.published)
-	})
-	metric("capoller_events_duplicate_total", "counter", "Events JetStream already had (re-publishes after a failed commit).", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_events_duplicate_total{%s} %d\n", l, sm.dups)
-	})
-	metric("capoller_records", "gauge", "Records in the last complete snapshot.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_records{%s} %d\n", l, sm.records)
-	})
-	metric("capoller_last_success_timestamp_seconds", "gauge", "When the last cycle succeeded.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_last_success_timestamp_seconds{%s} %d\n", l, sm.lastSuccess.Unix())
-	})
-	metric("capoller_cycle_duration_seconds", "gauge", "Duration of the last cycle.", func(l string, sm *shardMetrics) {
-		fmt.Fprintf(w, "capoller_cycle_duration_seconds{%s} %g\n", l, sm.lastDuration.Seconds())
-	})
-	for _, c := range []struct {
-		name, help string
-		value      func(*shardMetrics) int64
-	}{
-		{"capoller_records_expired_total", "Records tombstoned (retention) or pruned after complete listings.",
-			func(sm *shardMetrics) int64 { return sm.expired }},
-		{"capoller_expiry_held_total", "Absent records whose expiry was held because one listing lacked more than the guard allows.",
-			func(sm *shardMetrics) int64 { return sm.expiryHeld }},
-		{"capoller_staged_batches_finished_total", "Batches staged by a cycle whose commit failed, published and committed by a later one.",
-			func(sm *shardMetrics) int64 { return sm.stagedFinished }},
-		{"capoller_staged_batches_discarded_total", "Staged batches that could not be decoded and were dropped.",
-			func(sm *shardMetrics) int64 { return sm.stagedDiscarded }},
-		{"capoller_checkpoint_recoveries_total", "Times the checkpoint of a shard that had published was found lost and rebuilt from the stream.",
-			func(sm *shardMetrics) int64 { return sm.recoveries }},
-		{"capoller_checkpoint_recovered_records_total", "Record states rebuilt from the stream after a lost checkpoint.",
-			func(sm *shardMetrics) int64 { return sm.recoveredRecords }},
-		{"capoller_lease_acquired_total", "Times this replica took the shard's lease.",
-			func(sm *shardMetrics) int64 { return sm.acquired }},
-		{"capoller_lease_lost_total", "Times this replica dropped the shard without handing it off: its lease expired unrenewed or a newer owner took it.",
-			func(sm *shardMetrics) int64 { return sm.lost }},
-		{"capoller_fencing_refusals_total", "Checkpoint writes refused because a newer owner holds the shard.",
-			func(sm *shardMetrics) int64 { return sm.fenced }},
-	} {
-		metric(c.name, "counter", c.help, func(l string, sm *shardMetrics) {
-			fmt.Fprintf(w, "%s{%s} %d\n", c.name, l, c.value(sm))
-		})
-	}
-	metric("capoller_shard_owned", "gauge", "1 while this replica holds the shard's lease.", func(l string, sm *shardMetrics) {
-		owned := 0
-		if sm.owned {
-			owned = 1
-		}
-		fmt.Fprintf(w, "capoller_shard_owned{%s} %d\n", l, owned)
-	})
-	metric("capoller_backoff_seconds_total", "counter", "Time spent backing off after failed cycles, by error class.", func(l string, sm *shardMetrics) {
-		for _, c := range []string{"throttled", "transient", "permanent"} {
-			fmt.Fprintf(w, "capoller_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.backoffSecsByClass[c])
-		}
-	})
-	metric("capoller_api_calls_total", "counter", "Cloud Assistant API calls, retries included.", func(l string, sm *shardMetrics) {
-		for _, a := range slices.Sorted(maps.Keys(sm.apiCalls)) {
-			fmt.Fprintf(w, "capoller_api_calls_total{%s,action=%q} %d\n", l, a, sm.apiCalls[a])
-		}
-	})
-	metric("capoller_api_backoffs_total", "counter", "API calls retried after a pause, by error class.", func(l string, sm *shardMetrics) {
-		for _, c := range []string{"throttled", "transient"} {
-			fmt.Fprintf(w, "capoller_api_backoffs_total{%s,class=%q} %d\n", l, c, sm.apiBackoffs[c])
-		}
-	})
-	metric("capoller_api_backoff_seconds_total", "counter", "Time API calls waited before a retry, by error class.", func(l string, sm *shardMetrics) {
-		for _, c := range []string{"throttled", "transient"} {
-			fmt.Fprintf(w, "capoller_api_backoff_seconds_total{%s,class=%q} %g\n", l, c, sm.apiBackoffSecs[c])
-		}
-	})
-	m.serveRecordHealth(w, shards)
-	for _, f := range m.funcs {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", f.name, f.help, f.name, f.typ, f.name, f.value())
-	}
+	m.show(s)
+	l := with(labels(s), "class", class)
+	m.apiBackoffs.With(l).Inc()
+	m.apiBackoff.With(l).Add(d.Seconds())
 }
 
 // SkippedRecord counts one record a listing skipped because it had no id
 // or no status (reason: one of cloudassist's Skip* reasons).
 func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
-	m.update(s, func(sm *shardMetrics) {
-		if sm.skipped == nil {
-			sm.skipped = map[string]int64{}
-		}
-		sm.skipped[reason]++
-	})
+	if m == nil {
+		return
+	}
+	m.show(s)
+	m.skipped.With(with(labels(s), "reason", reason)).Inc()
 }
 
 // ListingAborted counts one listing cut short because it would never end
 // (reason: one of cloudassist's Abort* reasons).
 func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
-	m.update(s, func(sm *shardMetrics) {
-		if sm.aborted == nil {
-			sm.aborted = map[string]int64{}
-		}
-		sm.aborted[reason]++
-	})
-}
-
-// serveRecordHealth writes the families of malformed input: records
-// skipped and listings aborted. Called with m.mu held.
-func (m *Metrics) serveRecordHealth(w http.ResponseWriter, shards []diff.Shard) {
-	for _, family := range []struct {
-		name, help string
-		counts     func(*shardMetrics) map[string]int64
-	}{
-		{"capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.",
-			func(sm *shardMetrics) map[string]int64 { return sm.skipped }},
-		{"capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.",
-			func(sm *shardMetrics) map[string]int64 { return sm.aborted }},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", family.name, family.help, family.name)
-		for _, s := range shards {
-			counts := family.counts(m.shards[s])
-			for _, reason := range slices.Sorted(maps.Keys(counts)) {
-				fmt.Fprintf(w, "%s{account=%q,source=%q,region=%q,reason=%q} %d\n", family.name, diff.AccountOf(s.Account), s.Source, s.Region, reason, counts[reason])
-			}
-		}
+	if m == nil {
+		return
 	}
+	m.show(s)
+	m.aborted.With(with(labels(s), "reason", reason)).Inc()
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -128,10 +129,13 @@ type Options struct {
 
 // Report describes one cycle.
 type Report struct {
-	Shard       diff.Shard
-	Started     time.Time
-	Duration    time.Duration
+	Shard    diff.Shard
+	Started  time.Time
+	Duration time.Duration
+	// Records counts the records the cycle listed; Complete says whether
+	// that listing was complete (every record the API holds).
 	Records     int
+	Complete    bool
 	Transitions []diff.Transition
 	Published   int
 	Duplicates  int
@@ -156,6 +160,10 @@ type Poller struct {
 	// suspect holds the records the last complete listing lacked; the
 	// next complete listing that lacks them too expires them.
 	suspect map[diff.Key]struct{}
+
+	// busy is when the cycle in progress last made progress (Unix
+	// nanoseconds), 0 between cycles: what Turning reads.
+	busy atomic.Int64
 }
 
 // New builds a poller.
@@ -257,6 +265,26 @@ type CycleError struct {
 func (e *CycleError) Error() string { return fmt.Sprintf("%s: %v", e.Stage, e.Err) }
 func (e *CycleError) Unwrap() error { return e.Err }
 
+// stuckGrace is how long past its stall timeout and commit grace a cycle
+// may take to return before Turning calls its loop stuck.
+const stuckGrace = time.Minute
+
+// Turning returns nil unless a cycle is in progress that has made no
+// progress for longer than the stall timeout should have allowed: a cycle
+// that handles no page for StallTimeout is cancelled, and returns within
+// its commit's grace, unless something ignores its context.
+func (p *Poller) Turning(now time.Time) error {
+	last := p.busy.Load()
+	if last == 0 {
+		return nil
+	}
+	limit := p.opts.StallTimeout + commitGrace + stuckGrace
+	if since := now.Sub(time.Unix(0, last)); since > limit {
+		return fmt.Errorf("shard %s: its cycle has made no progress for %v (more than %v): its loop is stuck", p.opts.Shard, since.Round(time.Second), limit)
+	}
+	return nil
+}
+
 // RunOnce runs one cycle: fetch → diff → publish → commit, chunk by chunk
 // for a [Streamer]. Nothing is committed unless every event of its chunk
 // was acknowledged; records expire only after a complete listing.
@@ -274,13 +302,19 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 	stall := time.AfterFunc(p.opts.StallTimeout, func() { cancel(stalledError{p.opts.StallTimeout}) })
 	defer stall.Stop()
 
-	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() { stall.Reset(p.opts.StallTimeout) }}
+	p.busy.Store(rep.Started.UnixNano())
+	defer p.busy.Store(0)
+	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() {
+		stall.Reset(p.opts.StallTimeout)
+		p.busy.Store(p.opts.Now().UnixNano())
+	}}
 	ctx = cloudassist.WithProgress(ctx, c.progress) // waiting for the API's quota is not a stall
 	c.ctx = ctx
 	complete, err := c.list()
 	if err == nil {
 		err = c.end(complete)
 	}
+	rep.Complete = complete && err == nil
 	if err == nil {
 		return rep
 	}
@@ -664,6 +698,7 @@ func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
 		if err := p.st.Commit(ctx, p.opts.Shard, updates, b.Transitions); err != nil {
 			return &CycleError{StageCommit, err}
 		}
+		p.opts.Metrics.committed(p.opts.Shard)
 		if len(b.Transitions) > 0 {
 			p.hook(StepCommitted)
 		}

@@ -5,8 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
+	"github.com/prometheus/client_golang/prometheus"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,7 +40,8 @@ func (h *harness) serve(invs ...invocation) {
 func TestExpiryGuardHoldsAMassAbsence(t *testing.T) {
 	h := newHarness(t)
 	lister, st, pub := h.parts(50)
-	metrics := poller.NewMetrics()
+	reg := prometheus.NewRegistry()
+	metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 	p := h.poller(lister, st, pub, func(o *poller.Options) { o.ExpiryGuardMin = 2; o.Metrics = metrics })
 	var fleet []invocation
 	for i := range 5 {
@@ -54,7 +54,7 @@ func TestExpiryGuardHoldsAMassAbsence(t *testing.T) {
 	if rep := mustRunOnce(t, p); rep.Expired != 0 {
 		t.Fatalf("one empty listing expired %d records", rep.Expired)
 	}
-	if got := scrape(t, metrics, "capoller_expiry_held_total"); got != 10 {
+	if got := testenv.MetricSum(t, reg, "capoller_expiry_held_total"); got != 10 {
 		t.Errorf("capoller_expiry_held_total = %v, want 10", got)
 	}
 	h.serve(fleet...) // the listing is back: nothing was lost, nothing to announce
@@ -189,13 +189,6 @@ func TestPreviousStatusHoldsAcrossAFailedCommit(t *testing.T) {
 	}
 }
 
-// scrape serves the metrics as a scrape would and sums the samples of one
-// metric family, whatever their labels.
-func scrape(t *testing.T, m *poller.Metrics, name string) float64 {
-	t.Helper()
-	return scrapeLabel(t, m, name, "")
-}
-
 // TestLostCheckpointIsRebuiltFromTheStream is the regression test of a
 // lost checkpoint silently losing events: Redis restarted without
 // persistence (or a new KV bucket) made the shard look new, and the next
@@ -233,7 +226,8 @@ func TestLostCheckpointIsRebuiltFromTheStream(t *testing.T) {
 					h.redis.Del(t.Context(), key)
 				}
 			}
-			metrics := poller.NewMetrics()
+			reg := prometheus.NewRegistry()
+			metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 			fresh, err := cloudassist.NewECS(h.listerOptions(50))
 			if err != nil {
 				t.Fatal(err)
@@ -253,7 +247,7 @@ func TestLostCheckpointIsRebuiltFromTheStream(t *testing.T) {
 			if len(got) != 4 {
 				t.Errorf("transitions %v, want exactly 4 (t-1 did not change)", got)
 			}
-			if n := scrape(t, metrics, "capoller_checkpoint_recoveries_total"); n != 1 {
+			if n := testenv.MetricSum(t, reg, "capoller_checkpoint_recoveries_total"); n != 1 {
 				t.Errorf("capoller_checkpoint_recoveries_total = %v, want 1", n)
 			}
 		})
@@ -303,7 +297,8 @@ func TestFailuresAreBlamedOnTheirStage(t *testing.T) {
 			loads := &failLoads{Store: h.store()}
 			commits := &failCommits{Store: loads}
 			pubs := &failPublishes{Publisher: h.publisher(h.js)}
-			metrics := poller.NewMetrics()
+			reg := prometheus.NewRegistry()
+			metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 			p := h.poller(lister, commits, pubs, func(o *poller.Options) { o.Metrics = metrics })
 			mustRunOnce(t, p)
 			for i := range 3 {
@@ -328,32 +323,13 @@ func TestFailuresAreBlamedOnTheirStage(t *testing.T) {
 				if got := rep.Err.Error(); got != string(tc.stage)+": "+tc.text {
 					t.Errorf("error %q, want %q: the pager must not wrap the cycle's own errors", got, string(tc.stage)+": "+tc.text)
 				}
-				if n := scrapeLabel(t, metrics, "capoller_cycles_failed_total", `stage="`+string(tc.stage)+`"`); n != 1 {
+				if n := testenv.MetricSum(t, reg, "capoller_cycles_failed_total", "stage", string(tc.stage)); n != 1 {
 					t.Errorf("capoller_cycles_failed_total{stage=%q} = %v, want 1", tc.stage, n)
 				}
 			}
 			mustRunOnce(t, p)
 		})
 	}
-}
-
-// scrapeLabel is scrape restricted to the samples with one label pair.
-func scrapeLabel(t *testing.T, m *poller.Metrics, name, label string) float64 {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	m.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	var sum float64
-	for _, line := range strings.Split(rec.Body.String(), "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") || !strings.Contains(line, label) {
-			continue
-		}
-		var v float64
-		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		sum += v
-	}
-	return sum
 }
 
 // servePage makes the emulator answer the next DescribeInvocations call
@@ -427,12 +403,13 @@ func TestARecordReadTwiceInOneCycleKeepsItsLastState(t *testing.T) {
 func TestACorruptStagedBatchIsDiscarded(t *testing.T) {
 	h := newHarness(t)
 	lister, st, pub := h.parts(50)
-	metrics := poller.NewMetrics()
+	reg := prometheus.NewRegistry()
+	metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 	p := h.poller(lister, st, pub, func(o *poller.Options) { o.Metrics = metrics })
 	h.redis.Set(t.Context(), h.prefix+"outbox:{default/ecs/"+region+"}", "\xff\xff\xff\xff\x0fgarbage", 0)
 	h.serve(invocation{id: "t-1", status: "Running"})
 	mustRunOnce(t, p)
-	if n := scrape(t, metrics, "capoller_staged_batches_discarded_total"); n != 1 {
+	if n := testenv.MetricSum(t, reg, "capoller_staged_batches_discarded_total"); n != 1 {
 		t.Errorf("capoller_staged_batches_discarded_total = %v, want 1", n)
 	}
 }
@@ -481,7 +458,8 @@ func TestHugeTextsAndMassExpiryFitTheKVStore(t *testing.T) {
 func TestAnEmptyListingOfAKnownShardIsNotALostCheckpoint(t *testing.T) {
 	h := newHarness(t)
 	lister, st, pub := h.parts(50)
-	metrics := poller.NewMetrics()
+	reg := prometheus.NewRegistry()
+	metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 	p := h.poller(lister, st, pub, func(o *poller.Options) { o.Recovery = pub; o.Metrics = metrics })
 	h.serve(invocation{id: "t-1", status: "Running"})
 	mustRunOnce(t, p) // baseline
@@ -493,7 +471,7 @@ func TestAnEmptyListingOfAKnownShardIsNotALostCheckpoint(t *testing.T) {
 		h.serve()
 		mustRunOnce(t, p)
 	}
-	if n := scrape(t, metrics, "capoller_checkpoint_recoveries_total"); n != 0 {
+	if n := testenv.MetricSum(t, reg, "capoller_checkpoint_recoveries_total"); n != 0 {
 		t.Errorf("an empty listing of a known shard counted %v checkpoint recoveries", n)
 	}
 }

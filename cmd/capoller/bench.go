@@ -1,13 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"github.com/capoller/capoller/publisher/events"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"io"
 	"net"
 	"net/http"
@@ -420,8 +422,8 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, behavio
 	rep.NATSPublishPerCycle = (m1.sum("capoller_nats_publishes_total") - m0.sum("capoller_nats_publishes_total")) / cycles
 	rep.Backoffs, rep.BackoffSeconds = map[string]float64{}, map[string]float64{}
 	for _, class := range []string{"throttled", "transient"} {
-		rep.Backoffs[class] = m1.label("capoller_api_backoffs_total", class)
-		rep.BackoffSeconds[class] = m1.label("capoller_api_backoff_seconds_total", class)
+		rep.Backoffs[class] = m1.sum("capoller_api_backoffs_total", "class", class)
+		rep.BackoffSeconds[class] = m1.sum("capoller_api_backoff_seconds_total", "class", class)
 	}
 	rep.QuotaRefusals = sim.Throttled()["DescribeInvocations"]
 
@@ -548,8 +550,8 @@ func cleanupBench(rdb *redis.Client, js jetstream.JetStream, stream, keyPrefix s
 	}
 }
 
-// promSample is a scrape of the Prometheus text format: name{labels} value.
-type promSample map[string]float64
+// promSample is a scrape of /metrics, parsed by expfmt.
+type promSample map[string]*dto.MetricFamily
 
 func scrapeMetrics(ctx context.Context, url string) (promSample, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -561,42 +563,47 @@ func scrapeMetrics(ctx context.Context, url string) (promSample, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	out := promSample{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return out, sc.Err()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	return families, nil
 }
 
-// sum adds a metric over all its labels.
-func (p promSample) sum(name string) float64 {
+// sum adds a metric's samples whose labels include every name=value pair
+// of match (a histogram counts its observations).
+func (p promSample) sum(name string, match ...string) float64 {
 	total := 0.0
-	for k, v := range p {
-		if k == name || strings.HasPrefix(k, name+"{") {
-			total += v
+	for _, m := range p[name].GetMetric() {
+		if hasLabels(m, match) {
+			switch {
+			case m.Counter != nil:
+				total += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				total += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				total += float64(m.GetHistogram().GetSampleCount())
+			default:
+				total += m.GetUntyped().GetValue()
+			}
 		}
 	}
 	return total
 }
 
-// label adds a metric over the series whose class label is class.
-func (p promSample) label(name, class string) float64 {
-	total := 0.0
-	for k, v := range p {
-		if strings.HasPrefix(k, name+"{") && strings.Contains(k, `class="`+class+`"`) {
-			total += v
+func hasLabels(m *dto.Metric, match []string) bool {
+	for i := 0; i+1 < len(match); i += 2 {
+		if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == match[i] && l.GetValue() == match[i+1]
+		}) {
+			return false
 		}
 	}
-	return total
+	return true
 }
 
 // replayLister serves prepared snapshots, one per cycle: the throughput

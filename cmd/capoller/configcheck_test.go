@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -11,8 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/capoller/capoller/poller"
 )
 
 // config check accepts a good file and prints it with the shards it
@@ -88,7 +87,7 @@ func TestProfilerIsOptInAndLocal(t *testing.T) {
 		t.Errorf("no address served the profiler: %v %v", ln, err)
 	}
 	rec := httptest.NewRecorder()
-	opsMux(poller.NewMetrics(), func() error { return nil }, func(context.Context) error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
+	opsMux(prometheus.NewRegistry(), func() error { return nil }, func(context.Context) error { return nil }).ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
 	if rec.Code != 404 {
 		t.Errorf("the metrics address serves the profiler: %d", rec.Code)
 	}

@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 )
@@ -90,9 +91,14 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func versionString() string {
-	version, goVersion := "(devel)", "unknown"
+	return fmt.Sprintf("capoller %s %s", buildVersion(), runtime.Version())
+}
+
+// buildVersion is the module version of the binary, "(devel)" for a
+// build from a checkout, followed by its VCS revision when known.
+func buildVersion() string {
+	version := "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
 		if bi.Main.Version != "" {
 			version = bi.Main.Version
 		}
@@ -102,7 +108,7 @@ func versionString() string {
 			}
 		}
 	}
-	return fmt.Sprintf("capoller %s %s", version, goVersion)
+	return version
 }
 
 // parseFlags parses a subcommand's flags and refuses stray arguments

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net"
 	"net/http"
@@ -85,13 +88,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return err
 	}
-	metrics := poller.NewMetrics()
+	reg := newRegistry()
+	metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
 	ops := &opsState{starting: "connecting to NATS"}
 	if metricsLn != nil {
 		// From the first second, also while start-up waits for NATS or
 		// Redis: /healthz says the process is alive, /readyz what it waits
 		// for.
-		stop := serveOps(metricsLn, opsMux(metrics, ops.health, ops.ready))
+		stop := serveOps(metricsLn, opsMux(reg, ops.health, ops.ready))
 		defer stop()
 	}
 	pprofLn, err := listenPprof(cfg.PprofAddr)
@@ -170,12 +174,15 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	ops.setStarting("opening the checkpoint store")
 	logStreamChange(log, cfg.Stream, change)
 
-	metrics.Func("capoller_nats_publish_batches_total", "counter", "Batches published (one wait for acknowledgements each).",
-		func() float64 { b, _ := pub.Requests(); return float64(b) })
-	metrics.Func("capoller_nats_publishes_total", "counter", "Messages published to JetStream (pipelined, each acknowledged).",
-		func() float64 { _, m := pub.Requests(); return float64(m) })
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_nats_publish_batches_total",
+			Help: "Batches published (one wait for acknowledgements each)."},
+			func() float64 { b, _ := pub.Requests(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_nats_publishes_total",
+			Help: "Messages published to JetStream (pipelined, each acknowledged)."},
+			func() float64 { _, m := pub.Requests(); return float64(m) }))
 	ready := newReadiness(readinessWindow(cfg))
-	store, closeStore, err := openStore(ctx, cfg, log, js, metrics)
+	store, closeStore, err := openStore(ctx, cfg, log, js, reg)
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(configError)) {
 			return nil // stopped while waiting: a clean stop
@@ -220,9 +227,12 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			Region: shard.Region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
 			Credential: creds[sc.Account],
 			Strategy:   strategy, ResyncEvery: cfg.ResyncEvery, Limits: lim, ThrottleWindow: cfg.ThrottleWindow,
-			HeadOverlap:      max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
-			OnCall:           func(action string) { metrics.APICall(shard, action) },
-			OnBackoff:        func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
+			HeadOverlap: max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
+			OnCall:      func(action string) { metrics.APICall(shard, action) },
+			OnBackoff:   func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
+			OnError: func(e *cloudassist.APIError) {
+				metrics.APIError(shard, e.Action, e.Class.String(), e.Code, e.HTTPStatus)
+			},
 			OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
 			OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
 			Logger:           log.With(zap.String("account", shard.Account), zap.String("source", sc.Source)), // the lister names its region itself
@@ -252,6 +262,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	// owners with two fencing tokens, never one.
 	replica.ID = replicaID(cfg.ReplicaID, replica.Host)
 	log = log.With(zap.String("replica", replica.ID))
+	loops := &pollerLoops{}
 	group, err := poller.NewGroup(poller.GroupOptions{
 		Replica: replica, Store: store, Shards: ids, LeaseTTL: cfg.LeaseTTL, Logger: log, Metrics: metrics,
 		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
@@ -278,6 +289,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			if err != nil {
 				return err
 			}
+			defer loops.add(p)()
 			return p.Run(ctx)
 		},
 	})
@@ -306,7 +318,8 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if nc.IsClosed() {
 			return errors.New("the NATS connection is closed")
 		}
-		return nil
+		now := time.Now()
+		return errors.Join(group.Turning(now), loops.turning(now))
 	}
 	ops.running(health, readyz)
 	if pprofLn != nil {
@@ -502,11 +515,54 @@ func pprofMux() http.Handler {
 	return mux
 }
 
+// pollerLoops are the pollers running, for /healthz to ask whether their
+// loops are turning.
+type pollerLoops struct {
+	mu      sync.Mutex
+	running map[*poller.Poller]struct{}
+}
+
+// add counts p as running until the returned func is called.
+func (l *pollerLoops) add(p *poller.Poller) (remove func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running == nil {
+		l.running = map[*poller.Poller]struct{}{}
+	}
+	l.running[p] = struct{}{}
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.running, p)
+	}
+}
+
+// turning joins the errors of the pollers whose loops are stuck.
+func (l *pollerLoops) turning(now time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for p := range l.running {
+		errs = append(errs, p.Turning(now))
+	}
+	return errors.Join(errs...)
+}
+
+// newRegistry is the registry /metrics serves: the daemon's metrics, the
+// Go runtime's and the process's, and capoller_build_info.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capoller_build_info", Help: "1, labelled by the version of the binary.",
+			ConstLabels: prometheus.Labels{"version": buildVersion()}}, func() float64 { return 1 }))
+	return reg
+}
+
 // opsMux serves /metrics, /healthz and /readyz. /healthz answers 503 with
 // the reason while health reports an error, /readyz while ready does.
-func opsMux(m *poller.Metrics, health func() error, ready func(context.Context) error) http.Handler {
+func opsMux(reg prometheus.Gatherer, health func() error, ready func(context.Context) error) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", m)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"os/signal"
 	"strconv"
@@ -31,7 +32,7 @@ type groupStore interface {
 
 // openStore opens the checkpoint store the configuration names. The
 // returned func closes what it opened.
-func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.JetStream, metrics *poller.Metrics) (groupStore, func(), error) {
+func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.JetStream, reg prometheus.Registerer) (groupStore, func(), error) {
 	switch cfg.Checkpoint {
 	case "redis":
 		rdb, err := openRedis(cfg.RedisURL)
@@ -47,9 +48,10 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 			_ = rdb.Close()
 			return nil, nil, configError{err}
 		}
-		if metrics != nil {
-			metrics.Func("capoller_redis_roundtrips_total", "counter", "Requests sent to Redis by the checkpoint store (a pipeline is one).",
-				func() float64 { return float64(rs.RoundTrips()) })
+		if reg != nil {
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_redis_roundtrips_total",
+				Help: "Requests sent to Redis by the checkpoint store (a pipeline is one)."},
+				func() float64 { return float64(rs.RoundTrips()) }))
 		}
 		return rs, func() { _ = rdb.Close() }, nil
 	case "natskv":

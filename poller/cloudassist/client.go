@@ -75,6 +75,9 @@ type Options struct {
 	TransientRetries int
 	// OnCall, if set, learns of every API call made (retries included).
 	OnCall func(action string)
+	// OnError, if set, learns of every API call that failed, retried or
+	// not (a cancelled one excepted).
+	OnError func(err *APIError)
 	// OnBackoff, if set, learns of every pause before a retry.
 	OnBackoff func(class Class, wait time.Duration)
 	// OnSkipped, if set, learns of every record skipped because it has no
@@ -248,6 +251,9 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 			return zero, ctx.Err()
 		}
 		apiErr := translate(action, err)
+		if o.OnError != nil {
+			o.OnError(apiErr)
+		}
 		var wait time.Duration
 		switch apiErr.Class {
 		case ClassThrottled:
