@@ -31,6 +31,9 @@ type Options struct {
 	DuplicateWindow time.Duration
 	// MaxAge bounds how long events are kept; default 0, forever.
 	MaxAge time.Duration
+	// MaxBytes bounds the stream's size, the oldest events going first;
+	// default 0, unlimited.
+	MaxBytes int64
 	// Replicas of the stream; default 1.
 	Replicas int
 	// AckTimeout bounds the wait for a batch's acknowledgements; default 30s.
@@ -62,8 +65,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AckTimeout == 0 {
 		o.AckTimeout = 30 * time.Second
 	}
-	if o.DuplicateWindow < 0 || o.MaxAge < 0 || o.Replicas < 0 || o.AckTimeout < 0 {
-		return o, errors.New("publisher: durations and replicas must not be negative")
+	if o.DuplicateWindow < 0 || o.MaxAge < 0 || o.MaxBytes < 0 || o.Replicas < 0 || o.AckTimeout < 0 {
+		return o, errors.New("publisher: durations, max bytes and replicas must not be negative")
 	}
 	if o.MaxAge > 0 && o.DuplicateWindow > o.MaxAge {
 		return o, fmt.Errorf("publisher: duplicate window %v exceeds max age %v", o.DuplicateWindow, o.MaxAge)
@@ -96,7 +99,9 @@ func New(js jetstream.JetStream, opts Options) (*NATS, error) {
 	return &NATS{js: js, opts: o}, nil
 }
 
-// StreamConfig is the configuration a stream is created with.
+// StreamConfig is the configuration a stream is created with, by
+// [NATS.SetupStream] and `capoller setup` alike. A MaxBytes of 0 is
+// unlimited (the server stores it as -1).
 func (p *NATS) StreamConfig() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        p.opts.Stream,
@@ -105,7 +110,9 @@ func (p *NATS) StreamConfig() jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Duplicates:  p.opts.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
 		MaxAge:      p.opts.MaxAge,
+		MaxBytes:    p.opts.MaxBytes,
 		Replicas:    p.opts.Replicas,
 	}
 }

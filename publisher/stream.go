@@ -127,6 +127,7 @@ func kept(have, want jetstream.StreamConfig, duplicates time.Duration) []string 
 	note("retention", have.Retention, want.Retention)
 	note("storage", have.Storage, want.Storage)
 	note("max age", have.MaxAge, want.MaxAge)
+	note("max bytes", bytesName(have.MaxBytes), bytesName(want.MaxBytes))
 	note("replicas", have.Replicas, want.Replicas)
 	note("duplicate window", duplicates, want.Duplicates)
 	return out

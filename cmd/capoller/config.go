@@ -55,6 +55,8 @@ type config struct {
 	Stream          string          `yaml:"stream"`
 	SubjectPrefix   string          `yaml:"subject-prefix"`
 	DuplicateWindow time.Duration   `yaml:"duplicate-window"`
+	StreamMaxAge    time.Duration   `yaml:"stream-max-age"`
+	StreamMaxBytes  int64           `yaml:"stream-max-bytes"`
 	Checkpoint      string          `yaml:"checkpoint"`
 	Bucket          string          `yaml:"bucket"`
 	DataDir         string          `yaml:"data-dir"`
@@ -258,6 +260,12 @@ func settings() []setting {
 		{"stream", "JetStream stream name", str(func(c *config) *string { return &c.Stream })},
 		{"subject-prefix", "first token(s) of every event subject", str(func(c *config) *string { return &c.SubjectPrefix })},
 		{"duplicate-window", "JetStream duplicate window of the stream", dur(func(c *config) *time.Duration { return &c.DuplicateWindow })},
+		{"stream-max-age", "how long the stream keeps an event when capoller creates it (or capoller setup sets it); 0 keeps any age", dur(func(c *config) *time.Duration { return &c.StreamMaxAge })},
+		{"stream-max-bytes", "how many bytes the stream keeps, the oldest events going first, when capoller creates it (or capoller setup sets it); 0 keeps any size", func(c *config, v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			c.StreamMaxBytes = n
+			return err
+		}},
 		{"checkpoint", "checkpoint store: redis or natskv", str(func(c *config) *string { return &c.Checkpoint })},
 		{"bucket", "key-value bucket for --checkpoint natskv", str(func(c *config) *string { return &c.Bucket })},
 		{"data-dir", "directory for the embedded NATS server's data", str(func(c *config) *string { return &c.DataDir })},
@@ -540,6 +548,12 @@ func (c config) validate() error {
 	}
 	if c.LeaseTTL < 3*time.Second {
 		errs = append(errs, fmt.Errorf("lease-ttl %v: want at least 3s (replicas renew every fifth of it)", c.LeaseTTL))
+	}
+	if c.StreamMaxAge < 0 || c.StreamMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("stream-max-age %v and stream-max-bytes %d: want 0 (no limit) or more", c.StreamMaxAge, c.StreamMaxBytes))
+	}
+	if c.StreamMaxAge > 0 && c.StreamMaxAge < c.DuplicateWindow {
+		errs = append(errs, fmt.Errorf("stream-max-age %v: want at least duplicate-window (%v): JetStream refuses a duplicate window longer than the stream's max age", c.StreamMaxAge, c.DuplicateWindow))
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		errs = append(errs, fmt.Errorf("stream-replicas %d: want 1..5", c.StreamReplicas))

@@ -9,6 +9,7 @@
 //	capoller bench    measure strategies against the emulator
 //	capoller notify   chat messages for failed invocations
 //	capoller config   check the configuration
+//	capoller setup    create or update the JetStream stream, showing the diff
 //	capoller chaos    a soak under faults, checked against the emulator's truth
 //	capoller version  print the version
 //
@@ -47,6 +48,7 @@ commands:
   bench    size capoller: API calls, latency, throughput and memory per strategy
   notify   post one chat message per failing invocation (DingTalk, Slack, Feishu, webhooks)
   config   config check: validate the configuration and print it, secrets redacted
+  setup    create or update the JetStream stream to the configuration, printing the diff (destructive changes need --yes)
   chaos    soak replicas under faults (kills at every step, engine restarts, API faults) and check the stream against the truth
   version  print the version
 
@@ -77,6 +79,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return notifyCommand(ctx, args[1:], stdout, stderr)
 	case "config":
 		return configCommand(ctx, args[1:], stdout, stderr)
+	case "setup":
+		return setupCommand(ctx, args[1:], stdout, stderr)
 	case "chaos":
 		return chaosCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
