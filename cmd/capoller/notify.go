@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"os"
@@ -152,7 +153,9 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	}
 	if metricsLn != nil {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", n.Metrics())
+		reg := newRegistry()
+		reg.MustRegister(n.Metrics())
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 			if !nc.IsConnected() {
 				http.Error(w, "NATS disconnected", http.StatusServiceUnavailable)

@@ -3,6 +3,8 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -220,8 +222,11 @@ func (e *env) consumerState(t *testing.T) (pending uint64, ackPending int) {
 	return info.NumPending, info.NumAckPending
 }
 
+// httptestRecorder is the notifier's metrics as /metrics serves them.
 func httptestRecorder(n *notify.Notifier) string {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(n.Metrics())
 	rec := httptest.NewRecorder()
-	n.Metrics().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	return rec.Body.String()
 }

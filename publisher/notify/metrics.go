@@ -1,15 +1,16 @@
 package notify
 
 import (
-	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics counts what a notifier does and serves it in the Prometheus
-// text format. A nil *Metrics records nothing.
+// Metrics counts what a notifier does. It is a prometheus.Collector, to
+// register on the registry that serves /metrics. A nil *Metrics records
+// nothing.
 type Metrics struct {
 	mu sync.Mutex
 	// Events.
@@ -95,46 +96,67 @@ func (m *Metrics) Snapshot() Snapshot {
 	return s
 }
 
-// ServeHTTP writes the metrics in the Prometheus text exposition format.
-func (m *Metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+// metricDesc is one family Collect writes.
+type metricDesc struct {
+	name, help string
+	typ        prometheus.ValueType
+}
+
+// eventFamilies are the notifier-wide counters, in Snapshot's order.
+func eventFamilies() []metricDesc {
+	return []metricDesc{
+		{"capoller_notify_events_consumed_total", "Events read from the stream, redeliveries included.", prometheus.CounterValue},
+		{"capoller_notify_events_acked_total", "Events acknowledged: delivered, dead-lettered, or worth no message.", prometheus.CounterValue},
+		{"capoller_notify_events_ignored_total", "Events acknowledged without a message: no rule wants them.", prometheus.CounterValue},
+		{"capoller_notify_events_invalid_total", "Messages that are not capoller events (terminated, never redelivered).", prometheus.CounterValue},
+		{"capoller_notify_events_redelivered_total", "Events the server delivered again while held or after their ack.", prometheus.CounterValue},
+		{"capoller_notify_events_given_back_total", "Events handed back for redelivery (dead-letter failed, or notify stopped).", prometheus.CounterValue},
+	}
+}
+
+// hookFamilies are the per-webhook families, labelled webhook and kind.
+func hookFamilies() []struct {
+	metricDesc
+	v func(*hookMetrics) int64
+} {
+	return []struct {
+		metricDesc
+		v func(*hookMetrics) int64
+	}{
+		{metricDesc{"capoller_notify_messages_sent_total", "Messages a webhook accepted, digests included.", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.sent }},
+		{metricDesc{"capoller_notify_digests_total", "Digest messages a webhook accepted (a storm beyond its rate limit).", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.digests }},
+		{metricDesc{"capoller_notify_invocations_notified_total", "Invocations covered by accepted messages.", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.covered }},
+		{metricDesc{"capoller_notify_messages_failed_total", "Posts that failed (each attempt).", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.attemptsFailed }},
+		{metricDesc{"capoller_notify_retries_total", "Posts retried after a backoff.", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.retries }},
+		{metricDesc{"capoller_notify_dead_lettered_total", "Invocation summaries dead-lettered after the retries ran out or a permanent refusal.", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.deadLettered }},
+		{metricDesc{"capoller_notify_dead_letter_errors_total", "Dead-letter publishes that failed (their events are redelivered).", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.deadLetterErr }},
+		{metricDesc{"capoller_notify_redeliveries_skipped_total", "Redelivered invocation summaries not posted again: the webhook was done with them already.", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.skipped }},
+		{metricDesc{"capoller_notify_delivery_log_errors_total", "Delivery log reads or writes that failed (a redelivery may post twice).", prometheus.CounterValue}, func(h *hookMetrics) int64 { return h.logErr }},
+		{metricDesc{"capoller_notify_queued", "Invocation summaries waiting for the webhook.", prometheus.GaugeValue}, func(h *hookMetrics) int64 { return int64(h.queued) }},
+	}
+}
+
+// Describe is unchecked: the gauges a notifier adds are known only once
+// it runs (see prometheus.Collector).
+func (m *Metrics) Describe(chan<- *prometheus.Desc) {}
+
+// Collect writes the metrics: m is a prometheus.Collector, registered by
+// whoever serves them.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	for _, c := range []struct {
-		name, help string
-		v          int64
-	}{
-		{"capoller_notify_events_consumed_total", "Events read from the stream, redeliveries included.", m.consumed},
-		{"capoller_notify_events_acked_total", "Events acknowledged: delivered, dead-lettered, or worth no message.", m.acked},
-		{"capoller_notify_events_ignored_total", "Events acknowledged without a message: no rule wants them.", m.ignored},
-		{"capoller_notify_events_invalid_total", "Messages that are not capoller events (terminated, never redelivered).", m.invalid},
-		{"capoller_notify_events_redelivered_total", "Events the server delivered again while held or after their ack.", m.redelivered},
-		{"capoller_notify_events_given_back_total", "Events handed back for redelivery (dead-letter failed, or notify stopped).", m.givenBack},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.v)
+	values := []int64{m.consumed, m.acked, m.ignored, m.invalid, m.redelivered, m.givenBack}
+	for i, f := range eventFamilies() {
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(f.name, f.help, nil, nil), f.typ, float64(values[i]))
 	}
 	names := slices.Sorted(maps.Keys(m.hooks))
-	for _, c := range []struct {
-		name, typ, help string
-		v               func(*hookMetrics) int64
-	}{
-		{"capoller_notify_messages_sent_total", "counter", "Messages a webhook accepted, digests included.", func(h *hookMetrics) int64 { return h.sent }},
-		{"capoller_notify_digests_total", "counter", "Digest messages a webhook accepted (a storm beyond its rate limit).", func(h *hookMetrics) int64 { return h.digests }},
-		{"capoller_notify_invocations_notified_total", "counter", "Invocations covered by accepted messages.", func(h *hookMetrics) int64 { return h.covered }},
-		{"capoller_notify_messages_failed_total", "counter", "Posts that failed (each attempt).", func(h *hookMetrics) int64 { return h.attemptsFailed }},
-		{"capoller_notify_retries_total", "counter", "Posts retried after a backoff.", func(h *hookMetrics) int64 { return h.retries }},
-		{"capoller_notify_dead_lettered_total", "counter", "Invocation summaries dead-lettered after the retries ran out or a permanent refusal.", func(h *hookMetrics) int64 { return h.deadLettered }},
-		{"capoller_notify_dead_letter_errors_total", "counter", "Dead-letter publishes that failed (their events are redelivered).", func(h *hookMetrics) int64 { return h.deadLetterErr }},
-		{"capoller_notify_redeliveries_skipped_total", "counter", "Redelivered invocation summaries not posted again: the webhook was done with them already.", func(h *hookMetrics) int64 { return h.skipped }},
-		{"capoller_notify_delivery_log_errors_total", "counter", "Delivery log reads or writes that failed (a redelivery may post twice).", func(h *hookMetrics) int64 { return h.logErr }},
-		{"capoller_notify_queued", "gauge", "Invocation summaries waiting for the webhook.", func(h *hookMetrics) int64 { return int64(h.queued) }},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", c.name, c.help, c.name, c.typ)
+	for _, f := range hookFamilies() {
+		desc := prometheus.NewDesc(f.name, f.help, []string{"webhook", "kind"}, nil)
 		for _, n := range names {
-			fmt.Fprintf(w, "%s{webhook=%q,kind=%q} %d\n", c.name, n, m.hooks[n].kind, c.v(m.hooks[n]))
+			ch <- prometheus.MustNewConstMetric(desc, f.typ, float64(f.v(m.hooks[n])), n, m.hooks[n].kind)
 		}
 	}
 	for _, g := range m.gauges {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", g.name, g.help, g.name, g.name, g.value())
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, g.help, nil, nil), prometheus.GaugeValue, g.value())
 	}
 }

@@ -277,7 +277,7 @@ webhooks:
 		t.Errorf("flaky webhook metrics %+v", f)
 	}
 	rec := httptestRecorder(n)
-	if !strings.Contains(rec, `capoller_notify_dead_lettered_total{webhook="broken",kind="dingtalk"} 1`) {
+	if !strings.Contains(rec, `capoller_notify_dead_lettered_total{kind="dingtalk",webhook="broken"} 1`) {
 		t.Errorf("the metric does not count the dead letter:\n%s", rec)
 	}
 }
