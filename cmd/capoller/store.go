@@ -34,7 +34,7 @@ type groupStore interface {
 func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.JetStream, metrics *poller.Metrics) (groupStore, func(), error) {
 	switch cfg.Checkpoint {
 	case "redis":
-		rdb, err := openRedis(cfg.RedisURL)
+		rdb, err := openRedis(cfg.RedisURL, cfg.Redis)
 		if err != nil {
 			return nil, nil, configError{err}
 		}
