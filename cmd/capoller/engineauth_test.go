@@ -345,17 +345,12 @@ func TestNATSAuthNotifyFlags(t *testing.T) {
 			}
 			var stderr bytes.Buffer
 			args := append([]string{"notify", "--config", filepath.Join(p.dir, "notify.yaml")}, c.args...)
-			if code := cli(t.Context(), args, &stdout{}, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) || strings.Contains(stderr.String(), "S3cret") {
+			if code := cli(t.Context(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) || strings.Contains(stderr.String(), "S3cret") {
 				t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr.String(), c.want)
 			}
 		})
 	}
 }
-
-// stdout discards what is written to it.
-type stdout struct{}
-
-func (stdout) Write(b []byte) (int, error) { return len(b), nil }
 
 // The settings are checked before anything connects: each mistake is
 // named, and no error holds a secret.
