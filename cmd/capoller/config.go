@@ -71,6 +71,10 @@ type config struct {
 	StreamReplicas   int           `yaml:"stream-replicas"`
 	HistoryMaxAge    time.Duration `yaml:"history-max-age"`
 	HistoryMaxCount  int64         `yaml:"history-max-count"`
+	// NATS and Redis say how to authenticate to the engines and check
+	// their certificates.
+	NATS  natsAuth  `yaml:",inline"`
+	Redis redisAuth `yaml:",inline"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's
@@ -229,7 +233,7 @@ func dur(field func(*config) *time.Duration) func(*config, string) error {
 }
 
 func settings() []setting {
-	return []setting{
+	return slices.Concat([]setting{
 		{"endpoint", "Cloud Assistant API base URL, e.g. http://127.0.0.1:8080 for casim; empty means Alibaba's endpoints over HTTPS", str(func(c *config) *string { return &c.Endpoint })},
 		{"insecure-endpoint", "allow an http:// --endpoint with STS credentials (sts, ram_role_arn, ecs_ram_role), whose token it sends in the clear: for a local emulator only", func(c *config, v string) error {
 			b, err := strconv.ParseBool(v)
@@ -286,7 +290,7 @@ func settings() []setting {
 			c.StreamReplicas = n
 			return err
 		}},
-	}
+	}, natsAuthSettings(), redisAuthSettings())
 }
 
 func envName(flagName string) string {
@@ -454,6 +458,11 @@ func (c config) validate() error {
 		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
 		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
 		{"pprof-addr", c.PprofAddr}, {"log-format", c.LogFormat}, {"log-level", c.LogLevel}, {"replica-id", c.ReplicaID},
+		{"nats-creds", c.NATS.Creds}, {"nats-nkey", c.NATS.Nkey}, {"nats-token", c.NATS.Token}, {"nats-token-file", c.NATS.TokenFile},
+		{"nats-user", c.NATS.User}, {"nats-password", c.NATS.Password}, {"nats-password-file", c.NATS.PasswordFile},
+		{"nats-ca", c.NATS.CA}, {"nats-cert", c.NATS.Cert}, {"nats-key", c.NATS.Key},
+		{"redis-username", c.Redis.Username}, {"redis-password", c.Redis.Password}, {"redis-password-file", c.Redis.PasswordFile},
+		{"redis-ca", c.Redis.CA}, {"redis-cert", c.Redis.Cert}, {"redis-key", c.Redis.Key},
 	} {
 		if err := printable(s.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
@@ -506,7 +515,7 @@ func (c config) validate() error {
 	}
 	switch c.Checkpoint {
 	case "redis":
-		if err := checkRedisURL(c.RedisURL); err != nil {
+		if err := checkRedisURL(c.RedisURL, c.Redis); err != nil {
 			errs = append(errs, err)
 		}
 	case "natskv":
@@ -517,6 +526,9 @@ func (c config) validate() error {
 		if err := checkNATSURL(c.NATSURL); err != nil {
 			errs = append(errs, err)
 		}
+		errs = append(errs, c.NATS.check(c.NATSURL)...)
+	} else if c.NATS.set() {
+		errs = append(errs, errors.New("nats-creds, nats-nkey, nats-token, nats-user, nats-ca and nats-cert: not with nats-url embedded, whose in-process server has neither TLS nor authentication"))
 	}
 	if publisher.ValidStreamName(c.Stream) != nil {
 		errs = append(errs, fmt.Errorf("stream %q: want 1 to 255 characters of [A-Za-z0-9_-] (JetStream refuses whitespace, \".\", \"*\", \">\" and path separators)", c.Stream))
@@ -722,6 +734,19 @@ func checkNATSURL(raw string) error {
 		return errors.New(`nats-url: required (or "embedded")`)
 	}
 	return nil
+}
+
+// redacted returns c fit to show: its URLs redacted as redactURL does,
+// and the secrets set inline (a NATS token or password, a Redis password)
+// REDACTED. Files that hold secrets are named, never read.
+func (c config) redacted() config {
+	c.RedisURL, c.NATSURL, c.Endpoint = redactURL(c.RedisURL), redactURL(c.NATSURL), redactURL(c.Endpoint)
+	for _, s := range []*string{&c.NATS.Token, &c.NATS.Password, &c.Redis.Password} {
+		if *s != "" {
+			*s = "REDACTED"
+		}
+	}
+	return c
 }
 
 // redactURL returns raw fit for a log line or an error message: user

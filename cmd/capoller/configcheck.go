@@ -46,9 +46,7 @@ func configCommand(_ context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "capoller config check: %v\n", errors.Join(errs...))
 		return 2
 	}
-	shown := cfg
-	shown.RedisURL, shown.NATSURL, shown.Endpoint = redactURL(cfg.RedisURL), redactURL(cfg.NATSURL), redactURL(cfg.Endpoint)
-	out, err := yaml.Marshal(shown)
+	out, err := yaml.Marshal(cfg.redacted())
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller config check: %v\n", err)
 		return 1

@@ -22,6 +22,8 @@ import (
 
 type notifyOptions struct {
 	config, natsURL, stream, prefix, durable, dead, metricsAddr, logFormat string
+	// nats is how notify authenticates to NATS: run's settings.
+	nats natsAuth
 }
 
 // notifyCommand runs "capoller notify": a durable JetStream consumer that
@@ -38,9 +40,12 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this address (empty: off)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
+	var auth config
+	bindSettings(fs, natsAuthSettings(), &auth, os.Getenv)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
+	o.nats = auth.NATS
 	if o.dead == "" {
 		o.dead = o.prefix + "-notify.dead"
 	}
@@ -71,6 +76,9 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 		return nil, errors.New("--config: required")
 	}
 	if err := checkNATSURL(o.natsURL); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(o.nats.check(o.natsURL)...); err != nil {
 		return nil, err
 	}
 	if err := publisher.ValidStreamName(o.stream); err != nil {
@@ -107,7 +115,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	if metricsLn != nil {
 		defer func() { _ = metricsLn.Close() }()
 	}
-	nc, err := nats.Connect(o.natsURL, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+	nc, err := connectNATS(o.natsURL, o.nats, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -116,7 +124,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(o.natsURL), withoutURL(err))
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -63,23 +63,37 @@ func (r redisTarget) client() redis.UniversalClient {
 }
 
 // openRedis returns a client of the Redis server, Cluster or Sentinel-run
-// master that the URL names (see the forms above). It does not connect:
-// the client dials on its first command. Its errors start with
-// "redis-url <url>", the URL redacted as [redactURL] does, and never
-// quote a password.
-func openRedis(raw string) (redis.UniversalClient, error) {
-	target, err := parseRedisURL(raw)
+// master that the URL names (see the forms above), with the user,
+// password and TLS files of auth over the URL's. It does not connect: the
+// client dials on its first command. Its errors start with "redis-url
+// <url>", the URL redacted as [redactURL] does, or with the setting of
+// auth at fault, and never quote a password.
+func openRedis(raw string, auth redisAuth) (redis.UniversalClient, error) {
+	target, err := redisTargetOf(raw, auth)
 	if err != nil {
 		return nil, err
 	}
 	return target.client(), nil
 }
 
-// checkRedisURL reports whether openRedis would accept the URL, for the
-// configuration's validation.
-func checkRedisURL(raw string) error {
-	_, err := parseRedisURL(raw)
+// checkRedisURL reports whether openRedis would accept the URL and auth,
+// for the configuration's validation.
+func checkRedisURL(raw string, auth redisAuth) error {
+	_, err := redisTargetOf(raw, auth)
 	return err
+}
+
+// redisTargetOf reads a redis-url and applies auth to it.
+func redisTargetOf(raw string, auth redisAuth) (redisTarget, error) {
+	target, err := parseRedisURL(raw)
+	if err != nil {
+		return redisTarget{}, err
+	}
+	scheme, _, _ := strings.Cut(raw, "://") // parseRedisURL accepted it: a scheme, no secret
+	if err := auth.apply(target, strings.ToLower(scheme)); err != nil {
+		return redisTarget{}, err
+	}
+	return target, nil
 }
 
 // parseRedisURL reads a redis-url.

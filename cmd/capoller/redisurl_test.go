@@ -108,10 +108,10 @@ func TestParseRedisURLRefusals(t *testing.T) {
 			t.Errorf("%q accepted", tc.raw)
 			continue
 		}
-		if _, oerr := openRedis(tc.raw); oerr == nil || oerr.Error() != err.Error() {
+		if _, oerr := openRedis(tc.raw, redisAuth{}); oerr == nil || oerr.Error() != err.Error() {
 			t.Errorf("%q: openRedis says %v, parse %v", tc.raw, oerr, err)
 		}
-		if checkRedisURL(tc.raw) == nil {
+		if checkRedisURL(tc.raw, redisAuth{}) == nil {
 			t.Errorf("%q: checkRedisURL accepts it", tc.raw)
 		}
 		msg := err.Error()
@@ -187,7 +187,7 @@ func commitThrough(t *testing.T, client redis.UniversalClient, prefix string, sh
 func TestOpenRedisCluster(t *testing.T) {
 	cluster, prefix := testenv.RedisCluster(t)
 	addrs := cluster.Options().Addrs
-	client, err := openRedis("redis+cluster://" + addrs[1] + "/?dial_timeout=2s")
+	client, err := openRedis("redis+cluster://"+addrs[1]+"/?dial_timeout=2s", redisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestOpenRedisCluster(t *testing.T) {
 // the user information as the master's password.
 func TestOpenRedisSentinel(t *testing.T) {
 	s := testenv.RedisSentinel(t)
-	client, err := openRedis(fmt.Sprintf("redis+sentinel://:%s@%s/%s/0", s.Password, strings.Join(s.SentinelAddrs, ","), s.MasterName))
+	client, err := openRedis(fmt.Sprintf("redis+sentinel://:%s@%s/%s/0", s.Password, strings.Join(s.SentinelAddrs, ","), s.MasterName), redisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ func TestOpenRedisSentinel(t *testing.T) {
 	}
 	commitThrough(t, client, testenv.Name("capoller_test")+":", someShards(4))
 
-	wrong, err := openRedis(fmt.Sprintf("redis+sentinel://:wrong@%s/%s", s.SentinelAddrs[0], s.MasterName))
+	wrong, err := openRedis(fmt.Sprintf("redis+sentinel://:wrong@%s/%s", s.SentinelAddrs[0], s.MasterName), redisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,9 +183,9 @@ func splitList(v string) []string {
 func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.Writer) error {
 	var js jetstream.JetStream
 	if o.fromStream || o.format == "publish" || cfg.Checkpoint == "natskv" {
-		nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller replay"))
+		nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller replay"))
 		if err != nil {
-			return fmt.Errorf("connect to NATS at %s: %w", redactURL(cfg.NATSURL), withoutURL(err))
+			return err
 		}
 		defer nc.Close()
 		if js, err = jetstream.New(nc); err != nil {

@@ -125,7 +125,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	// buffered one would reach the stream whenever the connection came
 	// back — perhaps after this replica lost the shard, past the duplicate
 	// window, behind the new owner's later events of the same records.
-	nc, err := nats.Connect(natsURL, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
+	nc, err := connectNATS(natsURL, cfg.NATS, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -142,7 +142,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			}
 		}))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(natsURL), withoutURL(err))
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))

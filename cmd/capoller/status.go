@@ -81,9 +81,9 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	var st groupReader
 	if cfg.Checkpoint == "natskv" {
-		nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller status"))
+		nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller status"))
 		if err != nil {
-			fmt.Fprintf(stderr, "capoller status: connect to NATS at %s: %v\n", redactURL(cfg.NATSURL), withoutURL(err))
+			fmt.Fprintf(stderr, "capoller status: %v\n", err)
 			return 1
 		}
 		defer nc.Close()

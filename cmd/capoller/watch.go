@@ -57,9 +57,9 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErr(fmt.Errorf("--color %q: want auto, always or never", color))
 	}
 
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller watch"), nats.MaxReconnects(-1))
+	nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller watch"), nats.MaxReconnects(-1))
 	if err != nil {
-		fmt.Fprintf(stderr, "capoller watch: connect to NATS at %s: %v\n", redactURL(cfg.NATSURL), withoutURL(err))
+		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
 		return 1
 	}
 	defer nc.Close()

@@ -110,6 +110,16 @@ func startRedis(t testing.TB, port int, args ...string) string {
 	return addr
 }
 
+// RedisServer runs a redis-server of its own on a free port of 127.0.0.1,
+// without persistence, with args over that (ACL users, a TLS port…),
+// waits until it answers (if only to ask for a password), and returns its
+// address. It is stopped when the test ends. Without redis-server on PATH
+// the test is skipped.
+func RedisServer(t testing.TB, args ...string) string {
+	t.Helper()
+	return startRedis(t, freePorts(t, 1)[0], append([]string{"--save", "", "--appendonly", "no"}, args...)...)
+}
+
 // RedisCluster starts a Redis Cluster of three masters (redis-server
 // processes on free ports, without persistence, in temporary directories),
 // assigns the 16384 slots over them, joins them, and waits until every node
