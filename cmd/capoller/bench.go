@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -38,9 +39,9 @@ type benchOptions struct {
 	records     int
 	active      float64
 	activeFor   time.Duration
-	quota       int
+	qps         float64 // the daemon's --qps; the emulator's quota is a tenth above it
 	interval    time.Duration
-	window      time.Duration
+	window      time.Duration // the daemon's --throttle-window, and the emulator's quota window
 	cycles      int
 	strategies  []string
 	arrivals    float64
@@ -111,6 +112,72 @@ type benchReport struct {
 	BackoffSeconds      map[string]float64 `json:"apiBackoffSeconds"`
 	QuotaRefusals       int                `json:"quotaRefusals"`
 	Duration            float64            `json:"steadySeconds"`
+	// CPUSecondsPerCycle is the daemon's CPU time (user and system) per
+	// steady-state cycle, from its process_cpu_seconds_total.
+	CPUSecondsPerCycle float64     `json:"cpuSecondsPerCycle"`
+	Store              storeSizing `json:"store"`
+}
+
+// storeSizing is what the checkpoint store holds at the end of a run, from
+// Redis's own MEMORY USAGE of each key.
+type storeSizing struct {
+	Records int64 `json:"records"`
+	// RecordBytes is the shard's states and its small keys (meta, lease,
+	// status); BytesPerRecord divides it by Records.
+	RecordBytes    int64   `json:"recordBytes"`
+	BytesPerRecord float64 `json:"bytesPerRecord"`
+	// HistoryTransitions are the transitions the audit history holds;
+	// BytesPerHistoryEntry divides its stream's memory by them.
+	HistoryTransitions   int64   `json:"historyTransitions"`
+	HistoryBytes         int64   `json:"historyBytes"`
+	BytesPerHistoryEntry float64 `json:"bytesPerHistoryTransition"`
+}
+
+// redisSizing measures the keys under keyPrefix: the history stream apart,
+// the rest per record.
+func redisSizing(ctx context.Context, rdb *redis.Client, keyPrefix string) (storeSizing, error) {
+	var out storeSizing
+	iter := rdb.Scan(ctx, 0, keyPrefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		if strings.HasPrefix(key, keyPrefix+"rate:") {
+			continue // the API rate limiter's, not the checkpoint's
+		}
+		bytes, err := rdb.MemoryUsage(ctx, key, 0).Result() // 0: every element, not a sample
+		if err != nil {
+			return out, err
+		}
+		switch kind, _, _ := strings.Cut(strings.TrimPrefix(key, keyPrefix), ":"); kind {
+		case "history":
+			out.HistoryBytes += bytes
+		case "records":
+			out.RecordBytes += bytes
+			n, err := rdb.HLen(ctx, key).Result()
+			if err != nil {
+				return out, err
+			}
+			out.Records += n
+		case "meta":
+			out.RecordBytes += bytes
+			n, err := rdb.HGet(ctx, key, "historyLen").Int64()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return out, err
+			}
+			out.HistoryTransitions += n
+		default:
+			out.RecordBytes += bytes
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return out, err
+	}
+	if out.Records > 0 {
+		out.BytesPerRecord = float64(out.RecordBytes) / float64(out.Records)
+	}
+	if out.HistoryTransitions > 0 {
+		out.BytesPerHistoryEntry = float64(out.HistoryBytes) / float64(out.HistoryTransitions)
+	}
+	return out, nil
 }
 
 type throughputReport struct {
@@ -139,8 +206,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.records, "records", 10_000, "invocations in the emulator (each on one instance: twice as many records are tracked)")
 	fs.Float64Var(&o.active, "active", 0.01, "fraction of them still running at the start")
 	fs.DurationVar(&o.activeFor, "active-for", 10*time.Minute, "the running ones finish spread over this long")
-	fs.IntVar(&o.quota, "quota", 20, "API quota: calls per second per API (0: none); capoller runs at 90% of it")
-	fs.DurationVar(&o.window, "window", time.Second, "the quota's window (Alibaba's is a minute)")
+	fs.Float64Var(&o.qps, "qps", 18, "the daemon's --qps: API calls per second per API; the emulator's quota is a tenth above it, per --throttle-window (0: no quota, no limit)")
+	fs.DurationVar(&o.window, "throttle-window", time.Minute, "the daemon's --throttle-window and the emulator's quota window (Alibaba's is a minute)")
 	fs.DurationVar(&o.interval, "interval", 5*time.Second, "poll interval")
 	fs.IntVar(&o.cycles, "cycles", 3, "steady-state cycles to measure per strategy")
 	fs.StringVar(&strategies, "strategies", "full,incremental", "strategies to compare, in order")
@@ -148,8 +215,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Float64Var(&o.throttle, "throttle-rate", 0, "fraction of API calls the emulator throttles on top of the quota")
 	fs.Float64Var(&o.errors, "error-rate", 0, "fraction of API calls that fail with a 5xx")
 	fs.IntVar(&o.burst, "burst", 20_000, "invocations changing at once in the throughput phase (0: skip it)")
-	fs.StringVar(&o.redisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis (real)")
-	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), `NATS with JetStream, or "embedded"`)
+	defaults := defaultConfig()
+	fs.StringVar(&o.redisURL, "redis-url", envOr(envName("redis-url"), defaults.RedisURL), "Redis, one server (env "+envName("redis-url")+")")
+	fs.StringVar(&o.natsURL, "nats-url", envOr(envName("nats-url"), defaults.NATSURL), `NATS with JetStream, or "embedded" (env `+envName("nats-url")+")")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
 	fs.IntVar(&o.instanceNum, "instances", 500, "simulated ECS instances")
 	fs.IntVar(&o.replicas, "replicas", 0, "run a group of this many replicas sharing --shards shards instead of the strategies (0: do not)")
@@ -172,8 +240,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return 2
 		}
 	}
-	if o.records < 1 || o.active < 0 || o.active > 1 || o.cycles < 1 || o.interval <= 0 || o.window <= 0 {
-		fmt.Fprintln(stderr, "capoller bench: records, cycles, interval and window must be positive, active within 0..1")
+	if o.records < 1 || o.active < 0 || o.active > 1 || o.cycles < 1 || o.interval <= 0 || o.window <= 0 || o.qps < 0 {
+		fmt.Fprintln(stderr, "capoller bench: records, cycles, interval and throttle-window must be positive, qps not negative, active within 0..1")
 		return 2
 	}
 	if err := bench(ctx, o, stdout, stderr); err != nil {
@@ -235,7 +303,7 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 	}
 	for _, nb := range o.behaviours {
 		for _, strategy := range o.strategies {
-			fmt.Fprintf(stderr, "bench: %s strategy, %s API, %d invocations, %.1f%% active, quota %d/s…\n", strategy, nb.name, o.records, 100*o.active, o.quota)
+			fmt.Fprintf(stderr, "bench: %s strategy, %s API, %d invocations, %.1f%% active, qps %g…\n", strategy, nb.name, o.records, 100*o.active, o.qps)
 			rep, err := benchStrategy(ctx, o, strategy, nb.b, rdb, nc, js, stderr)
 			if err != nil {
 				return fmt.Errorf("%s: %w", strategy, err)
@@ -268,12 +336,12 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 func printBench(w io.Writer, reports []benchReport, tp *throughputReport) {
 	if len(reports) > 0 {
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "strategy\tAPI\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tpeak RSS\tbackoffs (throttled/transient)\tquota refusals")
+		fmt.Fprintln(tw, "strategy\tAPI\trecords\tAPI calls/cycle\tlatency p50\tlatency p99\tevents/s\tRedis trips/cycle\tNATS batches/cycle\tNATS publishes/cycle\tCPU/cycle\tpeak RSS\tstore/record\tstore/history entry\tbackoffs (throttled/transient)\tquota refusals")
 		for _, r := range reports {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f MiB\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2fs\t%.2fs\t%.1f\t%.1f\t%.1f\t%.1f\t%.3fs\t%.0f MiB\t%.0f B\t%.0f B\t%.0f (%.1fs) / %.0f (%.1fs)\t%d\n",
 				r.Strategy, r.Behaviour, r.Records, r.APICallsPerCycle, r.LatencyP50, r.LatencyP99, r.EventsPerSecond, r.RedisTripsPerCycle,
-				r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.PeakRSSMiB, r.Backoffs["throttled"], r.BackoffSeconds["throttled"],
-				r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
+				r.NATSBatchesPerCycle, r.NATSPublishPerCycle, r.CPUSecondsPerCycle, r.PeakRSSMiB, r.Store.BytesPerRecord, r.Store.BytesPerHistoryEntry,
+				r.Backoffs["throttled"], r.BackoffSeconds["throttled"], r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
 		}
 		_ = tw.Flush()
 		if len(reports) == 2 && reports[1].APICallsPerCycle > 0 && reports[0].Strategy != reports[1].Strategy {
@@ -305,8 +373,8 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, behavio
 	if err := sim.Seed(castest.SeedOptions{Invocations: o.records, Active: o.active, ActiveFor: o.activeFor}); err != nil {
 		return rep, err
 	}
-	if o.quota > 0 {
-		perWindow := max(int(float64(o.quota)*o.window.Seconds()), 1)
+	if o.qps > 0 {
+		perWindow := max(int(math.Ceil(o.qps/0.9*o.window.Seconds())), 1)
 		if err := sim.SetQuota(perWindow, o.window); err != nil {
 			return rep, err
 		}
@@ -350,9 +418,9 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, behavio
 	if err != nil {
 		return rep, err
 	}
-	qps := 1000.0
-	if o.quota > 0 {
-		qps = 0.9 * float64(o.quota)
+	qps := o.qps
+	if qps == 0 {
+		qps = 1000 // no quota: as fast as it goes
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -426,6 +494,10 @@ func benchStrategy(ctx context.Context, o benchOptions, strategy string, behavio
 		rep.BackoffSeconds[class] = m1.sum("capoller_api_backoff_seconds_total", "class", class)
 	}
 	rep.QuotaRefusals = sim.Throttled()["DescribeInvocations"]
+	rep.CPUSecondsPerCycle = (m1.sum("process_cpu_seconds_total") - m0.sum("process_cpu_seconds_total")) / cycles
+	if rep.Store, err = redisSizing(ctx, rdb, keyPrefix); err != nil {
+		return rep, fmt.Errorf("store sizing: %w", err)
+	}
 
 	// Detection latency: emulator state change → delivery to our subscriber.
 	truth := map[string]time.Time{}

@@ -16,7 +16,7 @@ func TestBenchComparesStrategies(t *testing.T) {
 	t.Setenv(beMainEnv, "1")
 	var out bytes.Buffer
 	args := []string{"bench", "--records", "600", "--active", "0.02", "--active-for", "5s", "--interval", "300ms", "--cycles", "2",
-		"--quota", "0", "--window", "50ms", "--throttle-rate", "0.6", "--burst", "500", "--json",
+		"--qps", "0", "--throttle-window", "50ms", "--throttle-rate", "0.6", "--burst", "500", "--json",
 		"--redis-url", testenv.RedisURL(t), "--nats-url", testenv.NATSURL(t)}
 	if code := cli(t.Context(), args, &out, io.Discard); code != 0 {
 		t.Fatalf("bench exited %d", code)
@@ -40,8 +40,15 @@ func TestBenchComparesStrategies(t *testing.T) {
 		t.Errorf("calls per cycle: full %.1f, incremental %.1f", full.APICallsPerCycle, inc.APICallsPerCycle)
 	}
 	for _, r := range report.Strategies {
-		if r.PeakRSSMiB <= 0 || r.Cycles < 2 || r.RedisTripsPerCycle <= 0 {
+		if r.PeakRSSMiB <= 0 || r.Cycles < 2 || r.RedisTripsPerCycle <= 0 || r.CPUSecondsPerCycle <= 0 {
 			t.Errorf("%s: incomplete measurements %+v", r.Strategy, r)
+		}
+		// 600 invocations on one instance each, and the arrivals: at least
+		// 1200 records; each costs tens of bytes at least, and far less
+		// than a kilobyte.
+		if st := r.Store; st.Records < 1200 || st.BytesPerRecord < 20 || st.BytesPerRecord > 1024 ||
+			st.HistoryTransitions < 1 || st.BytesPerHistoryEntry < 20 || st.BytesPerHistoryEntry > 4096 {
+			t.Errorf("%s: store sizing %+v", r.Strategy, st)
 		}
 		// The baseline alone is 12 calls: all 12 pass 60% throttling with
 		// a chance of 1 in 60,000.
