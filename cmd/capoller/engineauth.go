@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -88,12 +89,29 @@ func redisAuthSettings() []setting {
 // of run's settings (notify takes NATS's): the environment,
 // CAPOLLER_<NAME>, sets c first and a flag over it, as in loadConfig.
 func bindSettings(fs *flag.FlagSet, list []setting, c *config, getenv func(string) string) {
+	defaults := settingDefaults(*c)
 	for _, s := range list {
 		if v := getenv(envName(s.name)); v != "" {
 			_ = s.set(c, v) // strings: they take any value
 		}
-		fs.Func(s.name, s.usage+" (env "+envName(s.name)+")", func(v string) error { return s.set(c, v) })
+		usage := s.usage + " (env " + envName(s.name) + ")"
+		if d := defaults[s.name]; d != "" {
+			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
+		}
+		fs.Func(s.name, usage, func(v string) error { return s.set(c, v) })
 	}
+}
+
+// settingsNamed returns the settings of these names, for a subcommand that
+// takes a few of run's.
+func settingsNamed(names ...string) []setting {
+	var out []setting
+	for _, s := range settings() {
+		if slices.Contains(names, s.name) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // set reports whether any NATS authentication or TLS setting is set.

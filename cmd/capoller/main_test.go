@@ -251,3 +251,51 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestSubcommandsShareRunsNames: a subcommand that takes one of run's
+// settings takes it under run's name and environment variable, with run's
+// default; no subcommand spells a setting another way.
+func TestSubcommandsShareRunsNames(t *testing.T) {
+	run := map[string]bool{}
+	for _, s := range settings() {
+		run[s.name] = true
+	}
+	help := func(args ...string) string {
+		var stderr bytes.Buffer
+		if code := cli(t.Context(), append(args, "--help"), io.Discard, &stderr); code != 0 {
+			t.Fatalf("%v --help exited %d: %s", args, code, stderr.String())
+		}
+		return stderr.String()
+	}
+	for _, tc := range []struct {
+		cmd    []string
+		shared []string // run's settings, read from run's variables
+	}{
+		{[]string{"bench"}, []string{"qps", "throttle-window", "redis-url", "nats-url", "interval", "lease-ttl"}},
+		{[]string{"notify"}, []string{"nats-url", "stream", "subject-prefix", "metrics-addr", "log-format", "nats-token", "nats-ca"}},
+		{[]string{"chaos"}, []string{"qps", "interval", "lease-ttl", "checkpoint", "redis-url", "nats-url"}},
+	} {
+		out := help(tc.cmd...)
+		for _, name := range tc.shared {
+			if !run[name] || !strings.Contains(out, "\n  -"+name+" ") {
+				t.Errorf("%v: no --%s (run has it: %v):\n%s", tc.cmd, name, run[name], out)
+			}
+		}
+		for _, alias := range []string{"quota", "window", "throttle", "redis", "nats"} {
+			if strings.Contains(out, "\n  -"+alias+" ") {
+				t.Errorf("%v: --%s spells one of run's settings another way", tc.cmd, alias)
+			}
+		}
+	}
+	for _, cmd := range []string{"bench", "notify"} {
+		out := help(cmd)
+		for _, v := range []string{"env CAPOLLER_NATS_URL", "nats://127.0.0.1:4222"} {
+			if !strings.Contains(out, v) {
+				t.Errorf("%s --help does not say %q:\n%s", cmd, v, out)
+			}
+		}
+	}
+	if out := help("bench"); !strings.Contains(out, "env CAPOLLER_REDIS_URL") || !strings.Contains(out, `(default 1m0s)`) {
+		t.Errorf("bench --help: the Redis URL's variable, or the throttle window's default of a minute, is missing:\n%s", out)
+	}
+}

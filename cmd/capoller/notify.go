@@ -33,19 +33,16 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	var o notifyOptions
 	fs.StringVar(&o.config, "config", "", "notify YAML file: webhooks, rules, grouping (required)")
-	fs.StringVar(&o.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URLs, comma-separated")
-	fs.StringVar(&o.stream, "stream", "CAPOLLER", "the JetStream stream of capoller's events")
-	fs.StringVar(&o.prefix, "subject-prefix", "capoller", "the events' subject prefix")
 	fs.StringVar(&o.durable, "durable", "capoller-notify", "the durable consumer's name (and of its delivery log, the KV bucket <stream>_<durable>_DELIVERED); run one notify per durable: two sharing one would each get part of an invocation's events")
 	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this address (empty: off)")
-	fs.StringVar(&o.logFormat, "log-format", "json", "json or console")
-	var auth config
-	bindSettings(fs, natsAuthSettings(), &auth, os.Getenv)
+	// run's settings of the same names, with their environment variables.
+	shared := defaultConfig()
+	bindSettings(fs, append(settingsNamed("nats-url", "stream", "subject-prefix", "metrics-addr", "log-format"), natsAuthSettings()...), &shared, os.Getenv)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	o.nats = auth.NATS
+	o.natsURL, o.stream, o.prefix, o.metricsAddr, o.logFormat = shared.NATSURL, shared.Stream, shared.SubjectPrefix, shared.MetricsAddr, shared.LogFormat
+	o.nats = shared.NATS
 	if o.dead == "" {
 		o.dead = o.prefix + "-notify.dead"
 	}
@@ -74,6 +71,9 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 func (o notifyOptions) check() (*notify.Settings, error) {
 	if o.config == "" {
 		return nil, errors.New("--config: required")
+	}
+	if o.natsURL == "embedded" {
+		return nil, errors.New(`--nats-url embedded: notify reads the stream of a running NATS server; give its URL`)
 	}
 	if err := checkNATSURL(o.natsURL); err != nil {
 		return nil, err
