@@ -618,3 +618,30 @@ func TestNATSAuthRunCommand(t *testing.T) {
 		})
 	}
 }
+
+// setup dials NATS with run's settings too: over TLS with a client
+// certificate and a token, it creates the stream; with a wrong token it is
+// refused, and says so without the token.
+func TestNATSAuthSetupCommand(t *testing.T) {
+	p := newTestPKI(t)
+	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
+	args := []string{"setup", "--stream", "CAPOLLER_AUTH_SETUP", "--subject-prefix", "capoller-auth-setup", "--nats-url", url,
+		"--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey}
+	for _, c := range []struct {
+		token, want string
+		code        int
+	}{
+		{"tok-S3cret-wrong", "Authorization Violation", 1},
+		{"tok-S3cret-right", "CAPOLLER_AUTH_SETUP", 0},
+	} {
+		t.Setenv("CAPOLLER_NATS_TOKEN", c.token)
+		var stdout, stderr bytes.Buffer
+		code := cli(t.Context(), args, &stdout, &stderr)
+		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.want) {
+			t.Errorf("token %s: exit %d, %q %q; want %d and %q", c.token, code, stdout.String(), stderr.String(), c.code, c.want)
+		}
+		if strings.Contains(stdout.String()+stderr.String(), "tok-S3cret") {
+			t.Errorf("setup shows a token: %s%s", stdout.String(), stderr.String())
+		}
+	}
+}
