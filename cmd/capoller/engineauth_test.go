@@ -618,3 +618,32 @@ func TestNATSAuthRunCommand(t *testing.T) {
 		})
 	}
 }
+
+// capoller setup dials NATS with the same settings as run: against a
+// server that takes a token over TLS, it creates the stream; a wrong token
+// is refused with a message that holds neither token.
+func TestNATSAuthSetupCommand(t *testing.T) {
+	p := newTestPKI(t)
+	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
+	stream := testenv.Name("CAPOLLER_SETUP_AUTH")
+	args := []string{"setup", "--nats-url", url, "--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey,
+		"--stream", stream, "--subject-prefix", strings.ToLower(stream)}
+	for _, c := range []struct {
+		token string
+		code  int
+		want  string
+	}{
+		{"tok-S3cret-wrong", 1, "Authorization Violation"},
+		{"tok-S3cret-right", 0, "stream " + stream + " created"},
+	} {
+		t.Setenv("CAPOLLER_NATS_TOKEN", c.token)
+		var stdout, stderr bytes.Buffer
+		code := cli(t.Context(), args, &stdout, &stderr)
+		if code != c.code || !strings.Contains(stdout.String()+stderr.String(), c.want) {
+			t.Errorf("token %s: exit %d, %q %q; want %d and %q", c.token, code, stdout.String(), stderr.String(), c.code, c.want)
+		}
+		if strings.Contains(stdout.String()+stderr.String(), "tok-S3cret") {
+			t.Errorf("setup shows a token: %s%s", stdout.String(), stderr.String())
+		}
+	}
+}

@@ -53,9 +53,9 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("capoller setup"))
+	nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller setup"))
 	if err != nil {
-		fmt.Fprintf(stderr, "capoller setup: connect to NATS at %s: %v\n", redactURL(cfg.NATSURL), withoutURL(err))
+		fmt.Fprintf(stderr, "capoller setup: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
