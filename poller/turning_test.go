@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
@@ -79,5 +81,39 @@ func TestGroupTurningSaysWhenItsRoundsStop(t *testing.T) {
 	r.g.Step(t.Context())
 	if err := r.g.Turning(clock.Now()); err != nil {
 		t.Errorf("after the next round: %v", err)
+	}
+}
+
+// TestTransitionsCountedOnceAcrossAFailedCommit:
+// capoller_transitions_total counts status changes published and
+// committed. A batch whose commit failed is not committed; the next cycle
+// finishes it, and only then are its transitions counted — once, not
+// once per attempt.
+func TestTransitionsCountedOnceAcrossAFailedCommit(t *testing.T) {
+	h := newHarness(t)
+	src, st, pub := h.parts(50)
+	if rep := h.poller(src, st, pub, nil).RunOnce(t.Context()); rep.Err != nil {
+		t.Fatal(rep.Err) // baseline
+	}
+	invoke := h.run("hang", 600, h.instances[0], h.instances[1])
+	eventually(t, 5*time.Second, "the runs to start", func() bool {
+		entries := truthByRecord(h.sim)[diff.Key{InvokeID: invoke}]
+		return len(entries) > 0 && entries[len(entries)-1].To == "Running"
+	})
+	reg := prometheus.NewRegistry()
+	m := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
+	withMetrics := func(o *poller.Options) { o.Metrics = m }
+	flaky := &failingStore{Store: st}
+	if rep := h.poller(src, flaky, pub, withMetrics).RunOnce(t.Context()); rep.Err == nil || rep.Published != 3 {
+		t.Fatalf("first cycle: err %v, published %d; want a commit failure after 3 events", rep.Err, rep.Published)
+	}
+	if n := testenv.MetricSum(t, reg, "capoller_transitions_total"); n != 0 {
+		t.Errorf("after a failed commit: %v transitions counted, want 0 (none committed)", n)
+	}
+	if rep := h.poller(src, flaky, pub, withMetrics).RunOnce(t.Context()); rep.Err != nil {
+		t.Fatal(rep.Err)
+	}
+	if n, c := testenv.MetricSum(t, reg, "capoller_transitions_total"), testenv.MetricSum(t, reg, "capoller_detection_lag_seconds"); n != 3 || c > 2 {
+		t.Errorf("after the retry: %v transitions counted, %v lags observed; want the 3 committed once (at most 2 instance lags)", n, c)
 	}
 }
