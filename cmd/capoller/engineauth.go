@@ -267,6 +267,9 @@ func (a redisAuth) apply(t redisTarget, scheme string) error {
 	if *tlsConfig == nil {
 		return fmt.Errorf("redis-ca, redis-cert and redis-key: only with TLS, and redis-url is %s://: use rediss://, rediss+cluster:// or rediss+sentinel://", scheme)
 	}
+	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
+		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
+	}
 	pool, certs, err := loadTLSFiles("redis", a.CA, a.Cert, a.Key)
 	if err != nil {
 		return err

@@ -647,3 +647,19 @@ func TestNATSAuthSetupCommand(t *testing.T) {
 		}
 	}
 }
+
+// redis-ca with skip_verify=true in the URL would load the CA and check
+// nothing: the operator who names a CA means the server's certificate to
+// be verified, so the pair is refused rather than silently unverified.
+func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
+	p := newTestPKI(t)
+	for _, raw := range []string{"rediss://127.0.0.1:6380/0?skip_verify=true", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?skip_verify=true"} {
+		err := checkRedisURL(raw, redisAuth{CA: p.ca})
+		if err == nil || !strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("%s with redis-ca: %v; want skip_verify refused", raw, err)
+		}
+	}
+	if err := checkRedisURL("rediss://127.0.0.1:6380/0?skip_verify=true", redisAuth{Cert: p.clientCert, Key: p.clientKey}); err != nil {
+		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
+	}
+}
