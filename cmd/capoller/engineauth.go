@@ -20,8 +20,10 @@ import (
 // CA names the CAs that sign the servers' certificates (default the
 // system's); Cert and Key are a client certificate, for servers that
 // verify clients. Either turns TLS on, whatever the URL's scheme. The
-// files are read again at each connection, so a rotated one is taken at
-// the next reconnect.
+// creds file and the TLS files are read again at each connection, so a
+// rotated one is taken at the next reconnect; the token and password
+// files, and the nkey's public key, are read once, at start-up: rotating
+// those takes a restart.
 type natsAuth struct {
 	Creds        string `yaml:"nats-creds"`
 	Nkey         string `yaml:"nats-nkey"`
