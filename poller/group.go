@@ -393,6 +393,7 @@ func (g *Group) drop(s diff.Shard, o *ownership) {
 // reap finishes the shards whose poller stopped: handed off, dropped, or
 // stopped by an error of its own (a fencing refusal, an expired claim).
 func (g *Group) reap() {
+	var stopped []diff.Shard
 	for _, s := range g.opts.Shards {
 		o := g.owned[s]
 		if o == nil {
@@ -403,29 +404,49 @@ func (g *Group) reap() {
 		default:
 			continue
 		}
-		g.finish(s, o)
+		stopped = append(stopped, s)
 	}
+	g.finish(stopped)
 }
 
-// finish releases a stopped shard's lease (a no-op if it is no longer
-// ours) and forgets it.
-func (g *Group) finish(s diff.Shard, o *ownership) {
-	delete(g.owned, s)
-	if !o.leaving {
-		delete(g.adopted, s) // stopped by itself: adopted or not, it is not held
+// finish releases the leases of stopped shards (a no-op for one no longer
+// ours) and forgets them. The releases go side by side, all within one
+// tick: shards that stop together (their claims expired in an outage of
+// the store) would otherwise hold the round one tick each.
+func (g *Group) finish(shards []diff.Shard) {
+	leases := make([]checkpoint.Lease, 0, len(shards))
+	for _, s := range shards {
+		o := g.owned[s]
+		delete(g.owned, s)
+		if !o.leaving {
+			delete(g.adopted, s) // stopped by itself: adopted or not, it is not held
+		}
+		if o.err != nil {
+			fenced := errors.Is(o.err, checkpoint.ErrFenced)
+			g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))
+			// A dropped shard was counted lost already.
+			g.opts.Metrics.leaseDropped(s, !o.leaving, fenced)
+		}
+		g.opts.Metrics.leaseDropped(s, false, false)
+		leases = append(leases, o.claim.Lease())
 	}
-	if o.err != nil {
-		fenced := errors.Is(o.err, checkpoint.ErrFenced)
-		g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))
-		// A dropped shard was counted lost already.
-		g.opts.Metrics.leaseDropped(s, !o.leaving, fenced)
+	if len(leases) == 0 {
+		return
 	}
-	g.opts.Metrics.leaseDropped(s, false, false)
-	rctx, cancel := context.WithTimeout(context.Background(), g.opts.Tick)
+	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Tick)
 	defer cancel()
-	if err := g.opts.Store.Release(rctx, o.claim.Lease()); err != nil {
-		g.log.Warn("could not release a lease; it expires by itself", zap.Stringer("shard", s), zap.Error(err))
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, 16)
+	for i, l := range leases {
+		wg.Go(func() {
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			if err := g.opts.Store.Release(ctx, l); err != nil {
+				g.log.Warn("could not release a lease; it expires by itself", zap.Stringer("shard", shards[i]), zap.Error(err))
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // report writes the status of each shard held whose poller completed a
@@ -460,11 +481,13 @@ func (g *Group) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	g.report(ctx)
+	var held []diff.Shard
 	for _, s := range g.opts.Shards {
-		if o := g.owned[s]; o != nil {
-			g.finish(s, o)
+		if g.owned[s] != nil {
+			held = append(held, s)
 		}
 	}
+	g.finish(held)
 	if err := g.opts.Store.Leave(ctx, g.opts.Replica.ID); err != nil {
 		g.log.Warn("could not leave the group; the others see it go when its heartbeat expires", zap.Error(err))
 	}

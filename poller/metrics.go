@@ -53,8 +53,8 @@ type Metrics struct {
 	aborted       *prometheus.CounterVec // reason
 
 	mu    sync.Mutex
-	codes map[diff.Shard]map[string]bool // the error codes each shard has a series of
-	seen  map[diff.Shard]bool            // shards whose series exist
+	codes map[codeSet]map[string]bool // the error codes each shard has a series of
+	seen  map[diff.Shard]bool         // shards whose series exist
 }
 
 // shardLabels are the labels of every series, the shard's id, and extra.
@@ -132,7 +132,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		apiBackoff:  counter("capoller_api_backoff_seconds_total", "Time API calls waited before a retry, by error class.", "class"),
 		skipped:     counter("capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.", "reason"),
 		aborted:     counter("capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.", "reason"),
-		codes:       map[diff.Shard]map[string]bool{},
+		codes:       map[codeSet]map[string]bool{},
 		seen:        map[diff.Shard]bool{},
 	}
 }
@@ -352,19 +352,32 @@ func (m *Metrics) errorCode(s diff.Shard, code string, httpStatus int) string {
 	case code == "" && httpStatus == 0:
 		return "network"
 	case code == "":
-		return "HTTP_" + strconv.Itoa(httpStatus)
+		// Bounded too, apart from the API's codes: a proxy or a broken API
+		// may answer with any status of 100..999.
+		return m.bounded(codeSet{s, true}, "HTTP_"+strconv.Itoa(httpStatus))
 	case len(code) > 64 || strings.ContainsFunc(code, func(r rune) bool {
 		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-')
 	}):
 		return "other"
 	}
-	s.Account = diff.AccountOf(s.Account)
+	return m.bounded(codeSet{s, false}, code)
+}
+
+// codeSet is one shard's error codes (http: its HTTP_<status> labels).
+type codeSet struct {
+	shard diff.Shard
+	http  bool
+}
+
+// bounded returns code, or "other" if set has maxErrorCodes others.
+func (m *Metrics) bounded(set codeSet, code string) string {
+	set.shard.Account = diff.AccountOf(set.shard.Account)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	codes := m.codes[s]
+	codes := m.codes[set]
 	if codes == nil {
 		codes = map[string]bool{}
-		m.codes[s] = codes
+		m.codes[set] = codes
 	}
 	if !codes[code] && len(codes) >= maxErrorCodes {
 		return "other"

@@ -108,3 +108,27 @@ capoller_transitions_total{account="prod",level="invocation",region="cn-hangzhou
 		}
 	}
 }
+
+// TestMetricsBoundHTTPStatusCodes: an answer without an error code is
+// labelled by its HTTP status, and those labels are bounded like codes: a
+// proxy or a broken API answering with ever other statuses (any of
+// 100..999) cannot grow the registry past maxErrorCodes per shard.
+func TestMetricsBoundHTTPStatusCodes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(MetricsOptions{Registerer: reg})
+	s := diff.Shard{Source: diff.SourceECS, Region: "cn-hangzhou"}
+	for status := 500; status < 500+maxErrorCodes+20; status++ {
+		m.APIError(s, "DescribeInvocations", "transient", "", status)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "capoller_api_errors_total" {
+			if n := len(f.GetMetric()); n > maxErrorCodes+1 {
+				t.Errorf("%d series of API errors for one shard, action and class; want at most %d statuses and other", n, maxErrorCodes)
+			}
+		}
+	}
+}

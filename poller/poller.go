@@ -134,8 +134,10 @@ type Report struct {
 	Duration time.Duration
 	// Records counts the records the cycle listed; Complete says whether
 	// that listing was complete (every record the API holds).
-	Records     int
-	Complete    bool
+	Records  int
+	Complete bool
+	// Transitions are the cycle's committed transitions: those of a batch
+	// whose commit failed are reported by the cycle that finishes it.
 	Transitions []diff.Transition
 	Published   int
 	Duplicates  int
@@ -687,7 +689,6 @@ func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
 // commit commits a published batch's updates, with the quiet ones.
 func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
 	p := c.p
-	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
 	updates := append(b.Updates[:len(b.Updates):len(b.Updates)], quiet...)
 	if len(updates) > 0 || len(b.Transitions) > 0 {
 		// Once its events are acknowledged, a batch's commit is finished
@@ -703,6 +704,9 @@ func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
 			p.hook(StepCommitted)
 		}
 	}
+	// Only once committed: a batch whose commit failed is finished, and
+	// reported, by a later cycle.
+	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
 	c.rep.Committed += len(updates)
 	return nil
 }

@@ -2,9 +2,13 @@ package poller_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
@@ -79,5 +83,94 @@ func TestGroupTurningSaysWhenItsRoundsStop(t *testing.T) {
 	r.g.Step(t.Context())
 	if err := r.g.Turning(clock.Now()); err != nil {
 		t.Errorf("after the next round: %v", err)
+	}
+}
+
+// TestTransitionsCountedOnceAcrossAFailedCommit:
+// capoller_transitions_total counts status changes published and
+// committed. A batch whose commit failed is not committed; the next cycle
+// finishes it, and only then are its transitions counted — once, not
+// once per attempt.
+func TestTransitionsCountedOnceAcrossAFailedCommit(t *testing.T) {
+	h := newHarness(t)
+	src, st, pub := h.parts(50)
+	if rep := h.poller(src, st, pub, nil).RunOnce(t.Context()); rep.Err != nil {
+		t.Fatal(rep.Err) // baseline
+	}
+	invoke := h.run("hang", 600, h.instances[0], h.instances[1])
+	eventually(t, 5*time.Second, "the runs to start", func() bool {
+		entries := truthByRecord(h.sim)[diff.Key{InvokeID: invoke}]
+		return len(entries) > 0 && entries[len(entries)-1].To == "Running"
+	})
+	reg := prometheus.NewRegistry()
+	m := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
+	withMetrics := func(o *poller.Options) { o.Metrics = m }
+	flaky := &failingStore{Store: st}
+	if rep := h.poller(src, flaky, pub, withMetrics).RunOnce(t.Context()); rep.Err == nil || rep.Published != 3 {
+		t.Fatalf("first cycle: err %v, published %d; want a commit failure after 3 events", rep.Err, rep.Published)
+	}
+	if n := testenv.MetricSum(t, reg, "capoller_transitions_total"); n != 0 {
+		t.Errorf("after a failed commit: %v transitions counted, want 0 (none committed)", n)
+	}
+	if rep := h.poller(src, flaky, pub, withMetrics).RunOnce(t.Context()); rep.Err != nil {
+		t.Fatal(rep.Err)
+	}
+	if n, c := testenv.MetricSum(t, reg, "capoller_transitions_total"), testenv.MetricSum(t, reg, "capoller_detection_lag_seconds"); n != 3 || c > 2 {
+		t.Errorf("after the retry: %v transitions counted, %v lags observed; want the 3 committed once (at most 2 instance lags)", n, c)
+	}
+}
+
+// blackholedReleases is a lease store whose Release hangs until its
+// context ends, as a Redis behind a dropped route does.
+type blackholedReleases struct {
+	poller.LeaseStore
+}
+
+func (blackholedReleases) Release(ctx context.Context, _ checkpoint.Lease) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestGroupRoundBoundedWhenManyShardsStopAtOnce: a round's calls to the
+// store are bounded by a tick — Turning relies on it, and so do the
+// renewals of the shards still held. When every shard's poller stops in
+// one go (their claims expired in a store outage) and the store does not
+// answer, the round that releases them still ends within a few ticks, not
+// one tick per shard: with a few dozen shards that would hold the group's
+// loop for minutes, past Turning's limit, and /healthz would have the
+// pod restarted for a Redis outage.
+func TestGroupRoundBoundedWhenManyShardsStopAtOnce(t *testing.T) {
+	client, prefix := testenv.Redis(t)
+	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards []diff.Shard
+	for i := range 30 {
+		shards = append(shards, diff.Shard{Source: diff.SourceECS, Region: fmt.Sprintf("cn-test-%d", i)})
+	}
+	const tick = 100 * time.Millisecond
+	var stopped atomic.Int32
+	g, err := poller.NewGroup(poller.GroupOptions{
+		Replica: checkpoint.Member{ID: "r1"}, Store: blackholedReleases{store}, Shards: shards, LeaseTTL: 3 * time.Second, Tick: tick,
+		Poll: func(context.Context, diff.Shard, *poller.Claim) error {
+			defer stopped.Add(1)
+			return poller.ErrClaimExpired
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Step(t.Context())
+	testenv.WaitFor(t, 10*time.Second, "every poller to stop", func() error {
+		if n := stopped.Load(); n != int32(len(shards)) {
+			return fmt.Errorf("%d of %d stopped", n, len(shards))
+		}
+		return nil
+	})
+	start := time.Now()
+	g.Step(t.Context())
+	if took := time.Since(start); took > 10*tick {
+		t.Errorf("the round that released %d stopped shards took %v, with a %v tick: one tick per shard", len(shards), took, tick)
 	}
 }

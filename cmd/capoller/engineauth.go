@@ -21,8 +21,10 @@ import (
 // CA names the CAs that sign the servers' certificates (default the
 // system's); Cert and Key are a client certificate, for servers that
 // verify clients. Either turns TLS on, whatever the URL's scheme. The
-// files are read again at each connection, so a rotated one is taken at
-// the next reconnect.
+// creds file and the TLS files are read again at each connection, so a
+// rotated one is taken at the next reconnect; the token and password
+// files, and the nkey's public key, are read once, at start-up: rotating
+// those takes a restart.
 type natsAuth struct {
 	Creds        string `yaml:"nats-creds"`
 	Nkey         string `yaml:"nats-nkey"`
@@ -284,6 +286,9 @@ func (a redisAuth) apply(t redisTarget, scheme string) error {
 	}
 	if *tlsConfig == nil {
 		return fmt.Errorf("redis-ca, redis-cert and redis-key: only with TLS, and redis-url is %s://: use rediss://, rediss+cluster:// or rediss+sentinel://", scheme)
+	}
+	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
+		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
 	}
 	pool, certs, err := loadTLSFiles("redis", a.CA, a.Cert, a.Key)
 	if err != nil {

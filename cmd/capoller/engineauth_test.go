@@ -619,20 +619,22 @@ func TestNATSAuthRunCommand(t *testing.T) {
 	}
 }
 
-// setup dials NATS with run's settings too: over TLS with a client
-// certificate and a token, it creates the stream; with a wrong token it is
-// refused, and says so without the token.
+// capoller setup dials NATS with the same settings as run: against a
+// server that takes a token over TLS, it creates the stream; a wrong token
+// is refused with a message that holds neither token.
 func TestNATSAuthSetupCommand(t *testing.T) {
 	p := newTestPKI(t)
 	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
-	args := []string{"setup", "--stream", "CAPOLLER_AUTH_SETUP", "--subject-prefix", "capoller-auth-setup", "--nats-url", url,
-		"--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey}
+	stream := testenv.Name("CAPOLLER_SETUP_AUTH")
+	args := []string{"setup", "--nats-url", url, "--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey,
+		"--stream", stream, "--subject-prefix", strings.ToLower(stream)}
 	for _, c := range []struct {
-		token, want string
-		code        int
+		token string
+		code  int
+		want  string
 	}{
-		{"tok-S3cret-wrong", "Authorization Violation", 1},
-		{"tok-S3cret-right", "CAPOLLER_AUTH_SETUP", 0},
+		{"tok-S3cret-wrong", 1, "Authorization Violation"},
+		{"tok-S3cret-right", 0, "stream " + stream + " created"},
 	} {
 		t.Setenv("CAPOLLER_NATS_TOKEN", c.token)
 		var stdout, stderr bytes.Buffer
@@ -643,5 +645,21 @@ func TestNATSAuthSetupCommand(t *testing.T) {
 		if strings.Contains(stdout.String()+stderr.String(), "tok-S3cret") {
 			t.Errorf("setup shows a token: %s%s", stdout.String(), stderr.String())
 		}
+	}
+}
+
+// redis-ca with skip_verify=true in the URL would load the CA and check
+// nothing: the operator who names a CA means the server's certificate to
+// be verified, so the pair is refused rather than silently unverified.
+func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
+	p := newTestPKI(t)
+	for _, raw := range []string{"rediss://127.0.0.1:6380/0?skip_verify=true", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?skip_verify=true"} {
+		err := checkRedisURL(raw, redisAuth{CA: p.ca})
+		if err == nil || !strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("%s with redis-ca: %v; want skip_verify refused", raw, err)
+		}
+	}
+	if err := checkRedisURL("rediss://127.0.0.1:6380/0?skip_verify=true", redisAuth{Cert: p.clientCert, Key: p.clientKey}); err != nil {
+		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
 	}
 }
