@@ -27,12 +27,13 @@ type ChangeKind int
 
 const (
 	// Safe changes delete nothing and weaken nothing: creating the stream,
-	// adding a subject, raising a limit, the duplicate window or the
-	// replicas, turning acknowledgements on.
+	// adding a subject, raising (not removing) a limit, the duplicate
+	// window or the replicas, turning acknowledgements on.
 	Safe ChangeKind = iota
 	// Destructive changes can delete stored messages or weaken what the
 	// stream promises its consumers: lowering max age, max bytes, the
-	// duplicate window or the replicas, changing retention or discard.
+	// duplicate window or the replicas, changing retention or discard, and
+	// removing an age or bytes limit (the stream then grows unbounded).
 	Destructive
 	// Impossible changes are ones JetStream does not make to an existing
 	// stream: its storage, retention to or from work queue (and, before
@@ -202,16 +203,22 @@ func DiffStream(have *jetstream.StreamConfig, want jetstream.StreamConfig, serve
 	if h, w := unlimited(int64(have.MaxAge)), unlimited(int64(want.MaxAge)); h != w {
 		cfg.MaxAge = want.MaxAge
 		kind, why := Safe, ""
-		if lower(h, w) {
+		switch {
+		case lower(h, w):
 			kind, why = Destructive, "deletes the stored messages older than "+want.MaxAge.String()
+		case w == 0:
+			kind, why = Destructive, "removes the stream's age limit: it then keeps every event until its bytes limit, or the server's storage, is full (set stream-max-age to keep a limit)"
 		}
 		change("max_age", ageName(have.MaxAge), ageName(want.MaxAge), kind, why)
 	}
 	if h, w := unlimited(have.MaxBytes), unlimited(want.MaxBytes); h != w {
 		cfg.MaxBytes = w
 		kind, why := Safe, ""
-		if lower(h, w) {
+		switch {
+		case lower(h, w):
 			kind, why = Destructive, "deletes the oldest stored messages beyond "+bytesName(want.MaxBytes)
+		case w == 0:
+			kind, why = Destructive, "removes the stream's bytes limit: it then grows until its age limit, or the server's storage, stops it (set stream-max-bytes to keep a limit)"
 		}
 		change("max_bytes", bytesName(have.MaxBytes), bytesName(want.MaxBytes), kind, why)
 	}

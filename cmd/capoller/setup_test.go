@@ -175,6 +175,29 @@ func TestSetupDestructiveNeedsYes(t *testing.T) {
 	}
 }
 
+// A limit the operator set on the stream, which the configuration does not
+// carry (stream-max-age and stream-max-bytes left at 0), is not removed
+// without --yes: a stream without limits grows until the disk is full.
+func TestSetupKeepsOperatorLimitsWithoutYes(t *testing.T) {
+	js, stream, prefix, flags := setupFixture(t, "CAPOLLER_SETUP_KEEP")
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: stream, Subjects: []string{prefix + ".>"}, MaxAge: 7 * 24 * time.Hour,
+		MaxBytes: 5e9, Duplicates: 10 * time.Minute, Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := setupRun(t, flags...)
+	if code != exitNeedsYes || !hasLine(out, "max_age 168h0m0s → unlimited destructive: removes the stream's age limit: it then keeps every event until its bytes limit, or the server's storage, is full (set stream-max-age to keep a limit)") ||
+		!hasLine(out, "max_bytes 5000000000 → unlimited destructive: removes the stream's bytes limit: it then grows until its age limit, or the server's storage, stops it (set stream-max-bytes to keep a limit)") {
+		t.Errorf("limits the configuration lacks: exit %d, want %d\n%s%s", code, exitNeedsYes, out, errs)
+	}
+	if cfg := setupStreamConfig(t, js, stream); cfg.MaxAge != 7*24*time.Hour || cfg.MaxBytes != 5e9 {
+		t.Errorf("the operator's limits changed: %+v", cfg)
+	}
+	// The same limits in the configuration: nothing to do.
+	if code, out, errs := setupRun(t, append(flags, "--stream-max-age", "168h", "--stream-max-bytes", "5000000000")...); code != 0 || !strings.Contains(out, "no changes") {
+		t.Errorf("the limits configured: exit %d\n%s%s", code, out, errs)
+	}
+}
+
 // Changes JetStream cannot make (storage; retention before server 2.10)
 // change nothing, with exit code 4 and what to do instead, even with
 // --yes.
@@ -185,7 +208,8 @@ func TestSetupImpossibleChanges(t *testing.T) {
 	}
 	code, out, errs := setupRun(t, append(flags, "--yes")...)
 	if code != exitImpossible || !hasLine(out, "storage memory → file impossible: JetStream does not change a stream's storage: use another --stream, or delete this one (and its messages) and run setup again") ||
-		!hasLine(out, "max_age 1h0m0s → unlimited") || !strings.Contains(errs, "nothing changed") {
+		!hasLine(out, "max_age 1h0m0s → unlimited destructive: removes the stream's age limit: it then keeps every event until its bytes limit, or the server's storage, is full (set stream-max-age to keep a limit)") ||
+		!strings.Contains(errs, "nothing changed") {
 		t.Errorf("memory storage: exit %d, want %d\n%s%s", code, exitImpossible, out, errs)
 	}
 	if cfg := setupStreamConfig(t, js, stream); cfg.Storage != jetstream.MemoryStorage || cfg.MaxAge != time.Hour {
