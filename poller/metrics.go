@@ -196,7 +196,7 @@ func (m *Metrics) observe(r Report) {
 	m.duration.With(l).Observe(r.Duration.Seconds())
 	m.published.With(l).Add(float64(r.Published))
 	m.duplicates.With(l).Add(float64(r.Duplicates))
-	m.countTransitions(l, r.Transitions)
+	m.countTransitions(l, r.Transitions, !r.FirstSight)
 	if r.Err != nil {
 		if ce, ok := errors.AsType[*CycleError](r.Err); ok {
 			m.failed.With(with(l, "stage", string(ce.Stage))).Inc()
@@ -211,8 +211,9 @@ func (m *Metrics) observe(r Report) {
 }
 
 // countTransitions counts a cycle's committed transitions by level and
-// status, and observes their detection lag.
-func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition) {
+// status, and observes their detection lag if lag: not for a shard's
+// first sight, whose records may have changed days before.
+func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition, lag bool) {
 	if len(ts) == 0 {
 		return
 	}
@@ -221,15 +222,15 @@ func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition) {
 		status diff.Status
 	}
 	counts := map[kind]int{}
-	lag := m.lag.With(l)
+	lags := m.lag.With(l)
 	for _, t := range ts {
 		st := t.Record.Status
 		if !st.Known() {
 			st = "other" // the API's text, unbounded, is not a label
 		}
 		counts[kind{t.Level(), st}]++
-		if at := apiTime(t.Record); !at.IsZero() {
-			lag.Observe(max(t.ObservedAt.Sub(at), 0).Seconds())
+		if at := apiTime(t.Record); lag && !at.IsZero() {
+			lags.Observe(max(t.ObservedAt.Sub(at), 0).Seconds())
 		}
 	}
 	for k, n := range counts {

@@ -62,6 +62,9 @@ func TestMetricsOfACycle(t *testing.T) {
 		{Record: diff.Record{Key: diff.Key{InvokeID: "t-1"}, Status: diff.StatusFailed}, ObservedAt: seen},
 	}})
 	m.observe(Report{Shard: s, Records: 2, Complete: false, Started: seen}) // an incremental cycle's pages
+	// A first sight (InitialEmit) counts its transitions, not their lag:
+	// the record finished a day before the shard was first polled.
+	m.observe(Report{Shard: s, Started: seen, FirstSight: true, Transitions: []diff.Transition{instance(diff.StatusSuccess, 25*time.Hour, 24*time.Hour)}})
 	for i := range maxErrorCodes + 5 {
 		m.APIError(s, "DescribeInvocations", "permanent", fmt.Sprintf("Code%d", i), 400)
 	}
@@ -77,6 +80,7 @@ capoller_records{account="prod",region="cn-hangzhou",source="ecs"} 7
 capoller_transitions_total{account="prod",level="instance",region="cn-hangzhou",source="ecs",status="failed"} 1
 capoller_transitions_total{account="prod",level="instance",region="cn-hangzhou",source="ecs",status="other"} 1
 capoller_transitions_total{account="prod",level="instance",region="cn-hangzhou",source="ecs",status="running"} 1
+capoller_transitions_total{account="prod",level="instance",region="cn-hangzhou",source="ecs",status="success"} 1
 capoller_transitions_total{account="prod",level="invocation",region="cn-hangzhou",source="ecs",status="failed"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "capoller_records", "capoller_transitions_total"); err != nil {

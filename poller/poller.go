@@ -136,6 +136,10 @@ type Report struct {
 	// that listing was complete (every record the API holds).
 	Records  int
 	Complete bool
+	// FirstSight: the checkpoint did not know the shard when the cycle
+	// began, so its transitions (with InitialEmit) announce records seen
+	// for the first time, however long ago they changed.
+	FirstSight bool
 	// Transitions are the cycle's committed transitions: those of a batch
 	// whose commit failed are reported by the cycle that finishes it.
 	Transitions []diff.Transition
@@ -317,6 +321,7 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 		err = c.end(complete)
 	}
 	rep.Complete = complete && err == nil
+	rep.FirstSight = c.known != nil && !*c.known
 	if err == nil {
 		return rep
 	}
