@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -21,10 +22,9 @@ import (
 // CA names the CAs that sign the servers' certificates (default the
 // system's); Cert and Key are a client certificate, for servers that
 // verify clients. Either turns TLS on, whatever the URL's scheme. The
-// creds file and the TLS files are read again at each connection, so a
-// rotated one is taken at the next reconnect; the token and password
-// files, and the nkey's public key, are read once, at start-up: rotating
-// those takes a restart.
+// creds, token, password and TLS files are read again at each connection,
+// so a rotated one is taken at the next reconnect; the nkey seed file is
+// read once, at start-up: rotating it takes a restart.
 type natsAuth struct {
 	Creds        string `yaml:"nats-creds"`
 	Nkey         string `yaml:"nats-nkey"`
@@ -220,13 +220,22 @@ func natsOptions(a natsAuth) ([]nats.Option, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.Token(token))
+		if a.TokenFile == "" {
+			opts = append(opts, nats.Token(token))
+			break
+		}
+		opts = append(opts, nats.TokenHandler(rereading("nats-token", a.TokenFile, token)))
 	case a.User != "":
 		password, err := secret("nats-password", a.Password, a.PasswordFile)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, nats.UserInfo(a.User, password))
+		if a.PasswordFile == "" {
+			opts = append(opts, nats.UserInfo(a.User, password))
+			break
+		}
+		reread := rereading("nats-password", a.PasswordFile, password)
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) { return a.User, reread() }))
 	}
 	if a.CA != "" {
 		opts = append(opts, nats.RootCAs(a.CA))
@@ -355,6 +364,24 @@ func secret(name, inline, file string) (string, error) {
 		return "", fmt.Errorf("%s-file %s: empty", name, file)
 	}
 	return s, nil
+}
+
+// rereading returns the secret of file as it reads at each call, or the
+// last it read if it cannot be read now (a Secret volume being rewritten):
+// the client calls it at each connection, so a rotated token or password
+// is taken at the next reconnect. first is the secret read at start-up.
+func rereading(name, file, first string) func() string {
+	var mu sync.Mutex
+	last := first
+	return func() string {
+		s, err := secret(name, "", file)
+		mu.Lock()
+		defer mu.Unlock()
+		if err == nil {
+			last = s
+		}
+		return last
+	}
 }
 
 // withoutPath returns a file error without the path, which the caller

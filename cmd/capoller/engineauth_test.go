@@ -663,3 +663,54 @@ func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
 		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
 	}
 }
+
+// A token or password file rotated (a Secret updated) is read again at the
+// next connection: after the server changes its authorization and drops
+// the clients it no longer admits, they reconnect with the new secret.
+func TestNATSAuthFilesAreReadAgainOnReconnect(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		auth        func(secret string) *server.Options
+		file        string
+		settingFile func(a *natsAuth, file string)
+	}{
+		{"token", func(secret string) *server.Options { return &server.Options{Authorization: secret} }, "token",
+			func(a *natsAuth, file string) { a.TokenFile = file }},
+		{"password", func(secret string) *server.Options { return &server.Options{Username: "alice", Password: secret} }, "password",
+			func(a *natsAuth, file string) { a.User, a.PasswordFile = "alice", file }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := c.auth("old-S3cret")
+			opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
+			srv, err := server.NewServer(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Start()
+			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+			if !srv.ReadyForConnections(10 * time.Second) {
+				t.Fatal("the NATS server did not become ready in 10s")
+			}
+			file := writeFile(t, t.TempDir(), c.file, "old-S3cret\n")
+			var a natsAuth
+			c.settingFile(&a, file)
+			nc, err := connectNATS("nats://"+srv.Addr().String(), a, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			writeFile(t, filepath.Dir(file), c.file, "new-S3cret\n")
+			reload := c.auth("new-S3cret")
+			reload.Host, reload.Port, reload.NoLog, reload.NoSigs = opts.Host, srv.Addr().(*net.TCPAddr).Port, true, true
+			if err := srv.ReloadOptions(reload); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, 20*time.Second, "a reconnect with the new secret", func() error {
+				if nc.Stats().Reconnects == 0 {
+					return fmt.Errorf("no reconnect yet (%s)", nc.Status())
+				}
+				return nc.FlushTimeout(time.Second)
+			})
+		})
+	}
+}
