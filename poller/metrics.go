@@ -125,7 +125,7 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 			"Time spent backing off after failed cycles, by error class.", "class"),
 		apiCalls: counter("capoller_api_calls_total", "Cloud Assistant API calls, retries included, by action.", "action"),
 		apiErrors: counter("capoller_api_errors_total",
-			"Cloud Assistant API calls that failed, by action, class (throttled, transient, permanent, token) and error code "+
+			"Cloud Assistant API calls that failed, by action, class (throttled, transient, permanent, invalid_token) and error code "+
 				"(network: no answer; HTTP_<status>: an answer without a code; other: beyond the codes counted per shard).",
 			"action", "class", "code"),
 		apiBackoffs: counter("capoller_api_backoffs_total", "API calls retried after a pause, by error class.", "class"),

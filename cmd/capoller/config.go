@@ -246,7 +246,7 @@ func settings() []setting {
 		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
 		{"strategy", "how the ecs source reads the API: incremental (active, new and just-finished invocations, with a periodic full resync) or full", str(func(c *config) *string { return &c.Strategy })},
 		{"resync-every", "how often the incremental strategy lists everything", dur(func(c *config) *time.Duration { return &c.ResyncEvery })},
-		{"qps", "most API calls per second, per API and region (keep it under the account's quota)", func(c *config, v string) error {
+		{"qps", "most API calls per second, per API, account and region, shared by the replicas of a group (keep it under the account's quota)", func(c *config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
 			c.QPS = f
 			return err
@@ -273,7 +273,7 @@ func settings() []setting {
 		{"checkpoint", "checkpoint store: redis or natskv", str(func(c *config) *string { return &c.Checkpoint })},
 		{"bucket", "key-value bucket for --checkpoint natskv", str(func(c *config) *string { return &c.Bucket })},
 		{"data-dir", "directory for the embedded NATS server's data", str(func(c *config) *string { return &c.DataDir })},
-		{"metrics-addr", "address to serve /metrics and /healthz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
+		{"metrics-addr", "address to serve /metrics, /healthz and /readyz on; empty disables", str(func(c *config) *string { return &c.MetricsAddr })},
 		{"pprof-addr", "address to serve the Go profiler (/debug/pprof/) on; empty disables, a bare :port binds to localhost", str(func(c *config) *string { return &c.PprofAddr })},
 		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
@@ -388,7 +388,28 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 		}
 		cfg.Regions, cfg.Sources = nil, nil // they are the default account's, which is not polled
 	}
-	return cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.checkDefaultChainEndpoint(getenv)
+}
+
+// checkDefaultChainEndpoint refuses an http:// endpoint for the default
+// account (no accounts listed, no static keys) when the SDK's default
+// credential chain may sign with an STS token, which plain http sends in
+// the clear: unless the environment holds an access key pair without a
+// token (the chain's first step, which then wins), the chain goes on to
+// profiles, OIDC and the instance's RAM role, all STS.
+func (c config) checkDefaultChainEndpoint(getenv func(string) string) error {
+	if c.InsecureEndpoint || len(c.Accounts) > 0 || c.accessKeyID != "" || !strings.HasPrefix(strings.ToLower(c.Endpoint), "http://") {
+		return nil
+	}
+	if getenv("ALIBABA_CLOUD_ACCESS_KEY_ID") != "" && getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET") != "" && getenv("ALIBABA_CLOUD_SECURITY_TOKEN") == "" {
+		return nil
+	}
+	return fmt.Errorf("endpoint %s: plain http would send the default credential chain's STS security token in the clear "+
+		"(ALIBABA_CLOUD_SECURITY_TOKEN, a profile, OIDC or the instance's RAM role); use https, or --insecure-endpoint for a local emulator",
+		redactURL(c.Endpoint))
 }
 
 // yamlError rewrites yaml.v3's decoding errors for an operator: an unknown

@@ -125,4 +125,28 @@ accounts:
 	}); err != nil {
 		t.Fatalf("with CAPOLLER_INSECURE_ENDPOINT=true: %v", err)
 	}
+
+	// Without accounts, the SDK's default chain signs: an access key pair
+	// in the environment wins and sends no token; anything else may be
+	// STS (a token in the environment, a profile, the instance's role).
+	for _, c := range []struct {
+		env    map[string]string
+		refuse bool
+	}{
+		{map[string]string{"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIx", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s"}, false},
+		{map[string]string{"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIx", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s", "ALIBABA_CLOUD_SECURITY_TOKEN": "tok-S3cret"}, true},
+		{map[string]string{}, true},
+		{map[string]string{"CAPOLLER_INSECURE_ENDPOINT": "1"}, false},
+	} {
+		_, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--endpoint", "http://127.0.0.1:8080"}, func(k string) string { return c.env[k] })
+		if refused := err != nil && strings.Contains(err.Error(), "default credential chain") && strings.Contains(err.Error(), "--insecure-endpoint"); refused != c.refuse || (err != nil && !refused) {
+			t.Errorf("default chain, environment %v: %v; want refused %v", c.env, err, c.refuse)
+		}
+		if err != nil && strings.Contains(err.Error(), "tok-S3cret") {
+			t.Errorf("the error shows the token: %v", err)
+		}
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--endpoint", "https://ecs.aliyuncs.com"}, func(string) string { return "" }); err != nil {
+		t.Errorf("https with the default chain: %v", err)
+	}
 }

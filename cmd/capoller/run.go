@@ -153,9 +153,27 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if err != nil {
 		return err
 	}
+	// The client gives up on a server that refuses its credentials twice
+	// (it closes the connection): start-up then stops waiting and exits
+	// non-zero, naming the server's refusal, rather than retry forever.
+	startCtx, endStart := context.WithCancelCause(ctx)
+	defer endStart(nil)
+	go func() {
+		select {
+		case <-closed:
+			endStart(natsClosedError(nc))
+		case <-startCtx.Done():
+		}
+	}()
+	startFailed := func(err error) error {
+		if cause := context.Cause(startCtx); ctx.Err() == nil && errors.As(cause, new(natsClosed)) {
+			return cause
+		}
+		return err
+	}
 	var change publisher.StreamChange
-	if err := retry(ctx, log, "set up the stream", func() (err error) {
-		change, err = pub.SetupStream(ctx)
+	if err := retry(startCtx, log, "set up the stream", func() (err error) {
+		change, err = pub.SetupStream(startCtx)
 		if errors.As(err, new(*publisher.StreamConflictError)) {
 			return backoff.Permanent(err) // retrying will not change the operator's stream
 		}
@@ -169,7 +187,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if ctx.Err() != nil {
 			return nil // stopped while waiting: a clean stop
 		}
-		return err
+		return startFailed(err)
 	}
 	ops.setStarting("opening the checkpoint store")
 	logStreamChange(log, cfg.Stream, change)
@@ -182,13 +200,14 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			Help: "Messages published to JetStream (pipelined, each acknowledged)."},
 			func() float64 { _, m := pub.Requests(); return float64(m) }))
 	ready := newReadiness(readinessWindow(cfg))
-	store, closeStore, err := openStore(ctx, cfg, log, js, reg)
+	store, closeStore, err := openStore(startCtx, cfg, log, js, reg)
 	if err != nil {
 		if ctx.Err() != nil && !errors.As(err, new(configError)) {
 			return nil // stopped while waiting: a clean stop
 		}
-		return err
+		return startFailed(err)
 	}
+	endStart(nil)
 	defer closeStore()
 
 	shards, err := cfg.shards()
@@ -311,7 +330,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		case <-gctx.Done():
 			return nil
 		case <-closed:
-			return fmt.Errorf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", nc.LastError())
+			return natsClosedError(nc)
 		}
 	})
 	health := func() error {
@@ -397,6 +416,16 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 	}
 	return nil
 }
+
+// natsClosed is why the daemon exits when the NATS client gave up for good
+// (a fatal protocol error, or credentials the server refused twice).
+type natsClosed struct{ cause error }
+
+func (e natsClosed) Error() string {
+	return fmt.Sprintf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", e.cause)
+}
+
+func natsClosedError(nc *nats.Conn) error { return natsClosed{withoutURL(nc.LastError())} }
 
 // atomicString is a string shared between goroutines.
 type atomicString struct{ v atomic.Value }
