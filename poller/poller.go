@@ -138,7 +138,9 @@ type Report struct {
 	Complete bool
 	// FirstSight: the checkpoint did not know the shard when the cycle
 	// began, so its transitions (with InitialEmit) announce records seen
-	// for the first time, however long ago they changed.
+	// for the first time, however long ago they changed — also when the
+	// shard was then recovered from the stream, which is how the cycle
+	// after a first sight whose commit failed finds it.
 	FirstSight bool
 	// Transitions are the cycle's committed transitions: those of a batch
 	// whose commit failed are reported by the cycle that finishes it.
@@ -321,7 +323,7 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 		err = c.end(complete)
 	}
 	rep.Complete = complete && err == nil
-	rep.FirstSight = c.known != nil && !*c.known
+	rep.FirstSight = c.unknown
 	if err == nil {
 		return rep
 	}
@@ -364,7 +366,12 @@ type cycle struct {
 	progress func() // a page arrived: the cycle is not stalled
 	rep      *Report
 	known    *bool // whether the shard was known when the cycle began
-	seen     map[diff.Key]struct{}
+	// unknown: the store did not know the shard when the cycle began,
+	// whether or not it was then recovered from the stream (a first
+	// sight's batch that an earlier cycle failed to commit is finished,
+	// and the shard recovered, by a cycle like that).
+	unknown bool
+	seen    map[diff.Key]struct{}
 	// Held until a full listing succeeds: its transitions and updates, and
 	// the states they reach, which later chunks see instead of the store's.
 	heldT   []diff.Transition
@@ -393,6 +400,7 @@ func (c *cycle) chunk(snap diff.Snapshot) error {
 	}
 	if c.known == nil {
 		known := prev.Known
+		c.unknown = !known
 		if !known {
 			recovered, err := c.recoverLost()
 			if err != nil {
@@ -751,6 +759,7 @@ func (c *cycle) end(complete bool) error {
 			return &CycleError{StageLoad, err}
 		}
 		known := prev.Known
+		c.unknown = !known
 		if !known {
 			if known, err = c.recoverLost(); err != nil {
 				return err
