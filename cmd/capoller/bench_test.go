@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/capoller/capoller/poller/testenv"
@@ -97,5 +99,28 @@ func TestBenchReplicas(t *testing.T) {
 	}
 	if tp := report.Throughput; tp.RawPerSecond <= 0 || tp.Ratio <= 0 {
 		t.Errorf("throughput: %+v", tp)
+	}
+}
+
+// The bench's capoller run signs with the emulator's pair, whatever the
+// operator's shell holds: an STS token there (ALIBABA_CLOUD_SECURITY_TOKEN,
+// as the aliyun CLI's users export) made run refuse the emulator's
+// http:// endpoint for the default chain, and would have sent the token.
+func TestBenchRunEnvIgnoresTheShellsToken(t *testing.T) {
+	env := benchRunEnv([]string{"ALIBABA_CLOUD_SECURITY_TOKEN=tok-S3cret", "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIshell", "HOME=/h"}, "LTAIbench", "bench-secret")
+	getenv := func(k string) string {
+		v := ""
+		for _, kv := range env { // the last wins, as os/exec has it
+			if name, value, _ := strings.Cut(kv, "="); name == k {
+				v = value
+			}
+		}
+		return v
+	}
+	if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--endpoint", "http://127.0.0.1:1"}, getenv); err != nil {
+		t.Errorf("bench's run refused: %v", err)
+	}
+	if getenv("ALIBABA_CLOUD_SECURITY_TOKEN") != "" || getenv("ALIBABA_CLOUD_ACCESS_KEY_ID") != "LTAIbench" || getenv("HOME") != "/h" {
+		t.Errorf("environment %v", env)
 	}
 }
