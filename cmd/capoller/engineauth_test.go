@@ -126,6 +126,13 @@ func startSecureNATS(t *testing.T, conf string) string {
 	if err != nil {
 		t.Fatalf("nats-server configuration:\n%s\n%v", conf, err)
 	}
+	return "nats://" + runNATSServer(t, opts).Addr().String()
+}
+
+// runNATSServer starts an in-process NATS server with opts, quiet, and
+// stops it when the test ends.
+func runNATSServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
 	opts.NoLog, opts.NoSigs = true, true
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -136,7 +143,7 @@ func startSecureNATS(t *testing.T, conf string) string {
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("the NATS server did not become ready in 10s")
 	}
-	return "nats://" + srv.Addr().String()
+	return srv
 }
 
 // natsTLS is a server tls block: the server's certificate, and with
@@ -697,16 +704,8 @@ func TestNATSAuthFilesAreReadAgainOnReconnect(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opts := c.auth("old-S3cret")
-			opts.Host, opts.Port, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, true
-			srv, err := server.NewServer(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv.Start()
-			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-			if !srv.ReadyForConnections(10 * time.Second) {
-				t.Fatal("the NATS server did not become ready in 10s")
-			}
+			opts.Host, opts.Port = "127.0.0.1", -1
+			srv := runNATSServer(t, opts)
 			file := writeFile(t, t.TempDir(), c.file, "old-S3cret\n")
 			var a natsAuth
 			c.settingFile(&a, file)
