@@ -272,7 +272,7 @@ func TestSubcommandsShareRunsNames(t *testing.T) {
 		shared []string // run's settings, read from run's variables
 	}{
 		{[]string{"bench"}, []string{"qps", "throttle-window", "redis-url", "nats-url", "interval", "lease-ttl"}},
-		{[]string{"notify"}, []string{"nats-url", "stream", "subject-prefix", "metrics-addr", "log-format", "nats-token", "nats-ca"}},
+		{[]string{"notify"}, []string{"nats-url", "stream", "subject-prefix", "metrics-addr", "log-format", "log-level", "nats-token", "nats-ca"}},
 		{[]string{"chaos"}, []string{"qps", "interval", "lease-ttl", "checkpoint", "redis-url", "nats-url"}},
 	} {
 		out := help(tc.cmd...)

@@ -21,7 +21,7 @@ import (
 )
 
 type notifyOptions struct {
-	config, natsURL, stream, prefix, durable, dead, metricsAddr, logFormat string
+	config, natsURL, stream, prefix, durable, dead, metricsAddr, logFormat, logLevel string
 	// nats is how notify authenticates to NATS: run's settings.
 	nats natsAuth
 }
@@ -37,11 +37,12 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	fs.StringVar(&o.dead, "dead-letter-subject", "", "where undeliverable messages are published (default <prefix>-notify.dead)")
 	// run's settings of the same names, with their environment variables.
 	shared := defaultConfig()
-	bindSettings(fs, append(settingsNamed("nats-url", "stream", "subject-prefix", "metrics-addr", "log-format"), natsAuthSettings()...), &shared, os.Getenv)
+	bindSettings(fs, append(settingsNamed("nats-url", "stream", "subject-prefix", "metrics-addr", "log-format", "log-level"), natsAuthSettings()...), &shared, os.Getenv)
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return code
 	}
-	o.natsURL, o.stream, o.prefix, o.metricsAddr, o.logFormat = shared.NATSURL, shared.Stream, shared.SubjectPrefix, shared.MetricsAddr, shared.LogFormat
+	o.natsURL, o.stream, o.prefix, o.metricsAddr = shared.NATSURL, shared.Stream, shared.SubjectPrefix, shared.MetricsAddr
+	o.logFormat, o.logLevel = shared.LogFormat, shared.LogLevel
 	o.nats = shared.NATS
 	if o.dead == "" {
 		o.dead = o.prefix + "-notify.dead"
@@ -51,7 +52,7 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "capoller notify: configuration: %v\n", err)
 		return 2
 	}
-	log, err := newLogger(o.logFormat, "info", stderr)
+	log, err := newLogger(o.logFormat, o.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller notify: %v\n", err)
 		return 2
