@@ -3,7 +3,9 @@ package poller_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,12 +123,19 @@ func TestTransitionsCountedOnceAcrossAFailedCommit(t *testing.T) {
 }
 
 // blackholedReleases is a lease store whose Release hangs until its
-// context ends, as a Redis behind a dropped route does.
+// context ends, as a Redis behind a dropped route does. It records the
+// deadline each Release was given.
 type blackholedReleases struct {
 	poller.LeaseStore
+	mu        *sync.Mutex
+	deadlines *[]time.Time
 }
 
-func (blackholedReleases) Release(ctx context.Context, _ checkpoint.Lease) error {
+func (b blackholedReleases) Release(ctx context.Context, _ checkpoint.Lease) error {
+	d, _ := ctx.Deadline()
+	b.mu.Lock()
+	*b.deadlines = append(*b.deadlines, d)
+	b.mu.Unlock()
 	<-ctx.Done()
 	return ctx.Err()
 }
@@ -151,8 +160,10 @@ func TestGroupRoundBoundedWhenManyShardsStopAtOnce(t *testing.T) {
 	}
 	const tick = 100 * time.Millisecond
 	var stopped atomic.Int32
+	var mu sync.Mutex
+	var deadlines []time.Time
 	g, err := poller.NewGroup(poller.GroupOptions{
-		Replica: checkpoint.Member{ID: "r1"}, Store: blackholedReleases{store}, Shards: shards, LeaseTTL: 3 * time.Second, Tick: tick,
+		Replica: checkpoint.Member{ID: "r1"}, Store: blackholedReleases{store, &mu, &deadlines}, Shards: shards, LeaseTTL: 3 * time.Second, Tick: tick,
 		Poll: func(context.Context, diff.Shard, *poller.Claim) error {
 			defer stopped.Add(1)
 			return poller.ErrClaimExpired
@@ -168,9 +179,17 @@ func TestGroupRoundBoundedWhenManyShardsStopAtOnce(t *testing.T) {
 		}
 		return nil
 	})
-	start := time.Now()
 	g.Step(t.Context())
-	if took := time.Since(start); took > 10*tick {
-		t.Errorf("the round that released %d stopped shards took %v, with a %v tick: one tick per shard", len(shards), took, tick)
+	// Every release of the round shares one deadline: one after the other,
+	// each with a tick of its own, the last would end a tick per shard
+	// after the first.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(deadlines) != len(shards) {
+		t.Fatalf("%d releases, want %d", len(deadlines), len(shards))
+	}
+	first, last := slices.MinFunc(deadlines, time.Time.Compare), slices.MaxFunc(deadlines, time.Time.Compare)
+	if first.IsZero() || !first.Equal(last) {
+		t.Errorf("the releases' deadlines range from %v to %v: not one deadline for the round", first, last)
 	}
 }
