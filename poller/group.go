@@ -331,17 +331,10 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 		}
 		todo = append(todo, &renewal{s: s, o: o})
 	}
-	var wg sync.WaitGroup
-	limit := make(chan struct{}, 16)
-	for _, r := range todo {
-		wg.Go(func() {
-			limit <- struct{}{}
-			defer func() { <-limit }()
-			r.sent = g.opts.Now()
-			r.l, r.err = g.opts.Store.Renew(ctx, r.o.claim.Lease(), g.lease(), r.sent)
-		})
-	}
-	wg.Wait()
+	sideBySide(todo, func(r *renewal) {
+		r.sent = g.opts.Now()
+		r.l, r.err = g.opts.Store.Renew(ctx, r.o.claim.Lease(), g.lease(), r.sent)
+	})
 	for _, r := range todo {
 		s, o, l, err, sent := r.s, r.o, r.l, r.err, r.sent
 		switch {
@@ -414,7 +407,11 @@ func (g *Group) reap() {
 // tick: shards that stop together (their claims expired in an outage of
 // the store) would otherwise hold the round one tick each.
 func (g *Group) finish(shards []diff.Shard) {
-	leases := make([]checkpoint.Lease, 0, len(shards))
+	type released struct {
+		shard diff.Shard
+		lease checkpoint.Lease
+	}
+	leases := make([]released, 0, len(shards))
 	for _, s := range shards {
 		o := g.owned[s]
 		delete(g.owned, s)
@@ -428,22 +425,33 @@ func (g *Group) finish(shards []diff.Shard) {
 			g.opts.Metrics.leaseDropped(s, !o.leaving, fenced)
 		}
 		g.opts.Metrics.leaseDropped(s, false, false)
-		leases = append(leases, o.claim.Lease())
+		leases = append(leases, released{s, o.claim.Lease()})
 	}
 	if len(leases) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Tick)
 	defer cancel()
+	sideBySide(leases, func(l released) {
+		if err := g.opts.Store.Release(ctx, l.lease); err != nil {
+			g.log.Warn("could not release a lease; it expires by itself", zap.Stringer("shard", l.shard), zap.Error(err))
+		}
+	})
+}
+
+// storeCallsAtOnce bounds the store calls a round makes side by side.
+const storeCallsAtOnce = 16
+
+// sideBySide calls fn on every item, storeCallsAtOnce at a time, and
+// returns when every call has.
+func sideBySide[T any](items []T, fn func(T)) {
 	var wg sync.WaitGroup
-	limit := make(chan struct{}, 16)
-	for i, l := range leases {
+	limit := make(chan struct{}, storeCallsAtOnce)
+	for _, it := range items {
 		wg.Go(func() {
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			if err := g.opts.Store.Release(ctx, l); err != nil {
-				g.log.Warn("could not release a lease; it expires by itself", zap.Stringer("shard", shards[i]), zap.Error(err))
-			}
+			fn(it)
 		})
 	}
 	wg.Wait()

@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -158,9 +159,9 @@ func DiffStream(have *jetstream.StreamConfig, want jetstream.StreamConfig, serve
 			plan.Changes = append(plan.Changes, StreamFieldChange{Field: field, Want: value, Kind: Safe})
 		}
 		add("subjects", strings.Join(want.Subjects, ", "))
-		add("retention", retentionName(want.Retention))
-		add("storage", storageName(want.Storage))
-		add("discard", discardName(want.Discard))
+		add("retention", policyName(want.Retention))
+		add("storage", policyName(want.Storage))
+		add("discard", policyName(want.Discard))
 		add("max_age", ageName(want.MaxAge))
 		add("max_bytes", bytesName(want.MaxBytes))
 		add("duplicate_window", want.Duplicates.String())
@@ -185,11 +186,11 @@ func DiffStream(have *jetstream.StreamConfig, want jetstream.StreamConfig, serve
 			kind, why = Impossible, fmt.Sprintf("NATS server %s does not change a stream's retention (2.10 and later do): use another --stream, or delete this one (and its messages) and run setup again", server)
 		}
 		cfg.Retention = want.Retention
-		change("retention", retentionName(have.Retention), retentionName(want.Retention), kind, why)
+		change("retention", policyName(have.Retention), policyName(want.Retention), kind, why)
 	}
 	if have.Storage != want.Storage {
 		cfg.Storage = want.Storage
-		change("storage", storageName(have.Storage), storageName(want.Storage), Impossible,
+		change("storage", policyName(have.Storage), policyName(want.Storage), Impossible,
 			"JetStream does not change a stream's storage: use another --stream, or delete this one (and its messages) and run setup again")
 	}
 	if have.Discard != want.Discard {
@@ -198,7 +199,7 @@ func DiffStream(have *jetstream.StreamConfig, want jetstream.StreamConfig, serve
 		if want.Discard == jetstream.DiscardNew {
 			why = "once a limit is reached, new messages are refused, where the stream now deletes the oldest ones"
 		}
-		change("discard", discardName(have.Discard), discardName(want.Discard), Destructive, why)
+		change("discard", policyName(have.Discard), policyName(want.Discard), Destructive, why)
 	}
 	if h, w := unlimited(int64(have.MaxAge)), unlimited(int64(want.MaxAge)); h != w {
 		cfg.MaxAge = want.MaxAge
@@ -278,36 +279,18 @@ func bytesName(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-func retentionName(r jetstream.RetentionPolicy) string {
-	switch r {
-	case jetstream.LimitsPolicy:
-		return "limits"
-	case jetstream.InterestPolicy:
-		return "interest"
-	case jetstream.WorkQueuePolicy:
-		return "workqueue"
+// policyName is a stream policy (retention, storage, discard) as the
+// server's JSON has it: "limits", "file", "old".
+func policyName(p interface {
+	json.Marshaler
+	fmt.Stringer
+}) string {
+	raw, err := p.MarshalJSON()
+	var name string
+	if err != nil || json.Unmarshal(raw, &name) != nil {
+		return p.String()
 	}
-	return r.String()
-}
-
-func storageName(s jetstream.StorageType) string {
-	switch s {
-	case jetstream.FileStorage:
-		return "file"
-	case jetstream.MemoryStorage:
-		return "memory"
-	}
-	return s.String()
-}
-
-func discardName(d jetstream.DiscardPolicy) string {
-	switch d {
-	case jetstream.DiscardOld:
-		return "old"
-	case jetstream.DiscardNew:
-		return "new"
-	}
-	return d.String()
+	return name
 }
 
 // atLeast reports whether the server version ("2.9.10", "v2.11.0-RC.1") is
