@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
 
@@ -259,6 +260,21 @@ func connectNATS(url string, a natsAuth, extra ...nats.Option) (*nats.Conn, erro
 		}
 	}
 	return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), withoutURL(err))
+}
+
+// connectJetStream is connectNATS, and a JetStream context on the
+// connection, which the caller closes.
+func connectJetStream(url string, a natsAuth, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connectNATS(url, a, extra...)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
 
 // tls reports whether any TLS setting of Redis is set.

@@ -116,7 +116,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	if metricsLn != nil {
 		defer func() { _ = metricsLn.Close() }()
 	}
-	nc, err := connectNATS(o.natsURL, o.nats, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
+	nc, js, err := connectJetStream(o.natsURL, o.nats, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
@@ -128,10 +128,6 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	var cons jetstream.Consumer
 	if err := retry(ctx, log, "set up the durable consumer", func() (err error) {
 		cons, err = notify.EnsureConsumer(ctx, js, notify.ConsumerOptions{Stream: o.stream, SubjectPrefix: o.prefix, Durable: o.durable, Settings: s})

@@ -183,14 +183,12 @@ func splitList(v string) []string {
 func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.Writer) error {
 	var js jetstream.JetStream
 	if o.fromStream || o.format == "publish" || cfg.Checkpoint == "natskv" {
-		nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller replay"))
+		nc, stream, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller replay"))
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		if js, err = jetstream.New(nc); err != nil {
-			return err
-		}
+		js = stream
 	}
 	w := bufio.NewWriterSize(stdout, 256<<10)
 	defer w.Flush()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/publisher"
 )
@@ -53,17 +52,12 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller setup"))
+	nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller setup"))
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller setup: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		fmt.Fprintf(stderr, "capoller setup: jetstream: %v\n", err)
-		return 1
-	}
 	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow,
 		MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas})
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/checkpoint"
@@ -81,14 +80,9 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	var st groupReader
 	if cfg.Checkpoint == "natskv" {
-		nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller status"))
-		if err != nil {
-			fmt.Fprintf(stderr, "capoller status: %v\n", err)
-			return 1
-		}
-		defer nc.Close()
-		js, err := jetstream.New(nc)
+		nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller status"))
 		if err == nil { // a reader: the bucket is opened, never created
+			defer nc.Close()
 			st, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
 		}
 		if err != nil {

@@ -57,17 +57,12 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErr(fmt.Errorf("--color %q: want auto, always or never", color))
 	}
 
-	nc, err := connectNATS(cfg.NATSURL, cfg.NATS, nats.Name("capoller watch"), nats.MaxReconnects(-1))
+	nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller watch"), nats.MaxReconnects(-1))
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
-		return 1
-	}
 	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller watch: follow stream %s: %v\n", cfg.Stream, err)
