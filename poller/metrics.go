@@ -137,18 +137,10 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 	}
 }
 
-// labels are a shard's label values: one series per shard id.
-func labels(s diff.Shard) prometheus.Labels {
-	return prometheus.Labels{"account": diff.AccountOf(s.Account), "source": string(s.Source), "region": s.Region}
-}
-
-func with(l prometheus.Labels, name, value string) prometheus.Labels {
-	out := make(prometheus.Labels, len(l)+1)
-	for k, v := range l {
-		out[k] = v
-	}
-	out[name] = value
-	return out
+// values are a series' label values: the shard's id (one series per
+// shard), then extra, in shardLabels' order.
+func values(s diff.Shard, extra ...string) []string {
+	return append([]string{diff.AccountOf(s.Account), string(s.Source), s.Region}, extra...)
 }
 
 // show makes the shard's series exist at zero, so that a rate or an alert
@@ -164,26 +156,25 @@ func (m *Metrics) show(s diff.Shard) {
 		return
 	}
 	m.seen[s] = true
-	l := labels(s)
 	for _, v := range []*prometheus.CounterVec{m.cycles, m.published, m.duplicates, m.commits, m.expired, m.held,
 		m.stagedDone, m.stagedDropped, m.recoveries, m.recovered, m.acquired, m.lost, m.fenced} {
-		v.With(l)
+		v.WithLabelValues(values(s)...)
 	}
 	for _, st := range Stages() {
-		m.failed.With(with(l, "stage", string(st)))
+		m.failed.WithLabelValues(values(s, string(st))...)
 	}
 	for _, c := range []string{"throttled", "transient", "permanent"} {
-		m.backoffSecs.With(with(l, "class", c))
+		m.backoffSecs.WithLabelValues(values(s, c)...)
 	}
 	for _, c := range []string{"throttled", "transient"} {
-		m.apiBackoffs.With(with(l, "class", c))
-		m.apiBackoff.With(with(l, "class", c))
+		m.apiBackoffs.WithLabelValues(values(s, c)...)
+		m.apiBackoff.WithLabelValues(values(s, c)...)
 	}
-	m.owned.With(l)
-	m.records.With(l)
-	m.lastSuccess.With(l)
-	m.duration.With(l)
-	m.lag.With(l)
+	m.owned.WithLabelValues(values(s)...)
+	m.records.WithLabelValues(values(s)...)
+	m.lastSuccess.WithLabelValues(values(s)...)
+	m.duration.WithLabelValues(values(s)...)
+	m.lag.WithLabelValues(values(s)...)
 }
 
 func (m *Metrics) observe(r Report) {
@@ -191,29 +182,29 @@ func (m *Metrics) observe(r Report) {
 		return
 	}
 	m.show(r.Shard)
-	l := labels(r.Shard)
-	m.cycles.With(l).Inc()
-	m.duration.With(l).Observe(r.Duration.Seconds())
-	m.published.With(l).Add(float64(r.Published))
-	m.duplicates.With(l).Add(float64(r.Duplicates))
-	m.countTransitions(l, r.Transitions, !r.FirstSight)
+	shard := r.Shard
+	m.cycles.WithLabelValues(values(shard)...).Inc()
+	m.duration.WithLabelValues(values(shard)...).Observe(r.Duration.Seconds())
+	m.published.WithLabelValues(values(shard)...).Add(float64(r.Published))
+	m.duplicates.WithLabelValues(values(shard)...).Add(float64(r.Duplicates))
+	m.countTransitions(shard, r.Transitions, !r.FirstSight)
 	if r.Err != nil {
 		if ce, ok := errors.AsType[*CycleError](r.Err); ok {
-			m.failed.With(with(l, "stage", string(ce.Stage))).Inc()
+			m.failed.WithLabelValues(values(shard, string(ce.Stage))...).Inc()
 		}
 		return
 	}
-	m.expired.With(l).Add(float64(r.Expired))
+	m.expired.WithLabelValues(values(shard)...).Add(float64(r.Expired))
 	if r.Complete {
-		m.records.With(l).Set(float64(r.Records))
+		m.records.WithLabelValues(values(shard)...).Set(float64(r.Records))
 	}
-	m.lastSuccess.With(l).Set(float64(r.Started.Add(r.Duration).UnixMilli()) / 1000)
+	m.lastSuccess.WithLabelValues(values(shard)...).Set(float64(r.Started.Add(r.Duration).UnixMilli()) / 1000)
 }
 
 // countTransitions counts a cycle's committed transitions by level and
 // status, and observes their detection lag if lag: not for a shard's
 // first sight, whose records may have changed days before.
-func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition, lag bool) {
+func (m *Metrics) countTransitions(shard diff.Shard, ts []diff.Transition, lag bool) {
 	if len(ts) == 0 {
 		return
 	}
@@ -222,7 +213,7 @@ func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition, la
 		status diff.Status
 	}
 	counts := map[kind]int{}
-	lags := m.lag.With(l)
+	lags := m.lag.WithLabelValues(values(shard)...)
 	for _, t := range ts {
 		st := t.Record.Status
 		if !st.Known() {
@@ -234,7 +225,7 @@ func (m *Metrics) countTransitions(l prometheus.Labels, ts []diff.Transition, la
 		}
 	}
 	for k, n := range counts {
-		m.transitions.With(with(with(l, "level", string(k.level)), "status", strings.ToLower(string(k.status)))).Add(float64(n))
+		m.transitions.WithLabelValues(values(shard, string(k.level), strings.ToLower(string(k.status)))...).Add(float64(n))
 	}
 }
 
@@ -259,7 +250,7 @@ func (m *Metrics) add(v *prometheus.CounterVec, s diff.Shard, n float64) {
 		return
 	}
 	m.show(s)
-	v.With(labels(s)).Add(n)
+	v.WithLabelValues(values(s)...).Add(n)
 }
 
 func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
@@ -267,7 +258,7 @@ func (m *Metrics) backoff(s diff.Shard, class string, d time.Duration) {
 		return
 	}
 	m.show(s)
-	m.backoffSecs.With(with(labels(s), "class", class)).Add(d.Seconds())
+	m.backoffSecs.WithLabelValues(values(s, class)...).Add(d.Seconds())
 }
 
 func (m *Metrics) expiryHeld(s diff.Shard, n int) {
@@ -307,7 +298,7 @@ func (m *Metrics) leaseAcquired(s diff.Shard) {
 		return
 	}
 	m.add(m.acquired, s, 1)
-	m.owned.With(labels(s)).Set(1)
+	m.owned.WithLabelValues(values(s)...).Set(1)
 }
 
 // leaseDropped: the shard is no longer held; lost counts a drop without a
@@ -318,12 +309,12 @@ func (m *Metrics) leaseDropped(s diff.Shard, lost, fenced bool) {
 	}
 	m.show(s)
 	if lost {
-		m.lost.With(labels(s)).Inc()
+		m.lost.WithLabelValues(values(s)...).Inc()
 	}
 	if fenced {
-		m.fenced.With(labels(s)).Inc()
+		m.fenced.WithLabelValues(values(s)...).Inc()
 	}
-	m.owned.With(labels(s)).Set(0)
+	m.owned.WithLabelValues(values(s)...).Set(0)
 }
 
 // APICall counts one API call of a shard.
@@ -332,7 +323,7 @@ func (m *Metrics) APICall(s diff.Shard, action string) {
 		return
 	}
 	m.show(s)
-	m.apiCalls.With(with(labels(s), "action", action)).Inc()
+	m.apiCalls.WithLabelValues(values(s, action)...).Inc()
 }
 
 // APIError counts one failed API call of a shard, by its class and error
@@ -343,7 +334,7 @@ func (m *Metrics) APIError(s diff.Shard, action, class, code string, httpStatus 
 	}
 	m.show(s)
 	code = m.errorCode(s, code, httpStatus)
-	m.apiErrors.With(with(with(with(labels(s), "action", action), "class", class), "code", code)).Inc()
+	m.apiErrors.WithLabelValues(values(s, action, class, code)...).Inc()
 }
 
 // errorCode is the label of an error code: the code if it looks like one
@@ -393,9 +384,8 @@ func (m *Metrics) APIBackoff(s diff.Shard, class string, d time.Duration) {
 		return
 	}
 	m.show(s)
-	l := with(labels(s), "class", class)
-	m.apiBackoffs.With(l).Inc()
-	m.apiBackoff.With(l).Add(d.Seconds())
+	m.apiBackoffs.WithLabelValues(values(s, class)...).Inc()
+	m.apiBackoff.WithLabelValues(values(s, class)...).Add(d.Seconds())
 }
 
 // SkippedRecord counts one record a listing skipped because it had no id
@@ -405,7 +395,7 @@ func (m *Metrics) SkippedRecord(s diff.Shard, reason string) {
 		return
 	}
 	m.show(s)
-	m.skipped.With(with(labels(s), "reason", reason)).Inc()
+	m.skipped.WithLabelValues(values(s, reason)...).Inc()
 }
 
 // ListingAborted counts one listing cut short because it would never end
@@ -415,5 +405,5 @@ func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
 		return
 	}
 	m.show(s)
-	m.aborted.With(with(labels(s), "reason", reason)).Inc()
+	m.aborted.WithLabelValues(values(s, reason)...).Inc()
 }

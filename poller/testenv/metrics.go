@@ -16,12 +16,6 @@ func MetricSum(t testing.TB, g prometheus.Gatherer, name string, match ...string
 	if err != nil {
 		t.Fatalf("gather metrics: %v", err)
 	}
-	return SumFamilies(families, name, match...)
-}
-
-// SumFamilies sums the samples of the family name in families whose
-// labels include every name=value pair of match.
-func SumFamilies(families []*dto.MetricFamily, name string, match ...string) float64 {
 	var sum float64
 	for _, f := range families {
 		if f.GetName() != name {
