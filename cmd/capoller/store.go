@@ -42,8 +42,10 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
+		wait, grace := redisReplicaWait(cfg)
 		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log,
-			HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge)})
+			HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge),
+			ReplicaWait: wait, ReplicaGrace: grace})
 		if err != nil {
 			_ = rdb.Close()
 			return nil, nil, configError{err}
@@ -66,6 +68,22 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		return kv, func() {}, nil
 	}
 	return nil, nil, configError{fmt.Errorf("checkpoint %q: want redis or natskv", cfg.Checkpoint)}
+}
+
+// redisReplicaWait is how long the store's writes wait for the master's
+// replicas, and for one that left, as checkpoint.RedisOptions takes them
+// (negative: off). The wait is at most a tenth of lease-ttl: a renewal
+// that waits must still fit in its round (a fifth of it) with room to
+// spare.
+func redisReplicaWait(cfg config) (wait, grace time.Duration) {
+	wait, grace = -1, -1
+	if cfg.RedisReplicaWait > 0 {
+		wait = max(min(cfg.RedisReplicaWait, cfg.LeaseTTL/10), time.Millisecond)
+	}
+	if cfg.RedisReplicaGrace > 0 {
+		grace = cfg.RedisReplicaGrace
+	}
+	return wait, grace
 }
 
 // replicaID is the configured name (the host name if none) plus a random
