@@ -31,24 +31,26 @@ import (
 
 // chaosOptions configures `capoller chaos`.
 type chaosOptions struct {
-	duration    time.Duration
-	seed        int64
-	redisURL    string
-	natsURL     string
-	natsCluster bool
-	checkpoint  string
-	replicas    int
-	interval    time.Duration
-	leaseTTL    time.Duration
-	faultEvery  time.Duration
-	rate        float64
-	quota       int
-	qps         float64
-	catchUp     time.Duration
-	jsonOut     bool
-	reportFile  string
-	keep        bool
-	quiet       bool
+	duration time.Duration
+	seed     int64
+	redisURL string
+	// redisTopology is single, cluster or sentinel (see chaos_failover.go).
+	redisTopology string
+	natsURL       string
+	natsCluster   bool
+	checkpoint    string
+	replicas      int
+	interval      time.Duration
+	leaseTTL      time.Duration
+	faultEvery    time.Duration
+	rate          float64
+	quota         int
+	qps           float64
+	catchUp       time.Duration
+	jsonOut       bool
+	reportFile    string
+	keep          bool
+	quiet         bool
 	// env is added to the replicas' environment (a test's binary needs
 	// beMainEnv to act as capoller).
 	env []string
@@ -60,7 +62,8 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var o chaosOptions
 	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long faults are injected (then the replicas catch up and the stream is checked)")
 	fs.Int64Var(&o.seed, "seed", 0, "seed of the fault schedule, the behaviours and the workload (0: from the clock); the report prints it, and the same seed replays the schedule")
-	fs.StringVar(&o.redisURL, "redis-url", "embedded", `Redis for the replicas' checkpoints, or "embedded": a redis-server of the harness's own, which it restarts`)
+	fs.StringVar(&o.redisURL, "redis-url", "embedded", `Redis for the replicas' checkpoints, or "embedded": the harness's own (see --redis), which it restarts or fails over`)
+	fs.StringVar(&o.redisTopology, "redis", chaosRedisSingle, "with --redis-url embedded: single (one redis-server, crashed and restarted), cluster (a Redis Cluster of 3 masters with a replica each: CLUSTER FAILOVER, FORCE and TAKEOVER on replicas, SIGKILL of masters restarted as replicas) or sentinel (a master, 2 replicas and 3 sentinels: SIGKILL of the master, SENTINEL FAILOVER)")
 	fs.StringVar(&o.natsURL, "nats-url", "embedded", `NATS with JetStream, or "embedded": an in-process server, which the harness restarts`)
 	fs.BoolVar(&o.natsCluster, "nats-cluster", false, "with --nats-url embedded: a 3-node cluster and an R3 stream; the harness takes one node down at a time")
 	fs.StringVar(&o.checkpoint, "checkpoint", "redis", "the replicas' checkpoint store: redis or natskv")
@@ -92,6 +95,10 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if o.checkpoint != "redis" && o.checkpoint != "natskv" {
 		fmt.Fprintf(stderr, "capoller chaos: --checkpoint %q: want redis or natskv\n", o.checkpoint)
+		return 2
+	}
+	if err := checkChaosRedis(o); err != nil {
+		fmt.Fprintf(stderr, "capoller chaos: %v\n", err)
 		return 2
 	}
 	if o.seed == 0 {
@@ -163,7 +170,9 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 	kinds := []weighted{{faultKill, 4}, {faultStop, 2}, {faultThrottle, 1}, {faultServerError, 1}, {faultSlow, 1},
 		{faultMalformed, 1}, {faultInvalidToken, 1}, {faultBehaviour, 1}}
 	if redisEmbedded && o.checkpoint == "redis" {
-		kinds = append(kinds, weighted{faultRedis, 1})
+		for _, k := range chaosRedisFaults(o.redisTopology) {
+			kinds = append(kinds, weighted(k))
+		}
 	}
 	if natsEmbedded {
 		kinds = append(kinds, weighted{map[bool]string{false: faultNATS, true: faultNATSNode}[o.natsCluster], 1})
@@ -179,7 +188,7 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 		gap := time.Duration(rng.ExpFloat64() * float64(o.faultEvery))
 		at += min(max(gap, o.faultEvery/4), 3*o.faultEvery)
 		if at >= o.duration {
-			return out
+			return withRedisFailover(o, out, redisEmbedded)
 		}
 		n := rng.IntN(total)
 		var kind string
@@ -204,6 +213,8 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Replica, f.For = rng.IntN(o.replicas), between(o.leaseTTL+o.leaseTTL/4, 2*o.leaseTTL)
 		case faultRedis, faultNATS:
 			f.For = between(500*time.Millisecond, 5*time.Second)
+		case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill:
+			chaosRedisFault(&f, rng)
 		case faultNATSNode:
 			f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
 		case faultThrottle:
@@ -337,7 +348,7 @@ func (c *chaosRun) logf(format string, args ...any) {
 
 // runChaos runs the harness and returns its report.
 func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosReport, error) {
-	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v", o.seed, o.duration),
+	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v%s", o.seed, o.duration, chaosReplayRedis(o)),
 		DurationSeconds: o.duration.Seconds(), Replicas: o.replicas, Checkpoint: o.checkpoint}
 	dir, err := os.MkdirTemp("", "capoller-chaos-")
 	if err != nil {
@@ -354,7 +365,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 		busy: map[string]bool{}, faults: map[string]int{}, skipped: map[string]int{}, hookArmed: map[string]int{}, hookHits: map[string]int{}}
 	fmt.Fprintf(stderr, "chaos: seed %d; replay with: %s\n", o.seed, rep.Replay)
 
-	if c.redis, err = startChaosRedis(o.redisURL, dir); err != nil {
+	if c.redis, err = startChaosRedisTopology(o.redisURL, o.redisTopology, dir); err != nil {
 		return rep, err
 	}
 	defer c.redis.close()
@@ -365,6 +376,9 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	rep.Redis, rep.NATS = describeEngine(o.redisURL, c.redis.embedded(), "redis-server, restarted"), describeEngine(o.natsURL, c.nats.embedded(), "in-process, restarted")
 	if o.natsCluster {
 		rep.NATS = "embedded 3-node cluster, R3 stream, one node lost at a time"
+	}
+	if c.redis.group != nil {
+		rep.Redis = c.redis.group.describe()
 	}
 	if o.checkpoint == "natskv" {
 		rep.Redis = "unused (checkpoints in JetStream KV)"
@@ -701,6 +715,8 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 			}
 			c.engineDone <- chaosEngineDone{kind: f.Kind, err: err}
 		}()
+	case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill:
+		c.applyRedisFailover(f, skip, done)
 	case faultThrottle, faultServerError, faultSlow, faultMalformed, faultInvalidToken:
 		rule := castest.Fault{Rate: f.Rate, Count: -1}
 		switch f.Kind {
