@@ -75,6 +75,9 @@ type Redis struct {
 	client redis.UniversalClient
 	opts   RedisOptions
 	trips  atomic.Int64
+	// unreplicated counts the writes that ran on a master but that its
+	// replicas did not all acknowledge in time (ErrNotReplicated).
+	unreplicated atomic.Int64
 
 	scripts redisScripts
 	seen    replicaSeen // the replicas each master listed, for WAIT
@@ -308,6 +311,11 @@ func (r *Redis) Ping(ctx context.Context) error {
 // RoundTrips counts the requests this store sent to Redis (a pipeline or a
 // transaction is one).
 func (r *Redis) RoundTrips() int64 { return r.trips.Load() }
+
+// Unreplicated counts the writes that ran on a master but that its
+// replicas did not all acknowledge within ReplicaWait: each failed with
+// ErrNotReplicated, and was retried by its caller.
+func (r *Redis) Unreplicated() int64 { return r.unreplicated.Load() }
 
 // NewRedis builds a Redis store on a client the caller owns.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {

@@ -166,6 +166,14 @@ type scriptReply struct {
 // connection's); a script that ran but was not acknowledged by every
 // replica returns its reply and a non-nil replicated.
 func (r *Redis) exec(ctx context.Context, script *redis.Script, keys []string, args ...any) (scriptReply, error) {
+	reply, err := r.execOnce(ctx, script, keys, args...)
+	if err == nil && reply.replicated != nil {
+		r.unreplicated.Add(1)
+	}
+	return reply, err
+}
+
+func (r *Redis) execOnce(ctx context.Context, script *redis.Script, keys []string, args ...any) (scriptReply, error) {
 	node, err := r.masterFor(ctx, keys[0])
 	if err != nil {
 		return scriptReply{}, err
@@ -222,6 +230,20 @@ func (r *Redis) exec(ctx context.Context, script *redis.Script, keys []string, a
 	if !wait {
 		return reply, nil
 	}
+	after := []redis.Cmder{info}
+	if acked != nil {
+		after = append(after, acked)
+	}
+	for _, cmd := range after {
+		// The connection failed past the script (its WAIT held up by a
+		// failover's client pause, the master gone): the write ran, and
+		// no one knows whether its replicas have it.
+		if cmd.Err() != nil && !isRedisError(cmd.Err()) {
+			r.lostMaster(ctx)
+			reply.replicated = fmt.Errorf("%w: the connection failed once the write ran: %w", ErrNotReplicated, cmd.Err())
+			return reply, nil
+		}
+	}
 	if err := info.Err(); err != nil {
 		reply.replicated = fmt.Errorf("%w: INFO replication refused (%w): grant the user INFO and WAIT, or turn the wait off (redis-replica-wait 0), and a failover may lose acknowledged writes", ErrNotReplicated, err)
 		return reply, nil
@@ -257,6 +279,13 @@ func (r *Redis) exec(ctx context.Context, script *redis.Script, keys []string, a
 		reply.replicated = fmt.Errorf("%w: %d of the %d replicas of %s acknowledged it within %v", ErrNotReplicated, got, need, addr, r.opts.ReplicaWait)
 	}
 	return reply, nil
+}
+
+// isRedisError reports whether err is a reply of the server (an error it
+// answered), not a failure of the connection.
+func isRedisError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // masterFor returns the client of the master that holds key's slot: the

@@ -159,6 +159,9 @@ func TestRedisWaitsForTheReplica(t *testing.T) {
 			t.Errorf("%s with the replica paused: %v, want ErrNotReplicated", w.what, err)
 		}
 	}
+	if n := s.Unreplicated(); n != 6 {
+		t.Errorf("%d writes counted unreplicated, want the 6 refused", n)
+	}
 	if got := statusOf(t, s, waitShard, key); got != diff.StatusSuccess {
 		t.Fatalf("the master holds %q: the commit ran there", got)
 	}
