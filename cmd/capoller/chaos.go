@@ -213,7 +213,7 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Replica, f.For = rng.IntN(o.replicas), between(o.leaseTTL+o.leaseTTL/4, 2*o.leaseTTL)
 		case faultRedis, faultNATS:
 			f.For = between(500*time.Millisecond, 5*time.Second)
-		case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill:
+		case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
 			chaosRedisFault(&f, rng)
 		case faultNATSNode:
 			f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
@@ -715,7 +715,7 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 			}
 			c.engineDone <- chaosEngineDone{kind: f.Kind, err: err}
 		}()
-	case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill:
+	case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
 		c.applyRedisFailover(f, skip, done)
 	case faultThrottle, faultServerError, faultSlow, faultMalformed, faultInvalidToken:
 		rule := castest.Fault{Rate: f.Rate, Count: -1}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,6 +29,11 @@ const (
 	faultFailoverForce    = "redis-failover-force"    // CLUSTER FAILOVER FORCE: the replica takes over without its master's agreement
 	faultFailoverTakeover = "redis-failover-takeover" // CLUSTER FAILOVER TAKEOVER: without the other masters' votes either
 	faultMasterKill       = "redis-master-kill"       // SIGKILL a master; restarted later, it comes back as a replica
+	// faultLagKill cuts a master's replicas off (SIGSTOP, and the master
+	// drops their links) for a moment, then kills the master: the replica
+	// promoted lacks every write the master acknowledged meanwhile, the
+	// loss that asynchronous replication allows, made certain.
+	faultLagKill = "redis-lag-kill"
 )
 
 // chaosWeight is a fault kind and its weight in the schedule.
@@ -40,9 +46,9 @@ type chaosWeight struct {
 func chaosRedisFaults(topology string) []chaosWeight {
 	switch topology {
 	case chaosRedisCluster:
-		return []chaosWeight{{faultFailover, 1}, {faultFailoverForce, 1}, {faultFailoverTakeover, 1}, {faultMasterKill, 2}}
+		return []chaosWeight{{faultFailover, 1}, {faultFailoverForce, 1}, {faultFailoverTakeover, 1}, {faultMasterKill, 1}, {faultLagKill, 2}}
 	case chaosRedisSentinel:
-		return []chaosWeight{{faultFailover, 1}, {faultMasterKill, 3}}
+		return []chaosWeight{{faultFailover, 1}, {faultMasterKill, 2}, {faultLagKill, 2}}
 	}
 	return []chaosWeight{{faultRedis, 1}}
 }
@@ -57,6 +63,12 @@ func chaosRedisFault(f *chaosFault, rng *rand.Rand) bool {
 	case faultMasterKill:
 		f.Replica = rng.IntN(3)
 		f.For = 2*time.Second + time.Duration(rng.Float64()*float64(8*time.Second))
+	case faultLagKill:
+		// Cut off for less than the engines' failure detection, so that
+		// the replica is still a candidate when the master dies.
+		f.Replica = rng.IntN(3)
+		f.For = 2*time.Second + time.Duration(rng.Float64()*float64(8*time.Second))
+		f.Detail = (300*time.Millisecond + time.Duration(rng.Float64()*float64(600*time.Millisecond))).Round(time.Millisecond).String()
 	default:
 		return false
 	}
@@ -95,7 +107,11 @@ func withRedisFailover(o chaosOptions, faults []chaosFault, redisEmbedded bool) 
 }
 
 func isRedisFailover(kind string) bool {
-	return kind == faultFailover || kind == faultFailoverForce || kind == faultFailoverTakeover || kind == faultMasterKill
+	switch kind {
+	case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
+		return true
+	}
+	return false
 }
 
 // chaosRedisNode is one redis-server (or sentinel) of the harness, which
@@ -139,6 +155,15 @@ func (n *chaosRedisNode) start() error {
 		}
 		return c.Ping(context.Background()).Err()
 	})
+}
+
+// signal sends sig to the process, if it runs.
+func (n *chaosRedisNode) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		_ = n.cmd.Process.Signal(sig)
+	}
 }
 
 // kill ends the process (SIGKILL) and waits until it is gone.
@@ -502,6 +527,45 @@ func (g *chaosRedisGroup) killMaster(pair int, down time.Duration, killed func(s
 	return g.healthy(chaosHealthWithin)
 }
 
+// lagKill pauses the replicas of pair's master and has the master drop
+// their links, so that they miss what it takes from then on; after lag
+// it kills the master and resumes them, and one of them is promoted
+// without the master's last writes. The master starts again after down,
+// and the group is healthy again once it is back as a replica.
+func (g *chaosRedisGroup) lagKill(pair int, lag, down time.Duration, cut func(master string)) error {
+	ctx := context.Background()
+	m, _, err := g.master(ctx, pair)
+	if err != nil {
+		return err
+	}
+	var replicas []*chaosRedisNode
+	for i, n := range g.nodes {
+		if n != m && (g.topology == chaosRedisSentinel || i%3 == pair) {
+			replicas = append(replicas, n)
+		}
+	}
+	for _, r := range replicas {
+		r.signal(syscall.SIGSTOP)
+	}
+	c := redis.NewClient(&redis.Options{Addr: m.addr(), MaxRetries: -1})
+	err = c.ClientKillByFilter(ctx, "TYPE", "replica").Err()
+	c.Close()
+	cut(m.addr())
+	time.Sleep(lag) // the master acknowledges writes its replicas will never see
+	m.kill()
+	for _, r := range replicas {
+		r.signal(syscall.SIGCONT)
+	}
+	if err != nil {
+		return fmt.Errorf("CLIENT KILL TYPE replica on %s: %w", m.addr(), err)
+	}
+	time.Sleep(down) // the outage
+	if err := m.start(); err != nil {
+		return err
+	}
+	return g.healthy(chaosHealthWithin)
+}
+
 func (g *chaosRedisGroup) close() {
 	for _, n := range append(append([]*chaosRedisNode{}, g.sentinels...), g.nodes...) {
 		n.kill()
@@ -510,9 +574,9 @@ func (g *chaosRedisGroup) close() {
 
 func (g *chaosRedisGroup) describe() string {
 	if g.topology == chaosRedisCluster {
-		return fmt.Sprintf("embedded Redis Cluster: 3 masters with a replica each, node timeout %v; CLUSTER FAILOVER (plain, FORCE, TAKEOVER) and master kills", chaosNodeTimeout)
+		return fmt.Sprintf("embedded Redis Cluster: 3 masters with a replica each, node timeout %v; CLUSTER FAILOVER (plain, FORCE, TAKEOVER), master kills, and master kills after their replica was cut off", chaosNodeTimeout)
 	}
-	return fmt.Sprintf("embedded Sentinel: a master, 2 replicas, 3 sentinels, down after %v; master kills and SENTINEL FAILOVER", chaosDownAfter)
+	return fmt.Sprintf("embedded Sentinel: a master, 2 replicas, 3 sentinels, down after %v; SENTINEL FAILOVER, master kills, and master kills after their replicas were cut off", chaosDownAfter)
 }
 
 // applyRedisFailover injects a failover of the embedded cluster or
@@ -542,6 +606,11 @@ func (c *chaosRun) applyRedisFailover(f *chaosFault, skip func(string), done fun
 		case faultMasterKill:
 			err = g.killMaster(pair, f.For, func(addr string) {
 				c.logf("%s: SIGKILL master %s; restart in %v", f.Kind, addr, f.For.Round(time.Millisecond))
+			})
+		case faultLagKill:
+			lag, _ := time.ParseDuration(f.Detail)
+			err = g.lagKill(pair, lag, f.For, func(addr string) {
+				c.logf("%s: the replicas of %s paused and cut off; SIGKILL it in %v, restart %v later", f.Kind, addr, lag, f.For.Round(time.Millisecond))
 			})
 		default:
 			how := map[string]string{faultFailoverForce: "FORCE", faultFailoverTakeover: "TAKEOVER"}[f.Kind]

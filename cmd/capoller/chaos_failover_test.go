@@ -72,16 +72,19 @@ func TestChaosRedisSchedules(t *testing.T) {
 		topology string
 		want     []string
 	}{
-		{chaosRedisCluster, []string{faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill}},
-		{chaosRedisSentinel, []string{faultFailover, faultMasterKill}},
+		{chaosRedisCluster, []string{faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill}},
+		{chaosRedisSentinel, []string{faultFailover, faultMasterKill, faultLagKill}},
 	} {
 		o := chaosOptions{duration: 10 * time.Minute, seed: 7, replicas: 3, leaseTTL: 4 * time.Second, faultEvery: 3 * time.Second,
 			checkpoint: "redis", redisTopology: tc.topology}
 		kinds := map[string]int{}
 		for _, f := range chaosSchedule(o, true, true) {
 			kinds[f.Kind]++
-			if f.Kind == faultMasterKill && (f.For < 2*time.Second || f.Replica < 0 || f.Replica > 2) {
+			if (f.Kind == faultMasterKill || f.Kind == faultLagKill) && (f.For < 2*time.Second || f.Replica < 0 || f.Replica > 2) {
 				t.Errorf("%s: a master kill of group %d for %v", tc.topology, f.Replica, f.For)
+			}
+			if lag, err := time.ParseDuration(f.Detail); f.Kind == faultLagKill && (err != nil || lag <= 0 || lag >= chaosDownAfter) {
+				t.Errorf("%s: replicas cut off for %q before their master dies: want less than the failure detection", tc.topology, f.Detail)
 			}
 		}
 		for _, k := range tc.want {

@@ -54,6 +54,9 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_redis_roundtrips_total",
 				Help: "Requests sent to Redis by the checkpoint store (a pipeline is one)."},
 				func() float64 { return float64(rs.RoundTrips()) }))
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_redis_unreplicated_writes_total",
+				Help: "Lease, staged batch and commit writes that Redis ran on a master but its replicas did not all acknowledge within redis-replica-wait: each failed and was retried."},
+				func() float64 { return float64(rs.Unreplicated()) }))
 		}
 		return rs, func() { _ = rdb.Close() }, nil
 	case "natskv":
