@@ -266,4 +266,3 @@ func TestAFencedPollerStopsAndPublishesNothing(t *testing.T) {
 		t.Fatalf("the new owner announced %q for the failed invocation", got)
 	}
 }
-
