@@ -146,6 +146,10 @@ type Group struct {
 	members  []checkpoint.Member
 	unlisted map[diff.Shard]bool
 	configs  string
+	// wake, if set, is when Run starts the next round if that is sooner
+	// than a tick: when a dead replica's heartbeat, or a lease wanted
+	// here, expires.
+	wake time.Time
 }
 
 // ownership is a shard this replica holds and polls.
@@ -224,7 +228,11 @@ func (g *Group) Run(ctx context.Context) error {
 		}
 		start := time.Now()
 		g.Step(ctx)
-		tick.Reset(max(g.opts.Tick-time.Since(start), 0)) // from start to start: a slow round does not stretch the next
+		next := g.opts.Tick - time.Since(start) // from start to start: a slow round does not stretch the next
+		if !g.wake.IsZero() {
+			next = min(next, g.wake.Sub(g.opts.Now()))
+		}
+		tick.Reset(max(next, 0))
 	}
 }
 
@@ -248,10 +256,20 @@ func (g *Group) Step(ctx context.Context) {
 		g.renew(ctx, nil)
 		return
 	}
-	if probed != nil {
-		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
-	}
 	g.members = roster.Members
+	if probed != nil {
+		was := g.withdrawn
+		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
+		if g.withdrawn != was {
+			// Said at once, not at the next round: the others take (or
+			// give back) the shards as soon as this round hands them off.
+			again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+			if err == nil {
+				roster, g.members = again, again.Members
+			}
+		}
+	}
+	g.wakeAt(roster.Members)
 	g.opts.Metrics.groupReplicas(len(roster.Members))
 	g.sayConfigs()
 	want := g.assignment()
@@ -265,6 +283,29 @@ func (g *Group) Step(ctx context.Context) {
 	}
 	g.sayUnlisted(roster.Listed)
 	g.report(ctx)
+}
+
+// wakeAt plans the next round for when the first of the other members'
+// heartbeats expires, if that is within a tick: a replica that renews
+// never lets it come so close, so that one is dead, and its shards are
+// taken the moment its claims end rather than up to a tick later.
+func (g *Group) wakeAt(members []checkpoint.Member) {
+	g.wake = time.Time{}
+	for _, m := range members {
+		if m.ID != g.opts.Replica.ID {
+			g.earlier(m.Expires)
+		}
+	}
+}
+
+// earlier moves the next round to just past t, if t is within a tick.
+func (g *Group) earlier(t time.Time) {
+	if t.IsZero() || !t.Before(g.opts.Now().Add(g.opts.Tick)) {
+		return
+	}
+	if t = t.Add(time.Millisecond); g.wake.IsZero() || t.Before(g.wake) {
+		g.wake = t
+	}
 }
 
 // member is this replica as its heartbeat describes it now.
@@ -347,8 +388,9 @@ func (g *Group) startProbe(run context.Context) <-chan error {
 }
 
 // probed steps the replica back, or brings it back, on a probe's answer
-// (see [GroupOptions.Probe]). It judges by the members of the round
-// before: whether another reached the bus since this one's failures began.
+// (see [GroupOptions.Probe]). It judges by the members the round's
+// heartbeat found: whether another reached the bus since this one's
+// failures began.
 func (g *Group) probed(err error) {
 	now := g.opts.Now()
 	g.failed("bus", err, "could not reach the bus")
@@ -532,6 +574,7 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	sent := g.opts.Now()
 	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.lease(), sent)
 	if errors.Is(err, checkpoint.ErrLeaseHeld) {
+		g.earlier(l.Expires)
 		g.log.Debug("waiting for the shard's lease", zap.Stringer("shard", s), zap.String("owner", l.Owner), zap.Time("expires", l.Expires))
 		delete(g.refused, s)
 		return false

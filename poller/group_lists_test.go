@@ -438,3 +438,74 @@ func TestUpgradingFromAnEarlierVersionMovesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestADeadReplicasShardsAreTakenWhenItsLeasesEnd: a replica whose peer
+// died takes the peer's shards the moment their leases expire, not at its
+// next tick. The peer's rounds are placed just after the survivor's, so
+// that its leases expire just after one of the survivor's rounds: waiting
+// for the next would take most of a tick.
+func TestADeadReplicasShardsAreTakenWhenItsLeasesEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ten seconds of a group on the real clock")
+	}
+	store := redisStore(t)
+	shards := regionShards("a", "r1", "r2", "r3", "r4")
+	const ttl = 10 * time.Second // a tick of 2s
+	counted := &countingStore{LeaseStore: store}
+	survivor, err := poller.NewGroup(poller.GroupOptions{Replica: checkpoint.Member{ID: "survivor"}, Store: counted, Shards: shards, LeaseTTL: ttl,
+		Poll: func(ctx context.Context, _ diff.Shard, _ *poller.Claim) error { <-ctx.Done(); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := poller.NewGroup(poller.GroupOptions{Replica: checkpoint.Member{ID: "dead"}, Store: store, Shards: shards, LeaseTTL: ttl,
+		Poll: func(ctx context.Context, _ diff.Shard, _ *poller.Claim) error { <-ctx.Done(); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- survivor.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rounds := func(n int32) {
+		t.Helper()
+		testenv.WaitFor(t, 3*ttl, fmt.Sprintf("the survivor's round %d", n), func() error {
+			if got := counted.beats.Load(); got < n {
+				return fmt.Errorf("%d rounds", got)
+			}
+			return nil
+		})
+	}
+	rounds(1)
+	dead.Step(t.Context()) // joins just after the survivor's first round
+	rounds(2)              // the survivor hands the dead one its share
+	testenv.WaitFor(t, ttl, "the dead replica to take its share", func() error {
+		dead.Step(t.Context()) // just after the survivor's second round
+		if n := len(dead.Owned()); n != 2 {
+			return fmt.Errorf("it owns %d", n)
+		}
+		return nil
+	})
+	var expires time.Time
+	for _, l := range mustLeases(t, store, shards) {
+		if l.Owner == "dead" && l.Expires.After(expires) {
+			expires = l.Expires
+		}
+	}
+	// The dead replica makes no more rounds.
+	testenv.WaitFor(t, 2*ttl, "the survivor to take the dead replica's shards", func() error {
+		if n := len(survivor.Owned()); n != 4 {
+			return fmt.Errorf("it owns %d", n)
+		}
+		return nil
+	})
+	var taken time.Time
+	for _, l := range mustLeases(t, store, shards) {
+		if l.Owner == "survivor" && l.Acquired.After(taken) {
+			taken = l.Acquired
+		}
+	}
+	t.Logf("the dead replica's last lease expired at %s; the survivor took its shards %v later", expires.Format(time.StampMilli), taken.Sub(expires))
+	if late := taken.Sub(expires); late < 0 || late > ttl/5/2 {
+		t.Errorf("the survivor took the shards %v after their leases expired: it waited for its next tick", late)
+	}
+}
