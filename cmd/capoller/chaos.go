@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -197,10 +198,13 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 		return out
 	}
 	at := 2 * o.leaseTTL // the group forms first
+	var partitionsFree time.Duration
 	for {
 		gap := time.Duration(rng.ExpFloat64() * float64(o.faultEvery))
 		at += min(max(gap, o.faultEvery/4), 3*o.faultEvery)
 		if at >= o.duration {
+			// Partitions may have been put off: in the order of their times.
+			slices.SortStableFunc(out, func(a, b chaosFault) int { return cmp.Compare(a.At, b.At) })
 			return out
 		}
 		n := rng.IntN(total)
@@ -246,6 +250,12 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Detail = castest.RandomBehaviour(f.Seed).String()
 		case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
 			drawPartition(rng, o, &f, redisLink, natsLink, between)
+			// One at a time, a TTL apart, and over before the faults are.
+			f.At = max(f.At, partitionsFree)
+			if f.At+f.For > o.duration {
+				continue
+			}
+			partitionsFree = f.At + f.For + o.leaseTTL
 		}
 		f.AtText = f.At.Round(time.Millisecond).String()
 		if f.For > 0 {

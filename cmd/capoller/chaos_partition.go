@@ -259,7 +259,9 @@ type partitionRun struct {
 // startPartition applies a scheduled partition, unless one is in effect
 // (or ended less than a TTL ago) or an engine is restarting.
 func (c *chaosRun) startPartition(f *chaosFault, now time.Time, skip func(string), done func(string, ...any)) {
-	if c.partition != nil || (c.lastPartitionEnd != time.Time{} && now.Sub(c.lastPartitionEnd) < c.o.leaseTTL) {
+	// The schedule puts partitions a TTL apart; half of it is left for
+	// the harness's own delays.
+	if c.partition != nil || (c.lastPartitionEnd != time.Time{} && now.Sub(c.lastPartitionEnd) < c.o.leaseTTL/2) {
 		skip("a partition is in effect or just ended")
 		return
 	}

@@ -110,7 +110,19 @@ func TestChaosScheduleReplays(t *testing.T) {
 		t.Fatalf("two schedules from one seed differ, or are short (%d faults)", len(a))
 	}
 	kinds := map[string]int{}
-	for _, f := range a {
+	var prev chaosFault
+	var partitionEnd time.Duration
+	for i, f := range a {
+		if i > 0 && f.At < prev.At {
+			t.Errorf("%s at %v after %s at %v", f.Kind, f.At, prev.Kind, prev.At)
+		}
+		prev = f
+		if isPartition(f.Kind) {
+			if f.At < partitionEnd+o.leaseTTL || f.At+f.For > o.duration {
+				t.Errorf("%s at %v for %v: the last partition ended at %v", f.Kind, f.At, f.For, partitionEnd)
+			}
+			partitionEnd = f.At + f.For
+		}
 		kinds[f.Kind]++
 		if f.At <= 0 || f.At >= o.duration {
 			t.Errorf("fault at %v, outside the run", f.At)
