@@ -382,6 +382,9 @@ func (c *chaosRun) logf(format string, args ...any) {
 func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosReport, error) {
 	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v", o.seed, o.duration),
 		DurationSeconds: o.duration.Seconds(), Replicas: o.replicas, Checkpoint: o.checkpoint}
+	if o.partitions != "" && o.partitions != "on" {
+		rep.Replay += " --partitions " + o.partitions
+	}
 	dir, err := os.MkdirTemp("", "capoller-chaos-")
 	if err != nil {
 		return rep, err
