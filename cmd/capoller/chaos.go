@@ -198,7 +198,7 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 		return out
 	}
 	at := 2 * o.leaseTTL // the group forms first
-	var partitionsFree time.Duration
+	var partitionsFree, enginesFree time.Duration
 	for {
 		gap := time.Duration(rng.ExpFloat64() * float64(o.faultEvery))
 		at += min(max(gap, o.faultEvery/4), 3*o.faultEvery)
@@ -228,10 +228,18 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Replica, f.For = rng.IntN(o.replicas), between(200*time.Millisecond, 2*o.leaseTTL)
 		case faultStop:
 			f.Replica, f.For = rng.IntN(o.replicas), between(o.leaseTTL+o.leaseTTL/4, 2*o.leaseTTL)
-		case faultRedis, faultNATS:
-			f.For = between(500*time.Millisecond, 5*time.Second)
-		case faultNATSNode:
-			f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
+		case faultRedis, faultNATS, faultNATSNode:
+			if kind == faultNATSNode {
+				f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
+			} else {
+				f.For = between(500*time.Millisecond, 5*time.Second)
+			}
+			// Not during a partition, whose checks an outage of the
+			// whole group would blur: after it.
+			if f.At = max(f.At, partitionsFree); f.At >= o.duration {
+				continue
+			}
+			enginesFree = max(enginesFree, f.At+f.For+o.leaseTTL)
 		case faultThrottle:
 			f.For, f.Rate = between(2*time.Second, 10*time.Second), 0.3+0.6*rng.Float64()
 		case faultServerError:
@@ -250,8 +258,9 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Detail = castest.RandomBehaviour(f.Seed).String()
 		case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
 			drawPartition(rng, o, &f, redisLink, natsLink, between)
-			// One at a time, a TTL apart, and over before the faults are.
-			f.At = max(f.At, partitionsFree)
+			// One at a time, a TTL apart, a TTL after an engine's
+			// restart, and over before the faults are.
+			f.At = max(f.At, partitionsFree, enginesFree)
 			if f.At+f.For > o.duration {
 				continue
 			}

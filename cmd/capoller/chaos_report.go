@@ -184,7 +184,7 @@ func printChaos(w io.Writer, r chaosReport) {
 	}
 	fmt.Fprintf(w, "  faults:       %s\n", formatCounts(r.Faults))
 	if len(r.Skipped) > 0 {
-		fmt.Fprintf(w, "  skipped:      %s (target already down or restarting)\n", formatCounts(r.Skipped))
+		fmt.Fprintf(w, "  skipped:      %s (target already down or restarting, or a partition in effect)\n", formatCounts(r.Skipped))
 	}
 	printPartitions(w, r.Partitions)
 	fmt.Fprintf(w, "  hook steps:   hit %s\n", formatCounts(r.HookHits))

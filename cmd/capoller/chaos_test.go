@@ -111,17 +111,23 @@ func TestChaosScheduleReplays(t *testing.T) {
 	}
 	kinds := map[string]int{}
 	var prev chaosFault
-	var partitionEnd time.Duration
+	var partitionEnd, engineEnd time.Duration
 	for i, f := range a {
 		if i > 0 && f.At < prev.At {
 			t.Errorf("%s at %v after %s at %v", f.Kind, f.At, prev.Kind, prev.At)
 		}
 		prev = f
 		if isPartition(f.Kind) {
-			if f.At < partitionEnd+o.leaseTTL || f.At+f.For > o.duration {
-				t.Errorf("%s at %v for %v: the last partition ended at %v", f.Kind, f.At, f.For, partitionEnd)
+			if f.At < partitionEnd+o.leaseTTL || f.At < engineEnd+o.leaseTTL || f.At+f.For > o.duration {
+				t.Errorf("%s at %v for %v: the last partition ended at %v, the last engine restart at %v", f.Kind, f.At, f.For, partitionEnd, engineEnd)
 			}
 			partitionEnd = f.At + f.For
+		}
+		if f.Kind == faultRedis || f.Kind == faultNATS {
+			if f.At < partitionEnd {
+				t.Errorf("%s at %v, during a partition (until %v)", f.Kind, f.At, partitionEnd)
+			}
+			engineEnd = max(engineEnd, f.At+f.For)
 		}
 		kinds[f.Kind]++
 		if f.At <= 0 || f.At >= o.duration {
