@@ -637,6 +637,8 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				r.Lost = "not applicable (latency)"
 			case p.end.Before(loseBy):
 				r.Lost = "not applicable (shorter than the TTL)"
+			case f.AllReplicas && f.Link == linkNATS:
+				r.Lost = "not applicable (every replica cut from NATS: none steps back, nothing moves)"
 			default:
 				r.Lost = "judged"
 				var worst time.Duration
