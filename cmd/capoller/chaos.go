@@ -258,13 +258,14 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Detail = castest.RandomBehaviour(f.Seed).String()
 		case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
 			drawPartition(rng, o, &f, redisLink, natsLink, between)
-			// One at a time, a TTL apart, a TTL after an engine's
+			// One at a time, two TTLs apart (a replica back from one
+			// takes a few ticks to serve again), a TTL after an engine's
 			// restart, and over before the faults are.
 			f.At = max(f.At, partitionsFree, enginesFree)
 			if f.At+f.For > o.duration {
 				continue
 			}
-			partitionsFree = f.At + f.For + o.leaseTTL
+			partitionsFree = f.At + f.For + 2*o.leaseTTL
 		}
 		f.AtText = f.At.Round(time.Millisecond).String()
 		if f.For > 0 {

@@ -118,7 +118,7 @@ func TestChaosScheduleReplays(t *testing.T) {
 		}
 		prev = f
 		if isPartition(f.Kind) {
-			if f.At < partitionEnd+o.leaseTTL || f.At < engineEnd+o.leaseTTL || f.At+f.For > o.duration {
+			if f.At < partitionEnd+2*o.leaseTTL || f.At < engineEnd+o.leaseTTL || f.At+f.For > o.duration {
 				t.Errorf("%s at %v for %v: the last partition ended at %v, the last engine restart at %v", f.Kind, f.At, f.For, partitionEnd, engineEnd)
 			}
 			partitionEnd = f.At + f.For
