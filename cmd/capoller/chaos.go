@@ -222,6 +222,12 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			// catch-up for a minute and prove nothing more.
 			kind = faultServerError
 		}
+		// Partitions alone open with the case they are for: one replica
+		// cut off for longer than its lease.
+		opening := o.partitions == "only" && len(out) == 0
+		if opening {
+			kind = faultPartitionHole
+		}
 		f := chaosFault{At: at, Kind: kind}
 		switch kind {
 		case faultKill:
@@ -258,6 +264,9 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			f.Detail = castest.RandomBehaviour(f.Seed).String()
 		case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
 			drawPartition(rng, o, &f, redisLink, natsLink, between)
+			if opening && f.AllReplicas {
+				f.AllReplicas, f.Replica, f.For = false, rng.IntN(o.replicas), between(o.leaseTTL, 3*o.leaseTTL)
+			}
 			// One at a time, two TTLs apart (a replica back from one
 			// takes a few ticks to serve again), a TTL after an engine's
 			// restart, and over before the faults are.
