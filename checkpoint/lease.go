@@ -1,7 +1,9 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -68,8 +70,9 @@ type Member struct {
 	// Shards is a digest of the shards the member's configuration lists
 	// (all an earlier version recorded of them).
 	Shards string
-	// Lists is every shard the member's configuration lists; nil for a
-	// member of an earlier version, which recorded only the digest.
+	// Lists is every shard the member's configuration lists (empty, not
+	// nil, for none); nil for a member of an earlier version, which
+	// recorded only the digest.
 	Lists []diff.Shard
 	// Excluded are shards it lists but could not take lately (its store
 	// refused their leases for a reason other than another owner): the
@@ -217,27 +220,54 @@ type memberRecord struct {
 	PID     int    `json:"pid,omitempty"`
 	Version string `json:"version,omitempty"`
 	Shards  string `json:"shards,omitempty"`
-	// Lists, Excluded: shard ids. Absent, never empty: Redis's scripts
-	// re-encode members with cjson, which writes an empty array as {}.
-	Lists     []string `json:"lists,omitempty"`
-	Excluded  []string `json:"excluded,omitempty"`
-	Withdrawn string   `json:"withdrawn,omitempty"`
-	BusOK     float64  `json:"busOK,omitempty"`
-	Started   float64  `json:"started"`
-	Seen      float64  `json:"seen"`
-	Expires   float64  `json:"expires"`
+	// Lists and Excluded are shard ids. Lists is absent from an earlier
+	// version's record, which listed nothing but the digest.
+	Lists     *idList `json:"lists,omitempty"`
+	Excluded  idList  `json:"excluded,omitempty"`
+	Withdrawn string  `json:"withdrawn,omitempty"`
+	BusOK     float64 `json:"busOK,omitempty"`
+	Started   float64 `json:"started"`
+	Seen      float64 `json:"seen"`
+	Expires   float64 `json:"expires"`
 }
 
 func recordOf(m Member) memberRecord {
-	return memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version, Shards: m.Shards,
-		Lists: shardIDs(m.Lists), Excluded: shardIDs(m.Excluded), Withdrawn: m.Withdrawn, BusOK: float64(unixMs(m.BusOK)),
+	r := memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version, Shards: m.Shards,
+		Excluded: shardIDs(m.Excluded), Withdrawn: m.Withdrawn, BusOK: float64(unixMs(m.BusOK)),
 		Started: float64(unixMs(m.Started)), Seen: float64(unixMs(m.Seen)), Expires: float64(unixMs(m.Expires))}
+	if m.Lists != nil {
+		lists := append(idList{}, shardIDs(m.Lists)...) // [] for none: this member lists nothing
+		r.Lists = &lists
+	}
+	return r
 }
 
 func (r memberRecord) member() Member {
-	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
-		Lists: parseShardIDs(r.Lists), Excluded: parseShardIDs(r.Excluded), Withdrawn: r.Withdrawn, BusOK: msTime(int64(r.BusOK)),
+	m := Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
+		Excluded: parseShardIDs(r.Excluded), Withdrawn: r.Withdrawn, BusOK: msTime(int64(r.BusOK)),
 		Started: msTime(int64(r.Started)), Seen: msTime(int64(r.Seen)), Expires: msTime(int64(r.Expires))}
+	if r.Lists != nil {
+		m.Lists = append([]diff.Shard{}, parseShardIDs(*r.Lists)...)
+	}
+	return m
+}
+
+// idList is a list of shard ids as the stores keep it: a JSON array, or
+// {} for an empty one (Redis's scripts re-encode members with cjson,
+// which writes an empty array so).
+type idList []string
+
+func (l *idList) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "{}" {
+		*l = idList{}
+		return nil
+	}
+	var ids []string
+	if err := json.Unmarshal(b, &ids); err != nil {
+		return err
+	}
+	*l = append(idList{}, ids...)
+	return nil
 }
 
 // shardIDs returns the shards' ids, sorted; nil for none.

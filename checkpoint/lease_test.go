@@ -281,7 +281,6 @@ func TestMembersListTheirShards(t *testing.T) {
 			if _, err := s.Heartbeat(ctx, one, ttl, t0); err != nil {
 				t.Fatal(err)
 			}
-			// A member of an earlier version lists nothing but a digest.
 			roster, err := s.Heartbeat(ctx, checkpoint.Member{ID: "two", Shards: "abc", Lists: []diff.Shard{c}}, 2*time.Second, t0.Add(time.Second))
 			if err != nil || len(roster.Members) != 2 {
 				t.Fatalf("roster %+v, %v", roster, err)
@@ -301,6 +300,26 @@ func TestMembersListTheirShards(t *testing.T) {
 			want := "[default/ecs/ap-southeast-1 by two at 1s prod/ecs/cn-hangzhou by one at 0s prod/swas/cn-hangzhou by one at 0s]"
 			if got := listed(roster.Listed); got != want {
 				t.Errorf("listed:\n got %s\nwant %s", got, want)
+			}
+			// A member listing nothing says so ([] is not an earlier
+			// version's absent list), also through Redis's re-encoding of a
+			// heartbeat that keeps the first start time (cjson writes [] as {}).
+			for range 2 {
+				roster, err = s.Heartbeat(ctx, checkpoint.Member{ID: "empty", Lists: []diff.Shard{}}, ttl, t0.Add(time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, m := range roster.Members {
+				if m.ID == "empty" && (m.Lists == nil || len(m.Lists) != 0) {
+					t.Errorf("a member listing nothing read back with lists %#v", m.Lists)
+				}
+				if m.ID == "two" && m.Lists == nil {
+					t.Errorf("two's list was lost")
+				}
+			}
+			if err := s.Leave(ctx, "empty"); err != nil {
+				t.Fatal(err)
 			}
 			// two's heartbeat expires; the shard it listed is still remembered,
 			// and forgotten ListedMemory after its last listing.

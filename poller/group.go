@@ -54,7 +54,7 @@ type GroupOptions struct {
 	// [Options.Claim]) and report its cycles to claim.Observe.
 	Poll func(ctx context.Context, shard diff.Shard, claim *Claim) error
 	// Probe, if set, tells whether this replica can do its shards' work
-	// (the daemon makes a round trip to NATS), within ctx. A replica whose
+	// (the daemon makes a round trip to NATS), within ctx (half a tick). A replica whose
 	// probe failed two rounds running, while another replica's succeeded
 	// since, steps back: its heartbeat says it takes no shard, and the
 	// others take its shards. It serves again after three good probes. If
@@ -228,8 +228,8 @@ func (g *Group) Run(ctx context.Context) error {
 	}
 }
 
-// Step runs one round: reap the pollers that stopped, probe the bus,
-// heartbeat, renew or hand off the shards held, take those newly
+// Step runs one round: reap the pollers that stopped, heartbeat while
+// probing the bus, renew or hand off the shards held, take those newly
 // assigned here, say which shards no live replica lists, and report the
 // shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
@@ -241,12 +241,15 @@ func (g *Group) Step(ctx context.Context) {
 	run := ctx
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Tick)
 	defer cancel()
-	g.probe(ctx)
+	probed := g.startProbe(run)
 	g.endExclusions()
 	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
 		return
+	}
+	if probed != nil {
+		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
 	}
 	g.members = roster.Members
 	g.opts.Metrics.groupReplicas(len(roster.Members))
@@ -327,15 +330,26 @@ func (g *Group) assignment() map[diff.Shard]string {
 	return Assign(can)
 }
 
-// probe asks whether this replica reaches the bus, and steps it back or
-// brings it back (see [GroupOptions.Probe]).
-func (g *Group) probe(ctx context.Context) {
+// startProbe asks, within half a tick, whether this replica reaches the
+// bus, and returns where the answer comes (nil without a probe). It runs
+// beside the heartbeat: a probe that times out delays no store call.
+func (g *Group) startProbe(run context.Context) <-chan error {
 	if g.opts.Probe == nil {
-		return
+		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, g.opts.Tick/3)
-	err := g.opts.Probe(pctx)
-	cancel()
+	answer := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(run, g.opts.Tick/2)
+	go func() {
+		defer cancel()
+		answer <- g.opts.Probe(ctx)
+	}()
+	return answer
+}
+
+// probed steps the replica back, or brings it back, on a probe's answer
+// (see [GroupOptions.Probe]). It judges by the members of the round
+// before: whether another reached the bus since this one's failures began.
+func (g *Group) probed(err error) {
 	now := g.opts.Now()
 	g.failed("bus", err, "could not reach the bus")
 	if err == nil {

@@ -397,3 +397,44 @@ func TestAHandOffReleasesTheLeaseAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// earlierVersion is a store whose other members are of an earlier
+// version: their heartbeats say only a digest of their shards.
+type earlierVersion struct {
+	poller.LeaseStore
+	self string
+}
+
+func (e earlierVersion) Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error) {
+	r, err := e.LeaseStore.Heartbeat(ctx, m, ttl, now)
+	for i := range r.Members {
+		if r.Members[i].ID != e.self {
+			r.Members[i].Lists, r.Members[i].Excluded = nil, nil
+		}
+	}
+	return r, err
+}
+
+// TestUpgradingFromAnEarlierVersionMovesNothing: a replica of an earlier
+// version says no list; it is taken to list what this one lists, so the
+// group assigns as the earlier version does and nothing moves while one
+// configuration is upgraded replica by replica.
+func TestUpgradingFromAnEarlierVersionMovesNothing(t *testing.T) {
+	store := redisStore(t)
+	shards := regionShards("a", "r1", "r2", "r3", "r4", "r5", "r6", "r7")
+	clock := &fakeClock{t: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)}
+	a := newGroupReplica(t, "a", earlierVersion{store, "a"}, shards, clock)
+	b := newGroupReplica(t, "b", earlierVersion{store, "b"}, shards, clock)
+	c := newGroupReplica(t, "c", store, shards, clock)
+	want := poller.Assign(map[string][]diff.Shard{"a": shards, "b": shards, "c": shards})
+	loads := map[string]int{}
+	for _, m := range want {
+		loads[m]++
+	}
+	settle(t, []*groupReplica{a, b, c}, 7, loads)
+	for s, owner := range owners(a, b, c) {
+		if want[s] != owner {
+			t.Errorf("%s is %s's, the earlier versions' assignment gives it to %s", s, owner, want[s])
+		}
+	}
+}
