@@ -691,13 +691,13 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				case deadline.After(p.end) || deadline.After(watchEnd):
 					r.Takeover = fmt.Sprintf("not judged: the partition ended before the deadline (%s)", at(deadline))
 					if len(why) > 0 {
-						r.Takeover += ", pushed back by " + strings.Join(why, ", ")
+						r.Takeover += ", pushed back by " + listSome(why, 3)
 					}
 				default:
 					r.Takeover = "judged"
 					extra := ""
 					if len(why) > 0 {
-						extra = " (pushed back by " + strings.Join(why, ", ") + ")"
+						extra = " (pushed back by " + listSome(why, 10) + ")"
 					}
 					violate("%d of the %d shards it held were not taken by another replica within %v of the start (by %s)%s: %s",
 						len(missing), len(p.held[s]), deadline.Sub(p.start).Round(time.Millisecond), at(deadline), extra, strings.Join(missing, ", "))
@@ -729,6 +729,14 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 			rep.Checks = append(rep.Checks, r)
 		}
 	}
+}
+
+// listSome joins the first n items, and says how many more there are.
+func listSome(items []string, n int) string {
+	if len(items) <= n {
+		return strings.Join(items, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(items[:n], ", "), len(items)-n)
 }
 
 func later(a, b time.Time) time.Time {
