@@ -142,6 +142,12 @@ func TestClusterRedisCommitsOnEveryMaster(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
+	// The heartbeat writes the members and the shards they list in one
+	// script: both keys share a slot.
+	roster, err := s.Heartbeat(t.Context(), checkpoint.Member{ID: "r1", Lists: shards}, 10*time.Second, time.Now())
+	if err != nil || len(roster.Members) != 1 || len(roster.Listed) != len(shards) {
+		t.Fatalf("heartbeat in a cluster: %d members, %d shards listed, %v", len(roster.Members), len(roster.Listed), err)
+	}
 
 	// The layout before accounts: <prefix><kind>:<source>:<region>, no
 	// hash tag. Moved there by DUMP and RESTORE, as RENAME across slots

@@ -1,10 +1,13 @@
 package checkpoint
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,13 +67,50 @@ type Member struct {
 	Host    string
 	PID     int
 	Version string
-	// Shards is a digest of the shards the member's configuration lists:
-	// members whose digests differ assign shards differently.
+	// Shards is a digest of the shards the member's configuration lists
+	// (all an earlier version recorded of them).
 	Shards string
+	// Lists is every shard the member's configuration lists (empty, not
+	// nil, for none); nil for a member of an earlier version, which
+	// recorded only the digest.
+	Lists []diff.Shard
+	// Excluded are shards it lists but could not take lately (its store
+	// refused their leases for a reason other than another owner): the
+	// group gives them to the others for a while.
+	Excluded []diff.Shard
+	// Withdrawn, when not empty, says why the member takes no shard now
+	// (it cannot reach the bus, while others can).
+	Withdrawn string
+	// BusOK is when the member last reached the bus (its last good probe).
+	BusOK time.Time
 	// Started is when it joined; Seen its last heartbeat; Expires is Seen
 	// plus the TTL.
 	Started, Seen, Expires time.Time
 }
+
+// Roster is the group as a heartbeat finds it.
+type Roster struct {
+	// Members are the live members, sorted by id.
+	Members []Member
+	// Listed are the shards a member listed within ListedMemory, sorted
+	// by id: those no live member lists are polled by nobody.
+	Listed []ListedShard
+}
+
+// ListedShard is a shard some member's configuration listed, and the last
+// heartbeat that did.
+type ListedShard struct {
+	Shard diff.Shard
+	// By is the member whose heartbeat listed it last, at At.
+	By string
+	At time.Time
+}
+
+// ListedMemory is how long a group remembers a shard that no member lists
+// any more: it is reported as listed by no live replica (polled by nobody)
+// until then. A shard removed from every configuration on purpose is
+// forgotten after it.
+const ListedMemory = time.Hour
 
 // ShardStatus is what the owner of a shard last reported of it, for
 // `capoller status`.
@@ -90,8 +130,13 @@ type ShardStatus struct {
 // Redis with one atomic script per operation, JetStream KV with revision
 // compare-and-set.
 //
-//	Heartbeat   registers or renews the member, prunes members whose
-//	            heartbeat expired, and returns the live members, sorted by id.
+//	Heartbeat   registers or renews the member, records the shards it
+//	            lists as listed now (see Listed), prunes members whose
+//	            heartbeat expired and shards listed by nobody for
+//	            ListedMemory, and returns the roster: the live members,
+//	            sorted by id, and the shards listed.
+//	Listed      returns the shards listed by a member within ListedMemory,
+//	            sorted, and writes nothing (for status).
 //	Leave       removes the member at once (graceful shutdown).
 //	Acquire     takes the shard for owner if its lease is free, released or
 //	            expired at now: a new token (the last one plus one), even
@@ -128,7 +173,8 @@ type ShardStatus struct {
 //	            Reports are not fenced: a status is advice for operators,
 //	            and the owner's next report replaces a stale one.
 type Leases interface {
-	Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error)
+	Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) (Roster, error)
+	Listed(ctx context.Context, now time.Time) ([]ListedShard, error)
 	Leave(ctx context.Context, id string) error
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (Lease, error)
 	Renew(ctx context.Context, l Lease, ttl time.Duration, now time.Time) (Lease, error)
@@ -169,24 +215,114 @@ func checkTTL(ttl time.Duration) error {
 // milliseconds as float64: Redis's scripts re-encode members with cjson,
 // whose numbers are doubles (exact for milliseconds until year 285,000).
 type memberRecord struct {
-	ID      string  `json:"id"`
-	Host    string  `json:"host,omitempty"`
-	PID     int     `json:"pid,omitempty"`
-	Version string  `json:"version,omitempty"`
-	Shards  string  `json:"shards,omitempty"`
-	Started float64 `json:"started"`
-	Seen    float64 `json:"seen"`
-	Expires float64 `json:"expires"`
+	ID      string `json:"id"`
+	Host    string `json:"host,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	Version string `json:"version,omitempty"`
+	Shards  string `json:"shards,omitempty"`
+	// Lists and Excluded are shard ids. Lists is absent from an earlier
+	// version's record, which listed nothing but the digest.
+	Lists     *idList `json:"lists,omitempty"`
+	Excluded  idList  `json:"excluded,omitempty"`
+	Withdrawn string  `json:"withdrawn,omitempty"`
+	BusOK     float64 `json:"busOK,omitempty"`
+	Started   float64 `json:"started"`
+	Seen      float64 `json:"seen"`
+	Expires   float64 `json:"expires"`
 }
 
 func recordOf(m Member) memberRecord {
-	return memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version, Shards: m.Shards,
+	r := memberRecord{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version, Shards: m.Shards,
+		Excluded: shardIDs(m.Excluded), Withdrawn: m.Withdrawn, BusOK: float64(unixMs(m.BusOK)),
 		Started: float64(unixMs(m.Started)), Seen: float64(unixMs(m.Seen)), Expires: float64(unixMs(m.Expires))}
+	if m.Lists != nil {
+		lists := append(idList{}, shardIDs(m.Lists)...) // [] for none: this member lists nothing
+		r.Lists = &lists
+	}
+	return r
 }
 
 func (r memberRecord) member() Member {
-	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
+	m := Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
+		Excluded: parseShardIDs(r.Excluded), Withdrawn: r.Withdrawn, BusOK: msTime(int64(r.BusOK)),
 		Started: msTime(int64(r.Started)), Seen: msTime(int64(r.Seen)), Expires: msTime(int64(r.Expires))}
+	if r.Lists != nil {
+		m.Lists = append([]diff.Shard{}, parseShardIDs(*r.Lists)...)
+	}
+	return m
+}
+
+// idList is a list of shard ids as the stores keep it: a JSON array, or
+// {} for an empty one (Redis's scripts re-encode members with cjson,
+// which writes an empty array so).
+type idList []string
+
+func (l *idList) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "{}" {
+		*l = idList{}
+		return nil
+	}
+	var ids []string
+	if err := json.Unmarshal(b, &ids); err != nil {
+		return err
+	}
+	*l = append(idList{}, ids...)
+	return nil
+}
+
+// shardIDs returns the shards' ids, sorted; nil for none.
+func shardIDs(shards []diff.Shard) []string {
+	if len(shards) == 0 {
+		return nil
+	}
+	out := make([]string, len(shards))
+	for i, s := range shards {
+		out[i] = s.String()
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// parseShardIDs reads shard ids back, skipping any that is not one (a
+// member of a later version may write more). nil for none.
+func parseShardIDs(ids []string) []diff.Shard {
+	var out []diff.Shard
+	for _, id := range ids {
+		if s, ok := ParseShardID(id); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ParseShardID reads a shard id, account/source/region, as
+// [diff.Shard.String] writes it.
+func ParseShardID(id string) (diff.Shard, bool) {
+	parts := strings.Split(id, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return diff.Shard{}, false
+	}
+	return diff.Shard{Account: parts[0], Source: diff.Source(parts[1]), Region: parts[2]}, true
+}
+
+// listedStamp and parseListedStamp write and read a listed shard's
+// record in both stores: "<Unix ms>|<member id>".
+func listedStamp(id string, now time.Time) string {
+	return strconv.FormatInt(unixMs(now), 10) + "|" + id
+}
+
+func parseListedStamp(shard, stamp string) (ListedShard, bool) {
+	ms, by, ok := strings.Cut(stamp, "|")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	s, sok := ParseShardID(shard)
+	if !ok || err != nil || !sok {
+		return ListedShard{}, false
+	}
+	return ListedShard{Shard: s, By: by, At: msTime(n)}, true
+}
+
+func sortListed(ls []ListedShard) {
+	slices.SortFunc(ls, func(a, b ListedShard) int { return strings.Compare(a.Shard.String(), b.Shard.String()) })
 }
 
 // heartbeatOf is the member as its heartbeat at now records it. A zero

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,9 +36,13 @@ func (l kvLease) lease(shard diff.Shard) Lease {
 	return Lease{Shard: shard, Owner: l.Owner, Token: l.Token, Acquired: msTime(l.Acquired), Renewed: msTime(l.Renewed), Expires: msTime(l.Expires)}
 }
 
-// membersKey is the group's membership value; a shard's values have four
-// tokens or more, so it can be no shard's.
-const membersKey = "group.members"
+// membersKey is the group's membership value, and listedKey the shards
+// its members listed (a JSON object of shard id -> "<Unix ms>|<member>");
+// a shard's values have four tokens or more, so neither can be a shard's.
+const (
+	membersKey = "group.members"
+	listedKey  = "group.listed"
+)
 
 // maxCASRounds bounds the compare-and-set retries of one change: each
 // lost round means another writer's change was made, so only a storm of
@@ -209,14 +214,15 @@ func (k *KV) Leases(ctx context.Context, shards []diff.Shard) ([]Lease, error) {
 	return out, nil
 }
 
-// Heartbeat registers or renews m, prunes the members whose heartbeat
-// expired at now, and returns the live members, sorted by id.
-func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error) {
+// Heartbeat registers or renews m, records the shards it lists, prunes
+// the members whose heartbeat expired at now and the shards listed by
+// nobody for ListedMemory, and returns the roster.
+func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) (Roster, error) {
 	if m.ID == "" {
-		return nil, errors.New("checkpoint: a member needs an id")
+		return Roster{}, errors.New("checkpoint: a member needs an id")
 	}
 	if err := checkTTL(ttl); err != nil {
-		return nil, err
+		return Roster{}, err
 	}
 	beat := recordOf(heartbeatOf(m, ttl, now))
 	var live map[string]memberRecord
@@ -236,14 +242,97 @@ func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now tim
 		return json.Marshal(all)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
 	}
-	members := make([]Member, 0, len(live))
+	var roster Roster
 	for _, r := range live {
-		members = append(members, r.member())
+		roster.Members = append(roster.Members, r.member())
 	}
-	sortMembers(members)
-	return members, nil
+	sortMembers(roster.Members)
+	if roster.Listed, err = k.list(ctx, m.ID, shardIDs(m.Lists), now); err != nil {
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+	}
+	return roster, nil
+}
+
+// listedRefresh is how stale a listed shard's record may grow before a
+// heartbeat of a member listing it writes it again: every write of the
+// one value is a compare-and-set that the group's members contend for.
+const listedRefresh = time.Minute
+
+// list records ids as listed by member at now, where their record is
+// missing or older than listedRefresh, prunes the shards listed by nobody
+// for ListedMemory, and returns the shards listed.
+func (k *KV) list(ctx context.Context, member string, ids []string, now time.Time) ([]ListedShard, error) {
+	var listed map[string]string
+	err := k.change(ctx, listedKey, func(current []byte) ([]byte, error) {
+		all, err := decodeListed(current)
+		if err != nil {
+			return nil, err
+		}
+		changed := false
+		for _, id := range ids {
+			if l, ok := parseListedStamp(id, all[id]); !ok || now.Sub(l.At) > listedRefresh {
+				all[id], changed = listedStamp(member, now), true
+			}
+		}
+		for id, stamp := range all {
+			if l, ok := parseListedStamp(id, stamp); !ok || l.At.Before(now.Add(-ListedMemory)) {
+				delete(all, id)
+				changed = true
+			}
+		}
+		listed = all
+		if !changed {
+			return nil, nil
+		}
+		return json.Marshal(all)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return listedShards(listed), nil
+}
+
+func decodeListed(value []byte) (map[string]string, error) {
+	all := map[string]string{}
+	if value == nil {
+		return all, nil
+	}
+	if err := json.Unmarshal(value, &all); err != nil {
+		return nil, fmt.Errorf("%w: listed shards: %v", ErrCorrupt, err)
+	}
+	return all, nil
+}
+
+func listedShards(all map[string]string) []ListedShard {
+	var out []ListedShard
+	for id, stamp := range all {
+		if l, ok := parseListedStamp(id, stamp); ok {
+			out = append(out, l)
+		}
+	}
+	sortListed(out)
+	return out
+}
+
+// Listed returns the shards a member listed since now minus
+// ListedMemory; it writes nothing.
+func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
+	var value []byte
+	entry, err := k.kv.Get(ctx, listedKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("checkpoint: read the listed shards from key-value: %w", err)
+	default:
+		value = entry.Value()
+	}
+	all, err := decodeListed(value)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read the listed shards: %w", err)
+	}
+	return slices.DeleteFunc(listedShards(all), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) }), nil
 }
 
 func decodeMembers(value []byte) (map[string]memberRecord, error) {

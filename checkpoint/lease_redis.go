@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -68,10 +69,13 @@ end
 return 1
 `
 
-// heartbeatScript: KEYS members; ARGV id, member (JSON, see
-// memberRecord), now, "1" to keep the Started recorded before. It prunes
-// members whose heartbeat expired at now (and any it cannot read: none
-// of this version's heartbeats is), and returns the live ones.
+// heartbeatScript: KEYS members, listed; ARGV id, member (JSON, see
+// memberRecord), now, "1" to keep the Started recorded before, the time
+// before which a listed shard is forgotten, then the ids of the shards
+// the member lists. It records them as listed now by the member, prunes
+// members whose heartbeat expired at now (and any it cannot read: none of
+// this version's heartbeats is) and shards listed by nobody since the
+// forgetting time, and returns {live members, {shard, stamp, …}}.
 const heartbeatScript = `
 local entry = ARGV[2]
 if ARGV[4] == '1' then
@@ -97,19 +101,42 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
-return live
+local stamp = ARGV[3] .. '|' .. ARGV[1]
+for i = 6, #ARGV do
+  redis.call('HSET', KEYS[2], ARGV[i], stamp)
+end
+local forget = tonumber(ARGV[5])
+local reg = redis.call('HGETALL', KEYS[2])
+local listed = {}
+for i = 1, #reg, 2 do
+  local at = tonumber(string.match(reg[i + 1], '^(%d+)|'))
+  if at and at >= forget then
+    listed[#listed + 1] = reg[i]
+    listed[#listed + 1] = reg[i + 1]
+  else
+    redis.call('HDEL', KEYS[2], reg[i])
+  end
+end
+return {live, listed}
 `
 
 func (r *Redis) membersKey() string { return r.opts.KeyPrefix + "group:members" }
 
-// Heartbeat registers or renews m, prunes the members whose heartbeat
-// expired at now, and returns the live members, sorted by id.
-func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) ([]Member, error) {
+// listedKey is the hash of shard id -> "<Unix ms>|<member>" of the last
+// heartbeat that listed each shard. Its hash tag is the members key
+// (which has no braces: a key prefix has none), so that in a Redis
+// Cluster both live in one slot, and one script writes them.
+func (r *Redis) listedKey() string { return "{" + r.membersKey() + "}listed" }
+
+// Heartbeat registers or renews m, records the shards it lists, prunes
+// the members whose heartbeat expired at now and the shards listed by
+// nobody for ListedMemory, and returns the roster.
+func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) (Roster, error) {
 	if m.ID == "" {
-		return nil, errors.New("checkpoint: a member needs an id")
+		return Roster{}, errors.New("checkpoint: a member needs an id")
 	}
 	if err := checkTTL(ttl); err != nil {
-		return nil, err
+		return Roster{}, err
 	}
 	keep := "0"
 	if m.Started.IsZero() {
@@ -117,23 +144,65 @@ func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now 
 	}
 	entry, err := json.Marshal(recordOf(heartbeatOf(m, ttl, now)))
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: heartbeat of %s: %w", m.ID, err)
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w", m.ID, err)
+	}
+	args := []any{m.ID, entry, unixMs(now), keep, unixMs(now.Add(-ListedMemory))}
+	for _, id := range shardIDs(m.Lists) {
+		args = append(args, id)
 	}
 	r.trips.Add(1)
-	raw, err := r.scripts.heartbeat.Run(ctx, r.client, []string{r.membersKey()}, m.ID, entry, unixMs(now), keep).StringSlice()
+	raw, err := r.scripts.heartbeat.Run(ctx, r.client, []string{r.membersKey(), r.listedKey()}, args...).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint: heartbeat of %s in redis: %w", m.ID, err)
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in redis: %w", m.ID, err)
 	}
-	members := make([]Member, 0, len(raw))
-	for _, s := range raw {
+	if len(raw) != 2 {
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: the script returned %d values", m.ID, ErrCorrupt, len(raw))
+	}
+	live, _ := raw[0].([]any)
+	listed, _ := raw[1].([]any)
+	var roster Roster
+	for _, v := range live {
 		var rec memberRecord
+		s, _ := v.(string)
 		if err := json.Unmarshal([]byte(s), &rec); err != nil {
-			return nil, fmt.Errorf("checkpoint: heartbeat of %s: %w: a member: %v", m.ID, ErrCorrupt, err)
+			return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: a member: %v", m.ID, ErrCorrupt, err)
 		}
-		members = append(members, rec.member())
+		roster.Members = append(roster.Members, rec.member())
 	}
-	sortMembers(members)
-	return members, nil
+	sortMembers(roster.Members)
+	roster.Listed = listedOf(listed)
+	return roster, nil
+}
+
+// listedOf reads a listed hash, as a flat list of fields and values;
+// what is not a shard's is skipped.
+func listedOf(flat []any) []ListedShard {
+	var out []ListedShard
+	for i := 0; i+1 < len(flat); i += 2 {
+		field, _ := flat[i].(string)
+		value, _ := flat[i+1].(string)
+		if l, ok := parseListedStamp(field, value); ok {
+			out = append(out, l)
+		}
+	}
+	sortListed(out)
+	return out
+}
+
+// Listed returns the shards a member listed since now minus
+// ListedMemory; it writes nothing.
+func (r *Redis) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
+	r.trips.Add(1)
+	all, err := r.client.HGetAll(ctx, r.listedKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read the listed shards from redis: %w", err)
+	}
+	flat := make([]any, 0, 2*len(all))
+	for k, v := range all {
+		flat = append(flat, k, v)
+	}
+	out := slices.DeleteFunc(listedOf(flat), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) })
+	return out, nil
 }
 
 // Leave removes the member at once.

@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -209,7 +210,8 @@ func TestMembership(t *testing.T) {
 			s := opener()
 			beat := func(m checkpoint.Member, ttl time.Duration, now time.Time, want string) []checkpoint.Member {
 				t.Helper()
-				ms, err := s.Heartbeat(ctx, m, ttl, now)
+				roster, err := s.Heartbeat(ctx, m, ttl, now)
+				ms := roster.Members
 				if err != nil || ids(ms) != want {
 					t.Fatalf("heartbeat of %s at %v: %v, %v; want %s", m.ID, now, ids(ms), err, want)
 				}
@@ -257,6 +259,86 @@ func TestMembership(t *testing.T) {
 				t.Fatal(err)
 			}
 			beat(checkpoint.Member{ID: "a"}, ttl, t0.Add(6*time.Second), "[a p0 p1]")
+		})
+	}
+}
+
+// TestMembersListTheirShards: a heartbeat carries the member's shards,
+// exclusions, withdrawal and last probe, read back by the others; the
+// group remembers which shards were listed, by whom and when, for
+// ListedMemory after the last heartbeat listing each, also once the
+// member that listed it is gone.
+func TestMembersListTheirShards(t *testing.T) {
+	t0 := leaseEpoch()
+	a := diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	b := diff.Shard{Account: "prod", Source: diff.SourceSWAS, Region: "cn-hangzhou"}
+	c := diff.Shard{Account: "default", Source: diff.SourceECS, Region: "ap-southeast-1"}
+	for name, open := range backends() {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			s := open(t)()
+			one := checkpoint.Member{ID: "one", Lists: []diff.Shard{b, a}, Excluded: []diff.Shard{b}, Withdrawn: "cannot reach the bus", BusOK: t0.Add(-time.Second)}
+			if _, err := s.Heartbeat(ctx, one, ttl, t0); err != nil {
+				t.Fatal(err)
+			}
+			roster, err := s.Heartbeat(ctx, checkpoint.Member{ID: "two", Shards: "abc", Lists: []diff.Shard{c}}, 2*time.Second, t0.Add(time.Second))
+			if err != nil || len(roster.Members) != 2 {
+				t.Fatalf("roster %+v, %v", roster, err)
+			}
+			got := roster.Members[0]
+			if fmt.Sprint(got.Lists) != fmt.Sprint([]diff.Shard{a, b}) || fmt.Sprint(got.Excluded) != fmt.Sprint([]diff.Shard{b}) ||
+				got.Withdrawn != one.Withdrawn || !got.BusOK.Equal(one.BusOK) {
+				t.Errorf("member one read back as %+v", got)
+			}
+			listed := func(ls []checkpoint.ListedShard) string {
+				var out []string
+				for _, l := range ls {
+					out = append(out, fmt.Sprintf("%s by %s at %s", l.Shard, l.By, l.At.Sub(t0)))
+				}
+				return fmt.Sprint(out)
+			}
+			want := "[default/ecs/ap-southeast-1 by two at 1s prod/ecs/cn-hangzhou by one at 0s prod/swas/cn-hangzhou by one at 0s]"
+			if got := listed(roster.Listed); got != want {
+				t.Errorf("listed:\n got %s\nwant %s", got, want)
+			}
+			// A member listing nothing says so ([] is not an earlier
+			// version's absent list), also through Redis's re-encoding of a
+			// heartbeat that keeps the first start time (cjson writes [] as {}).
+			for range 2 {
+				roster, err = s.Heartbeat(ctx, checkpoint.Member{ID: "empty", Lists: []diff.Shard{}}, ttl, t0.Add(time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, m := range roster.Members {
+				if m.ID == "empty" && (m.Lists == nil || len(m.Lists) != 0) {
+					t.Errorf("a member listing nothing read back with lists %#v", m.Lists)
+				}
+				if m.ID == "two" && m.Lists == nil {
+					t.Errorf("two's list was lost")
+				}
+			}
+			if err := s.Leave(ctx, "empty"); err != nil {
+				t.Fatal(err)
+			}
+			// two's heartbeat expires; the shard it listed is still remembered,
+			// and forgotten ListedMemory after its last listing.
+			later := t0.Add(checkpoint.ListedMemory / 2)
+			roster, err = s.Heartbeat(ctx, checkpoint.Member{ID: "one", Lists: []diff.Shard{a, b}}, ttl, later)
+			if err != nil || len(roster.Members) != 1 || roster.Members[0].Excluded != nil || roster.Members[0].Withdrawn != "" {
+				t.Fatalf("roster %+v, %v", roster, err)
+			}
+			if got := listed(roster.Listed); !strings.Contains(got, "default/ecs/ap-southeast-1 by two at 1s") {
+				t.Errorf("the shard of a member gone is not remembered: %s", got)
+			}
+			if ls, err := s.Listed(ctx, later); err != nil || listed(ls) != listed(roster.Listed) {
+				t.Errorf("Listed: %s, %v; the heartbeat said %s", listed(ls), err, listed(roster.Listed))
+			}
+			end := t0.Add(checkpoint.ListedMemory + 2*time.Second)
+			roster, err = s.Heartbeat(ctx, checkpoint.Member{ID: "one", Lists: []diff.Shard{a, b}}, ttl, end)
+			if err != nil || strings.Contains(listed(roster.Listed), "ap-southeast-1") || len(roster.Listed) != 2 {
+				t.Errorf("after ListedMemory: %s, %v", listed(roster.Listed), err)
+			}
 		})
 	}
 }

@@ -21,12 +21,11 @@ import (
 // LeaseStore is what a [Group] needs of its checkpoint store (see
 // [checkpoint.Leases] for each method's semantics).
 type LeaseStore interface {
-	Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) ([]checkpoint.Member, error)
+	Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error)
 	Leave(ctx context.Context, id string) error
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Renew(ctx context.Context, l checkpoint.Lease, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Release(ctx context.Context, l checkpoint.Lease) error
-	Leases(ctx context.Context, shards []diff.Shard) ([]checkpoint.Lease, error)
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s checkpoint.ShardStatus) error
 }
@@ -44,14 +43,23 @@ type GroupOptions struct {
 	Replica checkpoint.Member
 	// Store holds the group's members, leases and fencing tokens; required.
 	Store LeaseStore
-	// Shards is every shard of the configuration; every replica of a
-	// group must have the same.
+	// Shards is every shard of this replica's configuration. Other
+	// replicas of the group may list others (a rolling deploy, another
+	// deployment on the same store): a shard is shared among the live
+	// replicas that list it.
 	Shards []diff.Shard
 	// Poll runs a shard's poller until ctx ends, and returns nil then; an
 	// error (a fencing refusal, an expired claim) drops the shard. The
 	// poller must check claim before it stages or publishes (see
 	// [Options.Claim]) and report its cycles to claim.Observe.
 	Poll func(ctx context.Context, shard diff.Shard, claim *Claim) error
+	// Probe, if set, tells whether this replica can do its shards' work
+	// (the daemon makes a round trip to NATS), within ctx (half a tick). A replica whose
+	// probe failed two rounds running, while another replica's succeeded
+	// since, steps back: its heartbeat says it takes no shard, and the
+	// others take its shards. It serves again after three good probes. If
+	// no replica can reach the bus, nothing moves.
+	Probe func(ctx context.Context) error
 	// LeaseTTL bounds how long a dead replica's shards wait for a new
 	// owner; default 15s. Leases and heartbeats are written for LeaseTTL
 	// minus a Tick, the most the next owner takes to notice they expired.
@@ -61,20 +69,52 @@ type GroupOptions struct {
 	Tick time.Duration
 	// Logger; default no-op.
 	Logger *zap.Logger
-	// Metrics, if set, records lease ownership.
+	// Metrics, if set, records lease ownership and the group's state.
 	Metrics *Metrics
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
 
-// Group shares a configuration's shards among the replicas that use the
-// same store, with no coordinator of its own: each replica heartbeats
-// into the store, computes the same assignment from the live members
-// ([Assign]), takes the leases of the shards assigned to it, renews them,
-// and hands off those assigned elsewhere once their cycle in flight is
-// committed. A replica that stops renewing (killed, paused, cut off)
-// loses its shards when their leases expire; the fencing token of each
-// lease keeps a late write of it out of the store.
+// Exclusion and withdrawal thresholds, in rounds (see Group).
+const (
+	// excludeAfter is how many rounds running a shard assigned here must
+	// fail to be acquired (for a reason other than another owner) before
+	// this replica leaves it to the others; excludeFor (in lease TTLs) is
+	// how long it does the first time, doubled each time it fails again
+	// after, up to excludeMost.
+	excludeAfter = 3
+	excludeFor   = 10
+	excludeMost  = 16 * excludeFor
+	// withdrawAfter failed probes step the replica back; returnAfter good
+	// ones bring it back.
+	withdrawAfter = 2
+	returnAfter   = 3
+)
+
+// Group shares shards among the replicas that use the same store, with
+// no coordinator of its own. Each replica heartbeats into the store with
+// the shards it lists, reads the live replicas and their lists, and
+// computes the same assignment ([Assign]): each shard goes to one of the
+// live replicas that list it. It takes the leases of the shards assigned
+// to it, renews them, and hands off those assigned elsewhere: their
+// poller stops (committing what JetStream acknowledged) and the lease is
+// released as soon as it has. A replica that stops renewing (killed,
+// paused, cut off) loses its shards when their leases expire; the
+// fencing token of each lease keeps a late write of it out of the store.
+//
+// A replica says what it cannot do, and the assignment goes around it: a
+// shard whose lease its store refused excludeAfter rounds running (a
+// Redis Cluster slot it cannot reach) is left to the others for
+// excludeFor lease TTLs (longer each time it fails again after); a
+// replica that cannot reach the bus while
+// others can takes no shard (see [GroupOptions.Probe]). A shard that
+// nobody else can take stays with the replicas that list it.
+//
+// A shard that no live replica lists (its last one stopped, and the
+// others are configured without it) is polled by nobody: its lease
+// expires unrenewed and its state is kept. Every live replica says so
+// once, at warn, and counts it in capoller_group_unlisted_shards, for
+// checkpoint.ListedMemory after the last heartbeat that listed it.
 type Group struct {
 	opts GroupOptions
 	log  *zap.Logger
@@ -84,13 +124,32 @@ type Group struct {
 	ownedNow atomic.Pointer[[]diff.Shard]
 	// turned is when the last round ended (Unix nanoseconds), for Turning.
 	turned atomic.Int64
-	logged map[string]string // what was last logged per concern, to log a repeated failure once
-	// freeSince is when this replica first saw a shard without a live
-	// lease; adopted, when it took one assigned to another replica that
-	// did not take it (see adoptOrphans).
-	freeSince, adopted map[diff.Shard]time.Time
-	handedBack         map[diff.Shard]time.Time // adopted shards given back to their assignee
-	lastRound          time.Time                // when adoptOrphans last looked
+	// stopped wakes Run when a poller returns, to release its lease at once.
+	stopped chan struct{}
+	logged  map[string]string // what was last logged per concern, to log a repeated failure once
+
+	// refused counts the rounds running a shard's acquisition failed;
+	// excluded is until when a shard is left to the others, and
+	// exclusions how many times running it was.
+	refused    map[diff.Shard]int
+	excluded   map[diff.Shard]time.Time
+	exclusions map[diff.Shard]int
+	// The probe's state: failures and successes running, the first
+	// failure of the run, the last success, and why the replica stepped
+	// back ("" while it serves).
+	probeFails, probeOKs int
+	firstFail, busOK     time.Time
+	withdrawn            string
+	// members is the last roster's live members; unlisted the shards no
+	// live replica lists, as last said; configs the configurations last
+	// said to differ.
+	members  []checkpoint.Member
+	unlisted map[diff.Shard]bool
+	configs  string
+	// wake, if set, is when Run starts the next round if that is sooner
+	// than a tick: when a dead replica's heartbeat, or a lease wanted
+	// here, expires.
+	wake time.Time
 }
 
 // ownership is a shard this replica holds and polls.
@@ -136,9 +195,10 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		sum.Write([]byte(s.String() + "\n"))
 	}
 	opts.Replica.Shards = hex.EncodeToString(sum.Sum(nil)[:8])
+	opts.Replica.Lists = opts.Shards
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
-		owned: map[diff.Shard]*ownership{}, logged: map[string]string{},
-		freeSince: map[diff.Shard]time.Time{}, adopted: map[diff.Shard]time.Time{}, handedBack: map[diff.Shard]time.Time{}}, nil
+		owned: map[diff.Shard]*ownership{}, stopped: make(chan struct{}, 1), logged: map[string]string{},
+		refused: map[diff.Shard]int{}, excluded: map[diff.Shard]time.Time{}, exclusions: map[diff.Shard]int{}, unlisted: map[diff.Shard]bool{}}, nil
 }
 
 // Run takes part in the group until ctx ends. Then it stops its pollers
@@ -157,17 +217,29 @@ func (g *Group) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			g.shutdown()
 			return nil
+		case <-g.stopped:
+			// A poller handed off (or stopped by itself): its lease is
+			// released now, not at the next round, so that its next owner
+			// takes it within a tick.
+			g.reap()
+			g.publishOwned()
+			continue
 		case <-tick.C:
 		}
 		start := time.Now()
 		g.Step(ctx)
-		tick.Reset(max(g.opts.Tick-time.Since(start), 0)) // from start to start: a slow round does not stretch the next
+		next := g.opts.Tick - time.Since(start) // from start to start: a slow round does not stretch the next
+		if !g.wake.IsZero() {
+			next = min(next, g.wake.Sub(g.opts.Now()))
+		}
+		tick.Reset(max(next, 0))
 	}
 }
 
-// Step runs one round: reap the pollers that stopped, heartbeat, renew or
-// hand off the shards held, take those newly assigned here, and report
-// the shards' status. Run calls it every tick; tests call it directly.
+// Step runs one round: reap the pollers that stopped, heartbeat while
+// probing the bus, renew or hand off the shards held, take those newly
+// assigned here, say which shards no live replica lists, and report the
+// shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	defer g.publishOwned()
 	g.reap()
@@ -177,85 +249,239 @@ func (g *Group) Step(ctx context.Context) {
 	run := ctx
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Tick)
 	defer cancel()
-	members, err := g.opts.Store.Heartbeat(ctx, g.opts.Replica, g.lease(), g.opts.Now())
+	probed := g.startProbe(run)
+	g.endExclusions()
+	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
 		return
 	}
-	ids := []string{g.opts.Replica.ID}
-	var differ []string
-	for _, m := range members {
-		ids = append(ids, m.ID)
-		if m.Shards != "" && m.Shards != g.opts.Replica.Shards {
-			differ = append(differ, m.ID)
+	g.members = roster.Members
+	if probed != nil {
+		was := g.withdrawn
+		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
+		if g.withdrawn != was {
+			// Said at once, not at the next round: the others take (or
+			// give back) the shards as soon as this round hands them off.
+			again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+			if err == nil {
+				roster, g.members = again, again.Members
+			}
 		}
 	}
-	// Replicas whose configurations list other shards assign them
-	// differently: a shard either has two candidates (the lease decides)
-	// or none, until it is adopted. Said once per change.
-	var differErr error
-	if len(differ) > 0 {
-		differErr = fmt.Errorf("replicas %v list other shards than this one (%d shards, digest %s): each replica of a group must have the same configuration", differ, len(g.opts.Shards), g.opts.Replica.Shards)
-	}
-	g.failed("configuration", differErr, "the group's replicas disagree on the shards")
-	want := Assign(g.opts.Shards, ids)
+	g.wakeAt(roster.Members)
+	g.opts.Metrics.groupReplicas(len(roster.Members))
+	g.sayConfigs()
+	want := g.assignment()
 	g.renew(ctx, want)
 	for _, s := range g.opts.Shards {
 		if want[s] != g.opts.Replica.ID || g.owned[s] != nil {
+			delete(g.refused, s)
 			continue
 		}
 		g.acquire(run, ctx, s)
 	}
-	g.adoptOrphans(run, ctx)
+	g.sayUnlisted(roster.Listed)
 	g.report(ctx)
 }
 
-// adoptOrphans takes the shards that have had no live lease for two TTLs,
-// whoever they are assigned to. The assignment trusts a heartbeat: a
-// replica that heartbeats but cannot take its leases (its shards' Redis
-// Cluster slot unreachable, a corrupt lease), or replicas whose
-// configurations differ during a rolling deploy, would otherwise leave
-// shards polled by nobody. An adopted shard is kept for ten TTLs before
-// it is handed back to its assignee, so that it does not bounce.
-func (g *Group) adoptOrphans(run, ctx context.Context) {
-	leases, err := g.opts.Store.Leases(ctx, g.opts.Shards)
-	if g.failed("read leases", err, "could not read the leases; shards without an owner are not adopted") {
+// wakeAt plans the next round for when the first of the other members'
+// heartbeats expires, if that is within a tick: a replica that renews
+// never lets it come so close, so that one is dead, and its shards are
+// taken the moment its claims end rather than up to a tick later.
+func (g *Group) wakeAt(members []checkpoint.Member) {
+	g.wake = time.Time{}
+	for _, m := range members {
+		if m.ID != g.opts.Replica.ID {
+			g.earlier(m.Expires)
+		}
+	}
+}
+
+// earlier moves the next round to just past t, if t is within a tick.
+func (g *Group) earlier(t time.Time) {
+	if t.IsZero() || !t.Before(g.opts.Now().Add(g.opts.Tick)) {
 		return
 	}
+	if t = t.Add(time.Millisecond); g.wake.IsZero() || t.Before(g.wake) {
+		g.wake = t
+	}
+}
+
+// member is this replica as its heartbeat describes it now.
+func (g *Group) member() checkpoint.Member {
+	m := g.opts.Replica
+	for _, s := range g.opts.Shards {
+		if _, ok := g.excluded[s]; ok {
+			m.Excluded = append(m.Excluded, s)
+		}
+	}
+	m.Withdrawn, m.BusOK = g.withdrawn, g.busOK
+	return m
+}
+
+// endExclusions ends the exclusions that lasted their time: the shards
+// are this replica's to take again.
+func (g *Group) endExclusions() {
 	now := g.opts.Now()
-	if now.Sub(g.lastRound) > 3*g.opts.Tick {
-		// A replica paused or cut off saw nothing meanwhile: what it saw
-		// free before may have an owner by now.
-		clear(g.freeSince)
+	for s, until := range g.excluded {
+		if !now.Before(until) {
+			delete(g.excluded, s)
+			g.log.Info("taking the shard's lease again after leaving it to the other replicas", zap.Stringer("shard", s))
+		}
 	}
-	g.lastRound = now
-	for _, l := range leases {
+}
+
+// lists is the shards a member lists; a member of an earlier version,
+// which recorded only a digest, is taken to list what this replica does.
+func (g *Group) lists(m checkpoint.Member) []diff.Shard {
+	if m.Lists == nil {
+		return g.opts.Shards
+	}
+	return m.Lists
+}
+
+// assignment computes who takes which shard: each shard goes to one of
+// the live members that list it and can take it (not withdrawn, not
+// excluding it), or, if none can, to one of those that list it.
+func (g *Group) assignment() map[diff.Shard]string {
+	self := g.member()
+	members := slices.DeleteFunc(slices.Clone(g.members), func(m checkpoint.Member) bool { return m.ID == self.ID })
+	members = append(members, self)
+	can := map[string][]diff.Shard{}
+	served := map[diff.Shard]bool{}
+	for _, m := range members {
+		if m.Withdrawn != "" {
+			continue
+		}
+		for _, s := range g.lists(m) {
+			if !slices.Contains(m.Excluded, s) {
+				can[m.ID] = append(can[m.ID], s)
+				served[s] = true
+			}
+		}
+	}
+	for _, m := range members {
+		for _, s := range g.lists(m) {
+			if !served[s] && !slices.Contains(can[m.ID], s) {
+				can[m.ID] = append(can[m.ID], s) // nobody can: those that list it keep it
+			}
+		}
+	}
+	return Assign(can)
+}
+
+// startProbe asks, within half a tick, whether this replica reaches the
+// bus, and returns where the answer comes (nil without a probe). It runs
+// beside the heartbeat: a probe that times out delays no store call.
+func (g *Group) startProbe(run context.Context) <-chan error {
+	if g.opts.Probe == nil {
+		return nil
+	}
+	answer := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(run, g.opts.Tick/2)
+	go func() {
+		defer cancel()
+		answer <- g.opts.Probe(ctx)
+	}()
+	return answer
+}
+
+// probed steps the replica back, or brings it back, on a probe's answer
+// (see [GroupOptions.Probe]). It judges by the members the round's
+// heartbeat found: whether another reached the bus since this one's
+// failures began.
+func (g *Group) probed(err error) {
+	now := g.opts.Now()
+	g.failed("bus", err, "could not reach the bus")
+	if err == nil {
+		g.busOK, g.probeFails = now, 0
+		g.probeOKs++
+		if g.withdrawn != "" && g.probeOKs >= returnAfter {
+			g.log.Info("the bus is reachable again: taking shards again")
+			g.withdrawn = ""
+			g.opts.Metrics.groupWithdrawn(false)
+		}
+		return
+	}
+	g.probeOKs = 0
+	if g.probeFails == 0 {
+		g.firstFail = now
+	}
+	g.probeFails++
+	if g.withdrawn != "" || g.probeFails < withdrawAfter {
+		return
+	}
+	for _, m := range g.members {
+		if m.ID != g.opts.Replica.ID && m.Withdrawn == "" && m.BusOK.After(g.firstFail) {
+			g.withdrawn = "cannot reach the bus: " + err.Error()
+			g.log.Warn("cannot reach the bus while other replicas can: stepping back, they take this replica's shards",
+				zap.String("reaches_it", m.ID), zap.Error(err))
+			g.opts.Metrics.groupWithdrawn(true)
+			return
+		}
+	}
+}
+
+// sayConfigs says, once per change, that the live replicas list
+// different shards (a rolling deploy, several deployments on one store):
+// information, for they share what they list in common.
+func (g *Group) sayConfigs() {
+	byDigest := map[string][]string{}
+	sizes := map[string]int{}
+	for _, m := range g.members {
+		byDigest[m.Shards] = append(byDigest[m.Shards], m.ID)
+		sizes[m.Shards] = len(g.lists(m))
+	}
+	var configs []string
+	for digest, ids := range byDigest {
+		configs = append(configs, fmt.Sprintf("%s list %d shards (digest %s)", strings.Join(ids, ", "), sizes[digest], digest))
+	}
+	slices.Sort(configs)
+	said := strings.Join(configs, "; ")
+	if len(configs) < 2 {
+		said = ""
+	}
+	if said == g.configs {
+		return
+	}
+	if said != "" {
+		g.log.Info("the group's replicas list different shards; each shard is shared among the live replicas that list it",
+			zap.Strings("configurations", configs))
+	} else if g.configs != "" {
+		g.log.Info("the group's replicas list the same shards again")
+	}
+	g.configs = said
+}
+
+// sayUnlisted says, once per shard, which shards no live replica lists,
+// and counts them.
+func (g *Group) sayUnlisted(listed []checkpoint.ListedShard) {
+	now := map[diff.Shard]bool{}
+	for _, m := range g.members {
+		for _, s := range g.lists(m) {
+			now[s.Canonical()] = true
+		}
+	}
+	unlisted := map[diff.Shard]bool{}
+	for _, l := range listed {
 		s := l.Shard.Canonical()
-		if g.owned[s] != nil {
-			continue // held, or being released
-		}
-		if l.Live(now) {
-			delete(g.freeSince, s)
-			delete(g.handedBack, s)
+		if now[s] {
 			continue
 		}
-		since, ok := g.freeSince[s]
-		if !ok {
-			g.freeSince[s], since = now, now
-		}
-		if back, ok := g.handedBack[s]; ok && now.Sub(back) >= 2*g.opts.Tick {
-			since = now.Add(-2 * g.opts.LeaseTTL) // its assignee did not take it back
-		}
-		if now.Sub(since) < 2*g.opts.LeaseTTL {
-			continue
-		}
-		g.log.Warn("adopting a shard that has had no owner for two lease TTLs", zap.Stringer("shard", s), zap.Duration("free_for", now.Sub(since)))
-		if g.acquire(run, ctx, s) {
-			g.adopted[s] = now
-			delete(g.freeSince, s)
-			delete(g.handedBack, s)
+		unlisted[s] = true
+		if !g.unlisted[s] {
+			g.log.Warn("no live replica lists the shard: nobody polls it; its lease expires unrenewed and its state is kept",
+				zap.Stringer("shard", s), zap.String("last_listed_by", l.By), zap.Time("last_listed", l.At))
 		}
 	}
+	for s := range g.unlisted {
+		if !unlisted[s] && now[s] {
+			g.log.Info("the shard is listed by a live replica again", zap.Stringer("shard", s))
+		}
+	}
+	g.unlisted = unlisted
+	g.opts.Metrics.groupUnlisted(len(unlisted))
 }
 
 // lease is how long each lease and heartbeat is written for.
@@ -317,16 +543,10 @@ func (g *Group) renew(ctx context.Context, want map[diff.Shard]string) {
 		if o == nil || o.leaving {
 			continue
 		}
-		if want != nil && want[s] != g.opts.Replica.ID && g.opts.Now().Sub(g.adopted[s]) >= 10*g.opts.LeaseTTL {
+		if want != nil && want[s] != g.opts.Replica.ID {
 			g.log.Info("handing the shard off", zap.Stringer("shard", s), zap.String("to", want[s]))
 			o.leaving = true
 			o.cancel()
-			if _, ok := g.adopted[s]; ok {
-				// Handed back to an assignee that may still be unable to
-				// take it: if it does not within two ticks, adopt again.
-				g.handedBack[s] = g.opts.Now()
-				delete(g.adopted, s)
-			}
 			continue
 		}
 		todo = append(todo, &renewal{s: s, o: o})
@@ -354,12 +574,28 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	sent := g.opts.Now()
 	l, err := g.opts.Store.Acquire(ctx, s, g.opts.Replica.ID, g.lease(), sent)
 	if errors.Is(err, checkpoint.ErrLeaseHeld) {
+		g.earlier(l.Expires)
 		g.log.Debug("waiting for the shard's lease", zap.Stringer("shard", s), zap.String("owner", l.Owner), zap.Time("expires", l.Expires))
+		delete(g.refused, s)
 		return false
 	}
 	if g.failed("acquire "+s.String(), err, "could not take a lease") {
+		if g.refused[s]++; g.refused[s] >= excludeAfter {
+			// The store refuses this replica the shard (in a Redis Cluster,
+			// a slot it cannot reach while others may): the next heartbeat
+			// leaves it to the others.
+			g.exclusions[s]++
+			until := g.opts.Now().Add(time.Duration(min(excludeFor<<(g.exclusions[s]-1), excludeMost)) * g.opts.LeaseTTL)
+			g.log.Warn("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
+				zap.Stringer("shard", s), zap.Int("rounds", g.refused[s]), zap.Time("until", until), zap.Error(err))
+			g.excluded[s] = until
+			delete(g.refused, s)
+		}
 		return false
 	}
+	delete(g.refused, s)
+	delete(g.excluded, s)
+	delete(g.exclusions, s)
 	g.opts.Store.Fence(s, l.Token)
 	claim := &Claim{shard: s, ttl: g.lease(), now: g.opts.Now}
 	claim.renewed(l, sent)
@@ -369,8 +605,12 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	g.opts.Metrics.leaseAcquired(s)
 	g.log.Info("took the shard", zap.Stringer("shard", s), zap.Uint64("token", l.Token))
 	go func() {
-		defer close(o.done)
 		o.err = g.opts.Poll(pctx, s, claim)
+		close(o.done)
+		select {
+		case g.stopped <- struct{}{}:
+		default: // Run is woken already
+		}
 	}()
 	return true
 }
@@ -415,9 +655,6 @@ func (g *Group) finish(shards []diff.Shard) {
 	for _, s := range shards {
 		o := g.owned[s]
 		delete(g.owned, s)
-		if !o.leaving {
-			delete(g.adopted, s) // stopped by itself: adopted or not, it is not held
-		}
 		if o.err != nil {
 			fenced := errors.Is(o.err, checkpoint.ErrFenced)
 			g.log.Warn("the shard's poller stopped: dropping the shard", zap.Stringer("shard", s), zap.Bool("fenced", fenced), zap.Error(o.err))

@@ -51,6 +51,8 @@ type Metrics struct {
 	apiBackoff    *prometheus.CounterVec // class
 	skipped       *prometheus.CounterVec // reason
 	aborted       *prometheus.CounterVec // reason
+	// The group's state, as this replica sees it.
+	replicas, unlisted, withdrawn prometheus.Gauge
 
 	mu    sync.Mutex
 	codes map[codeSet]map[string]bool // the error codes each shard has a series of
@@ -83,6 +85,11 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, shardLabels())
 		reg.MustRegister(v)
 		return v
+	}
+	plain := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		reg.MustRegister(g)
+		return g
 	}
 	histogram := func(name, help string, buckets []float64) *prometheus.HistogramVec {
 		v := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, shardLabels())
@@ -132,8 +139,13 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		apiBackoff:  counter("capoller_api_backoff_seconds_total", "Time API calls waited before a retry, by error class.", "class"),
 		skipped:     counter("capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.", "reason"),
 		aborted:     counter("capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.", "reason"),
-		codes:       map[codeSet]map[string]bool{},
-		seen:        map[diff.Shard]bool{},
+		replicas:    plain("capoller_group_replicas", "Live replicas of the group, as this replica's last heartbeat found them."),
+		unlisted: plain("capoller_group_unlisted_shards",
+			"Shards that no live replica lists (configured on replicas that stopped): nobody polls them. Remembered for an hour after the last replica listing one."),
+		withdrawn: plain("capoller_group_withdrawn",
+			"1 while this replica takes no shard because it cannot reach NATS while other replicas can."),
+		codes: map[codeSet]map[string]bool{},
+		seen:  map[diff.Shard]bool{},
 	}
 }
 
@@ -406,4 +418,25 @@ func (m *Metrics) ListingAborted(s diff.Shard, reason string) {
 	}
 	m.show(s)
 	m.aborted.WithLabelValues(values(s, reason)...).Inc()
+}
+
+// groupReplicas records the live replicas the last heartbeat found.
+func (m *Metrics) groupReplicas(n int) {
+	if m != nil {
+		m.replicas.Set(float64(n))
+	}
+}
+
+// groupUnlisted records the shards no live replica lists.
+func (m *Metrics) groupUnlisted(n int) {
+	if m != nil {
+		m.unlisted.Set(float64(n))
+	}
+}
+
+// groupWithdrawn records whether this replica stepped back.
+func (m *Metrics) groupWithdrawn(on bool) {
+	if m != nil {
+		m.withdrawn.Set(map[bool]float64{false: 0, true: 1}[on])
+	}
 }

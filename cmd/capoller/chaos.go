@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
@@ -47,6 +49,7 @@ type chaosOptions struct {
 	quota         int
 	qps           float64
 	catchUp       time.Duration
+	partitions    string // on, off, only
 	jsonOut       bool
 	reportFile    string
 	keep          bool
@@ -75,6 +78,7 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.quota, "api-quota", 600, "the emulator's API quota: calls per minute per account, action and region")
 	fs.Float64Var(&o.qps, "qps", 5, "the replicas' --qps (their group's rate per API, account and region)")
 	fs.DurationVar(&o.catchUp, "catch-up", 3*time.Minute, "how long the replicas get, after the faults, to announce every final status")
+	fs.StringVar(&o.partitions, "partitions", "on", "network partitions of a replica (or all) from Redis or NATS, through a fault proxy per replica and engine, when the engines are the harness's own single servers: on (among the other faults), off, or only (no other scheduled fault; the replicas' hooks still fire)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of the summary")
 	fs.StringVar(&o.reportFile, "report", "", "also write the JSON report to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run's directory (replica logs, engines' data) even when the run passed")
@@ -93,6 +97,10 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "capoller chaos: duration, replicas, interval, lease-ttl, fault-every, rate and qps must be positive")
 		return 2
 	}
+	if o.partitions != "on" && o.partitions != "off" && o.partitions != "only" {
+		fmt.Fprintf(stderr, "capoller chaos: --partitions %q: want on, off or only\n", o.partitions)
+		return 2
+	}
 	if o.checkpoint != "redis" && o.checkpoint != "natskv" {
 		fmt.Fprintf(stderr, "capoller chaos: --checkpoint %q: want redis or natskv\n", o.checkpoint)
 		return 2
@@ -104,6 +112,11 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if o.seed == 0 {
 		o.seed = time.Now().UnixNano() % 1_000_000_000
 	}
+	// The harness's own Redis client (the lease watch) fails while the
+	// harness restarts redis-server: the report counts those reads, and
+	// go-redis's process-wide logger would print each failed dial in
+	// between the progress lines.
+	redis.SetLogger(&redisLogger{log: zap.NewNop()})
 	rep, err := runChaos(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller chaos: %v\n", err)
@@ -155,39 +168,56 @@ type chaosFault struct {
 	Rate    float64       `json:"rate,omitempty"`
 	Detail  string        `json:"detail,omitempty"`
 	Seed    int64         `json:"behaviourSeed,omitempty"`
+	// Link is what a partition cuts (redis, nats or redis+nats), of
+	// every replica with AllReplicas.
+	Link        string `json:"link,omitempty"`
+	AllReplicas bool   `json:"allReplicas,omitempty"`
 	// Skipped says why the fault was not applied (its target was down, or
 	// the engine was already restarting).
 	Skipped string `json:"skipped,omitempty"`
 }
 
+// chaosWeighted is a kind of fault and its weight in the schedule.
+type chaosWeighted struct {
+	kind string
+	w    int
+}
+
 // chaosSchedule draws the faults of a run from its seed.
 func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFault {
 	rng := rand.New(rand.NewPCG(uint64(o.seed), 0x6368616f73)) // "chaos"
-	type weighted struct {
-		kind string
-		w    int
-	}
-	kinds := []weighted{{faultKill, 4}, {faultStop, 2}, {faultThrottle, 1}, {faultServerError, 1}, {faultSlow, 1},
+	kinds := []chaosWeighted{{faultKill, 4}, {faultStop, 2}, {faultThrottle, 1}, {faultServerError, 1}, {faultSlow, 1},
 		{faultMalformed, 1}, {faultInvalidToken, 1}, {faultBehaviour, 1}}
 	if redisEmbedded && o.checkpoint == "redis" {
-		for _, k := range chaosRedisFaults(o.redisTopology) {
-			kinds = append(kinds, weighted(k))
-		}
+		kinds = append(kinds, chaosRedisFaults(o.redisTopology)...)
 	}
 	if natsEmbedded {
-		kinds = append(kinds, weighted{map[bool]string{false: faultNATS, true: faultNATSNode}[o.natsCluster], 1})
+		kinds = append(kinds, chaosWeighted{map[bool]string{false: faultNATS, true: faultNATSNode}[o.natsCluster], 1})
 	}
+	partitions := partitionKinds(o, redisEmbedded, natsEmbedded)
+	if o.partitions == "only" {
+		kinds = partitions
+	} else {
+		kinds = append(kinds, partitions...)
+	}
+	redisLink, natsLink := partitionLinks(o, redisEmbedded, natsEmbedded)
 	total := 0
 	for _, k := range kinds {
 		total += k.w
 	}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Float64()*float64(hi-lo)) }
 	var out []chaosFault
+	if total == 0 {
+		return out
+	}
 	at := 2 * o.leaseTTL // the group forms first
+	var partitionsFree, enginesFree time.Duration
 	for {
 		gap := time.Duration(rng.ExpFloat64() * float64(o.faultEvery))
 		at += min(max(gap, o.faultEvery/4), 3*o.faultEvery)
 		if at >= o.duration {
+			// Partitions may have been put off: in the order of their times.
+			slices.SortStableFunc(out, func(a, b chaosFault) int { return cmp.Compare(a.At, b.At) })
 			return withRedisFailover(o, out, redisEmbedded)
 		}
 		n := rng.IntN(total)
@@ -205,18 +235,38 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 			// catch-up for a minute and prove nothing more.
 			kind = faultServerError
 		}
+		// Partitions alone open with the case they are for: one replica
+		// cut off for longer than its lease.
+		opening := o.partitions == "only" && len(out) == 0
+		if opening {
+			kind = faultPartitionHole
+		}
 		f := chaosFault{At: at, Kind: kind}
 		switch kind {
 		case faultKill:
 			f.Replica, f.For = rng.IntN(o.replicas), between(200*time.Millisecond, 2*o.leaseTTL)
 		case faultStop:
 			f.Replica, f.For = rng.IntN(o.replicas), between(o.leaseTTL+o.leaseTTL/4, 2*o.leaseTTL)
-		case faultRedis, faultNATS:
-			f.For = between(500*time.Millisecond, 5*time.Second)
+		case faultRedis, faultNATS, faultNATSNode:
+			if kind == faultNATSNode {
+				f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
+			} else {
+				f.For = between(500*time.Millisecond, 5*time.Second)
+			}
+			// Not during a partition, whose checks an outage of the
+			// whole group would blur: after it.
+			if f.At = max(f.At, partitionsFree); f.At >= o.duration {
+				continue
+			}
+			enginesFree = max(enginesFree, f.At+f.For+o.leaseTTL)
 		case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
 			chaosRedisFault(&f, rng)
-		case faultNATSNode:
-			f.Replica, f.For = rng.IntN(3), between(3*time.Second, 15*time.Second)
+			// Like a restart: not during a partition, and none until the
+			// group served again for a while.
+			if f.At = max(f.At, partitionsFree); f.At >= o.duration {
+				continue
+			}
+			enginesFree = max(enginesFree, f.At+f.For+2*o.leaseTTL)
 		case faultThrottle:
 			f.For, f.Rate = between(2*time.Second, 10*time.Second), 0.3+0.6*rng.Float64()
 		case faultServerError:
@@ -233,6 +283,19 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 		case faultBehaviour:
 			f.Seed = rng.Int64N(math.MaxInt32)
 			f.Detail = castest.RandomBehaviour(f.Seed).String()
+		case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
+			drawPartition(rng, o, &f, redisLink, natsLink, between)
+			if opening && f.AllReplicas {
+				f.AllReplicas, f.Replica, f.For = false, rng.IntN(o.replicas), between(o.leaseTTL, 3*o.leaseTTL)
+			}
+			// One at a time, two TTLs apart (a replica back from one
+			// takes a few ticks to serve again), a TTL after an engine's
+			// restart, and over before the faults are.
+			f.At = max(f.At, partitionsFree, enginesFree)
+			if f.At+f.For > o.duration {
+				continue
+			}
+			partitionsFree = f.At + f.For + 2*o.leaseTTL
 		}
 		f.AtText = f.At.Round(time.Millisecond).String()
 		if f.For > 0 {
@@ -329,6 +392,15 @@ type chaosRun struct {
 	engineErrs  []string
 	progressAt  time.Time
 	harnessLogs sync.Mutex
+
+	// Network partitions: the replicas' links, the partition in effect
+	// and those applied, the replicas' comings and goings, the leases.
+	links            *chaosLinks
+	partition        *partitionRun
+	partitions       []*partitionRun
+	lastPartitionEnd time.Time
+	events           []slotEvent
+	leases           *leaseWatch
 }
 
 // appliedFault is when a fault of a kind hit, for the latencies after it.
@@ -350,6 +422,9 @@ func (c *chaosRun) logf(format string, args ...any) {
 func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosReport, error) {
 	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v%s", o.seed, o.duration, chaosReplayRedis(o)),
 		DurationSeconds: o.duration.Seconds(), Replicas: o.replicas, Checkpoint: o.checkpoint}
+	if o.partitions != "" && o.partitions != "on" {
+		rep.Replay += " --partitions " + o.partitions
+	}
 	dir, err := os.MkdirTemp("", "capoller-chaos-")
 	if err != nil {
 		return rep, err
@@ -383,6 +458,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	if o.checkpoint == "natskv" {
 		rep.Redis = "unused (checkpoints in JetStream KV)"
 	}
+	rep.Partitions.Injected = describePartitions(o, c.redis.embedded(), c.nats.embedded())
 
 	regions := []string{"cn-hangzhou", "cn-shanghai", "ap-southeast-1"}
 	keys := map[string][2]string{"prod": {"LTAIchaosprod" + randomHex(3), randomHex(12)}, "staging": {"LTAIchaosstg" + randomHex(3), randomHex(12)}}
@@ -404,6 +480,11 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 
 	name := "CAPOLLER_CHAOS_" + strings.ToUpper(randomHex(4))
 	prefix := strings.ToLower(name)
+	redisLink, natsLink := partitionLinks(o, c.redis.embedded(), c.nats.embedded())
+	if c.links, err = newChaosLinks(o.replicas, c.redis.url, c.nats.url, redisLink, natsLink, prefix); err != nil {
+		return rep, err
+	}
+	defer c.links.close()
 	yaml := "accounts:\n"
 	env := []string{"ALIBABA_CLOUD_ECS_METADATA_DISABLED=true"}
 	for _, a := range []string{"prod", "staging"} {
@@ -439,6 +520,23 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 		return rep, err
 	}
 	defer cleanupChaos(js, c.redis, name, prefix+":", o.checkpoint)
+	readLeases, closeLeases, err := chaosLeaseReader(o, c.redis.url, js, name, prefix+":", chaosShards([]string{"prod", "staging"}, []string{"ecs", "swas"}, regions))
+	if err != nil {
+		return rep, err
+	}
+	defer closeLeases()
+	c.leases = newLeaseWatch(readLeases, func(owner string) int {
+		// Owners are <slot id>-<random>: chaos-2-1a2b3c.
+		for i, s := range c.slots {
+			if strings.HasPrefix(owner, s.id+"-") {
+				return i
+			}
+		}
+		return o.replicas // not a replica of the harness
+	})
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	defer func() { stopWatching(); watching.Wait() }()
 	reader := &chaosStream{js: js, stream: name, last: map[diff.Key]string{}}
 	followCtx, stopFollowing := context.WithCancel(ctx)
 	var following sync.WaitGroup
@@ -451,6 +549,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	for i := range o.replicas {
 		c.slots = append(c.slots, &chaosSlot{id: fmt.Sprintf("chaos-%d", i+1), state: "down"})
 	}
+	watching.Go(func() { c.leases.run(watchCtx) })
 	defer c.stopAll()
 	for i := range c.slots {
 		if err := c.startSlot(i, true); err != nil {
@@ -495,6 +594,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 			_ = c.sim.SetBehaviour(castest.Behaviour{})
 			stopWork()
 			work.Wait()
+			c.tendPartition(now, true)
 			c.logf("faults over: the workload stopped, the API is ideal again; waiting up to %v for every final status", o.catchUp)
 		}
 		for !settling && next < len(c.schedule) && !now.Before(c.start.Add(c.schedule[next].At)) {
@@ -505,6 +605,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 			c.sim.ClearFaults()
 			c.apiUntil = time.Time{}
 		}
+		c.tendPartition(now, settling)
 		c.tend(now, settling)
 		if now.Sub(lastPoll) >= time.Second {
 			lastPoll = now
@@ -528,6 +629,8 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	}
 	rep.CaughtUp = caughtUp
 	c.stopAll()
+	stopWatching()
+	watching.Wait()
 	stopFollowing()
 	following.Wait()
 	for attempt := 0; ; attempt++ {
@@ -583,7 +686,7 @@ func (c *chaosRun) startSlot(i int, arm bool) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, append(slices.Clone(c.args), "--replica-id", s.id, "--metrics-addr", addr)...)
+	cmd := exec.Command(exe, append(c.links.args(c.args, i), "--replica-id", s.id, "--metrics-addr", addr)...)
 	cmd.Env = slices.Clone(c.env)
 	if s.arm.step != "" {
 		cmd.Env = append(cmd.Env, s.arm.env())
@@ -617,10 +720,12 @@ func (c *chaosRun) exited(ex slotExit, settling bool) {
 		c.faults[faultHook]++
 		c.applied = append(c.applied, appliedFault{at: now, kind: faultHook + "-kill@" + string(s.arm.step)})
 		c.logf("%s killed itself at %s (batch %d at that step)", s.id, s.arm.step, s.arm.nth)
+		c.disturbed(ex.slot, "killed itself at "+string(s.arm.step), false, now)
 		s.until = now.Add(time.Duration(200+c.armRNG.IntN(2000)) * time.Millisecond)
 	default:
 		c.unexpected = append(c.unexpected, fmt.Sprintf("%s (start %d) exited by itself at %v: %v", s.id, s.gen, now.Sub(c.start).Round(time.Second), ex.ps))
 		c.logf("%s exited by itself: %v", s.id, ex.ps)
+		c.disturbed(ex.slot, "exited by itself ("+ex.ps.String()+")", true, now)
 		s.until = now.Add(time.Second)
 	}
 	s.state, s.cmd = "down", nil
@@ -640,6 +745,7 @@ func (c *chaosRun) tend(now time.Time, settling bool) {
 				c.applied = append(c.applied, appliedFault{at: now, kind: faultHook + "-stop@" + string(s.arm.step)})
 				pause := c.o.leaseTTL + time.Duration(c.armRNG.Float64()*float64(c.o.leaseTTL))
 				c.logf("%s stopped itself at %s (batch %d at that step); resuming in %v", s.id, s.arm.step, s.arm.nth, pause.Round(time.Millisecond))
+				c.disturbed(i, "stopped itself at "+string(s.arm.step), false, now)
 				s.state, s.until, s.arm = "hookstopped", now.Add(pause), chaosArm{}
 			}
 		case "stopped", "hookstopped":
@@ -678,6 +784,7 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 		}
 		s.killing, s.until = true, now.Add(f.For)
 		_ = s.cmd.Process.Kill()
+		c.disturbed(c.slotIndex(s), "killed", false, now)
 		done("SIGKILL %s (%s); restart in %v", s.id, s.state, f.For.Round(time.Millisecond))
 	case faultStop:
 		s := c.target(f.Replica, func(s *chaosSlot) bool { return s.state == "running" })
@@ -687,10 +794,15 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 		}
 		_ = s.cmd.Process.Signal(syscall.SIGSTOP)
 		s.state, s.until = "stopped", now.Add(f.For)
+		c.disturbed(c.slotIndex(s), "stopped", false, now)
 		done("SIGSTOP %s for %v (lease TTL %v)", s.id, f.For.Round(time.Millisecond), c.o.leaseTTL)
 	case faultRedis, faultNATS, faultNATSNode:
 		if c.busy[f.Kind] {
 			skip("engine restarting")
+			return
+		}
+		if c.partition != nil {
+			skip("a partition is in effect")
 			return
 		}
 		c.busy[f.Kind] = true
@@ -743,6 +855,8 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 		}
 		c.behaviours = append(c.behaviours, f.AtText+": "+f.Detail)
 		done("behaviour: %s", f.Detail)
+	case faultPartitionHole, faultPartitionReset, faultPartitionLatency:
+		c.startPartition(f, now, skip, done)
 	}
 }
 

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,21 +38,15 @@ const (
 	faultLagKill = "redis-lag-kill"
 )
 
-// chaosWeight is a fault kind and its weight in the schedule.
-type chaosWeight struct {
-	kind string
-	w    int
-}
-
 // chaosRedisFaults are the Redis faults scheduled for a topology.
-func chaosRedisFaults(topology string) []chaosWeight {
+func chaosRedisFaults(topology string) []chaosWeighted {
 	switch topology {
 	case chaosRedisCluster:
-		return []chaosWeight{{faultFailover, 1}, {faultFailoverForce, 1}, {faultFailoverTakeover, 1}, {faultMasterKill, 1}, {faultLagKill, 2}}
+		return []chaosWeighted{{faultFailover, 1}, {faultFailoverForce, 1}, {faultFailoverTakeover, 1}, {faultMasterKill, 1}, {faultLagKill, 2}}
 	case chaosRedisSentinel:
-		return []chaosWeight{{faultFailover, 1}, {faultMasterKill, 2}, {faultLagKill, 2}}
+		return []chaosWeighted{{faultFailover, 1}, {faultMasterKill, 2}, {faultLagKill, 2}}
 	}
-	return []chaosWeight{{faultRedis, 1}}
+	return []chaosWeighted{{faultRedis, 1}}
 }
 
 // chaosRedisFault draws a Redis failover's target (a master's group in a
@@ -76,12 +72,12 @@ func chaosRedisFault(f *chaosFault, rng *rand.Rand) bool {
 }
 
 // withRedisFailover makes sure a schedule against an embedded cluster or
-// Sentinel fails a master over at least once: if the seed drew none, the
-// fault nearest the middle of the run becomes a master kill, or one is
-// added there (a short run would otherwise prove nothing of failovers
-// now and then).
+// Sentinel fails a master over at least once (unless it has partitions
+// only): if the seed drew none, a fault near the middle of the run
+// becomes a master kill, or one is added (a short run would otherwise
+// prove nothing of failovers now and then).
 func withRedisFailover(o chaosOptions, faults []chaosFault, redisEmbedded bool) []chaosFault {
-	if !redisEmbedded || o.checkpoint != "redis" || o.redisTopology == "" || o.redisTopology == chaosRedisSingle {
+	if !redisEmbedded || o.checkpoint != "redis" || o.redisTopology == "" || o.redisTopology == chaosRedisSingle || o.partitions == "only" {
 		return faults
 	}
 	for _, f := range faults {
@@ -89,21 +85,52 @@ func withRedisFailover(o chaosOptions, faults []chaosFault, redisEmbedded bool) 
 			return faults
 		}
 	}
-	if len(faults) == 0 {
-		at := max(o.duration/2, 2*o.leaseTTL)
-		if at >= o.duration {
-			return faults
-		}
-		return []chaosFault{{At: at, AtText: at.String(), Kind: faultMasterKill, For: 5 * time.Second, ForText: "5s"}}
-	}
-	mid := 0
+	kill := chaosFault{Kind: faultMasterKill, For: 5 * time.Second, ForText: "5s"}
+	// A fault that is not a partition, nor within one (the harness skips
+	// an engine's fault then), nearest the middle, becomes the kill.
+	mid := -1
 	for i, f := range faults {
-		if (f.At - o.duration/2).Abs() < (faults[mid].At - o.duration/2).Abs() {
+		if isPartition(f.Kind) || duringPartition(o, faults, f.At) {
+			continue
+		}
+		if mid < 0 || (f.At-o.duration/2).Abs() < (faults[mid].At-o.duration/2).Abs() {
 			mid = i
 		}
 	}
-	faults[mid] = chaosFault{At: faults[mid].At, AtText: faults[mid].AtText, Kind: faultMasterKill, For: 5 * time.Second, ForText: "5s"}
+	if mid >= 0 {
+		kill.At, kill.AtText = faults[mid].At, faults[mid].AtText
+		faults[mid] = kill
+		return faults
+	}
+	// Else one is added: at the middle, once a partition is over, or
+	// as the group has formed.
+	starts := []time.Duration{max(o.duration/2, 2*o.leaseTTL)}
+	for _, p := range faults {
+		if isPartition(p.Kind) {
+			starts = append(starts, p.At+p.For+o.leaseTTL+time.Millisecond)
+		}
+	}
+	starts = append(starts, 2*o.leaseTTL)
+	for _, at := range starts {
+		if at < o.duration && !duringPartition(o, faults, at) {
+			kill.At, kill.AtText = at, at.Round(time.Millisecond).String()
+			faults = append(faults, kill)
+			slices.SortStableFunc(faults, func(a, b chaosFault) int { return cmp.Compare(a.At, b.At) })
+			return faults
+		}
+	}
 	return faults
+}
+
+// duringPartition reports whether at falls within a scheduled partition
+// or the lease TTL after it.
+func duringPartition(o chaosOptions, faults []chaosFault, at time.Duration) bool {
+	for _, p := range faults {
+		if isPartition(p.Kind) && at >= p.At && at <= p.At+p.For+o.leaseTTL {
+			return true
+		}
+	}
+	return false
 }
 
 func isRedisFailover(kind string) bool {
@@ -594,6 +621,10 @@ func (c *chaosRun) applyRedisFailover(f *chaosFault, skip func(string), done fun
 			skip("a Redis failover is in progress")
 			return
 		}
+	}
+	if c.partition != nil {
+		skip("a partition is in effect")
+		return
 	}
 	c.busy[f.Kind] = true
 	pair := f.Replica

@@ -37,7 +37,7 @@ func chaosRedisShort(t *testing.T, topology string) {
 	}
 	o := chaosOptions{duration: 55 * time.Second, seed: seed, redisURL: "embedded", redisTopology: topology, natsURL: "embedded", checkpoint: "redis",
 		replicas: 3, interval: time.Second, leaseTTL: 4 * time.Second, faultEvery: 2500 * time.Millisecond, rate: 3,
-		quota: 600, qps: 5, catchUp: 90 * time.Second, env: []string{beMainEnv + "=1"}}
+		quota: 600, qps: 5, catchUp: 90 * time.Second, partitions: "on", env: []string{beMainEnv + "=1"}}
 	t.Logf("seed %d; replay with CAPOLLER_CHAOS_SEED=%d, or: capoller chaos --seed %d --duration %v --rate %g --fault-every %v --redis %s",
 		seed, seed, seed, o.duration, o.rate, o.faultEvery, topology)
 	var progress syncBuffer
@@ -97,7 +97,7 @@ func TestChaosRedisSchedules(t *testing.T) {
 		}
 		for seed := range int64(200) {
 			o := chaosOptions{duration: 20 * time.Second, seed: seed, replicas: 3, leaseTTL: 4 * time.Second, faultEvery: 5 * time.Second,
-				checkpoint: "redis", redisTopology: tc.topology}
+				checkpoint: "redis", redisTopology: tc.topology, partitions: "on"}
 			failovers := 0
 			for _, f := range chaosSchedule(o, true, true) {
 				if isRedisFailover(f.Kind) {

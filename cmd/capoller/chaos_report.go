@@ -50,12 +50,15 @@ type chaosReport struct {
 	UnexpectedExits []string `json:"unexpectedExits,omitempty"`
 	Behaviours      []string `json:"behaviours"`
 
-	Latency      chaosLatency            `json:"detectionLatency"`
-	AfterFault   map[string]chaosLatency `json:"detectionLatencyWithin30sAfter"`
-	API          chaosAPI                `json:"api"`
-	Schedule     []chaosFault            `json:"schedule"`
-	KeptDir      string                  `json:"keptDir,omitempty"`
-	EngineErrors []string                `json:"engineErrors,omitempty"`
+	Latency    chaosLatency            `json:"detectionLatency"`
+	AfterFault map[string]chaosLatency `json:"detectionLatencyWithin30sAfter"`
+	API        chaosAPI                `json:"api"`
+	// Partitions are the network partitions and what the replicas did
+	// in them.
+	Partitions   chaosPartitionReport `json:"partitions"`
+	Schedule     []chaosFault         `json:"schedule"`
+	KeptDir      string               `json:"keptDir,omitempty"`
+	EngineErrors []string             `json:"engineErrors,omitempty"`
 }
 
 type chaosLatency struct {
@@ -95,7 +98,8 @@ func (c *chaosRun) report(rep *chaosReport, s *chaosStream) {
 	rep.ObservableAnnounced = res.ObservableAnnounced
 	rep.Violations = res.Counts
 	rep.Details = res.Violations[:min(len(res.Violations), 50)]
-	rep.OK = res.OK() && rep.CaughtUp
+	c.checkPartitions(&rep.Partitions)
+	rep.OK = res.OK() && rep.CaughtUp && len(rep.Partitions.Violations) == 0
 	rep.Faults, rep.Skipped, rep.HookArms, rep.HookHits = c.faults, c.skipped, c.hookArmed, c.hookHits
 	rep.UnexpectedExits, rep.Behaviours, rep.Schedule, rep.EngineErrors = c.unexpected, c.behaviours, c.schedule, c.engineErrs
 
@@ -180,8 +184,9 @@ func printChaos(w io.Writer, r chaosReport) {
 	}
 	fmt.Fprintf(w, "  faults:       %s\n", formatCounts(r.Faults))
 	if len(r.Skipped) > 0 {
-		fmt.Fprintf(w, "  skipped:      %s (target already down or restarting)\n", formatCounts(r.Skipped))
+		fmt.Fprintf(w, "  skipped:      %s (target already down or restarting, or a partition in effect)\n", formatCounts(r.Skipped))
 	}
+	printPartitions(w, r.Partitions)
 	fmt.Fprintf(w, "  hook steps:   hit %s\n", formatCounts(r.HookHits))
 	fmt.Fprintf(w, "                armed %s\n", formatCounts(r.HookArms))
 	fmt.Fprintf(w, "  latency:      p50 %.2fs, p99 %.2fs, max %.2fs (%d transitions)\n", r.Latency.P50, r.Latency.P99, r.Latency.Max, r.Latency.Samples)
@@ -219,4 +224,57 @@ func formatCounts(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return strings.Join(parts, ", ")
+}
+
+// printPartitions writes the partitions' lines of the summary.
+func printPartitions(w io.Writer, p chaosPartitionReport) {
+	fmt.Fprintf(w, "  partitions:   %s\n", p.Injected)
+	if len(p.Checks) == 0 {
+		return
+	}
+	losses, takeovers, rejoins := 0, 0, 0
+	var notJudged []string
+	for _, c := range p.Checks {
+		if c.Lost == "judged" && c.LostSeconds >= 0 {
+			losses++
+		}
+		if c.Takeover == "judged" && c.TakeoverSeconds >= 0 {
+			takeovers++
+		}
+		if c.Rejoin == "judged" && c.RejoinSeconds >= 0 {
+			rejoins++
+		}
+		if strings.HasPrefix(c.Takeover, "not judged") || strings.HasPrefix(c.Rejoin, "not judged") {
+			notJudged = append(notJudged, c.Replica+" at "+c.At)
+		}
+	}
+	fmt.Fprintf(w, "                %d replica partitions checked: shards lost in at most %.2fs (%d judged), taken over in at most %.2fs (%d), rejoined in at most %.2fs (%d); %d publishes after claims expired; %d not judged (others killed or stopped meanwhile); lease reads %d (%d failed)\n",
+		len(p.Checks), p.MaxLostSeconds, losses, p.MaxTakeoverSeconds, takeovers, p.MaxRejoinSeconds, rejoins, sumPublishes(p.Checks), len(notJudged), p.LeaseReads, p.LeaseReadErrors)
+	for _, c := range p.Checks {
+		take := c.Takeover
+		if c.TakeoverSeconds >= 0 {
+			take = fmt.Sprintf("%.2fs", c.TakeoverSeconds)
+		}
+		rejoin := c.Rejoin
+		if c.RejoinSeconds >= 0 {
+			rejoin = fmt.Sprintf("%.2fs", c.RejoinSeconds)
+		}
+		lost := c.Lost
+		if c.LostSeconds >= 0 {
+			lost = fmt.Sprintf("%.2fs", c.LostSeconds)
+		}
+		fmt.Fprintf(w, "    %-7s %-26s %-10s %-13s for %-7s held %2d; lost %s; taken over %s; rejoined %s; last publish %.2fs in\n",
+			c.At, c.Fault, c.Link, c.Replica, c.For, c.Held, lost, take, rejoin, c.LastPublishSeconds)
+	}
+	for _, v := range p.Violations {
+		fmt.Fprintf(w, "    VIOLATION %s\n", v)
+	}
+}
+
+func sumPublishes(checks []chaosPartitionRun) int {
+	n := 0
+	for _, c := range checks {
+		n += c.PublishesAfterClaims
+	}
+	return n
 }

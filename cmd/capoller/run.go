@@ -284,6 +284,13 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	loops := &pollerLoops{}
 	group, err := poller.NewGroup(poller.GroupOptions{
 		Replica: replica, Store: store, Shards: ids, LeaseTTL: cfg.LeaseTTL, Logger: log, Metrics: metrics,
+		// A replica cut off from NATS while the others reach it steps back.
+		Probe: func(ctx context.Context) error {
+			if err := nc.FlushWithContext(ctx); err != nil {
+				return fmt.Errorf("NATS did not answer a ping (the connection is %s): %w", strings.ToLower(nc.Status().String()), err)
+			}
+			return nil
+		},
 		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
 			sc := byShard[shard]
 			opts, err := listerOptions(sc)

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,13 +35,27 @@ type replicaState struct {
 	Version  string    `json:"version,omitempty"`
 	Started  time.Time `json:"started"`
 	LastSeen time.Time `json:"lastSeen"`
-	Shards   int       `json:"shards"`
+	// Shards is how many shards it holds; Lists how many its
+	// configuration lists (null for a replica of an earlier version,
+	// which did not say).
+	Shards int  `json:"shards"`
+	Lists  *int `json:"lists"`
+	// Withdrawn says why it takes no shard now; Excluded are shards it
+	// leaves to the others for a while (their leases were refused to it).
+	Withdrawn string   `json:"withdrawn,omitempty"`
+	Excluded  []string `json:"excluded,omitempty"`
 }
 
 type shardState struct {
 	Shard string `json:"shard"`
 	// Owner is empty when no live lease holds the shard.
 	Owner string `json:"owner"`
+	// ListedBy are the live replicas whose configuration lists the shard:
+	// none means nobody polls it (LastListed says when, and by which
+	// replica, a configuration last listed it).
+	ListedBy   []string  `json:"listedBy"`
+	LastListed time.Time `json:"lastListed,omitzero"`
+	LastLister string    `json:"lastListedBy,omitempty"`
 	// LeaseAgeSeconds is how long the owner has held it.
 	LeaseAgeSeconds float64   `json:"leaseAgeSeconds"`
 	Token           uint64    `json:"token"`
@@ -52,6 +69,7 @@ type shardState struct {
 // groupReader is what status reads from a store.
 type groupReader interface {
 	Members(ctx context.Context) ([]checkpoint.Member, error)
+	Listed(ctx context.Context, now time.Time) ([]checkpoint.ListedShard, error)
 	Leases(ctx context.Context, shards []diff.Shard) ([]checkpoint.Lease, error)
 	Statuses(ctx context.Context, shards []diff.Shard) ([]checkpoint.ShardStatus, error)
 }
@@ -119,12 +137,48 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return 0
 }
 
-func readStatus(ctx context.Context, st groupReader, shards []diff.Shard, now time.Time) (statusReport, error) {
+// readStatus reads the group from the store: its live replicas, and every
+// shard that this configuration, a live replica's or one within
+// checkpoint.ListedMemory listed, sorted by id.
+func readStatus(ctx context.Context, st groupReader, configured []diff.Shard, now time.Time) (statusReport, error) {
 	rep := statusReport{At: now.UTC(), Replicas: []replicaState{}, Shards: []shardState{}}
 	members, err := st.Members(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("read the replicas: %w", err)
 	}
+	members = slices.DeleteFunc(members, func(m checkpoint.Member) bool { return !now.Before(m.Expires) })
+	listed, err := st.Listed(ctx, now)
+	if err != nil {
+		return rep, fmt.Errorf("read the shards listed: %w", err)
+	}
+	last := map[diff.Shard]checkpoint.ListedShard{}
+	listedBy := map[diff.Shard][]string{}
+	for _, l := range listed {
+		last[l.Shard.Canonical()] = l
+	}
+	for _, m := range members {
+		for _, s := range m.Lists {
+			listedBy[s.Canonical()] = append(listedBy[s.Canonical()], m.ID)
+		}
+	}
+	seen := map[diff.Shard]bool{}
+	var shards []diff.Shard
+	add := func(s diff.Shard) {
+		if s = s.Canonical(); !seen[s] {
+			seen[s] = true
+			shards = append(shards, s)
+		}
+	}
+	for _, s := range configured {
+		add(s)
+	}
+	for s := range listedBy {
+		add(s)
+	}
+	for s := range last {
+		add(s)
+	}
+	slices.SortFunc(shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
 	leases, err := st.Leases(ctx, shards)
 	if err != nil {
 		return rep, fmt.Errorf("read the leases: %w", err)
@@ -135,7 +189,13 @@ func readStatus(ctx context.Context, st groupReader, shards []diff.Shard, now ti
 	}
 	held := map[string]int{}
 	for i, s := range shards {
-		ss := shardState{Shard: s.String()}
+		ss := shardState{Shard: s.String(), ListedBy: listedBy[s]}
+		if ss.ListedBy == nil {
+			ss.ListedBy = []string{}
+		}
+		if l, ok := last[s]; ok {
+			ss.LastListed, ss.LastLister = l.At.UTC(), l.By
+		}
 		if i < len(leases) {
 			l := leases[i]
 			ss.Token = l.Token
@@ -152,11 +212,16 @@ func readStatus(ctx context.Context, st groupReader, shards []diff.Shard, now ti
 		rep.Shards = append(rep.Shards, ss)
 	}
 	for _, m := range members {
-		if !now.Before(m.Expires) {
-			continue
+		r := replicaState{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
+			Started: m.Started.UTC(), LastSeen: m.Seen.UTC(), Shards: held[m.ID], Withdrawn: m.Withdrawn}
+		if m.Lists != nil {
+			n := len(m.Lists)
+			r.Lists = &n
 		}
-		rep.Replicas = append(rep.Replicas, replicaState{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
-			Started: m.Started.UTC(), LastSeen: m.Seen.UTC(), Shards: held[m.ID]})
+		for _, s := range m.Excluded {
+			r.Excluded = append(r.Excluded, s.String())
+		}
+		rep.Replicas = append(rep.Replicas, r)
 	}
 	return rep, nil
 }
@@ -169,9 +234,19 @@ func printStatus(w io.Writer, rep statusReport) {
 		return rep.At.Sub(t).Round(time.Second).String() + " ago"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "REPLICA\tHOST\tPID\tSHARDS\tSTARTED\tLAST SEEN\n")
+	fmt.Fprintf(tw, "REPLICA\tHOST\tPID\tLISTS\tHOLDS\tSTARTED\tLAST SEEN\tNOTE\n")
 	for _, r := range rep.Replicas {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.ID, r.Host, r.PID, r.Shards, ago(r.Started), ago(r.LastSeen))
+		lists, note := "?", "-"
+		if r.Lists != nil {
+			lists = strconv.Itoa(*r.Lists)
+		}
+		switch {
+		case r.Withdrawn != "":
+			note = "stepped back: " + r.Withdrawn
+		case len(r.Excluded) > 0:
+			note = "leaves to the others: " + strings.Join(r.Excluded, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\t%s\n", r.ID, r.Host, r.PID, lists, r.Shards, ago(r.Started), ago(r.LastSeen), note)
 	}
 	if len(rep.Replicas) == 0 {
 		fmt.Fprintf(tw, "(no live replica)\n")
@@ -184,6 +259,9 @@ func printStatus(w io.Writer, rep statusReport) {
 		owner, age := s.Owner, time.Duration(s.LeaseAgeSeconds*float64(time.Second)).Round(time.Second).String()
 		if owner == "" {
 			owner, age = "(none)", "-"
+		}
+		if len(s.ListedBy) == 0 && !s.LastListed.IsZero() {
+			owner = fmt.Sprintf("(listed by no live replica; last by %s %s)", s.LastLister, ago(s.LastListed))
 		}
 		lastErr := s.LastError
 		if lastErr == "" {

@@ -164,7 +164,7 @@ func (a *AccountHandle) Throttled() map[string]int { return a.s.throttledOf(a.na
 
 // CallLog returns the arrival time of every admitted signed call of action
 // in the account.
-func (a *AccountHandle) CallLog(action string) []time.Time { return a.s.callLogOf(a.name, action) }
+func (a *AccountHandle) CallLog(action string) []time.Time { return a.s.callLogOf(a.name, action, "") }
 
 // InvokeSWAS runs script once on Simple Application Server instances of
 // the account in region, as the SWAS RunCommand would, and returns the

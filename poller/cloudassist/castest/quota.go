@@ -72,22 +72,34 @@ func (s *Server) throttledOf(account string) map[string]int {
 // CallLog returns the arrival time of every admitted signed call of action,
 // in every account, so a checker can verify a client kept under the quota
 // (see AccountHandle.CallLog for one account).
-func (s *Server) CallLog(action string) []time.Time { return s.callLogOf("", action) }
+func (s *Server) CallLog(action string) []time.Time { return s.callLogOf("", action, "") }
+
+// CallLogIn returns the arrival time of every admitted signed call of
+// action for region, in every account: when each region was polled.
+func (s *Server) CallLogIn(action, region string) []time.Time { return s.callLogOf("", action, region) }
+
+// loggedCall is an admitted call's arrival, and its RegionId.
+type loggedCall struct {
+	at     time.Time
+	region string
+}
 
 // callLogOf returns the call log of action in one account, or in all (""),
-// in arrival order.
-func (s *Server) callLogOf(account, action string) []time.Time {
+// for one region or all (""), in arrival order.
+func (s *Server) callLogOf(account, action, region string) []time.Time {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
-	if account != "" {
-		return slices.Clone(s.callLog[callKey{account, action}])
-	}
 	var out []time.Time
 	logs := 0
 	for k, log := range s.callLog {
-		if k.action == action {
-			out = append(out, log...)
-			logs++
+		if k.action != action || (account != "" && k.account != account) {
+			continue
+		}
+		logs++
+		for _, c := range log {
+			if region == "" || c.region == region {
+				out = append(out, c.at)
+			}
 		}
 	}
 	if logs > 1 { // merge the accounts' logs
@@ -97,11 +109,11 @@ func (s *Server) callLogOf(account, action string) []time.Time {
 }
 
 // logCall records the arrival of an admitted call.
-func (s *Server) logCall(account, action string, at time.Time) {
+func (s *Server) logCall(account, action, region string, at time.Time) {
 	s.quotaMu.Lock()
 	defer s.quotaMu.Unlock()
 	k := callKey{account, action}
 	if len(s.callLog[k]) < 1_000_000 {
-		s.callLog[k] = append(s.callLog[k], at)
+		s.callLog[k] = append(s.callLog[k], loggedCall{at, region})
 	}
 }

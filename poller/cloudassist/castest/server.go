@@ -90,7 +90,7 @@ type Server struct {
 	quotaWindow time.Duration
 	windows     map[quotaKey]*quotaWindow
 	throttled   map[callKey]int
-	callLog     map[callKey][]time.Time
+	callLog     map[callKey][]loggedCall
 
 	wake chan struct{}
 	stop chan struct{}
@@ -161,7 +161,7 @@ func New(opts Options) (*Server, error) {
 		nonces:         map[string]time.Time{},
 		windows:        map[quotaKey]*quotaWindow{},
 		throttled:      map[callKey]int{},
-		callLog:        map[callKey][]time.Time{},
+		callLog:        map[callKey][]loggedCall{},
 		quotaWindow:    time.Minute,
 		wake:           make(chan struct{}, 1),
 		stop:           make(chan struct{}),
@@ -318,7 +318,7 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.calls[callKey{account, action}]++
 	s.mu.Unlock()
-	s.logCall(account, action, now)
+	s.logCall(account, action, params.Get("RegionId"), now)
 	if f := s.takeFault(account, action); f != nil {
 		if done := s.applyFault(w, host, requestID, f); done {
 			return
