@@ -631,13 +631,21 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				}
 			}
 
-			// It loses its shards within the TTL, whatever the others do.
+			// It loses its shards within the TTL, whatever the others do —
+			// unless it was killed or stopped in the partition: then it
+			// could not step back, and its leases expire by themselves, a
+			// TTL after.
 			loseBy := p.start.Add(ttl)
+			for _, e := range events {
+				if e.slot == s && !e.at.Before(p.start) && e.at.Before(loseBy) {
+					loseBy = later(loseBy, e.at.Add(ttl))
+				}
+			}
 			switch {
 			case f.Kind == faultPartitionLatency:
 				r.Lost = "not applicable (latency)"
 			case p.end.Before(loseBy):
-				r.Lost = "not applicable (shorter than the TTL)"
+				r.Lost = "not applicable (shorter than the TTL, or than a TTL after its own kill or stop)"
 			case f.AllReplicas && f.Link == linkNATS:
 				r.Lost = "not applicable (every replica cut from NATS: none steps back, nothing moves)"
 			default:
