@@ -641,9 +641,23 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 					loseBy = later(loseBy, e.at.Add(ttl))
 				}
 			}
+			// Cut from NATS alone, it steps back only once another replica
+			// reached the bus since its own failures began: with the
+			// others killed or stopped about then, it rightly keeps its
+			// shards, and neither its loss nor the take-over is judged.
+			var stepBackWaits []string
+			if f.Link == linkNATS {
+				for _, e := range events {
+					if e.slot != s && !e.at.Before(p.start.Add(-2*ttl)) && e.at.Before(loseBy) {
+						stepBackWaits = append(stepBackWaits, fmt.Sprintf("%s %s at %s", c.slots[e.slot].id, e.what, at(e.at)))
+					}
+				}
+			}
 			switch {
 			case f.Kind == faultPartitionLatency:
 				r.Lost = "not applicable (latency)"
+			case len(stepBackWaits) > 0 && !f.AllReplicas && !p.end.Before(loseBy):
+				r.Lost = "not judged: cut from NATS, it steps back only while another replica reaches the bus, and meanwhile " + listSome(stepBackWaits, 3)
 			case p.end.Before(loseBy):
 				r.Lost = "not applicable (shorter than the TTL, or than a TTL after its own kill or stop)"
 			case f.AllReplicas && f.Link == linkNATS:
@@ -674,11 +688,16 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				r.Takeover = "not applicable (latency)"
 			case f.AllReplicas:
 				r.Takeover = "not applicable (every replica cut)"
+			case strings.HasPrefix(r.Lost, "not judged"):
+				r.Takeover = r.Lost
 			default:
 				deadline := p.start.Add(ttl + tick)
 				var why []string
 				for _, e := range events {
-					if e.slot != s && !e.at.Before(p.start.Add(-ttl)) && e.at.Before(deadline) {
+					// Another's kill or stop slows the take-over down; so
+					// does its own in the partition, which leaves its
+					// leases to expire.
+					if (e.slot != s && !e.at.Before(p.start.Add(-ttl)) || e.slot == s && !e.at.Before(p.start)) && e.at.Before(deadline) {
 						deadline = later(deadline, e.at.Add(ttl+tick))
 						why = append(why, fmt.Sprintf("%s %s at %s", c.slots[e.slot].id, e.what, at(e.at)))
 					}
