@@ -642,22 +642,27 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				}
 			}
 			// Cut from NATS alone, it steps back only once another replica
-			// reached the bus since its own failures began: with the
-			// others killed or stopped about then, it rightly keeps its
-			// shards, and neither its loss nor the take-over is judged.
+			// reached the bus since its own failures began: with every
+			// other replica killed or stopped about then, it rightly keeps
+			// its shards, and neither its loss nor the take-over is judged.
 			var stepBackWaits []string
 			if f.Link == linkNATS {
+				disturbed := map[int]bool{}
 				for _, e := range events {
 					if e.slot != s && !e.at.Before(p.start.Add(-2*ttl)) && e.at.Before(loseBy) {
+						disturbed[e.slot] = true
 						stepBackWaits = append(stepBackWaits, fmt.Sprintf("%s %s at %s", c.slots[e.slot].id, e.what, at(e.at)))
 					}
+				}
+				if len(disturbed) < len(c.slots)-1 {
+					stepBackWaits = nil // another replica served the bus throughout
 				}
 			}
 			switch {
 			case f.Kind == faultPartitionLatency:
 				r.Lost = "not applicable (latency)"
 			case len(stepBackWaits) > 0 && !f.AllReplicas && !p.end.Before(loseBy):
-				r.Lost = "not judged: cut from NATS, it steps back only while another replica reaches the bus, and meanwhile " + listSome(stepBackWaits, 3)
+				r.Lost = "not judged: cut from NATS, it steps back only while another replica reaches the bus, and every other one was disturbed: " + listSome(stepBackWaits, 3)
 			case p.end.Before(loseBy):
 				r.Lost = "not applicable (shorter than the TTL, or than a TTL after its own kill or stop)"
 			case f.AllReplicas && f.Link == linkNATS:

@@ -63,6 +63,10 @@ func TestCheckPartitions(t *testing.T) {
 					t.Errorf("lost %q %v, take-over %q", r.Lost, r.LostSeconds, r.Takeover)
 				}
 			}},
+		{name: "cut from NATS while another served", link: linkNATS, leases: map[diff.Shard][]owned{s1: {{0, 0}, {19, 1}}, s2: good[s2], s3: good[s3]},
+			// One other replica stopped, the third reached the bus: it should have stepped back.
+			events: []slotEvent{{at: sec(9), slot: 1, what: "stopped"}},
+			want:   []string{"kept 1 of the 2 shards it held past the TTL (4s, by 14s): prod/ecs/r1", "1 of the 2 shards it held were not taken by another replica within 4.8s of the start (by 14.8s) (pushed back by chaos-2 stopped at 9s): prod/ecs/r1"}},
 		{name: "cut from NATS while the others were stopped", link: linkNATS, leases: map[diff.Shard][]owned{s1: {{0, 0}, {19, 1}}, s2: good[s2], s3: good[s3]},
 			// It steps back only once another replica reaches the bus.
 			events: []slotEvent{{at: sec(9), slot: 1, what: "stopped"}, {at: sec(11), slot: 2, what: "stopped"}},
@@ -107,7 +111,7 @@ func TestCheckPartitions(t *testing.T) {
 				t.Fatalf("violations:\n%s\nwant %d", strings.Join(rep.Violations, "\n"), len(tc.want))
 			}
 			for i, w := range tc.want {
-				if !strings.HasSuffix(rep.Violations[i], w) || !strings.HasPrefix(rep.Violations[i], "chaos-1: partition-blackhole of redis at 10s for 10s: ") {
+				if !strings.HasSuffix(rep.Violations[i], w) || !strings.HasPrefix(rep.Violations[i], "chaos-1: partition-blackhole of "+link+" at 10s for 10s: ") {
 					t.Errorf("violation %d:\n%s\nwant it to end in\n%s", i, rep.Violations[i], w)
 				}
 			}
