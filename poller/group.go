@@ -134,9 +134,9 @@ type Group struct {
 	refused    map[diff.Shard]int
 	excluded   map[diff.Shard]time.Time
 	exclusions map[diff.Shard]int
-	// The probe's state: failures and successes running, the first
-	// failure of the run, the last success, and why the replica stepped
-	// back ("" while it serves).
+	// The probe's state: failures and successes running, when the first
+	// failed probe of the run and the last good one were sent, and why the
+	// replica stepped back ("" while it serves).
 	probeFails, probeOKs int
 	firstFail, busOK     time.Time
 	withdrawn            string
@@ -371,31 +371,38 @@ func (g *Group) assignment() map[diff.Shard]string {
 	return Assign(can)
 }
 
+// probeAnswer is a probe's result, and when it was sent.
+type probeAnswer struct {
+	err  error
+	sent time.Time
+}
+
 // startProbe asks, within half a tick, whether this replica reaches the
 // bus, and returns where the answer comes (nil without a probe). It runs
 // beside the heartbeat: a probe that times out delays no store call.
-func (g *Group) startProbe(run context.Context) <-chan error {
+func (g *Group) startProbe(run context.Context) <-chan probeAnswer {
 	if g.opts.Probe == nil {
 		return nil
 	}
-	answer := make(chan error, 1)
+	answer := make(chan probeAnswer, 1)
 	ctx, cancel := context.WithTimeout(run, g.opts.Tick/2)
+	sent := g.opts.Now()
 	go func() {
 		defer cancel()
-		answer <- g.opts.Probe(ctx)
+		answer <- probeAnswer{g.opts.Probe(ctx), sent}
 	}()
 	return answer
 }
 
 // probed steps the replica back, or brings it back, on a probe's answer
 // (see [GroupOptions.Probe]). It judges by the members the round's
-// heartbeat found: whether another reached the bus since this one's
-// failures began.
-func (g *Group) probed(err error) {
-	now := g.opts.Now()
+// heartbeat found: whether another reached the bus with a probe sent
+// after this one's first failed probe was.
+func (g *Group) probed(a probeAnswer) {
+	err := a.err
 	g.failed("bus", err, "could not reach the bus")
 	if err == nil {
-		g.busOK, g.probeFails = now, 0
+		g.busOK, g.probeFails = a.sent, 0
 		g.probeOKs++
 		if g.withdrawn != "" && g.probeOKs >= returnAfter {
 			g.log.Info("the bus is reachable again: taking shards again")
@@ -406,7 +413,7 @@ func (g *Group) probed(err error) {
 	}
 	g.probeOKs = 0
 	if g.probeFails == 0 {
-		g.firstFail = now
+		g.firstFail = a.sent
 	}
 	g.probeFails++
 	if g.withdrawn != "" || g.probeFails < withdrawAfter {
