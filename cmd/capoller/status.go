@@ -157,7 +157,11 @@ func readStatus(ctx context.Context, st groupReader, configured []diff.Shard, no
 		last[l.Shard.Canonical()] = l
 	}
 	for _, m := range members {
-		for _, s := range m.Lists {
+		lists := m.Lists
+		if lists == nil { // an earlier version's: the group takes it to list what this configuration does
+			lists = configured
+		}
+		for _, s := range lists {
 			listedBy[s.Canonical()] = append(listedBy[s.Canonical()], m.ID)
 		}
 	}
