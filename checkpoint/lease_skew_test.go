@@ -170,3 +170,33 @@ func TestAListedRecordOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 		t.Errorf("Listed (for status): %v, %v", ls, err)
 	}
 }
+
+// TestAKVGroupOfManyReplicasListingManyShards: in KV the whole group's
+// membership is one value, every member's list of shards in it, rewritten
+// by each heartbeat; it grows as replicas times shards. 40 replicas each
+// listing the same 1000 shards (40 accounts of 25 regions) make a value of
+// about 1.3 MB, past NATS's default max_payload of 1 MB: from the
+// replica that crosses it, every heartbeat fails, and the group stops
+// assigning.
+func TestAKVGroupOfManyReplicasListingManyShards(t *testing.T) {
+	t.Skip("design decision (review of issue 18): KV keeps every member's list in the one group.members value, past max_payload at about 30 replicas of 1000 shards; needs a value per member (or lists apart from the heartbeat)")
+	t0 := leaseEpoch()
+	var shards []diff.Shard
+	for a := range 40 {
+		for r := range 25 {
+			shards = append(shards, diff.Shard{Account: fmt.Sprintf("production-%02d", a), Source: diff.SourceECS, Region: fmt.Sprintf("cn-region-%02d", r)})
+		}
+	}
+	bucket := testenv.Name("CAPOLLER_CKPT")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		id := fmt.Sprintf("capoller-%02d.example.internal-12345-abcdef", i)
+		if _, err := s.Heartbeat(t.Context(), checkpoint.Member{ID: id, Lists: shards}, time.Minute, t0); err != nil {
+			t.Fatalf("the heartbeat of replica %d failed: %v", i+1, err)
+		}
+	}
+}
