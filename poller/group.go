@@ -592,7 +592,11 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 			// a slot it cannot reach while others may): the next heartbeat
 			// leaves it to the others.
 			g.exclusions[s]++
-			until := g.opts.Now().Add(time.Duration(min(excludeFor<<(g.exclusions[s]-1), excludeMost)) * g.opts.LeaseTTL)
+			ttls := excludeFor // doubled by steps, not a shift by the count, which overflows after some 60
+			for i := 1; i < g.exclusions[s] && ttls < excludeMost; i++ {
+				ttls = min(2*ttls, excludeMost)
+			}
+			until := g.opts.Now().Add(time.Duration(ttls) * g.opts.LeaseTTL)
 			g.log.Warn("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
 				zap.Stringer("shard", s), zap.Int("rounds", g.refused[s]), zap.Time("until", until), zap.Error(err))
 			g.excluded[s] = until

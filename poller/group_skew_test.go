@@ -4,6 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/capoller/capoller/poller"
 )
 
@@ -48,5 +52,42 @@ func TestABusOutageMovesNothingWithClocksHalfASecondApart(t *testing.T) {
 	}
 	if la, lb := len(a.g.Owned()), len(b.g.Owned()); la != 3 || lb != 3 {
 		t.Errorf("with NATS down for every replica, the shards moved: a owns %d, b %d", la, lb)
+	}
+}
+
+// TestAnExclusionLastsAtLeastItsFirstTime: a shard whose lease this
+// replica's store keeps refusing is left to the others for 10 lease TTLs,
+// doubled each time it fails again, up to 160. The doubling is a shift
+// by the exclusions so far: past about 60 of them (a slot this replica
+// can never reach: 37 hours of 160-TTL exclusions; 3 rounds each while it
+// is the only one listing the shard) it overflowed, and the exclusion
+// ended as it began, handing the shard back to a replica that cannot take
+// it every few rounds.
+func TestAnExclusionLastsAtLeastItsFirstTime(t *testing.T) {
+	store := redisStore(t)
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)}
+	core, logs := observer.New(zapcore.WarnLevel)
+	bad := newGroupReplica(t, "bad", failingAcquire{store}, regionShards("a", "cn-hangzhou"), clock,
+		func(o *poller.GroupOptions) { o.Logger = zap.New(core) })
+	const ttl = 15 * time.Second
+	exclusions := 0
+	for range 3 * 70 {
+		now := clock.Now()
+		bad.g.Step(t.Context())
+		clock.Add(3 * time.Second)
+		for _, e := range logs.FilterMessageSnippet("leaving it to the other replicas").All()[exclusions:] {
+			exclusions++
+			until, _ := e.ContextMap()["until"].(time.Time)
+			want := 160 * ttl
+			if exclusions <= 4 {
+				want = []time.Duration{10 * ttl, 20 * ttl, 40 * ttl, 80 * ttl}[exclusions-1]
+			}
+			if d := until.Sub(now); d != want {
+				t.Errorf("exclusion %d lasts %v, want %v", exclusions, d, want)
+			}
+		}
+	}
+	if exclusions < 65 {
+		t.Fatalf("%d exclusions in 210 rounds", exclusions)
 	}
 }
