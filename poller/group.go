@@ -242,6 +242,10 @@ func (g *Group) Run(ctx context.Context) error {
 // shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	defer g.publishOwned()
+	// The next round is planned by this one alone: a plan kept from the
+	// last round that succeeded is past once one fails, and Run would
+	// start round after round, without pause, while the store is down.
+	g.wake = time.Time{}
 	g.reap()
 	// Every call to the store is bounded by a tick: a slow store delays
 	// one round, never the renewals of the next. Pollers run under the
@@ -290,7 +294,6 @@ func (g *Group) Step(ctx context.Context) {
 // never lets it come so close, so that one is dead, and its shards are
 // taken the moment its claims end rather than up to a tick later.
 func (g *Group) wakeAt(members []checkpoint.Member) {
-	g.wake = time.Time{}
 	for _, m := range members {
 		if m.ID != g.opts.Replica.ID {
 			g.earlier(m.Expires)

@@ -1,6 +1,9 @@
 package poller_test
 
 import (
+	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -8,7 +11,10 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/testenv"
 )
 
 // TestABusOutageMovesNothingWithClocksHalfASecondApart: when NATS goes
@@ -89,5 +95,82 @@ func TestAnExclusionLastsAtLeastItsFirstTime(t *testing.T) {
 	}
 	if exclusions < 65 {
 		t.Fatalf("%d exclusions in 210 rounds", exclusions)
+	}
+}
+
+// downStore is a store whose heartbeats fail while down, counting them,
+// and which counts the releases.
+type downStore struct {
+	poller.LeaseStore
+	down             atomic.Bool
+	failed, released atomic.Int32
+}
+
+func (d *downStore) Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error) {
+	if d.down.Load() {
+		d.failed.Add(1)
+		return checkpoint.Roster{}, errors.New("dial tcp 10.0.0.7:6379: connect: connection refused")
+	}
+	return d.LeaseStore.Heartbeat(ctx, m, ttl, now)
+}
+
+func (d *downStore) Release(ctx context.Context, l checkpoint.Lease) error {
+	d.released.Add(1)
+	return d.LeaseStore.Release(ctx, l)
+}
+
+// TestAFailedHeartbeatDoesNotSpinRun: a round plans the next one early
+// when another member's heartbeat expires within a tick. If the store
+// then fails (a restart, a partition), the rounds that fail keep that
+// plan, passed by now: Run started round after round with no pause,
+// hammering the store (with KV, or a refused connection, at full CPU)
+// until it answered again. The clock is frozen and the tick an hour, so
+// that a second round can only come from such a plan; a poller that
+// stops by itself then wakes Run, and by the time its lease is released
+// Run must have made the one round.
+func TestAFailedHeartbeatDoesNotSpinRun(t *testing.T) {
+	base := redisStore(t)
+	store := &downStore{LeaseStore: base}
+	clock := &fakeClock{t: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)}
+	const ttl = 5 * time.Hour // a tick of an hour
+	stop := make(chan struct{})
+	survivor, err := poller.NewGroup(poller.GroupOptions{Replica: checkpoint.Member{ID: "survivor"}, Store: store,
+		Shards: regionShards("a", "r1"), LeaseTTL: ttl, Now: clock.Now,
+		Poll: func(ctx context.Context, _ diff.Shard, _ *poller.Claim) error {
+			select {
+			case <-ctx.Done():
+			case <-stop:
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := newGroupReplica(t, "dead", base, regionShards("b", "r1"), clock, func(o *poller.GroupOptions) { o.LeaseTTL = ttl })
+	survivor.Step(t.Context())
+	dead.g.Step(t.Context()) // its heartbeat lasts 4h (a TTL less a tick)
+	clock.Add(3*time.Hour + 30*time.Minute)
+	survivor.Step(t.Context()) // the dead one's heartbeat expires within a tick: the next round is planned then
+	clock.Add(time.Hour)       // past that plan
+	store.down.Store(true)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- survivor.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, 5*time.Second, "Run's first round", func() error {
+		if store.failed.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	close(stop)
+	testenv.WaitFor(t, 5*time.Second, "the stopped poller's lease released", func() error {
+		if store.released.Load() == 0 {
+			return errors.New("not released")
+		}
+		return nil
+	})
+	if n := store.failed.Load(); n != 1 {
+		t.Errorf("Run made %d rounds with the store down, in a tick of an hour: the early plan of a round that succeeded made it spin", n)
 	}
 }
