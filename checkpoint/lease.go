@@ -252,21 +252,70 @@ func (r memberRecord) member() Member {
 	return m
 }
 
+// decodeMember reads a member's record as far as it can. Another version
+// may write fields this one does not know, of other types, or ids it
+// cannot read: a field it cannot read is left zero (a list that is no
+// array, as absent: an earlier version's), and only a record that is no
+// JSON object or has no expiry is unreadable (the stores prune it, as
+// Redis's script does). Refusing the whole record would fail every
+// heartbeat of this version while that member lives — the shards assigned
+// to this version's replicas unpolled — and, in KV, for good, since no
+// heartbeat could prune it.
+func decodeMember(b []byte) (memberRecord, bool) {
+	var r memberRecord
+	if json.Unmarshal(b, &r) == nil {
+		return r, true
+	}
+	r = memberRecord{}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil || json.Unmarshal(fields["expires"], &r.Expires) != nil {
+		return memberRecord{}, false
+	}
+	for name, to := range map[string]any{"id": &r.ID, "host": &r.Host, "pid": &r.PID, "version": &r.Version,
+		"shards": &r.Shards, "excluded": &r.Excluded, "withdrawn": &r.Withdrawn, "busOK": &r.BusOK,
+		"started": &r.Started, "seen": &r.Seen} {
+		if raw, ok := fields[name]; ok {
+			_ = json.Unmarshal(raw, to) // of another type: left zero
+		}
+	}
+	var lists idList
+	if raw, ok := fields["lists"]; ok && json.Unmarshal(raw, &lists) == nil && lists != nil {
+		r.Lists = &lists
+	}
+	return r, true
+}
+
 // idList is a list of shard ids as the stores keep it: a JSON array, or
 // {} for an empty one (Redis's scripts re-encode members with cjson,
-// which writes an empty array so).
+// which writes an empty array so). An item that is no string is skipped
+// (parseShardIDs skips a string that is no id); null leaves it alone.
 type idList []string
 
 func (l *idList) UnmarshalJSON(b []byte) error {
-	if string(bytes.TrimSpace(b)) == "{}" {
+	switch string(bytes.TrimSpace(b)) {
+	case "null":
+		return nil
+	case "{}":
 		*l = idList{}
 		return nil
 	}
 	var ids []string
-	if err := json.Unmarshal(b, &ids); err != nil {
+	if json.Unmarshal(b, &ids) == nil {
+		*l = append(idList{}, ids...)
+		return nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
 		return err
 	}
-	*l = append(idList{}, ids...)
+	ids = idList{}
+	for _, it := range items {
+		var id string
+		if json.Unmarshal(it, &id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	*l = ids
 	return nil
 }
 

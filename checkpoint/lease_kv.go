@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -227,19 +226,26 @@ func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now tim
 	beat := recordOf(heartbeatOf(m, ttl, now))
 	var live map[string]memberRecord
 	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
-		all, err := decodeMembers(current)
+		raw, err := decodeRawMembers(current)
 		if err != nil {
 			return nil, err
 		}
 		rec := beat
-		if old, ok := all[m.ID]; ok && m.Started.IsZero() {
+		if old, ok := decodeMember(raw[m.ID]); ok && m.Started.IsZero() {
 			rec.Started = old.Started
 		}
-		all[m.ID] = rec
+		if raw[m.ID], err = json.Marshal(rec); err != nil {
+			return nil, err
+		}
 		at := float64(unixMs(now))
-		maps.DeleteFunc(all, func(_ string, r memberRecord) bool { return r.Expires <= at })
-		live = all
-		return json.Marshal(all)
+		live = membersOf(raw)
+		for id := range raw {
+			if r, ok := live[id]; !ok || r.Expires <= at {
+				delete(raw, id)
+				delete(live, id)
+			}
+		}
+		return json.Marshal(raw) // the others' records as they wrote them
 	})
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
@@ -294,13 +300,23 @@ func (k *KV) list(ctx context.Context, member string, ids []string, now time.Tim
 	return listedShards(listed), nil
 }
 
+// decodeListed reads the listed shards; a value that is no string
+// (another version's) reads as "", which no stamp is, so that it is
+// dropped as Redis's script drops a stamp it cannot read, rather than
+// failing every heartbeat.
 func decodeListed(value []byte) (map[string]string, error) {
 	all := map[string]string{}
 	if value == nil {
 		return all, nil
 	}
-	if err := json.Unmarshal(value, &all); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(value, &raw); err != nil {
 		return nil, fmt.Errorf("%w: listed shards: %v", ErrCorrupt, err)
+	}
+	for id, v := range raw {
+		var stamp string
+		_ = json.Unmarshal(v, &stamp)
+		all[id] = stamp
 	}
 	return all, nil
 }
@@ -335,33 +351,44 @@ func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	return slices.DeleteFunc(listedShards(all), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) }), nil
 }
 
-func decodeMembers(value []byte) (map[string]memberRecord, error) {
-	all := map[string]memberRecord{}
+// decodeRawMembers reads the members value as each member's record, as
+// written: a heartbeat rewrites only its own, so that another version's
+// fields survive this one's heartbeats.
+func decodeRawMembers(value []byte) (map[string]json.RawMessage, error) {
+	raw := map[string]json.RawMessage{}
 	if value == nil {
-		return all, nil
+		return raw, nil
 	}
-	if err := json.Unmarshal(value, &all); err != nil {
+	if err := json.Unmarshal(value, &raw); err != nil {
 		return nil, fmt.Errorf("%w: members: %v", ErrCorrupt, err)
 	}
-	for id, r := range all {
-		r.ID = id // the key is the id, whatever a value says
-		all[id] = r
+	return raw, nil
+}
+
+// membersOf reads the records that can be read (see decodeMember).
+func membersOf(raw map[string]json.RawMessage) map[string]memberRecord {
+	all := make(map[string]memberRecord, len(raw))
+	for id, v := range raw {
+		if r, ok := decodeMember(v); ok {
+			r.ID = id // the key is the id, whatever a value says
+			all[id] = r
+		}
 	}
-	return all, nil
+	return all
 }
 
 // Leave removes the member at once.
 func (k *KV) Leave(ctx context.Context, id string) error {
 	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
-		all, err := decodeMembers(current)
+		raw, err := decodeRawMembers(current)
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := all[id]; !ok {
+		if _, ok := raw[id]; !ok {
 			return nil, nil
 		}
-		delete(all, id)
-		return json.Marshal(all)
+		delete(raw, id)
+		return json.Marshal(raw)
 	})
 	if err != nil {
 		return fmt.Errorf("checkpoint: leave of %s in key-value: %w", id, err)
@@ -441,12 +468,12 @@ func (k *KV) Members(ctx context.Context) ([]Member, error) {
 	default:
 		value = entry.Value()
 	}
-	all, err := decodeMembers(value)
+	raw, err := decodeRawMembers(value)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the members: %w", err)
 	}
-	members := make([]Member, 0, len(all))
-	for _, r := range all {
+	members := make([]Member, 0, len(raw))
+	for _, r := range membersOf(raw) {
 		members = append(members, r.member())
 	}
 	sortMembers(members)

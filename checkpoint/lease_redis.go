@@ -162,12 +162,10 @@ func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now 
 	listed, _ := raw[1].([]any)
 	var roster Roster
 	for _, v := range live {
-		var rec memberRecord
 		s, _ := v.(string)
-		if err := json.Unmarshal([]byte(s), &rec); err != nil {
-			return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: a member: %v", m.ID, ErrCorrupt, err)
+		if rec, ok := decodeMember([]byte(s)); ok {
+			roster.Members = append(roster.Members, rec.member())
 		}
-		roster.Members = append(roster.Members, rec.member())
 	}
 	sortMembers(roster.Members)
 	roster.Listed = listedOf(listed)
@@ -378,11 +376,9 @@ func (r *Redis) Members(ctx context.Context) ([]Member, error) {
 	}
 	members := make([]Member, 0, len(raw))
 	for _, s := range raw {
-		var rec memberRecord
-		if err := json.Unmarshal([]byte(s), &rec); err != nil {
-			return nil, fmt.Errorf("checkpoint: read the members: %w: %v", ErrCorrupt, err)
+		if rec, ok := decodeMember([]byte(s)); ok { // an unreadable one is pruned by the next heartbeat
+			members = append(members, rec.member())
 		}
-		members = append(members, rec.member())
 	}
 	sortMembers(members)
 	return members, nil

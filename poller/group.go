@@ -242,6 +242,10 @@ func (g *Group) Run(ctx context.Context) error {
 // shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	defer g.publishOwned()
+	// The next round is planned by this one alone: a plan kept from the
+	// last round that succeeded is past once one fails, and Run would
+	// start round after round, without pause, while the store is down.
+	g.wake = time.Time{}
 	g.reap()
 	// Every call to the store is bounded by a tick: a slow store delays
 	// one round, never the renewals of the next. Pollers run under the
@@ -290,7 +294,6 @@ func (g *Group) Step(ctx context.Context) {
 // never lets it come so close, so that one is dead, and its shards are
 // taken the moment its claims end rather than up to a tick later.
 func (g *Group) wakeAt(members []checkpoint.Member) {
-	g.wake = time.Time{}
 	for _, m := range members {
 		if m.ID != g.opts.Replica.ID {
 			g.earlier(m.Expires)
@@ -592,7 +595,11 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 			// a slot it cannot reach while others may): the next heartbeat
 			// leaves it to the others.
 			g.exclusions[s]++
-			until := g.opts.Now().Add(time.Duration(min(excludeFor<<(g.exclusions[s]-1), excludeMost)) * g.opts.LeaseTTL)
+			ttls := excludeFor // doubled by steps, not a shift by the count, which overflows after some 60
+			for i := 1; i < g.exclusions[s] && ttls < excludeMost; i++ {
+				ttls = min(2*ttls, excludeMost)
+			}
+			until := g.opts.Now().Add(time.Duration(ttls) * g.opts.LeaseTTL)
 			g.log.Warn("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
 				zap.Stringer("shard", s), zap.Int("rounds", g.refused[s]), zap.Time("until", until), zap.Error(err))
 			g.excluded[s] = until

@@ -1,0 +1,213 @@
+package poller_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// TestABusOutageMovesNothingWithClocksHalfASecondApart: when NATS goes
+// down for every replica, nothing moves (the group's rule: nobody can do
+// better). A replica steps back when another's last good probe was sent
+// after its own first failed one, comparing two replicas' clocks: with
+// b's clock half a second ahead of a's (NTP keeps far less; the brief
+// allows "well within a TTL"), b's last good probe, sent just before the
+// outage, looks sent after a's first failed one, sent just after it, and
+// a steps back, handing its shards to b, which cannot publish either.
+func TestABusOutageMovesNothingWithClocksHalfASecondApart(t *testing.T) {
+	t.Skip("design decision (review of issue 18): stepping back compares a peer's BusOK, on its clock, with this replica's firstFail, on its own, to the millisecond: a skew of a fraction of a tick moves every shard of a replica in a whole-NATS outage. Needs a margin (a tick: one round slower to step back) or one clock (Redis TIME, KV entry times)")
+	store := redisStore(t)
+	shards := regionShards("a", "r1", "r2", "r3", "r4", "r5", "r6")
+	clock := &fakeClock{t: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)}
+	pa, pb := &gatedProbe{}, &gatedProbe{}
+	a := newGroupReplica(t, "a", store, shards, clock, func(o *poller.GroupOptions) { o.Probe = pa.probe })
+	b := newGroupReplica(t, "b", store, shards, clock, func(o *poller.GroupOptions) {
+		o.Probe = pb.probe
+		o.Now = func() time.Time { return clock.Now().Add(500 * time.Millisecond) }
+	})
+	settle(t, []*groupReplica{a, b}, 6, map[string]int{"a": 3, "b": 3})
+	for range 3 { // a's rounds come 100ms after b's
+		clock.Add(2900 * time.Millisecond)
+		b.g.Step(t.Context())
+		clock.Add(100 * time.Millisecond)
+		a.g.Step(t.Context())
+	}
+	// b's round: a good probe. Then NATS goes down for both, and a's
+	// round 100ms later fails its probe.
+	clock.Add(2900 * time.Millisecond)
+	b.g.Step(t.Context())
+	pa.down.Store(true)
+	pb.down.Store(true)
+	for range 4 {
+		clock.Add(100 * time.Millisecond)
+		a.g.Step(t.Context())
+		clock.Add(2900 * time.Millisecond)
+		b.g.Step(t.Context())
+		waitPollers(t, a, b)
+	}
+	if la, lb := len(a.g.Owned()), len(b.g.Owned()); la != 3 || lb != 3 {
+		t.Errorf("with NATS down for every replica, the shards moved: a owns %d, b %d", la, lb)
+	}
+}
+
+// TestAnExclusionLastsAtLeastItsFirstTime: a shard whose lease this
+// replica's store keeps refusing is left to the others for 10 lease TTLs,
+// doubled each time it fails again, up to 160. The doubling is a shift
+// by the exclusions so far: past about 60 of them (a slot this replica
+// can never reach: 37 hours of 160-TTL exclusions; 3 rounds each while it
+// is the only one listing the shard) it overflowed, and the exclusion
+// ended as it began, handing the shard back to a replica that cannot take
+// it every few rounds.
+func TestAnExclusionLastsAtLeastItsFirstTime(t *testing.T) {
+	store := redisStore(t)
+	clock := &fakeClock{t: time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)}
+	core, logs := observer.New(zapcore.WarnLevel)
+	bad := newGroupReplica(t, "bad", failingAcquire{store}, regionShards("a", "cn-hangzhou"), clock,
+		func(o *poller.GroupOptions) { o.Logger = zap.New(core) })
+	const ttl = 15 * time.Second
+	exclusions := 0
+	for range 3 * 70 {
+		now := clock.Now()
+		bad.g.Step(t.Context())
+		clock.Add(3 * time.Second)
+		for _, e := range logs.FilterMessageSnippet("leaving it to the other replicas").All()[exclusions:] {
+			exclusions++
+			until, _ := e.ContextMap()["until"].(time.Time)
+			want := 160 * ttl
+			if exclusions <= 4 {
+				want = []time.Duration{10 * ttl, 20 * ttl, 40 * ttl, 80 * ttl}[exclusions-1]
+			}
+			if d := until.Sub(now); d != want {
+				t.Errorf("exclusion %d lasts %v, want %v", exclusions, d, want)
+			}
+		}
+	}
+	if exclusions < 65 {
+		t.Fatalf("%d exclusions in 210 rounds", exclusions)
+	}
+}
+
+// downStore is a store whose heartbeats fail while down, counting them,
+// and which counts the releases.
+type downStore struct {
+	poller.LeaseStore
+	down             atomic.Bool
+	failed, released atomic.Int32
+}
+
+func (d *downStore) Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error) {
+	if d.down.Load() {
+		d.failed.Add(1)
+		return checkpoint.Roster{}, errors.New("dial tcp 10.0.0.7:6379: connect: connection refused")
+	}
+	return d.LeaseStore.Heartbeat(ctx, m, ttl, now)
+}
+
+func (d *downStore) Release(ctx context.Context, l checkpoint.Lease) error {
+	d.released.Add(1)
+	return d.LeaseStore.Release(ctx, l)
+}
+
+// TestAFailedHeartbeatDoesNotSpinRun: a round plans the next one early
+// when another member's heartbeat expires within a tick. If the store
+// then fails (a restart, a partition), the rounds that fail keep that
+// plan, passed by now: Run started round after round with no pause,
+// hammering the store (with KV, or a refused connection, at full CPU)
+// until it answered again. The clock is frozen and the tick an hour, so
+// that a second round can only come from such a plan; a poller that
+// stops by itself then wakes Run, and by the time its lease is released
+// Run must have made the one round.
+func TestAFailedHeartbeatDoesNotSpinRun(t *testing.T) {
+	base := redisStore(t)
+	store := &downStore{LeaseStore: base}
+	clock := &fakeClock{t: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)}
+	const ttl = 5 * time.Hour // a tick of an hour
+	stop := make(chan struct{})
+	survivor, err := poller.NewGroup(poller.GroupOptions{Replica: checkpoint.Member{ID: "survivor"}, Store: store,
+		Shards: regionShards("a", "r1"), LeaseTTL: ttl, Now: clock.Now,
+		Poll: func(ctx context.Context, _ diff.Shard, _ *poller.Claim) error {
+			select {
+			case <-ctx.Done():
+			case <-stop:
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := newGroupReplica(t, "dead", base, regionShards("b", "r1"), clock, func(o *poller.GroupOptions) { o.LeaseTTL = ttl })
+	survivor.Step(t.Context())
+	dead.g.Step(t.Context()) // its heartbeat lasts 4h (a TTL less a tick)
+	clock.Add(3*time.Hour + 30*time.Minute)
+	survivor.Step(t.Context()) // the dead one's heartbeat expires within a tick: the next round is planned then
+	clock.Add(time.Hour)       // past that plan
+	store.down.Store(true)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- survivor.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.WaitFor(t, 5*time.Second, "Run's first round", func() error {
+		if store.failed.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	close(stop)
+	testenv.WaitFor(t, 5*time.Second, "the stopped poller's lease released", func() error {
+		if store.released.Load() == 0 {
+			return errors.New("not released")
+		}
+		return nil
+	})
+	if n := store.failed.Load(); n != 1 {
+		t.Errorf("Run made %d rounds with the store down, in a tick of an hour: the early plan of a round that succeeded made it spin", n)
+	}
+}
+
+// TestAFlappingBusDoesNotBounceTheShards: a replica whose link to NATS
+// loses three pings running out of every six (a lossy link) steps back
+// once the others' heartbeats show they reached NATS since its first
+// failure (their last probe is in their next heartbeat: the third
+// failure here) and comes back after three good pings, every time: its
+// share moves away and back every six rounds, each move a hand-off gap,
+// for as long as the link flaps. Exclusions back off (doubling); stepping
+// back does not. Wanted: it stays back longer each time it steps back
+// again soon, so that over 100 rounds its shards move a few times, not 30.
+func TestAFlappingBusDoesNotBounceTheShards(t *testing.T) {
+	t.Skip("design decision (review of issue 18): stepping back has no back-off; a flapping link to NATS moves the replica's share twice every six rounds")
+	store := redisStore(t)
+	shards := regionShards("a", "r1", "r2", "r3", "r4", "r5", "r6")
+	clock := &fakeClock{t: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)}
+	pa, pb := &gatedProbe{}, &gatedProbe{}
+	a := newGroupReplica(t, "a", store, shards, clock, func(o *poller.GroupOptions) { o.Probe = pa.probe })
+	b := newGroupReplica(t, "b", store, shards, clock, func(o *poller.GroupOptions) { o.Probe = pb.probe })
+	settle(t, []*groupReplica{a, b}, 6, map[string]int{"a": 3, "b": 3})
+	moves, had := 0, len(a.g.Owned())
+	for round := range 100 {
+		pa.down.Store(round%6 < 3)
+		clock.Add(2 * time.Second)
+		a.g.Step(t.Context())
+		clock.Add(time.Second) // b's rounds come a second after a's
+		b.g.Step(t.Context())
+		waitPollers(t, a, b)
+		if n := len(a.g.Owned()); n != had {
+			moves++
+			had = n
+		}
+	}
+	t.Logf("a's share moved %d times in 100 rounds", moves)
+	if moves > 10 {
+		t.Errorf("a's share moved %d times in 100 rounds of a link losing three pings in six", moves)
+	}
+}
