@@ -95,6 +95,10 @@ type Roster struct {
 	// Listed are the shards a member listed within ListedMemory, sorted
 	// by id: those no live member lists are polled by nobody.
 	Listed []ListedShard
+	// Now is the store's own clock during the heartbeat (zero where the
+	// store does not tell it: KV), so that replicas compare times they
+	// write on one clock.
+	Now time.Time
 }
 
 // ListedShard is a shard some member's configuration listed, and the last

@@ -117,7 +117,8 @@ for i = 1, #reg, 2 do
     redis.call('HDEL', KEYS[2], reg[i])
   end
 end
-return {live, listed}
+local t = redis.call('TIME')
+return {live, listed, t[1] * 1000 + math.floor(t[2] / 1000)}
 `
 
 func (r *Redis) membersKey() string { return r.opts.KeyPrefix + "group:members" }
@@ -155,7 +156,7 @@ func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now 
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in redis: %w", m.ID, err)
 	}
-	if len(raw) != 2 {
+	if len(raw) != 3 {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: the script returned %d values", m.ID, ErrCorrupt, len(raw))
 	}
 	live, _ := raw[0].([]any)
@@ -169,6 +170,9 @@ func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now 
 	}
 	sortMembers(roster.Members)
 	roster.Listed = listedOf(listed)
+	if ms, ok := raw[2].(int64); ok {
+		roster.Now = time.UnixMilli(ms).UTC()
+	}
 	return roster, nil
 }
 

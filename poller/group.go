@@ -86,9 +86,12 @@ const (
 	excludeFor   = 10
 	excludeMost  = 16 * excludeFor
 	// withdrawAfter failed probes step the replica back; returnAfter good
-	// ones bring it back.
+	// ones bring it back, twice as many (up to 2^maxBackOff times) each
+	// time it steps back within backOffFor lease TTLs of its return.
 	withdrawAfter = 2
 	returnAfter   = 3
+	maxBackOff    = 5
+	backOffFor    = 10
 )
 
 // Group shares shards among the replicas that use the same store, with
@@ -139,7 +142,16 @@ type Group struct {
 	// replica stepped back ("" while it serves).
 	probeFails, probeOKs int
 	firstFail, busOK     time.Time
+	lastProbeErr         error
 	withdrawn            string
+	// stepBacks counts the step-backs running, each soon after a return
+	// (when it last came back), for the back-off.
+	stepBacks int
+	returned  time.Time
+	// offset is the store's clock minus this replica's, from the last
+	// heartbeat (0 where the store does not tell its time): times that
+	// replicas compare are written on the store's clock.
+	offset time.Duration
 	// members is the last roster's live members; unlisted the shards no
 	// live replica lists, as last said; configs the configurations last
 	// said to differ.
@@ -251,26 +263,26 @@ func (g *Group) Step(ctx context.Context) {
 	// one round, never the renewals of the next. Pollers run under the
 	// caller's ctx, not this one.
 	run := ctx
+	g.probe(run) // before the round's budget: at most half a tick, when the bus does not answer
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Tick)
 	defer cancel()
-	probed := g.startProbe(run)
 	g.endExclusions()
-	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+	sent := g.opts.Now()
+	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), sent)
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
 		return
 	}
 	g.members = roster.Members
-	if probed != nil {
-		was := g.withdrawn
-		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
-		if g.withdrawn != was {
-			// Said at once, not at the next round: the others take (or
-			// give back) the shards as soon as this round hands them off.
-			again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
-			if err == nil {
-				roster, g.members = again, again.Members
-			}
+	if !roster.Now.IsZero() { // the store's clock, to compare replicas' times on one clock
+		g.offset = roster.Now.Sub(sent.Add(g.opts.Now().Sub(sent) / 2))
+	}
+	if g.judgeBus() {
+		// Said at once, not at the next round: the others take (or give
+		// back) the shards as soon as this round hands them off.
+		again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+		if err == nil {
+			roster, g.members = again, again.Members
 		}
 	}
 	g.wakeAt(roster.Members)
@@ -319,7 +331,10 @@ func (g *Group) member() checkpoint.Member {
 			m.Excluded = append(m.Excluded, s)
 		}
 	}
-	m.Withdrawn, m.BusOK = g.withdrawn, g.busOK
+	m.Withdrawn = g.withdrawn
+	if !g.busOK.IsZero() {
+		m.BusOK = g.busOK.Add(g.offset)
+	}
 	return m
 }
 
@@ -374,63 +389,69 @@ func (g *Group) assignment() map[diff.Shard]string {
 	return Assign(can)
 }
 
-// probeAnswer is a probe's result, and when it was sent.
-type probeAnswer struct {
-	err  error
-	sent time.Time
-}
-
-// startProbe asks, within half a tick, whether this replica reaches the
-// bus, and returns where the answer comes (nil without a probe). It runs
-// beside the heartbeat: a probe that times out delays no store call.
-func (g *Group) startProbe(run context.Context) <-chan probeAnswer {
+// probe asks, within half a tick, whether this replica reaches the bus,
+// and counts the answers running (see [GroupOptions.Probe]).
+func (g *Group) probe(run context.Context) {
 	if g.opts.Probe == nil {
-		return nil
+		return
 	}
-	answer := make(chan probeAnswer, 1)
 	ctx, cancel := context.WithTimeout(run, g.opts.Tick/2)
+	defer cancel()
 	sent := g.opts.Now()
-	go func() {
-		defer cancel()
-		answer <- probeAnswer{g.opts.Probe(ctx), sent}
-	}()
-	return answer
-}
-
-// probed steps the replica back, or brings it back, on a probe's answer
-// (see [GroupOptions.Probe]). It judges by the members the round's
-// heartbeat found: whether another reached the bus with a probe sent
-// after this one's first failed probe was.
-func (g *Group) probed(a probeAnswer) {
-	err := a.err
+	err := g.opts.Probe(ctx)
 	g.failed("bus", err, "could not reach the bus")
 	if err == nil {
-		g.busOK, g.probeFails = a.sent, 0
+		g.busOK, g.probeFails = sent, 0
 		g.probeOKs++
-		if g.withdrawn != "" && g.probeOKs >= returnAfter {
-			g.log.Info("the bus is reachable again: taking shards again")
-			g.withdrawn = ""
-			g.opts.Metrics.groupWithdrawn(false)
-		}
 		return
 	}
-	g.probeOKs = 0
-	if g.probeFails == 0 {
-		g.firstFail = a.sent
+	if g.probeOKs = 0; g.probeFails == 0 {
+		g.firstFail = sent
 	}
 	g.probeFails++
-	if g.withdrawn != "" || g.probeFails < withdrawAfter {
-		return
-	}
-	for _, m := range g.members {
-		if m.ID != g.opts.Replica.ID && m.Withdrawn == "" && m.BusOK.After(g.firstFail) {
-			g.withdrawn = "cannot reach the bus: " + err.Error()
-			g.log.Warn("cannot reach the bus while other replicas can: stepping back, they take this replica's shards",
-				zap.String("reaches_it", m.ID), zap.Error(err))
-			g.opts.Metrics.groupWithdrawn(true)
-			return
+	g.lastProbeErr = err
+}
+
+// judgeBus steps the replica back, or brings it back, on its probes and
+// the round's roster, and reports whether it did. It steps back after
+// withdrawAfter failed probes if another replica reached the bus with a
+// probe sent after this one's first failed probe was (both on the
+// store's clock, where it tells); it serves again after returnAfter good
+// probes, twice as many each time it steps back again soon after.
+func (g *Group) judgeBus() bool {
+	now := g.opts.Now()
+	switch {
+	case g.opts.Probe == nil:
+		return false
+	case g.withdrawn != "":
+		if g.probeOKs < returnAfter<<min(g.stepBacks-1, maxBackOff) {
+			return false
 		}
+		g.log.Info("the bus is reachable again: taking shards again", zap.Int("good_probes", g.probeOKs))
+		g.withdrawn, g.returned = "", now
+		g.opts.Metrics.groupWithdrawn(false)
+		return true
+	case g.probeFails < withdrawAfter:
+		return false
 	}
+	failed := g.firstFail.Add(g.offset)
+	for _, m := range g.members {
+		if m.ID == g.opts.Replica.ID || m.Withdrawn != "" || !m.BusOK.After(failed) {
+			continue
+		}
+		if !g.returned.IsZero() && now.Sub(g.returned) < backOffFor*g.opts.LeaseTTL {
+			g.stepBacks++ // again, soon after it came back: a flapping link
+		} else {
+			g.stepBacks = 1
+		}
+		g.withdrawn = "cannot reach the bus: " + g.lastProbeErr.Error()
+		g.log.Warn("cannot reach the bus while other replicas can: stepping back, they take this replica's shards",
+			zap.String("reaches_it", m.ID), zap.Int("failed_probes", g.probeFails), zap.Int("good_probes_to_return", returnAfter<<min(g.stepBacks-1, maxBackOff)),
+			zap.Error(g.lastProbeErr))
+		g.opts.Metrics.groupWithdrawn(true)
+		return true
+	}
+	return false
 }
 
 // sayConfigs says, once per change, that the live replicas list

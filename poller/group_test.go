@@ -28,6 +28,19 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// storeClock is a store whose own clock, told by its heartbeats, is the
+// test's controlled clock (Redis tells its real one).
+type storeClock struct {
+	poller.LeaseStore
+	clock *fakeClock
+}
+
+func (s storeClock) Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error) {
+	r, err := s.LeaseStore.Heartbeat(ctx, m, ttl, now)
+	r.Now = s.clock.Now()
+	return r, err
+}
+
 // groupReplica is one replica of a test group: a Group whose pollers only
 // wait for their context, counting how many run.
 type groupReplica struct {
@@ -41,7 +54,7 @@ func newGroupReplica(t *testing.T, id string, store poller.LeaseStore, shards []
 	t.Helper()
 	r := &groupReplica{id: id}
 	opts := poller.GroupOptions{
-		Replica: checkpoint.Member{ID: id}, Store: store, Shards: shards, LeaseTTL: 15 * time.Second, Now: clock.Now,
+		Replica: checkpoint.Member{ID: id}, Store: storeClock{store, clock}, Shards: shards, LeaseTTL: 15 * time.Second, Now: clock.Now,
 		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
 			r.polling.Add(1)
 			defer r.polling.Add(-1)
