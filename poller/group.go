@@ -26,6 +26,7 @@ type LeaseStore interface {
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Renew(ctx context.Context, l checkpoint.Lease, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Release(ctx context.Context, l checkpoint.Lease) error
+	Leases(ctx context.Context, shards []diff.Shard) ([]checkpoint.Lease, error)
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s checkpoint.ShardStatus) error
 }
@@ -132,11 +133,16 @@ type Group struct {
 	logged  map[string]string // what was last logged per concern, to log a repeated failure once
 
 	// refused counts the rounds running a shard's acquisition failed;
-	// excluded is until when a shard is left to the others, and
-	// exclusions how many times running it was.
-	refused    map[diff.Shard]int
-	excluded   map[diff.Shard]time.Time
-	exclusions map[diff.Shard]int
+	// excluded is until when a shard is left to the others, exclusions
+	// how many times running it was, and exclusionSaid whether that was
+	// logged at warn since the shard was last taken.
+	refused       map[diff.Shard]int
+	excluded      map[diff.Shard]time.Time
+	exclusions    map[diff.Shard]int
+	exclusionSaid map[diff.Shard]bool
+	// exclusionToken is the shard's lease token when this replica last
+	// excluded it: a larger one since says another replica took it.
+	exclusionToken map[diff.Shard]uint64
 	// The probe's state: failures and successes running, when the first
 	// failed probe of the run and the last good one were sent, and why the
 	// replica stepped back ("" while it serves).
@@ -210,7 +216,7 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 	opts.Replica.Lists = opts.Shards
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, stopped: make(chan struct{}, 1), logged: map[string]string{},
-		refused: map[diff.Shard]int{}, excluded: map[diff.Shard]time.Time{}, exclusions: map[diff.Shard]int{}, unlisted: map[diff.Shard]bool{}}, nil
+		refused: map[diff.Shard]int{}, excluded: map[diff.Shard]time.Time{}, exclusions: map[diff.Shard]int{}, exclusionSaid: map[diff.Shard]bool{}, exclusionToken: map[diff.Shard]uint64{}, unlisted: map[diff.Shard]bool{}}, nil
 }
 
 // Run takes part in the group until ctx ends. Then it stops its pollers
@@ -345,7 +351,7 @@ func (g *Group) endExclusions() {
 	for s, until := range g.excluded {
 		if !now.Before(until) {
 			delete(g.excluded, s)
-			g.log.Info("taking the shard's lease again after leaving it to the other replicas", zap.Stringer("shard", s))
+			g.log.Info("the shard's exclusion ended: taking its lease again", zap.Stringer("shard", s))
 		}
 	}
 }
@@ -495,6 +501,8 @@ func (g *Group) sayUnlisted(listed []checkpoint.ListedShard) {
 		}
 	}
 	unlisted := map[diff.Shard]bool{}
+	var gone []string
+	var last checkpoint.ListedShard
 	for _, l := range listed {
 		s := l.Shard.Canonical()
 		if now[s] {
@@ -502,17 +510,52 @@ func (g *Group) sayUnlisted(listed []checkpoint.ListedShard) {
 		}
 		unlisted[s] = true
 		if !g.unlisted[s] {
-			g.log.Warn("no live replica lists the shard: nobody polls it; its lease expires unrenewed and its state is kept",
-				zap.Stringer("shard", s), zap.String("last_listed_by", l.By), zap.Time("last_listed", l.At))
+			gone = append(gone, s.String())
+			if l.At.After(last.At) {
+				last = l
+			}
 		}
 	}
+	if len(gone) > 0 {
+		g.log.Warn("no live replica lists these shards: nobody polls them; their leases expire unrenewed and their state is kept",
+			zap.Int("count", len(gone)), zap.Strings("shards", firstOf(gone)), zap.String("last_listed_by", last.By), zap.Time("last_listed", last.At))
+	}
+	var back []string
 	for s := range g.unlisted {
 		if !unlisted[s] && now[s] {
-			g.log.Info("the shard is listed by a live replica again", zap.Stringer("shard", s))
+			back = append(back, s.String())
 		}
+	}
+	if len(back) > 0 {
+		slices.Sort(back)
+		g.log.Info("shards listed by a live replica again", zap.Int("count", len(back)), zap.Strings("shards", firstOf(back)))
 	}
 	g.unlisted = unlisted
 	g.opts.Metrics.groupUnlisted(len(unlisted))
+}
+
+// firstOf returns the first few of ids, and how many more there are: a
+// line that names hundreds of shards helps nobody.
+func firstOf(ids []string) []string {
+	const most = 20
+	if len(ids) <= most {
+		return ids
+	}
+	return append(slices.Clone(ids[:most]), fmt.Sprintf("and %d more", len(ids)-most))
+}
+
+// escapedByAnother reports whether another replica holds s's lease now,
+// or took it since this replica last excluded s (its token grew), as read
+// from the store (false if it cannot be read). It remembers the token.
+func (g *Group) escapedByAnother(ctx context.Context, s diff.Shard) bool {
+	leases, err := g.opts.Store.Leases(ctx, []diff.Shard{s})
+	if err != nil || len(leases) != 1 {
+		return false
+	}
+	l := leases[0]
+	before, known := g.exclusionToken[s]
+	g.exclusionToken[s] = l.Token
+	return l.Live(g.opts.Now()) && l.Owner != g.opts.Replica.ID || known && l.Token > before
 }
 
 // lease is how long each lease and heartbeat is written for.
@@ -615,13 +658,30 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 			// The store refuses this replica the shard (in a Redis Cluster,
 			// a slot it cannot reach while others may): the next heartbeat
 			// leaves it to the others.
-			g.exclusions[s]++
-			ttls := excludeFor // doubled by steps, not a shift by the count, which overflows after some 60
-			for i := 1; i < g.exclusions[s] && ttls < excludeMost; i++ {
-				ttls = min(2*ttls, excludeMost)
+			// A refusal that another replica escaped (it holds the
+			// shard's lease now, or took it since this replica last
+			// left it) is this replica's own: excluded for 10 TTLs,
+			// longer each time. One that nobody escaped (a failover of
+			// the slot) is excluded for a TTL only: the shard stays with
+			// those that list it anyway, and exclusions grown through a
+			// long failover would outlast one another, and gather the
+			// slot's shards on whichever replica's ended first once it is
+			// back.
+			ttls := 1
+			if g.escapedByAnother(ctx, s) {
+				g.exclusions[s]++
+				ttls = excludeFor // doubled by steps, not a shift by the count, which overflows after some 60
+				for i := 1; i < g.exclusions[s] && ttls < excludeMost; i++ {
+					ttls = min(2*ttls, excludeMost)
+				}
 			}
 			until := g.opts.Now().Add(time.Duration(ttls) * g.opts.LeaseTTL)
-			g.log.Warn("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
+			say := g.log.Warn
+			if g.exclusionSaid[s] {
+				say = g.log.Debug // said once, until the shard is taken again
+			}
+			g.exclusionSaid[s] = true
+			say("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
 				zap.Stringer("shard", s), zap.Int("rounds", g.refused[s]), zap.Time("until", until), zap.Error(err))
 			g.excluded[s] = until
 			delete(g.refused, s)
@@ -631,6 +691,8 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	delete(g.refused, s)
 	delete(g.excluded, s)
 	delete(g.exclusions, s)
+	delete(g.exclusionSaid, s)
+	delete(g.exclusionToken, s)
 	g.opts.Store.Fence(s, l.Token)
 	claim := &Claim{shard: s, ttl: g.lease(), now: g.opts.Now}
 	claim.renewed(l, sent)

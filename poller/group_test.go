@@ -48,6 +48,9 @@ type groupReplica struct {
 	g       *poller.Group
 	polling atomic.Int32
 	claims  sync.Map // shard -> *poller.Claim
+	// expire makes its pollers stop when their claim expires, as a real
+	// poller's next cycle does; by default they wait for their context.
+	expire atomic.Bool
 }
 
 func newGroupReplica(t *testing.T, id string, store poller.LeaseStore, shards []diff.Shard, clock *fakeClock, with ...func(*poller.GroupOptions)) *groupReplica {
@@ -59,8 +62,18 @@ func newGroupReplica(t *testing.T, id string, store poller.LeaseStore, shards []
 			r.polling.Add(1)
 			defer r.polling.Add(-1)
 			r.claims.Store(shard, claim)
-			<-ctx.Done()
-			return nil
+			check := time.NewTicker(time.Millisecond)
+			defer check.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-check.C:
+					if err := claim.Valid(); err != nil && r.expire.Load() {
+						return err // as a poller's next cycle finds it
+					}
+				}
+			}
 		},
 	}
 	for _, w := range with {
