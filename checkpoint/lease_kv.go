@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -250,41 +251,91 @@ func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now tim
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
 	}
-	var roster Roster
-	for _, r := range live {
-		roster.Members = append(roster.Members, r.member())
+	records := slices.Collect(maps.Values(live))
+	digest := ""
+	if beat.Listing {
+		digest = beat.Shards
+		if err := k.storeConfig(ctx, digest, m.Lists); err != nil {
+			return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+		}
 	}
-	sortMembers(roster.Members)
-	if roster.Listed, err = k.list(ctx, m.ID, shardIDs(m.Lists), now); err != nil {
+	listed, err := k.list(ctx, m.ID, digest, now)
+	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
 	}
-	return roster, nil
+	used := usedConfigs(records, listed, digest)
+	k.configs.keep(used)
+	if err := k.readConfigs(ctx, used); err != nil {
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+	}
+	return k.configs.roster(records, listed), nil
 }
 
-// listedRefresh is how stale a listed shard's record may grow before a
-// heartbeat of a member listing it writes it again: every write of the
-// one value is a compare-and-set that the group's members contend for.
+// configKey is the value of a configuration's list.
+func configKey(digest string) string { return "group.config." + digest }
+
+// storeConfig writes the list of the configuration digest unless this
+// process knows the bucket has it: a list never changes under its digest.
+func (k *KV) storeConfig(ctx context.Context, digest string, shards []diff.Shard) error {
+	if !k.configs.own(digest, shards) {
+		return nil
+	}
+	_, err := k.kv.Create(ctx, configKey(digest), listIDs(shards))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("write the configuration %s: %w", digest, err)
+	}
+	k.configs.storedAs(digest, true)
+	return nil
+}
+
+// readConfigs reads the lists of digests that are not cached yet, side
+// by side.
+func (k *KV) readConfigs(ctx context.Context, digests []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, d := range k.configs.missing(digests) {
+		g.Go(func() error {
+			entry, err := k.kv.Get(gctx, configKey(d))
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				k.configs.storedAs(d, false) // written again by its members' next heartbeat
+				return nil
+			case err != nil:
+				return fmt.Errorf("read the configuration %s: %w", d, err)
+			}
+			k.configs.put(d, entry.Value())
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// listedRefresh is how stale a configuration's listing may grow before
+// a heartbeat of a member of it writes it again: every write of the one
+// value is a compare-and-set that the group's members contend for.
 const listedRefresh = time.Minute
 
-// list records ids as listed by member at now, where their record is
-// missing or older than listedRefresh, prunes the shards listed by nobody
-// for ListedMemory, and returns the shards listed.
-func (k *KV) list(ctx context.Context, member string, ids []string, now time.Time) ([]ListedShard, error) {
+// list records the configuration digest ("" for none) as listed by
+// member at now, where its listing is missing or older than
+// listedRefresh, prunes (with their lists) the configurations listed by
+// nobody for ListedMemory, and returns those listed.
+func (k *KV) list(ctx context.Context, member, digest string, now time.Time) (map[string]string, error) {
 	var listed map[string]string
+	var forgotten []string
 	err := k.change(ctx, listedKey, func(current []byte) ([]byte, error) {
 		all, err := decodeListed(current)
 		if err != nil {
 			return nil, err
 		}
 		changed := false
-		for _, id := range ids {
-			if l, ok := parseListedStamp(id, all[id]); !ok || now.Sub(l.At) > listedRefresh {
-				all[id], changed = listedStamp(member, now), true
-			}
+		if at, _, ok := parseStamp(all[digest]); digest != "" && (!ok || now.Sub(at) > listedRefresh) {
+			all[digest], changed = stamp(member, now), true
 		}
-		for id, stamp := range all {
-			if l, ok := parseListedStamp(id, stamp); !ok || l.At.Before(now.Add(-ListedMemory)) {
-				delete(all, id)
+		forgotten = forgotten[:0]
+		for d, s := range all {
+			if at, _, ok := parseStamp(s); !ok || at.Before(now.Add(-ListedMemory)) {
+				delete(all, d)
+				forgotten = append(forgotten, d)
 				changed = true
 			}
 		}
@@ -297,7 +348,10 @@ func (k *KV) list(ctx context.Context, member string, ids []string, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	return listedShards(listed), nil
+	for _, d := range forgotten {
+		_ = k.kv.Delete(ctx, configKey(d)) // best effort: a list left behind is read by nobody
+	}
+	return listed, nil
 }
 
 // decodeListed reads the listed shards; a value that is no string
@@ -321,18 +375,7 @@ func decodeListed(value []byte) (map[string]string, error) {
 	return all, nil
 }
 
-func listedShards(all map[string]string) []ListedShard {
-	var out []ListedShard
-	for id, stamp := range all {
-		if l, ok := parseListedStamp(id, stamp); ok {
-			out = append(out, l)
-		}
-	}
-	sortListed(out)
-	return out
-}
-
-// Listed returns the shards a member listed since now minus
+// Listed returns the shards a configuration listed since now minus
 // ListedMemory; it writes nothing.
 func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	var value []byte
@@ -348,7 +391,14 @@ func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the listed shards: %w", err)
 	}
-	return slices.DeleteFunc(listedShards(all), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) }), nil
+	maps.DeleteFunc(all, func(_, s string) bool {
+		at, _, ok := parseStamp(s)
+		return !ok || at.Before(now.Add(-ListedMemory))
+	})
+	if err := k.readConfigs(ctx, usedConfigs(nil, all, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return k.configs.listedShards(all), nil
 }
 
 // decodeRawMembers reads the members value as each member's record, as
@@ -472,10 +522,9 @@ func (k *KV) Members(ctx context.Context) ([]Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the members: %w", err)
 	}
-	members := make([]Member, 0, len(raw))
-	for _, r := range membersOf(raw) {
-		members = append(members, r.member())
+	records := slices.Collect(maps.Values(membersOf(raw)))
+	if err := k.readConfigs(ctx, usedConfigs(records, nil, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	sortMembers(members)
-	return members, nil
+	return k.configs.roster(records, nil).Members, nil
 }

@@ -89,9 +89,9 @@ func TestAMemberOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 	t0 := leaseEpoch()
 	a := diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}
 	expires := float64(t0.Add(time.Minute).UnixMilli())
-	later := fmt.Sprintf(`{"id":"later","version":"9.0","pid":"4242","lists":["prod/ecs/cn-hangzhou",7,"junk",null],`+
+	later := fmt.Sprintf(`{"id":"later","version":"9.0","pid":"4242","shards":%q,"listing":true,`+
 		`"excluded":{"prod/ecs/cn-hangzhou":"slot moved"},"weight":3,"zones":["a","b"],"started":%.0f,"seen":%.0f,"expires":%.0f}`,
-		float64(t0.UnixMilli()), float64(t0.UnixMilli()), expires)
+		checkpoint.ShardsDigest([]diff.Shard{a}), float64(t0.UnixMilli()), float64(t0.UnixMilli()), expires)
 	for name, open := range rawGroups() {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
@@ -133,9 +133,9 @@ func TestAMemberOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 	}
 }
 
-// TestAListedRecordOfAnotherVersionDoesNotStopTheGroup: in KV, the shards
-// listed are one JSON object; a value of it that another version wrote in
-// another form is dropped, as Redis's script drops a stamp it cannot read,
+// TestAListedRecordOfAnotherVersionDoesNotStopTheGroup: in KV, the
+// configurations listed are one JSON object; a value of it that another
+// version wrote in another form is dropped, as Redis's script drops a stamp it cannot read,
 // rather than failing every heartbeat (it was written after the member's
 // record, so the others saw a live replica that never took a shard).
 func TestAListedRecordOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
@@ -151,7 +151,11 @@ func TestAListedRecordOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	value := fmt.Sprintf(`{"prod/swas/cn-hangzhou":{"at":%d,"by":"later"},"default/ecs/cn-beijing":"%d|other"}`, t0.UnixMilli(), t0.UnixMilli())
+	other := checkpoint.ShardsDigest([]diff.Shard{{Account: "default", Source: diff.SourceECS, Region: "cn-beijing"}})
+	if _, err := kv.Put(t.Context(), "group.config."+other, []byte(`["default/ecs/cn-beijing"]`)); err != nil {
+		t.Fatal(err)
+	}
+	value := fmt.Sprintf(`{"0123456789abcdef":{"at":%d,"by":"later"},%q:"%d|other"}`, t0.UnixMilli(), other, t0.UnixMilli())
 	if _, err := kv.Put(t.Context(), "group.listed", []byte(value)); err != nil {
 		t.Fatal(err)
 	}
@@ -172,14 +176,13 @@ func TestAListedRecordOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 }
 
 // TestAKVGroupOfManyReplicasListingManyShards: in KV the whole group's
-// membership is one value, every member's list of shards in it, rewritten
-// by each heartbeat; it grows as replicas times shards. 40 replicas each
-// listing the same 1000 shards (40 accounts of 25 regions) make a value of
-// about 1.3 MB, past NATS's default max_payload of 1 MB: from the
-// replica that crosses it, every heartbeat fails, and the group stops
-// assigning.
+// membership is one value, rewritten by each heartbeat. With every
+// member's list of shards in it, 40 replicas each listing the same 1000
+// shards (40 accounts of 25 regions) made a value of about 1.3 MB, past
+// NATS's default max_payload of 1 MB: from the replica that crossed it,
+// every heartbeat failed, and the group stopped assigning. A list is now
+// kept once per configuration, apart from the heartbeats.
 func TestAKVGroupOfManyReplicasListingManyShards(t *testing.T) {
-	t.Skip("design decision (review of issue 18): KV keeps every member's list in the one group.members value, past max_payload at about 30 replicas of 1000 shards; needs a value per member (or lists apart from the heartbeat)")
 	t0 := leaseEpoch()
 	var shards []diff.Shard
 	for a := range 40 {

@@ -2,8 +2,6 @@ package poller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -208,11 +206,7 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		opts.Now = time.Now
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
-	sum := sha256.New()
-	for _, s := range opts.Shards {
-		sum.Write([]byte(s.String() + "\n"))
-	}
-	opts.Replica.Shards = hex.EncodeToString(sum.Sum(nil)[:8])
+	opts.Replica.Shards = checkpoint.ShardsDigest(opts.Shards)
 	opts.Replica.Lists = opts.Shards
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, stopped: make(chan struct{}, 1), logged: map[string]string{},
