@@ -93,7 +93,8 @@ type KV struct {
 	historyMaxAge time.Duration
 	historyMaxLen int64
 	log           *zap.Logger
-	maxPayload    int64 // the server's, when the store was opened
+	maxPayload    int64    // the server's, when the store was opened
+	configs       *configs // the group's configurations' lists, read once each
 
 	mu     sync.Mutex
 	shards map[diff.Shard]*kvShard
@@ -158,7 +159,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KV, er
 	if opts.HistoryMaxLen == 0 {
 		opts.HistoryMaxLen = 1_000_000
 	}
-	return &KV{kv: kv, stream: stream, bucket: opts.Bucket, historyMaxAge: opts.HistoryMaxAge, historyMaxLen: opts.HistoryMaxLen, log: opts.Logger, maxPayload: js.Conn().MaxPayload(),
+	return &KV{kv: kv, stream: stream, configs: newConfigs(), bucket: opts.Bucket, historyMaxAge: opts.HistoryMaxAge, historyMaxLen: opts.HistoryMaxLen, log: opts.Logger, maxPayload: js.Conn().MaxPayload(),
 		shards: map[diff.Shard]*kvShard{}, fences: map[diff.Shard]uint64{}, owned: map[diff.Shard]uint64{}, trimmed: map[diff.Shard]time.Time{}}, nil
 }
 

@@ -95,6 +95,10 @@ type Roster struct {
 	// Listed are the shards a member listed within ListedMemory, sorted
 	// by id: those no live member lists are polled by nobody.
 	Listed []ListedShard
+	// Now is the store's own clock during the heartbeat (zero where the
+	// store does not tell it: KV), so that replicas compare times they
+	// write on one clock.
+	Now time.Time
 }
 
 // ListedShard is a shard some member's configuration listed, and the last
@@ -219,10 +223,11 @@ type memberRecord struct {
 	Host    string `json:"host,omitempty"`
 	PID     int    `json:"pid,omitempty"`
 	Version string `json:"version,omitempty"`
-	Shards  string `json:"shards,omitempty"`
-	// Lists and Excluded are shard ids. Lists is absent from an earlier
-	// version's record, which listed nothing but the digest.
-	Lists     *idList `json:"lists,omitempty"`
+	// Shards is the digest of the member's configuration (ShardsDigest);
+	// Listing says its list is kept under it (see configs.go): a member
+	// of an earlier version wrote the digest alone.
+	Shards    string  `json:"shards,omitempty"`
+	Listing   bool    `json:"listing,omitempty"`
 	Excluded  idList  `json:"excluded,omitempty"`
 	Withdrawn string  `json:"withdrawn,omitempty"`
 	BusOK     float64 `json:"busOK,omitempty"`
@@ -236,37 +241,78 @@ func recordOf(m Member) memberRecord {
 		Excluded: shardIDs(m.Excluded), Withdrawn: m.Withdrawn, BusOK: float64(unixMs(m.BusOK)),
 		Started: float64(unixMs(m.Started)), Seen: float64(unixMs(m.Seen)), Expires: float64(unixMs(m.Expires))}
 	if m.Lists != nil {
-		lists := append(idList{}, shardIDs(m.Lists)...) // [] for none: this member lists nothing
-		r.Lists = &lists
+		r.Shards, r.Listing = ShardsDigest(m.Lists), true
 	}
 	return r
 }
 
+// member is the record as a Member, without its list (see
+// configs.roster, which adds it).
 func (r memberRecord) member() Member {
-	m := Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
+	return Member{ID: r.ID, Host: r.Host, PID: r.PID, Version: r.Version, Shards: r.Shards,
 		Excluded: parseShardIDs(r.Excluded), Withdrawn: r.Withdrawn, BusOK: msTime(int64(r.BusOK)),
 		Started: msTime(int64(r.Started)), Seen: msTime(int64(r.Seen)), Expires: msTime(int64(r.Expires))}
-	if r.Lists != nil {
-		m.Lists = append([]diff.Shard{}, parseShardIDs(*r.Lists)...)
+}
+
+// decodeMember reads a member's record as far as it can. Another version
+// may write fields this one does not know, of other types, or ids it
+// cannot read: a field it cannot read is left zero, and only a record
+// that is no JSON object or has no expiry is unreadable (the stores prune
+// it, as Redis's script does). Refusing the whole record would fail every
+// heartbeat of this version while that member lives — the shards assigned
+// to this version's replicas unpolled — and, in KV, for good, since no
+// heartbeat could prune it.
+func decodeMember(b []byte) (memberRecord, bool) {
+	var r memberRecord
+	if json.Unmarshal(b, &r) == nil {
+		return r, true
 	}
-	return m
+	r = memberRecord{}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil || json.Unmarshal(fields["expires"], &r.Expires) != nil {
+		return memberRecord{}, false
+	}
+	for name, to := range map[string]any{"id": &r.ID, "host": &r.Host, "pid": &r.PID, "version": &r.Version,
+		"shards": &r.Shards, "listing": &r.Listing, "excluded": &r.Excluded, "withdrawn": &r.Withdrawn, "busOK": &r.BusOK,
+		"started": &r.Started, "seen": &r.Seen} {
+		if raw, ok := fields[name]; ok {
+			_ = json.Unmarshal(raw, to) // of another type: left zero
+		}
+	}
+	return r, true
 }
 
 // idList is a list of shard ids as the stores keep it: a JSON array, or
 // {} for an empty one (Redis's scripts re-encode members with cjson,
-// which writes an empty array so).
+// which writes an empty array so). An item that is no string is skipped
+// (parseShardIDs skips a string that is no id); null leaves it alone.
 type idList []string
 
 func (l *idList) UnmarshalJSON(b []byte) error {
-	if string(bytes.TrimSpace(b)) == "{}" {
+	switch string(bytes.TrimSpace(b)) {
+	case "null":
+		return nil
+	case "{}":
 		*l = idList{}
 		return nil
 	}
 	var ids []string
-	if err := json.Unmarshal(b, &ids); err != nil {
+	if json.Unmarshal(b, &ids) == nil {
+		*l = append(idList{}, ids...)
+		return nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
 		return err
 	}
-	*l = append(idList{}, ids...)
+	ids = idList{}
+	for _, it := range items {
+		var id string
+		if json.Unmarshal(it, &id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	*l = ids
 	return nil
 }
 
@@ -305,21 +351,10 @@ func ParseShardID(id string) (diff.Shard, bool) {
 	return diff.Shard{Account: parts[0], Source: diff.Source(parts[1]), Region: parts[2]}, true
 }
 
-// listedStamp and parseListedStamp write and read a listed shard's
-// record in both stores: "<Unix ms>|<member id>".
-func listedStamp(id string, now time.Time) string {
-	return strconv.FormatInt(unixMs(now), 10) + "|" + id
-}
-
-func parseListedStamp(shard, stamp string) (ListedShard, bool) {
-	ms, by, ok := strings.Cut(stamp, "|")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	s, sok := ParseShardID(shard)
-	if !ok || err != nil || !sok {
-		return ListedShard{}, false
-	}
-	return ListedShard{Shard: s, By: by, At: msTime(n)}, true
-}
+// formatMs and parseMs write and read Unix milliseconds in the stores'
+// strings.
+func formatMs(ms int64) string        { return strconv.FormatInt(ms, 10) }
+func parseMs(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
 
 func sortListed(ls []ListedShard) {
 	slices.SortFunc(ls, func(a, b ListedShard) int { return strings.Compare(a.Shard.String(), b.Shard.String()) })

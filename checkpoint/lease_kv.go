@@ -227,58 +227,115 @@ func (k *KV) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now tim
 	beat := recordOf(heartbeatOf(m, ttl, now))
 	var live map[string]memberRecord
 	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
-		all, err := decodeMembers(current)
+		raw, err := decodeRawMembers(current)
 		if err != nil {
 			return nil, err
 		}
 		rec := beat
-		if old, ok := all[m.ID]; ok && m.Started.IsZero() {
+		if old, ok := decodeMember(raw[m.ID]); ok && m.Started.IsZero() {
 			rec.Started = old.Started
 		}
-		all[m.ID] = rec
+		if raw[m.ID], err = json.Marshal(rec); err != nil {
+			return nil, err
+		}
 		at := float64(unixMs(now))
-		maps.DeleteFunc(all, func(_ string, r memberRecord) bool { return r.Expires <= at })
-		live = all
-		return json.Marshal(all)
+		live = membersOf(raw)
+		for id := range raw {
+			if r, ok := live[id]; !ok || r.Expires <= at {
+				delete(raw, id)
+				delete(live, id)
+			}
+		}
+		return json.Marshal(raw) // the others' records as they wrote them
 	})
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
 	}
-	var roster Roster
-	for _, r := range live {
-		roster.Members = append(roster.Members, r.member())
+	records := slices.Collect(maps.Values(live))
+	digest := ""
+	if beat.Listing {
+		digest = beat.Shards
+		if err := k.storeConfig(ctx, digest, m.Lists); err != nil {
+			return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+		}
 	}
-	sortMembers(roster.Members)
-	if roster.Listed, err = k.list(ctx, m.ID, shardIDs(m.Lists), now); err != nil {
+	listed, err := k.list(ctx, m.ID, digest, now)
+	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
 	}
-	return roster, nil
+	used := usedConfigs(records, listed, digest)
+	k.configs.keep(used)
+	if err := k.readConfigs(ctx, used); err != nil {
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in key-value: %w", m.ID, err)
+	}
+	return k.configs.roster(records, listed), nil
 }
 
-// listedRefresh is how stale a listed shard's record may grow before a
-// heartbeat of a member listing it writes it again: every write of the
-// one value is a compare-and-set that the group's members contend for.
+// configKey is the value of a configuration's list.
+func configKey(digest string) string { return "group.config." + digest }
+
+// storeConfig writes the list of the configuration digest unless this
+// process knows the bucket has it: a list never changes under its digest.
+func (k *KV) storeConfig(ctx context.Context, digest string, shards []diff.Shard) error {
+	if !k.configs.own(digest, shards) {
+		return nil
+	}
+	_, err := k.kv.Create(ctx, configKey(digest), listIDs(shards))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("write the configuration %s: %w", digest, err)
+	}
+	k.configs.storedAs(digest, true)
+	return nil
+}
+
+// readConfigs reads the lists of digests that are not cached yet, side
+// by side.
+func (k *KV) readConfigs(ctx context.Context, digests []string) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, d := range k.configs.missing(digests) {
+		g.Go(func() error {
+			entry, err := k.kv.Get(gctx, configKey(d))
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				k.configs.storedAs(d, false) // written again by its members' next heartbeat
+				return nil
+			case err != nil:
+				return fmt.Errorf("read the configuration %s: %w", d, err)
+			}
+			k.configs.put(d, entry.Value())
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// listedRefresh is how stale a configuration's listing may grow before
+// a heartbeat of a member of it writes it again: every write of the one
+// value is a compare-and-set that the group's members contend for.
 const listedRefresh = time.Minute
 
-// list records ids as listed by member at now, where their record is
-// missing or older than listedRefresh, prunes the shards listed by nobody
-// for ListedMemory, and returns the shards listed.
-func (k *KV) list(ctx context.Context, member string, ids []string, now time.Time) ([]ListedShard, error) {
+// list records the configuration digest ("" for none) as listed by
+// member at now, where its listing is missing or older than
+// listedRefresh, prunes (with their lists) the configurations listed by
+// nobody for ListedMemory, and returns those listed.
+func (k *KV) list(ctx context.Context, member, digest string, now time.Time) (map[string]string, error) {
 	var listed map[string]string
+	var forgotten []string
 	err := k.change(ctx, listedKey, func(current []byte) ([]byte, error) {
 		all, err := decodeListed(current)
 		if err != nil {
 			return nil, err
 		}
 		changed := false
-		for _, id := range ids {
-			if l, ok := parseListedStamp(id, all[id]); !ok || now.Sub(l.At) > listedRefresh {
-				all[id], changed = listedStamp(member, now), true
-			}
+		if at, _, ok := parseStamp(all[digest]); digest != "" && (!ok || now.Sub(at) > listedRefresh) {
+			all[digest], changed = stamp(member, now), true
 		}
-		for id, stamp := range all {
-			if l, ok := parseListedStamp(id, stamp); !ok || l.At.Before(now.Add(-ListedMemory)) {
-				delete(all, id)
+		forgotten = forgotten[:0]
+		for d, s := range all {
+			if at, _, ok := parseStamp(s); !ok || at.Before(now.Add(-ListedMemory)) {
+				delete(all, d)
+				forgotten = append(forgotten, d)
 				changed = true
 			}
 		}
@@ -291,32 +348,34 @@ func (k *KV) list(ctx context.Context, member string, ids []string, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	return listedShards(listed), nil
+	for _, d := range forgotten {
+		_ = k.kv.Delete(ctx, configKey(d)) // best effort: a list left behind is read by nobody
+	}
+	return listed, nil
 }
 
+// decodeListed reads the listed shards; a value that is no string
+// (another version's) reads as "", which no stamp is, so that it is
+// dropped as Redis's script drops a stamp it cannot read, rather than
+// failing every heartbeat.
 func decodeListed(value []byte) (map[string]string, error) {
 	all := map[string]string{}
 	if value == nil {
 		return all, nil
 	}
-	if err := json.Unmarshal(value, &all); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(value, &raw); err != nil {
 		return nil, fmt.Errorf("%w: listed shards: %v", ErrCorrupt, err)
+	}
+	for id, v := range raw {
+		var stamp string
+		_ = json.Unmarshal(v, &stamp)
+		all[id] = stamp
 	}
 	return all, nil
 }
 
-func listedShards(all map[string]string) []ListedShard {
-	var out []ListedShard
-	for id, stamp := range all {
-		if l, ok := parseListedStamp(id, stamp); ok {
-			out = append(out, l)
-		}
-	}
-	sortListed(out)
-	return out
-}
-
-// Listed returns the shards a member listed since now minus
+// Listed returns the shards a configuration listed since now minus
 // ListedMemory; it writes nothing.
 func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	var value []byte
@@ -332,36 +391,54 @@ func (k *KV) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the listed shards: %w", err)
 	}
-	return slices.DeleteFunc(listedShards(all), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) }), nil
+	maps.DeleteFunc(all, func(_, s string) bool {
+		at, _, ok := parseStamp(s)
+		return !ok || at.Before(now.Add(-ListedMemory))
+	})
+	if err := k.readConfigs(ctx, usedConfigs(nil, all, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return k.configs.listedShards(all), nil
 }
 
-func decodeMembers(value []byte) (map[string]memberRecord, error) {
-	all := map[string]memberRecord{}
+// decodeRawMembers reads the members value as each member's record, as
+// written: a heartbeat rewrites only its own, so that another version's
+// fields survive this one's heartbeats.
+func decodeRawMembers(value []byte) (map[string]json.RawMessage, error) {
+	raw := map[string]json.RawMessage{}
 	if value == nil {
-		return all, nil
+		return raw, nil
 	}
-	if err := json.Unmarshal(value, &all); err != nil {
+	if err := json.Unmarshal(value, &raw); err != nil {
 		return nil, fmt.Errorf("%w: members: %v", ErrCorrupt, err)
 	}
-	for id, r := range all {
-		r.ID = id // the key is the id, whatever a value says
-		all[id] = r
+	return raw, nil
+}
+
+// membersOf reads the records that can be read (see decodeMember).
+func membersOf(raw map[string]json.RawMessage) map[string]memberRecord {
+	all := make(map[string]memberRecord, len(raw))
+	for id, v := range raw {
+		if r, ok := decodeMember(v); ok {
+			r.ID = id // the key is the id, whatever a value says
+			all[id] = r
+		}
 	}
-	return all, nil
+	return all
 }
 
 // Leave removes the member at once.
 func (k *KV) Leave(ctx context.Context, id string) error {
 	err := k.change(ctx, membersKey, func(current []byte) ([]byte, error) {
-		all, err := decodeMembers(current)
+		raw, err := decodeRawMembers(current)
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := all[id]; !ok {
+		if _, ok := raw[id]; !ok {
 			return nil, nil
 		}
-		delete(all, id)
-		return json.Marshal(all)
+		delete(raw, id)
+		return json.Marshal(raw)
 	})
 	if err != nil {
 		return fmt.Errorf("checkpoint: leave of %s in key-value: %w", id, err)
@@ -441,14 +518,13 @@ func (k *KV) Members(ctx context.Context) ([]Member, error) {
 	default:
 		value = entry.Value()
 	}
-	all, err := decodeMembers(value)
+	raw, err := decodeRawMembers(value)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the members: %w", err)
 	}
-	members := make([]Member, 0, len(all))
-	for _, r := range all {
-		members = append(members, r.member())
+	records := slices.Collect(maps.Values(membersOf(raw)))
+	if err := k.readConfigs(ctx, usedConfigs(records, nil, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	sortMembers(members)
-	return members, nil
+	return k.configs.roster(records, nil).Members, nil
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
+	"maps"
 	"strconv"
 	"time"
 
@@ -69,13 +69,16 @@ end
 return 1
 `
 
-// heartbeatScript: KEYS members, listed; ARGV id, member (JSON, see
-// memberRecord), now, "1" to keep the Started recorded before, the time
-// before which a listed shard is forgotten, then the ids of the shards
-// the member lists. It records them as listed now by the member, prunes
-// members whose heartbeat expired at now (and any it cannot read: none of
-// this version's heartbeats is) and shards listed by nobody since the
-// forgetting time, and returns {live members, {shard, stamp, …}}.
+// heartbeatScript: KEYS members, listed, configs; ARGV id, member (JSON,
+// see memberRecord), now, "1" to keep the Started recorded before, the
+// time before which a configuration is forgotten, the digest of the
+// member's configuration ("" for none), and its list ("" when the store
+// has it). It records the configuration as listed now by the member,
+// prunes members whose heartbeat expired at now (and any it cannot read:
+// none of this version's heartbeats is) and configurations listed by
+// nobody since the forgetting time, with their lists, and returns {live
+// members, {digest, stamp, …}, the store's time in Unix ms, 1 if it has
+// the member's list}.
 const heartbeatScript = `
 local entry = ARGV[2]
 if ARGV[4] == '1' then
@@ -101,9 +104,13 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
-local stamp = ARGV[3] .. '|' .. ARGV[1]
-for i = 6, #ARGV do
-  redis.call('HSET', KEYS[2], ARGV[i], stamp)
+local held = 0
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[6], ARGV[3] .. '|' .. ARGV[1])
+  if ARGV[7] ~= '' then
+    redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+  end
+  held = redis.call('HEXISTS', KEYS[3], ARGV[6])
 end
 local forget = tonumber(ARGV[5])
 local reg = redis.call('HGETALL', KEYS[2])
@@ -115,22 +122,27 @@ for i = 1, #reg, 2 do
     listed[#listed + 1] = reg[i + 1]
   else
     redis.call('HDEL', KEYS[2], reg[i])
+    redis.call('HDEL', KEYS[3], reg[i])
   end
 end
-return {live, listed}
+local t = redis.call('TIME')
+return {live, listed, t[1] * 1000 + math.floor(t[2] / 1000), held}
 `
 
 func (r *Redis) membersKey() string { return r.opts.KeyPrefix + "group:members" }
 
-// listedKey is the hash of shard id -> "<Unix ms>|<member>" of the last
-// heartbeat that listed each shard. Its hash tag is the members key
-// (which has no braces: a key prefix has none), so that in a Redis
-// Cluster both live in one slot, and one script writes them.
-func (r *Redis) listedKey() string { return "{" + r.membersKey() + "}listed" }
+// listedKey is the hash of configuration digest -> "<Unix ms>|<member>"
+// of the last heartbeat that listed each, and configsKey that of digest
+// -> the configuration's shard ids (a JSON array). Their hash tag is the
+// members key (which has no braces: a key prefix has none), so that in a
+// Redis Cluster the three live in one slot, and one script writes them.
+func (r *Redis) listedKey() string  { return "{" + r.membersKey() + "}listed" }
+func (r *Redis) configsKey() string { return "{" + r.membersKey() + "}configs" }
 
-// Heartbeat registers or renews m, records the shards it lists, prunes
-// the members whose heartbeat expired at now and the shards listed by
-// nobody for ListedMemory, and returns the roster.
+// Heartbeat registers or renews m, records its configuration as listed,
+// prunes the members whose heartbeat expired at now and the
+// configurations listed by nobody for ListedMemory, and returns the
+// roster.
 func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now time.Time) (Roster, error) {
 	if m.ID == "" {
 		return Roster{}, errors.New("checkpoint: a member needs an id")
@@ -142,54 +154,77 @@ func (r *Redis) Heartbeat(ctx context.Context, m Member, ttl time.Duration, now 
 	if m.Started.IsZero() {
 		keep = "1"
 	}
-	entry, err := json.Marshal(recordOf(heartbeatOf(m, ttl, now)))
+	rec := recordOf(heartbeatOf(m, ttl, now))
+	entry, err := json.Marshal(rec)
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w", m.ID, err)
 	}
-	args := []any{m.ID, entry, unixMs(now), keep, unixMs(now.Add(-ListedMemory))}
-	for _, id := range shardIDs(m.Lists) {
-		args = append(args, id)
+	digest, list := "", ""
+	if rec.Listing {
+		digest = rec.Shards
+		if r.configs.own(digest, m.Lists) {
+			list = string(listIDs(m.Lists))
+		}
 	}
 	r.trips.Add(1)
-	raw, err := r.scripts.heartbeat.Run(ctx, r.client, []string{r.membersKey(), r.listedKey()}, args...).Slice()
+	raw, err := r.scripts.heartbeat.Run(ctx, r.client, []string{r.membersKey(), r.listedKey(), r.configsKey()},
+		m.ID, entry, unixMs(now), keep, unixMs(now.Add(-ListedMemory)), digest, list).Slice()
 	if err != nil {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s in redis: %w", m.ID, err)
 	}
-	if len(raw) != 2 {
+	if len(raw) != 4 {
 		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: the script returned %d values", m.ID, ErrCorrupt, len(raw))
 	}
-	live, _ := raw[0].([]any)
-	listed, _ := raw[1].([]any)
-	var roster Roster
-	for _, v := range live {
-		var rec memberRecord
-		s, _ := v.(string)
-		if err := json.Unmarshal([]byte(s), &rec); err != nil {
-			return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w: a member: %v", m.ID, ErrCorrupt, err)
-		}
-		roster.Members = append(roster.Members, rec.member())
+	if digest != "" {
+		r.configs.storedAs(digest, raw[3] == int64(1))
 	}
-	sortMembers(roster.Members)
-	roster.Listed = listedOf(listed)
+	live, _ := raw[0].([]any)
+	var records []memberRecord
+	for _, v := range live {
+		s, _ := v.(string)
+		if rec, ok := decodeMember([]byte(s)); ok {
+			records = append(records, rec)
+		}
+	}
+	flat, _ := raw[1].([]any)
+	listed := map[string]string{}
+	for i := 0; i+1 < len(flat); i += 2 {
+		d, _ := flat[i].(string)
+		listed[d], _ = flat[i+1].(string)
+	}
+	used := usedConfigs(records, listed, digest)
+	r.configs.keep(used)
+	if err := r.readConfigs(ctx, used); err != nil {
+		return Roster{}, fmt.Errorf("checkpoint: heartbeat of %s: %w", m.ID, err)
+	}
+	roster := r.configs.roster(records, listed)
+	if ms, ok := raw[2].(int64); ok {
+		roster.Now = time.UnixMilli(ms).UTC()
+	}
 	return roster, nil
 }
 
-// listedOf reads a listed hash, as a flat list of fields and values;
-// what is not a shard's is skipped.
-func listedOf(flat []any) []ListedShard {
-	var out []ListedShard
-	for i := 0; i+1 < len(flat); i += 2 {
-		field, _ := flat[i].(string)
-		value, _ := flat[i+1].(string)
-		if l, ok := parseListedStamp(field, value); ok {
-			out = append(out, l)
+// readConfigs reads the lists of digests that are not cached yet, in
+// one round trip.
+func (r *Redis) readConfigs(ctx context.Context, digests []string) error {
+	missing := r.configs.missing(digests)
+	if len(missing) == 0 {
+		return nil
+	}
+	r.trips.Add(1)
+	values, err := r.client.HMGet(ctx, r.configsKey(), missing...).Result()
+	if err != nil {
+		return fmt.Errorf("read the group's configurations from redis: %w", err)
+	}
+	for i, v := range values {
+		if s, ok := v.(string); ok {
+			r.configs.put(missing[i], []byte(s))
 		}
 	}
-	sortListed(out)
-	return out
+	return nil
 }
 
-// Listed returns the shards a member listed since now minus
+// Listed returns the shards a configuration listed since now minus
 // ListedMemory; it writes nothing.
 func (r *Redis) Listed(ctx context.Context, now time.Time) ([]ListedShard, error) {
 	r.trips.Add(1)
@@ -197,12 +232,14 @@ func (r *Redis) Listed(ctx context.Context, now time.Time) ([]ListedShard, error
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the listed shards from redis: %w", err)
 	}
-	flat := make([]any, 0, 2*len(all))
-	for k, v := range all {
-		flat = append(flat, k, v)
+	maps.DeleteFunc(all, func(_, stamp string) bool {
+		at, _, ok := parseStamp(stamp)
+		return !ok || at.Before(now.Add(-ListedMemory))
+	})
+	if err := r.readConfigs(ctx, usedConfigs(nil, all, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	out := slices.DeleteFunc(listedOf(flat), func(l ListedShard) bool { return l.At.Before(now.Add(-ListedMemory)) })
-	return out, nil
+	return r.configs.listedShards(all), nil
 }
 
 // Leave removes the member at once.
@@ -384,14 +421,14 @@ func (r *Redis) Members(ctx context.Context) ([]Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read the members from redis: %w", err)
 	}
-	members := make([]Member, 0, len(raw))
+	var records []memberRecord
 	for _, s := range raw {
-		var rec memberRecord
-		if err := json.Unmarshal([]byte(s), &rec); err != nil {
-			return nil, fmt.Errorf("checkpoint: read the members: %w: %v", ErrCorrupt, err)
+		if rec, ok := decodeMember([]byte(s)); ok { // an unreadable one is pruned by the next heartbeat
+			records = append(records, rec)
 		}
-		members = append(members, rec.member())
 	}
-	sortMembers(members)
-	return members, nil
+	if err := r.readConfigs(ctx, usedConfigs(records, nil, "")); err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	return r.configs.roster(records, nil).Members, nil
 }

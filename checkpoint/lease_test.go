@@ -452,3 +452,53 @@ func TestTokensGrowWhenTheLeaseIsLost(t *testing.T) {
 		})
 	})
 }
+
+// TestAConfigurationsListIsKeptOnceAndWrittenAgainIfLost: a member's
+// heartbeat sends its configuration's list only while the store may lack
+// it (the heartbeats stay small however many shards a replica lists), and
+// sends it again once the store says it lost it (a flushed key).
+func TestAConfigurationsListIsKeptOnceAndWrittenAgainIfLost(t *testing.T) {
+	t0 := leaseEpoch()
+	client, prefix := testenv.Redis(t)
+	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	shards := []diff.Shard{{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}, {Account: "prod", Source: diff.SourceSWAS, Region: "cn-hangzhou"}}
+	digest := checkpoint.ShardsDigest(shards)
+	key := "{" + prefix + "group:members}configs"
+	beat := func(at time.Duration) checkpoint.Roster {
+		t.Helper()
+		r, err := s.Heartbeat(ctx, checkpoint.Member{ID: "a", Lists: shards}, ttl, t0.Add(at))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	beat(0)
+	if n, err := client.HExists(ctx, key, digest).Result(); err != nil || !n {
+		t.Fatalf("the list is not kept under its digest: %v %v", n, err)
+	}
+	client.HDel(ctx, key, digest) // lost
+	beat(time.Second)             // sent no list: the store had it
+	if n, _ := client.HExists(ctx, key, digest).Result(); n {
+		t.Fatal("the second heartbeat sent the list again, while the store had it")
+	}
+	r := beat(2 * time.Second) // told it was lost: sends it again
+	if n, _ := client.HExists(ctx, key, digest).Result(); !n {
+		t.Fatal("the list lost was not written again")
+	}
+	if len(r.Members) != 1 || fmt.Sprint(r.Members[0].Lists) != fmt.Sprint(shards) || len(r.Listed) != 2 {
+		t.Errorf("roster %+v", r)
+	}
+	// Another process reads the list once, by its digest.
+	other, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := other.Members(ctx)
+	if err != nil || len(ms) != 1 || fmt.Sprint(ms[0].Lists) != fmt.Sprint(shards) {
+		t.Errorf("Members of another process: %+v, %v", ms, err)
+	}
+}

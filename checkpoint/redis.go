@@ -81,6 +81,7 @@ type Redis struct {
 
 	scripts redisScripts
 	seen    replicaSeen // the replicas each master listed, for WAIT
+	configs *configs    // the group's configurations' lists, read once each
 
 	mu       sync.Mutex
 	migrated map[diff.Shard]bool
@@ -352,7 +353,7 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if strings.ContainsAny(opts.KeyPrefix, "{}") {
 		return nil, fmt.Errorf("checkpoint: key prefix %q holds a brace: it would break the hash tag that keeps each shard's keys in one Redis Cluster slot", opts.KeyPrefix)
 	}
-	return &Redis{client: client, opts: opts, scripts: newRedisScripts(), migrated: map[diff.Shard]bool{}, fences: map[diff.Shard]uint64{}}, nil
+	return &Redis{client: client, opts: opts, scripts: newRedisScripts(), configs: newConfigs(), migrated: map[diff.Shard]bool{}, fences: map[diff.Shard]uint64{}}, nil
 }
 
 func (r *Redis) key(kind string, s diff.Shard) string {

@@ -117,10 +117,14 @@ func (p *part) assign(out map[diff.Shard]string) {
 	share := p.shares()
 	load := make(map[string]int, len(p.members))
 	for _, s := range p.shards {
-		ranked := slices.Clone(p.candidates[s])
 		id := s.String()
+		ranks := make(map[string]uint64, len(p.candidates[s])) // once each, not in the comparator
+		for _, m := range p.candidates[s] {
+			ranks[m] = rank(id, m)
+		}
+		ranked := slices.Clone(p.candidates[s])
 		slices.SortStableFunc(ranked, func(a, b string) int {
-			return cmp.Or(cmp.Compare(rank(id, b), rank(id, a)), strings.Compare(a, b))
+			return cmp.Or(cmp.Compare(ranks[b], ranks[a]), strings.Compare(a, b))
 		})
 		pick := ""
 		for _, m := range ranked {

@@ -325,3 +325,17 @@ func TestAssignLeavesAShardListedByNobody(t *testing.T) {
 		t.Errorf("assignment %v: want shards 0 to 2 only", a)
 	}
 }
+
+// BenchmarkAssign: 1000 shards over 30 replicas that list them all, as
+// each replica computes it every round.
+func BenchmarkAssign(b *testing.B) {
+	shards := shardsN(1000)
+	var members []string
+	for i := range 30 {
+		members = append(members, fmt.Sprintf("capoller-%02d-abcdef", i))
+	}
+	can := uniform(shards, members...)
+	for b.Loop() {
+		Assign(can)
+	}
+}

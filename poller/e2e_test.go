@@ -59,15 +59,7 @@ func newHarnessWith(t *testing.T, mutate func(*castest.Options)) *harness {
 	if mutate != nil {
 		mutate(&simOpts)
 	}
-	sim, err := castest.New(simOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim, simURL := testenv.Emulator(t, simOpts)
 	client, err := ecs.NewClientWithOptions(region, sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider(keyID, secret))
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,6 @@ package poller
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,6 +24,7 @@ type LeaseStore interface {
 	Acquire(ctx context.Context, shard diff.Shard, owner string, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Renew(ctx context.Context, l checkpoint.Lease, ttl time.Duration, now time.Time) (checkpoint.Lease, error)
 	Release(ctx context.Context, l checkpoint.Lease) error
+	Leases(ctx context.Context, shards []diff.Shard) ([]checkpoint.Lease, error)
 	Fence(shard diff.Shard, token uint64)
 	Report(ctx context.Context, s checkpoint.ShardStatus) error
 }
@@ -86,9 +85,12 @@ const (
 	excludeFor   = 10
 	excludeMost  = 16 * excludeFor
 	// withdrawAfter failed probes step the replica back; returnAfter good
-	// ones bring it back.
+	// ones bring it back, twice as many (up to 2^maxBackOff times) each
+	// time it steps back within backOffFor lease TTLs of its return.
 	withdrawAfter = 2
 	returnAfter   = 3
+	maxBackOff    = 5
+	backOffFor    = 10
 )
 
 // Group shares shards among the replicas that use the same store, with
@@ -129,17 +131,31 @@ type Group struct {
 	logged  map[string]string // what was last logged per concern, to log a repeated failure once
 
 	// refused counts the rounds running a shard's acquisition failed;
-	// excluded is until when a shard is left to the others, and
-	// exclusions how many times running it was.
-	refused    map[diff.Shard]int
-	excluded   map[diff.Shard]time.Time
-	exclusions map[diff.Shard]int
-	// The probe's state: failures and successes running, the first
-	// failure of the run, the last success, and why the replica stepped
-	// back ("" while it serves).
+	// excluded is until when a shard is left to the others, exclusions
+	// how many times running it was, and exclusionSaid whether that was
+	// logged at warn since the shard was last taken.
+	refused       map[diff.Shard]int
+	excluded      map[diff.Shard]time.Time
+	exclusions    map[diff.Shard]int
+	exclusionSaid map[diff.Shard]bool
+	// exclusionToken is the shard's lease token when this replica last
+	// excluded it: a larger one since says another replica took it.
+	exclusionToken map[diff.Shard]uint64
+	// The probe's state: failures and successes running, when the first
+	// failed probe of the run and the last good one were sent, and why the
+	// replica stepped back ("" while it serves).
 	probeFails, probeOKs int
 	firstFail, busOK     time.Time
+	lastProbeErr         error
 	withdrawn            string
+	// stepBacks counts the step-backs running, each soon after a return
+	// (when it last came back), for the back-off.
+	stepBacks int
+	returned  time.Time
+	// offset is the store's clock minus this replica's, from the last
+	// heartbeat (0 where the store does not tell its time): times that
+	// replicas compare are written on the store's clock.
+	offset time.Duration
 	// members is the last roster's live members; unlisted the shards no
 	// live replica lists, as last said; configs the configurations last
 	// said to differ.
@@ -190,15 +206,11 @@ func NewGroup(opts GroupOptions) (*Group, error) {
 		opts.Now = time.Now
 	}
 	slices.SortFunc(opts.Shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
-	sum := sha256.New()
-	for _, s := range opts.Shards {
-		sum.Write([]byte(s.String() + "\n"))
-	}
-	opts.Replica.Shards = hex.EncodeToString(sum.Sum(nil)[:8])
+	opts.Replica.Shards = checkpoint.ShardsDigest(opts.Shards)
 	opts.Replica.Lists = opts.Shards
 	return &Group{opts: opts, log: opts.Logger, // the caller names the replica in its logger
 		owned: map[diff.Shard]*ownership{}, stopped: make(chan struct{}, 1), logged: map[string]string{},
-		refused: map[diff.Shard]int{}, excluded: map[diff.Shard]time.Time{}, exclusions: map[diff.Shard]int{}, unlisted: map[diff.Shard]bool{}}, nil
+		refused: map[diff.Shard]int{}, excluded: map[diff.Shard]time.Time{}, exclusions: map[diff.Shard]int{}, exclusionSaid: map[diff.Shard]bool{}, exclusionToken: map[diff.Shard]uint64{}, unlisted: map[diff.Shard]bool{}}, nil
 }
 
 // Run takes part in the group until ctx ends. Then it stops its pollers
@@ -242,31 +254,35 @@ func (g *Group) Run(ctx context.Context) error {
 // shards' status. Run calls it every tick; tests call it directly.
 func (g *Group) Step(ctx context.Context) {
 	defer g.publishOwned()
+	// The next round is planned by this one alone: a plan kept from the
+	// last round that succeeded is past once one fails, and Run would
+	// start round after round, without pause, while the store is down.
+	g.wake = time.Time{}
 	g.reap()
 	// Every call to the store is bounded by a tick: a slow store delays
 	// one round, never the renewals of the next. Pollers run under the
 	// caller's ctx, not this one.
 	run := ctx
+	g.probe(run) // before the round's budget: at most half a tick, when the bus does not answer
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Tick)
 	defer cancel()
-	probed := g.startProbe(run)
 	g.endExclusions()
-	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+	sent := g.opts.Now()
+	roster, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), sent)
 	if g.failed("heartbeat", err, "could not heartbeat; keeping the shards held while their leases last") {
 		g.renew(ctx, nil)
 		return
 	}
 	g.members = roster.Members
-	if probed != nil {
-		was := g.withdrawn
-		g.probed(<-probed) // its own timeout, half a tick, while the heartbeat went on
-		if g.withdrawn != was {
-			// Said at once, not at the next round: the others take (or
-			// give back) the shards as soon as this round hands them off.
-			again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
-			if err == nil {
-				roster, g.members = again, again.Members
-			}
+	if !roster.Now.IsZero() { // the store's clock, to compare replicas' times on one clock
+		g.offset = roster.Now.Sub(sent.Add(g.opts.Now().Sub(sent) / 2))
+	}
+	if g.judgeBus() {
+		// Said at once, not at the next round: the others take (or give
+		// back) the shards as soon as this round hands them off.
+		again, err := g.opts.Store.Heartbeat(ctx, g.member(), g.lease(), g.opts.Now())
+		if err == nil {
+			roster, g.members = again, again.Members
 		}
 	}
 	g.wakeAt(roster.Members)
@@ -290,7 +306,6 @@ func (g *Group) Step(ctx context.Context) {
 // never lets it come so close, so that one is dead, and its shards are
 // taken the moment its claims end rather than up to a tick later.
 func (g *Group) wakeAt(members []checkpoint.Member) {
-	g.wake = time.Time{}
 	for _, m := range members {
 		if m.ID != g.opts.Replica.ID {
 			g.earlier(m.Expires)
@@ -316,7 +331,10 @@ func (g *Group) member() checkpoint.Member {
 			m.Excluded = append(m.Excluded, s)
 		}
 	}
-	m.Withdrawn, m.BusOK = g.withdrawn, g.busOK
+	m.Withdrawn = g.withdrawn
+	if !g.busOK.IsZero() {
+		m.BusOK = g.busOK.Add(g.offset)
+	}
 	return m
 }
 
@@ -327,7 +345,7 @@ func (g *Group) endExclusions() {
 	for s, until := range g.excluded {
 		if !now.Before(until) {
 			delete(g.excluded, s)
-			g.log.Info("taking the shard's lease again after leaving it to the other replicas", zap.Stringer("shard", s))
+			g.log.Info("the shard's exclusion ended: taking its lease again", zap.Stringer("shard", s))
 		}
 	}
 }
@@ -371,56 +389,69 @@ func (g *Group) assignment() map[diff.Shard]string {
 	return Assign(can)
 }
 
-// startProbe asks, within half a tick, whether this replica reaches the
-// bus, and returns where the answer comes (nil without a probe). It runs
-// beside the heartbeat: a probe that times out delays no store call.
-func (g *Group) startProbe(run context.Context) <-chan error {
+// probe asks, within half a tick, whether this replica reaches the bus,
+// and counts the answers running (see [GroupOptions.Probe]).
+func (g *Group) probe(run context.Context) {
 	if g.opts.Probe == nil {
-		return nil
+		return
 	}
-	answer := make(chan error, 1)
 	ctx, cancel := context.WithTimeout(run, g.opts.Tick/2)
-	go func() {
-		defer cancel()
-		answer <- g.opts.Probe(ctx)
-	}()
-	return answer
-}
-
-// probed steps the replica back, or brings it back, on a probe's answer
-// (see [GroupOptions.Probe]). It judges by the members the round's
-// heartbeat found: whether another reached the bus since this one's
-// failures began.
-func (g *Group) probed(err error) {
-	now := g.opts.Now()
+	defer cancel()
+	sent := g.opts.Now()
+	err := g.opts.Probe(ctx)
 	g.failed("bus", err, "could not reach the bus")
 	if err == nil {
-		g.busOK, g.probeFails = now, 0
+		g.busOK, g.probeFails = sent, 0
 		g.probeOKs++
-		if g.withdrawn != "" && g.probeOKs >= returnAfter {
-			g.log.Info("the bus is reachable again: taking shards again")
-			g.withdrawn = ""
-			g.opts.Metrics.groupWithdrawn(false)
-		}
 		return
 	}
-	g.probeOKs = 0
-	if g.probeFails == 0 {
-		g.firstFail = now
+	if g.probeOKs = 0; g.probeFails == 0 {
+		g.firstFail = sent
 	}
 	g.probeFails++
-	if g.withdrawn != "" || g.probeFails < withdrawAfter {
-		return
-	}
-	for _, m := range g.members {
-		if m.ID != g.opts.Replica.ID && m.Withdrawn == "" && m.BusOK.After(g.firstFail) {
-			g.withdrawn = "cannot reach the bus: " + err.Error()
-			g.log.Warn("cannot reach the bus while other replicas can: stepping back, they take this replica's shards",
-				zap.String("reaches_it", m.ID), zap.Error(err))
-			g.opts.Metrics.groupWithdrawn(true)
-			return
+	g.lastProbeErr = err
+}
+
+// judgeBus steps the replica back, or brings it back, on its probes and
+// the round's roster, and reports whether it did. It steps back after
+// withdrawAfter failed probes if another replica reached the bus with a
+// probe sent after this one's first failed probe was (both on the
+// store's clock, where it tells); it serves again after returnAfter good
+// probes, twice as many each time it steps back again soon after.
+func (g *Group) judgeBus() bool {
+	now := g.opts.Now()
+	switch {
+	case g.opts.Probe == nil:
+		return false
+	case g.withdrawn != "":
+		if g.probeOKs < returnAfter<<min(g.stepBacks-1, maxBackOff) {
+			return false
 		}
+		g.log.Info("the bus is reachable again: taking shards again", zap.Int("good_probes", g.probeOKs))
+		g.withdrawn, g.returned = "", now
+		g.opts.Metrics.groupWithdrawn(false)
+		return true
+	case g.probeFails < withdrawAfter:
+		return false
 	}
+	failed := g.firstFail.Add(g.offset)
+	for _, m := range g.members {
+		if m.ID == g.opts.Replica.ID || m.Withdrawn != "" || !m.BusOK.After(failed) {
+			continue
+		}
+		if !g.returned.IsZero() && now.Sub(g.returned) < backOffFor*g.opts.LeaseTTL {
+			g.stepBacks++ // again, soon after it came back: a flapping link
+		} else {
+			g.stepBacks = 1
+		}
+		g.withdrawn = "cannot reach the bus: " + g.lastProbeErr.Error()
+		g.log.Warn("cannot reach the bus while other replicas can: stepping back, they take this replica's shards",
+			zap.String("reaches_it", m.ID), zap.Int("failed_probes", g.probeFails), zap.Int("good_probes_to_return", returnAfter<<min(g.stepBacks-1, maxBackOff)),
+			zap.Error(g.lastProbeErr))
+		g.opts.Metrics.groupWithdrawn(true)
+		return true
+	}
+	return false
 }
 
 // sayConfigs says, once per change, that the live replicas list
@@ -464,6 +495,8 @@ func (g *Group) sayUnlisted(listed []checkpoint.ListedShard) {
 		}
 	}
 	unlisted := map[diff.Shard]bool{}
+	var gone []string
+	var last checkpoint.ListedShard
 	for _, l := range listed {
 		s := l.Shard.Canonical()
 		if now[s] {
@@ -471,17 +504,52 @@ func (g *Group) sayUnlisted(listed []checkpoint.ListedShard) {
 		}
 		unlisted[s] = true
 		if !g.unlisted[s] {
-			g.log.Warn("no live replica lists the shard: nobody polls it; its lease expires unrenewed and its state is kept",
-				zap.Stringer("shard", s), zap.String("last_listed_by", l.By), zap.Time("last_listed", l.At))
+			gone = append(gone, s.String())
+			if l.At.After(last.At) {
+				last = l
+			}
 		}
 	}
+	if len(gone) > 0 {
+		g.log.Warn("no live replica lists these shards: nobody polls them; their leases expire unrenewed and their state is kept",
+			zap.Int("count", len(gone)), zap.Strings("shards", firstOf(gone)), zap.String("last_listed_by", last.By), zap.Time("last_listed", last.At))
+	}
+	var back []string
 	for s := range g.unlisted {
 		if !unlisted[s] && now[s] {
-			g.log.Info("the shard is listed by a live replica again", zap.Stringer("shard", s))
+			back = append(back, s.String())
 		}
+	}
+	if len(back) > 0 {
+		slices.Sort(back)
+		g.log.Info("shards listed by a live replica again", zap.Int("count", len(back)), zap.Strings("shards", firstOf(back)))
 	}
 	g.unlisted = unlisted
 	g.opts.Metrics.groupUnlisted(len(unlisted))
+}
+
+// firstOf returns the first few of ids, and how many more there are: a
+// line that names hundreds of shards helps nobody.
+func firstOf(ids []string) []string {
+	const most = 20
+	if len(ids) <= most {
+		return ids
+	}
+	return append(slices.Clone(ids[:most]), fmt.Sprintf("and %d more", len(ids)-most))
+}
+
+// escapedByAnother reports whether another replica holds s's lease now,
+// or took it since this replica last excluded s (its token grew), as read
+// from the store (false if it cannot be read). It remembers the token.
+func (g *Group) escapedByAnother(ctx context.Context, s diff.Shard) bool {
+	leases, err := g.opts.Store.Leases(ctx, []diff.Shard{s})
+	if err != nil || len(leases) != 1 {
+		return false
+	}
+	l := leases[0]
+	before, known := g.exclusionToken[s]
+	g.exclusionToken[s] = l.Token
+	return l.Live(g.opts.Now()) && l.Owner != g.opts.Replica.ID || known && l.Token > before
 }
 
 // lease is how long each lease and heartbeat is written for.
@@ -584,9 +652,30 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 			// The store refuses this replica the shard (in a Redis Cluster,
 			// a slot it cannot reach while others may): the next heartbeat
 			// leaves it to the others.
-			g.exclusions[s]++
-			until := g.opts.Now().Add(time.Duration(min(excludeFor<<(g.exclusions[s]-1), excludeMost)) * g.opts.LeaseTTL)
-			g.log.Warn("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
+			// A refusal that another replica escaped (it holds the
+			// shard's lease now, or took it since this replica last
+			// left it) is this replica's own: excluded for 10 TTLs,
+			// longer each time. One that nobody escaped (a failover of
+			// the slot) is excluded for a TTL only: the shard stays with
+			// those that list it anyway, and exclusions grown through a
+			// long failover would outlast one another, and gather the
+			// slot's shards on whichever replica's ended first once it is
+			// back.
+			ttls := 1
+			if g.escapedByAnother(ctx, s) {
+				g.exclusions[s]++
+				ttls = excludeFor // doubled by steps, not a shift by the count, which overflows after some 60
+				for i := 1; i < g.exclusions[s] && ttls < excludeMost; i++ {
+					ttls = min(2*ttls, excludeMost)
+				}
+			}
+			until := g.opts.Now().Add(time.Duration(ttls) * g.opts.LeaseTTL)
+			say := g.log.Warn
+			if g.exclusionSaid[s] {
+				say = g.log.Debug // said once, until the shard is taken again
+			}
+			g.exclusionSaid[s] = true
+			say("could not take the shard's lease several rounds running: leaving it to the other replicas for a while",
 				zap.Stringer("shard", s), zap.Int("rounds", g.refused[s]), zap.Time("until", until), zap.Error(err))
 			g.excluded[s] = until
 			delete(g.refused, s)
@@ -596,6 +685,8 @@ func (g *Group) acquire(run, ctx context.Context, s diff.Shard) bool {
 	delete(g.refused, s)
 	delete(g.excluded, s)
 	delete(g.exclusions, s)
+	delete(g.exclusionSaid, s)
+	delete(g.exclusionToken, s)
 	g.opts.Store.Fence(s, l.Token)
 	claim := &Claim{shard: s, ttl: g.lease(), now: g.opts.Now}
 	claim.renewed(l, sent)

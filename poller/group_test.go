@@ -28,6 +28,19 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// storeClock is a store whose own clock, told by its heartbeats, is the
+// test's controlled clock (Redis tells its real one).
+type storeClock struct {
+	poller.LeaseStore
+	clock *fakeClock
+}
+
+func (s storeClock) Heartbeat(ctx context.Context, m checkpoint.Member, ttl time.Duration, now time.Time) (checkpoint.Roster, error) {
+	r, err := s.LeaseStore.Heartbeat(ctx, m, ttl, now)
+	r.Now = s.clock.Now()
+	return r, err
+}
+
 // groupReplica is one replica of a test group: a Group whose pollers only
 // wait for their context, counting how many run.
 type groupReplica struct {
@@ -35,19 +48,32 @@ type groupReplica struct {
 	g       *poller.Group
 	polling atomic.Int32
 	claims  sync.Map // shard -> *poller.Claim
+	// expire makes its pollers stop when their claim expires, as a real
+	// poller's next cycle does; by default they wait for their context.
+	expire atomic.Bool
 }
 
 func newGroupReplica(t *testing.T, id string, store poller.LeaseStore, shards []diff.Shard, clock *fakeClock, with ...func(*poller.GroupOptions)) *groupReplica {
 	t.Helper()
 	r := &groupReplica{id: id}
 	opts := poller.GroupOptions{
-		Replica: checkpoint.Member{ID: id}, Store: store, Shards: shards, LeaseTTL: 15 * time.Second, Now: clock.Now,
+		Replica: checkpoint.Member{ID: id}, Store: storeClock{store, clock}, Shards: shards, LeaseTTL: 15 * time.Second, Now: clock.Now,
 		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
 			r.polling.Add(1)
 			defer r.polling.Add(-1)
 			r.claims.Store(shard, claim)
-			<-ctx.Done()
-			return nil
+			check := time.NewTicker(time.Millisecond)
+			defer check.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-check.C:
+					if err := claim.Valid(); err != nil && r.expire.Load() {
+						return err // as a poller's next cycle finds it
+					}
+				}
+			}
 		},
 	}
 	for _, w := range with {

@@ -146,15 +146,7 @@ func TestRunExitsWhenNATSClosesForGood(t *testing.T) {
 // the credentials the daemon's default chain reads to its key.
 func startEmulator(t *testing.T) (*castest.Server, string) {
 	t.Helper()
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim, simURL := testenv.Emulator(t, castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 1})
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
 	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
@@ -59,16 +58,8 @@ const replicaTTL = 3 * time.Second
 func newReplicaGroup(t *testing.T, natsURL, redisURL string, rdb redis.UniversalClient, prefix string, streamReplicas int) *replicaGroup {
 	t.Helper()
 	regions := []string{"cn-hangzhou", "cn-shanghai", "cn-beijing"}
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIprod", AccessKeySecret: "prod-secret", Regions: regions, Instances: 2,
+	sim, simURL := testenv.Emulator(t, castest.Options{AccessKeyID: "LTAIprod", AccessKeySecret: "prod-secret", Regions: regions, Instances: 2,
 		Accounts: []castest.Account{{Name: "staging", AccessKeyID: "LTAIstaging", AccessKeySecret: "staging-secret"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
 	file := filepath.Join(t.TempDir(), "capoller.yaml")
 	yaml := ""
 	for _, a := range []string{"prod", "staging"} {
@@ -80,20 +71,7 @@ func newReplicaGroup(t *testing.T, natsURL, redisURL string, rdb redis.Universal
 		t.Fatal(err)
 	}
 	stream := testenv.Name("CAPOLLER_REPLICAS")
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(ctx, stream)
-	})
+	_, js := testenv.NATS(t, natsURL, stream)
 	store, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
@@ -119,6 +97,13 @@ func newReplicaGroup(t *testing.T, natsURL, redisURL string, rdb redis.Universal
 // start runs a replica; extraEnv arms test hooks.
 func (g *replicaGroup) start(id string, extraEnv ...string) *replicaProc {
 	g.t.Helper()
+	return g.startWith(id, g.args, extraEnv...)
+}
+
+// startWith runs a replica with args (run's, without --replica-id and
+// --metrics-addr, which it adds).
+func (g *replicaGroup) startWith(id string, args []string, extraEnv ...string) *replicaProc {
+	g.t.Helper()
 	addr, err := freeAddr()
 	if err != nil {
 		g.t.Fatal(err)
@@ -128,7 +113,7 @@ func (g *replicaGroup) start(id string, extraEnv ...string) *replicaProc {
 		g.t.Fatal(err)
 	}
 	p := &replicaProc{id: id, metrics: addr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(exe, append(slices.Clone(g.args), "--replica-id", id, "--metrics-addr", addr)...)
+	p.cmd = exec.Command(exe, append(slices.Clone(args), "--replica-id", id, "--metrics-addr", addr)...)
 	p.cmd.Env = append(slices.Clone(g.env), extraEnv...)
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -4,16 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
@@ -22,15 +18,10 @@ import (
 // deployment runs `capoller run` processes against one emulator, one
 // Redis key prefix and one stream, each with a configuration of its own:
 // what operators do during a rolling deploy, or with several deployments
-// on one store.
+// on one store. Its replicaGroup holds what they share; its args lack the
+// regions and sources, which each replica names.
 type deployment struct {
-	t       *testing.T
-	sim     *castest.Server
-	group   *replicaGroup // for waitCaughtUp
-	args    []string
-	env     []string
-	mu      sync.Mutex
-	running []*replicaProc
+	*replicaGroup
 }
 
 const (
@@ -41,79 +32,29 @@ const (
 
 func newDeployment(t *testing.T, regions []string) *deployment {
 	t.Helper()
-	sim, err := castest.New(castest.Options{AccessKeyID: "LTAIrolling", AccessKeySecret: "rolling-secret", Regions: regions, Instances: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	simURL, err := sim.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim, simURL := testenv.Emulator(t, castest.Options{AccessKeyID: "LTAIrolling", AccessKeySecret: "rolling-secret", Regions: regions, Instances: 2})
 	redisURL := testenv.RedisURL(t)
 	_, prefix := testenv.RedisAt(t, redisURL)
 	natsURL := testenv.NATSURL(t)
 	stream := testenv.Name("CAPOLLER_ROLLING")
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = js.DeleteStream(ctx, stream)
-	})
-	d := &deployment{t: t, sim: sim, group: &replicaGroup{t: t, sim: sim, js: js, stream: stream},
+	_, js := testenv.NATS(t, natsURL, stream)
+	g := &replicaGroup{t: t, sim: sim, js: js, stream: stream,
 		args: []string{"run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix,
 			"--nats-url", natsURL, "--stream", stream, "--subject-prefix", strings.ToLower(stream),
 			"--interval", deployInterval.String(), "--lease-ttl", deployTTL.String(), "--initial", "emit", "--qps", "50",
 			"--log-level", "info"},
 		env: append(os.Environ(), beMainEnv+"=1", "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true",
 			"ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIrolling", "ALIBABA_CLOUD_ACCESS_KEY_SECRET=rolling-secret")}
-	t.Cleanup(d.stopAll)
-	return d
+	t.Cleanup(g.stopAll)
+	return &deployment{g}
 }
 
 // start runs a replica listing regions and sources, and returns when it
 // was started.
 func (d *deployment) start(id string, regions []string, sources string) (*replicaProc, time.Time) {
 	d.t.Helper()
-	addr, err := freeAddr()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	p := &replicaProc{id: id, metrics: addr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(exe, append(slices.Clone(d.args), "--regions", strings.Join(regions, ","), "--sources", sources,
-		"--replica-id", id, "--metrics-addr", addr)...)
-	p.cmd.Env = d.env
-	p.cmd.Stderr = p.logs
 	started := time.Now()
-	if err := p.cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.exited)
-	}()
-	d.mu.Lock()
-	d.running = append(d.running, p)
-	d.mu.Unlock()
-	d.t.Cleanup(func() {
-		if d.t.Failed() {
-			d.t.Logf("logs of %s:\n%s", id, p.logs.String())
-		}
-	})
-	return p, started
+	return d.startWith(id, append(slices.Clone(d.args), "--regions", strings.Join(regions, ","), "--sources", sources)), started
 }
 
 // stop sends SIGTERM and waits for the replica to exit, as a rolling
@@ -128,22 +69,6 @@ func (d *deployment) stop(p *replicaProc) {
 	}
 	if p.code != 0 {
 		d.t.Errorf("%s exited %d after SIGTERM", p.id, p.code)
-	}
-}
-
-func (d *deployment) stopAll() {
-	d.mu.Lock()
-	procs := slices.Clone(d.running)
-	d.mu.Unlock()
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range procs {
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-		}
 	}
 }
 
@@ -282,7 +207,7 @@ func TestRollingDeployAddingRegionsEndToEnd(t *testing.T) {
 
 	stopWork()
 	work.Wait()
-	truth := d.group.waitCaughtUp(90 * time.Second)
+	truth := d.waitCaughtUp(90 * time.Second)
 	end := time.Now()
 	for _, r := range all {
 		from := steady
@@ -295,7 +220,7 @@ func TestRollingDeployAddingRegionsEndToEnd(t *testing.T) {
 			t.Errorf("%s went %v without a poll, more than 4s (the gap ended %v after r2-new started)", r, gap, at.Sub(restarted))
 		}
 	}
-	testenv.CheckAgainstTruth(t, truth, testenv.StreamEvents(t, d.group.js, d.group.stream))
+	testenv.CheckAgainstTruth(t, truth, testenv.StreamEvents(t, d.js, d.stream))
 }
 
 // TestTwoDeploymentsOnOneStoreEndToEnd: two deployments with disjoint
@@ -338,7 +263,7 @@ func TestTwoDeploymentsOnOneStoreEndToEnd(t *testing.T) {
 	}
 	stopWork()
 	work.Wait()
-	truth := d.group.waitCaughtUp(60 * time.Second)
+	truth := d.waitCaughtUp(60 * time.Second)
 	end := time.Now()
 	for _, s := range shards {
 		polls := d.polls(s.action, s.region)
@@ -353,5 +278,5 @@ func TestTwoDeploymentsOnOneStoreEndToEnd(t *testing.T) {
 			t.Errorf("%s in %s went %v without a poll (until %v), more than an interval plus a tick", s.action, s.region, gap, at.Format(time.RFC3339Nano))
 		}
 	}
-	testenv.CheckAgainstTruth(t, truth, testenv.StreamEvents(t, d.group.js, d.group.stream))
+	testenv.CheckAgainstTruth(t, truth, testenv.StreamEvents(t, d.js, d.stream))
 }

@@ -50,9 +50,11 @@ type shardState struct {
 	Shard string `json:"shard"`
 	// Owner is empty when no live lease holds the shard.
 	Owner string `json:"owner"`
-	// ListedBy are the live replicas whose configuration lists the shard:
-	// none means nobody polls it (LastListed says when, and by which
-	// replica, a configuration last listed it).
+	// ListedBy are the live replicas whose configuration lists the shard
+	// (one of an earlier version, which does not say, is taken to list
+	// this configuration's, as the group takes it): none means nobody
+	// polls it (LastListed says when, and by which replica, a
+	// configuration last listed it).
 	ListedBy   []string  `json:"listedBy"`
 	LastListed time.Time `json:"lastListed,omitzero"`
 	LastLister string    `json:"lastListedBy,omitempty"`
@@ -157,7 +159,11 @@ func readStatus(ctx context.Context, st groupReader, configured []diff.Shard, no
 		last[l.Shard.Canonical()] = l
 	}
 	for _, m := range members {
-		for _, s := range m.Lists {
+		lists := m.Lists
+		if lists == nil { // an earlier version's: the group takes it to list what this configuration does
+			lists = configured
+		}
+		for _, s := range lists {
 			listedBy[s.Canonical()] = append(listedBy[s.Canonical()], m.ID)
 		}
 	}

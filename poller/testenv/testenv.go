@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/publisher"
 )
 
@@ -167,4 +168,20 @@ func NATS(t testing.TB, url string, names ...string) (*nats.Conn, jetstream.JetS
 		}
 	})
 	return nc, js
+}
+
+// Emulator starts the Cloud Assistant emulator on a free port of
+// 127.0.0.1 and returns it and its URL; it is closed when the test ends.
+func Emulator(t testing.TB, opts castest.Options) (*castest.Server, string) {
+	t.Helper()
+	sim, err := castest.New(opts)
+	if err != nil {
+		t.Fatalf("testenv: the emulator: %v", err)
+	}
+	url, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testenv: start the emulator: %v", err)
+	}
+	t.Cleanup(func() { _ = sim.Close() })
+	return sim, url
 }
