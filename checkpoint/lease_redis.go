@@ -296,18 +296,26 @@ func (r *Redis) Release(ctx context.Context, l Lease) error {
 	return nil
 }
 
-// runLease runs a script that returns {ok, lease fields…}.
+// runLease runs a script that returns {ok, lease fields…}, once, on the
+// master of the shard's slot. A lease taken or renewed counts only once
+// the master's replicas have it (see [Redis.exec]): a failover that lost
+// it could give a second owner the same token, or end the lease before
+// the claim on it. A refusal (held, lost) stands however it was read.
 func (r *Redis) runLease(ctx context.Context, script *redis.Script, shard diff.Shard, args ...any) (Lease, bool, error) {
-	r.trips.Add(1)
-	reply, err := script.Run(ctx, r.client, []string{r.key("lease", shard)}, args...).Slice()
+	rep, err := r.exec(ctx, script, []string{r.key("lease", shard)}, args...)
 	if err != nil {
 		return Lease{Shard: shard}, false, err
 	}
+	reply, _ := rep.val.([]any)
 	if len(reply) != 6 {
 		return Lease{Shard: shard}, false, fmt.Errorf("%w: a lease script returned %d values", ErrCorrupt, len(reply))
 	}
 	l, err := leaseOf(shard, reply[1:])
-	return l, reply[0] == int64(1), err
+	ok := reply[0] == int64(1)
+	if err == nil && ok && rep.replicated != nil {
+		return l, false, rep.replicated
+	}
+	return l, ok, err
 }
 
 // Leases returns the leases of shards, in one pipelined round trip.

@@ -33,6 +33,20 @@ type RedisOptions struct {
 	// Logger hears of records skipped while migrating from the first
 	// encoding; default no-op.
 	Logger *zap.Logger
+	// ReplicaWait is how long a lease taken or renewed, a staged batch, a
+	// commit or a known mark waits, once it ran on the master, for the
+	// master's replicas to acknowledge it (WAIT; see redis_wait.go): one
+	// that they do not all acknowledge in time fails with
+	// [ErrNotReplicated]. A master without replicas is not waited for.
+	// Default 1s; negative writes without waiting, and a failover may then
+	// lose writes Redis acknowledged.
+	ReplicaWait time.Duration
+	// ReplicaGrace is how long a replica that the master no longer lists
+	// online is still waited for (and so holds its writes up): a replica
+	// that just left may be the one promoted. Default 15s, Redis Cluster's
+	// default node timeout; negative waits only for the replicas listed
+	// online at each write.
+	ReplicaGrace time.Duration
 }
 
 // Redis keeps checkpoints in Redis. A shard's keys share the hash tag of
@@ -61,9 +75,13 @@ type Redis struct {
 	client redis.UniversalClient
 	opts   RedisOptions
 	trips  atomic.Int64
+	// unreplicated counts the writes that ran on a master but that its
+	// replicas did not all acknowledge in time (ErrNotReplicated).
+	unreplicated atomic.Int64
 
 	scripts redisScripts
-	configs *configs // the group's configurations' lists, read once each
+	seen    replicaSeen // the replicas each master listed, for WAIT
+	configs *configs    // the group's configurations' lists, read once each
 
 	mu       sync.Mutex
 	migrated map[diff.Shard]bool
@@ -76,14 +94,23 @@ type redisScripts struct {
 	commit, stage, staged, discard     *redis.Script
 	markKnown                          *redis.Script
 	acquire, renew, release, heartbeat *redis.Script
+	// source is each script's text, for EVAL on a node that lacks it.
+	source map[*redis.Script]string
 }
 
 func newRedisScripts() redisScripts {
-	return redisScripts{
-		commit: redis.NewScript(commitScript), stage: redis.NewScript(stageScript), staged: redis.NewScript(stagedScript), discard: redis.NewScript(discardScript), markKnown: redis.NewScript(markKnownScript),
-		acquire: redis.NewScript(acquireScript), renew: redis.NewScript(renewScript), release: redis.NewScript(releaseScript),
-		heartbeat: redis.NewScript(heartbeatScript),
+	s := redisScripts{source: map[*redis.Script]string{}}
+	for _, def := range []struct {
+		to  **redis.Script
+		src string
+	}{
+		{&s.commit, commitScript}, {&s.stage, stageScript}, {&s.staged, stagedScript}, {&s.discard, discardScript}, {&s.markKnown, markKnownScript},
+		{&s.acquire, acquireScript}, {&s.renew, renewScript}, {&s.release, releaseScript}, {&s.heartbeat, heartbeatScript},
+	} {
+		*def.to = redis.NewScript(def.src)
+		s.source[*def.to] = def.src
 	}
+	return s
 }
 
 // fenceCheck starts every script that writes a shard: KEYS[1] is the
@@ -195,8 +222,14 @@ redis.call('RPUSH', KEYS[2], ARGV[2])
 return {1}
 `
 
-// stagedScript: KEYS staged, outbox. The oldest staged batch, or false.
+// stagedScript: KEYS staged, outbox, and meta when it is a barrier; ARGV
+// the time (Unix ms) when it is. The oldest staged batch, or false. As a
+// barrier it writes the time of the read in meta's stagedReadAt, so that
+// a WAIT after it covers every write the master holds (see Staged).
 const stagedScript = `
+if KEYS[3] then
+  redis.call('HSET', KEYS[3], 'stagedReadAt', ARGV[1])
+end
 local old = redis.call('GET', KEYS[2])
 if old then
   return old
@@ -245,15 +278,20 @@ func (r *Redis) token(shard diff.Shard) uint64 {
 
 // write runs one of the scripts that write a shard (see fenceCheck): the
 // first key is always the shard's lease, which shares the shard's hash tag.
+// It runs once, on the master of the shard's slot, and succeeds only once
+// the master's replicas have it (see [Redis.exec]).
 func (r *Redis) write(ctx context.Context, script *redis.Script, shard diff.Shard, what string, keys []string, args ...any) error {
 	token := r.token(shard)
-	r.trips.Add(1)
-	reply, err := script.Run(ctx, r.client, append([]string{r.key("lease", shard)}, keys...),
-		append([]any{strconv.FormatUint(token, 10)}, args...)...).Slice()
+	rep, err := r.exec(ctx, script, append([]string{r.key("lease", shard)}, keys...),
+		append([]any{strconv.FormatUint(token, 10)}, args...)...)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %s %s in redis: %w", what, shard, err)
 	}
+	reply, _ := rep.val.([]any)
 	if len(reply) > 0 && reply[0] == int64(1) {
+		if rep.replicated != nil {
+			return fmt.Errorf("checkpoint: %s %s in redis: %w", what, shard, rep.replicated)
+		}
 		return nil
 	}
 	current := "?"
@@ -275,6 +313,11 @@ func (r *Redis) Ping(ctx context.Context) error {
 // transaction is one).
 func (r *Redis) RoundTrips() int64 { return r.trips.Load() }
 
+// Unreplicated counts the writes that ran on a master but that its
+// replicas did not all acknowledge within ReplicaWait: each failed with
+// ErrNotReplicated, and was retried by its caller.
+func (r *Redis) Unreplicated() int64 { return r.unreplicated.Load() }
+
 // NewRedis builds a Redis store on a client the caller owns.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
@@ -292,11 +335,20 @@ func NewRedis(client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = 1000
 	}
+	if opts.ReplicaWait == 0 {
+		opts.ReplicaWait = time.Second
+	}
+	if opts.ReplicaGrace == 0 {
+		opts.ReplicaGrace = 15 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
 	if opts.ChunkSize < 0 {
 		return nil, fmt.Errorf("checkpoint: chunk size must be positive, got %d", opts.ChunkSize)
+	}
+	if opts.ReplicaWait > 0 && opts.ReplicaWait < time.Millisecond {
+		return nil, fmt.Errorf("checkpoint: the replica wait must be at least a millisecond (WAIT counts in milliseconds, and 0 would block for ever), got %v", opts.ReplicaWait)
 	}
 	if strings.ContainsAny(opts.KeyPrefix, "{}") {
 		return nil, fmt.Errorf("checkpoint: key prefix %q holds a brace: it would break the hash tag that keeps each shard's keys in one Redis Cluster slot", opts.KeyPrefix)
@@ -538,15 +590,42 @@ func (r *Redis) MaxBatch() int { return 1000 }
 func (r *Redis) MaxStaged() int { return 4 }
 
 // Staged returns the oldest batch staged and not yet committed, if any.
+//
+// A poller reads it first in a cycle after a failure (and in an owner's
+// first cycle), and publishes what it finds; then it reads the shard's
+// states and diffs. Either may be a write that ran on the master but that
+// its replicas never acknowledged (the failure may be that one): a
+// failover would lose it after it was acted on. So, unless ReplicaWait is
+// negative, the read is a barrier: it writes a mark in the shard's meta
+// and waits, like any write, until the replicas have it, and so every
+// write before it, and it fails with ErrNotReplicated otherwise. A cycle
+// that follows a successful one reads only what that cycle's own
+// acknowledged writes left.
 func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
 	shard = shard.Canonical()
-	r.trips.Add(1)
-	raw, err := r.scripts.staged.Run(ctx, r.client, []string{r.key("staged", shard), r.key("outbox", shard)}).Text()
-	if errors.Is(err, redis.Nil) {
-		return diff.Result{}, false, nil
-	}
-	if err != nil {
-		return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from redis: %w", shard, err)
+	var raw string
+	if r.opts.ReplicaWait > 0 {
+		rep, err := r.exec(ctx, r.scripts.staged, []string{r.key("staged", shard), r.key("outbox", shard), r.key("meta", shard)}, unixMs(time.Now()))
+		if err == nil {
+			err = rep.replicated
+		}
+		if err != nil {
+			return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from redis: %w", shard, err)
+		}
+		if rep.val == nil {
+			return diff.Result{}, false, nil
+		}
+		raw, _ = rep.val.(string)
+	} else {
+		r.trips.Add(1)
+		var err error
+		raw, err = r.scripts.staged.Run(ctx, r.client, []string{r.key("staged", shard), r.key("outbox", shard)}).Text()
+		if errors.Is(err, redis.Nil) {
+			return diff.Result{}, false, nil
+		}
+		if err != nil {
+			return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from redis: %w", shard, err)
+		}
 	}
 	batch, err := decodeBatch([]byte(raw))
 	if err != nil {

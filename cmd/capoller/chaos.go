@@ -33,25 +33,27 @@ import (
 
 // chaosOptions configures `capoller chaos`.
 type chaosOptions struct {
-	duration    time.Duration
-	seed        int64
-	redisURL    string
-	natsURL     string
-	natsCluster bool
-	checkpoint  string
-	replicas    int
-	interval    time.Duration
-	leaseTTL    time.Duration
-	faultEvery  time.Duration
-	rate        float64
-	quota       int
-	qps         float64
-	catchUp     time.Duration
-	partitions  string // on, off, only
-	jsonOut     bool
-	reportFile  string
-	keep        bool
-	quiet       bool
+	duration time.Duration
+	seed     int64
+	redisURL string
+	// redisTopology is single, cluster or sentinel (see chaos_failover.go).
+	redisTopology string
+	natsURL       string
+	natsCluster   bool
+	checkpoint    string
+	replicas      int
+	interval      time.Duration
+	leaseTTL      time.Duration
+	faultEvery    time.Duration
+	rate          float64
+	quota         int
+	qps           float64
+	catchUp       time.Duration
+	partitions    string // on, off, only
+	jsonOut       bool
+	reportFile    string
+	keep          bool
+	quiet         bool
 	// env is added to the replicas' environment (a test's binary needs
 	// beMainEnv to act as capoller).
 	env []string
@@ -63,7 +65,8 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var o chaosOptions
 	fs.DurationVar(&o.duration, "duration", 10*time.Minute, "how long faults are injected (then the replicas catch up and the stream is checked)")
 	fs.Int64Var(&o.seed, "seed", 0, "seed of the fault schedule, the behaviours and the workload (0: from the clock); the report prints it, and the same seed replays the schedule")
-	fs.StringVar(&o.redisURL, "redis-url", "embedded", `Redis for the replicas' checkpoints, or "embedded": a redis-server of the harness's own, which it restarts`)
+	fs.StringVar(&o.redisURL, "redis-url", "embedded", `Redis for the replicas' checkpoints, or "embedded": the harness's own (see --redis), which it restarts or fails over`)
+	fs.StringVar(&o.redisTopology, "redis", chaosRedisSingle, "with --redis-url embedded: single (one redis-server, crashed and restarted), cluster (a Redis Cluster of 3 masters with a replica each: CLUSTER FAILOVER, FORCE and TAKEOVER on replicas, SIGKILL of masters restarted as replicas) or sentinel (a master, 2 replicas and 3 sentinels: SIGKILL of the master, SENTINEL FAILOVER)")
 	fs.StringVar(&o.natsURL, "nats-url", "embedded", `NATS with JetStream, or "embedded": an in-process server, which the harness restarts`)
 	fs.BoolVar(&o.natsCluster, "nats-cluster", false, "with --nats-url embedded: a 3-node cluster and an R3 stream; the harness takes one node down at a time")
 	fs.StringVar(&o.checkpoint, "checkpoint", "redis", "the replicas' checkpoint store: redis or natskv")
@@ -100,6 +103,10 @@ func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if o.checkpoint != "redis" && o.checkpoint != "natskv" {
 		fmt.Fprintf(stderr, "capoller chaos: --checkpoint %q: want redis or natskv\n", o.checkpoint)
+		return 2
+	}
+	if err := checkChaosRedis(o); err != nil {
+		fmt.Fprintf(stderr, "capoller chaos: %v\n", err)
 		return 2
 	}
 	if o.seed == 0 {
@@ -182,7 +189,7 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 	kinds := []chaosWeighted{{faultKill, 4}, {faultStop, 2}, {faultThrottle, 1}, {faultServerError, 1}, {faultSlow, 1},
 		{faultMalformed, 1}, {faultInvalidToken, 1}, {faultBehaviour, 1}}
 	if redisEmbedded && o.checkpoint == "redis" {
-		kinds = append(kinds, chaosWeighted{faultRedis, 1})
+		kinds = append(kinds, chaosRedisFaults(o.redisTopology)...)
 	}
 	if natsEmbedded {
 		kinds = append(kinds, chaosWeighted{map[bool]string{false: faultNATS, true: faultNATSNode}[o.natsCluster], 1})
@@ -211,7 +218,7 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 		if at >= o.duration {
 			// Partitions may have been put off: in the order of their times.
 			slices.SortStableFunc(out, func(a, b chaosFault) int { return cmp.Compare(a.At, b.At) })
-			return out
+			return withRedisFailover(o, out, redisEmbedded)
 		}
 		n := rng.IntN(total)
 		var kind string
@@ -252,6 +259,14 @@ func chaosSchedule(o chaosOptions, redisEmbedded, natsEmbedded bool) []chaosFaul
 				continue
 			}
 			enginesFree = max(enginesFree, f.At+f.For+o.leaseTTL)
+		case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
+			chaosRedisFault(&f, rng)
+			// Like a restart: not during a partition, and none until the
+			// group served again for a while.
+			if f.At = max(f.At, partitionsFree); f.At >= o.duration {
+				continue
+			}
+			enginesFree = max(enginesFree, f.At+f.For+2*o.leaseTTL)
 		case faultThrottle:
 			f.For, f.Rate = between(2*time.Second, 10*time.Second), 0.3+0.6*rng.Float64()
 		case faultServerError:
@@ -405,7 +420,7 @@ func (c *chaosRun) logf(format string, args ...any) {
 
 // runChaos runs the harness and returns its report.
 func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosReport, error) {
-	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v", o.seed, o.duration),
+	rep := chaosReport{Seed: o.seed, Replay: fmt.Sprintf("capoller chaos --seed %d --duration %v%s", o.seed, o.duration, chaosReplayRedis(o)),
 		DurationSeconds: o.duration.Seconds(), Replicas: o.replicas, Checkpoint: o.checkpoint}
 	if o.partitions != "" && o.partitions != "on" {
 		rep.Replay += " --partitions " + o.partitions
@@ -425,7 +440,7 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 		busy: map[string]bool{}, faults: map[string]int{}, skipped: map[string]int{}, hookArmed: map[string]int{}, hookHits: map[string]int{}}
 	fmt.Fprintf(stderr, "chaos: seed %d; replay with: %s\n", o.seed, rep.Replay)
 
-	if c.redis, err = startChaosRedis(o.redisURL, dir); err != nil {
+	if c.redis, err = startChaosRedisTopology(o.redisURL, o.redisTopology, dir); err != nil {
 		return rep, err
 	}
 	defer c.redis.close()
@@ -436,6 +451,9 @@ func runChaos(ctx context.Context, o chaosOptions, stderr io.Writer) (chaosRepor
 	rep.Redis, rep.NATS = describeEngine(o.redisURL, c.redis.embedded(), "redis-server, restarted"), describeEngine(o.natsURL, c.nats.embedded(), "in-process, restarted")
 	if o.natsCluster {
 		rep.NATS = "embedded 3-node cluster, R3 stream, one node lost at a time"
+	}
+	if c.redis.group != nil {
+		rep.Redis = c.redis.group.describe()
 	}
 	if o.checkpoint == "natskv" {
 		rep.Redis = "unused (checkpoints in JetStream KV)"
@@ -809,6 +827,8 @@ func (c *chaosRun) apply(f *chaosFault, now time.Time) {
 			}
 			c.engineDone <- chaosEngineDone{kind: f.Kind, err: err}
 		}()
+	case faultFailover, faultFailoverForce, faultFailoverTakeover, faultMasterKill, faultLagKill:
+		c.applyRedisFailover(f, skip, done)
 	case faultThrottle, faultServerError, faultSlow, faultMalformed, faultInvalidToken:
 		rule := castest.Fault{Rate: f.Rate, Count: -1}
 		switch f.Kind {

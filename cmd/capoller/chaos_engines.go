@@ -32,6 +32,10 @@ type chaosRedis struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
+
+	// group is the cluster or Sentinel of --redis cluster or sentinel
+	// (see chaos_failover.go); nil for one server.
+	group *chaosRedisGroup
 }
 
 func startChaosRedis(url, dir string) (*chaosRedis, error) {
@@ -95,6 +99,10 @@ func (r *chaosRedis) crash() {
 }
 
 func (r *chaosRedis) close() {
+	if r.group != nil {
+		r.group.close()
+		return
+	}
 	if r.embedded() {
 		r.crash()
 	}

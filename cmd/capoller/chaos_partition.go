@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/cmd/internal/faultproxy"
@@ -50,7 +49,8 @@ func partitionLinks(o chaosOptions, redisEmbedded, natsEmbedded bool) (redisLink
 	if o.partitions == "off" {
 		return false, false
 	}
-	return redisEmbedded && o.checkpoint == "redis", natsEmbedded && !o.natsCluster
+	single := o.redisTopology == "" || o.redisTopology == chaosRedisSingle
+	return redisEmbedded && single && o.checkpoint == "redis", natsEmbedded && !o.natsCluster
 }
 
 // describePartitions says, for the report, where partitions are injected
@@ -66,6 +66,8 @@ func describePartitions(o chaosOptions, redisEmbedded, natsEmbedded bool) string
 		on = append(on, "Redis")
 	case o.checkpoint != "redis":
 		off = append(off, "Redis: unused (checkpoints in JetStream KV)")
+	case redisEmbedded:
+		off = append(off, "Redis: a "+o.redisTopology+" hands the replicas other nodes' addresses, which go around a proxy")
 	default:
 		off = append(off, "Redis: not the harness's own server (a Cluster or Sentinel would hand the replicas other nodes' addresses)")
 	}
@@ -488,11 +490,10 @@ func chaosLeaseReader(o chaosOptions, redisURL string, js jetstream.JetStream, b
 			return kv.Leases(ctx, shards)
 		}, func() {}, nil
 	}
-	opts, err := redis.ParseURL(redisURL)
+	client, err := openRedis(redisURL, redisAuth{}) // one server, a Cluster or Sentinel (--redis)
 	if err != nil {
 		return nil, nil, fmt.Errorf("lease watch: %w", err)
 	}
-	client := redis.NewClient(opts)
 	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: keyPrefix})
 	if err != nil {
 		_ = client.Close()
@@ -630,13 +631,40 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				}
 			}
 
-			// It loses its shards within the TTL, whatever the others do.
+			// It loses its shards within the TTL, whatever the others do —
+			// unless it was killed or stopped in the partition: then it
+			// could not step back, and its leases expire by themselves, a
+			// TTL after.
 			loseBy := p.start.Add(ttl)
+			for _, e := range events {
+				if e.slot == s && !e.at.Before(p.start) && e.at.Before(loseBy) {
+					loseBy = later(loseBy, e.at.Add(ttl))
+				}
+			}
+			// Cut from NATS alone, it steps back only once another replica
+			// reached the bus since its own failures began: with every
+			// other replica killed or stopped about then, it rightly keeps
+			// its shards, and neither its loss nor the take-over is judged.
+			var stepBackWaits []string
+			if f.Link == linkNATS {
+				disturbed := map[int]bool{}
+				for _, e := range events {
+					if e.slot != s && !e.at.Before(p.start.Add(-2*ttl)) && e.at.Before(loseBy) {
+						disturbed[e.slot] = true
+						stepBackWaits = append(stepBackWaits, fmt.Sprintf("%s %s at %s", c.slots[e.slot].id, e.what, at(e.at)))
+					}
+				}
+				if len(disturbed) < len(c.slots)-1 {
+					stepBackWaits = nil // another replica served the bus throughout
+				}
+			}
 			switch {
 			case f.Kind == faultPartitionLatency:
 				r.Lost = "not applicable (latency)"
+			case len(stepBackWaits) > 0 && !f.AllReplicas && !p.end.Before(loseBy):
+				r.Lost = "not judged: cut from NATS, it steps back only while another replica reaches the bus, and every other one was disturbed: " + listSome(stepBackWaits, 3)
 			case p.end.Before(loseBy):
-				r.Lost = "not applicable (shorter than the TTL)"
+				r.Lost = "not applicable (shorter than the TTL, or than a TTL after its own kill or stop)"
 			case f.AllReplicas && f.Link == linkNATS:
 				r.Lost = "not applicable (every replica cut from NATS: none steps back, nothing moves)"
 			default:
@@ -665,11 +693,16 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				r.Takeover = "not applicable (latency)"
 			case f.AllReplicas:
 				r.Takeover = "not applicable (every replica cut)"
+			case strings.HasPrefix(r.Lost, "not judged"):
+				r.Takeover = r.Lost
 			default:
 				deadline := p.start.Add(ttl + tick)
 				var why []string
 				for _, e := range events {
-					if e.slot != s && !e.at.Before(p.start.Add(-ttl)) && e.at.Before(deadline) {
+					// Another's kill or stop slows the take-over down; so
+					// does its own in the partition, which leaves its
+					// leases to expire.
+					if (e.slot != s && !e.at.Before(p.start.Add(-ttl)) || e.slot == s && !e.at.Before(p.start)) && e.at.Before(deadline) {
 						deadline = later(deadline, e.at.Add(ttl+tick))
 						why = append(why, fmt.Sprintf("%s %s at %s", c.slots[e.slot].id, e.what, at(e.at)))
 					}

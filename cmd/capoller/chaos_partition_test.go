@@ -29,6 +29,7 @@ func TestCheckPartitions(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name   string
+		link   string // default redis
 		leases map[diff.Shard][]owned
 		pubs   []float64
 		events []slotEvent
@@ -54,6 +55,26 @@ func TestCheckPartitions(t *testing.T) {
 					t.Errorf("take-over %q, %v", r.Takeover, r.TakeoverSeconds)
 				}
 			}},
+		{name: "killed in the partition", leases: map[diff.Shard][]owned{s1: {{0, 0}, {15, 1}}, s2: good[s2], s3: good[s3]},
+			// Killed, it cannot step back: its leases expire a TTL after the kill.
+			events: []slotEvent{{at: sec(11.5), slot: 0, what: "killed"}},
+			check: func(t *testing.T, r chaosPartitionRun) {
+				if r.Lost != "judged" || r.LostSeconds != 5 || r.Takeover != "judged" {
+					t.Errorf("lost %q %v, take-over %q", r.Lost, r.LostSeconds, r.Takeover)
+				}
+			}},
+		{name: "cut from NATS while another served", link: linkNATS, leases: map[diff.Shard][]owned{s1: {{0, 0}, {19, 1}}, s2: good[s2], s3: good[s3]},
+			// One other replica stopped, the third reached the bus: it should have stepped back.
+			events: []slotEvent{{at: sec(9), slot: 1, what: "stopped"}},
+			want:   []string{"kept 1 of the 2 shards it held past the TTL (4s, by 14s): prod/ecs/r1", "1 of the 2 shards it held were not taken by another replica within 4.8s of the start (by 14.8s) (pushed back by chaos-2 stopped at 9s): prod/ecs/r1"}},
+		{name: "cut from NATS while the others were stopped", link: linkNATS, leases: map[diff.Shard][]owned{s1: {{0, 0}, {19, 1}}, s2: good[s2], s3: good[s3]},
+			// It steps back only once another replica reaches the bus.
+			events: []slotEvent{{at: sec(9), slot: 1, what: "stopped"}, {at: sec(11), slot: 2, what: "stopped"}},
+			check: func(t *testing.T, r chaosPartitionRun) {
+				if !strings.HasPrefix(r.Lost, "not judged") || !strings.HasPrefix(r.Takeover, "not judged") || !strings.Contains(r.Lost, "chaos-2 stopped at 9s") {
+					t.Errorf("lost %q, take-over %q", r.Lost, r.Takeover)
+				}
+			}},
 		{name: "no rejoin", leases: map[diff.Shard][]owned{s1: good[s1], s2: good[s2], s3: {{0, 1}}},
 			events: []slotEvent{{at: sec(21), slot: 0, what: "exited by itself (exit status 1)", unexpected: true}},
 			// The exit gives it six TTLs from then.
@@ -75,7 +96,11 @@ func TestCheckPartitions(t *testing.T) {
 					c.leases.owners[s] = append(c.leases.owners[s], ownerSince{at: sec(o.at), slot: o.slot})
 				}
 			}
-			f := &chaosFault{Kind: faultPartitionHole, Link: linkRedis, For: 10 * time.Second}
+			link := linkRedis
+			if tc.link != "" {
+				link = tc.link
+			}
+			f := &chaosFault{Kind: faultPartitionHole, Link: link, For: 10 * time.Second}
 			c.partitions = []*partitionRun{{fault: f, slots: []int{0}, start: sec(10), end: sec(20), held: map[int][]diff.Shard{0: {s1, s2}}}}
 			var rep chaosPartitionReport
 			c.checkPartitions(&rep)
@@ -86,7 +111,7 @@ func TestCheckPartitions(t *testing.T) {
 				t.Fatalf("violations:\n%s\nwant %d", strings.Join(rep.Violations, "\n"), len(tc.want))
 			}
 			for i, w := range tc.want {
-				if !strings.HasSuffix(rep.Violations[i], w) || !strings.HasPrefix(rep.Violations[i], "chaos-1: partition-blackhole of redis at 10s for 10s: ") {
+				if !strings.HasSuffix(rep.Violations[i], w) || !strings.HasPrefix(rep.Violations[i], "chaos-1: partition-blackhole of "+link+" at 10s for 10s: ") {
 					t.Errorf("violation %d:\n%s\nwant it to end in\n%s", i, rep.Violations[i], w)
 				}
 			}

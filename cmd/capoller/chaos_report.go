@@ -244,7 +244,7 @@ func printPartitions(w io.Writer, p chaosPartitionReport) {
 		if c.Rejoin == "judged" && c.RejoinSeconds >= 0 {
 			rejoins++
 		}
-		if strings.HasPrefix(c.Takeover, "not judged") || strings.HasPrefix(c.Rejoin, "not judged") {
+		if strings.HasPrefix(c.Lost, "not judged") || strings.HasPrefix(c.Takeover, "not judged") || strings.HasPrefix(c.Rejoin, "not judged") {
 			notJudged = append(notJudged, c.Replica+" at "+c.At)
 		}
 	}

@@ -71,6 +71,9 @@ type config struct {
 	StreamReplicas   int           `yaml:"stream-replicas"`
 	HistoryMaxAge    time.Duration `yaml:"history-max-age"`
 	HistoryMaxCount  int64         `yaml:"history-max-count"`
+	// RedisReplicaWait and RedisReplicaGrace: see redisReplicaWait.
+	RedisReplicaWait  time.Duration `yaml:"redis-replica-wait"`
+	RedisReplicaGrace time.Duration `yaml:"redis-replica-grace"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
 	NATS  natsAuth  `yaml:",inline"`
@@ -185,6 +188,9 @@ func defaultConfig() config {
 		StreamReplicas:  1,
 		HistoryMaxAge:   30 * 24 * time.Hour,
 		HistoryMaxCount: 1_000_000,
+		// See checkpoint.RedisOptions.
+		RedisReplicaWait:  time.Second,
+		RedisReplicaGrace: 15 * time.Second,
 	}
 }
 
@@ -260,6 +266,8 @@ func settings() []setting {
 		{"api-timeout", "timeout of one API call", dur(func(c *config) *time.Duration { return &c.APITimeout })},
 		{"redis-url", "Redis URL for --checkpoint redis", str(func(c *config) *string { return &c.RedisURL })},
 		{"key-prefix", "prefix of every Redis key", str(func(c *config) *string { return &c.KeyPrefix })},
+		{"redis-replica-wait", "how long a lease, staged batch or commit waits, once Redis ran it, for every replica of its master to have it (WAIT), at most a tenth of lease-ttl; one they do not all acknowledge fails and is retried, so a failover cannot lose it. A master without replicas is not waited for; 0 never waits (a failover may then lose writes Redis acknowledged)", dur(func(c *config) *time.Duration { return &c.RedisReplicaWait })},
+		{"redis-replica-grace", "how long a replica that left its master (killed, cut off, resyncing) is still waited for, holding that master's writes up: it may be the one promoted. At least the engine's failure detection (cluster-node-timeout, Sentinel's down-after-milliseconds); 0 waits only for the replicas online at each write", dur(func(c *config) *time.Duration { return &c.RedisReplicaGrace })},
 		{"nats-url", `NATS URL, or "embedded" to run a NATS server with JetStream in process (data under --data-dir)`, str(func(c *config) *string { return &c.NATSURL })},
 		{"stream", "JetStream stream name", str(func(c *config) *string { return &c.Stream })},
 		{"subject-prefix", "first token(s) of every event subject", str(func(c *config) *string { return &c.SubjectPrefix })},
@@ -575,6 +583,11 @@ func (c config) validate() error {
 	}
 	if strings.ContainsAny(c.KeyPrefix, "{}") {
 		errs = append(errs, errors.New("key-prefix: no braces: each shard's keys share a hash tag in braces, which keeps them in one Redis Cluster slot"))
+	}
+	if c.RedisReplicaWait < 0 || c.RedisReplicaGrace < 0 {
+		errs = append(errs, fmt.Errorf("redis-replica-wait %v and redis-replica-grace %v: want 0 (off) or more", c.RedisReplicaWait, c.RedisReplicaGrace))
+	} else if c.RedisReplicaWait > 0 && c.RedisReplicaWait < time.Millisecond {
+		errs = append(errs, fmt.Errorf("redis-replica-wait %v: want 0 (off) or at least 1ms (WAIT counts in milliseconds)", c.RedisReplicaWait))
 	}
 	if c.HistoryMaxAge < 0 || c.HistoryMaxCount < 0 {
 		errs = append(errs, fmt.Errorf("history-max-age %v and history-max-count %d: want 0 (no limit) or more", c.HistoryMaxAge, c.HistoryMaxCount))

@@ -719,6 +719,37 @@ func TestConfigHistoryLimits(t *testing.T) {
 	}
 }
 
+// The replica wait: on by default, at most a tenth of lease-ttl, 0 off
+// (the store's negative), and a negative or sub-millisecond one refused
+// with the setting named.
+func TestConfigRedisReplicaWait(t *testing.T) {
+	load := func(args ...string) (config, error) {
+		return loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), args, func(string) string { return "" })
+	}
+	for _, tc := range []struct {
+		args        []string
+		wait, grace time.Duration
+	}{
+		{nil, time.Second, 15 * time.Second},
+		{[]string{"--lease-ttl", "3s"}, 300 * time.Millisecond, 15 * time.Second},
+		{[]string{"--redis-replica-wait", "0", "--redis-replica-grace", "0"}, -1, -1},
+		{[]string{"--redis-replica-wait", "200ms", "--redis-replica-grace", "2s"}, 200 * time.Millisecond, 2 * time.Second},
+	} {
+		cfg, err := load(tc.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if wait, grace := redisReplicaWait(cfg); wait != tc.wait || grace != tc.grace {
+			t.Errorf("%v: wait %v, grace %v; want %v, %v", tc.args, wait, grace, tc.wait, tc.grace)
+		}
+	}
+	for _, args := range [][]string{{"--redis-replica-wait", "-1s"}, {"--redis-replica-grace", "-1s"}, {"--redis-replica-wait", "500us"}} {
+		if _, err := load(args...); err == nil || !strings.Contains(err.Error(), args[0][2:]) {
+			t.Errorf("%v: %v, want an error naming %s", args, err, args[0][2:])
+		}
+	}
+}
+
 // --help shows each setting's default and its environment variable.
 func TestHelpShowsDefaultsAndEnvironment(t *testing.T) {
 	var stderr bytes.Buffer

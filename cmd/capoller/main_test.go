@@ -282,6 +282,9 @@ func TestSubcommandsShareRunsNames(t *testing.T) {
 			}
 		}
 		for _, alias := range []string{"quota", "window", "throttle", "redis", "nats"} {
+			if alias == "redis" && tc.cmd[0] == "chaos" {
+				continue // chaos's --redis is the embedded Redis's topology (single, cluster, sentinel); a URL there is refused, naming --redis-url
+			}
 			if strings.Contains(out, "\n  -"+alias+" ") {
 				t.Errorf("%v: --%s spells one of run's settings another way", tc.cmd, alias)
 			}

@@ -42,8 +42,10 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
+		wait, grace := redisReplicaWait(cfg)
 		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log,
-			HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge)})
+			HistoryMaxLen: historyLimit(cfg.HistoryMaxCount), HistoryMaxAge: historyLimit(cfg.HistoryMaxAge),
+			ReplicaWait: wait, ReplicaGrace: grace})
 		if err != nil {
 			_ = rdb.Close()
 			return nil, nil, configError{err}
@@ -52,6 +54,9 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_redis_roundtrips_total",
 				Help: "Requests sent to Redis by the checkpoint store (a pipeline is one)."},
 				func() float64 { return float64(rs.RoundTrips()) }))
+			reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_redis_unreplicated_writes_total",
+				Help: "Lease, staged batch and commit writes that Redis ran on a master but its replicas did not all acknowledge within redis-replica-wait: each failed and was retried."},
+				func() float64 { return float64(rs.Unreplicated()) }))
 		}
 		return rs, func() { _ = rdb.Close() }, nil
 	case "natskv":
@@ -66,6 +71,22 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		return kv, func() {}, nil
 	}
 	return nil, nil, configError{fmt.Errorf("checkpoint %q: want redis or natskv", cfg.Checkpoint)}
+}
+
+// redisReplicaWait is how long the store's writes wait for the master's
+// replicas, and for one that left, as checkpoint.RedisOptions takes them
+// (negative: off). The wait is at most a tenth of lease-ttl: a renewal
+// that waits must still fit in its round (a fifth of it) with room to
+// spare.
+func redisReplicaWait(cfg config) (wait, grace time.Duration) {
+	wait, grace = -1, -1
+	if cfg.RedisReplicaWait > 0 {
+		wait = max(min(cfg.RedisReplicaWait, cfg.LeaseTTL/10), time.Millisecond)
+	}
+	if cfg.RedisReplicaGrace > 0 {
+		grace = cfg.RedisReplicaGrace
+	}
+	return wait, grace
 }
 
 // replicaID is the configured name (the host name if none) plus a random

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -68,6 +69,50 @@ func freePorts(t testing.TB, n int) []int {
 // address. It skips the test if redis-server is not on PATH.
 func startRedis(t testing.TB, port int, args ...string) string {
 	t.Helper()
+	return runRedis(t, port, args...).Addr
+}
+
+// RedisProcess is a redis-server a test started, which it may pause,
+// resume or kill.
+type RedisProcess struct {
+	// Addr is its host:port.
+	Addr     string
+	password string
+	t        testing.TB
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// Pause stops the process (SIGSTOP): it keeps its connections but
+// answers nothing, replicates nothing and acknowledges nothing.
+func (p *RedisProcess) Pause() { p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused process (SIGCONT).
+func (p *RedisProcess) Resume() { p.signal(syscall.SIGCONT) }
+
+// Kill ends the process (SIGKILL) and waits until it is gone.
+func (p *RedisProcess) Kill() {
+	p.signal(syscall.SIGKILL)
+	<-p.done
+}
+
+func (p *RedisProcess) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		p.t.Fatalf("testenv: signal %v to redis-server %s: %v", sig, p.Addr, err)
+	}
+}
+
+// Client returns a client of the process, closed when the test ends.
+func (p *RedisProcess) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, Password: p.password})
+	p.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// runRedis is startRedis, returning the process.
+func runRedis(t testing.TB, port int, args ...string) *RedisProcess {
+	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("testenv: redis-server is not on PATH; install it (apt-get install redis-server) to run the Redis Cluster and Sentinel tests")
@@ -84,6 +129,7 @@ func startRedis(t testing.TB, port int, args ...string) string {
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // a paused one would not die of SIGKILL any sooner, but may hold its port
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
@@ -107,7 +153,90 @@ func startRedis(t testing.TB, port int, args ...string) string {
 		}
 		return err
 	})
-	return addr
+	return &RedisProcess{Addr: addr, t: t, cmd: cmd, done: exited}
+}
+
+// onlineReplicas counts the replicas a master lists online (INFO
+// replication), or fails if it is not a master.
+func onlineReplicas(ctx context.Context, c *redis.Client) (int, error) {
+	info, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, err
+	}
+	if !strings.Contains(info, "role:master") {
+		return 0, fmt.Errorf("not a master:\n%s", info)
+	}
+	return strings.Count(info, "state=online"), nil
+}
+
+// WaitReplicas waits until the master at p lists n replicas online.
+func (p *RedisProcess) WaitReplicas(n int) {
+	p.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, Password: p.password, MaxRetries: -1})
+	defer func() { _ = c.Close() }()
+	WaitFor(p.t, clusterDeadline, fmt.Sprintf("%d replicas online at %s", n, p.Addr), func() error {
+		got, err := onlineReplicas(context.Background(), c)
+		if err == nil && got != n {
+			err = fmt.Errorf("%d replicas online", got)
+		}
+		return err
+	})
+}
+
+// waitStreaming waits until the master at p lists n replicas online and
+// they acknowledge its writes (WAIT): a replica is listed online before
+// the master streams it anything, which it does after the replica's
+// first acknowledgement, up to a second later. key is one the master
+// serves (in a cluster, one of its slots'); it is written.
+func (p *RedisProcess) waitStreaming(n int, key string) {
+	p.t.Helper()
+	p.WaitReplicas(n)
+	c := redis.NewClient(&redis.Options{Addr: p.Addr, Password: p.password, MaxRetries: -1})
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	conn := c.Conn()
+	defer func() { _ = conn.Close() }()
+	WaitFor(p.t, clusterDeadline, fmt.Sprintf("%d replicas acknowledging writes at %s", n, p.Addr), func() error {
+		if err := conn.Set(ctx, key, "1", 0).Err(); err != nil {
+			return err
+		}
+		acked, err := conn.Wait(ctx, n, 100*time.Millisecond).Result()
+		if err == nil && acked < int64(n) {
+			err = fmt.Errorf("%d of %d replicas acknowledged a write", acked, n)
+		}
+		return err
+	})
+}
+
+// keyInSlots returns a key whose slot is within first..last.
+func keyInSlots(t testing.TB, c *redis.Client, first, last int) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		key := fmt.Sprintf("testenv_sync:{%d}", i)
+		slot, err := c.ClusterKeySlot(context.Background(), key).Result()
+		if err != nil {
+			t.Fatalf("testenv: CLUSTER KEYSLOT: %v", err)
+		}
+		if int(slot) >= first && int(slot) <= last {
+			return key
+		}
+	}
+}
+
+// RedisReplicated starts a Redis master and n replicas of it
+// (redis-server processes without persistence, on free ports), and waits
+// until the master lists every replica online. They are stopped when the
+// test ends. Without redis-server on PATH the test is skipped.
+func RedisReplicated(t testing.TB, n int) (master *RedisProcess, replicas []*RedisProcess) {
+	t.Helper()
+	ports := freePorts(t, 1+n)
+	master = runRedis(t, ports[0], "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
+	for i := range n {
+		replicas = append(replicas, runRedis(t, ports[1+i], "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0",
+			"--replicaof", "127.0.0.1", strconv.Itoa(ports[0])))
+	}
+	master.waitStreaming(n, Name("testenv_sync"))
+	return master, replicas
 }
 
 // RedisServer runs a redis-server of its own on a free port of 127.0.0.1,
@@ -129,13 +258,40 @@ func RedisServer(t testing.TB, args ...string) string {
 // ends. Without redis-server on PATH the test is skipped.
 func RedisCluster(t testing.TB) (*redis.ClusterClient, string) {
 	t.Helper()
-	const nodes = 3
+	client, prefix, _ := redisCluster(t, false)
+	return client, prefix
+}
+
+// ClusterNodes are the processes of a Redis Cluster a test started:
+// Masters[i] holds the i-th third of the slots, and Replicas[i] (if any)
+// replicates it.
+type ClusterNodes struct {
+	Masters, Replicas []*RedisProcess
+}
+
+// RedisClusterWithReplicas is RedisCluster with one replica per master,
+// and a node timeout of 2s (a master killed is failed over within a few
+// seconds). It waits until each master lists its replica online.
+func RedisClusterWithReplicas(t testing.TB) (*redis.ClusterClient, string, ClusterNodes) {
+	t.Helper()
+	return redisCluster(t, true)
+}
+
+func redisCluster(t testing.TB, withReplicas bool) (*redis.ClusterClient, string, ClusterNodes) {
+	t.Helper()
+	const masters = 3
+	nodes, timeout := masters, "5000"
+	if withReplicas {
+		nodes, timeout = 2*masters, "2000"
+	}
 	ports := freePorts(t, 2*nodes) // a client port and a cluster bus port each
+	procs := make([]*RedisProcess, nodes)
 	addrs := make([]string, nodes)
 	for i := range nodes {
-		addrs[i] = startRedis(t, ports[i], "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(ports[nodes+i]),
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-			"--save", "", "--appendonly", "no")
+		procs[i] = runRedis(t, ports[i], "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(ports[nodes+i]),
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", timeout,
+			"--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
+		addrs[i] = procs[i].Addr
 	}
 	ctx := context.Background()
 	clients := make([]*redis.Client, nodes)
@@ -144,8 +300,8 @@ func RedisCluster(t testing.TB) (*redis.ClusterClient, string) {
 		defer func() { _ = clients[i].Close() }()
 	}
 	const slots = 16384
-	for i, c := range clients {
-		first, last := i*slots/nodes, (i+1)*slots/nodes-1
+	for i, c := range clients[:masters] {
+		first, last := i*slots/masters, (i+1)*slots/masters-1
 		if err := c.ClusterAddSlotsRange(ctx, first, last).Err(); err != nil {
 			t.Fatalf("testenv: CLUSTER ADDSLOTSRANGE %d %d on %s: %v", first, last, addrs[i], err)
 		}
@@ -155,6 +311,16 @@ func RedisCluster(t testing.TB) (*redis.ClusterClient, string) {
 		if err := clients[0].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", ports[i], ports[nodes+i]).Err(); err != nil {
 			t.Fatalf("testenv: CLUSTER MEET %s from %s: %v", addrs[i], addrs[0], err)
 		}
+	}
+	for i := masters; i < nodes; i++ {
+		master := i - masters
+		id, err := clients[master].ClusterMyID(ctx).Result()
+		if err != nil {
+			t.Fatalf("testenv: CLUSTER MYID on %s: %v", addrs[master], err)
+		}
+		WaitFor(t, clusterDeadline, addrs[i]+" replicating "+addrs[master], func() error {
+			return clients[i].Do(ctx, "CLUSTER", "REPLICATE", id).Err() // refused until it heard of the master
+		})
 	}
 	for i, c := range clients {
 		WaitFor(t, clusterDeadline, "cluster_state:ok on "+addrs[i], func() error {
@@ -170,23 +336,30 @@ func RedisCluster(t testing.TB) (*redis.ClusterClient, string) {
 			return nil
 		})
 	}
-	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	out := ClusterNodes{Masters: procs[:masters]}
+	if withReplicas {
+		out.Replicas = procs[masters:]
+		for i, m := range out.Masters {
+			m.waitStreaming(1, keyInSlots(t, clients[i], i*slots/masters, (i+1)*slots/masters-1))
+		}
+	}
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs[:masters]})
 	t.Cleanup(func() { _ = client.Close() })
 	WaitFor(t, clusterDeadline, "the cluster client seeing every master", func() error {
-		var masters atomic.Int32
+		var seen atomic.Int32
 		err := client.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			masters.Add(1) // concurrently, one call per master
+			seen.Add(1) // concurrently, one call per master
 			return c.Ping(ctx).Err()
 		})
-		if n := masters.Load(); err == nil && n != nodes {
-			err = fmt.Errorf("%d masters, want %d", n, nodes)
+		if n := seen.Load(); err == nil && n != masters {
+			err = fmt.Errorf("%d masters, want %d", n, masters)
 		}
 		return err
 	})
-	return client, Name("capoller_test") + ":"
+	return client, Name("capoller_test") + ":", out
 }
 
-// Sentinel is a Redis master watched by one Redis Sentinel.
+// Sentinel is a Redis master watched by Redis Sentinels.
 type Sentinel struct {
 	// MasterName is the name the sentinel monitors the master under.
 	MasterName string
@@ -196,6 +369,10 @@ type Sentinel struct {
 	MasterAddr string
 	// Password is the master's (requirepass); the sentinel has none.
 	Password string
+	// Master and Replicas are the servers' processes (from
+	// RedisSentinelWithReplicas).
+	Master   *RedisProcess
+	Replicas []*RedisProcess
 }
 
 // Client returns a failover client of the master, found through the
@@ -236,6 +413,52 @@ func RedisSentinel(t testing.TB) Sentinel {
 		}
 		return nil
 	})
+	return s
+}
+
+// RedisSentinelWithReplicas starts a Redis master with a password, two
+// replicas of it, and three sentinels (quorum 2) that fail it over once
+// it has not answered for a second, and waits until every sentinel sees
+// the master, both replicas and the two other sentinels.
+func RedisSentinelWithReplicas(t testing.TB) Sentinel {
+	t.Helper()
+	const replicas, sentinels = 2, 3
+	ports := freePorts(t, 1+replicas+sentinels)
+	s := Sentinel{MasterName: "capoller", Password: Name("pw")}
+	auth := []string{"--requirepass", s.Password, "--masterauth", s.Password, "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"}
+	s.Master = runRedis(t, ports[0], auth...)
+	s.Master.password = s.Password
+	s.MasterAddr = s.Master.Addr
+	for i := range replicas {
+		r := runRedis(t, ports[1+i], append(auth, "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))...)
+		r.password = s.Password
+		s.Replicas = append(s.Replicas, r)
+	}
+	s.Master.waitStreaming(replicas, Name("testenv_sync"))
+	body := fmt.Sprintf("sentinel monitor %[1]s 127.0.0.1 %[2]d 2\nsentinel auth-pass %[1]s %[3]s\n"+
+		"sentinel down-after-milliseconds %[1]s 1000\nsentinel failover-timeout %[1]s 10000\n", s.MasterName, ports[0], s.Password)
+	for i := range sentinels {
+		conf := filepath.Join(t.TempDir(), "sentinel.conf") // each rewrites its own
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.SentinelAddrs = append(s.SentinelAddrs, startRedis(t, ports[1+replicas+i], conf, "--sentinel"))
+	}
+	for _, addr := range s.SentinelAddrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		defer func() { _ = sc.Close() }()
+		WaitFor(t, clusterDeadline, "sentinel "+addr+" seeing the master, its replicas and the other sentinels", func() error {
+			m, err := sc.Master(context.Background(), s.MasterName).Result()
+			if err != nil {
+				return err
+			}
+			if m["flags"] != "master" || m["port"] != strconv.Itoa(ports[0]) || m["num-slaves"] != strconv.Itoa(replicas) ||
+				m["num-other-sentinels"] != strconv.Itoa(sentinels-1) {
+				return fmt.Errorf("sentinel reports %v", m)
+			}
+			return nil
+		})
+	}
 	return s
 }
 
