@@ -499,7 +499,13 @@ func chaosLeaseReader(o chaosOptions, redisURL string, js jetstream.JetStream, b
 		_ = client.Close()
 		return nil, nil, err
 	}
-	return func(ctx context.Context) ([]checkpoint.Lease, error) { return store.Leases(ctx, shards) },
+	return func(ctx context.Context) ([]checkpoint.Lease, error) {
+			leases, err := store.Leases(ctx, shards)
+			if reloader, ok := client.(interface{ ReloadState(context.Context) }); ok && err != nil {
+				reloader.ReloadState(ctx) // a master failed over: read the slots again, not the dead node
+			}
+			return leases, err
+		},
 		func() { _ = client.Close() }, nil
 }
 
@@ -737,13 +743,21 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 				}
 			}
 
-			// Rejoin cleanly.
+			// Rejoin cleanly: within 4 TTLs, or 6 after a kill or stop of
+			// its own, or after an engine's restart or failover (the
+			// schedule keeps those only two TTLs from a partition's end),
+			// which the replica waits out like the partition itself.
 			deadline := p.end.Add(4 * ttl)
 			for _, e := range events {
 				if e.slot == s && !e.at.Before(p.start) && e.at.Before(deadline) {
 					if e.unexpected {
 						violate("%s at %s", e.what, at(e.at))
 					}
+					deadline = later(deadline, e.at.Add(6*ttl))
+				}
+			}
+			for _, e := range c.applied {
+				if isEngineOutage(e.kind) && !e.at.Before(p.start) && e.at.Before(deadline) {
 					deadline = later(deadline, e.at.Add(6*ttl))
 				}
 			}
@@ -762,6 +776,12 @@ func (c *chaosRun) checkPartitions(rep *chaosPartitionReport) {
 			rep.Checks = append(rep.Checks, r)
 		}
 	}
+}
+
+// isEngineOutage reports whether a fault takes Redis or NATS, or a part
+// of them, away for a while.
+func isEngineOutage(kind string) bool {
+	return kind == faultRedis || kind == faultNATS || kind == faultNATSNode || isRedisFailover(kind)
 }
 
 // listSome joins the first n items, and says how many more there are.

@@ -33,8 +33,10 @@ func TestCheckPartitions(t *testing.T) {
 		leases map[diff.Shard][]owned
 		pubs   []float64
 		events []slotEvent
-		want   []string // in the violations, in order; none: it passes
-		check  func(t *testing.T, r chaosPartitionRun)
+		// applied are the faults applied (an engine's restart).
+		applied []appliedFault
+		want    []string // in the violations, in order; none: it passes
+		check   func(t *testing.T, r chaosPartitionRun)
 	}{
 		{name: "behaved", leases: good, pubs: []float64{9, 10.5, 12.3}, check: func(t *testing.T, r chaosPartitionRun) {
 			if r.LostSeconds != 3.5 || r.TakeoverSeconds != 4 || r.RejoinSeconds != 1 || r.LastPublishSeconds != 2.3 || r.Held != 2 {
@@ -75,13 +77,21 @@ func TestCheckPartitions(t *testing.T) {
 					t.Errorf("lost %q, take-over %q", r.Lost, r.Takeover)
 				}
 			}},
+		{name: "rejoin after an engine's restart", leases: map[diff.Shard][]owned{s1: good[s1], s2: good[s2], s3: {{0, 1}, {16, 1}, {40, 0}}},
+			// NATS restarted 2s after the partition: the replica waits it out too.
+			applied: []appliedFault{{at: sec(22), kind: faultNATS}},
+			check: func(t *testing.T, r chaosPartitionRun) {
+				if r.Rejoin != "judged" || r.RejoinSeconds != 20 {
+					t.Errorf("rejoin %q after %vs", r.Rejoin, r.RejoinSeconds)
+				}
+			}},
 		{name: "no rejoin", leases: map[diff.Shard][]owned{s1: good[s1], s2: good[s2], s3: {{0, 1}}},
 			events: []slotEvent{{at: sec(21), slot: 0, what: "exited by itself (exit status 1)", unexpected: true}},
 			// The exit gives it six TTLs from then.
 			want: []string{"exited by itself (exit status 1) at 21s", "held no shard within 25s after the partition ended (by 45s)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &chaosRun{o: chaosOptions{leaseTTL: 4 * time.Second, replicas: 3}, start: t0, events: tc.events}
+			c := &chaosRun{o: chaosOptions{leaseTTL: 4 * time.Second, replicas: 3}, start: t0, events: tc.events, applied: tc.applied}
 			for i := range 3 {
 				c.slots = append(c.slots, &chaosSlot{id: fmt.Sprintf("chaos-%d", i+1)})
 			}
