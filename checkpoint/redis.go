@@ -639,7 +639,8 @@ func (r *Redis) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool
 // (theirs), atomically, in one script and one round trip.
 func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Update, transitions []diff.Transition) error {
 	shard = shard.Canonical()
-	var set, forget []any
+	set := make([]any, 0, 2*len(updates))
+	var forget []any
 	for _, u := range updates {
 		if u.Forget {
 			forget = append(forget, encodeKey(u.Key))
@@ -647,9 +648,10 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 		}
 		set = append(set, encodeKey(u.Key), encodeState(u.State))
 	}
-	pop, entry, minID := "0", "", "" // only a batch with events is staged, and is history
+	var entry any = "" // only a batch with events is staged, and is history
+	pop, minID := "0", ""
 	if len(transitions) > 0 {
-		pop, entry = "1", string(encodeBatch(diff.Result{Transitions: transitions}))
+		pop, entry = "1", encodeBatch(diff.Result{Transitions: transitions})
 		if r.opts.HistoryMaxAge > 0 {
 			minID = strconv.FormatInt(time.Now().Add(-r.opts.HistoryMaxAge).UnixMilli(), 10)
 		}

@@ -50,3 +50,20 @@ func BenchmarkComputeChanged(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(snap.Records)/10)*float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
 }
+
+// BenchmarkComputeAllChanged measures the throughput phase's diff: every
+// record of a large shard changed at once.
+func BenchmarkComputeAllChanged(b *testing.B) {
+	prev, snap := benchShard(20_000)
+	for i := range snap.Records {
+		snap.Records[i].Status = StatusFailed
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if res := Compute(prev, snap, Options{}); len(res.Transitions) != len(snap.Records) {
+			b.Fatalf("%d transitions", len(res.Transitions))
+		}
+	}
+	b.ReportMetric(float64(len(snap.Records))*float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
+}

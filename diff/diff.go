@@ -57,6 +57,10 @@ type Result struct {
 func Compute(prev Previous, snap Snapshot, opts Options) Result {
 	var res Result
 	var updated map[Key]int // index in res.Updates of the keys this snapshot changed; made on first use
+	// The transitions are gathered small, sorted, and built once their
+	// number is known: a cycle that changes every record of a large shard
+	// would otherwise grow and sort a slice of large structs.
+	var changes []change
 	for i := range snap.Records {
 		rec := &snap.Records[i]
 		var old State
@@ -76,21 +80,20 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 				updated = map[Key]int{}
 			}
 			updated[rec.Key] = len(res.Updates)
-			res.Updates = append(res.Updates, Update{Key: rec.Key, State: st})
+			res.Updates = append(doubled(res.Updates), Update{Key: rec.Key, State: st})
 			at, again = len(res.Updates)-1, true
 		}
-		if seen && rec.InstanceID == "" && rec.Repeats < old.Repeats && rec.Status.Rank() > old.Status.Rank() {
+		repeats := rec.Repeats
+		if seen && rec.InstanceID == "" && repeats < old.Repeats && rec.Status.Rank() > old.Status.Rank() {
 			// An aggregate has no runs of its own (see AggregateRun): one
 			// numbered lower than before, but further on, means the lister
 			// no longer knows the task as recurring (it stopped, or a
 			// restart forgot it), not an older run: it moves on.
-			r := *rec
-			r.Repeats = old.Repeats
-			rec = &r
+			repeats = old.Repeats
 		}
 		revive := seen && old.Gone // a tombstone that reappears is live again, changed or not
-		if seen && (old.Status == rec.Status && old.Repeats == rec.Repeats ||
-			rec.Repeats < old.Repeats || old.Repeats == rec.Repeats && rec.Status.Rank() < old.Status.Rank()) {
+		if seen && (old.Status == rec.Status && old.Repeats == repeats ||
+			repeats < old.Repeats || old.Repeats == repeats && rec.Status.Rank() < old.Status.Rank()) {
 			// Unchanged, an older run already past, or a stale read: a run
 			// never goes back (see Status.Rank).
 			if revive {
@@ -98,22 +101,54 @@ func Compute(prev Previous, snap Snapshot, opts Options) Result {
 			}
 			continue
 		}
-		set(State{Status: rec.Status, Repeats: rec.Repeats, ObservedAt: snap.ObservedAt})
+		set(State{Status: rec.Status, Repeats: repeats, ObservedAt: snap.ObservedAt})
 		if !seen && !prev.Known && opts.Initial != InitialEmit {
 			continue // baseline: the shard's first cycle records the present
 		}
-		t := Transition{Account: snap.Account, Source: snap.Source, Region: snap.Region, Record: *rec, ObservedAt: snap.ObservedAt}
+		c := change{record: i, repeats: repeats}
 		if seen {
-			t.Previous, t.PreviousObservedAt = old.Status, old.ObservedAt
+			c.previous, c.previousAt = old.Status, old.ObservedAt
 		}
-		t.ID = EventID(t)
-		res.Transitions = append(res.Transitions, t)
+		changes = append(doubled(changes), c)
 	}
 	slices.SortFunc(res.Updates, func(a, b Update) int { return compareKeys(a.Key, b.Key) })
-	slices.SortStableFunc(res.Transitions, func(a, b Transition) int {
-		return cmp.Or(compareKeys(a.Record.Key, b.Record.Key), cmp.Compare(a.Record.Repeats, b.Record.Repeats))
-	})
+	byKeyAndRun := func(a, b change) int {
+		return cmp.Or(compareKeys(snap.Records[a.record].Key, snap.Records[b.record].Key), cmp.Compare(a.repeats, b.repeats))
+	}
+	if !slices.IsSortedFunc(changes, byKeyAndRun) { // listings often come in order
+		slices.SortStableFunc(changes, byKeyAndRun)
+	}
+	if len(changes) > 0 {
+		res.Transitions = make([]Transition, len(changes))
+		for j, c := range changes {
+			t := &res.Transitions[j]
+			*t = Transition{Account: snap.Account, Source: snap.Source, Region: snap.Region, Record: snap.Records[c.record],
+				Previous: c.previous, PreviousObservedAt: c.previousAt, ObservedAt: snap.ObservedAt}
+			t.Record.Repeats = c.repeats
+			t.ID = EventID(*t)
+		}
+	}
 	return res
+}
+
+// doubled makes room for one more element by doubling a full slice's
+// capacity. append grows a large slice by a quarter at a time, and a cycle
+// that changes every record of a large shard would copy and clear its
+// updates many times over.
+func doubled[T any](s []T) []T {
+	if len(s) < cap(s) {
+		return s
+	}
+	return slices.Grow(s, max(len(s), 8))
+}
+
+// change is a transition Compute found: the record, the run it reached,
+// and the state it left (zero on first sight).
+type change struct {
+	record     int
+	repeats    int
+	previous   Status
+	previousAt time.Time
 }
 
 func compareKeys(a, b Key) int {
@@ -125,15 +160,15 @@ func compareKeys(a, b Key) int {
 // same transition again after a crash yields the same id, which JetStream
 // drops as a duplicate.
 func EventID(t Transition) string {
-	h := sha256.New()
-	for _, part := range []string{
-		string(t.Source), t.Region, string(t.Level()), t.Record.InvokeID, t.Record.InstanceID,
-		strconv.Itoa(t.Record.Repeats), string(t.Previous), string(t.Record.Status),
-	} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
+	var scratch [256]byte // ids are short: hashed in one call, without allocating
+	b := scratch[:0]
+	for _, part := range [...]string{string(t.Source), t.Region, string(t.Level()), t.Record.InvokeID, t.Record.InstanceID} {
+		b = append(append(b, part...), 0)
 	}
-	sum := h.Sum(nil)
+	b = append(strconv.AppendInt(b, int64(t.Record.Repeats), 10), 0)
+	b = append(append(b, t.Previous...), 0)
+	b = append(append(b, t.Record.Status...), 0)
+	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
 

@@ -377,6 +377,9 @@ type cycle struct {
 	heldT   []diff.Transition
 	heldU   []diff.Update
 	pending map[diff.Key]diff.State
+	// sharing: rep.Transitions is a prefix of the transitions deliver is
+	// committing, extended in place batch by batch (see reported).
+	sharing bool
 }
 
 // chunk diffs, publishes and commits one chunk of a listing.
@@ -515,24 +518,39 @@ func (c *cycle) finishOneStaged() (bool, error) {
 // with the last batch and not staged: they are simply computed again if
 // that commit fails.
 func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) error {
-	final := make(map[diff.Key]int, len(updates)) // key -> index of its last update
+	// Each key's last update and last transition, -1 for none.
+	type last struct{ update, event int }
+	lasts := make(map[diff.Key]last, len(updates))
 	for i, u := range updates {
-		final[u.Key] = i
+		l, ok := lasts[u.Key]
+		if !ok {
+			l.event = -1
+		}
+		l.update = i
+		lasts[u.Key] = l
 	}
-	lastEvent := make(map[diff.Key]int, len(transitions)) // key -> index of its last transition
 	for i, t := range transitions {
-		lastEvent[t.Record.Key] = i
+		l, ok := lasts[t.Record.Key]
+		if !ok {
+			l.update = -1
+		}
+		l.event = i
+		lasts[t.Record.Key] = l
 	}
-	quiet := make([]diff.Update, 0, max(0, len(final)-len(lastEvent)))
+	quiet := make([]diff.Update, 0, max(0, len(updates)-len(transitions)))
 	for i, u := range updates {
-		if _, announced := lastEvent[u.Key]; final[u.Key] == i && !announced {
+		if l := lasts[u.Key]; l.update == i && l.event < 0 {
 			quiet = append(quiet, u)
 		}
 	}
 	if len(transitions) == 0 {
 		return c.publishAndCommit(diff.Result{}, quiet)
 	}
-	c.rep.Transitions = slices.Grow(c.rep.Transitions, len(transitions))
+	if len(c.rep.Transitions) == 0 {
+		c.rep.Transitions, c.sharing = transitions[:0], true
+	} else {
+		c.rep.Transitions = slices.Grow(c.rep.Transitions, len(transitions))
+	}
 	// Up to depth batches are in flight: the next is staged and published
 	// while the previous ones are acknowledged and committed, in the order
 	// they were staged. A batch waits for any in flight that announces one
@@ -567,8 +585,8 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 				order = append(order, k)
 			}
 			reached[k] = diff.State{Status: t.Record.Status, Repeats: t.Record.Repeats, ObservedAt: t.ObservedAt}
-			if i, ok := final[k]; ok && lastEvent[k] == j {
-				reached[k] = updates[i].State
+			if l := lasts[k]; l.update >= 0 && l.event == j {
+				reached[k] = updates[l.update].State
 			}
 		}
 		for _, k := range order {
@@ -719,9 +737,28 @@ func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
 	}
 	// Only once committed: a batch whose commit failed is finished, and
 	// reported, by a later cycle.
-	c.rep.Transitions = append(c.rep.Transitions, b.Transitions...)
+	c.reported(b.Transitions)
 	c.rep.Committed += len(updates)
 	return nil
+}
+
+// reported adds a committed batch's transitions to the report. A batch
+// that follows the report in the array it shares with it (the batches
+// deliver commits in order) only extends it: a cycle that changes every
+// record of a large shard would otherwise copy all its transitions.
+func (c *cycle) reported(ts []diff.Transition) {
+	r := c.rep.Transitions
+	if len(ts) == 0 {
+		return
+	}
+	if c.sharing && len(r) < cap(r) && &r[:len(r)+1][len(r)] == &ts[0] && len(r)+len(ts) <= cap(r) {
+		c.rep.Transitions = r[:len(r)+len(ts)]
+		return
+	}
+	if c.sharing { // anything else must not write into the shared array
+		r, c.sharing = slices.Clip(r), false
+	}
+	c.rep.Transitions = append(r, ts...)
 }
 
 // claimed fails a cycle whose replica may no longer own the shard.

@@ -1,6 +1,7 @@
 package poller_test
 
 import (
+	"slices"
 	"context"
 	"encoding/json"
 	"errors"
@@ -628,4 +629,56 @@ func TestACorruptOldestBatchDropsOnlyItself(t *testing.T) {
 			t.Errorf("%v: events %s, want [Pending>Running Running>Success]", k, got)
 		}
 	}
+}
+
+// TestTheReportHoldsWhatWasCommittedOnce: a cycle's report lists the
+// transitions it committed, each once and in the order committed, when
+// the cycle is split into batches, when one batch's commit fails, and when
+// the next cycle first finishes the batches left staged and then delivers
+// its own.
+func TestTheReportHoldsWhatWasCommittedOnce(t *testing.T) {
+	h := newHarness(t)
+	lister, st, pub := h.parts(50)
+	commits := &failCommits{Store: st}
+	p := h.poller(lister, commits, pub, func(o *poller.Options) { o.MaxBatch = 2 })
+	agg := func(id, status string) invocation { return invocation{id: id, status: status} }
+	all := func(status string, more ...invocation) {
+		h.serve(append([]invocation{agg("t-a", status), agg("t-b", status), agg("t-c", status), agg("t-d", status), agg("t-e", status)}, more...)...)
+	}
+	// check compares a report with what it should hold: these invocations'
+	// events, in this order, each exactly as the stream holds it.
+	check := func(what string, rep poller.Report, status string, invokes ...string) {
+		t.Helper()
+		streamed := map[string]string{} // invocation -> its event of this status
+		for _, e := range h.events() {
+			if string(e.Event.Data.Status) == status {
+				streamed[e.Event.Data.InvokeID] = e.Event.ID
+			}
+		}
+		var got, want []string
+		for _, tr := range rep.Transitions {
+			got = append(got, tr.Record.InvokeID+"="+tr.ID)
+		}
+		for _, inv := range invokes {
+			want = append(want, inv+"="+streamed[inv])
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s reported %v, want %v", what, got, want)
+		}
+	}
+	all("Pending")
+	mustRunOnce(t, p) // the baseline
+	all("Running")
+	check("a cycle of three batches", mustRunOnce(t, p), "Running", "t-a", "t-b", "t-c", "t-d", "t-e")
+
+	all("Success")
+	commits.skip.Store(1) // the second batch's commit fails, after its publish
+	commits.n.Store(1)
+	rep := p.RunOnce(t.Context())
+	if rep.Err == nil {
+		t.Fatal("the injected commit failure did not fail the cycle")
+	}
+	check("a cycle whose second commit failed", rep, "Success", "t-a", "t-b")
+	all("Success", agg("t-f", "Success"))
+	check("the next cycle, which finished the staged batches first,", mustRunOnce(t, p), "Success", "t-c", "t-d", "t-e", "t-f")
 }

@@ -20,6 +20,11 @@ func Subject(prefix string, t diff.Transition) (string, error) {
 		tokens = append(tokens, t.Record.InstanceID)
 	}
 	var b strings.Builder
+	n := len(prefix)
+	for _, tok := range tokens {
+		n += 1 + len(tok)
+	}
+	b.Grow(n) // once, for tokens that need no escaping
 	b.WriteString(prefix)
 	for _, tok := range tokens {
 		if tok == "" {

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,8 +180,9 @@ func (e Event) AppendJSON(b []byte) ([]byte, error) {
 
 // Marshal encodes the event as JSON.
 func (e Event) Marshal() ([]byte, error) {
-	if b, ok := e.appendJSON(make([]byte, 0, 1024)); ok {
-		return b, nil
+	var scratch [1024]byte // most events fit: encoded here, returned in a slice of their own size
+	if b, ok := e.appendJSON(scratch[:0]); ok {
+		return bytes.Clone(b), nil
 	}
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -194,11 +196,17 @@ func (e Event) Marshal() ([]byte, error) {
 // see [Data.Truncated]). Ids are cut last, and only an id of hundreds of
 // kilobytes ever is; the event id, subject and time are never cut.
 func (e Event) MarshalWithin(limit int) ([]byte, error) {
+	b, err := e.Marshal()
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	return cutWithin(e, limit, b) // a copy: the common path above keeps e off the heap
+}
+
+// cutWithin halves e's longest fields until its encoding fits limit; b
+// is its encoding, found too large.
+func cutWithin(e Event, limit int, b []byte) ([]byte, error) {
 	for {
-		b, err := e.Marshal()
-		if err != nil || len(b) <= limit {
-			return b, err
-		}
 		d := &e.Data
 		fields := []struct {
 			name string
@@ -221,6 +229,10 @@ func (e Event) MarshalWithin(limit int) ([]byte, error) {
 		*f.v, _ = diff.Cut(*f.v, len(*f.v)/2)
 		if !slices.Contains(d.Truncated, f.name) {
 			d.Truncated = append(d.Truncated, f.name)
+		}
+		var err error
+		if b, err = e.Marshal(); err != nil || len(b) <= limit {
+			return b, err
 		}
 	}
 }
