@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,7 +186,8 @@ type throughputReport struct {
 	RedisRoundTrips int64   `json:"redisRoundTrips"`
 	// RawPerSecond is JetStream's own rate on the same connection: as many
 	// 600-byte messages with a message id, on one subject, published
-	// asynchronously, every ack awaited. Ratio is PerSecond over it.
+	// asynchronously, every ack awaited. Ratio is the median of each
+	// round's pipeline rate over its raw rate.
 	RawPerSecond float64 `json:"rawPublishesPerSecond"`
 	Ratio        float64 `json:"ratioToRawPublish"`
 	// RawSubjectsPerSecond is the same, each message on a subject of its
@@ -698,16 +700,19 @@ func (r *replayLister) Snapshot(context.Context) (diff.Snapshot, error) {
 // throughputRounds is how many times the throughput phase measures the
 // pipeline and each raw rate, alternating, to report their medians: one
 // run on a shared 2-core machine varies by a third.
-const throughputRounds = 3
+const throughputRounds = 5
 
 // benchThroughput diffs, publishes (acked) and commits n changed
 // invocations (2n transitions) in one cycle, against real Redis and NATS,
 // with the history and the fencing of a replica's commits, and measures
 // raw JetStream publishing beside it. Each measurement has a stream of
-// its own.
+// its own and starts from a collected heap, so that none pays for the
+// garbage of the one before. The ratios are the medians of each round's
+// own: a round's three measurements run back to back, under the same
+// load from the rest of the machine.
 func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream.JetStream) (throughputReport, error) {
 	tp := throughputReport{Rounds: throughputRounds}
-	var secs, raw, rawSubjects []float64
+	var secs, raw, rawSubjects, ratio, ratioSubjects []float64
 	for round := range throughputRounds {
 		r, err := pipelineRound(ctx, n, rdb, js)
 		if err != nil {
@@ -726,11 +731,13 @@ func benchThroughput(ctx context.Context, n int, rdb *redis.Client, js jetstream
 			return tp, err
 		}
 		raw, rawSubjects = append(raw, one), append(rawSubjects, own)
+		rate := float64(r.Transitions) / r.Seconds
+		ratio, ratioSubjects = append(ratio, rate/one), append(ratioSubjects, rate/own)
 	}
 	tp.Seconds = median(secs)
 	tp.PerSecond = float64(tp.Transitions) / tp.Seconds
 	tp.RawPerSecond, tp.RawSubjectsPerSecond = median(raw), median(rawSubjects)
-	tp.Ratio, tp.RatioSubjects = tp.PerSecond/tp.RawPerSecond, tp.PerSecond/tp.RawSubjectsPerSecond
+	tp.Ratio, tp.RatioSubjects = median(ratio), median(ratioSubjects)
 	return tp, nil
 }
 
@@ -786,6 +793,7 @@ func pipelineRound(ctx context.Context, n int, rdb *redis.Client, js jetstream.J
 		return tp, rep.Err
 	}
 	trips := store.RoundTrips()
+	runtime.GC()          // see benchThroughput
 	rep := p.RunOnce(ctx) // everything finished
 	if rep.Err != nil {
 		return tp, rep.Err
@@ -820,6 +828,7 @@ func rawPublishRate(ctx context.Context, js jetstream.JetStream, n int, subject 
 	for i := range subjects {
 		subjects[i] = prefix + "." + subject(i)
 	}
+	runtime.GC() // see benchThroughput
 	start := time.Now()
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
