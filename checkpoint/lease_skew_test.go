@@ -46,16 +46,7 @@ func rawGroups() map[string]func(t *testing.T) rawGroup {
 				}}
 		},
 		"natskv": func(t *testing.T) rawGroup {
-			bucket := testenv.Name("CAPOLLER_CKPT")
-			_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
-			s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
-			if err != nil {
-				t.Fatal(err)
-			}
-			kv, err := js.KeyValue(t.Context(), bucket)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s, kv := newKVBucket(t)
 			all := func(t *testing.T) map[string]json.RawMessage {
 				out := map[string]json.RawMessage{}
 				if e, err := kv.Get(t.Context(), "group.members"); err == nil {
@@ -141,16 +132,7 @@ func TestAMemberOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 func TestAListedRecordOfAnotherVersionDoesNotStopTheGroup(t *testing.T) {
 	t0 := leaseEpoch()
 	a := diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}
-	bucket := testenv.Name("CAPOLLER_CKPT")
-	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
-	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(t.Context(), bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, kv := newKVBucket(t)
 	other := checkpoint.ShardsDigest([]diff.Shard{{Account: "default", Source: diff.SourceECS, Region: "cn-beijing"}})
 	if _, err := kv.Put(t.Context(), "group.config."+other, []byte(`["default/ecs/cn-beijing"]`)); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"github.com/nats-io/nats.go/jetstream"
 	"slices"
 	"strings"
 	"testing"
@@ -180,16 +181,7 @@ func newRedis(t *testing.T, client *redis.Client, prefix string) *checkpoint.Red
 // of "field\tstate" lines: the records and the known flag survive, and the
 // shard can be written at once.
 func TestKVMigratesTheFirstLayout(t *testing.T) {
-	bucket := testenv.Name("CAPOLLER_CKPT")
-	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
-	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(t.Context(), bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, kv := newKVBucket(t)
 	var legacy bytes.Buffer
 	zw := gzip.NewWriter(&legacy)
 	// A status with "|", and an id with a newline, which this layout split.
@@ -278,4 +270,21 @@ func TestStoresStageABatchLargerThanAValue(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newKVBucket is a KV store on a bucket of its own, and a hand on the
+// bucket's raw values.
+func newKVBucket(t *testing.T) (*checkpoint.KV, jetstream.KeyValue) {
+	t.Helper()
+	bucket := testenv.Name("CAPOLLER_CKPT")
+	_, js := testenv.NATS(t, testenv.NATSURL(t), bucket)
+	s, err := checkpoint.NewKV(t.Context(), js, checkpoint.KVOptions{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, kv
 }
