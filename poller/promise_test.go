@@ -1,12 +1,12 @@
 package poller_test
 
 import (
-	"slices"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
