@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 const (
@@ -147,6 +149,17 @@ func TestParseScript(t *testing.T) {
 		{"nosuch; echo ok", plan{}, "sh: nosuch: command not found\nok"},
 		{"sleep x", plan{exitCode: 1}, "sleep: invalid time interval 'x'"},
 		{"exit", plan{}, ""},
+		{`printf 'a\tb\n'; echo c`, plan{}, "a\tb\nc"},
+		{`echo a; printf "b"`, plan{}, "a\nb"},
+		{`printf '\0\x00\101\0101\xff\xfe\e[31mred\e[0m%%d%s\\'`, plan{}, "\x00\x00AA\xff\xfe\x1b[31mred\x1b[0m%d%s\\"},
+		{`printf`, plan{exitCode: 2}, "printf: usage: printf format [arguments]"},
+		{"head -c 3 /dev/zero", plan{}, "\x00\x00\x00"},
+		{"head -c 5", plan{}, ""},
+		{"head -c x /dev/zero", plan{exitCode: 1}, "head: invalid number of bytes: 'x'"},
+		{"head -c 2 /etc/passwd", plan{exitCode: 1}, "head: cannot open '/etc/passwd' for reading: No such file or directory"},
+		{"yes ab | head -c 7", plan{}, "ab\nab\na"},
+		{"yes | head -c 4; exit 3", plan{exitCode: 3}, "y\ny\n"},
+		{"yes", plan{exitCode: 2}, "sh: yes: casim runs yes only as: yes [TEXT] | head -c N"},
 	} {
 		got := parseScript(tc.src)
 		if got.duration != tc.want.duration || got.exitCode != tc.want.exitCode || got.hang != tc.want.hang || got.output != tc.output {
@@ -300,4 +313,20 @@ func (s *Server) status(invokeID string) string {
 		return inv.Status
 	}
 	return ""
+}
+
+func TestScriptsPrintLargeAndBinaryOutput(t *testing.T) {
+	if got := parseScript("yes 0123456789abcde | head -c 36864").output; len(got) != 36864 || got[:32] != "0123456789abcde\n0123456789abcde\n" {
+		t.Errorf("yes | head -c 36864: %d bytes, starting %q", len(got), got[:min(32, len(got))])
+	}
+	a, b := parseScript("head -c 4096 /dev/urandom").output, parseScript("head -c 4096 /dev/urandom").output
+	if len(a) != 4096 || a != b {
+		t.Errorf("/dev/urandom: %d bytes; the same twice: %v", len(a), a == b)
+	}
+	if utf8.ValidString(a) {
+		t.Error("4 KiB of /dev/urandom is valid UTF-8")
+	}
+	if got := parseScript(fmt.Sprintf("head -c %d /dev/zero", maxPrinted+1)); got.exitCode != 1 || got.output == "" {
+		t.Errorf("head beyond the limit: %+v", got)
+	}
 }

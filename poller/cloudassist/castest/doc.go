@@ -5,8 +5,8 @@
 // It owns the wire protocol (RPC style, parameters in the query string,
 // HMAC-SHA1 signature v1 verified on every request, nonce replay and
 // timestamp skew rejected, Alibaba's JSON error shape and HTTP statuses), a
-// simulated fleet of instances that run a tiny script language (echo, sleep,
-// exit, hang), and a control plane under /_casim/ that exposes the ground
+// simulated fleet of instances that run a tiny script language (below), and a
+// control plane under /_casim/ that exposes the ground
 // truth of every status change it made, changes instances and injects faults.
 //
 // Where the documents are silent (listing order, ties within a second,
@@ -32,6 +32,30 @@
 //		Accounts: []castest.Account{{Name: "prod", AccessKeyID: "LTAIprod", AccessKeySecret: "s1"}}})
 //	prod := s.Account("prod")
 //	id, _ := prod.Invoke("cn-hangzhou", []string{prod.Instances()[0].ID}, "echo hi", 60)
+//
+// # Scripts
+//
+// A command's content is a script in a tiny shell-like language; its
+// statements are separated by ";" or newlines (even inside quotes):
+//
+//	echo TEXT                print TEXT and a newline (TEXT stripped of quotes)
+//	printf FORMAT            print FORMAT with its escapes, and no newline
+//	head -c N /dev/zero      print N NUL bytes
+//	head -c N /dev/urandom   print N pseudo-random bytes, the same for the same N
+//	yes [TEXT] | head -c N   print "TEXT\n" (default "y\n") over and over, cut at N bytes
+//	sleep SECONDS            wait (fractions allowed)
+//	exit CODE                stop with CODE
+//	hang                     never finish (until the timeout or a stop)
+//	crash                    the agent fails to run it (status Error)
+//
+// An unknown command prints a shell-like error and sets the status to 127;
+// the exit code is that of the last statement, as in sh. printf's FORMAT
+// loses one level of quotes and knows \\ \a \b \e \f \n \r \t \v, \NNN and
+// \0NNN (octal), \xHH (hex) and %%, so a script prints any bytes: NUL,
+// invalid UTF-8, ANSI escapes (write \073 for a ";"). head prints at most
+// 1 MiB a statement. The output is every byte printed, except that the
+// final newline of a last echo (or error message) is dropped: "echo a; echo
+// b" outputs "a\nb", while printf controls every byte.
 //
 // The emulator is the ground truth of capoller's tests: its state changes are
 // recorded with the instant they happened, whether or not anyone polled.
