@@ -57,6 +57,16 @@
 // final newline of a last echo (or error message) is dropped: "echo a; echo
 // b" outputs "a\nb", while printf controls every byte.
 //
+// # Output
+//
+// ECS shows the first 24 KB (24,576 bytes) of a run's output as Output,
+// Base64 unless the request says ContentEncoding=PlainText, and the number
+// of bytes cut beyond it as Dropped; DescribeInvocations shows them only
+// with IncludeOutput=true, which needs InvokeId or InstanceId. SWAS shows
+// the same 24 KB as plain text, with no Dropped. PlainText output is JSON
+// text, so invalid UTF-8 in it reaches the client as U+FFFD, as it would
+// from any JSON API; Base64 carries every byte.
+//
 // The emulator is the ground truth of capoller's tests: its state changes are
 // recorded with the instant they happened, whether or not anyone polled.
 package castest

@@ -378,15 +378,20 @@ func (s *Server) ecsDescribeInvocations(account string, params url.Values, regio
 	if e != nil {
 		return nil, e
 	}
-	encoding := params.Get("ContentEncoding")
-	switch encoding {
-	case "", "Base64", "PlainText":
-	default:
-		return nil, invalid("ContentEncoding", encoding)
+	encoding, e := outputEncoding(params)
+	if e != nil {
+		return nil, e
 	}
 	includeOutput := strings.EqualFold(params.Get("IncludeOutput"), "true")
 	status := params.Get("InvokeStatus")
 	invokeID, instanceID := params.Get("InvokeId"), params.Get("InstanceId")
+	if includeOutput && invokeID == "" && instanceID == "" {
+		// Documented: with IncludeOutput=true, InvokeId, InstanceId or both
+		// must be given. The documents name no code for it; this is
+		// Alibaba's usual shape for a missing parameter.
+		return nil, errorf(http.StatusBadRequest, "MissingParameter.InvokeIdOrInstanceId",
+			"The input parameter \"InvokeId\" or \"InstanceId\" is mandatory when IncludeOutput is true.")
+	}
 	commandID, commandName, commandType := params.Get("CommandId"), params.Get("CommandName"), params.Get("CommandType")
 	a := s.arrangement(invokeID != "")
 	if e := a.checkFilter("InvokeStatus", status); e != nil {
@@ -441,6 +446,33 @@ func encodeText(text, encoding string) string {
 	return base64.StdEncoding.EncodeToString([]byte(text))
 }
 
+// outputEncoding reads a listing's ContentEncoding: "" (Base64, the
+// default), Base64 or PlainText; any other value is refused.
+func outputEncoding(params url.Values) (string, *apiError) {
+	switch encoding := params.Get("ContentEncoding"); encoding {
+	case "", "Base64", "PlainText":
+		return encoding, nil
+	default:
+		return "", invalid("ContentEncoding", encoding)
+	}
+}
+
+// cutOutput is what the API keeps of a run's output: its first 24 KB, and
+// the number of bytes dropped beyond them.
+func cutOutput(text string) (kept string, dropped int) {
+	if len(text) > maxOutput {
+		return text[:maxOutput], len(text) - maxOutput
+	}
+	return text, 0
+}
+
+// renderOutput is a run's Output and Dropped as ECS sends them: the first
+// 24 KB, in the listing's encoding.
+func renderOutput(text, encoding string) (string, int) {
+	kept, dropped := cutOutput(text)
+	return encodeText(kept, encoding), dropped
+}
+
 func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) ecsInvocation {
 	out := ecsInvocation{
 		InvokeId: inv.InvokeID, CommandId: inv.CommandID, CommandName: inv.Name, CommandType: inv.Type,
@@ -460,12 +492,7 @@ func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) e
 			FinishTime: fmtTime(r.Finish), StopTime: fmtTime(r.Stop),
 		}
 		if includeOutput {
-			text := r.Output
-			if len(text) > maxOutput {
-				ii.Dropped = len(text) - maxOutput
-				text = text[:maxOutput]
-			}
-			ii.Output = encodeText(text, encoding)
+			ii.Output, ii.Dropped = renderOutput(r.Output, encoding)
 		}
 		out.InvokeInstances.InvokeInstance = append(out.InvokeInstances.InvokeInstance, ii)
 	}

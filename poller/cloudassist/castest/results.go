@@ -58,16 +58,12 @@ type resultItem struct {
 // run then instance, so that rows of new runs are appended.
 func (s *Server) rows(inv *invocation, history bool, encoding string) []ecsResult {
 	render := func(r *run, res runResult) ecsResult {
-		out := res.Output
-		dropped := 0
-		if len(out) > maxOutput {
-			dropped, out = len(out)-maxOutput, out[:maxOutput]
-		}
+		output, dropped := renderOutput(res.Output, encoding)
 		return ecsResult{
 			InvokeId: inv.InvokeID, CommandId: inv.CommandID, InstanceId: r.InstanceID,
 			InvocationStatus: res.Status, InvokeRecordStatus: recordStatus(res.Status), Repeats: res.Repeats,
 			ExitCode: res.ExitCode, ErrorCode: res.ErrorCode, ErrorInfo: errorInfo(res.ErrorCode),
-			Output: encodeText(out, encoding), Dropped: dropped, StartTime: fmtTime(res.Start),
+			Output: output, Dropped: dropped, StartTime: fmtTime(res.Start),
 			FinishedTime: fmtTime(res.Finish), StopTime: fmtTime(res.Stop), Username: inv.Username,
 			TerminationMode: "Process",
 		}
@@ -119,11 +115,9 @@ func (s *Server) ecsDescribeInvocationResults(account string, params url.Values,
 	if e != nil {
 		return nil, e
 	}
-	encoding := params.Get("ContentEncoding")
-	switch encoding {
-	case "", "Base64", "PlainText":
-	default:
-		return nil, invalid("ContentEncoding", encoding)
+	encoding, e := outputEncoding(params)
+	if e != nil {
+		return nil, e
 	}
 	invokeID, instanceID, commandID := params.Get("InvokeId"), params.Get("InstanceId"), params.Get("CommandId")
 	status := params.Get("InvokeRecordStatus")

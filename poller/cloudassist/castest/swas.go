@@ -120,9 +120,14 @@ func (s *Server) swasDescribeCommandInvocations(account string, params url.Value
 			Username: inv.Username, WorkingDir: inv.WorkingDir, Timeout: inv.Timeout, CommandContent: inv.Content, Parameters: "{}",
 		}
 		for _, r := range inv.Runs {
+			// SWAS documents Output as "the command output" (seed 003): plain
+			// text, with no ContentEncoding and no Dropped. It is the same
+			// Cloud Assistant agent's output, so casim cuts it at the same
+			// 24 KB as ECS does.
+			output, _ := cutOutput(r.Output)
 			cmd.InvokeInstances = append(cmd.InvokeInstances, swasInvokeInstance{
 				InstanceId: r.InstanceID, StartTime: fmtTime(r.Start), FinishTime: fmtTime(r.Finish), InvocationStatus: r.Status,
-				Output: r.Output, ExitCode: r.ExitCode, ErrorInfo: errorInfo(r.ErrorCode), ErrorCode: r.ErrorCode,
+				Output: output, ExitCode: r.ExitCode, ErrorInfo: errorInfo(r.ErrorCode), ErrorCode: r.ErrorCode,
 			})
 		}
 		resp.CommandInvocations = append(resp.CommandInvocations, cmd)
