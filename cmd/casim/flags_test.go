@@ -13,7 +13,7 @@ func TestRetentionAndSecurityTokenFlags(t *testing.T) {
 	if code := run(t.Context(), append(base, "--retention", "forever"), io.Discard, io.Discard); code != 2 {
 		t.Errorf("--retention forever exited %d, want 2", code)
 	}
-	for _, extra := range [][]string{{"--retention", "legacy"}, {"--retention", "current", "--security-token", "tok"}} {
+	for _, extra := range [][]string{{"--retention", "legacy"}, {"--retention", "current", "--security-token", "tok"}, {"--oss-delivery-delay", "1s"}} {
 		ctx, cancel := context.WithCancel(t.Context())
 		ready := make(chan string, 1)
 		done := make(chan int, 1)

@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	workload := fs.Duration("workload", 0, "if positive, invoke a random command this often")
 	retention := fs.String("retention", string(castest.RetentionCurrent), "documented retention: current (30 days, 10,000 records per region) or legacy (four weeks, 100,000)")
 	deliveryTimeout := fs.Duration("delivery-timeout", 2*time.Second, "how long a run waits for an unresponsive agent")
+	ossDelay := fs.Duration("oss-delivery-delay", 100*time.Millisecond, "how long the OSS delivery of a run's output (RunCommand's OssOutputDelivery) stays InProgress after the run")
 	var b castest.Behaviour // where the documents are silent; see castest.Behaviour and /_casim/behaviour
 	fs.StringVar(&b.Order, "order", "", "listing order: newest (default) or oldest")
 	fs.BoolVar(&b.Ties, "ties", false, "list invocations created in the same second in any (stable) order within it")
@@ -84,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	srv, err := castest.New(castest.Options{
 		AccessKeyID: *akID, AccessKeySecret: *akSecret, SecurityToken: *securityToken, Instances: *instances,
-		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, Retention: castest.RetentionPolicy(*retention),
+		Regions: strings.Split(*regions, ","), DeliveryTimeout: *deliveryTimeout, OssDeliveryDelay: *ossDelay, Retention: castest.RetentionPolicy(*retention),
 		Behaviour: b, Accounts: accounts,
 	})
 	if err != nil {

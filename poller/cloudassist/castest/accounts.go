@@ -127,6 +127,36 @@ func (a *AccountHandle) Invoke(region string, instanceIDs []string, script strin
 	return inv.InvokeID, nil
 }
 
+// Command is a RunCommand for RunCommand: what the API's parameters of
+// the same names say.
+type Command struct {
+	// Script is the CommandContent, in plain text (see the package
+	// documentation for the language).
+	Script string
+	// Timeout in seconds; default 60.
+	Timeout int64
+	// OssOutputDelivery, oss://BUCKET[/PREFIX], delivers each run's output
+	// to OSS; "" delivers nothing.
+	OssOutputDelivery string
+}
+
+// RunCommand runs c once on ECS instances of the account in region, as
+// the RunCommand API would, and returns the invocation id.
+func (a *AccountHandle) RunCommand(region string, instanceIDs []string, c Command) (string, error) {
+	if err := a.known(); err != nil {
+		return "", err
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 60
+	}
+	inv, e := a.s.createInvocation(ProductECS, region, instanceIDs, invocationSpec{Account: a.name, Type: "RunShellScript",
+		Content: c.Script, Timeout: c.Timeout, OssOutputDelivery: c.OssOutputDelivery})
+	if e != nil {
+		return "", e
+	}
+	return inv.InvokeID, nil
+}
+
 // RunWorkload runs a simulated operator (see Server.RunWorkload) on the
 // account's ECS instances until ctx ends.
 func (a *AccountHandle) RunWorkload(ctx context.Context, opts WorkloadOptions) {

@@ -60,12 +60,30 @@
 // # Output
 //
 // ECS shows the first 24 KB (24,576 bytes) of a run's output as Output,
-// Base64 unless the request says ContentEncoding=PlainText, and the number
-// of bytes cut beyond it as Dropped; DescribeInvocations shows them only
-// with IncludeOutput=true, which needs InvokeId or InstanceId. SWAS shows
-// the same 24 KB as plain text, with no Dropped. PlainText output is JSON
-// text, so invalid UTF-8 in it reaches the client as U+FFFD, as it would
-// from any JSON API; Base64 carries every byte.
+// Base64 unless the request says ContentEncoding=PlainText, and the
+// number of bytes cut beyond them as Dropped; an unknown ContentEncoding
+// is 400 InvalidParameter.ContentEncoding. DescribeInvocations shows
+// Output and Dropped only with IncludeOutput=true, which needs InvokeId or
+// InstanceId (without either: 400 MissingParameter.InvokeIdOrInstanceId,
+// a code the documents do not name). SWAS shows the same 24 KB as plain
+// text, with no Dropped. PlainText output is JSON text, so invalid UTF-8
+// in it reaches the client as U+FFFD, as from any JSON API; Base64
+// carries every byte.
+//
+// An ECS RunCommand with OssOutputDelivery=oss://BUCKET[/PREFIX] delivers
+// each run's output to OSS (the V1 SDK's request lacks the parameter: set
+// it in req.QueryParams; in process, pass a Command to Server.RunCommand);
+// another form is 400 InvalidParameter.OssOutputDelivery. Both ECS
+// listings then show the configuration as OssOutputDelivery and, per run,
+// OssOutputStatus: InProgress until Options.OssDeliveryDelay after the
+// run ended, then Finished with OssOutputUri
+// oss://BUCKET/PREFIX/INVOKEID/INSTANCEID/REPEATS/output.txt, or Failed
+// with OssOutputErrorCode and OssOutputErrorInfo; OssOutputUri is "" until
+// Finished. Delivery fails with CloudAssistant.UnsupportedInvocationStatus
+// for a run that never started, and by the bucket's name: OSS.NoSuchBucket
+// for one starting "nosuch", OSS.AccessDenied for "denied",
+// OSS.FileImmutable for "immutable"; an object name over 1,023 bytes is
+// OSS.InvalidObjectName. Without delivery none of these fields is sent.
 //
 // The emulator is the ground truth of capoller's tests: its state changes are
 // recorded with the instant they happened, whether or not anyone polled.

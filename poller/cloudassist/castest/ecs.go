@@ -89,7 +89,7 @@ func (s *Server) ecsRunCommand(account string, params url.Values, region, reques
 	inv, e := s.createInvocation(ProductECS, region, ids, invocationSpec{
 		Account: account, Name: params.Get("Name"), Type: typ, Content: content, Timeout: timeout,
 		Username: params.Get("Username"), WorkingDir: params.Get("WorkingDir"), Description: params.Get("Description"),
-		RepeatMode: repeat, Frequency: frequency,
+		RepeatMode: repeat, Frequency: frequency, OssOutputDelivery: params.Get("OssOutputDelivery"),
 	})
 	if e != nil {
 		return nil, e
@@ -121,7 +121,10 @@ type invocationSpec struct {
 	Account                                                string
 	Name, Type, Content, Username, WorkingDir, Description string
 	RepeatMode, Frequency                                  string
-	Timeout                                                int64
+	// OssOutputDelivery is oss://BUCKET[/PREFIX] to deliver each run's
+	// output to OSS, or "" for none.
+	OssOutputDelivery string
+	Timeout           int64
 }
 
 // validRepeat checks a repeat mode and its frequency.
@@ -152,6 +155,11 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 	if e != nil {
 		return nil, e
 	}
+	if spec.OssOutputDelivery != "" {
+		if _, err := parseOssDelivery(spec.OssOutputDelivery); err != nil {
+			return nil, errorf(http.StatusBadRequest, "InvalidParameter.OssOutputDelivery", "The specified parameter OssOutputDelivery is not valid: %v.", err)
+		}
+	}
 	account := spec.Account
 	if account == "" {
 		account = DefaultAccount
@@ -175,7 +183,7 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: "c-" + regionCode(region) + randomHex(8),
 		Name: spec.Name, Type: spec.Type, Content: spec.Content, Timeout: spec.Timeout,
 		Username: spec.Username, WorkingDir: spec.WorkingDir, Description: spec.Description,
-		RepeatMode: spec.RepeatMode, Frequency: spec.Frequency, sched: sched,
+		RepeatMode: spec.RepeatMode, Frequency: spec.Frequency, OssOutputDelivery: spec.OssOutputDelivery, sched: sched,
 		CreationTime: now, Status: stPending,
 	}
 	p := parseScript(spec.Content)
@@ -258,7 +266,10 @@ type ecsInvocation struct {
 	Launcher           string `json:"Launcher"`
 	TerminationMode    string `json:"TerminationMode"`
 	VmCount            int    `json:"VmCount"`
-	Tags               struct {
+	// OssOutputDelivery is sent only for an invocation that has it (the V1
+	// SDK does not decode it).
+	OssOutputDelivery string `json:"OssOutputDelivery,omitempty"`
+	Tags              struct {
 		Tag []ecsTag `json:"Tag"`
 	} `json:"Tags"`
 	InvokeInstances struct {
@@ -282,6 +293,7 @@ type ecsInvokeInstance struct {
 	StartTime            string `json:"StartTime"`
 	FinishTime           string `json:"FinishTime"`
 	StopTime             string `json:"StopTime"`
+	ossOutput
 }
 
 // timed reports whether the task will run again: a periodic or reboot task
@@ -428,7 +440,7 @@ func (s *Server) ecsDescribeInvocations(account string, params url.Values, regio
 	}
 	var items []ecsInvocation
 	for _, inv := range matches[start:end] {
-		items = append(items, renderECSInvocation(inv, encoding, includeOutput))
+		items = append(items, s.renderECSInvocation(inv, encoding, includeOutput))
 	}
 	resp := ecsInvocationsResponse{RequestId: requestID, PageSize: int64(p.size), PageNumber: int64(p.number),
 		TotalCount: int64(len(matches)), NextToken: next}
@@ -473,14 +485,17 @@ func renderOutput(text, encoding string) (string, int) {
 	return encodeText(kept, encoding), dropped
 }
 
-func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) ecsInvocation {
+// renderECSInvocation is inv as DescribeInvocations sends it. Callers hold
+// s.mu.
+func (s *Server) renderECSInvocation(inv *invocation, encoding string, includeOutput bool) ecsInvocation {
+	now := s.opts.Now()
 	out := ecsInvocation{
 		InvokeId: inv.InvokeID, CommandId: inv.CommandID, CommandName: inv.Name, CommandType: inv.Type,
 		CommandContent: encodeText(inv.Content, encoding), CommandDescription: inv.Description,
 		CreationTime: fmtTime(inv.CreationTime), InvocationStatus: inv.Status, InvokeStatus: legacyInvokeStatus(inv.Status),
 		Parameters: "{}", RepeatMode: inv.RepeatMode, Frequency: inv.Frequency, Timed: inv.timed(),
 		Timeout: inv.Timeout, Username: inv.Username, WorkingDir: inv.WorkingDir,
-		TerminationMode: "Process", VmCount: len(inv.Runs),
+		TerminationMode: "Process", VmCount: len(inv.Runs), OssOutputDelivery: inv.OssOutputDelivery,
 	}
 	out.Tags.Tag = []ecsTag{}
 	out.InvokeInstances.InvokeInstance = make([]ecsInvokeInstance, 0, len(inv.Runs))
@@ -490,6 +505,7 @@ func renderECSInvocation(inv *invocation, encoding string, includeOutput bool) e
 			Repeats: r.Repeats, ExitCode: r.ExitCode, ErrorCode: r.ErrorCode, ErrorInfo: errorInfo(r.ErrorCode), Timed: inv.timed(),
 			CreationTime: fmtTime(r.Created), UpdateTime: fmtTime(r.Updated), StartTime: fmtTime(r.Start),
 			FinishTime: fmtTime(r.Finish), StopTime: fmtTime(r.Stop),
+			ossOutput: delivery(inv, r.InstanceID, r.result(), now, s.opts.OssDeliveryDelay),
 		}
 		if includeOutput {
 			ii.Output, ii.Dropped = renderOutput(r.Output, encoding)

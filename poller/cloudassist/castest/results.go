@@ -41,7 +41,12 @@ type ecsResult struct {
 	ContainerName      string `json:"ContainerName"`
 	TerminationMode    string `json:"TerminationMode"`
 	Launcher           string `json:"Launcher"`
-	Tags               struct {
+	// OssOutputDelivery and ossOutput's fields are sent only for an
+	// invocation that delivers its output to OSS (the V1 SDK decodes none
+	// of them).
+	OssOutputDelivery string `json:"OssOutputDelivery,omitempty"`
+	ossOutput
+	Tags struct {
 		Tag []ecsTag `json:"Tag"`
 	} `json:"Tags"`
 }
@@ -56,7 +61,9 @@ type resultItem struct {
 // rows lists an invocation's results: the current state of each instance,
 // or with history every finished run plus the one under way, ordered by
 // run then instance, so that rows of new runs are appended.
+// Callers hold s.mu.
 func (s *Server) rows(inv *invocation, history bool, encoding string) []ecsResult {
+	now := s.opts.Now()
 	render := func(r *run, res runResult) ecsResult {
 		output, dropped := renderOutput(res.Output, encoding)
 		return ecsResult{
@@ -65,7 +72,8 @@ func (s *Server) rows(inv *invocation, history bool, encoding string) []ecsResul
 			ExitCode: res.ExitCode, ErrorCode: res.ErrorCode, ErrorInfo: errorInfo(res.ErrorCode),
 			Output: output, Dropped: dropped, StartTime: fmtTime(res.Start),
 			FinishedTime: fmtTime(res.Finish), StopTime: fmtTime(res.Stop), Username: inv.Username,
-			TerminationMode: "Process",
+			TerminationMode: "Process", OssOutputDelivery: inv.OssOutputDelivery,
+			ossOutput: delivery(inv, r.InstanceID, res, now, s.opts.OssDeliveryDelay),
 		}
 	}
 	var out []ecsResult

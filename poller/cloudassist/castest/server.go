@@ -43,6 +43,10 @@ type Options struct {
 	// DeliveryTimeout is how long a run waits for an unresponsive agent
 	// before it is Aborted; default 2s (Alibaba's is one minute).
 	DeliveryTimeout time.Duration
+	// OssDeliveryDelay is how long the OSS delivery of a run's output
+	// (RunCommand's OssOutputDelivery) stays InProgress after the run
+	// ended; default 100ms.
+	OssDeliveryDelay time.Duration
 	// RetentionAge and RetentionCount bound how long, and how many
 	// execution records (one per instance and run), each product and region
 	// keeps; older invocations vanish from the API, as Alibaba's do (see
@@ -124,6 +128,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.DeliveryTimeout == 0 {
 		opts.DeliveryTimeout = 2 * time.Second
+	}
+	if opts.OssDeliveryDelay == 0 {
+		opts.OssDeliveryDelay = 100 * time.Millisecond
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

@@ -122,6 +122,10 @@ type invocation struct {
 	Status       string    `json:"status"`
 	Runs         []*run    `json:"runs"`
 
+	// OssOutputDelivery is RunCommand's oss://BUCKET[/PREFIX], or "" when
+	// the output is not delivered to OSS.
+	OssOutputDelivery string `json:"ossOutputDelivery,omitempty"`
+
 	sched schedule
 }
 

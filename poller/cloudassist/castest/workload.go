@@ -85,6 +85,13 @@ func (s *Server) runWorkload(ctx context.Context, account string, opts WorkloadO
 	}
 }
 
+// RunCommand runs c once on ECS instances of the default account in
+// region, as the RunCommand API would, and returns the invocation id. See
+// AccountHandle.RunCommand for another account.
+func (s *Server) RunCommand(region string, instanceIDs []string, c Command) (string, error) {
+	return s.Account(DefaultAccount).RunCommand(region, instanceIDs, c)
+}
+
 // Invoke runs script once on ECS instances of the default account in
 // region, as RunCommand would, for in-process drivers such as benchmarks.
 // It returns the invocation id. See AccountHandle.Invoke for another
