@@ -205,6 +205,20 @@ func (r *reader) time() time.Time {
 
 func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
 
+// hasOutput, in a transition's cut field, says its output fields follow
+// its times. A batch without output is written as earlier versions wrote
+// it, so they can still read it; one with output makes them discard it as
+// corrupt, and diff its records again from the checkpoint (the events
+// keep their ids).
+const hasOutput = 1 << 16
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // encodeBatch is a staged batch: its transitions, whole, and its updates.
 func encodeBatch(b diff.Result) []byte {
 	w := writer{b: make([]byte, 0, 256*len(b.Transitions)+64*len(b.Updates))}
@@ -217,9 +231,24 @@ func encodeBatch(b diff.Result) []byte {
 		}
 		w.int(int64(r.Repeats))
 		w.int(r.ExitCode)
-		w.int(int64(r.Cut))
+		output := r.Output != "" || r.OutputDropped != 0 || r.OutputURI != "" || r.OutputMissing
+		cut := int64(r.Cut)
+		if output {
+			cut |= hasOutput
+		}
+		w.int(cut)
 		for _, at := range []time.Time{r.StartTime, r.FinishTime, t.PreviousObservedAt, t.ObservedAt} {
 			w.time(at)
+		}
+		if output {
+			text, missing := r.Output, r.OutputMissing
+			if r.OutputRaw { // never vetted: never stored
+				text, missing = "", true
+			}
+			w.str(text)
+			w.int(r.OutputDropped)
+			w.str(r.OutputURI)
+			w.int(boolInt(missing))
 		}
 	}
 	for _, u := range b.Updates {
@@ -255,9 +284,16 @@ func decodeBatch(data []byte) (diff.Result, error) {
 		t.Source, t.Previous, rec.Status = diff.Source(source), diff.Status(previous), diff.Status(status)
 		rec.Repeats = int(r.int())
 		rec.ExitCode = r.int()
-		rec.Cut = diff.TextFields(r.int())
+		cut := r.int()
+		rec.Cut = diff.TextFields(cut &^ hasOutput)
 		for _, at := range []*time.Time{&rec.StartTime, &rec.FinishTime, &t.PreviousObservedAt, &t.ObservedAt} {
 			*at = r.time()
+		}
+		if cut&hasOutput != 0 {
+			rec.Output = r.str()
+			rec.OutputDropped = r.int()
+			rec.OutputURI = r.str()
+			rec.OutputMissing = r.int() == 1
 		}
 		out.Transitions = append(out.Transitions, t)
 	}

@@ -46,6 +46,9 @@ func FuzzCodecRoundTrip(f *testing.F) {
 		}
 		rec := diff.Record{Key: k, CommandID: status, CommandName: invoke, Status: diff.Status(status), Repeats: repeats,
 			ExitCode: observed, ErrorCode: instance, ErrorInfo: status + invoke, StartTime: st.ObservedAt, FinishTime: st.GoneAt}
+		if isGone { // a run with its output, or without
+			rec.Output, rec.OutputDropped, rec.OutputURI, rec.OutputMissing = status+invoke, gone, instance, repeats%2 == 0
+		}
 		batch := diff.Result{
 			Transitions: []diff.Transition{{ID: invoke, Source: diff.Source(instance), Region: status, Record: rec,
 				Previous: diff.Status(instance), PreviousObservedAt: st.GoneAt, ObservedAt: st.ObservedAt}},

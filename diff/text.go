@@ -20,6 +20,7 @@ const (
 	FieldCommandName
 	FieldErrorCode
 	FieldCommandID
+	FieldOutput
 )
 
 // Names lists the fields of the set by their names in an event's data.
@@ -28,7 +29,7 @@ func (f TextFields) Names() []string {
 	for _, n := range []struct {
 		bit  TextFields
 		name string
-	}{{FieldErrorInfo, "errorInfo"}, {FieldCommandName, "commandName"}, {FieldErrorCode, "errorCode"}, {FieldCommandID, "commandId"}} {
+	}{{FieldErrorInfo, "errorInfo"}, {FieldCommandName, "commandName"}, {FieldErrorCode, "errorCode"}, {FieldCommandID, "commandId"}, {FieldOutput, "output"}} {
 		if f&n.bit != 0 {
 			out = append(out, n.name)
 		}
@@ -48,6 +49,22 @@ func Cut(s string, n int) (string, bool) {
 		end--
 	}
 	return s[:end] + marker, true
+}
+
+// CutHead shortens s to at most n bytes by dropping its beginning, at a
+// UTF-8 boundary, starting it with "[cut N bytes]…" (N is the original
+// length): what a run printed last (its errors) is kept. It reports
+// whether it cut.
+func CutHead(s string, n int) (string, bool) {
+	if len(s) <= n {
+		return s, false
+	}
+	marker := fmt.Sprintf("[cut %d bytes]…", len(s))
+	start := len(s) - max(0, n-len(marker))
+	for start < len(s) && !utf8.RuneStart(s[start]) {
+		start++
+	}
+	return marker + s[start:], true
 }
 
 // BoundTexts cuts each free text of r longer than [MaxText] and records

@@ -55,8 +55,23 @@ type Record struct {
 	StartTime  time.Time
 	FinishTime time.Time
 	// Cut names the free texts that were cut to [MaxText] (see
-	// [Record.BoundTexts]).
+	// [Record.BoundTexts]), and the output if it was cut.
 	Cut TextFields
+
+	// The run's output, at instance level, for a status whose output is
+	// announced. Output is valid UTF-8; once the poller's OutputFiller has
+	// vetted it (OutputRaw false) it is redacted and bounded, and only then
+	// is it staged or published. OutputRaw marks text as read from the
+	// API: decoded, but neither redacted nor bounded.
+	Output    string
+	OutputRaw bool
+	// OutputDropped is the API's Dropped: the bytes it cut beyond its own
+	// bound. OutputURI is where the output was delivered to OSS, if it was.
+	OutputDropped int64
+	OutputURI     string
+	// OutputMissing says the output could not be read in time (throttling,
+	// errors): the event goes out without it and is never sent again.
+	OutputMissing bool
 }
 
 // Snapshot is an error-free listing of one shard at one moment. A listing

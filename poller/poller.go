@@ -25,6 +25,17 @@ type Lister interface {
 	Snapshot(ctx context.Context) (diff.Snapshot, error)
 }
 
+// OutputFiller is a [Lister] whose transitions need work on their run's
+// output before they are staged: output read with the listing is vetted
+// (redacted, bounded), output the listing lacks is looked up. It marks
+// what it could not read in time (diff.Record.OutputMissing) and returns
+// within its own bound. It is called once per batch of a cycle's
+// transitions, never for a staged batch: a re-publish carries the output
+// the first one did.
+type OutputFiller interface {
+	FillOutputs(ctx context.Context, ts []diff.Transition)
+}
+
 // Store loads and commits checkpointed states of one shard.
 type Store interface {
 	// Load returns the states of keys, and whether the shard was ever
@@ -545,6 +556,10 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 	}
 	if len(transitions) == 0 {
 		return c.publishAndCommit(diff.Result{}, quiet)
+	}
+	if f, ok := c.p.src.(OutputFiller); ok {
+		f.FillOutputs(c.ctx, transitions)
+		c.progress() // look-ups are progress, as pages are
 	}
 	if len(c.rep.Transitions) == 0 {
 		c.rep.Transitions, c.sharing = transitions[:0], true

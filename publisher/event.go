@@ -44,6 +44,10 @@ func NewEvent(t diff.Transition) Event {
 			r.Cut |= diff.FieldErrorInfo
 		}
 		ev.Data.StartTime, ev.Data.FinishTime = events.Stamp(r.StartTime), events.Stamp(r.FinishTime)
+		ev.Data.Output, ev.Data.OutputDropped, ev.Data.OutputURI, ev.Data.OutputMissing = r.Output, r.OutputDropped, r.OutputURI, r.OutputMissing
+		if r.OutputRaw { // never vetted (redacted, bounded): never published
+			ev.Data.Output, ev.Data.OutputMissing = "", true
+		}
 		ev.Data.Truncated = r.Cut.Names()
 	}
 	return ev

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,6 +75,13 @@ type config struct {
 	// RedisReplicaWait and RedisReplicaGrace: see redisReplicaWait.
 	RedisReplicaWait  time.Duration `yaml:"redis-replica-wait"`
 	RedisReplicaGrace time.Duration `yaml:"redis-replica-grace"`
+	// Output, OutputMaxBytes, OutputRedact and OutputRedactBuiltin say
+	// which events carry their run's output, and how it is made safe to
+	// publish (see cloudassist.OutputOptions).
+	Output              string   `yaml:"output"`
+	OutputMaxBytes      int      `yaml:"output-max-bytes"`
+	OutputRedact        []string `yaml:"output-redact,omitempty"`
+	OutputRedactBuiltin bool     `yaml:"output-redact-builtin"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
 	NATS  natsAuth  `yaml:",inline"`
@@ -163,31 +171,34 @@ func shardOfSource(account, source, region string) diff.Shard {
 
 func defaultConfig() config {
 	return config{
-		Regions:         []string{"cn-hangzhou"},
-		Sources:         []string{"ecs"},
-		Interval:        30 * time.Second,
-		Initial:         string(diff.InitialBaseline),
-		Strategy:        string(cloudassist.StrategyIncremental),
-		ResyncEvery:     10 * time.Minute,
-		QPS:             10,
-		ThrottleWindow:  time.Minute,
-		PageSize:        50,
-		APITimeout:      15 * time.Second,
-		RedisURL:        "redis://127.0.0.1:6379/0",
-		KeyPrefix:       "capoller:",
-		NATSURL:         "nats://127.0.0.1:4222",
-		Stream:          "CAPOLLER",
-		SubjectPrefix:   "capoller",
-		DuplicateWindow: 10 * time.Minute,
-		Checkpoint:      "redis",
-		Bucket:          "CAPOLLER_CHECKPOINTS",
-		DataDir:         "capoller-data",
-		LogFormat:       "json",
-		LogLevel:        "info",
-		LeaseTTL:        15 * time.Second,
-		StreamReplicas:  1,
-		HistoryMaxAge:   30 * 24 * time.Hour,
-		HistoryMaxCount: 1_000_000,
+		Regions:             []string{"cn-hangzhou"},
+		Sources:             []string{"ecs"},
+		Interval:            30 * time.Second,
+		Initial:             string(diff.InitialBaseline),
+		Strategy:            string(cloudassist.StrategyIncremental),
+		Output:              string(cloudassist.OutputFailures),
+		OutputMaxBytes:      cloudassist.DefaultOutputMaxBytes,
+		OutputRedactBuiltin: true,
+		ResyncEvery:         10 * time.Minute,
+		QPS:                 10,
+		ThrottleWindow:      time.Minute,
+		PageSize:            50,
+		APITimeout:          15 * time.Second,
+		RedisURL:            "redis://127.0.0.1:6379/0",
+		KeyPrefix:           "capoller:",
+		NATSURL:             "nats://127.0.0.1:4222",
+		Stream:              "CAPOLLER",
+		SubjectPrefix:       "capoller",
+		DuplicateWindow:     10 * time.Minute,
+		Checkpoint:          "redis",
+		Bucket:              "CAPOLLER_CHECKPOINTS",
+		DataDir:             "capoller-data",
+		LogFormat:           "json",
+		LogLevel:            "info",
+		LeaseTTL:            15 * time.Second,
+		StreamReplicas:      1,
+		HistoryMaxAge:       30 * 24 * time.Hour,
+		HistoryMaxCount:     1_000_000,
 		// See checkpoint.RedisOptions.
 		RedisReplicaWait:  time.Second,
 		RedisReplicaGrace: 15 * time.Second,
@@ -208,7 +219,13 @@ type setting struct {
 
 // booleanSettings take no value on the command line: --name is
 // --name=true.
-func booleanSetting(name string) bool { return name == "insecure-endpoint" }
+func booleanSetting(name string) bool {
+	return name == "insecure-endpoint" || name == "output-redact-builtin"
+}
+
+// repeatableSetting may be given several times on the command line, each
+// adding a value (its environment variable takes one per line).
+func repeatableSetting(name string) bool { return name == "output-redact" }
 
 func str(field func(*config) *string) func(*config, string) error {
 	return func(c *config, v string) error { *field(c) = v; return nil }
@@ -252,6 +269,21 @@ func settings() []setting {
 		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
 		{"strategy", "how the ecs source reads the API: incremental (active, new and just-finished invocations, with a periodic full resync) or full", str(func(c *config) *string { return &c.Strategy })},
 		{"resync-every", "how often the incremental strategy lists everything", dur(func(c *config) *time.Duration { return &c.ResyncEvery })},
+		{"output", "which instance events carry their run's output: failures (every terminal status but Success), terminal or none", str(func(c *config) *string { return &c.Output })},
+		{"output-max-bytes", "most bytes of output an event carries: its end is kept, where errors are printed", func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			c.OutputMaxBytes = n
+			return err
+		}},
+		{"output-redact", "a regular expression (RE2) whose matches in the output are replaced by [REDACTED] before it is stored or published; give it once per pattern (the environment variable takes one per line, the YAML a list)", func(c *config, v string) error {
+			c.OutputRedact = strings.Split(v, "\n")
+			return nil
+		}},
+		{"output-redact-builtin", "also redact what the built-in patterns catch: AccessKey IDs and secrets, STS tokens, PEM private keys, password= and token= values", func(c *config, v string) error {
+			b, err := strconv.ParseBool(v)
+			c.OutputRedactBuiltin = b
+			return err
+		}},
 		{"qps", "most API calls per second, per API, account and region, shared by the replicas of a group (keep it under the account's quota)", func(c *config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
 			c.QPS = f
@@ -318,6 +350,10 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
 		}
 		record := func(v string) error {
+			if prev, again := flags[s.name]; again && repeatableSetting(s.name) {
+				flags[s.name] = prev + "\n" + v
+				return nil
+			}
 			flags[s.name] = v
 			order = append(order, s.name)
 			return nil
@@ -480,6 +516,37 @@ func withoutGoTypes(m string) string {
 	return m[:i] + " into a setting" + rest[end:]
 }
 
+// outputOptions reads the output settings, naming the one that is wrong.
+func (c config) outputOptions() (cloudassist.OutputOptions, error) {
+	var errs []error
+	o := cloudassist.OutputOptions{MaxBytes: c.OutputMaxBytes, NoBuiltinRedact: !c.OutputRedactBuiltin}
+	f, err := cloudassist.ParseOutputFor(c.Output)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("output: %w", err))
+	}
+	o.For = f
+	if c.OutputMaxBytes < 64 || c.OutputMaxBytes > 512<<10 {
+		errs = append(errs, fmt.Errorf("output-max-bytes %d: want 64 to 524288 (512 KiB)", c.OutputMaxBytes))
+	}
+	for i, p := range c.OutputRedact {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, fmt.Errorf("output-redact: pattern %d is empty (it would match everywhere)", i+1))
+			continue
+		}
+		re, err := regexp.Compile(p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("output-redact: pattern %d %q: %w", i+1, p, err))
+			continue
+		}
+		if re.MatchString("") {
+			errs = append(errs, fmt.Errorf("output-redact: pattern %d %q matches the empty string, so everywhere", i+1, p))
+			continue
+		}
+		o.Redact = append(o.Redact, re)
+	}
+	return o, errors.Join(errs...)
+}
+
 func (c config) validate() error {
 	var errs []error
 	for _, s := range []struct{ name, value string }{
@@ -529,6 +596,9 @@ func (c config) validate() error {
 	}
 	if c.ResyncEvery <= 0 {
 		errs = append(errs, fmt.Errorf("resync-every %v: must be positive", c.ResyncEvery))
+	}
+	if _, err := c.outputOptions(); err != nil {
+		errs = append(errs, err)
 	}
 	if math.IsNaN(c.QPS) || math.IsInf(c.QPS, 0) || c.QPS <= 0 {
 		errs = append(errs, fmt.Errorf("qps %v: want a positive, finite number", c.QPS))

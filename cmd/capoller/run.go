@@ -223,6 +223,10 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			return configError{err}
 		}
 	}
+	output, err := cfg.outputOptions() // validated with the configuration
+	if err != nil {
+		return configError{err}
+	}
 	listerOptions := func(sc shardConfig) (cloudassist.Options, error) {
 		lim := limits[sc.Account]
 		if lim == nil {
@@ -255,6 +259,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
 			OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
 			Logger:           log.With(zap.String("account", shard.Account), zap.String("source", sc.Source)), // the lister names its region itself
+			Output:           output,
 		}
 		return opts, nil
 	}

@@ -90,6 +90,9 @@ type Options struct {
 	OnListingAborted func(reason string)
 	// Now is the clock that stamps snapshots; default time.Now.
 	Now func() time.Time
+	// Output says which events carry their run's output, and how it is
+	// made safe to publish (see [OutputOptions]).
+	Output OutputOptions
 }
 
 // maxRestarts bounds how often one listing restarts after the API refused
@@ -161,6 +164,11 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	output, err := o.Output.withDefaults()
+	if err != nil {
+		return o, err
+	}
+	o.Output = output
 	if o.Strategy == "" {
 		o.Strategy = StrategyFull
 	}

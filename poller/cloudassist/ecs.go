@@ -2,6 +2,7 @@ package cloudassist
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -37,7 +38,8 @@ type ecsAPI struct {
 
 	pagedByNumber atomic.Bool // a listing fell back to page numbers (logged once)
 
-	skips skipLog
+	skips  skipLog
+	vetter *vetter
 }
 
 func newECSAPI(opts Options) (*ecsAPI, error) {
@@ -52,7 +54,7 @@ func newECSAPI(opts Options) (*ecsAPI, error) {
 	if setup.domain != "" {
 		client.Domain = setup.domain
 	}
-	return &ecsAPI{opts: o, client: client, active: map[string]bool{}}, nil
+	return &ecsAPI{opts: o, client: client, active: map[string]bool{}, vetter: newVetter(o.Output)}, nil
 }
 
 // ECS lists ECS Cloud Assistant invocations of one region through
@@ -371,9 +373,38 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 	}, each)
 }
 
+// resultRow is a row of DescribeInvocationResults, with the OSS fields
+// the SDK's struct lacks.
+type resultRow struct {
+	ecs.InvocationResult
+	OssOutputURI string
+}
+
+// ossFields reads what the SDK's response struct drops: each row's
+// OssOutputUri, in the rows' order.
+func ossFields(body []byte) []string {
+	var resp struct {
+		Invocation struct {
+			InvocationResults struct {
+				InvocationResult []struct {
+					OssOutputUri string
+				}
+			}
+		}
+	}
+	if json.Unmarshal(body, &resp) != nil {
+		return nil // the SDK decoded it: only these fields are lost
+	}
+	out := make([]string, len(resp.Invocation.InvocationResults.InvocationResult))
+	for i, r := range resp.Invocation.InvocationResults.InvocationResult {
+		out[i] = r.OssOutputUri
+	}
+	return out
+}
+
 // describeResults lists invocation results, calling each for every row.
-func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(ecs.InvocationResult) error) error {
-	return walk(ctx, a.opts, "describe invocation results", func(token string) ([]ecs.InvocationResult, string, string, error) {
+func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeInvocationResultsRequest), each func(resultRow) error) error {
+	return walk(ctx, a.opts, "describe invocation results", func(token string) ([]resultRow, string, string, error) {
 		req := ecs.CreateDescribeInvocationResultsRequest()
 		byNumber, number := pageRequest(ctx, token)
 		if byNumber {
@@ -391,11 +422,23 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 			return nil, "", "", err
 		}
 		next := resp.Invocation.NextToken
+		results := resp.Invocation.InvocationResults.InvocationResult
 		if byNumber {
-			next = nextPage(number, a.opts.PageSize, len(resp.Invocation.InvocationResults.InvocationResult), resp.Invocation.TotalCount)
+			next = nextPage(number, a.opts.PageSize, len(results), resp.Invocation.TotalCount)
 		}
-		return resp.Invocation.InvocationResults.InvocationResult, next, resp.RequestId, nil
-	}, func(rows []ecs.InvocationResult) error {
+		rows := make([]resultRow, len(results))
+		var uris []string
+		if a.opts.Output.For != OutputNone {
+			uris = ossFields(resp.GetHttpContentBytes())
+		}
+		for i, r := range results {
+			rows[i].InvocationResult = r
+			if len(uris) == len(results) {
+				rows[i].OssOutputURI = uris[i]
+			}
+		}
+		return rows, next, resp.RequestId, nil
+	}, func(rows []resultRow) error {
 		for _, r := range rows {
 			if err := each(r); err != nil {
 				return err

@@ -120,7 +120,7 @@ func FuzzResultRecord(f *testing.F) {
 		tl := &tally{}
 		rows := resp.Invocation.InvocationResults.InvocationResult
 		for _, row := range rows {
-			if r, ok := resultRecord(row, tl); ok {
+			if r, ok := resultRecord(resultRow{InvocationResult: row}, tl); ok {
 				checkRecord(t, r, true)
 				kept = append(kept, r)
 			}

@@ -43,7 +43,7 @@ func (a *ecsAPI) withHistory(ctx context.Context, records []diff.Record, periodi
 		task := periodic[id]
 		err := a.describeResults(ctx, func(req *ecs.DescribeInvocationResultsRequest) {
 			req.InvokeId, req.IncludeHistory = id, requests.NewBoolean(true)
-		}, func(r ecs.InvocationResult) error {
+		}, func(r resultRow) error {
 			rec, ok := resultRecord(r, t)
 			if !ok {
 				return nil
@@ -116,7 +116,7 @@ func (a *ecsAPI) remember(periodic map[string]periodicTask) {
 // resultRecord normalizes one DescribeInvocationResults row, or counts it
 // in t as skipped when it has no InvokeId, InstanceId or status. Its end
 // time is FinishedTime (InvokeInstance says FinishTime).
-func resultRecord(r ecs.InvocationResult, t *tally) (diff.Record, bool) {
+func resultRecord(r resultRow, t *tally) (diff.Record, bool) {
 	id := r.InvokeId
 	if blank(id) {
 		t.skip(SkipInvocationWithoutID, r.InstanceId)
@@ -134,5 +134,8 @@ func resultRecord(r ecs.InvocationResult, t *tally) (diff.Record, bool) {
 		return diff.Record{}, false
 	}
 	rec.CommandID = r.CommandId
+	if t != nil { // the rows' Output is Base64: no ContentEncoding is asked for
+		t.output.keepOutput(&rec, r.Output, true, int64(r.Dropped), r.OssOutputURI)
+	}
 	return rec, true
 }

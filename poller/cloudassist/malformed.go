@@ -30,6 +30,7 @@ const (
 // tally is what one listing could not use: timestamps it left empty and
 // records it skipped.
 type tally struct {
+	output   OutputOptions // which records keep the output read with them
 	badTimes int
 	skipped  map[string]skipCount
 	onSkip   func(reason string)
@@ -40,7 +41,7 @@ type skipCount struct {
 	example string // an id that identifies one skipped record, or its neighbour
 }
 
-func newTally(o Options) *tally { return &tally{onSkip: o.OnSkipped} }
+func newTally(o Options) *tally { return &tally{onSkip: o.OnSkipped, output: o.Output} }
 
 // skip counts one skipped record.
 func (t *tally) skip(reason, example string) {

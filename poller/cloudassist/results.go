@@ -38,7 +38,7 @@ func (c *ECSResults) list(ctx context.Context) (diff.Snapshot, error) {
 	var acc accumulator
 	t := newTally(a.opts)
 	defer a.skips.report(a.opts, t)
-	err := a.describeResults(ctx, nil, func(r ecs.InvocationResult) error {
+	err := a.describeResults(ctx, nil, func(r resultRow) error {
 		if rec, ok := resultRecord(r, t); ok {
 			acc.add(rec)
 		}

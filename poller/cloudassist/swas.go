@@ -29,6 +29,7 @@ type SWAS struct {
 	// repeating: the last listing ended on a repeated page (logged when
 	// that starts, not every cycle).
 	repeating atomic.Bool
+	vetter    *vetter
 }
 
 // NewSWAS builds a SWAS lister. Without an endpoint it talks to
@@ -46,7 +47,7 @@ func NewSWAS(opts Options) (*SWAS, error) {
 	if client.Domain == "" {
 		client.Domain = "swas." + o.Region + ".aliyuncs.com"
 	}
-	return &SWAS{opts: o, client: client}, nil
+	return &SWAS{opts: o, client: client, vetter: newVetter(o.Output)}, nil
 }
 
 // Snapshot lists every invocation, page by page. Because pages shift when
@@ -167,6 +168,9 @@ func normalizeSWAS(cmd swas.Command, t *tally) []diff.Record {
 			continue
 		}
 		rec.CommandID, rec.CommandName = cmd.CommandId, name
+		if t != nil { // seed 003 documents Output as the text itself
+			t.output.keepOutput(&rec, ii.Output, false, 0, "")
+		}
 		recs = append(recs, rec)
 	}
 	return recs

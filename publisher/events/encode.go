@@ -72,6 +72,21 @@ func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 			b = appendString(b, f.v)
 		}
 	}
+	if d.Output != "" {
+		b = append(b, `,"output":`...)
+		b = appendString(b, d.Output)
+	}
+	if d.OutputDropped != 0 {
+		b = append(b, `,"outputDropped":`...)
+		b = strconv.AppendInt(b, d.OutputDropped, 10)
+	}
+	if d.OutputURI != "" {
+		b = append(b, `,"outputUri":`...)
+		b = appendString(b, d.OutputURI)
+	}
+	if d.OutputMissing {
+		b = append(b, `,"outputMissing":true`...)
+	}
 	if len(d.Truncated) > 0 {
 		b = append(b, `,"truncated":[`...)
 		for i, name := range d.Truncated {

@@ -94,6 +94,21 @@ type Data struct {
 	StartTime  string `json:"startTime,omitempty"`
 	FinishTime string `json:"finishTime,omitempty"`
 
+	// Output is what the run printed, for a status whose output is
+	// announced (by default every terminal status but Success): valid
+	// UTF-8, secrets redacted, and its end kept when it is long (errors
+	// come last), then starting with "[cut N bytes]…" and named in
+	// Truncated. It may hold any character JSON carries, control
+	// characters and terminal escapes included: show it with
+	// [DisplayText]. OutputDropped is what the API itself cut beyond its
+	// own bound (24 KB for ECS); OutputURI is where the API delivered the
+	// whole output to OSS. OutputMissing says the output could not be
+	// read in time: the event went out without it, and will not again.
+	Output        string `json:"output,omitempty"`
+	OutputDropped int64  `json:"outputDropped,omitempty"`
+	OutputURI     string `json:"outputUri,omitempty"`
+	OutputMissing bool   `json:"outputMissing,omitempty"`
+
 	// Truncated names the fields that were cut to keep the event within
 	// the server's max_payload; absent when nothing was. A cut field ends
 	// with "…[cut N bytes]".
@@ -208,6 +223,17 @@ func (e Event) MarshalWithin(limit int) ([]byte, error) {
 func cutWithin(e Event, limit int, b []byte) ([]byte, error) {
 	for {
 		d := &e.Data
+		if len(d.Output) >= 64 { // the output goes first, and keeps its end
+			d.Output, _ = diff.CutHead(d.Output, len(d.Output)/2)
+			if !slices.Contains(d.Truncated, "output") {
+				d.Truncated = append(d.Truncated, "output")
+			}
+			var err error
+			if b, err = e.Marshal(); err != nil || len(b) <= limit {
+				return b, err
+			}
+			continue
+		}
 		fields := []struct {
 			name string
 			v    *string
