@@ -10,8 +10,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
@@ -25,6 +28,9 @@ type countingProxy struct {
 	mu     sync.Mutex
 	calls  map[string]int
 	output map[string]int
+	// throttleOutput answers every call asking for output as a throttled
+	// API does.
+	throttleOutput atomic.Bool
 }
 
 func newCountingProxy(t *testing.T, target string) (*countingProxy, string) {
@@ -44,12 +50,19 @@ func newCountingProxy(t *testing.T, target string) (*countingProxy, string) {
 				params[k] = append(params[k], v...)
 			}
 		}
+		wantsOutput := strings.EqualFold(params.Get("IncludeOutput"), "true")
 		c.mu.Lock()
 		c.calls[params.Get("Action")]++
-		if strings.EqualFold(params.Get("IncludeOutput"), "true") {
+		if wantsOutput {
 			c.output[params.Get("Action")]++
 		}
 		c.mu.Unlock()
+		if wantsOutput && c.throttleOutput.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"RequestId":"throttled","Code":"Throttling.User","Message":"Request was denied due to user flow control."}`)
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
@@ -73,7 +86,7 @@ func (c *countingProxy) reset() (calls, output map[string]int) {
 func TestFailureEventsCarryTheirOutput(t *testing.T) {
 	for _, source := range []string{"ecs", "ecs-results", "swas"} {
 		t.Run(source, func(t *testing.T) {
-			h := newHarness(t)
+			h := newHarnessWith(t, func(o *castest.Options) { o.OssDeliveryDelay = time.Nanosecond })
 			proxy, proxyURL := newCountingProxy(t, h.simURL)
 			opts := h.listerOptions(50)
 			opts.Endpoint = proxyURL
@@ -113,16 +126,27 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			success := run("echo all-is-well")
 			secret := run("echo password=hunter2 key LTAI5tAbCdEfGhIjKlMnOp; exit 1")
 			large := run("yes abcdefg | head -c 36864; exit 1")
+			var toOSS string // ECS delivers output to OSS when asked; SWAS documents no such thing
+			if source != "swas" {
+				req := ecs.CreateRunCommandRequest()
+				req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo delivered; exit 2", &instances
+				req.QueryParams["OssOutputDelivery"] = "oss://bucket/prefix"
+				resp, err := h.sdk.RunCommand(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				toOSS = resp.InvokeId
+			}
 			eventually(t, 10*time.Second, "every run to end", func() bool { return allFinal(truthByRecord(h.sim)) })
 
 			proxy.reset()
 			mustRunOnce(t, p)
 			calls, output := proxy.reset()
-			failedInvocations := len(failing) + 2 // the secret and the large one fail too
+			failedInvocations := len(failing) + 3 // the secret, the large and the delivered ones fail too
 			switch source {
 			case "ecs":
-				if output["DescribeInvocations"] > failedInvocations || output["DescribeInvocations"] == 0 {
-					t.Errorf("%d look-ups with IncludeOutput for %d failed invocations, want at most one each (calls %v)",
+				if output["DescribeInvocations"] != failedInvocations {
+					t.Errorf("%d look-ups with IncludeOutput for %d failed invocations, want one each (calls %v)",
 						output["DescribeInvocations"], failedInvocations, calls)
 				}
 			default:
@@ -156,6 +180,11 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 						!strings.Contains(d.Output, "password=[REDACTED]") {
 						t.Errorf("%s: secrets not redacted: %q", key, d.Output)
 					}
+				case d.InvokeID == toOSS:
+					want := "oss://bucket/prefix/" + d.InvokeID + "/" + d.InstanceID + "/"
+					if !strings.HasPrefix(d.OutputURI, want) || !strings.Contains(d.Output, "delivered") {
+						t.Errorf("%s: outputUri %q, output %q: want %s… and the output", key, d.OutputURI, d.Output, want)
+					}
 				case d.InvokeID == large:
 					// SWAS documents no Dropped: the API's own cut is not said.
 					if source != "swas" && d.OutputDropped != 36864-24*1024 {
@@ -177,5 +206,60 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOutputThrottledPastItsWaitGoesOutMissing: when throttling keeps the
+// look-ups from answering within the output wait, the events go out
+// without output, marked outputMissing, and are never looked up again:
+// not by the next cycle, not when a staged batch is finished.
+func TestOutputThrottledPastItsWaitGoesOutMissing(t *testing.T) {
+	h := newHarness(t)
+	proxy, proxyURL := newCountingProxy(t, h.simURL)
+	opts := h.listerOptions(50)
+	opts.Endpoint = proxyURL
+	opts.ThrottleRetries, opts.ThrottleWindow = 0, 50*time.Millisecond // retried until the wait ends
+	opts.Output.Wait = 400 * time.Millisecond
+	lister, err := cloudassist.NewECS(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := h.store()
+	pubs := &failPublishes{Publisher: h.publisher(h.js)}
+	p := h.poller(lister, st, pubs, nil)
+	mustRunOnce(t, p) // the baseline
+	first := h.run("echo first-marker; exit 1", 0, h.instances[0])
+	eventually(t, 10*time.Second, "the run to end", func() bool { return allFinal(truthByRecord(h.sim)) })
+
+	proxy.throttleOutput.Store(true)
+	pubs.n.Store(1) // the batch is staged, then its publish fails
+	start := time.Now()
+	if rep := p.RunOnce(t.Context()); rep.Err == nil {
+		t.Fatal("the injected publish failure did not fail the cycle")
+	}
+	if took := time.Since(start); took < opts.Output.Wait {
+		t.Errorf("the cycle gave up on the output after %v, before its wait of %v", took, opts.Output.Wait)
+	}
+	_, output := proxy.reset()
+	if output["DescribeInvocations"] < 2 {
+		t.Errorf("%d look-ups: the throttled one was not retried within the wait", output["DescribeInvocations"])
+	}
+	proxy.throttleOutput.Store(false) // the output could be read now: it must not be
+	mustRunOnce(t, p)                 // finishes the staged batch
+	mustRunOnce(t, p)
+	if _, output := proxy.reset(); len(output) != 0 {
+		t.Errorf("the output was looked up again, %v, for events already staged without it", output)
+	}
+	var n int
+	for _, e := range h.events() {
+		if d := e.Event.Data; d.InvokeID == first && d.Level == diff.LevelInstance && d.Terminal {
+			n++
+			if !d.OutputMissing || d.Output != "" {
+				t.Errorf("%s: output %q, missing %v: want it missing", d.InstanceID, d.Output, d.OutputMissing)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d final events for %s, want 1", n, first)
 	}
 }

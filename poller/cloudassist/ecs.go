@@ -64,6 +64,9 @@ func newECSAPI(opts Options) (*ecsAPI, error) {
 type ECS struct {
 	api *ecsAPI
 	inc incremental // only Snapshot touches it; a poller calls it from one goroutine
+	// outputSpent is how long this listing's output look-ups took so far
+	// (see FillOutputs); a listing starts it afresh.
+	outputSpent time.Duration
 }
 
 // NewECS builds an ECS lister.
@@ -87,6 +90,7 @@ func (c *ECS) Region() string { return c.api.opts.Region }
 // failed page fails the whole snapshot. A refused NextToken restarts the
 // listing from the first page, at most a few times.
 func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
+	defer func() { c.outputSpent = 0 }() // the output of this listing is looked up after it
 	var acc accumulator
 	var observedAt time.Time
 	complete, err := c.Stream(ctx, func(chunk diff.Snapshot) error {
@@ -116,6 +120,7 @@ func (c *ECS) Snapshot(ctx context.Context) (diff.Snapshot, error) {
 // An error of emit is returned as it is, without the listing's context:
 // it is the caller's, not the API's.
 func (c *ECS) Stream(ctx context.Context, emit func(diff.Snapshot) error) (bool, error) {
+	c.outputSpent = 0
 	var complete bool
 	var err error
 	if c.api.opts.Strategy == StrategyIncremental {

@@ -2,6 +2,7 @@ package cloudassist
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -105,10 +106,10 @@ const redacted = "[REDACTED]"
 // secrets by their shape or by the name they are printed under:
 //   - Alibaba AccessKey IDs (LTAI…) and STS ones (STS.…), and STS security
 //     tokens (CAIS…);
-//   - a value printed after a name that says it is secret:
-//     AccessKeySecret, access_key_secret, ALIBABA_CLOUD_ACCESS_KEY_SECRET,
-//     password, passwd, token, secret, api_key… followed by = or :
-//     (JSON's "password": "…" too);
+//   - a value printed after a name that says it is secret, as
+//     name=value or JSON's "name": "value": AccessKeySecret,
+//     access_key_secret, ALIBABA_CLOUD_ACCESS_KEY_SECRET, password, passwd,
+//     token, secret, api_key, security_token… (DB_PASSWORD=… too);
 //   - PEM private keys, from BEGIN to END (to the end of the text when the
 //     API cut it before END, from its start when the cut left only END).
 //
@@ -128,35 +129,39 @@ func BuiltinRedactions() []*regexp.Regexp {
 	}
 }
 
-// namedSecret matches a value printed after a name that says it is
-// secret; only the value is replaced, so the text still says what was
-// there.
-func namedSecret() *regexp.Regexp {
+// namedSecrets match a value printed after a name that says it is
+// secret, as name=value or as JSON's "name": "value"; only the value is
+// replaced, so the text still says what was there. A bare "name: value"
+// is not taken: "invalid token: expired" says why a run failed.
+func namedSecrets() []*regexp.Regexp {
 	const names = `(?:access[_-]?key[_-]?secret|secret[_-]?access[_-]?key|access[_-]?secret|` +
-		`alibaba_cloud_access_key_secret|alicloud_secret_key|client[_-]?secret|api[_-]?key|` +
+		`alibaba_cloud_access_key_secret|alicloud_secret_key|client[_-]?secret|api[_-]?key|security[_-]?token|` +
 		`password|passwd|pwd|token|secret)`
-	return regexp.MustCompile(`(?i)(\b` + names + `"?\s*[=:]\s*)("[^"\n]*"|'[^'\n]*'|[^\s"',;&]+)`)
+	return []*regexp.Regexp{
+		regexp.MustCompile(`(?i)(` + names + `\s*=\s*)("[^"\n]*"|'[^'\n]*'|[^\s"',;&]+)`),
+		regexp.MustCompile(`(?i)("` + names + `"\s*:\s*)("(?:[^"\\\n]|\\.)*")`),
+	}
 }
 
 // redactor applies an [OutputOptions]' patterns.
 type redactor struct {
 	patterns []*regexp.Regexp
-	named    *regexp.Regexp // nil when the built-ins are off
+	named    []*regexp.Regexp // none when the built-ins are off
 }
 
 func newRedactor(o OutputOptions) *redactor {
 	r := &redactor{patterns: append([]*regexp.Regexp(nil), o.Redact...)}
 	if !o.NoBuiltinRedact {
 		r.patterns = append(r.patterns, BuiltinRedactions()...)
-		r.named = namedSecret()
+		r.named = namedSecrets()
 	}
 	return r
 }
 
 // redact replaces every secret in s.
 func (r *redactor) redact(s string) string {
-	if r.named != nil {
-		s = r.named.ReplaceAllString(s, "${1}"+redacted)
+	for _, p := range r.named {
+		s = p.ReplaceAllString(s, "${1}"+redacted)
 	}
 	for _, p := range r.patterns {
 		s = p.ReplaceAllLiteralString(s, redacted)
@@ -233,9 +238,9 @@ func (c *SWAS) FillOutputs(_ context.Context, ts []diff.Transition) {
 // output. DescribeInvocations lists no output without an InvokeId, so the
 // output of an invocation's instances is read in one look-up per
 // invocation (IncludeOutput=true), sharing the calls' quota. What cannot
-// be read within the output wait (throttling, errors) goes out without
-// it, marked OutputMissing. A periodic task's runs read from its history
-// already hold their output.
+// be read within the output wait (throttling, errors), counted over all
+// the look-ups of one listing, goes out without it, marked OutputMissing.
+// A periodic task's runs read from its history already hold their output.
 func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 	a := c.api
 	a.vetter.fillFromRows(ts)
@@ -254,23 +259,20 @@ func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 	if len(order) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.opts.Output.Wait)
+	// The wait bounds a whole listing's look-ups, not each batch's: an
+	// incremental listing fills its output page by page, and its next
+	// pages must not wait behind throttled look-ups.
+	budget := a.opts.Output.Wait - c.outputSpent
+	start := time.Now()
+	defer func() { c.outputSpent += time.Since(start) }()
+	ctx, cancel := context.WithTimeout(ctx, max(budget, 0))
 	defer cancel()
 	var failed error
 	for _, id := range order {
-		runs := map[string]ecs.InvokeInstance{}
+		var runs map[string]instanceOutput
 		err := ctx.Err()
 		if err == nil {
-			err = a.describeInvocations(ctx, func(req *ecs.DescribeInvocationsRequest) {
-				req.InvokeId, req.IncludeOutput = id, requests.NewBoolean(true)
-			}, func(inv ecs.Invocation) error {
-				if inv.InvokeId == id {
-					for _, in := range inv.InvokeInstances.InvokeInstance {
-						runs[in.InstanceId] = in
-					}
-				}
-				return nil
-			})
+			runs, err = a.lookUpOutput(ctx, id)
 		}
 		for _, i := range want[id] {
 			r := &ts[i].Record
@@ -281,7 +283,8 @@ func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 				r.OutputMissing = true
 				continue
 			}
-			r.Output, r.OutputRaw, r.OutputDropped = decodeOutput(in.Output, true), true, int64(in.Dropped)
+			r.Output, r.OutputRaw = decodeOutput(in.Output, true), true
+			r.OutputDropped, r.OutputURI = int64(in.Dropped), in.OssOutputUri
 			a.vetter.vet(r)
 		}
 		if err != nil && failed == nil {
@@ -292,4 +295,56 @@ func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 		a.opts.Logger.Warn("some events go out without their run's output: it could not be read in time",
 			zap.String("region", a.opts.Region), zap.Duration("wait", a.opts.Output.Wait), zap.Error(failed))
 	}
+}
+
+// instanceOutput is what a look-up with IncludeOutput says of one
+// instance's latest run. OssOutputUri is not in the V1 SDK's struct.
+type instanceOutput struct {
+	InstanceId   string
+	Repeats      int
+	Output       string
+	Dropped      int
+	OssOutputUri string
+}
+
+// lookUpOutput reads the output of every instance of one invocation:
+// DescribeInvocations by InvokeId with IncludeOutput, its pages followed.
+// The output is Base64: no ContentEncoding is asked for.
+func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[string]instanceOutput, error) {
+	out := map[string]instanceOutput{}
+	err := walk(ctx, a.opts, "describe invocation output", func(token string) ([]instanceOutput, string, string, error) {
+		req := ecs.CreateDescribeInvocationsRequest()
+		req.InvokeId, req.IncludeOutput = invokeID, requests.NewBoolean(true)
+		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
+		resp, err := invoke(ctx, a.opts, &a.calls, "DescribeInvocations", func() (*ecs.DescribeInvocationsResponse, error) {
+			return a.client.DescribeInvocations(req)
+		})
+		if err != nil {
+			return nil, "", "", err
+		}
+		var body struct {
+			Invocations struct {
+				Invocation []struct {
+					InvokeId        string
+					InvokeInstances struct{ InvokeInstance []instanceOutput }
+				}
+			}
+		}
+		if err := json.Unmarshal(resp.GetHttpContentBytes(), &body); err != nil {
+			return nil, "", "", fmt.Errorf("cloudassist: decode the output of %s: %w", invokeID, err)
+		}
+		var page []instanceOutput
+		for _, inv := range body.Invocations.Invocation {
+			if inv.InvokeId == invokeID {
+				page = append(page, inv.InvokeInstances.InvokeInstance...)
+			}
+		}
+		return page, resp.NextToken, resp.RequestId, nil
+	}, func(page []instanceOutput) error {
+		for _, in := range page {
+			out[in.InstanceId] = in
+		}
+		return nil
+	})
+	return out, err
 }
