@@ -39,7 +39,7 @@ var shard = diff.Shard{Source: diff.SourceECS, Region: region} //nolint:gocheckn
 // harness is one emulator, one Redis key prefix and one stream, shared by
 // the pollers (processes) a test starts and stops.
 type harness struct {
-	t         *testing.T
+	t         testing.TB
 	sim       *castest.Server
 	simURL    string
 	sdk       *ecs.Client
@@ -51,9 +51,9 @@ type harness struct {
 	instances []string
 }
 
-func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
+func newHarness(t testing.TB) *harness { return newHarnessWith(t, nil) }
 
-func newHarnessWith(t *testing.T, mutate func(*castest.Options)) *harness {
+func newHarnessWith(t testing.TB, mutate func(*castest.Options)) *harness {
 	t.Helper()
 	simOpts := castest.Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 3}
 	if mutate != nil {

@@ -33,7 +33,7 @@ type countingProxy struct {
 	throttleOutput atomic.Bool
 }
 
-func newCountingProxy(t *testing.T, target string) (*countingProxy, string) {
+func newCountingProxy(t testing.TB, target string) (*countingProxy, string) {
 	t.Helper()
 	u, err := url.Parse(target)
 	if err != nil {
@@ -262,4 +262,83 @@ func TestOutputThrottledPastItsWaitGoesOutMissing(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d final events for %s, want 1", n, first)
 	}
+}
+
+// BenchmarkOutputCost measures what carrying output costs, per source,
+// at the default (--output failures) and at --output none: API calls per
+// failed invocation in the cycle that announces them, bytes per failed
+// instance event on the stream, and bytes per transition of the audit
+// history (Redis MEMORY USAGE of the history key over its transitions).
+// Each of 20 invocations fails on 2 instances after printing 1 KiB.
+func BenchmarkOutputCost(b *testing.B) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		for _, mode := range []cloudassist.OutputFor{cloudassist.OutputFailures, cloudassist.OutputNone} {
+			b.Run(source+"/"+string(mode), func(b *testing.B) {
+				for b.Loop() {
+					benchOutputCost(b, source, mode)
+				}
+			})
+		}
+	}
+}
+
+func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
+	h := newHarness(b)
+	proxy, proxyURL := newCountingProxy(b, h.simURL)
+	opts := h.listerOptions(50)
+	opts.Endpoint, opts.Output.For = proxyURL, mode
+	var lister poller.Lister
+	var err error
+	if source == "ecs" {
+		lister, err = cloudassist.NewECS(opts)
+	} else {
+		lister, err = cloudassist.NewECSResults(opts)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := h.poller(lister, h.store(), h.publisher(h.js), nil)
+	if rep := p.RunOnce(b.Context()); rep.Err != nil {
+		b.Fatal(rep.Err)
+	}
+	const invocations = 20
+	for i := range invocations {
+		h.run(fmt.Sprintf("yes 'step %d: error: the migration failed' | head -c 1024; exit 1", i), 0, h.instances[:2]...)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !allFinal(truthByRecord(h.sim)) {
+		if time.Now().After(deadline) {
+			b.Fatal("the runs did not end")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the emulator's truth, not waiting for a result
+	}
+	history := h.prefix + "history:{default/ecs/" + region + "}"
+	before, _ := h.redis.MemoryUsage(b.Context(), history).Result()
+	proxy.reset()
+	rep := p.RunOnce(b.Context())
+	if rep.Err != nil {
+		b.Fatal(rep.Err)
+	}
+	calls, _ := proxy.reset()
+	var total int
+	for _, n := range calls {
+		total += n
+	}
+	after, err := h.redis.MemoryUsage(b.Context(), history).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var eventBytes, failed int
+	for _, e := range h.events() {
+		if e.Event.Data.Level == diff.LevelInstance && e.Event.Data.Status == diff.StatusFailed {
+			eventBytes += len(e.Data)
+			failed++
+		}
+	}
+	if failed != 2*invocations {
+		b.Fatalf("%d failed instance events, want %d", failed, 2*invocations)
+	}
+	b.ReportMetric(float64(total)/invocations, "calls/failed-invocation")
+	b.ReportMetric(float64(eventBytes)/float64(failed), "bytes/failed-event")
+	b.ReportMetric(float64(after-before)/float64(len(rep.Transitions)), "history-bytes/transition")
 }

@@ -18,6 +18,7 @@ type Published struct {
 	Subject string
 	MsgID   string
 	Event   publisher.Event
+	Data    []byte // the body as published
 }
 
 // StreamEvents reads every message of a stream, in order.
@@ -41,7 +42,7 @@ func StreamEvents(t testing.TB, js jetstream.JetStream, stream string) []Publish
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			t.Fatalf("message %d is not an event: %v", seq, err)
 		}
-		out = append(out, Published{Subject: msg.Subject, MsgID: msg.Header.Get(jetstream.MsgIDHeader), Event: ev})
+		out = append(out, Published{Subject: msg.Subject, MsgID: msg.Header.Get(jetstream.MsgIDHeader), Event: ev, Data: msg.Data})
 	}
 	return out
 }
