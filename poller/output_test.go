@@ -126,6 +126,7 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			success := run("echo all-is-well")
 			secret := run("echo password=hunter2 key LTAI5tAbCdEfGhIjKlMnOp; exit 1")
 			large := run("yes abcdefg | head -c 36864; exit 1")
+			binary := run(`printf 'a\0b\e[31mred\xffz\n'; exit 1`)
 			var toOSS string // ECS delivers output to OSS when asked; SWAS documents no such thing
 			if source != "swas" {
 				req := ecs.CreateRunCommandRequest()
@@ -142,7 +143,7 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			proxy.reset()
 			mustRunOnce(t, p)
 			calls, output := proxy.reset()
-			failedInvocations := len(failing) + 3 // the secret, the large and the delivered ones fail too
+			failedInvocations := len(failing) + 4 // the secret, large, binary and delivered ones fail too
 			switch source {
 			case "ecs":
 				if output["DescribeInvocations"] != failedInvocations {
@@ -179,6 +180,10 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 					if strings.Contains(d.Output, "hunter2") || strings.Contains(d.Output, "LTAI5tAbCdEfGhIjKlMnOp") ||
 						!strings.Contains(d.Output, "password=[REDACTED]") {
 						t.Errorf("%s: secrets not redacted: %q", key, d.Output)
+					}
+				case d.InvokeID == binary: // NUL and escapes kept, the invalid byte replaced
+					if d.Output != "a\x00b\x1b[31mred\uFFFDz\n" {
+						t.Errorf("%s: binary output became %q", key, d.Output)
 					}
 				case d.InvokeID == toOSS:
 					want := "oss://bucket/prefix/" + d.InvokeID + "/" + d.InstanceID + "/"

@@ -140,3 +140,48 @@ func FuzzToken(f *testing.F) {
 		}
 	})
 }
+
+// TestAnOutputTooLargeForTheStreamKeepsItsEnd: a stream whose
+// max_msg_size is 4 KB takes a failure whose output is 100 KB (an
+// operator's --output-max-bytes of 512 KiB): the output is cut first,
+// keeping its end, and named in truncated; the other texts are whole.
+func TestAnOutputTooLargeForTheStreamKeepsItsEnd(t *testing.T) {
+	stream := testenv.Name("CAPOLLER_TEST")
+	prefix := strings.ToLower(stream)
+	_, js := testenv.NATS(t, testenv.NATSURL(t), stream)
+	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := pub.StreamConfig()
+	cfg.MaxMsgSize = 4096
+	if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.EnsureStream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	failed := transition("t-1", "i-1", diff.StatusRunning, diff.StatusFailed)
+	failed.Record.Output = strings.Repeat("progress…\n", 10_000) + "ERROR: the disk is full\n"
+	if _, err := pub.Publish(t.Context(), []diff.Transition{failed}); err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev publisher.Event
+	if err := json.Unmarshal(msg.Data, &ev); err != nil {
+		t.Fatal(err)
+	}
+	d := ev.Data
+	if len(msg.Data) > 4096 || !strings.HasPrefix(d.Output, "[cut ") || !strings.HasSuffix(d.Output, "ERROR: the disk is full\n") ||
+		!utf8.ValidString(d.Output) || strings.Join(d.Truncated, ",") != "output" || d.ErrorInfo != failed.Record.ErrorInfo {
+		t.Errorf("a %d-byte event: output of %d bytes ending %q, truncated %v, errorInfo %q", len(msg.Data), len(d.Output),
+			d.Output[max(0, len(d.Output)-30):], d.Truncated, d.ErrorInfo)
+	}
+}
