@@ -84,7 +84,7 @@ func (c *countingProxy) reset() (calls, output map[string]int) {
 // 36 KB output is announced cut with the API's Dropped, and output costs
 // at most one call per failed invocation on ecs and none on the others.
 func TestFailureEventsCarryTheirOutput(t *testing.T) {
-	for _, source := range []string{"ecs", "ecs-results", "swas"} {
+	for _, source := range []string{"ecs", "ecs-incremental", "ecs-results", "swas"} {
 		t.Run(source, func(t *testing.T) {
 			h := newHarnessWith(t, func(o *castest.Options) { o.OssDeliveryDelay = time.Nanosecond })
 			proxy, proxyURL := newCountingProxy(t, h.simURL)
@@ -97,6 +97,9 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			var err error
 			switch source {
 			case "ecs":
+				lister, err = cloudassist.NewECS(opts)
+			case "ecs-incremental":
+				opts.Strategy = cloudassist.StrategyIncremental
 				lister, err = cloudassist.NewECS(opts)
 			case "ecs-results":
 				lister, err = cloudassist.NewECSResults(opts)
@@ -145,6 +148,11 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			calls, output := proxy.reset()
 			failedInvocations := len(failing) + 4 // the secret, large, binary and delivered ones fail too
 			switch source {
+			case "ecs-incremental": // the look-ups it makes anyway ask for output
+				if output["DescribeInvocations"] > failedInvocations {
+					t.Errorf("%d calls with IncludeOutput for %d failed invocations, want at most one each (calls %v)",
+						output["DescribeInvocations"], failedInvocations, calls)
+				}
 			case "ecs":
 				if output["DescribeInvocations"] != failedInvocations {
 					t.Errorf("%d look-ups with IncludeOutput for %d failed invocations, want one each (calls %v)",
@@ -274,29 +282,46 @@ func TestOutputThrottledPastItsWaitGoesOutMissing(t *testing.T) {
 // failed invocation in the cycle that announces them, bytes per failed
 // instance event on the stream, and bytes per transition of the audit
 // history (Redis MEMORY USAGE of the history key over its transitions).
-// Each of 20 invocations fails on 2 instances after printing 1 KiB.
+// Each of 20 invocations fails on 2 instances after printing 1 KiB; a
+// cycle sees them run, the next one sees them fail.
 func BenchmarkOutputCost(b *testing.B) {
-	for _, source := range []string{"ecs", "ecs-results"} {
+	for _, c := range []struct {
+		name, source    string
+		failing, buried int
+	}{
+		{"ecs", "ecs", 20, 0},
+		{"ecs-incremental", "ecs-incremental", 20, 0},
+		// Three failures under 500 newer invocations: the incremental
+		// strategy reads them by look-ups, which ask for their output.
+		{"ecs-incremental-buried", "ecs-incremental", 3, 500},
+		{"ecs-results", "ecs-results", 20, 0},
+	} {
 		for _, mode := range []cloudassist.OutputFor{cloudassist.OutputFailures, cloudassist.OutputNone} {
-			b.Run(source+"/"+string(mode), func(b *testing.B) {
+			b.Run(c.name+"/"+string(mode), func(b *testing.B) {
 				for b.Loop() {
-					benchOutputCost(b, source, mode)
+					benchOutputCost(b, c.source, mode, c.failing, c.buried)
 				}
 			})
 		}
 	}
 }
 
-func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
+func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor, invocations, buried int) {
 	h := newHarness(b)
 	proxy, proxyURL := newCountingProxy(b, h.simURL)
 	opts := h.listerOptions(50)
 	opts.Endpoint, opts.Output.For = proxyURL, mode
 	var lister poller.Lister
 	var err error
-	if source == "ecs" {
+	switch source {
+	case "ecs":
 		lister, err = cloudassist.NewECS(opts)
-	} else {
+	case "ecs-incremental":
+		// No head overlap: the 500 invocations of a test are created
+		// within the second, where a real head scan passes only a minute.
+		opts.Strategy, opts.HeadOverlap = cloudassist.StrategyIncremental, -1
+		lister, err = cloudassist.NewECS(opts)
+	default:
 		lister, err = cloudassist.NewECSResults(opts)
 	}
 	if err != nil {
@@ -306,9 +331,29 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
 	if rep := p.RunOnce(b.Context()); rep.Err != nil {
 		b.Fatal(rep.Err)
 	}
-	const invocations = 20
+	wait := 1
+	if buried > 0 {
+		wait = 5 // they outlast the pacing below and two cycles
+	}
 	for i := range invocations {
-		h.run(fmt.Sprintf("yes 'step %d: error: the migration failed' | head -c 1024; exit 1", i), 0, h.instances[:2]...)
+		h.run(fmt.Sprintf("sleep %d; yes 'step %d: error: the migration failed' | head -c 1024; exit 1", wait, i), 0, h.instances[:2]...)
+	}
+	// Buried: newer invocations in two later seconds (the API's creation
+	// times are in seconds), so that the head of the listing, which reads
+	// the newest second whole, ends before the failing ones.
+	for _, n := range []int{buried - buried/10, buried / 10} {
+		if n == 0 {
+			continue
+		}
+		time.Sleep(1100 * time.Millisecond) // pacing creation times, not waiting for a result
+		for range n {
+			h.run("echo ok", 0, h.instances[2])
+		}
+	}
+	for range 2 { // they run: a later cycle sees them end (the second expects no newcomers)
+		if rep := p.RunOnce(b.Context()); rep.Err != nil {
+			b.Fatal(rep.Err)
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !allFinal(truthByRecord(h.sim)) {
@@ -318,7 +363,10 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
 		time.Sleep(10 * time.Millisecond) // polling the emulator's truth, not waiting for a result
 	}
 	history := h.prefix + "history:{default/ecs/" + region + "}"
-	before, _ := h.redis.MemoryUsage(b.Context(), history).Result()
+	before := "0"
+	if last, err := h.redis.XRevRangeN(b.Context(), history, "+", "-", 1).Result(); err == nil && len(last) == 1 {
+		before = last[0].ID
+	}
 	proxy.reset()
 	rep := p.RunOnce(b.Context())
 	if rep.Err != nil {
@@ -329,9 +377,14 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
 	for _, n := range calls {
 		total += n
 	}
-	after, err := h.redis.MemoryUsage(b.Context(), history).Result()
+	entries, err := h.redis.XRange(b.Context(), history, "("+before, "+").Result()
 	if err != nil {
 		b.Fatal(err)
+	}
+	var historyBytes int
+	for _, e := range entries {
+		batch, _ := e.Values["batch"].(string)
+		historyBytes += len(batch)
 	}
 	var eventBytes, failed int
 	for _, e := range h.events() {
@@ -343,7 +396,7 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor) {
 	if failed != 2*invocations {
 		b.Fatalf("%d failed instance events, want %d", failed, 2*invocations)
 	}
-	b.ReportMetric(float64(total)/invocations, "calls/failed-invocation")
+	b.ReportMetric(float64(total)/float64(invocations), "calls/failed-invocation")
 	b.ReportMetric(float64(eventBytes)/float64(failed), "bytes/failed-event")
-	b.ReportMetric(float64(after-before)/float64(len(rep.Transitions)), "history-bytes/transition")
+	b.ReportMetric(float64(historyBytes)/float64(len(rep.Transitions)), "history-bytes/transition")
 }

@@ -210,6 +210,9 @@ type chunker struct {
 	held     []diff.Record
 	t        *tally
 	onRecord func(rec diff.Record, created time.Time) // sees every aggregate record emitted
+	// output is what the instances of the invocation being looked up
+	// printed, while an incremental look-up that asked for it is read.
+	output map[string]instanceOutput
 }
 
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {
@@ -234,6 +237,9 @@ func (ch *chunker) page(invs []ecs.Invocation) error {
 	chunk := diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Complete: ch.full}
 	for _, inv := range invs {
 		recs := normalizeECS(inv, ch.t)
+		for i := range recs {
+			ch.keepLookedUpOutput(&recs[i])
+		}
 		if len(recs) == 0 || recs[0].InstanceID != "" {
 			// No aggregate (skipped): nothing to track or hold back; its
 			// instances, if any, go out as they are.
@@ -369,6 +375,11 @@ func (a *ecsAPI) describeInvocationPages(ctx context.Context, filter func(*ecs.D
 		})
 		if err != nil {
 			return nil, "", "", err
+		}
+		if sink, ok := ctx.Value(rawBodyKey{}).(func([]byte) error); ok {
+			if err := sink(resp.GetHttpContentBytes()); err != nil {
+				return nil, "", "", err
+			}
 		}
 		next := resp.NextToken
 		if byNumber {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 	"go.uber.org/zap"
 
@@ -232,9 +233,26 @@ func (cy *steadyCycle) end() {
 	cy.inc.open, cy.inc.fresh, cy.inc.closed = cy.open, len(cy.fresh), cy.closed
 }
 
-// lookUp reads one invocation by id.
+// lookUp reads one invocation by id. Most invocations that end are read
+// here (they left the Running listing), so the look-up asks for their
+// output too: the events that announce their outcome then need no call of
+// their own to say why (see ECS.FillOutputs).
 func (cy *steadyCycle) lookUp(ctx context.Context, a *ecsAPI, id string) error {
-	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id }, cy.ch.page)
+	withOutput := a.opts.Output.For != OutputNone
+	if withOutput {
+		ctx = context.WithValue(ctx, rawBodyKey{}, func(body []byte) error {
+			out, err := parseOutputs(body, id)
+			cy.ch.output = out
+			return err
+		})
+	}
+	err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) {
+		req.InvokeId = id
+		if withOutput {
+			req.IncludeOutput = requests.NewBoolean(true)
+		}
+	}, cy.ch.page)
+	cy.ch.output = nil
 	if err != nil {
 		return wrapAPI(err, "look up %s", id)
 	}

@@ -322,22 +322,13 @@ func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[string]
 		if err != nil {
 			return nil, "", "", err
 		}
-		var body struct {
-			Invocations struct {
-				Invocation []struct {
-					InvokeId        string
-					InvokeInstances struct{ InvokeInstance []instanceOutput }
-				}
-			}
-		}
-		if err := json.Unmarshal(resp.GetHttpContentBytes(), &body); err != nil {
-			return nil, "", "", fmt.Errorf("cloudassist: decode the output of %s: %w", invokeID, err)
+		runs, err := parseOutputs(resp.GetHttpContentBytes(), invokeID)
+		if err != nil {
+			return nil, "", "", err
 		}
 		var page []instanceOutput
-		for _, inv := range body.Invocations.Invocation {
-			if inv.InvokeId == invokeID {
-				page = append(page, inv.InvokeInstances.InvokeInstance...)
-			}
+		for _, in := range runs {
+			page = append(page, in)
 		}
 		return page, resp.NextToken, resp.RequestId, nil
 	}, func(page []instanceOutput) error {
@@ -347,4 +338,43 @@ func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[string]
 		return nil
 	})
 	return out, err
+}
+
+// parseOutputs reads, from a DescribeInvocations answer asked with
+// IncludeOutput, what each instance of invokeID printed.
+func parseOutputs(body []byte, invokeID string) (map[string]instanceOutput, error) {
+	var resp struct {
+		Invocations struct {
+			Invocation []struct {
+				InvokeId        string
+				InvokeInstances struct{ InvokeInstance []instanceOutput }
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return nil, fmt.Errorf("cloudassist: decode the output of %s: %w", invokeID, err)
+	}
+	out := map[string]instanceOutput{}
+	for _, inv := range resp.Invocations.Invocation {
+		if inv.InvokeId == invokeID {
+			for _, in := range inv.InvokeInstances.InvokeInstance {
+				out[in.InstanceId] = in
+			}
+		}
+	}
+	return out, nil
+}
+
+// rawBodyKey carries, in a listing call's context, a function that sees
+// each answer's raw body: what the SDK's structs drop.
+type rawBodyKey struct{}
+
+// keepLookedUpOutput gives a record read by a look-up that asked for
+// output the output its instance printed, if it is this run's.
+func (ch *chunker) keepLookedUpOutput(rec *diff.Record) {
+	in, ok := ch.output[rec.InstanceID]
+	if !ok || rec.InstanceID == "" || in.Repeats != rec.Repeats && max(in.Repeats, rec.Repeats) > 1 {
+		return
+	}
+	ch.t.output.keepOutput(rec, in.Output, true, int64(in.Dropped), in.OssOutputUri)
 }
