@@ -177,17 +177,25 @@ func watchLine(e events.Event, colored bool) string {
 	return b.String()
 }
 
-// outputLine is what a line shows of the event's output: its last line,
-// safe to show and cut to maxOutputLine characters, "output missing" if
-// it could not be read, nothing if the event has none.
+// outputLine is what a line shows of the event's output: its last line
+// ([lastOutputLine]), "output missing" if it could not be read, nothing
+// if the event has none.
 func outputLine(d events.Data) string {
 	if d.OutputMissing {
 		return "  output missing"
 	}
+	if line := lastOutputLine(d); line != "" {
+		return "  output: " + line
+	}
+	return ""
+}
+
+// lastOutputLine is the last line of the event's output that is not
+// blank, through events.DisplayText, cut to maxOutputLine characters; ""
+// if there is none.
+func lastOutputLine(d events.Data) string {
 	if last := events.LastLines(d.Output, 1); len(last) == 1 {
-		if line := strings.TrimSpace(last[0]); line != "" {
-			return "  output: " + clip(line, maxOutputLine)
-		}
+		return clip(strings.TrimSpace(last[0]), maxOutputLine)
 	}
 	return ""
 }
