@@ -300,7 +300,7 @@ func replayOutput(ctx context.Context, o replayOptions, js jetstream.JetStream, 
 
 func csvHeader() []string {
 	return []string{"id", "time", "account", "source", "regionId", "level", "invokeId", "instanceId", "repeats", "commandId", "commandName",
-		"previousStatus", "status", "terminal", "exitCode", "errorCode", "observedAt", "previousObservedAt"}
+		"previousStatus", "status", "terminal", "exitCode", "errorCode", "observedAt", "previousObservedAt", "outputLastLine", "outputMissing"}
 }
 
 // csvText keeps a spreadsheet from taking an API's text for a formula: a
@@ -324,7 +324,8 @@ func csvRow(e events.Event) []string {
 	}
 	return []string{e.ID, events.Stamp(e.Time), csvText(d.Account), csvText(d.Source), csvText(d.RegionID), string(d.Level),
 		csvText(d.InvokeID), csvText(d.InstanceID), repeats, csvText(d.CommandID), csvText(d.CommandName), csvText(string(d.PreviousStatus)),
-		csvText(string(d.Status)), strconv.FormatBool(d.Terminal), exit, csvText(d.ErrorCode), d.ObservedAt, d.PreviousObservedAt}
+		csvText(string(d.Status)), strconv.FormatBool(d.Terminal), exit, csvText(d.ErrorCode), d.ObservedAt, d.PreviousObservedAt,
+		csvText(lastOutputLine(d)), strconv.FormatBool(d.OutputMissing)}
 }
 
 // transitionOf rebuilds the transition an event announced, to publish it
@@ -340,6 +341,12 @@ func transitionOf(e events.Event) diff.Transition {
 	}
 	if d.ExitCode != nil {
 		t.Record.ExitCode = *d.ExitCode
+	}
+	t.Record.Output, t.Record.OutputDropped, t.Record.OutputURI, t.Record.OutputMissing = d.Output, d.OutputDropped, d.OutputURI, d.OutputMissing
+	for f := diff.TextFields(1); f != 0 && f <= diff.FieldOutput; f <<= 1 { // what was cut stays marked
+		if names := f.Names(); len(names) == 1 && slices.Contains(d.Truncated, names[0]) {
+			t.Record.Cut |= f
+		}
 	}
 	return t
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -124,9 +125,14 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// watchLine is one transition as a line:
+// maxOutputLine bounds the output's last line a watch line shows, in
+// characters.
+const maxOutputLine = 100
+
+// watchLine is one transition as a line, with the last line of a
+// failure's output (through events.DisplayText) when the event has it:
 //
-//	03:00:05  Failed        prod/ecs/cn-hangzhou  t-1/i-1 run 1  deploy  Running→Failed  exit 2  CommandFailed: No such file
+//	03:00:05  Failed        prod/ecs/cn-hangzhou  t-1/i-1 run 1  deploy  Running→Failed  exit 2  CommandFailed: No such file  output: rm: /data: No such file
 func watchLine(e events.Event, colored bool) string {
 	d := e.Data
 	var b strings.Builder
@@ -166,28 +172,50 @@ func watchLine(e events.Event, colored bool) string {
 	if d.ErrorCode != "" || d.ErrorInfo != "" {
 		b.WriteString("  " + oneLine(strings.TrimPrefix(d.ErrorCode+": "+d.ErrorInfo, ": "), 100))
 	}
+	b.WriteString(outputLine(d))
 	b.WriteByte('\n')
 	return b.String()
 }
 
-// oneLine is the first line of s, without control characters (which
-// could drive the terminal) or invisible formatting ones, cut to max
-// runes.
-func oneLine(s string, max int) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	s = strings.Map(func(r rune) rune {
-		switch {
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0): // C0, DEL, C1
-			return -1
-		case r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff:
-			return -1 // zero-width and bidirectional controls, which can disguise a line
-		}
-		return r
-	}, strings.TrimSuffix(s, "\r"))
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "…"
+// outputLine is what a line shows of the event's output: its last line
+// ([lastOutputLine]), "output missing" if it could not be read, nothing
+// if the event has none.
+func outputLine(d events.Data) string {
+	if d.OutputMissing {
+		return "  output missing"
 	}
-	return s
+	if line := lastOutputLine(d); line != "" {
+		return "  output: " + line
+	}
+	return ""
+}
+
+// lastOutputLine is the last line of the event's output that is not
+// blank, through events.DisplayText, cut to maxOutputLine characters; ""
+// if there is none.
+func lastOutputLine(d events.Data) string {
+	if last := events.LastLines(d.Output, 1); len(last) == 1 {
+		return clip(strings.TrimSpace(last[0]), maxOutputLine)
+	}
+	return ""
+}
+
+// oneLine is the first line of s through events.DisplayText (so without
+// escape sequences, control characters or invisible formatting ones,
+// which could drive the terminal or disguise the line), cut to max
+// characters.
+func oneLine(s string, max int) string {
+	s, _, _ = strings.Cut(events.DisplayText(strings.TrimSpace(s)), "\n")
+	return clip(strings.TrimSpace(s), max)
+}
+
+// clip cuts s to max characters, the last of them "…".
+func clip(s string, max int) string {
+	if utf8.RuneCountInString(s) <= max {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:max-1]) + "…"
 }
 
 // statusColor is the ANSI colour of a status: red for failures, green for

@@ -8,15 +8,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // watchSequence is a known run: an invocation on two instances, one of
-// which fails with a multi-line error holding an escape sequence, and a
-// SWAS invocation of another account.
+// which fails with a multi-line error holding an escape sequence and an
+// output whose last line holds colours, a bidi override and a CR, and a
+// SWAS invocation of another account, whose output could not be read.
 func watchSequence() []diff.Transition {
 	at := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
 	inst := func(id, instance string, prev, to diff.Status, sec int, exit int64, code, info string) diff.Transition {
@@ -31,12 +34,19 @@ func watchSequence() []diff.Transition {
 		inst("w2", "i-aaa", "", diff.StatusRunning, 0, 0, "", ""),
 		inst("w3", "i-bbb", "", diff.StatusRunning, 0, 0, "", ""),
 		inst("w4", "i-aaa", diff.StatusRunning, diff.StatusSuccess, 5, 0, "", ""),
-		inst("w5", "i-bbb", diff.StatusRunning, diff.StatusFailed, 6, 2, "CommandFailed", "rm: cannot remove \x1b[31m/data\nsecond line"),
+		withOutput(inst("w5", "i-bbb", diff.StatusRunning, diff.StatusFailed, 6, 2, "CommandFailed", "rm: cannot remove \x1b[31m/data\nsecond line"),
+			"cleaning up\n\x1b[31mrm: cannot remove '/data': Permission denied\x1b[0m \u202eevil\r\n\n"),
 		{ID: "w6", Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou", Previous: diff.StatusRunning, ObservedAt: at.Add(6 * time.Second),
 			Record: diff.Record{Key: diff.Key{InvokeID: "t-deploy"}, CommandID: "c-1", CommandName: "deploy.sh", Status: diff.StatusPartialFailed}},
 		{ID: "w7", Account: "staging", Source: diff.SourceSWAS, Region: "cn-shanghai", Previous: diff.StatusPending, ObservedAt: at.Add(9 * time.Second),
-			Record: diff.Record{Key: diff.Key{InvokeID: "t-swas", InstanceID: "ins-1"}, CommandID: "c-2", Status: diff.StatusTimeout, Repeats: 3, ExitCode: -1}},
+			Record: diff.Record{Key: diff.Key{InvokeID: "t-swas", InstanceID: "ins-1"}, CommandID: "c-2", Status: diff.StatusTimeout, Repeats: 3, ExitCode: -1,
+				OutputMissing: true}},
 	}
+}
+
+func withOutput(t diff.Transition, output string) diff.Transition {
+	t.Record.Output = output
+	return t
 }
 
 // watchCLI runs `capoller watch` until it printed lines lines, then stops
@@ -147,5 +157,27 @@ func golden(t *testing.T, name, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("%s differs:\n got:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+// A failure's line ends with its output's last line, safe to show and
+// cut to maxOutputLine characters; an event without output shows none.
+func TestWatchLineShowsTheOutputsLastLine(t *testing.T) {
+	repeats, exit := 1, int64(1)
+	e := events.Event{ID: "e", Data: events.Data{Account: "prod", Source: "ecs", RegionID: "cn-hangzhou", Level: events.LevelInstance,
+		InvokeID: "t-1", InstanceID: "i-1", Repeats: &repeats, ExitCode: &exit, PreviousStatus: events.Running, Status: events.Failed,
+		ObservedAt: "2026-12-01T03:00:00Z"}}
+	if line := watchLine(e, false); strings.Contains(line, "output") {
+		t.Errorf("an event without output: %q", line)
+	}
+	e.Data.Output = "first\n\x1b[1m" + strings.Repeat("é", 300) + "\x1b[0m\r\n"
+	line := watchLine(e, false)
+	_, shown, ok := strings.Cut(strings.TrimSuffix(line, "\n"), "  output: ")
+	if !ok || utf8.RuneCountInString(shown) != maxOutputLine || !strings.HasSuffix(shown, "é…") || strings.ContainsAny(line, "\x1b\r") {
+		t.Errorf("a long last line: %q", line)
+	}
+	e.Data.Output = "done\n\n   \n"
+	if line := watchLine(e, false); !strings.HasSuffix(line, "  output: done\n") {
+		t.Errorf("trailing blank lines: %q", line)
 	}
 }

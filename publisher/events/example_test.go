@@ -51,3 +51,16 @@ func ExampleDedup() {
 	// handle e2
 	// skip e1
 }
+
+// A subscriber shows the end of a failed run's output on a terminal or in
+// a chat: colours, cursor moves, CRs that redraw a line and bidi
+// overrides cannot disguise it.
+func ExampleLastLines() {
+	output := "downloading 10%\rdownloading 100%\n\x1b[31mERROR\x1b[0m: disk full\x00\n"
+	for _, line := range events.LastLines(output, 2) {
+		fmt.Println("| " + line)
+	}
+	// Output:
+	// | downloading 100%
+	// | ERROR: disk full␀
+}

@@ -34,6 +34,14 @@ type Summary struct {
 	Failed   int             `json:"failedInstances"`
 	ByStatus []StatusCount   `json:"byStatus,omitempty"`
 	Errors   []InstanceError `json:"errors,omitempty"`
+	// Outputs are the ends of what the failing instances printed, those
+	// of the same end once (see [MaxOutputs]); OtherOutputs and
+	// OtherOutputInstances count the outputs not shown and their
+	// instances. A digest's summaries carry none: it shows a few
+	// ([DigestOutput]) for them all.
+	Outputs              []Output `json:"outputs,omitempty"`
+	OtherOutputs         int      `json:"otherOutputs,omitempty"`
+	OtherOutputInstances int      `json:"otherOutputInstances,omitempty"`
 	// Started and Finished span the run: the earliest start and latest
 	// finish the API gave, else the times capoller observed.
 	Started  time.Time `json:"started"`
@@ -119,6 +127,7 @@ func summarize(agg *events.Event, instances []events.Event, followUp bool, rules
 			s.CommandName, s.CommandID = d.CommandName, d.CommandID
 		}
 	}
+	s.Outputs, s.OtherOutputs, s.OtherOutputInstances = outputsOf(sorted)
 	for st, n := range counts {
 		s.ByStatus = append(s.ByStatus, StatusCount{Status: st, Count: n})
 	}
@@ -154,14 +163,17 @@ func trimText(s string) string {
 	return line
 }
 
-// A doc is a message before its dialect: a title, a heading, lines and
-// list items.
+// A doc is a message before its dialect: a title, a heading, lines, list
+// items, outputs, and lines after them.
 type doc struct {
 	title   string
 	heading string
 	lines   []string
 	items   []string
-	tail    []string
+	outputs []outputBlock
+	// outputsTail counts the outputs not shown ("" if none).
+	outputsTail string
+	tail        []string
 }
 
 func (s Summary) command() string {
@@ -226,6 +238,12 @@ func (s Summary) doc() doc {
 	if more := s.Failed - len(s.Errors); more > 0 && len(s.Errors) > 0 {
 		d.items = append(d.items, fmt.Sprintf("… and %d more", more))
 	}
+	for _, o := range s.Outputs {
+		d.outputs = append(d.outputs, o.block())
+	}
+	if s.OtherOutputs > 0 {
+		d.outputsTail = fmt.Sprintf("… and %s of %s not shown", plural(s.OtherOutputs, "other output"), plural(s.OtherOutputInstances, "instance"))
+	}
 	return d
 }
 
@@ -273,30 +291,82 @@ func digestDoc(sums []Summary, max int) doc {
 		}
 		d.tail = append(d.tail, fmt.Sprintf("… and %d more: %s", len(sums)-max, strings.Join(parts, ", ")))
 	}
+	outs, others := digestOutputs(sums)
+	for _, o := range outs {
+		d.outputs = append(d.outputs, o.block())
+	}
+	if others > 0 {
+		d.outputsTail = fmt.Sprintf("… and %s not shown", plural(others, "other output"))
+	}
 	return d
 }
 
-// A dialect renders a doc as one service's text.
+// A dialect renders a doc as one service's text. escape applies to every
+// text but an output's lines, which code turns into a block they cannot
+// break out of.
 type dialect struct {
 	bold   func(string) string
 	escape func(string) string
+	code   func(string) string
 	bullet string
 }
 
+func identity(s string) string { return s }
+
+// mdDialect is DingTalk's markdown: outputs in fenced code blocks.
 func mdDialect() dialect {
-	return dialect{bold: func(s string) string { return "**" + s + "**" }, escape: func(s string) string { return s }, bullet: "- "}
+	return dialect{bold: func(s string) string { return "**" + s + "**" }, escape: identity, code: fence, bullet: "- "}
 }
 
+// larkMd is Feishu's lark_md: markdown in which "<at …>" is a mention.
+func larkMd() dialect {
+	d := mdDialect()
+	d.escape = breakMentions
+	d.code = func(s string) string { return fence(breakMentions(s)) }
+	return d
+}
+
+// slackMrkdwn is Slack's mrkdwn: &, < and > escaped everywhere (so that
+// "<!channel>" is text, not a mention), outputs in code blocks.
 func slackMrkdwn() dialect {
 	esc := strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
-	return dialect{bold: func(s string) string { return "*" + s + "*" }, escape: esc.Replace, bullet: "• "}
+	return dialect{bold: func(s string) string { return "*" + s + "*" }, escape: esc.Replace,
+		code: func(s string) string { return fence(esc.Replace(s)) }, bullet: "• "}
 }
 
+// plainText is text without markup: each line of an output starts with
+// "| ".
 func plainText() dialect {
-	return dialect{bold: func(s string) string { return s }, escape: func(s string) string { return s }, bullet: "- "}
+	return dialect{bold: identity, escape: identity, code: quoteLines, bullet: "- "}
 }
 
+// feishuText is plainText for a Feishu text message, in which "<at …>"
+// is a mention.
+func feishuText() dialect {
+	return dialect{bold: identity, escape: breakMentions, code: func(s string) string { return quoteLines(breakMentions(s)) }, bullet: "- "}
+}
+
+// render is the whole doc in the dialect.
 func (d doc) render(dl dialect) string {
+	var b strings.Builder
+	b.WriteString(d.renderMain(dl))
+	for _, o := range d.outputs {
+		b.WriteString("\n\n")
+		b.WriteString(o.render(dl))
+	}
+	if d.outputsTail != "" {
+		b.WriteString("\n\n")
+		b.WriteString(dl.escape(d.outputsTail))
+	}
+	for _, l := range d.tail {
+		b.WriteString("\n\n")
+		b.WriteString(dl.escape(l))
+	}
+	return b.String()
+}
+
+// renderMain is the doc without its outputs and its tail.
+func (d doc) renderMain(dl dialect) string {
 	var b strings.Builder
 	b.WriteString(dl.bold(dl.escape(d.heading)))
 	for _, l := range d.lines {
@@ -312,9 +382,18 @@ func (d doc) render(dl dialect) string {
 			b.WriteString(dl.bullet + dl.escape(it))
 		}
 	}
-	for _, l := range d.tail {
-		b.WriteString("\n\n")
-		b.WriteString(dl.escape(l))
-	}
 	return b.String()
+}
+
+// render is an output in the dialect: its heading, its lines as a block,
+// its notes.
+func (o outputBlock) render(dl dialect) string {
+	s := dl.escape(o.heading)
+	if o.text != "" {
+		s += "\n" + dl.code(o.text)
+	}
+	if o.notes != "" {
+		s += "\n" + dl.escape(o.notes)
+	}
+	return s
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,7 +95,8 @@ func (w Webhook) build(p payload, now time.Time) (request, error) {
 			u += sep + "timestamp=" + strconv.FormatInt(ts, 10) + "&sign=" + url.QueryEscape(DingTalkSign(ts, w.secret))
 		}
 	case KindSlack:
-		text := d.render(slackMrkdwn())
+		dl := slackMrkdwn()
+		text := d.render(dl)
 		type textObj struct {
 			Type string `json:"type"`
 			Text string `json:"text"`
@@ -108,11 +110,23 @@ func (w Webhook) build(p payload, now time.Time) (request, error) {
 			Blocks []block `json:"blocks,omitempty"`
 		}{Text: text}
 		if w.Blocks {
-			section := text
-			if len(section) > maxSlackSection {
-				section = trimTo(section, maxSlackSection-len("…")) + "…"
+			// A section per output, so that the main one's cut never
+			// falls in a code block, and each stays within Slack's bound.
+			section := func(s string) block { return block{Type: "section", Text: textObj{Type: "mrkdwn", Text: s}} }
+			main := d.renderMain(dl)
+			for _, l := range d.tail {
+				main += "\n\n" + dl.escape(l)
 			}
-			msg.Blocks = []block{{Type: "section", Text: textObj{Type: "mrkdwn", Text: section}}}
+			if len(main) > maxSlackSection {
+				main = trimTo(main, maxSlackSection-len("…")) + "…"
+			}
+			msg.Blocks = []block{section(main)}
+			for _, o := range d.outputs {
+				msg.Blocks = append(msg.Blocks, section(fitOutput(o, dl, maxSlackSection)))
+			}
+			if d.outputsTail != "" {
+				msg.Blocks = append(msg.Blocks, section(dl.escape(d.outputsTail)))
+			}
 		}
 		body = msg
 	case KindFeishu:
@@ -138,13 +152,31 @@ func (w Webhook) build(p payload, now time.Time) (request, error) {
 				Header   header    `json:"header"`
 				Elements []element `json:"elements"`
 			}
+			main := d.renderMain(larkMd())
+			for _, l := range d.tail {
+				main += "\n\n" + breakMentions(l)
+			}
+			// Outputs are plain_text elements: no markup, no mention.
+			elements := []element{{Tag: "div", Text: text{"lark_md", main}}}
+			plain := func(s string) element { return element{Tag: "div", Text: text{"plain_text", breakMentions(s)}} }
+			for _, o := range d.outputs {
+				elements = append(elements, plain(o.heading))
+				if o.text != "" {
+					elements = append(elements, plain(o.text))
+				}
+				if o.notes != "" {
+					elements = append(elements, plain(o.notes))
+				}
+			}
+			if d.outputsTail != "" {
+				elements = append(elements, plain(d.outputsTail))
+			}
 			body = struct {
 				Timestamp string `json:"timestamp,omitempty"`
 				Sign      string `json:"sign,omitempty"`
 				MsgType   string `json:"msg_type"`
 				Card      card   `json:"card"`
-			}{ts, sign, "interactive", card{Header: header{Title: text{"plain_text", d.title}, Template: "red"},
-				Elements: []element{{Tag: "div", Text: text{"lark_md", d.render(mdDialect())}}}}}
+			}{ts, sign, "interactive", card{Header: header{Title: text{"plain_text", d.title}, Template: "red"}, Elements: elements}}
 		} else {
 			type content struct {
 				Text string `json:"text"`
@@ -154,25 +186,68 @@ func (w Webhook) build(p payload, now time.Time) (request, error) {
 				Sign      string  `json:"sign,omitempty"`
 				MsgType   string  `json:"msg_type"`
 				Content   content `json:"content"`
-			}{ts, sign, "text", content{"[capoller] " + d.render(plainText())}}
+			}{ts, sign, "text", content{"[capoller] " + d.render(feishuText())}}
 		}
 	case KindGeneric:
-		kind := "invocation"
+		kind, sums := "invocation", p.summaries
+		var outs []DigestOutput
 		if p.digest {
-			kind = "digest"
+			// The few outputs the digest shows, not each invocation's.
+			kind, sums = "digest", slices.Clone(p.summaries)
+			for i := range sums {
+				sums[i].Outputs, sums[i].OtherOutputs, sums[i].OtherOutputInstances = nil, 0, 0
+			}
+			outs, _ = digestOutputs(p.summaries)
 		}
 		body = struct {
-			Type      string    `json:"type"`
-			Title     string    `json:"title"`
-			Text      string    `json:"text"`
-			Summaries []Summary `json:"summaries"`
-		}{kind, d.title, d.render(plainText()), p.summaries}
+			Type      string         `json:"type"`
+			Title     string         `json:"title"`
+			Text      string         `json:"text"`
+			Summaries []Summary      `json:"summaries"`
+			Outputs   []DigestOutput `json:"outputs,omitempty"`
+		}{kind, d.title, d.render(plainText()), sums, outs}
 	}
 	b, err := marshal(body)
 	if err != nil {
 		return request{}, fmt.Errorf("encode the %s message: %w", w.Kind, err)
 	}
 	return request{url: u, body: b}, nil
+}
+
+// fitOutput renders an output within max bytes: while it is longer, its
+// first lines go ("…" in their place), then the start of its last line.
+func fitOutput(o outputBlock, dl dialect, max int) string {
+	s := o.render(dl)
+	for len(s) > max && o.text != "" {
+		lines := strings.Split(strings.TrimPrefix(o.text, "…\n"), "\n")
+		before := o.text
+		if len(lines) > 1 {
+			o.text = "…\n" + strings.Join(lines[1:], "\n")
+		} else {
+			o.text = "…" + trimHead(strings.TrimPrefix(lines[0], "…"), len(lines[0])/2)
+		}
+		if o.text == before {
+			break
+		}
+		s = o.render(dl)
+	}
+	if len(s) > max { // a heading or notes too long: never in practice
+		s = trimTo(s, max-len("…")) + "…"
+	}
+	return s
+}
+
+// trimHead keeps the last n bytes of s at most, never splitting a
+// character.
+func trimHead(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	start := len(s) - n
+	for start < len(s) && (s[start]&0xC0) == 0x80 {
+		start++
+	}
+	return s[start:]
 }
 
 func trimTo(s string, n int) string {
