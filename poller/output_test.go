@@ -93,17 +93,7 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			sh := shard
 			instances := h.instances[:2]
 			run := func(script string) string { return h.run(script, 0, instances...) }
-			var lister poller.Lister
-			var err error
-			switch source {
-			case "ecs":
-				lister, err = cloudassist.NewECS(opts)
-			case "ecs-incremental":
-				opts.Strategy = cloudassist.StrategyIncremental
-				lister, err = cloudassist.NewECS(opts)
-			case "ecs-results":
-				lister, err = cloudassist.NewECSResults(opts)
-			case "swas":
+			if source == "swas" {
 				sh = diff.Shard{Source: diff.SourceSWAS, Region: region}
 				var swasID string
 				for _, inst := range h.sim.Instances() {
@@ -113,11 +103,8 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 				}
 				instances = []string{swasID}
 				run = func(script string) string { return h.swasRun(script, swasID) }
-				lister, err = cloudassist.NewSWAS(opts)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			lister := outputLister(t, source, opts)
 			p := h.poller(lister, h.store(), h.publisher(h.js), func(o *poller.Options) { o.Shard = sh })
 			mustRunOnce(t, p) // the baseline
 
@@ -311,22 +298,12 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor, in
 	proxy, proxyURL := newCountingProxy(b, h.simURL)
 	opts := h.listerOptions(50)
 	opts.Endpoint, opts.Output.For = proxyURL, mode
-	var lister poller.Lister
-	var err error
-	switch source {
-	case "ecs":
-		lister, err = cloudassist.NewECS(opts)
-	case "ecs-incremental":
-		// No head overlap: the 500 invocations of a test are created
-		// within the second, where a real head scan passes only a minute.
-		opts.Strategy, opts.HeadOverlap = cloudassist.StrategyIncremental, -1
-		lister, err = cloudassist.NewECS(opts)
-	default:
-		lister, err = cloudassist.NewECSResults(opts)
+	if source == "ecs-incremental" {
+		// No head overlap: a test's invocations are created within
+		// seconds, where a real head scan passes a minute.
+		opts.HeadOverlap = -1
 	}
-	if err != nil {
-		b.Fatal(err)
-	}
+	lister := outputLister(b, source, opts)
 	p := h.poller(lister, h.store(), h.publisher(h.js), nil)
 	if rep := p.RunOnce(b.Context()); rep.Err != nil {
 		b.Fatal(rep.Err)
@@ -399,4 +376,67 @@ func benchOutputCost(b *testing.B, source string, mode cloudassist.OutputFor, in
 	b.ReportMetric(float64(total)/float64(invocations), "calls/failed-invocation")
 	b.ReportMetric(float64(eventBytes)/float64(failed), "bytes/failed-event")
 	b.ReportMetric(float64(historyBytes)/float64(len(rep.Transitions)), "history-bytes/transition")
+}
+
+// outputLister is the lister of a source: ecs (full), ecs-incremental,
+// ecs-results or swas.
+func outputLister(t testing.TB, source string, opts cloudassist.Options) poller.Lister {
+	t.Helper()
+	var l poller.Lister
+	var err error
+	switch source {
+	case "ecs":
+		l, err = cloudassist.NewECS(opts)
+	case "ecs-incremental":
+		opts.Strategy = cloudassist.StrategyIncremental
+		l, err = cloudassist.NewECS(opts)
+	case "ecs-results":
+		l, err = cloudassist.NewECSResults(opts)
+	case "swas":
+		l, err = cloudassist.NewSWAS(opts)
+	default:
+		t.Fatalf("no source %q", source)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestEachRunOfAPeriodicTaskCarriesItsOutput: several runs of a periodic
+// task fail between two polls; each run's event carries the output read
+// with that run (its history row), on both views of ECS.
+func TestEachRunOfAPeriodicTaskCarriesItsOutput(t *testing.T) {
+	for _, source := range []string{"ecs", "ecs-results"} {
+		t.Run(source, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.poller(outputLister(t, source, h.listerOptions(50)), h.store(), h.publisher(h.js), nil)
+			mustRunOnce(t, p) // the baseline
+			req := ecs.CreateRunCommandRequest()
+			req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo tick-marker; exit 2", &[]string{h.instances[0]}
+			req.RepeatMode, req.Frequency = "Period", "rate(1s)"
+			resp, err := h.sdk.RunCommand(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 15*time.Second, "three failed runs", func() bool {
+				return len(finishedRuns(h.sim, resp.InvokeId, "Failed")[h.instances[0]]) >= 3
+			})
+			mustRunOnce(t, p)
+			runs := map[int]bool{}
+			for _, e := range h.events() {
+				d := e.Event.Data
+				if d.InvokeID != resp.InvokeId || d.InstanceID == "" || d.Status != diff.StatusFailed {
+					continue
+				}
+				runs[*d.Repeats] = true
+				if d.Output != "tick-marker" || d.OutputMissing {
+					t.Errorf("run %d: output %q, missing %v", *d.Repeats, d.Output, d.OutputMissing)
+				}
+			}
+			if len(runs) < 3 {
+				t.Errorf("%d failed runs announced, want at least 3", len(runs))
+			}
+		})
+	}
 }

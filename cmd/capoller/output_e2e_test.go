@@ -85,11 +85,11 @@ func TestOutputEndToEnd(t *testing.T) {
 	})
 	testenv.WaitFor(t, 60*time.Second, "the webhook to show every marker", func() error {
 		mu.Lock()
-		all := strings.Join(bodies, "\n")
+		all, n := strings.Join(bodies, "\n"), len(bodies)
 		mu.Unlock()
 		for id, m := range markers {
 			if !strings.Contains(all, m) {
-				return fmt.Errorf("no message shows %s's marker %s (%d messages)", id, m, len(bodies))
+				return fmt.Errorf("no message shows %s's marker %s (%d messages)", id, m, n)
 			}
 		}
 		return nil
