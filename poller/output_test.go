@@ -82,7 +82,8 @@ func (c *countingProxy) reset() (calls, output map[string]int) {
 // proxy, against real Redis and NATS: every Failed instance event
 // carries its marker, a success carries nothing, secrets are redacted, a
 // 36 KB output is announced cut with the API's Dropped, and output costs
-// at most one call per failed invocation on ecs and none on the others.
+// on ecs at most one call per failed invocation or per instance with
+// failures, whichever is fewer, and none on the others.
 func TestFailureEventsCarryTheirOutput(t *testing.T) {
 	for _, source := range []string{"ecs", "ecs-incremental", "ecs-results", "swas"} {
 		t.Run(source, func(t *testing.T) {
@@ -134,16 +135,19 @@ func TestFailureEventsCarryTheirOutput(t *testing.T) {
 			mustRunOnce(t, p)
 			calls, output := proxy.reset()
 			failedInvocations := len(failing) + 4 // the secret, large, binary and delivered ones fail too
+			// ecs looks output up per invocation or per instance, whichever
+			// takes fewer calls: here one per instance (a page each).
+			lookUps := min(failedInvocations, len(instances))
 			switch source {
 			case "ecs-incremental": // the look-ups it makes anyway ask for output
-				if output["DescribeInvocations"] > failedInvocations {
-					t.Errorf("%d calls with IncludeOutput for %d failed invocations, want at most one each (calls %v)",
-						output["DescribeInvocations"], failedInvocations, calls)
+				if output["DescribeInvocations"] > lookUps {
+					t.Errorf("%d calls with IncludeOutput for %d failed invocations on %d instances, want at most %d (calls %v)",
+						output["DescribeInvocations"], failedInvocations, len(instances), lookUps, calls)
 				}
 			case "ecs":
-				if output["DescribeInvocations"] != failedInvocations {
-					t.Errorf("%d look-ups with IncludeOutput for %d failed invocations, want one each (calls %v)",
-						output["DescribeInvocations"], failedInvocations, calls)
+				if output["DescribeInvocations"] != lookUps {
+					t.Errorf("%d look-ups with IncludeOutput for %d failed invocations on %d instances, want %d (calls %v)",
+						output["DescribeInvocations"], failedInvocations, len(instances), lookUps, calls)
 				}
 			default:
 				if len(output) != 0 {
@@ -438,5 +442,49 @@ func TestEachRunOfAPeriodicTaskCarriesItsOutput(t *testing.T) {
 				t.Errorf("%d failed runs announced, want at least 3", len(runs))
 			}
 		})
+	}
+}
+
+// TestOutputLookUpsTakeTheCheaperGrouping: a command failing across the
+// fleet is looked up once (by its invocation), commands failing on one
+// busy instance once too (by the instance), not once each.
+func TestOutputLookUpsTakeTheCheaperGrouping(t *testing.T) {
+	h := newHarness(t)
+	proxy, proxyURL := newCountingProxy(t, h.simURL)
+	opts := h.listerOptions(50)
+	opts.Endpoint = proxyURL
+	p := h.poller(outputLister(t, "ecs", opts), h.store(), h.publisher(h.js), nil)
+	mustRunOnce(t, p) // the baseline
+	for _, c := range []struct {
+		what      string
+		instances []string
+		commands  int
+	}{
+		{"one command failing on 3 instances", h.instances[:3], 1},
+		{"4 commands failing on one instance", h.instances[:1], 4},
+	} {
+		markers := map[string]string{}
+		for i := range c.commands {
+			m := fmt.Sprintf("grouping-%d-%d", len(c.instances), i)
+			markers[h.run("echo "+m+"; exit 1", 0, c.instances...)] = m
+		}
+		eventually(t, 10*time.Second, "the runs to end", func() bool { return allFinal(truthByRecord(h.sim)) })
+		proxy.reset()
+		mustRunOnce(t, p)
+		if _, output := proxy.reset(); output["DescribeInvocations"] != 1 {
+			t.Errorf("%s: %d look-ups with IncludeOutput, want 1", c.what, output["DescribeInvocations"])
+		}
+		n := 0
+		for _, e := range h.events() {
+			if m, ok := markers[e.Event.Data.InvokeID]; ok && e.Event.Data.InstanceID != "" && e.Event.Data.Terminal {
+				n++
+				if e.Event.Data.Output != m {
+					t.Errorf("%s: %s/%s output %q, want %q", c.what, e.Event.Data.InvokeID, e.Event.Data.InstanceID, e.Event.Data.Output, m)
+				}
+			}
+		}
+		if n != c.commands*len(c.instances) {
+			t.Errorf("%s: %d failures announced, want %d", c.what, n, c.commands*len(c.instances))
+		}
 	}
 }

@@ -212,7 +212,7 @@ type chunker struct {
 	onRecord func(rec diff.Record, created time.Time) // sees every aggregate record emitted
 	// output is what the instances of the invocation being looked up
 	// printed, while an incremental look-up that asked for it is read.
-	output map[string]instanceOutput
+	output map[runKey]instanceOutput
 }
 
 func (a *ecsAPI) newChunker(full bool, emit func(diff.Snapshot) error) *chunker {

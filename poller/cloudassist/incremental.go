@@ -241,7 +241,7 @@ func (cy *steadyCycle) lookUp(ctx context.Context, a *ecsAPI, id string) error {
 	withOutput := a.opts.Output.For != OutputNone
 	if withOutput {
 		ctx = context.WithValue(ctx, rawBodyKey{}, func(body []byte) error {
-			out, err := parseOutputs(body, id)
+			out, err := parseOutputs(body)
 			cy.ch.output = out
 			return err
 		})

@@ -235,28 +235,37 @@ func (c *SWAS) FillOutputs(_ context.Context, ts []diff.Transition) {
 }
 
 // FillOutputs gives the transitions that announce an outcome their run's
-// output. DescribeInvocations lists no output without an InvokeId, so the
-// output of an invocation's instances is read in one look-up per
-// invocation (IncludeOutput=true), sharing the calls' quota. What cannot
-// be read within the output wait (throttling, errors), counted over all
-// the look-ups of one listing, goes out without it, marked OutputMissing.
-// A periodic task's runs read from its history already hold their output.
+// output. DescribeInvocations lists no output without an InvokeId or an
+// InstanceId, so output is read by look-ups with IncludeOutput=true:
+// one per invocation (all its instances in one call), or one per instance
+// (its newest invocations, a page of them, in one call), whichever takes
+// fewer calls — a command run across a fleet fails on many instances at
+// once, a busy instance fails many commands. They share the calls' quota.
+// What cannot be read within the output wait (throttling, errors),
+// counted over all the look-ups of one listing, goes out without it,
+// marked OutputMissing. A periodic task's runs read from its history, and
+// the invocations an incremental listing looked up, already hold theirs.
 func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 	a := c.api
 	a.vetter.fillFromRows(ts)
-	want := map[string][]int{} // invocation -> the transitions lacking output
-	var order []string
+	byInvocation := map[string][]int{} // the transitions lacking output
+	byInstance := map[string][]int{}
+	var invocations, instances []string
 	for i := range ts {
 		r := &ts[i].Record
 		if r.InstanceID == "" || r.Output != "" || r.OutputMissing || !a.opts.Output.Wants(r.Status) {
 			continue
 		}
-		if _, ok := want[r.InvokeID]; !ok {
-			order = append(order, r.InvokeID)
+		if _, ok := byInvocation[r.InvokeID]; !ok {
+			invocations = append(invocations, r.InvokeID)
 		}
-		want[r.InvokeID] = append(want[r.InvokeID], i)
+		byInvocation[r.InvokeID] = append(byInvocation[r.InvokeID], i)
+		if _, ok := byInstance[r.InstanceID]; !ok {
+			instances = append(instances, r.InstanceID)
+		}
+		byInstance[r.InstanceID] = append(byInstance[r.InstanceID], i)
 	}
-	if len(order) == 0 {
+	if len(invocations) == 0 {
 		return
 	}
 	// The wait bounds a whole listing's look-ups, not each batch's: an
@@ -267,19 +276,33 @@ func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 	defer func() { c.outputSpent += time.Since(start) }()
 	ctx, cancel := context.WithTimeout(ctx, max(budget, 0))
 	defer cancel()
+	groups, lookUp := invocations, func(id string, want []int) (map[runKey]instanceOutput, error) {
+		return a.lookUpOutput(ctx, id)
+	}
+	wanted := byInvocation
+	if len(instances) < len(invocations) {
+		groups, wanted = instances, byInstance
+		lookUp = func(id string, want []int) (map[runKey]instanceOutput, error) {
+			ids := map[string]bool{}
+			for _, i := range want {
+				ids[ts[i].Record.InvokeID] = true
+			}
+			return a.lookUpInstanceOutput(ctx, id, ids)
+		}
+	}
 	var failed error
-	for _, id := range order {
-		var runs map[string]instanceOutput
+	for _, id := range groups {
+		var runs map[runKey]instanceOutput
 		err := ctx.Err()
 		if err == nil {
-			runs, err = a.lookUpOutput(ctx, id)
+			runs, err = lookUp(id, wanted[id])
 		}
-		for _, i := range want[id] {
+		for _, i := range wanted[id] {
 			r := &ts[i].Record
-			in, ok := runs[r.InstanceID]
+			in, ok := runs[runKey{r.InvokeID, r.InstanceID}]
 			// A periodic task's instance shows its latest run: another
 			// run's output is not this one's.
-			if err != nil || !ok || in.Repeats != r.Repeats && max(in.Repeats, r.Repeats) > 1 {
+			if !ok || in.Repeats != r.Repeats && max(in.Repeats, r.Repeats) > 1 {
 				r.OutputMissing = true
 				continue
 			}
@@ -297,6 +320,9 @@ func (c *ECS) FillOutputs(ctx context.Context, ts []diff.Transition) {
 	}
 }
 
+// runKey names one instance's run of one invocation.
+type runKey struct{ invokeID, instanceID string }
+
 // instanceOutput is what a look-up with IncludeOutput says of one
 // instance's latest run. OssOutputUri is not in the V1 SDK's struct.
 type instanceOutput struct {
@@ -310,11 +336,53 @@ type instanceOutput struct {
 // lookUpOutput reads the output of every instance of one invocation:
 // DescribeInvocations by InvokeId with IncludeOutput, its pages followed.
 // The output is Base64: no ContentEncoding is asked for.
-func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[string]instanceOutput, error) {
-	out := map[string]instanceOutput{}
-	err := walk(ctx, a.opts, "describe invocation output", func(token string) ([]instanceOutput, string, string, error) {
+func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[runKey]instanceOutput, error) {
+	out := map[runKey]instanceOutput{}
+	err := a.outputPages(ctx, "describe invocation output", func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = invokeID },
+		func(runs map[runKey]instanceOutput) bool {
+			for k, in := range runs {
+				if k.invokeID == invokeID {
+					out[k] = in
+				}
+			}
+			return true
+		})
+	return out, err
+}
+
+// maxInstanceOutputPages bounds a look-up by instance: the invocations
+// whose output it wants are among its newest.
+const maxInstanceOutputPages = 3
+
+// lookUpInstanceOutput reads what one instance printed for the
+// invocations wanted: DescribeInvocations by InstanceId with
+// IncludeOutput, newest first, until every one was read (or a few pages).
+func (a *ecsAPI) lookUpInstanceOutput(ctx context.Context, instanceID string, wanted map[string]bool) (map[runKey]instanceOutput, error) {
+	out := map[runKey]instanceOutput{}
+	pages := 0
+	err := a.outputPages(ctx, "describe instance output", func(req *ecs.DescribeInvocationsRequest) { req.InstanceId = instanceID },
+		func(runs map[runKey]instanceOutput) bool {
+			for k, in := range runs {
+				if k.instanceID == instanceID && wanted[k.invokeID] {
+					out[k] = in
+				}
+			}
+			pages++
+			return len(out) < len(wanted) && pages < maxInstanceOutputPages
+		})
+	return out, err
+}
+
+// errEnoughPages ends a look-up's paging once it read what it wanted.
+var errEnoughPages = errors.New("cloudassist: enough pages")
+
+// outputPages walks the pages of a DescribeInvocations look-up with
+// IncludeOutput, handing each page's runs to each until it says stop.
+func (a *ecsAPI) outputPages(ctx context.Context, action string, filter func(*ecs.DescribeInvocationsRequest), each func(map[runKey]instanceOutput) bool) error {
+	err := walk(ctx, a.opts, action, func(token string) (map[runKey]instanceOutput, string, string, error) {
 		req := ecs.CreateDescribeInvocationsRequest()
-		req.InvokeId, req.IncludeOutput = invokeID, requests.NewBoolean(true)
+		filter(req)
+		req.IncludeOutput = requests.NewBoolean(true)
 		req.MaxResults, req.NextToken = requests.NewInteger(a.opts.PageSize), token
 		resp, err := invoke(ctx, a.opts, &a.calls, "DescribeInvocations", func() (*ecs.DescribeInvocationsResponse, error) {
 			return a.client.DescribeInvocations(req)
@@ -322,27 +390,26 @@ func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[string]
 		if err != nil {
 			return nil, "", "", err
 		}
-		runs, err := parseOutputs(resp.GetHttpContentBytes(), invokeID)
+		runs, err := parseOutputs(resp.GetHttpContentBytes())
 		if err != nil {
 			return nil, "", "", err
 		}
-		var page []instanceOutput
-		for _, in := range runs {
-			page = append(page, in)
-		}
-		return page, resp.NextToken, resp.RequestId, nil
-	}, func(page []instanceOutput) error {
-		for _, in := range page {
-			out[in.InstanceId] = in
+		return runs, resp.NextToken, resp.RequestId, nil
+	}, func(runs map[runKey]instanceOutput) error {
+		if !each(runs) {
+			return errEnoughPages
 		}
 		return nil
 	})
-	return out, err
+	if errors.Is(err, errEnoughPages) {
+		return nil
+	}
+	return err
 }
 
 // parseOutputs reads, from a DescribeInvocations answer asked with
-// IncludeOutput, what each instance of invokeID printed.
-func parseOutputs(body []byte, invokeID string) (map[string]instanceOutput, error) {
+// IncludeOutput, what each instance printed for each invocation.
+func parseOutputs(body []byte) (map[runKey]instanceOutput, error) {
 	var resp struct {
 		Invocations struct {
 			Invocation []struct {
@@ -352,14 +419,12 @@ func parseOutputs(body []byte, invokeID string) (map[string]instanceOutput, erro
 		}
 	}
 	if err := json.Unmarshal(body, &resp); err != nil {
-		return nil, fmt.Errorf("cloudassist: decode the output of %s: %w", invokeID, err)
+		return nil, fmt.Errorf("cloudassist: decode the output in a DescribeInvocations answer: %w", err)
 	}
-	out := map[string]instanceOutput{}
+	out := map[runKey]instanceOutput{}
 	for _, inv := range resp.Invocations.Invocation {
-		if inv.InvokeId == invokeID {
-			for _, in := range inv.InvokeInstances.InvokeInstance {
-				out[in.InstanceId] = in
-			}
+		for _, in := range inv.InvokeInstances.InvokeInstance {
+			out[runKey{inv.InvokeId, in.InstanceId}] = in
 		}
 	}
 	return out, nil
@@ -372,7 +437,7 @@ type rawBodyKey struct{}
 // keepLookedUpOutput gives a record read by a look-up that asked for
 // output the output its instance printed, if it is this run's.
 func (ch *chunker) keepLookedUpOutput(rec *diff.Record) {
-	in, ok := ch.output[rec.InstanceID]
+	in, ok := ch.output[runKey{rec.InvokeID, rec.InstanceID}]
 	if !ok || rec.InstanceID == "" || in.Repeats != rec.Repeats && max(in.Repeats, rec.Repeats) > 1 {
 		return
 	}
