@@ -1,15 +1,10 @@
 package checkpoint
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -173,18 +168,6 @@ func (k *KV) Ping(ctx context.Context) error {
 
 func kvKey(s diff.Shard, parts ...string) string {
 	return strings.Join(append([]string{diff.AccountOf(s.Account), string(s.Source), s.Region}, parts...), ".")
-}
-
-// legacyKVKey names a value of the default account's shard from before
-// accounts.
-func legacyKVKey(s diff.Shard, parts ...string) string {
-	return strings.Join(append([]string{string(s.Source), s.Region}, parts...), ".")
-}
-
-func segmentOf(field string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(field))
-	return int(h.Sum32() % kvSegments)
 }
 
 // shard returns the in-memory copy of a shard, reading it from the bucket
@@ -419,85 +402,6 @@ func (k *KV) rewrite(ctx context.Context, key string, empty []byte) ([]byte, uin
 	return nil, 0, ctx.Err()
 }
 
-// kvOutbox is the header of a shard's staged batch, value
-// "<shard>.outbox". An unfenced store writes what it always wrote: the
-// number of chunks, "<n>", of the batch in "<shard>.outbox.<i>". A fenced
-// one writes JSON naming its token, a slot and the count, the batch being
-// in "<shard>.outbox.<token>.<slot>.<i>"; n 0 is no batch. Keyed by token,
-// a stale owner's chunks can never overwrite the new owner's; and a new
-// batch goes to the slot the header does not name, so that the staged
-// batch is never overwritten before the header moves to its successor
-// with a compare-and-set.
-type kvOutbox struct {
-	Token  uint64 `json:"token"`
-	Slot   int    `json:"slot"`
-	N      int    `json:"n"`
-	legacy bool
-}
-
-// maxOutboxChunks bounds a header's count, against a corrupt one.
-const maxOutboxChunks = 1 << 16
-
-func parseOutbox(value []byte) (kvOutbox, error) {
-	if bytes.HasPrefix(value, []byte("{")) {
-		var o kvOutbox
-		if err := json.Unmarshal(value, &o); err != nil || o.N < 0 || o.N > maxOutboxChunks || (o.Slot != 0 && o.Slot != 1) {
-			return kvOutbox{}, fmt.Errorf("%w: %d bytes of header", ErrCorrupt, len(value))
-		}
-		return o, nil
-	}
-	n, err := strconv.Atoi(string(value))
-	if err != nil || n < 1 || n > maxOutboxChunks {
-		return kvOutbox{}, fmt.Errorf("%w: %d bytes of header", ErrCorrupt, len(value))
-	}
-	return kvOutbox{N: n, legacy: true}, nil
-}
-
-func (o kvOutbox) encode() []byte {
-	if o.legacy {
-		return []byte(strconv.Itoa(o.N))
-	}
-	value, _ := json.Marshal(o) // numbers only: no error
-	return value
-}
-
-// chunk names the value that holds part i of the batch.
-func (o kvOutbox) chunk(shard diff.Shard, i int) string {
-	if o.legacy {
-		return kvKey(shard, "outbox", strconv.Itoa(i))
-	}
-	return kvKey(shard, "outbox", strconv.FormatUint(o.Token, 10), strconv.Itoa(o.Slot), strconv.Itoa(i))
-}
-
-// outbox reads the header of the staged batch; a missing one is no batch,
-// with revision 0.
-func (k *KV) outbox(ctx context.Context, shard diff.Shard) (kvOutbox, uint64, error) {
-	entry, err := k.kv.Get(ctx, kvKey(shard, "outbox"))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return kvOutbox{}, 0, nil
-	}
-	if err != nil {
-		return kvOutbox{}, 0, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
-	}
-	o, err := parseOutbox(entry.Value())
-	if err != nil {
-		return kvOutbox{}, 0, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
-	}
-	return o, entry.Revision(), nil
-}
-
-// dropChunks deletes the chunks of a batch no header names any more. It
-// is tidying, not correctness (nothing reads them), so a failure is only
-// logged.
-func (k *KV) dropChunks(ctx context.Context, shard diff.Shard, o kvOutbox) {
-	for i := range o.N {
-		if err := k.kv.Delete(ctx, o.chunk(shard, i)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			k.log.Debug("could not delete a chunk of a finished staged batch", zap.Stringer("shard", shard), zap.Error(err))
-			return
-		}
-	}
-}
-
 // Fence makes this process's later commits, staged batches and known
 // marks of shard carry token, and be refused with [ErrFenced] once a
 // newer owner took the shard over. It drops the shard's in-memory copy:
@@ -523,125 +427,6 @@ func (k *KV) Fence(shard diff.Shard, token uint64) {
 // owner has token newer.
 func fencedError(what string, shard diff.Shard, newer, token uint64) error {
 	return fmt.Errorf("checkpoint: %s %s: %w (token %d, this process's %d)", what, shard, ErrFenced, newer, token)
-}
-
-// moveLegacyKeys copies the values of a default account's shard from
-// before accounts under their current names, meta last (its presence says
-// the move is done), then deletes the old ones. It reports whether there
-// was anything to move.
-func (k *KV) moveLegacyKeys(ctx context.Context, shard diff.Shard) (bool, error) {
-	if diff.AccountOf(shard.Account) != diff.DefaultAccount {
-		return false, nil
-	}
-	meta, err := k.kv.Get(ctx, legacyKVKey(shard, "meta"))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	parts := [][]string{{"outbox"}}
-	for i := range kvSegments {
-		parts = append(parts, []string{"s", strconv.Itoa(i)})
-	}
-	if staged, err := k.kv.Get(ctx, legacyKVKey(shard, "outbox")); err == nil {
-		if n, err := strconv.Atoi(string(staged.Value())); err == nil && n > 0 && n <= 1<<16 {
-			for i := range n {
-				parts = append(parts, []string{"outbox", strconv.Itoa(i)})
-			}
-		}
-	}
-	for _, p := range parts {
-		entry, err := k.kv.Get(ctx, legacyKVKey(shard, p...))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return false, err
-		}
-		// Create, never Put: a value already there was moved (by an
-		// interrupted move, or by a newer owner while this replica was
-		// paused here) and may hold newer commits.
-		if _, err := k.kv.Create(ctx, kvKey(shard, p...), entry.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return false, err
-		}
-	}
-	if _, err := k.kv.Create(ctx, kvKey(shard, "meta"), meta.Value()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return false, err
-	}
-	for _, p := range append(parts, []string{"meta"}) {
-		if err := k.kv.Delete(ctx, legacyKVKey(shard, p...)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return false, err
-		}
-	}
-	return true, nil
-}
-
-// migrate reads a shard of the first layout, if there is one, and writes
-// it in the current one. The legacy value is deleted last, so an
-// interrupted migration is done again.
-// It reports whether the shard was known, and the revision of its meta.
-func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error) {
-	if diff.AccountOf(shard.Account) != diff.DefaultAccount {
-		return false, 0, nil
-	}
-	entry, err := k.kv.Get(ctx, legacyKVKey(shard))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, 0, nil
-	}
-	if err != nil {
-		return false, 0, fmt.Errorf("checkpoint: load %s from key-value: %w", shard, err)
-	}
-	legacy, err := decodeLegacyShard(entry.Value())
-	if err != nil {
-		return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
-	}
-	segments := [kvSegments]map[string]string{}
-	for i := range segments {
-		segments[i] = map[string]string{}
-	}
-	known := false
-	for f, v := range legacy {
-		if f == "!known" {
-			known = true
-			continue
-		}
-		st, err := decodeLegacyState(v, time.Now().UTC())
-		if err != nil { // the first layout could not hold it: let it be new rather than block the shard
-			k.log.Warn("skipping an undecodable record of the first layout", zap.Stringer("shard", shard), zap.String("field", f), zap.Error(err))
-			continue
-		}
-		field := encodeKey(decodeLegacyField(f))
-		segments[segmentOf(field)][field] = encodeState(st)
-	}
-	for i, seg := range segments {
-		if len(seg) == 0 {
-			continue
-		}
-		value, err := k.encodeSegment(seg)
-		if err != nil {
-			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
-		}
-		// Create, never Put (see moveLegacyKeys).
-		if _, err := k.kv.Create(ctx, kvKey(shard, "s", strconv.Itoa(i)), value); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
-		}
-	}
-	var metaRev uint64
-	if known {
-		metaRev, err = k.kv.Create(ctx, kvKey(shard, "meta"), []byte(`{"known":true}`))
-		if errors.Is(err, jetstream.ErrKeyExists) { // another writer finished first: theirs stands
-			m, rev, err := k.getMeta(ctx, shard)
-			return m.Known, rev, err
-		}
-		if err != nil {
-			return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
-		}
-	}
-	if err := k.kv.Delete(ctx, legacyKVKey(shard)); err != nil {
-		return false, 0, fmt.Errorf("checkpoint: migrate %s: %w", shard, err)
-	}
-	return known, metaRev, nil // the caller reads the segments next
 }
 
 // forget drops the in-memory copy of a shard: it is read again next time.
@@ -732,103 +517,6 @@ func (k *KV) Absent(ctx context.Context, shard diff.Shard, seen func(diff.Key) b
 		}
 	}
 	return out, nil
-}
-
-// outboxChunk bounds one value of a staged batch, well below the
-// server's max_payload: a batch of long ids can be larger than one value.
-func (k *KV) outboxChunk() int {
-	return max(4096, int(k.maxPayload)/2)
-}
-
-// Stage stores a batch about to be published (see [Redis.Stage]): its
-// encoding in chunks, then the header naming them (see kvOutbox), which
-// makes it staged. Fenced, the header is written with a compare-and-set,
-// and the chunks of the batch it replaces are deleted after.
-func (k *KV) Stage(ctx context.Context, shard diff.Shard, batch diff.Result) error {
-	shard = shard.Canonical()
-	k.mu.Lock()
-	token := k.fences[shard]
-	k.mu.Unlock()
-	var s *kvShard
-	next := kvOutbox{legacy: true}
-	var old kvOutbox
-	var base uint64
-	if token != 0 {
-		var err error
-		if s, err = k.shard(ctx, shard); err != nil {
-			return err
-		}
-		k.mu.Lock()
-		old, base = s.out, s.outRev
-		k.mu.Unlock()
-		next = kvOutbox{Token: s.token}
-		if !old.legacy && old.Token == s.token {
-			next.Slot = 1 - old.Slot
-		}
-	}
-	data := encodeBatch(batch)
-	size := k.outboxChunk()
-	for start := 0; start < len(data) || next.N == 0; start += size {
-		if _, err := k.kv.Put(ctx, next.chunk(shard, next.N), data[start:min(start+size, len(data))]); err != nil {
-			return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
-		}
-		next.N++
-	}
-	if s == nil {
-		if _, err := k.kv.Put(ctx, kvKey(shard, "outbox"), next.encode()); err != nil {
-			return fmt.Errorf("checkpoint: stage a batch of %s in key-value: %w", shard, err)
-		}
-		return nil
-	}
-	var rev uint64
-	var err error
-	if base == 0 { // no header: an unfenced writer purged the one the takeover wrote
-		rev, err = k.kv.Create(ctx, kvKey(shard, "outbox"), next.encode())
-	} else {
-		rev, err = k.kv.Update(ctx, kvKey(shard, "outbox"), next.encode(), base)
-	}
-	if err != nil {
-		k.dropChunks(ctx, shard, next)
-		return k.writeError(ctx, shard, s.token, "stage a batch of", err)
-	}
-	k.mu.Lock()
-	s.out, s.outRev = next, rev
-	k.mu.Unlock()
-	k.dropChunks(ctx, shard, old)
-	return nil
-}
-
-// Staged returns the batch staged and not yet committed, if any. Under a
-// fence, a batch staged by a newer owner is refused with ErrFenced: a
-// stale owner has no business publishing it.
-func (k *KV) Staged(ctx context.Context, shard diff.Shard) (diff.Result, bool, error) {
-	shard = shard.Canonical()
-	o, rev, err := k.outbox(ctx, shard)
-	if err != nil || rev == 0 || o.N == 0 {
-		return diff.Result{}, false, err
-	}
-	k.mu.Lock()
-	token := k.fences[shard]
-	k.mu.Unlock()
-	if token != 0 && o.Token > token {
-		return diff.Result{}, false, fencedError("read the staged batch of", shard, o.Token, token)
-	}
-	var data []byte
-	for i := range o.N {
-		chunk, err := k.kv.Get(ctx, o.chunk(shard, i))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w: part %d of %d is missing", shard, ErrCorrupt, i, o.N)
-		}
-		if err != nil {
-			return diff.Result{}, false, fmt.Errorf("checkpoint: read the staged batch of %s from key-value: %w", shard, err)
-		}
-		data = append(data, chunk.Value()...)
-	}
-	batch, err := decodeBatch(data)
-	if err != nil {
-		return diff.Result{}, false, fmt.Errorf("checkpoint: staged batch of %s: %w", shard, err)
-	}
-	return ofShard(batch, shard), true, nil
 }
 
 // Commit writes the segments the updates fall in, each with a
@@ -988,78 +676,4 @@ func isCASFailure(err error) bool {
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
-
-// encodeSegment writes the records as a binary sequence (see codec.go),
-// gzipped.
-func (k *KV) encodeSegment(seg map[string]string) ([]byte, error) {
-	var w writer
-	for f, v := range seg {
-		w.str(f)
-		w.str(v)
-	}
-	var buf bytes.Buffer
-	zw, ok := k.zips.Get().(*gzip.Writer)
-	if ok {
-		zw.Reset(&buf)
-	} else {
-		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed) // a valid level: no error
-	}
-	defer k.zips.Put(zw)
-	if _, err := zw.Write(w.b); err != nil {
-		return nil, err
-	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func decodeSegment(value []byte) (map[string]string, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(value))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	r := reader{b: raw}
-	seg := map[string]string{}
-	for r.more() {
-		f, v := r.str(), r.str()
-		if r.err != nil {
-			break
-		}
-		if _, err := decodeKey(f); err != nil {
-			return nil, err
-		}
-		seg[f] = v
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return seg, nil
-}
-
-// decodeLegacyShard reads the first layout: "field\tstate" lines, gzipped.
-func decodeLegacyShard(value []byte) (map[string]string, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(value))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	all := map[string]string{}
-	sc := bufio.NewScanner(zr)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		f, v, ok := strings.Cut(sc.Text(), "\t")
-		if !ok {
-			continue // the rest of an id that held a newline, which this layout could not store
-		}
-		all[f] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	return all, nil
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/capoller/capoller/publisher/events"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
@@ -26,6 +27,7 @@ import (
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 const (
@@ -78,7 +80,7 @@ func newHarnessWith(t testing.TB, mutate func(*castest.Options)) *harness {
 }
 
 // parts builds the components of one capoller process.
-func (h *harness) parts(pageSize int) (*cloudassist.ECS, *checkpoint.Redis, *publisher.NATS) {
+func (h *harness) parts(pageSize int) (*cloudassist.ECS, *checkpoint.Redis, natsPublisher) {
 	h.t.Helper()
 	lister, err := cloudassist.NewECS(h.listerOptions(pageSize))
 	if err != nil {
@@ -102,7 +104,7 @@ func (h *harness) store() *checkpoint.Redis {
 	return store
 }
 
-func (h *harness) publisher(js jetstream.JetStream) *publisher.NATS {
+func (h *harness) publisher(js jetstream.JetStream) natsPublisher {
 	h.t.Helper()
 	pub, err := publisher.New(js, publisher.Options{Stream: h.stream, SubjectPrefix: h.subjects, AckTimeout: 3 * time.Second})
 	if err != nil {
@@ -111,7 +113,16 @@ func (h *harness) publisher(js jetstream.JetStream) *publisher.NATS {
 	if err := pub.EnsureStream(h.t.Context()); err != nil {
 		h.t.Fatal(err)
 	}
-	return pub
+	return natsPublisher{pub}
+}
+
+// natsPublisher is the NATS publisher under the poller's contract, as the
+// daemon wires it.
+type natsPublisher struct{ *publisher.NATS }
+
+func (n natsPublisher) Publish(ctx context.Context, batch []diff.Transition) (poller.PublishResult, error) {
+	r, err := n.NATS.Publish(ctx, batch)
+	return poller.PublishResult{Published: r.Published, Duplicates: r.Duplicates}, err
 }
 
 func (h *harness) poller(src poller.Lister, st poller.Store, pub poller.Publisher, mutate func(*poller.Options)) *poller.Poller {
@@ -405,7 +416,7 @@ type stoppingPublisher struct {
 	stop context.CancelFunc
 }
 
-func (s stoppingPublisher) Publish(ctx context.Context, batch []diff.Transition) (publisher.Result, error) {
+func (s stoppingPublisher) Publish(ctx context.Context, batch []diff.Transition) (poller.PublishResult, error) {
 	res, err := s.Publisher.Publish(ctx, batch)
 	s.stop()
 	return res, err
@@ -499,7 +510,7 @@ func TestBadInputGivesAClearErrorAndNoEvent(t *testing.T) {
 			name: "nats unreachable", stage: poller.StagePublish, want: "not acknowledged",
 			setup: func(h *harness) (poller.Lister, poller.Store, poller.Publisher) {
 				src, st, _ := h.parts(50)
-				srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: h.t.TempDir()})
+				srv, err := embedded.Run(embedded.Options{StoreDir: h.t.TempDir()})
 				if err != nil {
 					h.t.Fatal(err)
 				}

@@ -5,12 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
@@ -18,7 +19,6 @@ import (
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
-	"github.com/capoller/capoller/publisher"
 )
 
 // invocation is one invocation of a hand-made DescribeInvocations page.
@@ -274,9 +274,9 @@ type failPublishes struct {
 	n atomic.Int32
 }
 
-func (f *failPublishes) Publish(ctx context.Context, batch []diff.Transition) (publisher.Result, error) {
+func (f *failPublishes) Publish(ctx context.Context, batch []diff.Transition) (poller.PublishResult, error) {
 	if f.n.Add(-1) >= 0 {
-		return publisher.Result{}, errors.New("injected: nats publish refused")
+		return poller.PublishResult{}, errors.New("injected: nats publish refused")
 	}
 	return f.Publisher.Publish(ctx, batch)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 func transition(invoke, instance string, from, to diff.Status) diff.Transition {
@@ -163,7 +164,7 @@ func TestPublishIsAckedAndDeduplicated(t *testing.T) {
 }
 
 func TestPublishFailsWhenNATSIsGone(t *testing.T) {
-	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := embedded.Run(embedded.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 func TestDefaultDuplicateWindowCoversTheLongestRetry(t *testing.T) {
@@ -182,7 +183,7 @@ func TestSetupStreamKeepsALongerWindowAndCapsAtMaxAge(t *testing.T) {
 // refused for the missing acknowledgements. Tried on a private server: on a
 // shared one these streams would capture other tests' messages.
 func TestSetupStreamAcceptsACoveringWildcard(t *testing.T) {
-	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := embedded.Run(embedded.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestSetupStreamAcceptsACoveringWildcard(t *testing.T) {
 // single server refuses to create more than one replica. Tried on a
 // private server: NATS_URL may name a cluster.
 func TestSetupStreamKeepsTheReplicaCount(t *testing.T) {
-	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := embedded.Run(embedded.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

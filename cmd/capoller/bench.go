@@ -34,6 +34,7 @@ import (
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 type benchOptions struct {
@@ -264,7 +265,7 @@ func bench(ctx context.Context, o benchOptions, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer os.RemoveAll(dir)
-		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: dir})
+		srv, err := embedded.Run(embedded.Options{StoreDir: dir})
 		if err != nil {
 			return err
 		}
@@ -621,11 +622,7 @@ func freeAddr() (string, error) {
 func cleanupBench(rdb *redis.Client, js jetstream.JetStream, stream, keyPrefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_ = js.DeleteStream(ctx, stream)
-	iter := rdb.Scan(ctx, 0, keyPrefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	deleteRun(ctx, js, stream, rdb, keyPrefix)
 }
 
 // promSample is a scrape of /metrics, parsed by expfmt.
@@ -785,7 +782,7 @@ func pipelineRound(ctx context.Context, n int, rdb *redis.Client, js jetstream.J
 		return tp, err
 	}
 	store.Fence(shard, lease.Token)
-	p, err := poller.New(lister, store, pub, poller.Options{Shard: shard})
+	p, err := poller.New(lister, store, pollerPublisher{pub}, poller.Options{Shard: shard})
 	if err != nil {
 		return tp, err
 	}

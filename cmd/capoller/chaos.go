@@ -905,26 +905,18 @@ func (c *chaosRun) stopAll() {
 func cleanupChaos(js jetstream.JetStream, r *chaosRedis, stream, keyPrefix, checkpoint string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_ = js.DeleteStream(ctx, stream)
 	if checkpoint == "natskv" {
 		_ = js.DeleteKeyValue(ctx, stream)
 	}
-	if r.embedded() {
-		return
+	var rdb *redis.Client // the harness's own Redis goes with it
+	if !r.embedded() {
+		if opts, err := redis.ParseURL(r.url); err == nil {
+			rdb = redis.NewClient(opts)
+			defer rdb.Close()
+		}
 	}
-	opts, err := parseRedisForCleanup(r.url)
-	if err != nil {
-		return
-	}
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
-	iter := rdb.Scan(ctx, 0, keyPrefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		rdb.Del(ctx, iter.Val())
-	}
+	deleteRun(ctx, js, stream, rdb, keyPrefix)
 }
-
-func parseRedisForCleanup(url string) (*redis.Options, error) { return redis.ParseURL(url) }
 
 // chaosStream reads the stream as it grows. follow polls it in the
 // background, so that an engine down never holds up the harness's loop.

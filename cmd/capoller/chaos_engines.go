@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 // chaosRedis is the Redis the chaos harness runs against: a URL it was
@@ -118,7 +118,7 @@ type chaosNATS struct {
 	port int // the single embedded server's
 
 	mu     sync.Mutex
-	single *publisher.Embedded
+	single *embedded.Server
 	nodes  []*server.Server
 }
 
@@ -178,7 +178,7 @@ func (n *chaosNATS) cluster() bool  { return len(n.opts) > 0 }
 // store directory, and waits until it accepts connections.
 func (n *chaosNATS) restart(i int) error {
 	if !n.cluster() {
-		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: n.dir, Port: n.port})
+		srv, err := embedded.Run(embedded.Options{StoreDir: n.dir, Port: n.port})
 		if err != nil {
 			return err
 		}

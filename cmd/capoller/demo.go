@@ -19,6 +19,7 @@ import (
 
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 type demoOptions struct {
@@ -91,7 +92,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	}
 
 	// NATS with JetStream, in process.
-	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(o.dataDir, "nats"), Port: o.natsPort})
+	srv, err := embedded.Run(embedded.Options{StoreDir: filepath.Join(o.dataDir, "nats"), Port: o.natsPort})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -108,7 +109,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	natsURL := cfg.NATSURL
 	if natsURL == "embedded" {
-		srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: filepath.Join(cfg.DataDir, "nats")})
+		srv, err := embedded.Run(embedded.Options{StoreDir: filepath.Join(cfg.DataDir, "nats")})
 		if err != nil {
 			return err
 		}
@@ -306,7 +307,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 			if err != nil {
 				return err
 			}
-			p, err := poller.New(lister, store, pub, poller.Options{
+			p, err := poller.New(lister, store, pollerPublisher{pub}, poller.Options{
 				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
 				Logger: log, Metrics: metrics, Recovery: pub, Claim: claim, Hook: hook,
 				OnCycle: func(r poller.Report) {
@@ -619,4 +620,12 @@ func opsMux(reg prometheus.Gatherer, health func() error, ready func(context.Con
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// pollerPublisher is the NATS publisher under the poller's contract.
+type pollerPublisher struct{ *publisher.NATS }
+
+func (n pollerPublisher) Publish(ctx context.Context, batch []diff.Transition) (poller.PublishResult, error) {
+	r, err := n.NATS.Publish(ctx, batch)
+	return poller.PublishResult{Published: r.Published, Duplicates: r.Duplicates}, err
 }

@@ -72,6 +72,13 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
+// Throttled reports whether the API throttled the call: its retry waits
+// for the next window (see poller.RetryClasser).
+func (e *APIError) Throttled() bool { return e.Class == ClassThrottled }
+
+// Permanent reports whether retrying the call cannot help soon.
+func (e *APIError) Permanent() bool { return e.Class == ClassPermanent }
+
 // ClassOf classifies any error returned by this package. Errors that are
 // not an *APIError (a malformed response, for instance) are transient.
 func ClassOf(err error) Class {

@@ -59,3 +59,21 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// WithProgress returns ctx under which this lister reports its waits for
+// the API's quota to progress (see the package's WithProgress).
+func (c *ECS) WithProgress(ctx context.Context, progress func()) context.Context {
+	return WithProgress(ctx, progress)
+}
+
+// WithProgress returns ctx under which this lister reports its waits for
+// the API's quota to progress (see the package's WithProgress).
+func (c *ECSResults) WithProgress(ctx context.Context, progress func()) context.Context {
+	return WithProgress(ctx, progress)
+}
+
+// WithProgress returns ctx under which this lister reports its waits for
+// the API's quota to progress (see the package's WithProgress).
+func (c *SWAS) WithProgress(ctx context.Context, progress func()) context.Context {
+	return WithProgress(ctx, progress)
+}

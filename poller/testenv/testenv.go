@@ -31,7 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/capoller/capoller/poller/cloudassist/castest"
-	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/embedded"
 )
 
 // Name returns a name unique to this run, safe as a Redis key prefix, a
@@ -126,7 +126,7 @@ func NATSURL(t testing.TB) string {
 	if url := os.Getenv("NATS_URL"); url != "" {
 		return url
 	}
-	srv, err := publisher.RunEmbedded(publisher.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := embedded.Run(embedded.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,51 +52,7 @@ func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 	b = appendString(b, d.ObservedAt)
 	b = append(b, `,"previousObservedAt":`...)
 	b = appendString(b, d.PreviousObservedAt)
-	if d.InstanceID != "" {
-		b = append(b, `,"instanceId":`...)
-		b = appendString(b, d.InstanceID)
-	}
-	if d.Repeats != nil {
-		b = append(b, `,"repeats":`...)
-		b = strconv.AppendInt(b, int64(*d.Repeats), 10)
-	}
-	if d.ExitCode != nil {
-		b = append(b, `,"exitCode":`...)
-		b = strconv.AppendInt(b, *d.ExitCode, 10)
-	}
-	for _, f := range [...]struct{ name, v string }{
-		{`,"errorCode":`, d.ErrorCode}, {`,"errorInfo":`, d.ErrorInfo}, {`,"startTime":`, d.StartTime}, {`,"finishTime":`, d.FinishTime},
-	} {
-		if f.v != "" {
-			b = append(b, f.name...)
-			b = appendString(b, f.v)
-		}
-	}
-	if d.Output != "" {
-		b = append(b, `,"output":`...)
-		b = appendString(b, d.Output)
-	}
-	if d.OutputDropped != 0 {
-		b = append(b, `,"outputDropped":`...)
-		b = strconv.AppendInt(b, d.OutputDropped, 10)
-	}
-	if d.OutputURI != "" {
-		b = append(b, `,"outputUri":`...)
-		b = appendString(b, d.OutputURI)
-	}
-	if d.OutputMissing {
-		b = append(b, `,"outputMissing":true`...)
-	}
-	if len(d.Truncated) > 0 {
-		b = append(b, `,"truncated":[`...)
-		for i, name := range d.Truncated {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, name)
-		}
-		b = append(b, ']')
-	}
+	b = appendInstanceFields(b, d)
 	return append(b, "}}"...), true
 }
 
@@ -150,4 +106,55 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// appendInstanceFields appends the fields an invocation-level event
+// leaves out, and the names of the cut ones.
+func appendInstanceFields(b []byte, d *Data) []byte {
+	if d.InstanceID != "" {
+		b = append(b, `,"instanceId":`...)
+		b = appendString(b, d.InstanceID)
+	}
+	if d.Repeats != nil {
+		b = append(b, `,"repeats":`...)
+		b = strconv.AppendInt(b, int64(*d.Repeats), 10)
+	}
+	if d.ExitCode != nil {
+		b = append(b, `,"exitCode":`...)
+		b = strconv.AppendInt(b, *d.ExitCode, 10)
+	}
+	for _, f := range [...]struct{ name, v string }{
+		{`,"errorCode":`, d.ErrorCode}, {`,"errorInfo":`, d.ErrorInfo}, {`,"startTime":`, d.StartTime}, {`,"finishTime":`, d.FinishTime},
+	} {
+		if f.v != "" {
+			b = append(b, f.name...)
+			b = appendString(b, f.v)
+		}
+	}
+	if d.Output != "" {
+		b = append(b, `,"output":`...)
+		b = appendString(b, d.Output)
+	}
+	if d.OutputDropped != 0 {
+		b = append(b, `,"outputDropped":`...)
+		b = strconv.AppendInt(b, d.OutputDropped, 10)
+	}
+	if d.OutputURI != "" {
+		b = append(b, `,"outputUri":`...)
+		b = appendString(b, d.OutputURI)
+	}
+	if d.OutputMissing {
+		b = append(b, `,"outputMissing":true`...)
+	}
+	if len(d.Truncated) > 0 {
+		b = append(b, `,"truncated":[`...)
+		for i, name := range d.Truncated {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, name)
+		}
+		b = append(b, ']')
+	}
+	return b
 }
