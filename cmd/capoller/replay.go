@@ -31,12 +31,6 @@ import (
 // from this long before --from.
 const clockSkew = 5 * time.Minute
 
-// historyReader is what replay reads from a checkpoint store.
-type historyReader interface {
-	HistoryShards(ctx context.Context) ([]diff.Shard, error)
-	Commits(ctx context.Context, shard diff.Shard, after string, count int64) ([]checkpoint.HistoryCommit, error)
-}
-
 // replayOptions are replay's own flags, beside run's configuration.
 type replayOptions struct {
 	filter       events.Filter
@@ -202,7 +196,7 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 		}
 		return finish()
 	}
-	var h historyReader
+	var h checkpoint.HistorySource
 	if cfg.Checkpoint == "natskv" { // a reader: the bucket is opened, never created
 		kv, err := checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
 		if err != nil {
@@ -216,7 +210,7 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 		}
 		defer closeStore()
 		var ok bool
-		if h, ok = rs.(historyReader); !ok {
+		if h, ok = rs.(checkpoint.HistorySource); !ok {
 			return errors.New("this checkpoint store keeps no history")
 		}
 	}
@@ -353,7 +347,7 @@ func transitionOf(e events.Event) diff.Transition {
 
 // historyShards lists the shards with a history that the filter can
 // match.
-func historyShards(ctx context.Context, h historyReader, f events.Filter) ([]diff.Shard, error) {
+func historyShards(ctx context.Context, h checkpoint.HistorySource, f events.Filter) ([]diff.Shard, error) {
 	all, err := h.HistoryShards(ctx)
 	if err != nil {
 		return nil, err
@@ -365,91 +359,34 @@ func historyShards(ctx context.Context, h historyReader, f events.Filter) ([]dif
 	}), nil
 }
 
-// historyCursor reads one shard's history a page at a time.
-type historyCursor struct {
-	shard diff.Shard
-	after string
-	page  []checkpoint.HistoryCommit
-	done  bool
-	// pageSize is how many commits a read asks for.
-	pageSize int64
-}
-
-// historyPage is how many commits a cursor reads at once: together the
-// cursors hold about 64 commits (64,000 transitions at most, with Redis's
-// batches of 1000), and at least one each, the head of the merge.
-func historyPage(shards int) int64 { return int64(min(8, max(1, 64/max(shards, 1)))) }
-
-func (c *historyCursor) head(ctx context.Context, h historyReader) (*checkpoint.HistoryCommit, error) {
-	if len(c.page) == 0 && !c.done {
-		page, err := h.Commits(ctx, c.shard, c.after, c.pageSize)
-		if err != nil {
-			return nil, err
-		}
-		c.page, c.done = page, int64(len(page)) < c.pageSize
-		if len(page) > 0 {
-			c.after = page[len(page)-1].ID
-		}
-	}
-	if len(c.page) == 0 {
-		return nil, nil
-	}
-	return &c.page[0], nil
-}
-
-// compareStreamIDs orders Redis stream ids ("<ms>-<seq>").
-func compareStreamIDs(a, b string) int {
-	am, as, _ := strings.Cut(a, "-")
-	bm, bs, _ := strings.Cut(b, "-")
-	num := func(s string) uint64 { n, _ := strconv.ParseUint(s, 10, 64); return n }
-	return cmp.Or(cmp.Compare(num(am), num(bm)), cmp.Compare(num(as), num(bs)))
-}
-
 // replayHistory emits the filtered events of every shard's history in
-// commit order: each shard's in the order it published them, and the
-// shards merged by the time of their commits.
-func replayHistory(ctx context.Context, h historyReader, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
+// commit order (see checkpoint.HistoryReader).
+func replayHistory(ctx context.Context, h checkpoint.HistorySource, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
 	shards, err := historyShards(ctx, h, f)
 	if err != nil {
 		return err
 	}
-	after := ""
+	var since time.Time
 	if !f.From.IsZero() {
 		// A commit comes after what it observed, but the commit's time is
 		// the store's clock and the observation the poller's: reading from
 		// clockSkew earlier, Match makes the exact cut.
-		after = strconv.FormatInt(f.From.Add(-clockSkew).UnixMilli(), 10)
+		since = f.From.Add(-clockSkew)
 	}
-	cursors := make([]*historyCursor, len(shards))
-	for i, s := range shards {
-		cursors[i] = &historyCursor{shard: s, after: after, pageSize: historyPage(len(shards))}
-	}
+	r := checkpoint.ReadHistory(h, shards, since)
 	for {
-		var next *historyCursor
-		var head *checkpoint.HistoryCommit
-		for _, c := range cursors {
-			hd, err := c.head(ctx, h)
-			if err != nil {
-				return err
-			}
-			if hd != nil && (head == nil || compareStreamIDs(hd.ID, head.ID) < 0) {
-				next, head = c, hd
-			}
+		c, ok, err := r.Next(ctx)
+		if err != nil || !ok {
+			return err
 		}
-		if next == nil {
-			return nil
-		}
-		for i := range head.Transitions {
-			t := &head.Transitions[i]
-			e := publisher.NewEvent(*t)
-			if f.Match(e) {
+		for i := range c.Transitions {
+			t := &c.Transitions[i]
+			if e := publisher.NewEvent(*t); f.Match(e) {
 				if err := emit(e, nil, t); err != nil {
 					return err
 				}
 			}
 		}
-		next.page[0] = checkpoint.HistoryCommit{} // its transitions can go
-		next.page = next.page[1:]
 	}
 }
 
@@ -471,7 +408,7 @@ type recordState struct {
 
 // replayAt prints the state of every record at the moment at: the last
 // event observed then or before, from the history.
-func replayAt(ctx context.Context, h historyReader, f events.Filter, at time.Time, format string, w io.Writer) error {
+func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, at time.Time, format string, w io.Writer) error {
 	type record struct {
 		account, source, region string
 		key                     diff.Key
