@@ -364,7 +364,7 @@ func (c *cycle) reported(ts []diff.Transition) {
 	if len(ts) == 0 {
 		return
 	}
-	if c.sharing && len(r) < cap(r) && &r[:len(r)+1][len(r)] == &ts[0] && len(r)+len(ts) <= cap(r) {
+	if c.sharing && len(r)+len(ts) <= cap(r) && &r[:len(r)+1][len(r)] == &ts[0] {
 		c.rep.Transitions = r[:len(r)+len(ts)]
 		return
 	}

@@ -1,6 +1,7 @@
 package cloudassist
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,7 @@ func newECSAPI(opts Options) (*ecsAPI, error) {
 // periodic tasks through DescribeInvocationResults with IncludeHistory.
 // With [StrategyIncremental] it reads only what can still change.
 type ECS struct {
+	reportsWaits
 	api *ecsAPI
 	inc incremental // only Snapshot touches it; a poller calls it from one goroutine
 	// outputSpent is how long this listing's output look-ups took so far
@@ -396,6 +398,26 @@ type resultRow struct {
 	OssOutputURI string
 }
 
+// wantsOutputOf reports whether a row of a page has a status whose
+// output its event carries.
+func (a *ecsAPI) wantsOutputOf(rows []ecs.InvocationResult) bool {
+	for _, r := range rows {
+		if a.opts.Output.Wants(resultStatus(r)) {
+			return true
+		}
+	}
+	return false
+}
+
+// resultStatus is a row's status, from its legacy field when the current
+// one is absent.
+func resultStatus(r ecs.InvocationResult) diff.Status {
+	if st := diff.NormalizeStatus(r.InvocationStatus); st != "" {
+		return st
+	}
+	return diff.NormalizeStatus(r.InvokeRecordStatus)
+}
+
 // ossFields reads what the SDK's response struct drops: each row's
 // OssOutputUri, in the rows' order.
 func ossFields(body []byte) []string {
@@ -444,8 +466,8 @@ func (a *ecsAPI) describeResults(ctx context.Context, filter func(*ecs.DescribeI
 		}
 		rows := make([]resultRow, len(results))
 		var uris []string
-		if a.opts.Output.For != OutputNone {
-			uris = ossFields(resp.GetHttpContentBytes())
+		if body := resp.GetHttpContentBytes(); a.wantsOutputOf(results) && bytes.Contains(body, []byte(`"OssOutputUri"`)) {
+			uris = ossFields(body) // a second decode, only for a page that has them
 		}
 		for i, r := range results {
 			rows[i].InvocationResult = r

@@ -122,11 +122,7 @@ func resultRecord(r resultRow, t *tally) (diff.Record, bool) {
 		t.skip(SkipInvocationWithoutID, r.InstanceId)
 		return diff.Record{}, false
 	}
-	st := diff.NormalizeStatus(r.InvocationStatus)
-	if st == "" {
-		st = diff.NormalizeStatus(r.InvokeRecordStatus)
-	}
-	rec, ok := instanceRecord(id, r.InstanceId, st, runFields{
+	rec, ok := instanceRecord(id, r.InstanceId, resultStatus(r.InvocationResult), runFields{
 		repeats: r.Repeats, exitCode: r.ExitCode, errorCode: r.ErrorCode, errorInfo: r.ErrorInfo,
 		start: r.StartTime, finish: r.FinishedTime,
 	}, t)

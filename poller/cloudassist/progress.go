@@ -60,20 +60,12 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// WithProgress returns ctx under which this lister reports its waits for
-// the API's quota to progress (see the package's WithProgress).
-func (c *ECS) WithProgress(ctx context.Context, progress func()) context.Context {
-	return WithProgress(ctx, progress)
-}
+// reportsWaits gives a lister the WithProgress method of
+// poller.ProgressReporter: its waits for the API's quota are progress.
+type reportsWaits struct{}
 
-// WithProgress returns ctx under which this lister reports its waits for
+// WithProgress returns ctx under which the lister reports its waits for
 // the API's quota to progress (see the package's WithProgress).
-func (c *ECSResults) WithProgress(ctx context.Context, progress func()) context.Context {
-	return WithProgress(ctx, progress)
-}
-
-// WithProgress returns ctx under which this lister reports its waits for
-// the API's quota to progress (see the package's WithProgress).
-func (c *SWAS) WithProgress(ctx context.Context, progress func()) context.Context {
+func (reportsWaits) WithProgress(ctx context.Context, progress func()) context.Context {
 	return WithProgress(ctx, progress)
 }

@@ -15,7 +15,10 @@ import (
 // DescribeInvocationResults. That API reports instances only; the
 // invocation's aggregate is derived from them with [diff.Aggregate]. Every
 // run of periodic tasks is recovered with IncludeHistory, as for [ECS].
-type ECSResults struct{ api *ecsAPI }
+type ECSResults struct {
+	reportsWaits
+	api *ecsAPI
+}
 
 // NewECSResults builds an ecs-results lister.
 func NewECSResults(opts Options) (*ECSResults, error) {

@@ -22,6 +22,7 @@ const swasConsistencyAttempts = 3
 // number only, so records shift between pages when invocations arrive
 // while it is read; see [SWAS.Snapshot].
 type SWAS struct {
+	reportsWaits
 	opts   Options
 	client *swas.Client
 	calls  caller
