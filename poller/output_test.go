@@ -31,6 +31,10 @@ type countingProxy struct {
 	// throttleOutput answers every call asking for output as a throttled
 	// API does.
 	throttleOutput atomic.Bool
+	// endlessOutput answers every call asking for output with an empty
+	// page and a NextToken never seen before: a listing that never ends.
+	endlessOutput atomic.Bool
+	tokens        atomic.Int64
 }
 
 func newCountingProxy(t testing.TB, target string) (*countingProxy, string) {
@@ -57,6 +61,11 @@ func newCountingProxy(t testing.TB, target string) (*countingProxy, string) {
 			c.output[params.Get("Action")]++
 		}
 		c.mu.Unlock()
+		if wantsOutput && c.endlessOutput.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"RequestId":"endless","NextToken":"token-%d","Invocations":{"Invocation":[]}}`, c.tokens.Add(1))
+			return
+		}
 		if wantsOutput && c.throttleOutput.Load() {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusBadRequest)
@@ -485,6 +494,47 @@ func TestOutputLookUpsTakeTheCheaperGrouping(t *testing.T) {
 		}
 		if n != c.commands*len(c.instances) {
 			t.Errorf("%s: %d failures announced, want %d", c.what, n, c.commands*len(c.instances))
+		}
+	}
+}
+
+// TestAnOutputLookUpThatNeverEndsIsCutShort: an API that answers output
+// look-ups with empty pages and fresh NextTokens forever costs a few
+// calls per look-up, not a listing's worth: the events go out marked
+// outputMissing, by invocation and by instance alike.
+func TestAnOutputLookUpThatNeverEndsIsCutShort(t *testing.T) {
+	h := newHarness(t)
+	proxy, proxyURL := newCountingProxy(t, h.simURL)
+	opts := h.listerOptions(50)
+	opts.Endpoint = proxyURL
+	p := h.poller(outputLister(t, "ecs", opts), h.store(), h.publisher(h.js), nil)
+	mustRunOnce(t, p) // the baseline
+	proxy.endlessOutput.Store(true)
+	for _, c := range []struct {
+		what     string
+		commands int
+	}{{"by invocation", 1}, {"by instance", 2}} {
+		ids := map[string]bool{}
+		for range c.commands {
+			ids[h.run("echo lost; exit 1", 0, h.instances[0])] = true
+		}
+		eventually(t, 10*time.Second, "the runs to end", func() bool { return allFinal(truthByRecord(h.sim)) })
+		proxy.reset()
+		mustRunOnce(t, p)
+		if _, output := proxy.reset(); output["DescribeInvocations"] > 3 {
+			t.Errorf("%s: %d look-up calls for a listing that never ends, want at most 3", c.what, output["DescribeInvocations"])
+		}
+		n := 0
+		for _, e := range h.events() {
+			if d := e.Event.Data; ids[d.InvokeID] && d.InstanceID != "" && d.Terminal {
+				n++
+				if !d.OutputMissing || d.Output != "" {
+					t.Errorf("%s: %s output %q, missing %v: want it missing", c.what, d.InvokeID, d.Output, d.OutputMissing)
+				}
+			}
+		}
+		if n != c.commands {
+			t.Errorf("%s: %d failures announced, want %d", c.what, n, c.commands)
 		}
 	}
 }

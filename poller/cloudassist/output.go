@@ -338,6 +338,7 @@ type instanceOutput struct {
 // The output is Base64: no ContentEncoding is asked for.
 func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[runKey]instanceOutput, error) {
 	out := map[runKey]instanceOutput{}
+	pages := 0
 	err := a.outputPages(ctx, "describe invocation output", func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = invokeID },
 		func(runs map[runKey]instanceOutput) bool {
 			for k, in := range runs {
@@ -345,14 +346,16 @@ func (a *ecsAPI) lookUpOutput(ctx context.Context, invokeID string) (map[runKey]
 					out[k] = in
 				}
 			}
-			return true
+			pages++
+			return len(out) == 0 && pages < maxOutputPages // one invocation: its page holds all its instances
 		})
 	return out, err
 }
 
-// maxInstanceOutputPages bounds a look-up by instance: the invocations
-// whose output it wants are among its newest.
-const maxInstanceOutputPages = 3
+// maxOutputPages bounds a look-up: by invocation, one page holds it; by
+// instance, the invocations whose output it wants are among its newest.
+// An API that hands out NextTokens without end costs no more.
+const maxOutputPages = 3
 
 // lookUpInstanceOutput reads what one instance printed for the
 // invocations wanted: DescribeInvocations by InstanceId with
@@ -368,7 +371,7 @@ func (a *ecsAPI) lookUpInstanceOutput(ctx context.Context, instanceID string, wa
 				}
 			}
 			pages++
-			return len(out) < len(wanted) && pages < maxInstanceOutputPages
+			return len(out) < len(wanted) && pages < maxOutputPages
 		})
 	return out, err
 }
