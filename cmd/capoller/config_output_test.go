@@ -59,6 +59,14 @@ func TestConfigOutputSettings(t *testing.T) {
 		t.Errorf("YAML: %+v", o)
 	}
 
+	typo := filepath.Join(t.TempDir(), "typo.yaml")
+	if err := os.WriteFile(typo, []byte("output_redact:\n  - 'x'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load([]string{"--config", typo}, nil); err == nil || !strings.Contains(err.Error(), "output_redact") {
+		t.Errorf("a YAML key one character off: %v, want an error naming it", err)
+	}
+
 	for _, c := range []struct {
 		args []string
 		want string
