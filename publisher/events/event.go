@@ -159,26 +159,26 @@ func Stamp(t time.Time) string {
 }
 
 // ErrNotAnEvent marks a message that is not one of capoller's events.
-var ErrNotAnEvent = errors.New("not a capoller event")
+var ErrNotAnEvent = errors.New("events: not a capoller event")
 
 // Decode reads an event from a message body. It fails with [ErrNotAnEvent]
 // for JSON that is not a capoller event of a type this package knows.
 func Decode(body []byte) (Event, error) {
 	var e Event
 	if err := json.Unmarshal(body, &e); err != nil {
-		return e, fmt.Errorf("events: %w: %v", ErrNotAnEvent, err)
+		return e, fmt.Errorf("%w: %v", ErrNotAnEvent, err)
 	}
 	switch {
 	case e.SpecVersion != "1.0":
-		return e, fmt.Errorf("events: %w: specversion %q", ErrNotAnEvent, e.SpecVersion)
+		return e, fmt.Errorf("%w: specversion %q", ErrNotAnEvent, e.SpecVersion)
 	case e.Type != TypeInvocation && e.Type != TypeInstance:
-		return e, fmt.Errorf("events: %w: type %q", ErrNotAnEvent, e.Type)
+		return e, fmt.Errorf("%w: type %q", ErrNotAnEvent, e.Type)
 	case e.ID == "" || e.Data.InvokeID == "" || e.Data.Status == "":
-		return e, fmt.Errorf("events: %w: an id, an invocation and a status are required", ErrNotAnEvent)
+		return e, fmt.Errorf("%w: an id, an invocation and a status are required", ErrNotAnEvent)
 	case e.Type == TypeInvocation && (e.Data.Level != LevelInvocation || e.Data.InstanceID != ""):
-		return e, fmt.Errorf("events: %w: an invocation event of level %q with instance %q", ErrNotAnEvent, e.Data.Level, e.Data.InstanceID)
+		return e, fmt.Errorf("%w: an invocation event of level %q with instance %q", ErrNotAnEvent, e.Data.Level, e.Data.InstanceID)
 	case e.Type == TypeInstance && (e.Data.Level != LevelInstance || e.Data.InstanceID == ""):
-		return e, fmt.Errorf("events: %w: an instance event of level %q without its instance", ErrNotAnEvent, e.Data.Level)
+		return e, fmt.Errorf("%w: an instance event of level %q without its instance", ErrNotAnEvent, e.Data.Level)
 	}
 	return e, nil
 }

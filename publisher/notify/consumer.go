@@ -10,7 +10,7 @@ import (
 
 // ErrConsumerConflict marks an existing durable consumer that notify
 // cannot use as it is (another filter or ack policy).
-var ErrConsumerConflict = errors.New("the durable consumer exists with another configuration")
+var ErrConsumerConflict = errors.New("notify: the durable consumer exists with another configuration")
 
 // ConsumerOptions names the durable consumer notify reads through.
 type ConsumerOptions struct {
@@ -51,7 +51,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptio
 	}
 	have := existing.CachedInfo().Config
 	if have.FilterSubject != cfg.FilterSubject || have.AckPolicy != cfg.AckPolicy {
-		return nil, fmt.Errorf("notify: %w: consumer %s on stream %s filters %q with ack policy %v, not %q with explicit acks: use another durable name",
+		return nil, fmt.Errorf("%w: consumer %s on stream %s filters %q with ack policy %v, not %q with explicit acks: use another durable name",
 			ErrConsumerConflict, o.Durable, o.Stream, have.FilterSubject, have.AckPolicy, cfg.FilterSubject)
 	}
 	if have.AckWait == cfg.AckWait && have.MaxAckPending == cfg.MaxAckPending {
