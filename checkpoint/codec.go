@@ -340,7 +340,7 @@ func historyTransitions(values map[string]any) ([]diff.Transition, error) {
 		PreviousObservedAt time.Time `json:"previousObservedAt"`
 	}
 	if err := json.Unmarshal([]byte(raw), &e); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return []diff.Transition{{
 		ID: e.ID, Source: diff.Source(e.Source), Region: e.Region, Previous: diff.Status(e.From),

@@ -280,7 +280,7 @@ func (k *KV) getMeta(ctx context.Context, shard diff.Shard) (kvMeta, uint64, err
 	}
 	var m kvMeta
 	if err := json.Unmarshal(entry.Value(), &m); err != nil {
-		return kvMeta{}, 0, fmt.Errorf("checkpoint: load %s: %w: meta: %v", shard, ErrCorrupt, err)
+		return kvMeta{}, 0, fmt.Errorf("checkpoint: load %s: %w: meta: %w", shard, ErrCorrupt, err)
 	}
 	return m, entry.Revision(), nil
 }

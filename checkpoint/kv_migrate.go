@@ -146,7 +146,7 @@ func (k *KV) migrate(ctx context.Context, shard diff.Shard) (bool, uint64, error
 func decodeLegacyShard(value []byte) (map[string]string, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(value))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	all := map[string]string{}
 	sc := bufio.NewScanner(zr)
@@ -159,7 +159,7 @@ func decodeLegacyShard(value []byte) (map[string]string, error) {
 		all[f] = v
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return all, nil
 }

@@ -42,11 +42,11 @@ func (k *KV) encodeSegment(seg map[string]string) ([]byte, error) {
 func decodeSegment(value []byte) (map[string]string, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(value))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	raw, err := io.ReadAll(zr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	r := reader{b: raw}
 	seg := map[string]string{}

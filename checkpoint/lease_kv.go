@@ -99,7 +99,7 @@ func decodeLease(shard diff.Shard, value []byte) (kvLease, error) {
 		return l, nil
 	}
 	if err := json.Unmarshal(value, &l); err != nil {
-		return l, fmt.Errorf("checkpoint: lease of %s: %w: %v", shard, ErrCorrupt, err)
+		return l, fmt.Errorf("checkpoint: lease of %s: %w: %w", shard, ErrCorrupt, err)
 	}
 	return l, nil
 }
@@ -365,7 +365,7 @@ func decodeListed(value []byte) (map[string]string, error) {
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(value, &raw); err != nil {
-		return nil, fmt.Errorf("%w: listed shards: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: listed shards: %w", ErrCorrupt, err)
 	}
 	for id, v := range raw {
 		var stamp string
@@ -410,7 +410,7 @@ func decodeRawMembers(value []byte) (map[string]json.RawMessage, error) {
 		return raw, nil
 	}
 	if err := json.Unmarshal(value, &raw); err != nil {
-		return nil, fmt.Errorf("%w: members: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: members: %w", ErrCorrupt, err)
 	}
 	return raw, nil
 }
@@ -494,7 +494,7 @@ func (k *KV) Statuses(ctx context.Context, shards []diff.Shard) ([]ShardStatus, 
 			}
 			var st kvStatus
 			if err := json.Unmarshal(entry.Value(), &st); err != nil {
-				return fmt.Errorf("checkpoint: status of %s: %w: %v", shard, ErrCorrupt, err)
+				return fmt.Errorf("checkpoint: status of %s: %w: %w", shard, ErrCorrupt, err)
 			}
 			out[i] = ShardStatus{Shard: shard, Replica: st.Replica, LastSuccess: msTime(st.LastSuccess), LastCycle: msTime(st.LastCycle), LastError: st.LastError}
 			return nil

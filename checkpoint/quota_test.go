@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"math"
 	"regexp"
 	"strconv"
@@ -357,7 +358,7 @@ func TestRedisTakeMatchesGCRA(t *testing.T) {
 	jan2017 := time.Unix(1483228800, 0)
 	storedTAT := func() time.Time {
 		v, err := client.Get(ctx, "rate:"+s.quotaKey("a/r/X")).Result()
-		if err == redis.Nil {
+		if errors.Is(err, redis.Nil) {
 			return time.Time{}
 		}
 		if err != nil {

@@ -134,7 +134,7 @@ func TestWatchFollowsNewEvents(t *testing.T) {
 		fresh := seq[3]
 		fresh.ID, fresh.Record.InstanceID = fmt.Sprintf("new-%d", n), "i-new"
 		_, err := pub.Publish(t.Context(), []diff.Transition{fresh})
-		return fmt.Errorf("nothing yet (%v)", err)
+		return fmt.Errorf("nothing yet (%w)", err)
 	})
 	cancel()
 	<-done

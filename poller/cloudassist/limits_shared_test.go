@@ -180,7 +180,7 @@ func TestLimitsSharedFailure(t *testing.T) {
 			t.Fatalf("%s: reported %v, want %v", step, reports, want)
 		}
 		for i := range want {
-			if reports[i] != want[i] {
+			if !errors.Is(reports[i], want[i]) {
 				t.Fatalf("%s: reported %v, want %v", step, reports, want)
 			}
 		}

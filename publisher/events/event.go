@@ -166,7 +166,7 @@ var ErrNotAnEvent = errors.New("events: not a capoller event")
 func Decode(body []byte) (Event, error) {
 	var e Event
 	if err := json.Unmarshal(body, &e); err != nil {
-		return e, fmt.Errorf("%w: %v", ErrNotAnEvent, err)
+		return e, fmt.Errorf("%w: %w", ErrNotAnEvent, err)
 	}
 	switch {
 	case e.SpecVersion != "1.0":

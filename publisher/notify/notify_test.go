@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -266,7 +267,7 @@ webhooks:
 		}
 		return nil
 	})
-	if _, err := sub.NextMsg(100 * time.Millisecond); err != nats.ErrTimeout {
+	if _, err := sub.NextMsg(100 * time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
 		t.Errorf("a second dead letter: %v", err)
 	}
 	snap := n.Metrics().Snapshot()
