@@ -153,38 +153,7 @@ func readStatus(ctx context.Context, st groupReader, configured []diff.Shard, no
 	if err != nil {
 		return rep, fmt.Errorf("read the shards listed: %w", err)
 	}
-	last := map[diff.Shard]checkpoint.ListedShard{}
-	listedBy := map[diff.Shard][]string{}
-	for _, l := range listed {
-		last[l.Shard.Canonical()] = l
-	}
-	for _, m := range members {
-		lists := m.Lists
-		if lists == nil { // an earlier version's: the group takes it to list what this configuration does
-			lists = configured
-		}
-		for _, s := range lists {
-			listedBy[s.Canonical()] = append(listedBy[s.Canonical()], m.ID)
-		}
-	}
-	seen := map[diff.Shard]bool{}
-	var shards []diff.Shard
-	add := func(s diff.Shard) {
-		if s = s.Canonical(); !seen[s] {
-			seen[s] = true
-			shards = append(shards, s)
-		}
-	}
-	for _, s := range configured {
-		add(s)
-	}
-	for s := range listedBy {
-		add(s)
-	}
-	for s := range last {
-		add(s)
-	}
-	slices.SortFunc(shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	shards, last, listedBy := shardsKnown(configured, members, listed)
 	leases, err := st.Leases(ctx, shards)
 	if err != nil {
 		return rep, fmt.Errorf("read the leases: %w", err)
@@ -218,18 +187,62 @@ func readStatus(ctx context.Context, st groupReader, configured []diff.Shard, no
 		rep.Shards = append(rep.Shards, ss)
 	}
 	for _, m := range members {
-		r := replicaState{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
-			Started: m.Started.UTC(), LastSeen: m.Seen.UTC(), Shards: held[m.ID], Withdrawn: m.Withdrawn}
-		if m.Lists != nil {
-			n := len(m.Lists)
-			r.Lists = &n
-		}
-		for _, s := range m.Excluded {
-			r.Excluded = append(r.Excluded, s.String())
-		}
-		rep.Replicas = append(rep.Replicas, r)
+		rep.Replicas = append(rep.Replicas, replicaRow(m, held[m.ID]))
 	}
 	return rep, nil
+}
+
+// shardsKnown gathers every shard the status shows, sorted by id: those
+// this configuration lists, those a live replica lists, and those listed
+// within checkpoint.ListedMemory. It returns, for each, its last listing
+// and the replicas that list it.
+func shardsKnown(configured []diff.Shard, members []checkpoint.Member, listed []checkpoint.ListedShard) (shards []diff.Shard, last map[diff.Shard]checkpoint.ListedShard, listedBy map[diff.Shard][]string) {
+	last = map[diff.Shard]checkpoint.ListedShard{}
+	listedBy = map[diff.Shard][]string{}
+	for _, l := range listed {
+		last[l.Shard.Canonical()] = l
+	}
+	for _, m := range members {
+		lists := m.Lists
+		if lists == nil { // an earlier version's: the group takes it to list what this configuration does
+			lists = configured
+		}
+		for _, s := range lists {
+			listedBy[s.Canonical()] = append(listedBy[s.Canonical()], m.ID)
+		}
+	}
+	seen := map[diff.Shard]bool{}
+	add := func(s diff.Shard) {
+		if s = s.Canonical(); !seen[s] {
+			seen[s] = true
+			shards = append(shards, s)
+		}
+	}
+	for _, s := range configured {
+		add(s)
+	}
+	for s := range listedBy {
+		add(s)
+	}
+	for s := range last {
+		add(s)
+	}
+	slices.SortFunc(shards, func(a, b diff.Shard) int { return strings.Compare(a.String(), b.String()) })
+	return shards, last, listedBy
+}
+
+// replicaRow is one live replica's line, holding shards leases.
+func replicaRow(m checkpoint.Member, shards int) replicaState {
+	r := replicaState{ID: m.ID, Host: m.Host, PID: m.PID, Version: m.Version,
+		Started: m.Started.UTC(), LastSeen: m.Seen.UTC(), Shards: shards, Withdrawn: m.Withdrawn}
+	if m.Lists != nil {
+		n := len(m.Lists)
+		r.Lists = &n
+	}
+	for _, s := range m.Excluded {
+		r.Excluded = append(r.Excluded, s.String())
+	}
+	return r
 }
 
 func printStatus(w io.Writer, rep statusReport) {
