@@ -204,30 +204,8 @@ const longestRetryPause = 5 * time.Minute
 // loadConfig layers defaults, the YAML file, the environment and the flags.
 func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (config, error) {
 	cfg := defaultConfig()
-	flags := map[string]string{}
-	var order []string
 	all := settings()
-	defaults := settingDefaults(cfg)
-	for _, s := range all {
-		usage := s.usage + " (env " + envName(s.name) + ")"
-		if d := defaults[s.name]; d != "" {
-			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
-		}
-		record := func(v string) error {
-			if prev, again := flags[s.name]; again && repeatableSetting(s.name) {
-				flags[s.name] = prev + "\n" + v
-				return nil
-			}
-			flags[s.name] = v
-			order = append(order, s.name)
-			return nil
-		}
-		if booleanSetting(s.name) {
-			fs.BoolFunc(s.name, usage, record) // --name alone is true
-		} else {
-			fs.Func(s.name, usage, record)
-		}
-	}
+	given := bindFlags(fs, all, settingDefaults(cfg))
 	fs.StringVar(&cfg.Config, "config", getenv("CAPOLLER_CONFIG"), "YAML configuration file (env CAPOLLER_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -238,35 +216,8 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 	// Where regions and sources were set, if anywhere: with accounts they
 	// are each account's, and setting them for all is refused.
 	from := map[string]string{}
-	if cfg.Config != "" {
-		raw, err := os.ReadFile(cfg.Config)
-		if err != nil {
-			return cfg, fmt.Errorf("read config: %w", err)
-		}
-		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
-		dec.KnownFields(true)
-		path := cfg.Config
-		defaults := cfg
-		cfg.Regions, cfg.Sources = nil, nil
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-			return cfg, fmt.Errorf("config %s: %w", path, yamlError(err))
-		}
-		cfg.Config = path
-		if cfg.Regions == nil {
-			cfg.Regions = defaults.Regions
-		} else {
-			from["regions"] = "regions in " + path
-		}
-		if cfg.Sources == nil {
-			cfg.Sources = defaults.Sources
-		} else {
-			from["sources"] = "sources in " + path
-		}
-		for i := range cfg.Accounts {
-			if len(cfg.Accounts[i].Sources) == 0 {
-				cfg.Accounts[i].Sources = []string{"ecs"}
-			}
-		}
+	if err := cfg.readFile(from); err != nil {
+		return cfg, err
 	}
 	for _, s := range all {
 		if v := getenv(envName(s.name)); v != "" {
@@ -276,30 +227,111 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 			from[s.name] = envName(s.name)
 		}
 	}
-	for _, name := range order {
+	for _, name := range given.order {
 		i := slices.IndexFunc(all, func(s setting) bool { return s.name == name })
-		if err := all[i].set(&cfg, flags[name]); err != nil {
-			return cfg, fmt.Errorf("--%s=%q: %w", name, flags[name], err)
+		if err := all[i].set(&cfg, given.values[name]); err != nil {
+			return cfg, fmt.Errorf("--%s=%q: %w", name, given.values[name], err)
 		}
 		from[name] = "--" + name
 	}
-	if len(cfg.Accounts) > 0 {
-		var errs []error
-		for _, name := range []string{"regions", "sources"} {
-			if where, set := from[name]; set {
-				errs = append(errs, fmt.Errorf("%s and accounts in %s: with accounts, each account lists its own %s (accounts[].%s); remove %s",
-					where, cfg.Config, name, name, where))
-			}
-		}
-		if len(errs) > 0 {
-			return cfg, errors.Join(errs...)
-		}
-		cfg.Regions, cfg.Sources = nil, nil // they are the default account's, which is not polled
+	if err := cfg.accountsOwnTheirShards(from); err != nil {
+		return cfg, err
 	}
 	if err := cfg.validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.checkDefaultChainEndpoint(getenv)
+}
+
+// flagsGiven holds the settings given on the command line, in their order,
+// until the file and the environment beneath them have been read.
+type flagsGiven struct {
+	values map[string]string
+	order  []string
+}
+
+// bindFlags declares every setting on fs. A flag given twice keeps its
+// last value, except a repeatable one, which keeps each on its own line.
+func bindFlags(fs *flag.FlagSet, all []setting, defaults map[string]string) *flagsGiven {
+	given := &flagsGiven{values: map[string]string{}}
+	for _, s := range all {
+		usage := s.usage + " (env " + envName(s.name) + ")"
+		if d := defaults[s.name]; d != "" {
+			usage = s.usage + " (default " + d + ", env " + envName(s.name) + ")"
+		}
+		record := func(v string) error {
+			if prev, again := given.values[s.name]; again && repeatableSetting(s.name) {
+				given.values[s.name] = prev + "\n" + v
+				return nil
+			}
+			given.values[s.name] = v
+			given.order = append(given.order, s.name)
+			return nil
+		}
+		if booleanSetting(s.name) {
+			fs.BoolFunc(s.name, usage, record) // --name alone is true
+		} else {
+			fs.Func(s.name, usage, record)
+		}
+	}
+	return given
+}
+
+// readFile decodes the YAML file named by --config, if any, over the
+// defaults, and notes in from whether it set regions or sources.
+func (c *config) readFile(from map[string]string) error {
+	if c.Config == "" {
+		return nil
+	}
+	raw, err := os.ReadFile(c.Config)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+	dec.KnownFields(true)
+	path := c.Config
+	defaults := *c
+	c.Regions, c.Sources = nil, nil
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return fmt.Errorf("config %s: %w", path, yamlError(err))
+	}
+	c.Config = path
+	if c.Regions == nil {
+		c.Regions = defaults.Regions
+	} else {
+		from["regions"] = "regions in " + path
+	}
+	if c.Sources == nil {
+		c.Sources = defaults.Sources
+	} else {
+		from["sources"] = "sources in " + path
+	}
+	for i := range c.Accounts {
+		if len(c.Accounts[i].Sources) == 0 {
+			c.Accounts[i].Sources = []string{"ecs"}
+		}
+	}
+	return nil
+}
+
+// accountsOwnTheirShards refuses regions or sources set for all beside
+// accounts, which each list their own, naming where they were set.
+func (c *config) accountsOwnTheirShards(from map[string]string) error {
+	if len(c.Accounts) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, name := range []string{"regions", "sources"} {
+		if where, set := from[name]; set {
+			errs = append(errs, fmt.Errorf("%s and accounts in %s: with accounts, each account lists its own %s (accounts[].%s); remove %s",
+				where, c.Config, name, name, where))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	c.Regions, c.Sources = nil, nil // they are the default account's, which is not polled
+	return nil
 }
 
 // yamlError rewrites yaml.v3's decoding errors for an operator: an unknown
