@@ -70,7 +70,21 @@ func (c config) outputOptions() (cloudassist.OutputOptions, error) {
 	return o, errors.Join(errs...)
 }
 
+// validate checks every setting, naming each one that is wrong and why;
+// it reports them all at once, so that an operator fixes them in one go.
 func (c config) validate() error {
+	var errs []error
+	for _, check := range []func() []error{
+		c.validatePrintable, c.validateShards, c.validatePolling, c.validateEngines,
+		c.validateProcess, c.validateStore, c.validateDelivery,
+	} {
+		errs = append(errs, check()...)
+	}
+	return errors.Join(errs...)
+}
+
+// validatePrintable refuses control characters in the string settings.
+func (c config) validatePrintable() []error {
 	var errs []error
 	for _, s := range []struct{ name, value string }{
 		{"endpoint", c.Endpoint}, {"initial", c.Initial}, {"strategy", c.Strategy}, {"redis-url", c.RedisURL},
@@ -87,6 +101,13 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
 		}
 	}
+	return errs
+}
+
+// validateShards checks the endpoint and what is polled: regions and
+// sources, or each account's.
+func (c config) validateShards() []error {
+	var errs []error
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
@@ -108,6 +129,12 @@ func (c config) validate() error {
 		}
 		errs = append(errs, c.validateAccounts()...)
 	}
+	return errs
+}
+
+// validatePolling checks how each shard polls the API.
+func (c config) validatePolling() []error {
+	var errs []error
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("interval %v: must be positive", c.Interval))
 	}
@@ -135,6 +162,13 @@ func (c config) validate() error {
 	if c.APITimeout <= 0 {
 		errs = append(errs, fmt.Errorf("api-timeout %v: must be positive", c.APITimeout))
 	}
+	return errs
+}
+
+// validateEngines checks the checkpoint store's and NATS's addresses and
+// names.
+func (c config) validateEngines() []error {
+	var errs []error
 	switch c.Checkpoint {
 	case "redis":
 		if err := checkRedisURL(c.RedisURL, c.Redis); err != nil {
@@ -158,6 +192,12 @@ func (c config) validate() error {
 	if !validBucket(c.Bucket) {
 		errs = append(errs, fmt.Errorf("bucket %q: want 1 to %d characters of [A-Za-z0-9_-] (its stream is KV_<bucket>)", c.Bucket, maxBucketLen))
 	}
+	return errs
+}
+
+// validateProcess checks the process's own addresses, directory and id.
+func (c config) validateProcess() []error {
+	var errs []error
 	if c.MetricsAddr != "" {
 		if err := checkListenAddr(c.MetricsAddr); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-addr %q: %w", c.MetricsAddr, err))
@@ -174,6 +214,12 @@ func (c config) validate() error {
 	if c.ReplicaID != "" && (len(c.ReplicaID) > 128 || strings.Trim(c.ReplicaID, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
 		errs = append(errs, errors.New("replica-id: use at most 128 of [A-Za-z0-9._-]"))
 	}
+	return errs
+}
+
+// validateStore checks the checkpoint store's keys, replication and history.
+func (c config) validateStore() []error {
+	var errs []error
 	if strings.ContainsAny(c.KeyPrefix, "{}") {
 		errs = append(errs, errors.New("key-prefix: no braces: each shard's keys share a hash tag in braces, which keeps them in one Redis Cluster slot"))
 	}
@@ -185,6 +231,13 @@ func (c config) validate() error {
 	if c.HistoryMaxAge < 0 || c.HistoryMaxCount < 0 {
 		errs = append(errs, fmt.Errorf("history-max-age %v and history-max-count %d: want 0 (no limit) or more", c.HistoryMaxAge, c.HistoryMaxCount))
 	}
+	return errs
+}
+
+// validateDelivery checks the lease, the stream's limits and the
+// duplicate window that together make delivery exactly-once, and the log.
+func (c config) validateDelivery() []error {
+	var errs []error
 	if c.LeaseTTL < 3*time.Second {
 		errs = append(errs, fmt.Errorf("lease-ttl %v: want at least 3s (replicas renew every fifth of it)", c.LeaseTTL))
 	}
@@ -211,7 +264,7 @@ func (c config) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log-format %q: want json or console", c.LogFormat))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // checkShards checks the regions and sources of one account; label
