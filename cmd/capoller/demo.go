@@ -77,14 +77,9 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	}
 	defer sim.Close()
 	statePath := filepath.Join(o.dataDir, "casim.json")
-	resumed := false
-	if f, err := os.Open(statePath); err == nil {
-		err = sim.LoadState(f)
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("resume the emulator from %s: %w", statePath, err)
-		}
-		resumed = true
+	resumed, err := loadState(sim, statePath)
+	if err != nil {
+		return err
 	}
 	simURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
@@ -141,6 +136,20 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		return runErr
 	}
 	return nil
+}
+
+// loadState resumes the emulator from the state a previous run saved, if
+// there is one.
+func loadState(sim *castest.Server, path string) (resumed bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, nil // a first run
+	}
+	defer func() { _ = f.Close() }()
+	if err := sim.LoadState(f); err != nil {
+		return false, fmt.Errorf("resume the emulator from %s: %w", path, err)
+	}
+	return true, nil
 }
 
 // saveState writes the emulator's state atomically (temp file + rename).
