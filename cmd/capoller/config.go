@@ -99,7 +99,7 @@ type accountConfig struct {
 	Sources []string `yaml:"sources"`
 }
 
-// shardConfig is one shard the daemon polls: what run.go builds a lister
+// shardConfig is one shard the daemon polls: what listers.go builds a lister
 // and a poller from.
 type shardConfig struct {
 	// Shard is its id, account/source/region. ecs-results publishes as

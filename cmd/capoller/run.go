@@ -5,24 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -31,7 +24,6 @@ import (
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
-	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
 )
@@ -83,307 +75,320 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 }
 
 // daemon runs one poller per (source, region) until ctx ends. onCycle, if
-// set, sees every cycle's report (the demo prints from it).
+// set, sees every cycle's report (the demo prints from it). Its steps, in
+// order: the ops server, NATS, the stream, the store, the listers, the
+// group; then it serves until ctx ends.
 func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(poller.Report)) error {
-	metricsLn, err := listenMetrics(cfg.MetricsAddr)
+	ops, err := startOps(cfg, log)
 	if err != nil {
 		return err
 	}
-	reg := newRegistry()
-	metrics := poller.NewMetrics(poller.MetricsOptions{Registerer: reg})
-	ops := &opsState{starting: "connecting to NATS"}
-	if metricsLn != nil {
-		// From the first second, also while start-up waits for NATS or
-		// Redis: /healthz says the process is alive, /readyz what it waits
-		// for.
-		stop := serveOps(metricsLn, opsMux(reg, ops.health, ops.ready))
-		defer stop()
-	}
-	pprofLn, err := listenPprof(cfg.PprofAddr)
+	defer ops.stop()
+	bus, err := connectBus(cfg, log)
 	if err != nil {
 		return err
 	}
-	if pprofLn != nil {
-		defer func() { _ = pprofLn.Close() }()
-		log.Warn("the Go profiler is served", zap.String("pprof_addr", pprofLn.Addr().String()))
+	defer bus.close()
+	start := bus.startup(ctx)
+	defer start.end(nil)
+	if err := bus.setupStream(start.ctx, cfg, log); err != nil {
+		return start.failed(err)
 	}
-	natsURL := cfg.NATSURL
-	if natsURL == "embedded" {
+	ops.state.setStarting("opening the checkpoint store")
+	bus.register(ops.reg)
+	store, closeStore, err := openStore(start.ctx, cfg, log, bus.js, ops.reg)
+	if err != nil {
+		return start.failed(err)
+	}
+	start.end(nil)
+	defer closeStore()
+
+	replica := newMember(cfg)
+	d := &daemonRun{cfg: cfg, log: log.With(zap.String("replica", replica.ID)), ops: ops, bus: bus, store: store,
+		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle}
+	if d.listers, err = newListerFactory(cfg, d.log, store, ops.metrics); err != nil {
+		return configError{err}
+	}
+	if d.group, err = d.newGroup(replica); err != nil {
+		return configError{err}
+	}
+	return d.serve(ctx)
+}
+
+// daemonRun is a started daemon's parts, once NATS, the stream and the
+// store are there.
+type daemonRun struct {
+	cfg     config
+	log     *zap.Logger // names the replica
+	ops     *opsServer
+	bus     *bus
+	store   groupStore
+	listers *listerFactory
+	ready   *readiness
+	loops   pollerLoops
+	group   *poller.Group
+	onCycle func(poller.Report)
+}
+
+// newMember is this process as a member of the replica group.
+func newMember(cfg config) checkpoint.Member {
+	m := checkpoint.Member{ID: cfg.ReplicaID, PID: os.Getpid(), Version: versionString()}
+	m.Host, _ = os.Hostname()
+	// Every process gets a suffix of its own, so that two processes given
+	// one --replica-id (a Deployment's pods sharing an environment) are two
+	// owners with two fencing tokens, never one.
+	m.ID = replicaID(cfg.ReplicaID, m.Host)
+	return m
+}
+
+// newGroup makes the replica group: it leases the shards among the
+// replicas, and polls each shard this one holds.
+func (d *daemonRun) newGroup(replica checkpoint.Member) (*poller.Group, error) {
+	return poller.NewGroup(poller.GroupOptions{
+		Replica: replica, Store: d.store, Shards: d.listers.shards(), LeaseTTL: d.cfg.LeaseTTL, Logger: d.log, Metrics: d.ops.metrics,
+		// A replica cut off from NATS while the others reach it steps back.
+		Probe: d.bus.probe,
+		Poll:  d.poll,
+	})
+}
+
+// poll polls one shard this replica holds until ctx ends or the claim is
+// lost.
+func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
+	lister, err := d.listers.lister(shard) // a new owner starts afresh: its first cycle lists everything
+	if err != nil {
+		return err
+	}
+	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{
+		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
+		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: testHook(d.log),
+		OnCycle: func(r poller.Report) {
+			claim.Observe(r)
+			d.ready.observe(r)
+			if d.onCycle != nil {
+				d.onCycle(r)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer d.loops.add(p)()
+	return p.Run(ctx)
+}
+
+// serve runs the group and the profiler until ctx ends or NATS closes for
+// good, with /healthz and /readyz answering for the running daemon.
+func (d *daemonRun) serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-d.bus.closed:
+			return d.bus.closedErr()
+		}
+	})
+	d.ops.state.running(d.health, d.readyz)
+	if d.ops.pprof != nil {
+		serveHTTP(gctx, g, d.ops.pprof, pprofMux(), "profiler")
+	}
+	g.Go(func() error { return d.group.Run(gctx) })
+	fields := []zap.Field{zap.Int("shards", len(d.listers.shards())), zap.Duration("lease_ttl", d.cfg.LeaseTTL),
+		zap.Duration("interval", d.cfg.Interval), zap.String("checkpoint", d.cfg.Checkpoint),
+		zap.String("nats", redactURL(d.bus.url)), zap.String("stream", d.cfg.Stream)}
+	if d.ops.addr != "" {
+		fields = append(fields, zap.String("metrics_addr", d.ops.addr)) // the port chosen for ":0"
+	}
+	d.log.Info("capoller running", fields...)
+	err := g.Wait()
+	d.bus.drain(d.log)
+	return err
+}
+
+// health is /healthz of the running daemon: NATS not closed for good, and
+// the group's and every poller's loop turning.
+func (d *daemonRun) health() error {
+	if d.bus.nc.IsClosed() {
+		return errors.New("the NATS connection is closed")
+	}
+	now := time.Now()
+	return errors.Join(d.group.Turning(now), d.loops.turning(now))
+}
+
+// readyz is /readyz of the running daemon.
+func (d *daemonRun) readyz(ctx context.Context) error {
+	return d.ready.check(ctx, d.bus.connected, d.store, d.group.Owned(), time.Now())
+}
+
+// bus is the daemon's NATS: the connection, JetStream, and the publisher
+// on the stream.
+type bus struct {
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	pub      *publisher.NATS
+	url      string        // the server's, the embedded one's if any
+	closed   chan struct{} // closed when the client gives up for good
+	dialErr  *atomicString // why the server cannot be reached, while it cannot
+	embedded *embedded.Server
+}
+
+// connectBus connects to NATS, or starts the embedded server first.
+func connectBus(cfg config, log *zap.Logger) (*bus, error) {
+	b := &bus{url: cfg.NATSURL, closed: make(chan struct{}), dialErr: &atomicString{}}
+	if b.url == "embedded" {
 		srv, err := embedded.Run(embedded.Options{StoreDir: filepath.Join(cfg.DataDir, "nats")})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer srv.Shutdown()
-		natsURL = srv.URL()
-		log.Info("embedded NATS server running", zap.String("url", natsURL), zap.String("store", filepath.Join(cfg.DataDir, "nats")))
+		b.embedded, b.url = srv, srv.URL()
+		log.Info("embedded NATS server running", zap.String("url", b.url), zap.String("store", filepath.Join(cfg.DataDir, "nats")))
 	}
 	// The client reconnects by itself, forever, except after a protocol
 	// error it treats as fatal; then the daemon exits non-zero so that its
 	// supervisor starts it again, and /healthz says so until it has.
-	closed := make(chan struct{})
-	var dialErr atomicString // why the server cannot be reached, while it cannot
+	//
 	// No reconnect buffer: a publish while disconnected fails at once. A
 	// buffered one would reach the stream whenever the connection came
 	// back — perhaps after this replica lost the shard, past the duplicate
 	// window, behind the new owner's later events of the same records.
-	nc, err := connectNATS(natsURL, cfg.NATS, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+	var err error
+	b.nc, err = connectNATS(b.url, cfg.NATS, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
+		nats.ClosedHandler(func(*nats.Conn) { close(b.closed) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own Drain/Close
 				log.Warn("NATS disconnected", zap.Error(err))
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { dialErr.Store(""); log.Info("NATS reconnected") }),
+		nats.ReconnectHandler(func(*nats.Conn) { b.dialErr.Store(""); log.Info("NATS reconnected") }),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			// Each failed attempt to reach the server, the first connection's
 			// too: logged once per change of cause.
-			if msg := withoutURL(err).Error(); dialErr.Swap(msg) != msg {
-				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(natsURL)), zap.String("cause", msg))
+			if msg := withoutURL(err).Error(); b.dialErr.Swap(msg) != msg {
+				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(b.url)), zap.String("cause", msg))
 			}
 		}))
 	if err != nil {
-		return err
+		b.close()
+		return nil, err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+	if b.js, err = jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+		b.close()
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow, MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas})
-	if err != nil {
-		return err
+	if b.pub, err = publisher.New(b.js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow,
+		MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas}); err != nil {
+		b.close()
+		return nil, err
 	}
-	// The client gives up on a server that refuses its credentials twice
-	// (it closes the connection): start-up then stops waiting and exits
-	// non-zero, naming the server's refusal, rather than retry forever.
-	startCtx, endStart := context.WithCancelCause(ctx)
-	defer endStart(nil)
-	go func() {
-		select {
-		case <-closed:
-			endStart(natsClosedError(nc))
-		case <-startCtx.Done():
-		}
-	}()
-	startFailed := func(err error) error {
-		if cause := context.Cause(startCtx); ctx.Err() == nil && errors.As(cause, new(natsClosed)) {
-			return cause
-		}
-		return err
+	return b, nil
+}
+
+// close closes the connection, then stops the embedded server if any.
+func (b *bus) close() {
+	if b.nc != nil {
+		b.nc.Close()
 	}
+	if b.embedded != nil {
+		b.embedded.Shutdown()
+	}
+}
+
+// drain lets what is in flight reach the server before the connection
+// closes.
+func (b *bus) drain(log *zap.Logger) {
+	if err := b.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("draining the NATS connection", zap.Error(err))
+	}
+}
+
+// closedErr is why the daemon exits after the client gave up for good.
+func (b *bus) closedErr() error { return natsClosedError(b.nc) }
+
+// probe pings the server: a replica cut off from NATS steps back.
+func (b *bus) probe(ctx context.Context) error {
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("NATS did not answer a ping (the connection is %s): %w", strings.ToLower(b.nc.Status().String()), err)
+	}
+	return nil
+}
+
+// connected is NATS's part of /readyz.
+func (b *bus) connected() error {
+	if st := b.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("the connection is %s", strings.ToLower(st.String()))
+	}
+	return nil
+}
+
+// setupStream creates or updates the stream, retrying while NATS cannot be
+// reached; a conflict with the operator's own stream is final.
+func (b *bus) setupStream(ctx context.Context, cfg config, log *zap.Logger) error {
 	var change publisher.StreamChange
-	if err := retry(startCtx, log, "set up the stream", func() (err error) {
-		change, err = pub.SetupStream(startCtx)
+	if err := retry(ctx, log, "set up the stream", func() (err error) {
+		change, err = b.pub.SetupStream(ctx)
 		if errors.As(err, new(*publisher.StreamConflictError)) {
 			return backoff.Permanent(err) // retrying will not change the operator's stream
 		}
-		if cause := dialErr.Load(); err != nil && !nc.IsConnected() && cause != "" {
+		if cause := b.dialErr.Load(); err != nil && !b.nc.IsConnected() && cause != "" {
 			// The API call's own error says little ("outbound buffer
 			// limit exceeded"): say why.
 			err = fmt.Errorf("%w (NATS is not reachable: %s)", err, cause)
 		}
 		return err
 	}); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while waiting: a clean stop
-		}
-		return startFailed(err)
+		return err
 	}
-	ops.setStarting("opening the checkpoint store")
 	logStreamChange(log, cfg.Stream, change)
+	return nil
+}
 
+// register adds the publisher's counters to reg.
+func (b *bus) register(reg prometheus.Registerer) {
 	reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_nats_publish_batches_total",
 			Help: "Batches published (one wait for acknowledgements each)."},
-			func() float64 { b, _ := pub.Requests(); return float64(b) }),
+			func() float64 { n, _ := b.pub.Requests(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "capoller_nats_publishes_total",
 			Help: "Messages published to JetStream (pipelined, each acknowledged)."},
-			func() float64 { _, m := pub.Requests(); return float64(m) }))
-	ready := newReadiness(readinessWindow(cfg))
-	store, closeStore, err := openStore(startCtx, cfg, log, js, reg)
-	if err != nil {
-		if ctx.Err() != nil && !errors.As(err, new(configError)) {
-			return nil // stopped while waiting: a clean stop
-		}
-		return startFailed(err)
-	}
-	endStart(nil)
-	defer closeStore()
-
-	shards, err := cfg.shards()
-	if err != nil {
-		return configError{err}
-	}
-	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
-	limits := map[string]*cloudassist.Limits{} // one per account: quotas are per account
-	creds := map[string]credentials.CredentialsProvider{}
-	for _, name := range cfg.accountNames() {
-		// Once per account: a role is assumed once, not once per shard.
-		if creds[name], err = cfg.credential(name, os.Getenv); err != nil {
-			return configError{err}
-		}
-	}
-	output, err := cfg.outputOptions() // validated with the configuration
-	if err != nil {
-		return configError{err}
-	}
-	listerOptions := func(sc shardConfig) (cloudassist.Options, error) {
-		lim := limits[sc.Account]
-		if lim == nil {
-			var err error
-			lim, err = cloudassist.NewLimits(cloudassist.LimitsOptions{QPS: cfg.QPS, Account: sc.Account, Shared: store,
-				OnShared: func(err error) {
-					if err != nil {
-						log.Warn("the API quota shared through the store is unavailable; each replica keeps to its own share until it is back",
-							zap.String("account", sc.Account), zap.Error(err))
-					} else {
-						log.Info("the API quota shared through the store is back", zap.String("account", sc.Account))
-					}
-				}})
-			if err != nil {
-				return cloudassist.Options{}, err
-			}
-			limits[sc.Account] = lim
-		}
-		shard := sc.Shard
-		opts := cloudassist.Options{
-			Region: shard.Region, Endpoint: cfg.Endpoint, PageSize: cfg.PageSize, Timeout: cfg.APITimeout,
-			Credential: creds[sc.Account],
-			Strategy:   strategy, ResyncEvery: cfg.ResyncEvery, Limits: lim, ThrottleWindow: cfg.ThrottleWindow,
-			HeadOverlap: max(2*cfg.Interval, 10*time.Second), // an invocation a drifting page skipped is read by the next cycle
-			OnCall:      func(action string) { metrics.APICall(shard, action) },
-			OnBackoff:   func(c cloudassist.Class, d time.Duration) { metrics.APIBackoff(shard, c.String(), d) },
-			OnError: func(e *cloudassist.APIError) {
-				metrics.APIError(shard, e.Action, e.Class.String(), e.Code, e.HTTPStatus)
-			},
-			OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
-			OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
-			Logger:           log.With(zap.String("account", shard.Account), zap.String("source", sc.Source)), // the lister names its region itself
-			Output:           output,
-		}
-		return opts, nil
-	}
-	byShard := map[diff.Shard]shardConfig{}
-	ids := make([]diff.Shard, 0, len(shards))
-	for _, sc := range shards {
-		// Build each lister once now, so that a bad setting is a
-		// configuration error at start-up, not a shard failing later.
-		opts, err := listerOptions(sc)
-		if err != nil {
-			return configError{err}
-		}
-		if _, err := newLister(sc.Source, opts); err != nil {
-			return configError{fmt.Errorf("%s: %w", sc.Shard, err)}
-		}
-		byShard[sc.Shard] = sc
-		ids = append(ids, sc.Shard)
-	}
-	hook := testHook(log)
-	replica := checkpoint.Member{ID: cfg.ReplicaID, PID: os.Getpid(), Version: versionString()}
-	replica.Host, _ = os.Hostname()
-	// Every process gets a suffix of its own, so that two processes given
-	// one --replica-id (a Deployment's pods sharing an environment) are two
-	// owners with two fencing tokens, never one.
-	replica.ID = replicaID(cfg.ReplicaID, replica.Host)
-	log = log.With(zap.String("replica", replica.ID))
-	loops := &pollerLoops{}
-	group, err := poller.NewGroup(poller.GroupOptions{
-		Replica: replica, Store: store, Shards: ids, LeaseTTL: cfg.LeaseTTL, Logger: log, Metrics: metrics,
-		// A replica cut off from NATS while the others reach it steps back.
-		Probe: func(ctx context.Context) error {
-			if err := nc.FlushWithContext(ctx); err != nil {
-				return fmt.Errorf("NATS did not answer a ping (the connection is %s): %w", strings.ToLower(nc.Status().String()), err)
-			}
-			return nil
-		},
-		Poll: func(ctx context.Context, shard diff.Shard, claim *poller.Claim) error {
-			sc := byShard[shard]
-			opts, err := listerOptions(sc)
-			if err != nil {
-				return err
-			}
-			lister, err := newLister(sc.Source, opts) // a new owner starts afresh: its first cycle lists everything
-			if err != nil {
-				return err
-			}
-			p, err := poller.New(lister, store, pollerPublisher{pub}, poller.Options{
-				Shard: shard, Interval: cfg.Interval, Initial: diff.Initial(cfg.Initial),
-				Logger: log, Metrics: metrics, Recovery: pub, Claim: claim, Hook: hook,
-				OnCycle: func(r poller.Report) {
-					claim.Observe(r)
-					ready.observe(r)
-					if onCycle != nil {
-						onCycle(r)
-					}
-				},
-			})
-			if err != nil {
-				return err
-			}
-			defer loops.add(p)()
-			return p.Run(ctx)
-		},
-	})
-	if err != nil {
-		return configError{err}
-	}
-
-	readyz := func(ctx context.Context) error {
-		return ready.check(ctx, func() error {
-			if st := nc.Status(); st != nats.CONNECTED {
-				return fmt.Errorf("the connection is %s", strings.ToLower(st.String()))
-			}
-			return nil
-		}, store, group.Owned(), time.Now())
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		select {
-		case <-gctx.Done():
-			return nil
-		case <-closed:
-			return natsClosedError(nc)
-		}
-	})
-	health := func() error {
-		if nc.IsClosed() {
-			return errors.New("the NATS connection is closed")
-		}
-		now := time.Now()
-		return errors.Join(group.Turning(now), loops.turning(now))
-	}
-	ops.running(health, readyz)
-	if pprofLn != nil {
-		serveHTTP(gctx, g, pprofLn, pprofMux(), "profiler")
-	}
-	g.Go(func() error { return group.Run(gctx) })
-	fields := []zap.Field{zap.Int("shards", len(ids)), zap.Duration("lease_ttl", cfg.LeaseTTL),
-		zap.Duration("interval", cfg.Interval), zap.String("checkpoint", cfg.Checkpoint),
-		zap.String("nats", redactURL(natsURL)), zap.String("stream", cfg.Stream)}
-	if metricsLn != nil {
-		fields = append(fields, zap.String("metrics_addr", metricsLn.Addr().String())) // the port chosen for ":0"
-	}
-	log.Info("capoller running", fields...)
-	err = g.Wait()
-	if derr := nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-		log.Warn("draining the NATS connection", zap.Error(derr))
-	}
-	return err
+			func() float64 { _, m := b.pub.Requests(); return float64(m) }))
 }
 
-// listenMetrics opens the metrics address, if any, before the daemon
-// connects anywhere: an address it cannot listen on (a port in use) is a
-// configuration error, not a failure found after start-up.
-func listenMetrics(addr string) (net.Listener, error) {
-	if addr == "" {
-		return nil, nil
+// startup bounds the daemon's start-up. The client gives up on a server
+// that refuses its credentials twice (it closes the connection): start-up
+// then stops waiting and exits non-zero, naming the server's refusal,
+// rather than retry forever.
+type startup struct {
+	parent context.Context
+	ctx    context.Context
+	end    context.CancelCauseFunc
+}
+
+func (b *bus) startup(ctx context.Context) *startup {
+	s := &startup{parent: ctx}
+	s.ctx, s.end = context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-b.closed:
+			s.end(b.closedErr())
+		case <-s.ctx.Done():
+		}
+	}()
+	return s
+}
+
+// failed is what the daemon returns when a start-up step failed with err:
+// nothing if the daemon was stopped while it waited (a clean stop), the
+// client's reason if it gave up for good, else err.
+func (s *startup) failed(err error) error {
+	if s.parent.Err() != nil && !errors.As(err, new(configError)) {
+		return nil
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, configError{fmt.Errorf("metrics-addr: %w", err)}
+	if cause := context.Cause(s.ctx); s.parent.Err() == nil && errors.As(cause, new(natsClosed)) {
+		return cause
 	}
-	return ln, nil
+	return err
 }
 
 // logStreamChange says what the start-up did to the stream, and how an
@@ -398,19 +403,6 @@ func logStreamChange(log *zap.Logger, stream string, c publisher.StreamChange) {
 	if len(c.Kept) > 0 {
 		log.Warn("the existing stream differs from the configuration; it is kept as it is", zap.String("stream", stream), zap.Strings("differences", c.Kept))
 	}
-}
-
-// newLister builds the lister of a source.
-func newLister(source string, opts cloudassist.Options) (poller.Lister, error) {
-	switch source {
-	case "ecs":
-		return cloudassist.NewECS(opts)
-	case "ecs-results":
-		return cloudassist.NewECSResults(opts)
-	case "swas":
-		return cloudassist.NewSWAS(opts)
-	}
-	return nil, fmt.Errorf("unknown source %q", source)
 }
 
 // retry calls fn until it succeeds or ctx ends, backing off exponentially
@@ -454,172 +446,6 @@ func (a *atomicString) Load() string {
 func (a *atomicString) Swap(s string) string {
 	old, _ := a.v.Swap(s).(string)
 	return old
-}
-
-// opsState is what /healthz and /readyz answer: while the daemon starts,
-// what it waits for; then the running daemon's checks.
-type opsState struct {
-	mu       sync.Mutex
-	starting string
-	healthFn func() error
-	readyFn  func(context.Context) error
-}
-
-func (o *opsState) setStarting(what string) {
-	o.mu.Lock()
-	o.starting = what
-	o.mu.Unlock()
-}
-
-func (o *opsState) running(health func() error, ready func(context.Context) error) {
-	o.mu.Lock()
-	o.starting, o.healthFn, o.readyFn = "", health, ready
-	o.mu.Unlock()
-}
-
-func (o *opsState) health() error {
-	o.mu.Lock()
-	h := o.healthFn
-	o.mu.Unlock()
-	if h == nil {
-		return nil // starting: alive, and waiting (see /readyz)
-	}
-	return h()
-}
-
-func (o *opsState) ready(ctx context.Context) error {
-	o.mu.Lock()
-	starting, r := o.starting, o.readyFn
-	o.mu.Unlock()
-	if r == nil {
-		return fmt.Errorf("starting: %s", starting)
-	}
-	return r(ctx)
-}
-
-// serveOps serves handler on ln until the returned stop is called.
-func serveOps(ln net.Listener, handler http.Handler) (stop func()) {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln) // ends with the stop below
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}
-}
-
-// serveHTTP serves handler on ln in g until ctx ends.
-func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, handler http.Handler, what string) {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
-	g.Go(func() error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-}
-
-// listenPprof opens the profiler's address, if any: a bare port binds to
-// localhost, so that exposing the profiler takes an explicit host.
-func listenPprof(addr string) (net.Listener, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
-		addr = net.JoinHostPort("127.0.0.1", port)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, configError{fmt.Errorf("pprof-addr: %w", err)}
-	}
-	return ln, nil
-}
-
-// pprofMux serves the Go profiler under /debug/pprof/.
-func pprofMux() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// pollerLoops are the pollers running, for /healthz to ask whether their
-// loops are turning.
-type pollerLoops struct {
-	mu      sync.Mutex
-	running map[*poller.Poller]struct{}
-}
-
-// add counts p as running until the returned func is called.
-func (l *pollerLoops) add(p *poller.Poller) (remove func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.running == nil {
-		l.running = map[*poller.Poller]struct{}{}
-	}
-	l.running[p] = struct{}{}
-	return func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		delete(l.running, p)
-	}
-}
-
-// turning joins the errors of the pollers whose loops are stuck.
-func (l *pollerLoops) turning(now time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var errs []error
-	for p := range l.running {
-		errs = append(errs, p.Turning(now))
-	}
-	return errors.Join(errs...)
-}
-
-// newRegistry is the registry /metrics serves: the daemon's metrics, the
-// Go runtime's and the process's, and capoller_build_info.
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "capoller_build_info", Help: "1, labelled by the version of the binary.",
-			ConstLabels: prometheus.Labels{"version": buildVersion()}}, func() float64 { return 1 }))
-	return reg
-}
-
-// opsMux serves /metrics, /healthz and /readyz. /healthz answers 503 with
-// the reason while health reports an error, /readyz while ready does.
-func opsMux(reg prometheus.Gatherer, health func() error, ready func(context.Context) error) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := ready(r.Context()); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := health(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
 }
 
 // pollerPublisher is the NATS publisher under the poller's contract.
