@@ -57,6 +57,8 @@ type Metrics struct {
 	mu    sync.Mutex
 	codes map[codeSet]map[string]bool // the error codes each shard has a series of
 	seen  map[diff.Shard]bool         // shards whose series exist
+	// summaries gather each shard's activity for its next summary line.
+	summaries map[diff.Shard]*summary
 }
 
 // shardLabels are the labels of every series, the shard's id, and extra.
@@ -199,7 +201,7 @@ func (m *Metrics) observe(r Report) {
 	m.duration.WithLabelValues(values(shard)...).Observe(r.Duration.Seconds())
 	m.published.WithLabelValues(values(shard)...).Add(float64(r.Published))
 	m.duplicates.WithLabelValues(values(shard)...).Add(float64(r.Duplicates))
-	m.countTransitions(shard, r.Transitions, !r.FirstSight)
+	m.summarize(r, m.countTransitions(shard, r.Transitions, !r.FirstSight))
 	if r.Err != nil {
 		if ce, ok := errors.AsType[*CycleError](r.Err); ok {
 			m.failed.WithLabelValues(values(shard, string(ce.Stage))...).Inc()
@@ -215,17 +217,18 @@ func (m *Metrics) observe(r Report) {
 
 // countTransitions counts a cycle's committed transitions by level and
 // status, and observes their detection lag if lag: not for a shard's
-// first sight, whose records may have changed days before.
-func (m *Metrics) countTransitions(shard diff.Shard, ts []diff.Transition, lag bool) {
+// first sight, whose records may have changed days before. It returns the
+// lags observed, in seconds.
+func (m *Metrics) countTransitions(shard diff.Shard, ts []diff.Transition, lag bool) (lags []float64) {
 	if len(ts) == 0 {
-		return
+		return nil
 	}
 	type kind struct {
 		level  diff.Level
 		status diff.Status
 	}
 	counts := map[kind]int{}
-	lags := m.lag.WithLabelValues(values(shard)...)
+	hist := m.lag.WithLabelValues(values(shard)...)
 	for _, t := range ts {
 		st := t.Record.Status
 		if !st.Known() {
@@ -233,12 +236,15 @@ func (m *Metrics) countTransitions(shard diff.Shard, ts []diff.Transition, lag b
 		}
 		counts[kind{t.Level(), st}]++
 		if at := apiTime(t.Record); lag && !at.IsZero() {
-			lags.Observe(max(t.ObservedAt.Sub(at), 0).Seconds())
+			l := max(t.ObservedAt.Sub(at), 0).Seconds()
+			hist.Observe(l)
+			lags = append(lags, l)
 		}
 	}
 	for k, n := range counts {
 		m.transitions.WithLabelValues(values(shard, string(k.level), strings.ToLower(string(k.status)))...).Add(float64(n))
 	}
+	return lags
 }
 
 // apiTime is the API's own time of the change a record shows: an
@@ -336,6 +342,7 @@ func (m *Metrics) APICall(s diff.Shard, action string) {
 	}
 	m.show(s)
 	m.apiCalls.WithLabelValues(values(s, action)...).Inc()
+	m.countAPI(s, false)
 }
 
 // APIError counts one failed API call of a shard, by its class and error
@@ -347,6 +354,7 @@ func (m *Metrics) APIError(s diff.Shard, action, class, code string, httpStatus 
 	m.show(s)
 	code = m.errorCode(s, code, httpStatus)
 	m.apiErrors.WithLabelValues(values(s, action, class, code)...).Inc()
+	m.countAPI(s, true)
 }
 
 // errorCode is the label of an error code: the code if it looks like one

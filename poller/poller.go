@@ -165,6 +165,11 @@ type Options struct {
 	// OnCycle, if set, is called after every cycle with its report. It must
 	// not block.
 	OnCycle func(Report)
+	// SummaryEvery, if positive, logs one info line per period with the
+	// shard's cycles, transitions, API calls and errors, and its detection
+	// lag's p99, so that a healthy, quiet shard is seen to be polled. It
+	// needs Metrics, which gather the counts.
+	SummaryEvery time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -207,6 +212,8 @@ type Poller struct {
 	// mayBeStaged is true while a batch may be staged and not committed:
 	// at start, and after a failed cycle.
 	mayBeStaged bool
+	// summarySince is when the period of the next summary line began.
+	summarySince time.Time
 	// suspect holds the records the last complete listing lacked; the
 	// next complete listing that lacks them too expires them.
 	suspect map[diff.Key]struct{}

@@ -27,6 +27,8 @@ func (p *Poller) Run(ctx context.Context) error {
 	var lastErr string
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	p.opts.Metrics.takeSummary(p.opts.Shard) // a period begins with this owner
+	p.summarySince = p.opts.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -36,6 +38,9 @@ func (p *Poller) Run(ctx context.Context) error {
 		}
 		start := p.opts.Now()
 		rep := p.RunOnce(ctx)
+		if every := p.opts.SummaryEvery; every > 0 && p.opts.Now().Sub(p.summarySince) >= every {
+			p.logSummary(p.opts.Now())
+		}
 		// Before the check of ctx: the group cancels a poller whose lease it
 		// found taken at about the moment the store refuses its commit, and
 		// the refusal must still be told.

@@ -57,6 +57,7 @@ type config struct {
 	InsecureEndpoint bool          `yaml:"insecure-endpoint"`
 	LogFormat        string        `yaml:"log-format"`
 	LogLevel         string        `yaml:"log-level"`
+	LogSummaryEvery  time.Duration `yaml:"log-summary-every"`
 	ReplicaID        string        `yaml:"replica-id"`
 	LeaseTTL         time.Duration `yaml:"lease-ttl"`
 	StreamReplicas   int           `yaml:"stream-replicas"`
@@ -185,6 +186,7 @@ func defaultConfig() config {
 		DataDir:             "capoller-data",
 		LogFormat:           "json",
 		LogLevel:            "info",
+		LogSummaryEvery:     10 * time.Minute,
 		LeaseTTL:            15 * time.Second,
 		StreamReplicas:      1,
 		HistoryMaxAge:       30 * 24 * time.Hour,

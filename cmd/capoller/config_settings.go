@@ -115,6 +115,7 @@ func settings() []setting {
 		{"pprof-addr", "address to serve the Go profiler (/debug/pprof/) on; empty disables, a bare :port binds to localhost", str(func(c *config) *string { return &c.PprofAddr })},
 		{"log-format", "json or console", str(func(c *config) *string { return &c.LogFormat })},
 		{"log-level", "debug, info, warn or error", str(func(c *config) *string { return &c.LogLevel })},
+		{"log-summary-every", "how often each shard logs one info line of its cycles, transitions, API calls, errors and detection lag p99 (0: never)", dur(func(c *config) *time.Duration { return &c.LogSummaryEvery })},
 		{"replica-id", "this replica's name in its group (replicas sharing a store and key prefix or bucket), default the host name; each process adds a random suffix", str(func(c *config) *string { return &c.ReplicaID })},
 		{"lease-ttl", "how long a shard's lease lasts unrenewed: a replica that dies loses its shards to the others within about this long", dur(func(c *config) *time.Duration { return &c.LeaseTTL })},
 		{"history-max-age", "how long a shard's audit history keeps a commit; 0 keeps any age", dur(func(c *config) *time.Duration { return &c.HistoryMaxAge })},

@@ -259,6 +259,9 @@ func (c config) validateDelivery() []error {
 	if err := publisher.ValidPrefix(c.SubjectPrefix); err != nil {
 		errs = append(errs, err)
 	}
+	if c.LogSummaryEvery < 0 {
+		errs = append(errs, fmt.Errorf("log-summary-every %v: want 0 (never) or more", c.LogSummaryEvery))
+	}
 	switch c.LogFormat {
 	case "json", "console":
 	default:

@@ -64,6 +64,7 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 	}
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.RFC3339NanoTimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder // "retry_in":"1.5s", not a number without its unit
 	var enc zapcore.Encoder
 	if format == "console" {
 		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
@@ -161,7 +162,7 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 	}
 	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{
 		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
-		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: testHook(d.log),
+		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: testHook(d.log), SummaryEvery: d.cfg.LogSummaryEvery,
 		OnCycle: func(r poller.Report) {
 			claim.Observe(r)
 			d.ready.observe(r)
