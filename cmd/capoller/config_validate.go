@@ -11,12 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/capoller/capoller/publisher/events"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
 )
@@ -83,7 +82,7 @@ func (c config) validate() error {
 		{"redis-username", c.Redis.Username}, {"redis-password", c.Redis.Password}, {"redis-password-file", c.Redis.PasswordFile},
 		{"redis-ca", c.Redis.CA}, {"redis-cert", c.Redis.Cert}, {"redis-key", c.Redis.Key},
 	} {
-		if err := printable(s.value); err != nil {
+		if err := sensitive.Printable(s.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
 		}
 	}
@@ -282,21 +281,6 @@ func validAccountName(name string) bool {
 // lower-case letters, digits and "-".
 func validRegion(r string) bool {
 	return r != "" && strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
-}
-
-// printable refuses a setting with a control character, an invisible one
-// (a line or paragraph separator…) or invalid UTF-8: no setting needs one,
-// and YAML does not carry some of them through a re-marshal.
-func printable(v string) error {
-	if !utf8.ValidString(v) {
-		return errors.New("not valid UTF-8")
-	}
-	for i, r := range v {
-		if r != ' ' && !unicode.IsPrint(r) {
-			return fmt.Errorf("control or invisible character %U at byte %d", r, i)
-		}
-	}
-	return nil
 }
 
 // maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,

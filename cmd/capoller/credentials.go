@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 )
 
 // The credential types of an account, named as the SDK names them.
@@ -183,7 +184,7 @@ func (c credentialsConfig) validate() []error {
 		if k.value == "" {
 			continue
 		}
-		if err := printable(k.value); err != nil {
+		if err := sensitive.Printable(k.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", k.name, err))
 		}
 		if !slices.Contains(k.types, c.Type) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/capoller/capoller/internal/sensitive"
 )
 
 // natsAuth is how capoller authenticates to NATS and checks the servers'
@@ -151,13 +152,13 @@ func (a natsAuth) check(natsURL string) []error {
 	}
 	if a.Nkey != "" {
 		if _, err := nats.NkeyOptionFromSeed(a.Nkey); err != nil {
-			errs = append(errs, fmt.Errorf("nats-nkey %s: %w", a.Nkey, withoutPath(err)))
+			errs = append(errs, fmt.Errorf("nats-nkey %s: %w", a.Nkey, sensitive.WithoutPath(err)))
 		}
 	}
-	if _, err := secret("nats-token", a.Token, a.TokenFile); err != nil {
+	if _, err := sensitive.Secret("nats-token", a.Token, a.TokenFile); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := secret("nats-password", a.Password, a.PasswordFile); err != nil {
+	if _, err := sensitive.Secret("nats-password", a.Password, a.PasswordFile); err != nil {
 		errs = append(errs, err)
 	}
 	if a.User == "" && (a.Password != "" || a.PasswordFile != "") {
@@ -166,7 +167,7 @@ func (a natsAuth) check(natsURL string) []error {
 	if a.User != "" && a.Password == "" && a.PasswordFile == "" {
 		errs = append(errs, errors.New("nats-user: needs nats-password (or nats-password-file)"))
 	}
-	if _, _, err := loadTLSFiles("nats", a.CA, a.Cert, a.Key); err != nil {
+	if _, _, err := sensitive.LoadTLSFiles("nats", a.CA, a.Cert, a.Key); err != nil {
 		errs = append(errs, err)
 	}
 	return errs
@@ -176,7 +177,7 @@ func (a natsAuth) check(natsURL string) []error {
 func checkCreds(path string) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return withoutPath(err)
+		return sensitive.WithoutPath(err)
 	}
 	if jwt, _ := nkeys.ParseDecoratedJWT(raw); strings.Count(jwt, ".") != 2 || strings.ContainsAny(jwt, " \t\r\n") {
 		return errors.New("no user JWT in it: want the creds file nsc writes")
@@ -213,11 +214,11 @@ func natsOptions(a natsAuth) ([]nats.Option, error) {
 	case a.Nkey != "":
 		o, err := nats.NkeyOptionFromSeed(a.Nkey)
 		if err != nil {
-			return nil, fmt.Errorf("nats-nkey %s: %w", a.Nkey, withoutPath(err))
+			return nil, fmt.Errorf("nats-nkey %s: %w", a.Nkey, sensitive.WithoutPath(err))
 		}
 		opts = append(opts, o)
 	case a.Token != "" || a.TokenFile != "":
-		token, err := secret("nats-token", a.Token, a.TokenFile)
+		token, err := sensitive.Secret("nats-token", a.Token, a.TokenFile)
 		if err != nil {
 			return nil, err
 		}
@@ -227,7 +228,7 @@ func natsOptions(a natsAuth) ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.TokenHandler(rereading("nats-token", a.TokenFile, token)))
 	case a.User != "":
-		password, err := secret("nats-password", a.Password, a.PasswordFile)
+		password, err := sensitive.Secret("nats-password", a.Password, a.PasswordFile)
 		if err != nil {
 			return nil, err
 		}
@@ -259,7 +260,7 @@ func connectNATS(url string, a natsAuth, extra ...nats.Option) (*nats.Conn, erro
 			return nc, nil
 		}
 	}
-	return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), withoutURL(err))
+	return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), sensitive.WithoutURL(err))
 }
 
 // connectJetStream is connectNATS, and a JetStream context on the
@@ -296,7 +297,7 @@ func (a redisAuth) apply(t redisTarget, scheme string) error {
 	if a.Username != "" {
 		*user = a.Username
 	}
-	p, err := secret("redis-password", a.Password, a.PasswordFile)
+	p, err := sensitive.Secret("redis-password", a.Password, a.PasswordFile)
 	if err != nil {
 		return err
 	}
@@ -315,7 +316,7 @@ func (a redisAuth) apply(t redisTarget, scheme string) error {
 	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
 		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
 	}
-	pool, certs, err := loadTLSFiles("redis", a.CA, a.Cert, a.Key)
+	pool, certs, err := sensitive.LoadTLSFiles("redis", a.CA, a.Cert, a.Key)
 	if err != nil {
 		return err
 	}
@@ -328,60 +329,6 @@ func (a redisAuth) apply(t redisTarget, scheme string) error {
 	return nil
 }
 
-// loadTLSFiles reads the CA file and the client certificate and key of the
-// settings <engine>-ca, <engine>-cert and <engine>-key. The pool is nil
-// without a CA file (the system's CAs), the certificates empty without a
-// client certificate. Errors name the settings and the files, never a
-// key's content.
-func loadTLSFiles(engine, ca, cert, key string) (*x509.CertPool, []tls.Certificate, error) {
-	var errs []error
-	var pool *x509.CertPool
-	if ca != "" {
-		raw, err := os.ReadFile(ca)
-		pool = x509.NewCertPool()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s-ca %s: %w", engine, ca, withoutPath(err)))
-		} else if !pool.AppendCertsFromPEM(raw) {
-			errs = append(errs, fmt.Errorf("%s-ca %s: no PEM certificate in it", engine, ca))
-		}
-	}
-	var certs []tls.Certificate
-	switch {
-	case cert != "" && key != "":
-		c, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s-cert %s and %s-key %s: %w", engine, cert, engine, key, withoutPath(err)))
-		}
-		certs = []tls.Certificate{c}
-	case cert != "":
-		errs = append(errs, fmt.Errorf("%s-cert: needs %s-key, the certificate's private key", engine, engine))
-	case key != "":
-		errs = append(errs, fmt.Errorf("%s-key: needs %s-cert, the client certificate", engine, engine))
-	}
-	return pool, certs, errors.Join(errs...)
-}
-
-// secret returns a secret set inline or in a file (setting name and
-// name-file, at most one of the two), the file's content without its
-// final line break. No secret is "".
-func secret(name, inline, file string) (string, error) {
-	switch {
-	case inline != "" && file != "":
-		return "", fmt.Errorf("%s and %s-file: set one", name, name)
-	case file == "":
-		return inline, nil
-	}
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s-file %s: %w", name, file, withoutPath(err))
-	}
-	s := strings.TrimRight(string(raw), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s-file %s: empty", name, file)
-	}
-	return s, nil
-}
-
 // rereading returns the secret of file as it reads at each call, or the
 // last it read if it cannot be read now (a Secret volume being rewritten):
 // the client calls it at each connection, so a rotated token or password
@@ -390,7 +337,7 @@ func rereading(name, file, first string) func() string {
 	var mu sync.Mutex
 	last := first
 	return func() string {
-		s, err := secret(name, "", file)
+		s, err := sensitive.Secret(name, "", file)
 		mu.Lock()
 		defer mu.Unlock()
 		if err == nil {
@@ -398,14 +345,4 @@ func rereading(name, file, first string) func() string {
 		}
 		return last
 	}
-}
-
-// withoutPath returns a file error without the path, which the caller
-// names already: "permission denied", not "open /x: permission denied".
-func withoutPath(err error) error {
-	var perr *os.PathError
-	if errors.As(err, &perr) {
-		return perr.Err
-	}
-	return err
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/internal/sensitive"
 )
 
 // The forms of redis-url:
@@ -141,7 +143,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 		}
 		opts, err := redis.ParseURL(raw)
 		if err != nil {
-			return redisTarget{}, withoutURL(err)
+			return redisTarget{}, sensitive.WithoutURL(err)
 		}
 		return redisTarget{single: opts}, nil
 	case schemeCluster, schemeClusterTLS, schemeSentinel, schemeSentinelTLS:
@@ -208,7 +210,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 		// go-redis's errors then cannot quote them.
 		opts, err := redis.ParseClusterURL("redis://" + hosts[0] + "/?" + query.Encode())
 		if err != nil {
-			return redisTarget{}, withoutURL(err)
+			return redisTarget{}, sensitive.WithoutURL(err)
 		}
 		opts.Username, opts.Password, opts.TLSConfig = user, password, tlsConfig
 		return redisTarget{cluster: opts}, nil
@@ -235,7 +237,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 	query.Set("master_name", master)
 	opts, err := redis.ParseFailoverURL("redis://" + hosts[0] + "/" + db + "?" + query.Encode())
 	if err != nil {
-		return redisTarget{}, withoutURL(err)
+		return redisTarget{}, sensitive.WithoutURL(err)
 	}
 	opts.Username, opts.Password = user, password
 	opts.SentinelUsername, opts.SentinelPassword = sentinelUser, sentinelPassword

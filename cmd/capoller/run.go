@@ -30,6 +30,7 @@ import (
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
@@ -138,7 +139,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			// Each failed attempt to reach the server, the first connection's
 			// too: logged once per change of cause.
-			if msg := withoutURL(err).Error(); dialErr.Swap(msg) != msg {
+			if msg := sensitive.WithoutURL(err).Error(); dialErr.Swap(msg) != msg {
 				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(natsURL)), zap.String("cause", msg))
 			}
 		}))
@@ -438,7 +439,7 @@ func (e natsClosed) Error() string {
 	return fmt.Sprintf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", e.cause)
 }
 
-func natsClosedError(nc *nats.Conn) error { return natsClosed{withoutURL(nc.LastError())} }
+func natsClosedError(nc *nats.Conn) error { return natsClosed{sensitive.WithoutURL(nc.LastError())} }
 
 // atomicString is a string shared between goroutines.
 type atomicString struct{ v atomic.Value }
