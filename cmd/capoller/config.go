@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
 )
@@ -74,8 +75,8 @@ type config struct {
 	OutputRedactBuiltin bool     `yaml:"output-redact-builtin"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
-	NATS  natsAuth  `yaml:",inline"`
-	Redis redisAuth `yaml:",inline"`
+	NATS  natsAuth             `yaml:",inline"`
+	Redis checkpoint.RedisAuth `yaml:",inline"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/publisher/events"
 
 	"github.com/capoller/capoller/diff"
@@ -136,7 +137,7 @@ func (c config) validate() error {
 	}
 	switch c.Checkpoint {
 	case "redis":
-		if err := checkRedisURL(c.RedisURL, c.Redis); err != nil {
+		if err := checkpoint.CheckRedisURL(c.RedisURL, c.Redis); err != nil {
 			errs = append(errs, err)
 		}
 	case "natskv":

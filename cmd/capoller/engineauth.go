@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/internal/sensitive"
 )
 
@@ -40,20 +40,6 @@ type natsAuth struct {
 	Key          string `yaml:"nats-key"`
 }
 
-// redisAuth is how capoller authenticates to Redis and checks its
-// certificates, over what redis-url says: Username and a password
-// (Password or PasswordFile) replace the URL's user information, and CA,
-// Cert and Key complete the TLS of a rediss:// URL (rediss+cluster://,
-// rediss+sentinel://: the sentinels' too).
-type redisAuth struct {
-	Username     string `yaml:"redis-username"`
-	Password     string `yaml:"redis-password"`
-	PasswordFile string `yaml:"redis-password-file"`
-	CA           string `yaml:"redis-ca"`
-	Cert         string `yaml:"redis-cert"`
-	Key          string `yaml:"redis-key"`
-}
-
 // natsAuthSettings are the settings of natsAuth. notify takes them too
 // (see bindSettings).
 func natsAuthSettings() []setting {
@@ -74,18 +60,18 @@ func natsAuthSettings() []setting {
 	}
 }
 
-// redisAuthSettings are the settings of redisAuth.
+// redisAuthSettings are the settings of checkpoint.RedisAuth.
 func redisAuthSettings() []setting {
-	field := func(f func(*redisAuth) *string) func(*config, string) error {
+	field := func(f func(*checkpoint.RedisAuth) *string) func(*config, string) error {
 		return str(func(c *config) *string { return f(&c.Redis) })
 	}
 	return []setting{
-		{"redis-username", "Redis ACL user, instead of the redis-url's", field(func(a *redisAuth) *string { return &a.Username })},
-		{"redis-password", "Redis password, instead of the redis-url's: set it in the environment, or use redis-password-file", field(func(a *redisAuth) *string { return &a.Password })},
-		{"redis-password-file", "file holding the Redis password", field(func(a *redisAuth) *string { return &a.PasswordFile })},
-		{"redis-ca", "PEM file of the CAs that sign the Redis servers' certificates (default the system's), with a rediss URL", field(func(a *redisAuth) *string { return &a.CA })},
-		{"redis-cert", "PEM client certificate for Redis servers that verify clients (tls-auth-clients), with redis-key and a rediss URL", field(func(a *redisAuth) *string { return &a.Cert })},
-		{"redis-key", "PEM private key of redis-cert", field(func(a *redisAuth) *string { return &a.Key })},
+		{"redis-username", "Redis ACL user, instead of the redis-url's", field(func(a *checkpoint.RedisAuth) *string { return &a.Username })},
+		{"redis-password", "Redis password, instead of the redis-url's: set it in the environment, or use redis-password-file", field(func(a *checkpoint.RedisAuth) *string { return &a.Password })},
+		{"redis-password-file", "file holding the Redis password", field(func(a *checkpoint.RedisAuth) *string { return &a.PasswordFile })},
+		{"redis-ca", "PEM file of the CAs that sign the Redis servers' certificates (default the system's), with a rediss URL", field(func(a *checkpoint.RedisAuth) *string { return &a.CA })},
+		{"redis-cert", "PEM client certificate for Redis servers that verify clients (tls-auth-clients), with redis-key and a rediss URL", field(func(a *checkpoint.RedisAuth) *string { return &a.Cert })},
+		{"redis-key", "PEM private key of redis-cert", field(func(a *checkpoint.RedisAuth) *string { return &a.Key })},
 	}
 }
 
@@ -276,57 +262,6 @@ func connectJetStream(url string, a natsAuth, extra ...nats.Option) (*nats.Conn,
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
-}
-
-// tls reports whether any TLS setting of Redis is set.
-func (a redisAuth) tls() bool { return a.CA != "" || a.Cert != "" || a.Key != "" }
-
-// apply sets the user, the password and the TLS files on the client
-// options of t, which parseRedisURL read from a URL of scheme.
-func (a redisAuth) apply(t redisTarget, scheme string) error {
-	var user, password *string
-	var tlsConfig **tls.Config
-	switch {
-	case t.cluster != nil:
-		user, password, tlsConfig = &t.cluster.Username, &t.cluster.Password, &t.cluster.TLSConfig
-	case t.failover != nil:
-		user, password, tlsConfig = &t.failover.Username, &t.failover.Password, &t.failover.TLSConfig
-	default:
-		user, password, tlsConfig = &t.single.Username, &t.single.Password, &t.single.TLSConfig
-	}
-	if a.Username != "" {
-		*user = a.Username
-	}
-	p, err := sensitive.Secret("redis-password", a.Password, a.PasswordFile)
-	if err != nil {
-		return err
-	}
-	if p != "" {
-		*password = p
-	}
-	if a.Username != "" && *password == "" {
-		return errors.New("redis-username: needs a password, redis-password or the redis-url's")
-	}
-	if !a.tls() {
-		return nil
-	}
-	if *tlsConfig == nil {
-		return fmt.Errorf("redis-ca, redis-cert and redis-key: only with TLS, and redis-url is %s://: use rediss://, rediss+cluster:// or rediss+sentinel://", scheme)
-	}
-	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
-		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
-	}
-	pool, certs, err := sensitive.LoadTLSFiles("redis", a.CA, a.Cert, a.Key)
-	if err != nil {
-		return err
-	}
-	c := (*tlsConfig).Clone()
-	if pool != nil {
-		c.RootCAs = pool
-	}
-	c.Certificates = certs
-	*tlsConfig = c
-	return nil
 }
 
 // rereading returns the secret of file as it reads at each call, or the

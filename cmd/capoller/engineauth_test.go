@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -303,93 +302,6 @@ func TestConfigCheckRedactsEngineSecrets(t *testing.T) {
 	}
 }
 
-// The Redis settings reach every form of redis-url: the cluster's and the
-// sentinel's options get the user, the password and the TLS files.
-func TestRedisAuthAppliesToEveryForm(t *testing.T) {
-	p := testenv.NewPKI(t)
-	auth := redisAuth{Username: "alice", Password: "pw", CA: p.CA, Cert: p.ClientCert, Key: p.ClientKey}
-	for _, raw := range []string{"rediss://127.0.0.1:6380/0", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", "rediss+sentinel://:urlpw@127.0.0.1:26379/m/0"} {
-		target, err := redisTargetOf(raw, auth)
-		if err != nil {
-			t.Fatalf("%s: %v", raw, err)
-		}
-		var user, password string
-		var tc *tls.Config
-		switch {
-		case target.cluster != nil:
-			user, password, tc = target.cluster.Username, target.cluster.Password, target.cluster.TLSConfig
-		case target.failover != nil:
-			user, password, tc = target.failover.Username, target.failover.Password, target.failover.TLSConfig
-		default:
-			user, password, tc = target.single.Username, target.single.Password, target.single.TLSConfig
-		}
-		if user != "alice" || password != "pw" || tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
-			t.Errorf("%s: user %q, password %q, TLS %+v", raw, user, password, tc)
-		}
-	}
-}
-
-// wantRedis pings Redis through openRedis, as the store does, and wants
-// it to answer (want == "") or to fail with an error holding want and no
-// secret.
-func wantRedis(t *testing.T, what, url string, auth redisAuth, want string) {
-	t.Helper()
-	client, err := openRedis(url, auth)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	defer func() { _ = client.Close() }()
-	err = client.Ping(t.Context()).Err()
-	switch {
-	case want == "" && err != nil:
-		t.Errorf("%s: %v", what, err)
-	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
-		t.Errorf("%s: err = %v; want %q", what, err, want)
-	}
-	if err != nil && strings.Contains(err.Error(), "S3cret") {
-		t.Errorf("%s: the error shows the password: %v", what, err)
-	}
-}
-
-// Redis with an ACL user and TLS: the user and password from the settings
-// (over the URL's) are taken and a wrong password is refused without
-// being shown; rediss:// checks the server's certificate against
-// redis-ca; a server that verifies clients takes redis-cert and
-// redis-key.
-func TestRedisAuthACLAndTLS(t *testing.T) {
-	if !testenv.RedisHasTLS(t) {
-		t.Skip("redis-server was built without TLS (BUILD_TLS=yes); the CI machine's has it")
-	}
-	p := testenv.NewPKI(t)
-	plain, tlsAddr := testenv.RedisAuthServer(t, p, "optional")
-	alice := redisAuth{Username: "alice", Password: "pw-S3cret-right"}
-	wantRedis(t, "alice's password", "redis://"+plain+"/0", alice, "")
-	wantRedis(t, "the settings over the URL's user", "redis://bob:pw-S3cret-wrong@"+plain+"/0", alice, "")
-	wantRedis(t, "a wrong password", "redis://"+plain+"/0", redisAuth{Username: "alice", Password: "pw-S3cret-wrong"}, "WRONGPASS")
-	wantRedis(t, "no user", "redis://"+plain+"/0", redisAuth{}, "NOAUTH")
-
-	withCA := alice
-	withCA.CA = p.CA
-	wantRedis(t, "rediss with the CA", "rediss://"+tlsAddr+"/0", withCA, "")
-	wantRedis(t, "rediss without the CA", "rediss://"+tlsAddr+"/0", alice, "certificate signed by unknown authority")
-	other := alice
-	other.CA = p.OtherCA
-	wantRedis(t, "rediss with another CA", "rediss://"+tlsAddr+"/0", other, "certificate signed by unknown authority")
-
-	_, verifying := testenv.RedisAuthServer(t, p, "yes")
-	withCert := withCA
-	withCert.Cert, withCert.Key = p.ClientCert, p.ClientKey
-	wantRedis(t, "a client certificate", "rediss://"+verifying+"/0", withCert, "")
-	client, err := openRedis("rediss://"+verifying+"/0", withCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = client.Close() }()
-	if err := client.Ping(t.Context()).Err(); err == nil {
-		t.Error("a server that verifies clients answered one without a certificate")
-	}
-}
-
 // capoller status reads a Redis that takes alice over TLS, the password
 // from CAPOLLER_REDIS_PASSWORD; a wrong one fails and is not shown.
 func TestRedisAuthStatusCommand(t *testing.T) {
@@ -506,22 +418,6 @@ func TestNATSAuthSetupCommand(t *testing.T) {
 		if strings.Contains(stdout.String()+stderr.String(), "tok-S3cret") {
 			t.Errorf("setup shows a token: %s%s", stdout.String(), stderr.String())
 		}
-	}
-}
-
-// redis-ca with skip_verify=true in the URL would load the CA and check
-// nothing: the operator who names a CA means the server's certificate to
-// be verified, so the pair is refused rather than silently unverified.
-func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
-	p := testenv.NewPKI(t)
-	for _, raw := range []string{"rediss://127.0.0.1:6380/0?skip_verify=true", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?skip_verify=true"} {
-		err := checkRedisURL(raw, redisAuth{CA: p.CA})
-		if err == nil || !strings.Contains(err.Error(), "skip_verify") {
-			t.Errorf("%s with redis-ca: %v; want skip_verify refused", raw, err)
-		}
-	}
-	if err := checkRedisURL("rediss://127.0.0.1:6380/0?skip_verify=true", redisAuth{Cert: p.ClientCert, Key: p.ClientKey}); err != nil {
-		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
 	}
 }
 
