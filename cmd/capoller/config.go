@@ -15,6 +15,7 @@ import (
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/publisher"
 )
 
 // config is the daemon's configuration. Each field is settable, from lowest
@@ -75,7 +76,7 @@ type config struct {
 	OutputRedactBuiltin bool     `yaml:"output-redact-builtin"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
-	NATS  natsAuth             `yaml:",inline"`
+	NATS  publisher.NATSAuth   `yaml:",inline"`
 	Redis checkpoint.RedisAuth `yaml:",inline"`
 
 	// Static credentials of the default account, set only by the demo

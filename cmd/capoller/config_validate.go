@@ -148,8 +148,8 @@ func (c config) validate() error {
 		if err := checkNATSURL(c.NATSURL); err != nil {
 			errs = append(errs, err)
 		}
-		errs = append(errs, c.NATS.check(c.NATSURL)...)
-	} else if c.NATS.set() {
+		errs = append(errs, c.NATS.Check(c.NATSURL)...)
+	} else if c.NATS != (publisher.NATSAuth{}) {
 		errs = append(errs, errors.New("nats-creds, nats-nkey, nats-token, nats-user, nats-ca and nats-cert: not with nats-url embedded, whose in-process server has neither TLS nor authentication"))
 	}
 	if publisher.ValidStreamName(c.Stream) != nil {

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
@@ -30,7 +29,6 @@ import (
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
-	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
@@ -121,36 +119,18 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	// The client reconnects by itself, forever, except after a protocol
 	// error it treats as fatal; then the daemon exits non-zero so that its
 	// supervisor starts it again, and /healthz says so until it has.
-	closed := make(chan struct{})
-	var dialErr atomicString // why the server cannot be reached, while it cannot
 	// No reconnect buffer: a publish while disconnected fails at once. A
 	// buffered one would reach the stream whenever the connection came
 	// back — perhaps after this replica lost the shard, past the duplicate
 	// window, behind the new owner's later events of the same records.
-	nc, err := connectNATS(natsURL, cfg.NATS, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own Drain/Close
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { dialErr.Store(""); log.Info("NATS reconnected") }),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			// Each failed attempt to reach the server, the first connection's
-			// too: logged once per change of cause.
-			if msg := sensitive.WithoutURL(err).Error(); dialErr.Swap(msg) != msg {
-				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(natsURL)), zap.String("cause", msg))
-			}
-		}))
+	nc, err := publisher.Dial(publisher.DialOptions{URL: natsURL, Auth: cfg.NATS, Name: "capoller", Logger: log,
+		Options:   []nats.Option{nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1)},
+		JetStream: []jetstream.JetStreamOpt{jetstream.WithPublishAsyncMaxPending(4096)}})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
+	js := nc.JetStream
 	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow, MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas})
 	if err != nil {
 		return err
@@ -162,13 +142,13 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	defer endStart(nil)
 	go func() {
 		select {
-		case <-closed:
+		case <-nc.Closed():
 			endStart(natsClosedError(nc))
 		case <-startCtx.Done():
 		}
 	}()
 	startFailed := func(err error) error {
-		if cause := context.Cause(startCtx); ctx.Err() == nil && errors.As(cause, new(natsClosed)) {
+		if cause := context.Cause(startCtx); ctx.Err() == nil && errors.As(cause, new(*publisher.ClosedError)) {
 			return cause
 		}
 		return err
@@ -179,12 +159,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		if errors.As(err, new(*publisher.StreamConflictError)) {
 			return backoff.Permanent(err) // retrying will not change the operator's stream
 		}
-		if cause := dialErr.Load(); err != nil && !nc.IsConnected() && cause != "" {
-			// The API call's own error says little ("outbound buffer
-			// limit exceeded"): say why.
-			err = fmt.Errorf("%w (NATS is not reachable: %s)", err, cause)
-		}
-		return err
+		return nc.Explain(err) // the API call's own error says little
 	}); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting: a clean stop
@@ -343,7 +318,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 		select {
 		case <-gctx.Done():
 			return nil
-		case <-closed:
+		case <-nc.Closed():
 			return natsClosedError(nc)
 		}
 	})
@@ -431,30 +406,10 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 	return nil
 }
 
-// natsClosed is why the daemon exits when the NATS client gave up for good
-// (a fatal protocol error, or credentials the server refused twice).
-type natsClosed struct{ cause error }
-
-func (e natsClosed) Error() string {
-	return fmt.Sprintf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", e.cause)
-}
-
-func natsClosedError(nc *nats.Conn) error { return natsClosed{sensitive.WithoutURL(nc.LastError())} }
-
-// atomicString is a string shared between goroutines.
-type atomicString struct{ v atomic.Value }
-
-func (a *atomicString) Store(s string) { a.v.Store(s) }
-
-func (a *atomicString) Load() string {
-	s, _ := a.v.Load().(string)
-	return s
-}
-
-// Swap stores s and returns the previous value.
-func (a *atomicString) Swap(s string) string {
-	old, _ := a.v.Swap(s).(string)
-	return old
+// natsClosedError is why the daemon exits when the NATS client gave up for
+// good (a fatal protocol error, or credentials refused twice).
+func natsClosedError(nc *publisher.Conn) error {
+	return fmt.Errorf("%w; exiting so that a supervisor restarts capoller", nc.Err())
 }
 
 // opsState is what /healthz and /readyz answer: while the daemon starts,
