@@ -93,7 +93,7 @@ type accountConfig struct {
 	// account that flags configured before accounts were listed.
 	Name string `yaml:"name"`
 	// Credentials says how the account signs its calls.
-	Credentials credentialsConfig `yaml:"credentials"`
+	Credentials cloudassist.Credentials `yaml:"credentials"`
 	// Regions to poll; at least one.
 	Regions []string `yaml:"regions"`
 	// Sources to poll in each region (ecs or ecs-results, and swas);
@@ -337,7 +337,7 @@ func yamlMessage(m string) string {
 		" into main.config", " into the settings (want a mapping of setting: value)",
 		" into []main.accountConfig", " into a list of accounts",
 		" into main.accountConfig", " into an account (want a mapping of setting: value)",
-		" into main.credentialsConfig", " into credentials (want a mapping of setting: value)",
+		" into cloudassist.Credentials", " into credentials (want a mapping of setting: value)",
 		" into time.Duration", " into a duration (e.g. 30s)",
 		" into []string", " into a list",
 		" into float64", " into a number",

@@ -348,7 +348,7 @@ func TestConfigAccountsExample(t *testing.T) {
 		t.Errorf("accountNames() = %v", names)
 	}
 	c := cfg.Accounts[0].Credentials
-	if c.Type != credRAMRoleARN || c.RoleARN != "acs:ram::123:role/capoller" || c.Source != sourceEnv {
+	if c.Type != "ram_role_arn" || c.RoleARN != "acs:ram::123:role/capoller" || c.Source != "env" {
 		t.Errorf("credentials = %+v", c)
 	}
 

@@ -92,8 +92,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
 		} else if u.Scheme == "http" && !c.InsecureEndpoint {
 			for _, a := range c.Accounts {
-				switch a.Credentials.Type {
-				case credSTS, credRAMRoleARN, credECSRAMRole:
+				if a.Credentials.SendsSecurityToken() {
 					errs = append(errs, fmt.Errorf("endpoint %s: plain http would send account %q's STS security token in the clear; use https, or --insecure-endpoint for a local emulator",
 						redactURL(c.Endpoint), a.Name))
 				}
@@ -222,7 +221,7 @@ func checkShards(label string, regions, sources []string) []error {
 		errs = append(errs, fmt.Errorf("%sregions: at least one region is required", label))
 	}
 	for i, r := range regions {
-		if !validRegion(r) {
+		if !cloudassist.ValidRegion(r) {
 			errs = append(errs, fmt.Errorf("%sregions: region %q: want lower-case letters, digits and \"-\", e.g. cn-hangzhou", label, r))
 		}
 		if slices.Contains(regions[:i], r) {
@@ -265,7 +264,7 @@ func (c config) validateAccounts() []error {
 			errs = append(errs, fmt.Errorf("%sname: listed twice, as accounts[%d] and accounts[%d]", label, j, i))
 		}
 		errs = append(errs, checkShards(label, a.Regions, a.Sources)...)
-		for _, err := range a.Credentials.validate() {
+		for _, err := range a.Credentials.Validate() {
 			errs = append(errs, fmt.Errorf("%scredentials: %w", label, err))
 		}
 	}
@@ -276,12 +275,6 @@ func (c config) validateAccounts() []error {
 // characters of [A-Za-z0-9_-], a token of shard ids and subjects.
 func validAccountName(name string) bool {
 	return name != "" && len(name) <= 64 && events.EscapeToken(name) == name
-}
-
-// validRegion reports whether r looks like an Alibaba Cloud region id:
-// lower-case letters, digits and "-".
-func validRegion(r string) bool {
-	return r != "" && strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
 }
 
 // maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,

@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -193,7 +192,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	}
 	strategy, _ := cloudassist.ParseStrategy(cfg.Strategy)
 	limits := map[string]*cloudassist.Limits{} // one per account: quotas are per account
-	creds := map[string]credentials.CredentialsProvider{}
+	creds := map[string]cloudassist.CredentialsProvider{}
 	for _, name := range cfg.accountNames() {
 		// Once per account: a role is assumed once, not once per shard.
 		if creds[name], err = cfg.credential(name, os.Getenv); err != nil {
