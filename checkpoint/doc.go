@@ -22,4 +22,11 @@
 // each shard's last reported status. A process that fences a shard with
 // its lease's token has every later commit, staged batch and known mark
 // of it refused with [ErrFenced] once a newer owner holds the shard.
+//
+// It also connects to Redis for the [Redis] store: [OpenRedis] reads a URL
+// naming one server (redis://), a Cluster (redis+cluster://) or a
+// Sentinel-run master (redis+sentinel://), each with TLS as rediss…, and
+// applies an ACL user, a password (inline or from a file) and TLS files
+// ([RedisAuth]) over it; [CheckRedisURL] validates the same for a
+// configuration. No error shows a password.
 package checkpoint

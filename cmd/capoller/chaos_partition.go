@@ -490,7 +490,7 @@ func chaosLeaseReader(o chaosOptions, redisURL string, js jetstream.JetStream, b
 			return kv.Leases(ctx, shards)
 		}, func() {}, nil
 	}
-	client, err := openRedis(redisURL, redisAuth{}) // one server, a Cluster or Sentinel (--redis)
+	client, err := checkpoint.OpenRedis(redisURL, checkpoint.RedisAuth{}) // one server, a Cluster or Sentinel (--redis)
 	if err != nil {
 		return nil, nil, fmt.Errorf("lease watch: %w", err)
 	}

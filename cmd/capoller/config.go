@@ -12,8 +12,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/publisher"
 )
 
 // config is the daemon's configuration. Each field is settable, from lowest
@@ -75,8 +77,8 @@ type config struct {
 	OutputRedactBuiltin bool     `yaml:"output-redact-builtin"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
-	NATS  natsAuth  `yaml:",inline"`
-	Redis redisAuth `yaml:",inline"`
+	NATS  publisher.NATSAuth   `yaml:",inline"`
+	Redis checkpoint.RedisAuth `yaml:",inline"`
 
 	// Static credentials of the default account, set only by the demo
 	// (see credential); otherwise the default account takes the SDK's
@@ -92,7 +94,7 @@ type accountConfig struct {
 	// account that flags configured before accounts were listed.
 	Name string `yaml:"name"`
 	// Credentials says how the account signs its calls.
-	Credentials credentialsConfig `yaml:"credentials"`
+	Credentials cloudassist.Credentials `yaml:"credentials"`
 	// Regions to poll; at least one.
 	Regions []string `yaml:"regions"`
 	// Sources to poll in each region (ecs or ecs-results, and swas);
@@ -369,7 +371,7 @@ func yamlMessage(m string) string {
 		" into main.config", " into the settings (want a mapping of setting: value)",
 		" into []main.accountConfig", " into a list of accounts",
 		" into main.accountConfig", " into an account (want a mapping of setting: value)",
-		" into main.credentialsConfig", " into credentials (want a mapping of setting: value)",
+		" into cloudassist.Credentials", " into credentials (want a mapping of setting: value)",
 		" into time.Duration", " into a duration (e.g. 30s)",
 		" into []string", " into a list",
 		" into float64", " into a number",

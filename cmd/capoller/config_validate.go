@@ -11,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/publisher/events"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/publisher"
 )
@@ -97,7 +97,7 @@ func (c config) validatePrintable() []error {
 		{"redis-username", c.Redis.Username}, {"redis-password", c.Redis.Password}, {"redis-password-file", c.Redis.PasswordFile},
 		{"redis-ca", c.Redis.CA}, {"redis-cert", c.Redis.Cert}, {"redis-key", c.Redis.Key},
 	} {
-		if err := printable(s.value); err != nil {
+		if err := sensitive.Printable(s.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err)) // not the value: it may be a URL with a password
 		}
 	}
@@ -113,8 +113,7 @@ func (c config) validateShards() []error {
 			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
 		} else if u.Scheme == "http" && !c.InsecureEndpoint {
 			for _, a := range c.Accounts {
-				switch a.Credentials.Type {
-				case credSTS, credRAMRoleARN, credECSRAMRole:
+				if a.Credentials.SendsSecurityToken() {
 					errs = append(errs, fmt.Errorf("endpoint %s: plain http would send account %q's STS security token in the clear; use https, or --insecure-endpoint for a local emulator",
 						redactURL(c.Endpoint), a.Name))
 				}
@@ -171,7 +170,7 @@ func (c config) validateEngines() []error {
 	var errs []error
 	switch c.Checkpoint {
 	case "redis":
-		if err := checkRedisURL(c.RedisURL, c.Redis); err != nil {
+		if err := checkpoint.CheckRedisURL(c.RedisURL, c.Redis); err != nil {
 			errs = append(errs, err)
 		}
 	case "natskv":
@@ -182,8 +181,8 @@ func (c config) validateEngines() []error {
 		if err := checkNATSURL(c.NATSURL); err != nil {
 			errs = append(errs, err)
 		}
-		errs = append(errs, c.NATS.check(c.NATSURL)...)
-	} else if c.NATS.set() {
+		errs = append(errs, c.NATS.Check(c.NATSURL)...)
+	} else if c.NATS != (publisher.NATSAuth{}) {
 		errs = append(errs, errors.New("nats-creds, nats-nkey, nats-token, nats-user, nats-ca and nats-cert: not with nats-url embedded, whose in-process server has neither TLS nor authentication"))
 	}
 	if publisher.ValidStreamName(c.Stream) != nil {
@@ -278,7 +277,7 @@ func checkShards(label string, regions, sources []string) []error {
 		errs = append(errs, fmt.Errorf("%sregions: at least one region is required", label))
 	}
 	for i, r := range regions {
-		if !validRegion(r) {
+		if !cloudassist.ValidRegion(r) {
 			errs = append(errs, fmt.Errorf("%sregions: region %q: want lower-case letters, digits and \"-\", e.g. cn-hangzhou", label, r))
 		}
 		if slices.Contains(regions[:i], r) {
@@ -321,7 +320,7 @@ func (c config) validateAccounts() []error {
 			errs = append(errs, fmt.Errorf("%sname: listed twice, as accounts[%d] and accounts[%d]", label, j, i))
 		}
 		errs = append(errs, checkShards(label, a.Regions, a.Sources)...)
-		for _, err := range a.Credentials.validate() {
+		for _, err := range a.Credentials.Validate() {
 			errs = append(errs, fmt.Errorf("%scredentials: %w", label, err))
 		}
 	}
@@ -332,27 +331,6 @@ func (c config) validateAccounts() []error {
 // characters of [A-Za-z0-9_-], a token of shard ids and subjects.
 func validAccountName(name string) bool {
 	return name != "" && len(name) <= 64 && events.EscapeToken(name) == name
-}
-
-// validRegion reports whether r looks like an Alibaba Cloud region id:
-// lower-case letters, digits and "-".
-func validRegion(r string) bool {
-	return r != "" && strings.Trim(r, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
-}
-
-// printable refuses a setting with a control character, an invisible one
-// (a line or paragraph separator…) or invalid UTF-8: no setting needs one,
-// and YAML does not carry some of them through a re-marshal.
-func printable(v string) error {
-	if !utf8.ValidString(v) {
-		return errors.New("not valid UTF-8")
-	}
-	for i, r := range v {
-		if r != ' ' && !unicode.IsPrint(r) {
-			return fmt.Errorf("control or invisible character %U at byte %d", r, i)
-		}
-	}
-	return nil
 }
 
 // maxBucketLen is the longest key-value bucket name: its stream, KV_<name>,

@@ -1,90 +1,45 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"flag"
-	"fmt"
-	"net/url"
-	"os"
 	"slices"
-	"strings"
-	"sync"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
+	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/publisher"
 )
 
-// natsAuth is how capoller authenticates to NATS and checks the servers'
-// certificates. At most one way to authenticate: a creds file (a user JWT
-// and its nkey seed), an nkey seed file, a token, or a user and password.
-// CA names the CAs that sign the servers' certificates (default the
-// system's); Cert and Key are a client certificate, for servers that
-// verify clients. Either turns TLS on, whatever the URL's scheme. The
-// creds, token, password and TLS files are read again at each connection,
-// so a rotated one is taken at the next reconnect; the nkey seed file is
-// read once, at start-up: rotating it takes a restart.
-type natsAuth struct {
-	Creds        string `yaml:"nats-creds"`
-	Nkey         string `yaml:"nats-nkey"`
-	Token        string `yaml:"nats-token"`
-	TokenFile    string `yaml:"nats-token-file"`
-	User         string `yaml:"nats-user"`
-	Password     string `yaml:"nats-password"`
-	PasswordFile string `yaml:"nats-password-file"`
-	CA           string `yaml:"nats-ca"`
-	Cert         string `yaml:"nats-cert"`
-	Key          string `yaml:"nats-key"`
-}
-
-// redisAuth is how capoller authenticates to Redis and checks its
-// certificates, over what redis-url says: Username and a password
-// (Password or PasswordFile) replace the URL's user information, and CA,
-// Cert and Key complete the TLS of a rediss:// URL (rediss+cluster://,
-// rediss+sentinel://: the sentinels' too).
-type redisAuth struct {
-	Username     string `yaml:"redis-username"`
-	Password     string `yaml:"redis-password"`
-	PasswordFile string `yaml:"redis-password-file"`
-	CA           string `yaml:"redis-ca"`
-	Cert         string `yaml:"redis-cert"`
-	Key          string `yaml:"redis-key"`
-}
-
-// natsAuthSettings are the settings of natsAuth. notify takes them too
-// (see bindSettings).
+// natsAuthSettings are the settings of publisher.NATSAuth. notify takes
+// them too (see bindSettings).
 func natsAuthSettings() []setting {
-	field := func(f func(*natsAuth) *string) func(*config, string) error {
+	field := func(f func(*publisher.NATSAuth) *string) func(*config, string) error {
 		return str(func(c *config) *string { return f(&c.NATS) })
 	}
 	return []setting{
-		{"nats-creds", "NATS credentials file: a user JWT and its nkey seed, as nsc writes them", field(func(a *natsAuth) *string { return &a.Creds })},
-		{"nats-nkey", "NATS nkey seed file (a user seed, SU…)", field(func(a *natsAuth) *string { return &a.Nkey })},
-		{"nats-token", "NATS authentication token: set it in the environment, or use nats-token-file", field(func(a *natsAuth) *string { return &a.Token })},
-		{"nats-token-file", "file holding the NATS authentication token", field(func(a *natsAuth) *string { return &a.TokenFile })},
-		{"nats-user", "NATS user, with nats-password", field(func(a *natsAuth) *string { return &a.User })},
-		{"nats-password", "NATS user's password: set it in the environment, or use nats-password-file", field(func(a *natsAuth) *string { return &a.Password })},
-		{"nats-password-file", "file holding the NATS user's password", field(func(a *natsAuth) *string { return &a.PasswordFile })},
-		{"nats-ca", "PEM file of the CAs that sign the NATS servers' certificates (default the system's); turns TLS on", field(func(a *natsAuth) *string { return &a.CA })},
-		{"nats-cert", "PEM client certificate for NATS servers that verify clients, with nats-key; turns TLS on", field(func(a *natsAuth) *string { return &a.Cert })},
-		{"nats-key", "PEM private key of nats-cert", field(func(a *natsAuth) *string { return &a.Key })},
+		{"nats-creds", "NATS credentials file: a user JWT and its nkey seed, as nsc writes them", field(func(a *publisher.NATSAuth) *string { return &a.Creds })},
+		{"nats-nkey", "NATS nkey seed file (a user seed, SU…)", field(func(a *publisher.NATSAuth) *string { return &a.Nkey })},
+		{"nats-token", "NATS authentication token: set it in the environment, or use nats-token-file", field(func(a *publisher.NATSAuth) *string { return &a.Token })},
+		{"nats-token-file", "file holding the NATS authentication token", field(func(a *publisher.NATSAuth) *string { return &a.TokenFile })},
+		{"nats-user", "NATS user, with nats-password", field(func(a *publisher.NATSAuth) *string { return &a.User })},
+		{"nats-password", "NATS user's password: set it in the environment, or use nats-password-file", field(func(a *publisher.NATSAuth) *string { return &a.Password })},
+		{"nats-password-file", "file holding the NATS user's password", field(func(a *publisher.NATSAuth) *string { return &a.PasswordFile })},
+		{"nats-ca", "PEM file of the CAs that sign the NATS servers' certificates (default the system's); turns TLS on", field(func(a *publisher.NATSAuth) *string { return &a.CA })},
+		{"nats-cert", "PEM client certificate for NATS servers that verify clients, with nats-key; turns TLS on", field(func(a *publisher.NATSAuth) *string { return &a.Cert })},
+		{"nats-key", "PEM private key of nats-cert", field(func(a *publisher.NATSAuth) *string { return &a.Key })},
 	}
 }
 
-// redisAuthSettings are the settings of redisAuth.
+// redisAuthSettings are the settings of checkpoint.RedisAuth.
 func redisAuthSettings() []setting {
-	field := func(f func(*redisAuth) *string) func(*config, string) error {
+	field := func(f func(*checkpoint.RedisAuth) *string) func(*config, string) error {
 		return str(func(c *config) *string { return f(&c.Redis) })
 	}
 	return []setting{
-		{"redis-username", "Redis ACL user, instead of the redis-url's", field(func(a *redisAuth) *string { return &a.Username })},
-		{"redis-password", "Redis password, instead of the redis-url's: set it in the environment, or use redis-password-file", field(func(a *redisAuth) *string { return &a.Password })},
-		{"redis-password-file", "file holding the Redis password", field(func(a *redisAuth) *string { return &a.PasswordFile })},
-		{"redis-ca", "PEM file of the CAs that sign the Redis servers' certificates (default the system's), with a rediss URL", field(func(a *redisAuth) *string { return &a.CA })},
-		{"redis-cert", "PEM client certificate for Redis servers that verify clients (tls-auth-clients), with redis-key and a rediss URL", field(func(a *redisAuth) *string { return &a.Cert })},
-		{"redis-key", "PEM private key of redis-cert", field(func(a *redisAuth) *string { return &a.Key })},
+		{"redis-username", "Redis ACL user, instead of the redis-url's", field(func(a *checkpoint.RedisAuth) *string { return &a.Username })},
+		{"redis-password", "Redis password, instead of the redis-url's: set it in the environment, or use redis-password-file", field(func(a *checkpoint.RedisAuth) *string { return &a.Password })},
+		{"redis-password-file", "file holding the Redis password", field(func(a *checkpoint.RedisAuth) *string { return &a.PasswordFile })},
+		{"redis-ca", "PEM file of the CAs that sign the Redis servers' certificates (default the system's), with a rediss URL", field(func(a *checkpoint.RedisAuth) *string { return &a.CA })},
+		{"redis-cert", "PEM client certificate for Redis servers that verify clients (tls-auth-clients), with redis-key and a rediss URL", field(func(a *checkpoint.RedisAuth) *string { return &a.Cert })},
+		{"redis-key", "PEM private key of redis-cert", field(func(a *checkpoint.RedisAuth) *string { return &a.Key })},
 	}
 }
 
@@ -115,297 +70,4 @@ func settingsNamed(names ...string) []setting {
 		}
 	}
 	return out
-}
-
-// set reports whether any NATS authentication or TLS setting is set.
-func (a natsAuth) set() bool { return a != natsAuth{} }
-
-// check validates the settings and reads the files they name, as a
-// connection would. Each error names the setting (and a file), never a
-// secret.
-func (a natsAuth) check(natsURL string) []error {
-	var errs []error
-	var ways []string
-	if a.Creds != "" {
-		ways = append(ways, "nats-creds")
-	}
-	if a.Nkey != "" {
-		ways = append(ways, "nats-nkey")
-	}
-	if a.Token != "" || a.TokenFile != "" {
-		ways = append(ways, "nats-token")
-	}
-	if a.User != "" || a.Password != "" || a.PasswordFile != "" {
-		ways = append(ways, "nats-user")
-	}
-	if len(ways) > 1 {
-		errs = append(errs, fmt.Errorf("%s: choose one way to authenticate to NATS", strings.Join(ways, " and ")))
-	}
-	if len(ways) > 0 && urlHasUser(natsURL) {
-		errs = append(errs, fmt.Errorf("%s and user information in nats-url: authenticate in one place", ways[0]))
-	}
-	if a.Creds != "" {
-		if err := checkCreds(a.Creds); err != nil {
-			errs = append(errs, fmt.Errorf("nats-creds %s: %w", a.Creds, err))
-		}
-	}
-	if a.Nkey != "" {
-		if _, err := nats.NkeyOptionFromSeed(a.Nkey); err != nil {
-			errs = append(errs, fmt.Errorf("nats-nkey %s: %w", a.Nkey, withoutPath(err)))
-		}
-	}
-	if _, err := secret("nats-token", a.Token, a.TokenFile); err != nil {
-		errs = append(errs, err)
-	}
-	if _, err := secret("nats-password", a.Password, a.PasswordFile); err != nil {
-		errs = append(errs, err)
-	}
-	if a.User == "" && (a.Password != "" || a.PasswordFile != "") {
-		errs = append(errs, errors.New("nats-password: needs nats-user"))
-	}
-	if a.User != "" && a.Password == "" && a.PasswordFile == "" {
-		errs = append(errs, errors.New("nats-user: needs nats-password (or nats-password-file)"))
-	}
-	if _, _, err := loadTLSFiles("nats", a.CA, a.Cert, a.Key); err != nil {
-		errs = append(errs, err)
-	}
-	return errs
-}
-
-// checkCreds checks that a creds file holds a user JWT and a user seed.
-func checkCreds(path string) error {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return withoutPath(err)
-	}
-	if jwt, _ := nkeys.ParseDecoratedJWT(raw); strings.Count(jwt, ".") != 2 || strings.ContainsAny(jwt, " \t\r\n") {
-		return errors.New("no user JWT in it: want the creds file nsc writes")
-	}
-	kp, err := nkeys.ParseDecoratedUserNKey(raw)
-	if err != nil {
-		return fmt.Errorf("no user nkey seed in it: %w", err)
-	}
-	kp.Wipe()
-	return nil
-}
-
-// urlHasUser reports whether a URL of a comma-separated list holds user
-// information (a user, a password or a NATS token).
-func urlHasUser(raw string) bool {
-	for _, s := range strings.Split(raw, ",") {
-		if s = strings.TrimSpace(s); !strings.Contains(s, "://") {
-			s = "nats://" + s
-		}
-		if u, err := url.Parse(s); err == nil && u.User != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// natsOptions turns the settings into nats.Connect's options. It reads
-// the token or password file; the others nats.go reads as it connects.
-func natsOptions(a natsAuth) ([]nats.Option, error) {
-	var opts []nats.Option
-	switch {
-	case a.Creds != "":
-		opts = append(opts, nats.UserCredentials(a.Creds))
-	case a.Nkey != "":
-		o, err := nats.NkeyOptionFromSeed(a.Nkey)
-		if err != nil {
-			return nil, fmt.Errorf("nats-nkey %s: %w", a.Nkey, withoutPath(err))
-		}
-		opts = append(opts, o)
-	case a.Token != "" || a.TokenFile != "":
-		token, err := secret("nats-token", a.Token, a.TokenFile)
-		if err != nil {
-			return nil, err
-		}
-		if a.TokenFile == "" {
-			opts = append(opts, nats.Token(token))
-			break
-		}
-		opts = append(opts, nats.TokenHandler(rereading("nats-token", a.TokenFile, token)))
-	case a.User != "":
-		password, err := secret("nats-password", a.Password, a.PasswordFile)
-		if err != nil {
-			return nil, err
-		}
-		if a.PasswordFile == "" {
-			opts = append(opts, nats.UserInfo(a.User, password))
-			break
-		}
-		reread := rereading("nats-password", a.PasswordFile, password)
-		opts = append(opts, nats.UserInfoHandler(func() (string, string) { return a.User, reread() }))
-	}
-	if a.CA != "" {
-		opts = append(opts, nats.RootCAs(a.CA))
-	}
-	if a.Cert != "" {
-		opts = append(opts, nats.ClientCert(a.Cert, a.Key))
-	}
-	return opts, nil
-}
-
-// connectNATS connects to the NATS servers of url with the authentication
-// and TLS of a, and then extra (a name, handlers…): every command that
-// talks to NATS dials through it. Its errors start with "connect to NATS
-// at <url>", the URL redacted, and hold no secret.
-func connectNATS(url string, a natsAuth, extra ...nats.Option) (*nats.Conn, error) {
-	opts, err := natsOptions(a)
-	if err == nil {
-		var nc *nats.Conn
-		if nc, err = nats.Connect(url, append(opts, extra...)...); err == nil {
-			return nc, nil
-		}
-	}
-	return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), withoutURL(err))
-}
-
-// connectJetStream is connectNATS, and a JetStream context on the
-// connection, which the caller closes.
-func connectJetStream(url string, a natsAuth, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := connectNATS(url, a, extra...)
-	if err != nil {
-		return nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
-}
-
-// tls reports whether any TLS setting of Redis is set.
-func (a redisAuth) tls() bool { return a.CA != "" || a.Cert != "" || a.Key != "" }
-
-// apply sets the user, the password and the TLS files on the client
-// options of t, which parseRedisURL read from a URL of scheme.
-func (a redisAuth) apply(t redisTarget, scheme string) error {
-	var user, password *string
-	var tlsConfig **tls.Config
-	switch {
-	case t.cluster != nil:
-		user, password, tlsConfig = &t.cluster.Username, &t.cluster.Password, &t.cluster.TLSConfig
-	case t.failover != nil:
-		user, password, tlsConfig = &t.failover.Username, &t.failover.Password, &t.failover.TLSConfig
-	default:
-		user, password, tlsConfig = &t.single.Username, &t.single.Password, &t.single.TLSConfig
-	}
-	if a.Username != "" {
-		*user = a.Username
-	}
-	p, err := secret("redis-password", a.Password, a.PasswordFile)
-	if err != nil {
-		return err
-	}
-	if p != "" {
-		*password = p
-	}
-	if a.Username != "" && *password == "" {
-		return errors.New("redis-username: needs a password, redis-password or the redis-url's")
-	}
-	if !a.tls() {
-		return nil
-	}
-	if *tlsConfig == nil {
-		return fmt.Errorf("redis-ca, redis-cert and redis-key: only with TLS, and redis-url is %s://: use rediss://, rediss+cluster:// or rediss+sentinel://", scheme)
-	}
-	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
-		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
-	}
-	pool, certs, err := loadTLSFiles("redis", a.CA, a.Cert, a.Key)
-	if err != nil {
-		return err
-	}
-	c := (*tlsConfig).Clone()
-	if pool != nil {
-		c.RootCAs = pool
-	}
-	c.Certificates = certs
-	*tlsConfig = c
-	return nil
-}
-
-// loadTLSFiles reads the CA file and the client certificate and key of the
-// settings <engine>-ca, <engine>-cert and <engine>-key. The pool is nil
-// without a CA file (the system's CAs), the certificates empty without a
-// client certificate. Errors name the settings and the files, never a
-// key's content.
-func loadTLSFiles(engine, ca, cert, key string) (*x509.CertPool, []tls.Certificate, error) {
-	var errs []error
-	var pool *x509.CertPool
-	if ca != "" {
-		raw, err := os.ReadFile(ca)
-		pool = x509.NewCertPool()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s-ca %s: %w", engine, ca, withoutPath(err)))
-		} else if !pool.AppendCertsFromPEM(raw) {
-			errs = append(errs, fmt.Errorf("%s-ca %s: no PEM certificate in it", engine, ca))
-		}
-	}
-	var certs []tls.Certificate
-	switch {
-	case cert != "" && key != "":
-		c, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s-cert %s and %s-key %s: %w", engine, cert, engine, key, withoutPath(err)))
-		}
-		certs = []tls.Certificate{c}
-	case cert != "":
-		errs = append(errs, fmt.Errorf("%s-cert: needs %s-key, the certificate's private key", engine, engine))
-	case key != "":
-		errs = append(errs, fmt.Errorf("%s-key: needs %s-cert, the client certificate", engine, engine))
-	}
-	return pool, certs, errors.Join(errs...)
-}
-
-// secret returns a secret set inline or in a file (setting name and
-// name-file, at most one of the two), the file's content without its
-// final line break. No secret is "".
-func secret(name, inline, file string) (string, error) {
-	switch {
-	case inline != "" && file != "":
-		return "", fmt.Errorf("%s and %s-file: set one", name, name)
-	case file == "":
-		return inline, nil
-	}
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("%s-file %s: %w", name, file, withoutPath(err))
-	}
-	s := strings.TrimRight(string(raw), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s-file %s: empty", name, file)
-	}
-	return s, nil
-}
-
-// rereading returns the secret of file as it reads at each call, or the
-// last it read if it cannot be read now (a Secret volume being rewritten):
-// the client calls it at each connection, so a rotated token or password
-// is taken at the next reconnect. first is the secret read at start-up.
-func rereading(name, file, first string) func() string {
-	var mu sync.Mutex
-	last := first
-	return func() string {
-		s, err := secret(name, "", file)
-		mu.Lock()
-		defer mu.Unlock()
-		if err == nil {
-			last = s
-		}
-		return last
-	}
-}
-
-// withoutPath returns a file error without the path, which the caller
-// names already: "permission denied", not "open /x: permission denied".
-func withoutPath(err error) error {
-	var perr *os.PathError
-	if errors.As(err, &perr) {
-		return perr.Err
-	}
-	return err
 }

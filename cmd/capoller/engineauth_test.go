@@ -3,306 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"math/big"
-	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
-
 	"github.com/capoller/capoller/poller/testenv"
 )
-
-// testPKI is a CA, a server certificate for 127.0.0.1 and localhost and a
-// client certificate it signed, and a second CA that signed nothing the
-// servers show: PEM files in a temporary directory.
-type testPKI struct {
-	dir                                              string
-	ca, serverCert, serverKey, clientCert, clientKey string
-	otherCA                                          string
-}
-
-func newTestPKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	p := testPKI{dir: dir}
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	serial := int64(1)
-	template := func(cn string) *x509.Certificate {
-		serial++
-		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	}
-	newCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
-		key := newKey()
-		tmpl := template(name)
-		tmpl.IsCA, tmpl.BasicConstraintsValid, tmpl.KeyUsage = true, true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cert, key, write(name+".pem", "CERTIFICATE", der)
-	}
-	leaf := func(name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage) (string, string) {
-		key := newKey()
-		tmpl := template(name)
-		tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{usage}
-		if usage == x509.ExtKeyUsageServerAuth {
-			tmpl.IPAddresses, tmpl.DNSNames = []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "PRIVATE KEY", keyDER)
-	}
-	ca, caKey, caFile := newCA("ca")
-	p.ca = caFile
-	p.serverCert, p.serverKey = leaf("server", ca, caKey, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("client", ca, caKey, x509.ExtKeyUsageClientAuth)
-	_, _, p.otherCA = newCA("other-ca")
-	return p
-}
-
-// writeFile writes content to name in dir and returns its path.
-func writeFile(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// startSecureNATS runs an in-process NATS server with JetStream from a
-// configuration file holding conf (its tls and authorization blocks) and
-// returns its nats:// URL. It is stopped when the test ends.
-func startSecureNATS(t *testing.T, conf string) string {
-	t.Helper()
-	dir := t.TempDir()
-	path := writeFile(t, dir, "nats.conf", fmt.Sprintf("listen: 127.0.0.1:-1\njetstream { store_dir: %q }\n%s\n", filepath.Join(dir, "js"), conf))
-	opts, err := server.ProcessConfigFile(path)
-	if err != nil {
-		t.Fatalf("nats-server configuration:\n%s\n%v", conf, err)
-	}
-	return "nats://" + runNATSServer(t, opts).Addr().String()
-}
-
-// runNATSServer starts an in-process NATS server with opts, quiet, and
-// stops it when the test ends.
-func runNATSServer(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.NoLog, opts.NoSigs = true, true
-	srv, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the NATS server did not become ready in 10s")
-	}
-	return srv
-}
-
-// natsTLS is a server tls block: the server's certificate, and with
-// verify the CA that signs clients' and a demand for one.
-func natsTLS(p testPKI, verify bool) string {
-	if verify {
-		return fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }", p.serverCert, p.serverKey, p.ca)
-	}
-	return fmt.Sprintf("tls { cert_file: %q, key_file: %q }", p.serverCert, p.serverKey)
-}
-
-// wantNATS connects with auth through connectNATS, the function every
-// command dials with, and wants it to work (want == "") or to fail with
-// an error holding want (or one of its alternatives, " | "-separated) and
-// none of secrets.
-func wantNATS(t *testing.T, url, what string, auth natsAuth, want string, secrets ...string) {
-	t.Helper()
-	if errs := auth.check(url); len(errs) > 0 {
-		t.Fatalf("%s: the settings do not validate: %v", what, errs)
-	}
-	nc, err := connectNATS(url, auth, nats.Name("capoller test"), nats.Timeout(5*time.Second))
-	if err == nil {
-		err = nc.Flush()
-		nc.Close()
-	}
-	switch {
-	case want == "" && err != nil:
-		t.Errorf("%s: %v", what, err)
-	case want != "" && (err == nil || !slices.ContainsFunc(strings.Split(want, " | "), func(w string) bool { return strings.Contains(err.Error(), w) })):
-		t.Errorf("%s: err = %v; want %q", what, err, want)
-	}
-	for _, s := range secrets {
-		if err != nil && strings.Contains(err.Error(), s) {
-			t.Errorf("%s: the error shows a secret: %v", what, err)
-		}
-	}
-}
-
-// Each way to authenticate to NATS, against a real server (over TLS, its
-// CA given): the right credentials connect, wrong or missing ones are
-// refused with an error that names the cause and holds no secret.
-func TestNATSAuthMethods(t *testing.T) {
-	p := newTestPKI(t)
-	tlsOn := natsTLS(p, false)
-
-	t.Run("token", func(t *testing.T) {
-		url := startSecureNATS(t, tlsOn+"\nauthorization { token: \"tok-S3cret-right\" }")
-		tokenFile := writeFile(t, t.TempDir(), "token", "tok-S3cret-right\n")
-		wantNATS(t, url, "the token", natsAuth{CA: p.ca, Token: "tok-S3cret-right"}, "")
-		wantNATS(t, url, "the token from a file", natsAuth{CA: p.ca, TokenFile: tokenFile}, "")
-		wantNATS(t, url, "a wrong token", natsAuth{CA: p.ca, Token: "tok-S3cret-wrong"}, "Authorization Violation", "tok-S3cret")
-		wantNATS(t, url, "no token", natsAuth{CA: p.ca}, "Authorization Violation", "tok-S3cret")
-	})
-	t.Run("user and password", func(t *testing.T) {
-		url := startSecureNATS(t, tlsOn+"\nauthorization { users = [{user: alice, password: \"pw-S3cret-right\"}] }")
-		wantNATS(t, url, "the password", natsAuth{CA: p.ca, User: "alice", Password: "pw-S3cret-right"}, "")
-		wantNATS(t, url, "the password from a file", natsAuth{CA: p.ca, User: "alice", PasswordFile: writeFile(t, t.TempDir(), "pw", "pw-S3cret-right")}, "")
-		wantNATS(t, url, "a wrong password", natsAuth{CA: p.ca, User: "alice", Password: "pw-S3cret-wrong"}, "Authorization Violation", "pw-S3cret")
-	})
-	t.Run("nkey", func(t *testing.T) {
-		seedFile := func(kp nkeys.KeyPair) string {
-			seed, err := kp.Seed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			return writeFile(t, t.TempDir(), "user.nk", string(seed)+"\n")
-		}
-		user, other := newUser(t), newUser(t)
-		pub, err := user.PublicKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		url := startSecureNATS(t, tlsOn+fmt.Sprintf("\nauthorization { users = [{nkey: %s}] }", pub))
-		wantNATS(t, url, "the nkey", natsAuth{CA: p.ca, Nkey: seedFile(user)}, "")
-		wantNATS(t, url, "another nkey", natsAuth{CA: p.ca, Nkey: seedFile(other)}, "Authorization Violation", "SU")
-		wantNATS(t, url, "no nkey", natsAuth{CA: p.ca}, "Authorization Violation")
-	})
-	t.Run("creds", func(t *testing.T) {
-		// An operator, the system account JetStream needs, and an
-		// account with JetStream whose user capoller is.
-		operator := newKey(t, nkeys.CreateOperator)
-		system, account, stranger := newKey(t, nkeys.CreateAccount), newKey(t, nkeys.CreateAccount), newKey(t, nkeys.CreateAccount)
-		oc := jwt.NewOperatorClaims(publicKey(t, operator))
-		oc.SystemAccount = publicKey(t, system)
-		ac := jwt.NewAccountClaims(publicKey(t, account))
-		ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-		conf := fmt.Sprintf("%s\noperator: %s\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %s, %s: %s }",
-			tlsOn, encode(t, oc, operator), publicKey(t, system), publicKey(t, system), encode(t, jwt.NewAccountClaims(publicKey(t, system)), operator),
-			publicKey(t, account), encode(t, ac, operator))
-		url := startSecureNATS(t, conf)
-		dir := t.TempDir()
-		good := writeFile(t, dir, "good.creds", creds(t, account))
-		unknown := writeFile(t, dir, "unknown.creds", creds(t, stranger)) // a user of an account the operator did not sign
-		wantNATS(t, url, "the creds", natsAuth{CA: p.ca, Creds: good}, "")
-		wantNATS(t, url, "creds of an unknown account", natsAuth{CA: p.ca, Creds: unknown}, "Authorization Violation", "SU")
-		wantNATS(t, url, "no creds", natsAuth{CA: p.ca}, "Authorization Violation")
-	})
-}
-
-func newUser(t *testing.T) nkeys.KeyPair { return newKey(t, nkeys.CreateUser) }
-
-func newKey(t *testing.T, create func() (nkeys.KeyPair, error)) nkeys.KeyPair {
-	t.Helper()
-	kp, err := create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
-}
-
-func publicKey(t *testing.T, kp nkeys.KeyPair) string {
-	t.Helper()
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub
-}
-
-func encode(t *testing.T, c jwt.Claims, signer nkeys.KeyPair) string {
-	t.Helper()
-	s, err := c.Encode(signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// creds returns a creds file of a new user of account, as nsc writes one.
-func creds(t *testing.T, account nkeys.KeyPair) string {
-	t.Helper()
-	user := newUser(t)
-	seed, err := user.Seed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jwt.FormatUserConfig(encode(t, jwt.NewUserClaims(publicKey(t, user)), account), seed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-// TLS to NATS: the server's certificate is checked against nats-ca (the
-// system's CAs do not know a private CA), and a server that verifies
-// clients takes the one nats-cert and nats-key name.
-func TestNATSAuthTLS(t *testing.T) {
-	p := newTestPKI(t)
-	url := startSecureNATS(t, natsTLS(p, false))
-	wantNATS(t, url, "the CA", natsAuth{CA: p.ca}, "")
-	wantNATS(t, url, "no CA", natsAuth{}, "certificate signed by unknown authority")
-	wantNATS(t, url, "another CA", natsAuth{CA: p.otherCA}, "certificate signed by unknown authority")
-
-	verifying := startSecureNATS(t, natsTLS(p, true))
-	wantNATS(t, verifying, "a client certificate", natsAuth{CA: p.ca, Cert: p.clientCert, Key: p.clientKey}, "")
-	// With TLS 1.3 the client may see the server's alert, or only the
-	// connection it closed.
-	wantNATS(t, verifying, "no client certificate", natsAuth{CA: p.ca}, "certificate required | connection closed by remote after TLS handshake", "PRIVATE KEY")
-}
 
 // capoller status, run, replay and watch dial NATS with the same settings:
 // status reaches a server that takes a token over TLS (and says the
@@ -310,10 +20,10 @@ func TestNATSAuthTLS(t *testing.T) {
 // an operator would set it, and a wrong token is refused with a message
 // that holds neither token.
 func TestNATSAuthStatusCommand(t *testing.T) {
-	p := newTestPKI(t)
-	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
+	p := testenv.NewPKI(t)
+	url := testenv.SecureNATS(t, testenv.NATSTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
 	args := []string{"status", "--checkpoint", "natskv", "--bucket", "CAPOLLER_AUTH_TEST", "--nats-url", url,
-		"--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey}
+		"--nats-ca", p.CA, "--nats-cert", p.ClientCert, "--nats-key", p.ClientKey}
 	for _, c := range []struct {
 		token, want string
 	}{
@@ -335,15 +45,15 @@ func TestNATSAuthStatusCommand(t *testing.T) {
 // notify takes the NATS settings of run, as flags and from the
 // environment, and checks them the same way.
 func TestNATSAuthNotifyFlags(t *testing.T) {
-	p := newTestPKI(t)
+	p := testenv.NewPKI(t)
 	for _, c := range []struct {
 		args []string
 		env  map[string]string
 		want string
 	}{
-		{[]string{"--nats-cert", p.clientCert}, nil, "nats-cert: needs nats-key"},
-		{nil, map[string]string{"CAPOLLER_NATS_KEY": p.clientKey}, "nats-key: needs nats-cert"},
-		{[]string{"--nats-ca", filepath.Join(p.dir, "missing.pem")}, nil, "nats-ca " + filepath.Join(p.dir, "missing.pem") + ": no such file or directory"},
+		{[]string{"--nats-cert", p.ClientCert}, nil, "nats-cert: needs nats-key"},
+		{nil, map[string]string{"CAPOLLER_NATS_KEY": p.ClientKey}, "nats-key: needs nats-cert"},
+		{[]string{"--nats-ca", filepath.Join(p.Dir, "missing.pem")}, nil, "nats-ca " + filepath.Join(p.Dir, "missing.pem") + ": no such file or directory"},
 		{[]string{"--nats-token", "tok-S3cret", "--nats-user", "alice"}, map[string]string{"CAPOLLER_NATS_PASSWORD": "pw-S3cret"}, "nats-token and nats-user: choose one"},
 	} {
 		t.Run(c.want, func(t *testing.T) {
@@ -351,7 +61,7 @@ func TestNATSAuthNotifyFlags(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			var stderr bytes.Buffer
-			args := append([]string{"notify", "--config", filepath.Join(p.dir, "notify.yaml")}, c.args...)
+			args := append([]string{"notify", "--config", filepath.Join(p.Dir, "notify.yaml")}, c.args...)
 			if code := cli(t.Context(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) || strings.Contains(stderr.String(), "S3cret") {
 				t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, stderr.String(), c.want)
 			}
@@ -362,19 +72,19 @@ func TestNATSAuthNotifyFlags(t *testing.T) {
 // The settings are checked before anything connects: each mistake is
 // named, and no error holds a secret.
 func TestConfigEngineAuthValidation(t *testing.T) {
-	p := newTestPKI(t)
+	p := testenv.NewPKI(t)
 	dir := t.TempDir()
-	notPEM := writeFile(t, dir, "not.pem", "hello")
-	badCreds := writeFile(t, dir, "bad.creds", "-----BEGIN NATS USER JWT-----\nnot-a-jwt\n------END NATS USER JWT------\n")
-	badSeed := writeFile(t, dir, "bad.nk", "SUnotaseedS3cret\n")
-	emptyFile := writeFile(t, dir, "empty", "\n")
+	notPEM := testenv.WriteFile(t, dir, "not.pem", "hello")
+	badCreds := testenv.WriteFile(t, dir, "bad.creds", "-----BEGIN NATS USER JWT-----\nnot-a-jwt\n------END NATS USER JWT------\n")
+	badSeed := testenv.WriteFile(t, dir, "bad.nk", "SUnotaseedS3cret\n")
+	emptyFile := testenv.WriteFile(t, dir, "empty", "\n")
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--nats-cert", p.clientCert}, "nats-cert: needs nats-key"},
-		{[]string{"--nats-key", p.clientKey}, "nats-key: needs nats-cert"},
-		{[]string{"--nats-cert", p.clientCert, "--nats-key", p.serverKey}, "private key does not match public key"},
+		{[]string{"--nats-cert", p.ClientCert}, "nats-cert: needs nats-key"},
+		{[]string{"--nats-key", p.ClientKey}, "nats-key: needs nats-cert"},
+		{[]string{"--nats-cert", p.ClientCert, "--nats-key", p.ServerKey}, "private key does not match public key"},
 		{[]string{"--nats-ca", notPEM}, "nats-ca " + notPEM + ": no PEM certificate in it"},
 		{[]string{"--nats-ca", filepath.Join(dir, "missing")}, "no such file or directory"},
 		{[]string{"--nats-creds", badCreds}, "nats-creds " + badCreds + ": no user JWT in it"},
@@ -387,9 +97,9 @@ func TestConfigEngineAuthValidation(t *testing.T) {
 		{[]string{"--nats-user", "alice"}, "nats-user: needs nats-password"},
 		{[]string{"--nats-url", "nats://bob:pw-S3cret@127.0.0.1:4222", "--nats-user", "alice", "--nats-password", "pw-S3cret"}, "nats-user and user information in nats-url"},
 		{[]string{"--nats-url", "embedded", "--nats-token", "tok-S3cret"}, "not with nats-url embedded"},
-		{[]string{"--redis-ca", p.ca}, "only with TLS, and redis-url is redis://: use rediss://"},
-		{[]string{"--redis-url", "redis+cluster://127.0.0.1:7000", "--redis-cert", p.clientCert, "--redis-key", p.clientKey}, "redis-url is redis+cluster://"},
-		{[]string{"--redis-url", "rediss://127.0.0.1:6380/0", "--redis-cert", p.clientCert}, "redis-cert: needs redis-key"},
+		{[]string{"--redis-ca", p.CA}, "only with TLS, and redis-url is redis://: use rediss://"},
+		{[]string{"--redis-url", "redis+cluster://127.0.0.1:7000", "--redis-cert", p.ClientCert, "--redis-key", p.ClientKey}, "redis-url is redis+cluster://"},
+		{[]string{"--redis-url", "rediss://127.0.0.1:6380/0", "--redis-cert", p.ClientCert}, "redis-cert: needs redis-key"},
 		{[]string{"--redis-url", "rediss+sentinel://127.0.0.1:26379/m", "--redis-ca", notPEM}, "redis-ca " + notPEM + ": no PEM certificate in it"},
 		{[]string{"--redis-username", "alice"}, "redis-username: needs a password"},
 		{[]string{"--redis-password", "pw-S3cret", "--redis-password-file", emptyFile}, "redis-password and redis-password-file: set one"},
@@ -402,9 +112,9 @@ func TestConfigEngineAuthValidation(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{
-		{"--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey, "--nats-user", "alice", "--nats-password", "x"},
-		{"--nats-url", "tls://127.0.0.1:4222", "--nats-token-file", writeFile(t, dir, "token", "tok\n")},
-		{"--redis-url", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", "--redis-ca", p.ca, "--redis-cert", p.clientCert, "--redis-key", p.clientKey, "--redis-username", "alice", "--redis-password", "x"},
+		{"--nats-ca", p.CA, "--nats-cert", p.ClientCert, "--nats-key", p.ClientKey, "--nats-user", "alice", "--nats-password", "x"},
+		{"--nats-url", "tls://127.0.0.1:4222", "--nats-token-file", testenv.WriteFile(t, dir, "token", "tok\n")},
+		{"--redis-url", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", "--redis-ca", p.CA, "--redis-cert", p.ClientCert, "--redis-key", p.ClientKey, "--redis-username", "alice", "--redis-password", "x"},
 		{"--redis-url", "redis://:urlpassword@127.0.0.1:6379/0", "--redis-username", "alice"},
 	} {
 		if _, err := loadConfig(flag.NewFlagSet("t", flag.ContinueOnError), args, noEnv); err != nil {
@@ -416,16 +126,16 @@ func TestConfigEngineAuthValidation(t *testing.T) {
 // config check names the files but shows no secret set inline: the
 // token, the passwords.
 func TestConfigCheckRedactsEngineSecrets(t *testing.T) {
-	p := newTestPKI(t)
+	p := testenv.NewPKI(t)
 	t.Setenv("CAPOLLER_NATS_PASSWORD", "pw-S3cret-nats")
 	t.Setenv("CAPOLLER_REDIS_PASSWORD", "pw-S3cret-redis")
 	var out, errOut bytes.Buffer
-	code := cli(t.Context(), []string{"config", "check", "--nats-user", "alice", "--nats-ca", p.ca,
-		"--redis-url", "rediss://127.0.0.1:6380/0", "--redis-username", "bob", "--redis-ca", p.ca}, &out, &errOut)
+	code := cli(t.Context(), []string{"config", "check", "--nats-user", "alice", "--nats-ca", p.CA,
+		"--redis-url", "rediss://127.0.0.1:6380/0", "--redis-username", "bob", "--redis-ca", p.CA}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	for _, want := range []string{"nats-user: alice", "nats-password: REDACTED", "redis-password: REDACTED", "redis-username: bob", "nats-ca: " + p.ca, "nats-token: \"\""} {
+	for _, want := range []string{"nats-user: alice", "nats-password: REDACTED", "redis-password: REDACTED", "redis-username: bob", "nats-ca: " + p.CA, "nats-token: \"\""} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("config check does not show %q:\n%s", want, out.String())
 		}
@@ -435,119 +145,16 @@ func TestConfigCheckRedactsEngineSecrets(t *testing.T) {
 	}
 }
 
-// The Redis settings reach every form of redis-url: the cluster's and the
-// sentinel's options get the user, the password and the TLS files.
-func TestRedisAuthAppliesToEveryForm(t *testing.T) {
-	p := newTestPKI(t)
-	auth := redisAuth{Username: "alice", Password: "pw", CA: p.ca, Cert: p.clientCert, Key: p.clientKey}
-	for _, raw := range []string{"rediss://127.0.0.1:6380/0", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", "rediss+sentinel://:urlpw@127.0.0.1:26379/m/0"} {
-		target, err := redisTargetOf(raw, auth)
-		if err != nil {
-			t.Fatalf("%s: %v", raw, err)
-		}
-		var user, password string
-		var tc *tls.Config
-		switch {
-		case target.cluster != nil:
-			user, password, tc = target.cluster.Username, target.cluster.Password, target.cluster.TLSConfig
-		case target.failover != nil:
-			user, password, tc = target.failover.Username, target.failover.Password, target.failover.TLSConfig
-		default:
-			user, password, tc = target.single.Username, target.single.Password, target.single.TLSConfig
-		}
-		if user != "alice" || password != "pw" || tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
-			t.Errorf("%s: user %q, password %q, TLS %+v", raw, user, password, tc)
-		}
-	}
-}
-
-// redisAuthServer starts a redis-server whose only user is alice (the
-// default user is off), on a plain port and a TLS port with the test
-// PKI's server certificate, verifying clients as authClients says (no,
-// optional or yes). It returns the two addresses.
-func redisAuthServer(t *testing.T, p testPKI, authClients string) (plain, tlsAddr string) {
-	t.Helper()
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	plain = testenv.RedisServer(t, "--user", "default", "off", "--user", "alice", "on", ">pw-S3cret-right", "~*", "&*", "+@all",
-		"--tls-port", strconv.Itoa(port), "--tls-cert-file", p.serverCert, "--tls-key-file", p.serverKey,
-		"--tls-ca-cert-file", p.ca, "--tls-auth-clients", authClients)
-	return plain, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-}
-
-// wantRedis pings Redis through openRedis, as the store does, and wants
-// it to answer (want == "") or to fail with an error holding want and no
-// secret.
-func wantRedis(t *testing.T, what, url string, auth redisAuth, want string) {
-	t.Helper()
-	client, err := openRedis(url, auth)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	defer func() { _ = client.Close() }()
-	err = client.Ping(t.Context()).Err()
-	switch {
-	case want == "" && err != nil:
-		t.Errorf("%s: %v", what, err)
-	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
-		t.Errorf("%s: err = %v; want %q", what, err, want)
-	}
-	if err != nil && strings.Contains(err.Error(), "S3cret") {
-		t.Errorf("%s: the error shows the password: %v", what, err)
-	}
-}
-
-// Redis with an ACL user and TLS: the user and password from the settings
-// (over the URL's) are taken and a wrong password is refused without
-// being shown; rediss:// checks the server's certificate against
-// redis-ca; a server that verifies clients takes redis-cert and
-// redis-key.
-func TestRedisAuthACLAndTLS(t *testing.T) {
-	if !redisHasTLS(t) {
-		t.Skip("redis-server was built without TLS (BUILD_TLS=yes); the CI machine's has it")
-	}
-	p := newTestPKI(t)
-	plain, tlsAddr := redisAuthServer(t, p, "optional")
-	alice := redisAuth{Username: "alice", Password: "pw-S3cret-right"}
-	wantRedis(t, "alice's password", "redis://"+plain+"/0", alice, "")
-	wantRedis(t, "the settings over the URL's user", "redis://bob:pw-S3cret-wrong@"+plain+"/0", alice, "")
-	wantRedis(t, "a wrong password", "redis://"+plain+"/0", redisAuth{Username: "alice", Password: "pw-S3cret-wrong"}, "WRONGPASS")
-	wantRedis(t, "no user", "redis://"+plain+"/0", redisAuth{}, "NOAUTH")
-
-	withCA := alice
-	withCA.CA = p.ca
-	wantRedis(t, "rediss with the CA", "rediss://"+tlsAddr+"/0", withCA, "")
-	wantRedis(t, "rediss without the CA", "rediss://"+tlsAddr+"/0", alice, "certificate signed by unknown authority")
-	other := alice
-	other.CA = p.otherCA
-	wantRedis(t, "rediss with another CA", "rediss://"+tlsAddr+"/0", other, "certificate signed by unknown authority")
-
-	_, verifying := redisAuthServer(t, p, "yes")
-	withCert := withCA
-	withCert.Cert, withCert.Key = p.clientCert, p.clientKey
-	wantRedis(t, "a client certificate", "rediss://"+verifying+"/0", withCert, "")
-	client, err := openRedis("rediss://"+verifying+"/0", withCA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = client.Close() }()
-	if err := client.Ping(t.Context()).Err(); err == nil {
-		t.Error("a server that verifies clients answered one without a certificate")
-	}
-}
-
 // capoller status reads a Redis that takes alice over TLS, the password
 // from CAPOLLER_REDIS_PASSWORD; a wrong one fails and is not shown.
 func TestRedisAuthStatusCommand(t *testing.T) {
-	if !redisHasTLS(t) {
+	if !testenv.RedisHasTLS(t) {
 		t.Skip("redis-server was built without TLS (BUILD_TLS=yes); the CI machine's has it")
 	}
-	p := newTestPKI(t)
-	_, tlsAddr := redisAuthServer(t, p, "yes")
+	p := testenv.NewPKI(t)
+	_, tlsAddr := testenv.RedisAuthServer(t, p, "yes")
 	args := []string{"status", "--redis-url", "rediss://" + tlsAddr + "/0", "--redis-username", "alice",
-		"--redis-ca", p.ca, "--redis-cert", p.clientCert, "--redis-key", p.clientKey, "--key-prefix", testenv.Name("capoller_auth") + ":"}
+		"--redis-ca", p.CA, "--redis-cert", p.ClientCert, "--redis-key", p.ClientKey, "--key-prefix", testenv.Name("capoller_auth") + ":"}
 	for _, c := range []struct {
 		password string
 		code     int
@@ -568,26 +175,12 @@ func TestRedisAuthStatusCommand(t *testing.T) {
 	}
 }
 
-// redisHasTLS reports whether the redis-server on PATH was built with TLS:
-// one without does not know tls-port ("Bad directive"). It skips the test
-// without redis-server.
-func redisHasTLS(t *testing.T) bool {
-	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server is not on PATH; install it (apt-get install redis-server) to run the Redis TLS tests")
-	}
-	// Listening nowhere, it exits at once.
-	out, _ := exec.Command(path, "--port", "0", "--tls-port", "0", "--save", "", "--dir", t.TempDir()).CombinedOutput()
-	return strings.Contains(string(out), "not to listen anywhere") || strings.Contains(string(out), "not listen anywhere")
-}
-
 // capoller run connects with the settings too: with the right token it
 // sets up its stream over TLS; with a wrong one it says why it waits,
 // without the token.
 func TestNATSAuthRunCommand(t *testing.T) {
-	p := newTestPKI(t)
-	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
+	p := testenv.NewPKI(t)
+	url := testenv.SecureNATS(t, testenv.NATSTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
 	for _, c := range []struct {
 		token, want string
 		exits       bool // on its own, non-zero: the client gave up on the refusing server
@@ -604,7 +197,7 @@ func TestNATSAuthRunCommand(t *testing.T) {
 			var stderr syncBuffer
 			done := make(chan int, 1)
 			go func() {
-				done <- cli(ctx, []string{"run", "--nats-url", url, "--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey,
+				done <- cli(ctx, []string{"run", "--nats-url", url, "--nats-ca", p.CA, "--nats-cert", p.ClientCert, "--nats-key", p.ClientKey,
 					"--checkpoint", "natskv", "--endpoint", "http://127.0.0.1:1"}, io.Discard, &stderr)
 			}()
 			if c.exits {
@@ -646,10 +239,10 @@ func TestNATSAuthRunCommand(t *testing.T) {
 // server that takes a token over TLS, it creates the stream; a wrong token
 // is refused with a message that holds neither token.
 func TestNATSAuthSetupCommand(t *testing.T) {
-	p := newTestPKI(t)
-	url := startSecureNATS(t, natsTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
+	p := testenv.NewPKI(t)
+	url := testenv.SecureNATS(t, testenv.NATSTLS(p, true)+"\nauthorization { token: \"tok-S3cret-right\" }")
 	stream := testenv.Name("CAPOLLER_SETUP_AUTH")
-	args := []string{"setup", "--nats-url", url, "--nats-ca", p.ca, "--nats-cert", p.clientCert, "--nats-key", p.clientKey,
+	args := []string{"setup", "--nats-url", url, "--nats-ca", p.CA, "--nats-cert", p.ClientCert, "--nats-key", p.ClientKey,
 		"--stream", stream, "--subject-prefix", strings.ToLower(stream)}
 	for _, c := range []struct {
 		token string
@@ -668,64 +261,5 @@ func TestNATSAuthSetupCommand(t *testing.T) {
 		if strings.Contains(stdout.String()+stderr.String(), "tok-S3cret") {
 			t.Errorf("setup shows a token: %s%s", stdout.String(), stderr.String())
 		}
-	}
-}
-
-// redis-ca with skip_verify=true in the URL would load the CA and check
-// nothing: the operator who names a CA means the server's certificate to
-// be verified, so the pair is refused rather than silently unverified.
-func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
-	p := newTestPKI(t)
-	for _, raw := range []string{"rediss://127.0.0.1:6380/0?skip_verify=true", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?skip_verify=true"} {
-		err := checkRedisURL(raw, redisAuth{CA: p.ca})
-		if err == nil || !strings.Contains(err.Error(), "skip_verify") {
-			t.Errorf("%s with redis-ca: %v; want skip_verify refused", raw, err)
-		}
-	}
-	if err := checkRedisURL("rediss://127.0.0.1:6380/0?skip_verify=true", redisAuth{Cert: p.clientCert, Key: p.clientKey}); err != nil {
-		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
-	}
-}
-
-// A token or password file rotated (a Secret updated) is read again at the
-// next connection: after the server changes its authorization and drops
-// the clients it no longer admits, they reconnect with the new secret.
-func TestNATSAuthFilesAreReadAgainOnReconnect(t *testing.T) {
-	for _, c := range []struct {
-		name        string
-		auth        func(secret string) *server.Options
-		file        string
-		settingFile func(a *natsAuth, file string)
-	}{
-		{"token", func(secret string) *server.Options { return &server.Options{Authorization: secret} }, "token",
-			func(a *natsAuth, file string) { a.TokenFile = file }},
-		{"password", func(secret string) *server.Options { return &server.Options{Username: "alice", Password: secret} }, "password",
-			func(a *natsAuth, file string) { a.User, a.PasswordFile = "alice", file }},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			opts := c.auth("old-S3cret")
-			opts.Host, opts.Port = "127.0.0.1", -1
-			srv := runNATSServer(t, opts)
-			file := writeFile(t, t.TempDir(), c.file, "old-S3cret\n")
-			var a natsAuth
-			c.settingFile(&a, file)
-			nc, err := connectNATS("nats://"+srv.Addr().String(), a, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			writeFile(t, filepath.Dir(file), c.file, "new-S3cret\n")
-			reload := c.auth("new-S3cret")
-			reload.Host, reload.Port, reload.NoLog, reload.NoSigs = opts.Host, srv.Addr().(*net.TCPAddr).Port, true, true
-			if err := srv.ReloadOptions(reload); err != nil {
-				t.Fatal(err)
-			}
-			testenv.WaitFor(t, 20*time.Second, "a reconnect with the new secret", func() error {
-				if nc.Stats().Reconnects == 0 {
-					return fmt.Errorf("no reconnect yet (%s)", nc.Status())
-				}
-				return nc.FlushTimeout(time.Second)
-			})
-		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
@@ -23,7 +22,7 @@ type listerFactory struct {
 	metrics  *poller.Metrics
 	strategy cloudassist.Strategy
 	output   cloudassist.OutputOptions
-	creds    map[string]credentials.CredentialsProvider
+	creds    map[string]cloudassist.CredentialsProvider
 	limits   map[string]*cloudassist.Limits
 	byShard  map[diff.Shard]shardConfig
 	ids      []diff.Shard
@@ -37,7 +36,7 @@ func newListerFactory(cfg config, log *zap.Logger, shared cloudassist.SharedQuot
 	if err != nil {
 		return nil, err
 	}
-	f := &listerFactory{cfg: cfg, log: log, metrics: metrics, creds: map[string]credentials.CredentialsProvider{},
+	f := &listerFactory{cfg: cfg, log: log, metrics: metrics, creds: map[string]cloudassist.CredentialsProvider{},
 		limits: map[string]*cloudassist.Limits{}, byShard: map[diff.Shard]shardConfig{}}
 	f.strategy, _ = cloudassist.ParseStrategy(cfg.Strategy) // validated with the configuration
 	if f.output, err = cfg.outputOptions(); err != nil {

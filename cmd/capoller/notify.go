@@ -23,7 +23,7 @@ import (
 type notifyOptions struct {
 	config, natsURL, stream, prefix, durable, dead, metricsAddr, logFormat, logLevel string
 	// nats is how notify authenticates to NATS: run's settings.
-	nats natsAuth
+	nats publisher.NATSAuth
 }
 
 // notifyCommand runs "capoller notify": a durable JetStream consumer that
@@ -79,7 +79,7 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	if err := checkNATSURL(o.natsURL); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(o.nats.check(o.natsURL)...); err != nil {
+	if err := errors.Join(o.nats.Check(o.natsURL)...); err != nil {
 		return nil, err
 	}
 	if err := publisher.ValidStreamName(o.stream); err != nil {
@@ -116,18 +116,13 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	if metricsLn != nil {
 		defer func() { _ = metricsLn.Close() }()
 	}
-	nc, js, err := connectJetStream(o.natsURL, o.nats, nats.Name("capoller-notify"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }))
+	nc, err := publisher.Dial(publisher.DialOptions{URL: o.natsURL, Auth: o.nats, Name: "capoller-notify", Logger: log,
+		Options: []nats.Option{nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true)}})
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	js := nc.JetStream
 	var cons jetstream.Consumer
 	if err := retry(ctx, log, "set up the durable consumer", func() (err error) {
 		cons, err = notify.EnsureConsumer(ctx, js, notify.ConsumerOptions{Stream: o.stream, SubjectPrefix: o.prefix, Durable: o.durable, Settings: s})
@@ -140,7 +135,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	}
 	var dead *notify.NATSDeadLetter
 	if err := retry(ctx, log, "look up the dead-letter subject", func() (err error) {
-		dead, err = notify.NewNATSDeadLetter(ctx, nc, js, o.dead)
+		dead, err = notify.NewNATSDeadLetter(ctx, nc.Conn, js, o.dead)
 		return err
 	}); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller"
 )
 
@@ -82,7 +83,7 @@ func (r *readiness) check(ctx context.Context, nats func() error, store any, own
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if err := p.Ping(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("checkpoint store: %w", withoutURL(err)))
+			errs = append(errs, fmt.Errorf("checkpoint store: %w", sensitive.WithoutURL(err)))
 		}
 	}
 	if err := r.shards(owned, now); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/internal/sensitive"
 )
 
 // redisLogger routes go-redis's own messages (a pool that cannot dial,
@@ -21,7 +23,7 @@ type redisLogger struct {
 }
 
 func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
-	msg := redactText(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	msg := sensitive.RedactText(strings.TrimSpace(fmt.Sprintf(format, v...)))
 	l.mu.Lock()
 	repeated := msg == l.last
 	l.last = msg

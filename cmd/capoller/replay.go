@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -177,12 +176,12 @@ func splitList(v string) []string {
 func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.Writer) error {
 	var js jetstream.JetStream
 	if o.fromStream || o.format == "publish" || cfg.Checkpoint == "natskv" {
-		nc, stream, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller replay"))
+		nc, err := publisher.Dial(publisher.DialOptions{URL: cfg.NATSURL, Auth: cfg.NATS, Name: "capoller replay"})
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		js = stream
+		js = nc.JetStream
 	}
 	w := bufio.NewWriterSize(stdout, 256<<10)
 	defer w.Flush()

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -186,7 +185,7 @@ func (d *daemonRun) serve(ctx context.Context) error {
 		select {
 		case <-gctx.Done():
 			return nil
-		case <-d.bus.closed:
+		case <-d.bus.nc.Closed():
 			return d.bus.closedErr()
 		}
 	})
@@ -225,18 +224,16 @@ func (d *daemonRun) readyz(ctx context.Context) error {
 // bus is the daemon's NATS: the connection, JetStream, and the publisher
 // on the stream.
 type bus struct {
-	nc       *nats.Conn
+	nc       *publisher.Conn
 	js       jetstream.JetStream
 	pub      *publisher.NATS
-	url      string        // the server's, the embedded one's if any
-	closed   chan struct{} // closed when the client gives up for good
-	dialErr  *atomicString // why the server cannot be reached, while it cannot
+	url      string // the server's, the embedded one's if any
 	embedded *embedded.Server
 }
 
 // connectBus connects to NATS, or starts the embedded server first.
 func connectBus(cfg config, log *zap.Logger) (*bus, error) {
-	b := &bus{url: cfg.NATSURL, closed: make(chan struct{}), dialErr: &atomicString{}}
+	b := &bus{url: cfg.NATSURL}
 	if b.url == "embedded" {
 		srv, err := embedded.Run(embedded.Options{StoreDir: filepath.Join(cfg.DataDir, "nats")})
 		if err != nil {
@@ -254,30 +251,14 @@ func connectBus(cfg config, log *zap.Logger) (*bus, error) {
 	// back — perhaps after this replica lost the shard, past the duplicate
 	// window, behind the new owner's later events of the same records.
 	var err error
-	b.nc, err = connectNATS(b.url, cfg.NATS, nats.Name("capoller"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1),
-		nats.ClosedHandler(func(*nats.Conn) { close(b.closed) }),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: our own Drain/Close
-				log.Warn("NATS disconnected", zap.Error(err))
-			}
-		}),
-		nats.ReconnectHandler(func(*nats.Conn) { b.dialErr.Store(""); log.Info("NATS reconnected") }),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			// Each failed attempt to reach the server, the first connection's
-			// too: logged once per change of cause.
-			if msg := withoutURL(err).Error(); b.dialErr.Swap(msg) != msg {
-				log.Warn("NATS is not reachable; retrying", zap.String("nats", redactURL(b.url)), zap.String("cause", msg))
-			}
-		}))
+	b.nc, err = publisher.Dial(publisher.DialOptions{URL: b.url, Auth: cfg.NATS, Name: "capoller", Logger: log,
+		Options:   []nats.Option{nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(-1)},
+		JetStream: []jetstream.JetStreamOpt{jetstream.WithPublishAsyncMaxPending(4096)}})
 	if err != nil {
 		b.close()
 		return nil, err
 	}
-	if b.js, err = jetstream.New(b.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
-		b.close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
+	b.js = b.nc.JetStream
 	if b.pub, err = publisher.New(b.js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow,
 		MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas}); err != nil {
 		b.close()
@@ -332,12 +313,7 @@ func (b *bus) setupStream(ctx context.Context, cfg config, log *zap.Logger) erro
 		if errors.As(err, new(*publisher.StreamConflictError)) {
 			return backoff.Permanent(err) // retrying will not change the operator's stream
 		}
-		if cause := b.dialErr.Load(); err != nil && !b.nc.IsConnected() && cause != "" {
-			// The API call's own error says little ("outbound buffer
-			// limit exceeded"): say why.
-			err = fmt.Errorf("%w (NATS is not reachable: %s)", err, cause)
-		}
-		return err
+		return b.nc.Explain(err) // the API call's own error says little
 	}); err != nil {
 		return err
 	}
@@ -371,7 +347,7 @@ func (b *bus) startup(ctx context.Context) *startup {
 	s.ctx, s.end = context.WithCancelCause(ctx)
 	go func() {
 		select {
-		case <-b.closed:
+		case <-b.nc.Closed():
 			s.end(b.closedErr())
 		case <-s.ctx.Done():
 		}
@@ -386,7 +362,7 @@ func (s *startup) failed(err error) error {
 	if s.parent.Err() != nil && !errors.As(err, new(configError)) {
 		return nil
 	}
-	if cause := context.Cause(s.ctx); s.parent.Err() == nil && errors.As(cause, new(natsClosed)) {
+	if cause := context.Cause(s.ctx); s.parent.Err() == nil && errors.As(cause, new(*publisher.ClosedError)) {
 		return cause
 	}
 	return err
@@ -423,30 +399,10 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 	return nil
 }
 
-// natsClosed is why the daemon exits when the NATS client gave up for good
-// (a fatal protocol error, or credentials the server refused twice).
-type natsClosed struct{ cause error }
-
-func (e natsClosed) Error() string {
-	return fmt.Sprintf("the NATS connection was closed for good (%v); exiting so that a supervisor restarts capoller", e.cause)
-}
-
-func natsClosedError(nc *nats.Conn) error { return natsClosed{withoutURL(nc.LastError())} }
-
-// atomicString is a string shared between goroutines.
-type atomicString struct{ v atomic.Value }
-
-func (a *atomicString) Store(s string) { a.v.Store(s) }
-
-func (a *atomicString) Load() string {
-	s, _ := a.v.Load().(string)
-	return s
-}
-
-// Swap stores s and returns the previous value.
-func (a *atomicString) Swap(s string) string {
-	old, _ := a.v.Swap(s).(string)
-	return old
+// natsClosedError is why the daemon exits when the NATS client gave up for
+// good (a fatal protocol error, or credentials refused twice).
+func natsClosedError(nc *publisher.Conn) error {
+	return fmt.Errorf("%w; exiting so that a supervisor restarts capoller", nc.Err())
 }
 
 // pollerPublisher is the NATS publisher under the poller's contract.

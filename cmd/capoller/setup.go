@@ -11,8 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/capoller/capoller/publisher"
 )
 
@@ -52,13 +50,13 @@ func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller setup"))
+	nc, err := publisher.Dial(publisher.DialOptions{URL: cfg.NATSURL, Auth: cfg.NATS, Name: "capoller setup"})
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller setup: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
-	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow,
+	pub, err := publisher.New(nc.JetStream, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow,
 		MaxAge: cfg.StreamMaxAge, MaxBytes: cfg.StreamMaxBytes, Replicas: cfg.StreamReplicas})
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller setup: configuration: %v\n", err)

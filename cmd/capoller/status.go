@@ -14,11 +14,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher"
 )
 
 // statusReport is what `capoller status --json` prints.
@@ -100,10 +100,10 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	var st groupReader
 	if cfg.Checkpoint == "natskv" {
-		nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller status"))
+		nc, err := publisher.Dial(publisher.DialOptions{URL: cfg.NATSURL, Auth: cfg.NATS, Name: "capoller status"})
 		if err == nil { // a reader: the bucket is opened, never created
 			defer nc.Close()
-			st, err = checkpoint.NewKV(ctx, js, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
+			st, err = checkpoint.NewKV(ctx, nc.JetStream, checkpoint.KVOptions{Bucket: cfg.Bucket, OpenOnly: true})
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "capoller status: %v\n", err)

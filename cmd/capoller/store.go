@@ -35,7 +35,7 @@ type groupStore interface {
 func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.JetStream, reg prometheus.Registerer) (groupStore, func(), error) {
 	switch cfg.Checkpoint {
 	case "redis":
-		rdb, err := openRedis(cfg.RedisURL, cfg.Redis)
+		rdb, err := checkpoint.OpenRedis(cfg.RedisURL, cfg.Redis)
 		if err != nil {
 			return nil, nil, configError{err}
 		}

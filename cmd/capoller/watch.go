@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/events"
 )
 
@@ -58,13 +59,13 @@ func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErr(fmt.Errorf("--color %q: want auto, always or never", color))
 	}
 
-	nc, js, err := connectJetStream(cfg.NATSURL, cfg.NATS, nats.Name("capoller watch"), nats.MaxReconnects(-1))
+	nc, err := publisher.Dial(publisher.DialOptions{URL: cfg.NATSURL, Auth: cfg.NATS, Name: "capoller watch", Options: []nats.Option{nats.MaxReconnects(-1)}})
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
 		return 1
 	}
 	defer nc.Close()
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
+	cons, err := nc.JetStream.OrderedConsumer(ctx, cfg.Stream, occ)
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller watch: follow stream %s: %v\n", cfg.Stream, err)
 		return 1

@@ -28,8 +28,9 @@ type Options struct {
 	// profile…), used as it is. Listers may share one — the listers of an
 	// account's shards should, so that it assumes a role once — if it is
 	// safe for concurrent use, which the SDK's refreshing providers are
-	// not by themselves. Set it or the static keys below, not both.
-	Credential credentials.CredentialsProvider
+	// not by themselves ([Credentials.Provider] makes such a provider).
+	// Set it or the static keys below, not both.
+	Credential CredentialsProvider
 	// AccessKeyID, AccessKeySecret and SecurityToken are static
 	// credentials. When they and Credential are empty the SDK's default
 	// chain is used (ALIBABA_CLOUD_* environment, CLI profile, credentials

@@ -1,6 +1,7 @@
-package main
+package checkpoint
 
 import (
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -108,17 +109,17 @@ func TestParseRedisURLRefusals(t *testing.T) {
 			t.Errorf("%q accepted", tc.raw)
 			continue
 		}
-		if _, oerr := openRedis(tc.raw, redisAuth{}); oerr == nil || oerr.Error() != err.Error() {
-			t.Errorf("%q: openRedis says %v, parse %v", tc.raw, oerr, err)
+		if _, oerr := OpenRedis(tc.raw, RedisAuth{}); oerr == nil || oerr.Error() != err.Error() {
+			t.Errorf("%q: OpenRedis says %v, parse %v", tc.raw, oerr, err)
 		}
-		if checkRedisURL(tc.raw, redisAuth{}) == nil {
-			t.Errorf("%q: checkRedisURL accepts it", tc.raw)
+		if CheckRedisURL(tc.raw, RedisAuth{}) == nil {
+			t.Errorf("%q: CheckRedisURL accepts it", tc.raw)
 		}
 		msg := err.Error()
 		if strings.Contains(msg, secret) || strings.Contains(msg, secret[:5]) {
 			t.Errorf("%q: the error shows the password: %s", tc.raw, msg)
 		}
-		if !strings.HasPrefix(msg, "redis-url "+redactURL(tc.raw)+": ") || !strings.Contains(msg, tc.says) {
+		if !strings.HasPrefix(msg, "redis-url "+sensitive.RedactURL(tc.raw)+": ") || !strings.Contains(msg, tc.says) {
 			t.Errorf("%q: error %q, want it to start with the redacted URL and say %q", tc.raw, msg, tc.says)
 		}
 	}
@@ -140,7 +141,7 @@ func someShards(n int) []diff.Shard {
 func commitThrough(t *testing.T, client redis.UniversalClient, prefix string, shards []diff.Shard) {
 	t.Helper()
 	ctx := t.Context()
-	s, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix, ChunkSize: 7})
+	s, err := NewRedis(client, RedisOptions{KeyPrefix: prefix, ChunkSize: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func commitThrough(t *testing.T, client redis.UniversalClient, prefix string, sh
 func TestOpenRedisCluster(t *testing.T) {
 	cluster, prefix := testenv.RedisCluster(t)
 	addrs := cluster.Options().Addrs
-	client, err := openRedis("redis+cluster://"+addrs[1]+"/?dial_timeout=2s", redisAuth{})
+	client, err := OpenRedis("redis+cluster://"+addrs[1]+"/?dial_timeout=2s", RedisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,13 +211,11 @@ func TestOpenRedisCluster(t *testing.T) {
 	}
 }
 
-// masterOf returns the address of the master holding key.
-
 // A redis+sentinel:// URL finds the master through the sentinel, with
 // the user information as the master's password.
 func TestOpenRedisSentinel(t *testing.T) {
 	s := testenv.RedisSentinel(t)
-	client, err := openRedis(fmt.Sprintf("redis+sentinel://:%s@%s/%s/0", s.Password, strings.Join(s.SentinelAddrs, ","), s.MasterName), redisAuth{})
+	client, err := OpenRedis(fmt.Sprintf("redis+sentinel://:%s@%s/%s/0", s.Password, strings.Join(s.SentinelAddrs, ","), s.MasterName), RedisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +225,7 @@ func TestOpenRedisSentinel(t *testing.T) {
 	}
 	commitThrough(t, client, testenv.Name("capoller_test")+":", someShards(4))
 
-	wrong, err := openRedis(fmt.Sprintf("redis+sentinel://:wrong@%s/%s", s.SentinelAddrs[0], s.MasterName), redisAuth{})
+	wrong, err := OpenRedis(fmt.Sprintf("redis+sentinel://:wrong@%s/%s", s.SentinelAddrs[0], s.MasterName), RedisAuth{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,4 +258,107 @@ func FuzzRedisURLHidesPassword(f *testing.F) {
 			t.Errorf("%q: the error shows the password: %v", raw, err)
 		}
 	})
+}
+
+// The Redis settings reach every form of redis-url: the cluster's and the
+// sentinel's options get the user, the password and the TLS files.
+func TestRedisAuthAppliesToEveryForm(t *testing.T) {
+	p := testenv.NewPKI(t)
+	auth := RedisAuth{Username: "alice", Password: "pw", CA: p.CA, Cert: p.ClientCert, Key: p.ClientKey}
+	for _, raw := range []string{"rediss://127.0.0.1:6380/0", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001", "rediss+sentinel://:urlpw@127.0.0.1:26379/m/0"} {
+		target, err := redisTargetOf(raw, auth)
+		if err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		var user, password string
+		var tc *tls.Config
+		switch {
+		case target.cluster != nil:
+			user, password, tc = target.cluster.Username, target.cluster.Password, target.cluster.TLSConfig
+		case target.failover != nil:
+			user, password, tc = target.failover.Username, target.failover.Password, target.failover.TLSConfig
+		default:
+			user, password, tc = target.single.Username, target.single.Password, target.single.TLSConfig
+		}
+		if user != "alice" || password != "pw" || tc == nil || tc.RootCAs == nil || len(tc.Certificates) != 1 {
+			t.Errorf("%s: user %q, password %q, TLS %+v", raw, user, password, tc)
+		}
+	}
+}
+
+// wantRedis pings Redis through OpenRedis, as the store does, and wants
+// it to answer (want == "") or to fail with an error holding want and no
+// secret.
+func wantRedis(t *testing.T, what, url string, auth RedisAuth, want string) {
+	t.Helper()
+	client, err := OpenRedis(url, auth)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	defer func() { _ = client.Close() }()
+	err = client.Ping(t.Context()).Err()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%s: %v", what, err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("%s: err = %v; want %q", what, err, want)
+	}
+	if err != nil && strings.Contains(err.Error(), "S3cret") {
+		t.Errorf("%s: the error shows the password: %v", what, err)
+	}
+}
+
+// Redis with an ACL user and TLS: the user and password from the settings
+// (over the URL's) are taken and a wrong password is refused without
+// being shown; rediss:// checks the server's certificate against
+// redis-ca; a server that verifies clients takes redis-cert and
+// redis-key.
+func TestRedisAuthACLAndTLS(t *testing.T) {
+	if !testenv.RedisHasTLS(t) {
+		t.Skip("redis-server was built without TLS (BUILD_TLS=yes); the CI machine's has it")
+	}
+	p := testenv.NewPKI(t)
+	plain, tlsAddr := testenv.RedisAuthServer(t, p, "optional")
+	alice := RedisAuth{Username: "alice", Password: "pw-S3cret-right"}
+	wantRedis(t, "alice's password", "redis://"+plain+"/0", alice, "")
+	wantRedis(t, "the settings over the URL's user", "redis://bob:pw-S3cret-wrong@"+plain+"/0", alice, "")
+	wantRedis(t, "a wrong password", "redis://"+plain+"/0", RedisAuth{Username: "alice", Password: "pw-S3cret-wrong"}, "WRONGPASS")
+	wantRedis(t, "no user", "redis://"+plain+"/0", RedisAuth{}, "NOAUTH")
+
+	withCA := alice
+	withCA.CA = p.CA
+	wantRedis(t, "rediss with the CA", "rediss://"+tlsAddr+"/0", withCA, "")
+	wantRedis(t, "rediss without the CA", "rediss://"+tlsAddr+"/0", alice, "certificate signed by unknown authority")
+	other := alice
+	other.CA = p.OtherCA
+	wantRedis(t, "rediss with another CA", "rediss://"+tlsAddr+"/0", other, "certificate signed by unknown authority")
+
+	_, verifying := testenv.RedisAuthServer(t, p, "yes")
+	withCert := withCA
+	withCert.Cert, withCert.Key = p.ClientCert, p.ClientKey
+	wantRedis(t, "a client certificate", "rediss://"+verifying+"/0", withCert, "")
+	client, err := OpenRedis("rediss://"+verifying+"/0", withCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = client.Close() }()
+	if err := client.Ping(t.Context()).Err(); err == nil {
+		t.Error("a server that verifies clients answered one without a certificate")
+	}
+}
+
+// redis-ca with skip_verify=true in the URL would load the CA and check
+// nothing: the operator who names a CA means the server's certificate to
+// be verified, so the pair is refused rather than silently unverified.
+func TestRedisCAWithSkipVerifyRefused(t *testing.T) {
+	p := testenv.NewPKI(t)
+	for _, raw := range []string{"rediss://127.0.0.1:6380/0?skip_verify=true", "rediss+cluster://127.0.0.1:7000,127.0.0.1:7001?skip_verify=true"} {
+		err := CheckRedisURL(raw, RedisAuth{CA: p.CA})
+		if err == nil || !strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("%s with redis-ca: %v; want skip_verify refused", raw, err)
+		}
+	}
+	if err := CheckRedisURL("rediss://127.0.0.1:6380/0?skip_verify=true", RedisAuth{Cert: p.ClientCert, Key: p.ClientKey}); err != nil {
+		t.Errorf("a client certificate with skip_verify (no CA named): %v", err)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package checkpoint
 
 import (
 	"crypto/tls"
@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/capoller/capoller/internal/sensitive"
 )
 
 // The forms of redis-url:
@@ -43,6 +45,27 @@ const (
 	defaultSentinelPort = "26379"
 )
 
+// RedisAuth is how to authenticate to Redis and check its certificates,
+// over what the URL of [OpenRedis] says: Username and a password (Password
+// or PasswordFile) replace the URL's user information, and CA, Cert and
+// Key complete the TLS of a rediss:// URL (rediss+cluster://,
+// rediss+sentinel://: the sentinels' too). Its YAML keys are the names of
+// capoller's settings, which its errors name.
+type RedisAuth struct {
+	// Username is an ACL user; it needs a password, here or in the URL.
+	Username string `yaml:"redis-username"`
+	// Password, or the file PasswordFile holds (read at each OpenRedis):
+	// at most one of the two.
+	Password     string `yaml:"redis-password"`
+	PasswordFile string `yaml:"redis-password-file"`
+	// CA names the PEM file of the CAs that sign the servers' certificates
+	// (default the system's); Cert and Key a client certificate, for
+	// servers that verify clients. Only with a rediss URL.
+	CA   string `yaml:"redis-ca"`
+	Cert string `yaml:"redis-cert"`
+	Key  string `yaml:"redis-key"`
+}
+
 // redisTarget is what a redis-url names: exactly one of its fields is set.
 type redisTarget struct {
 	single   *redis.Options
@@ -62,13 +85,14 @@ func (r redisTarget) client() redis.UniversalClient {
 	}
 }
 
-// openRedis returns a client of the Redis server, Cluster or Sentinel-run
+// OpenRedis returns a client of the Redis server, Cluster or Sentinel-run
 // master that the URL names (see the forms above), with the user,
-// password and TLS files of auth over the URL's. It does not connect: the
-// client dials on its first command. Its errors start with "redis-url
-// <url>", the URL redacted as [redactURL] does, or with the setting of
-// auth at fault, and never quote a password.
-func openRedis(raw string, auth redisAuth) (redis.UniversalClient, error) {
+// password and TLS files of auth over the URL's: what [NewRedis] takes.
+// It does not connect: the client dials on its first command. Its errors
+// start with "redis-url <url>", the URL redacted (user information and
+// password options as REDACTED), or with the setting of auth at fault,
+// and never quote a password.
+func OpenRedis(raw string, auth RedisAuth) (redis.UniversalClient, error) {
 	target, err := redisTargetOf(raw, auth)
 	if err != nil {
 		return nil, err
@@ -76,15 +100,15 @@ func openRedis(raw string, auth redisAuth) (redis.UniversalClient, error) {
 	return target.client(), nil
 }
 
-// checkRedisURL reports whether openRedis would accept the URL and auth,
-// for the configuration's validation.
-func checkRedisURL(raw string, auth redisAuth) error {
+// CheckRedisURL reports whether [OpenRedis] would accept the URL and
+// auth, for a configuration's validation.
+func CheckRedisURL(raw string, auth RedisAuth) error {
 	_, err := redisTargetOf(raw, auth)
 	return err
 }
 
 // redisTargetOf reads a redis-url and applies auth to it.
-func redisTargetOf(raw string, auth redisAuth) (redisTarget, error) {
+func redisTargetOf(raw string, auth RedisAuth) (redisTarget, error) {
 	target, err := parseRedisURL(raw)
 	if err != nil {
 		return redisTarget{}, err
@@ -100,7 +124,7 @@ func redisTargetOf(raw string, auth redisAuth) (redisTarget, error) {
 func parseRedisURL(raw string) (redisTarget, error) {
 	target, err := parseRedisTarget(raw)
 	if err != nil {
-		return redisTarget{}, fmt.Errorf("redis-url %s: %w", redactURL(raw), err)
+		return redisTarget{}, fmt.Errorf("redis-url %s: %w", sensitive.RedactURL(raw), err)
 	}
 	return target, nil
 }
@@ -141,7 +165,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 		}
 		opts, err := redis.ParseURL(raw)
 		if err != nil {
-			return redisTarget{}, withoutURL(err)
+			return redisTarget{}, sensitive.WithoutURL(err)
 		}
 		return redisTarget{single: opts}, nil
 	case schemeCluster, schemeClusterTLS, schemeSentinel, schemeSentinelTLS:
@@ -208,7 +232,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 		// go-redis's errors then cannot quote them.
 		opts, err := redis.ParseClusterURL("redis://" + hosts[0] + "/?" + query.Encode())
 		if err != nil {
-			return redisTarget{}, withoutURL(err)
+			return redisTarget{}, sensitive.WithoutURL(err)
 		}
 		opts.Username, opts.Password, opts.TLSConfig = user, password, tlsConfig
 		return redisTarget{cluster: opts}, nil
@@ -235,7 +259,7 @@ func parseRedisTarget(raw string) (redisTarget, error) {
 	query.Set("master_name", master)
 	opts, err := redis.ParseFailoverURL("redis://" + hosts[0] + "/" + db + "?" + query.Encode())
 	if err != nil {
-		return redisTarget{}, withoutURL(err)
+		return redisTarget{}, sensitive.WithoutURL(err)
 	}
 	opts.Username, opts.Password = user, password
 	opts.SentinelUsername, opts.SentinelPassword = sentinelUser, sentinelPassword
@@ -283,4 +307,55 @@ func userInfo(authority string) (user, password string, err error) {
 		return "", "", errors.New("the user information is not validly percent-encoded")
 	}
 	return user, password, nil
+}
+
+// tls reports whether any TLS setting of Redis is set.
+func (a RedisAuth) tls() bool { return a.CA != "" || a.Cert != "" || a.Key != "" }
+
+// apply sets the user, the password and the TLS files on the client
+// options of t, which parseRedisURL read from a URL of scheme.
+func (a RedisAuth) apply(t redisTarget, scheme string) error {
+	var user, password *string
+	var tlsConfig **tls.Config
+	switch {
+	case t.cluster != nil:
+		user, password, tlsConfig = &t.cluster.Username, &t.cluster.Password, &t.cluster.TLSConfig
+	case t.failover != nil:
+		user, password, tlsConfig = &t.failover.Username, &t.failover.Password, &t.failover.TLSConfig
+	default:
+		user, password, tlsConfig = &t.single.Username, &t.single.Password, &t.single.TLSConfig
+	}
+	if a.Username != "" {
+		*user = a.Username
+	}
+	p, err := sensitive.Secret("redis-password", a.Password, a.PasswordFile)
+	if err != nil {
+		return err
+	}
+	if p != "" {
+		*password = p
+	}
+	if a.Username != "" && *password == "" {
+		return errors.New("redis-username: needs a password, redis-password or the redis-url's")
+	}
+	if !a.tls() {
+		return nil
+	}
+	if *tlsConfig == nil {
+		return fmt.Errorf("redis-ca, redis-cert and redis-key: only with TLS, and redis-url is %s://: use rediss://, rediss+cluster:// or rediss+sentinel://", scheme)
+	}
+	if a.CA != "" && (*tlsConfig).InsecureSkipVerify {
+		return errors.New("redis-ca and skip_verify=true in redis-url: the CA would check nothing; drop skip_verify to verify the servers against it")
+	}
+	pool, certs, err := sensitive.LoadTLSFiles("redis", a.CA, a.Cert, a.Key)
+	if err != nil {
+		return err
+	}
+	c := (*tlsConfig).Clone()
+	if pool != nil {
+		c.RootCAs = pool
+	}
+	c.Certificates = certs
+	*tlsConfig = c
+	return nil
 }

@@ -1,0 +1,133 @@
+package sensitive
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// RedactURL returns raw fit for a log line or an error message: user
+// information (a user, a password, or a NATS token) becomes REDACTED, as do
+// the values of query parameters named like credentials. Each URL of a
+// comma-separated list (NATS takes one) is redacted on its own. A URL that
+// does not parse is redacted textually; it is never echoed as it is.
+func RedactURL(raw string) string {
+	raw = redactQuery(raw) // first: a secret value may hold a comma
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		parts[i] = redactOne(p)
+	}
+	return strings.Join(parts, ",")
+}
+
+func redactOne(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" || u.Host == "" || strings.Contains(u.Path+u.Fragment, "@") {
+		return RedactText(raw)
+	}
+	if u.User != nil {
+		u.User = url.User("REDACTED")
+	}
+	return u.String()
+}
+
+// RedactText redacts a URL that does not parse, or a message that may
+// quote one: everything between "://" (or the start) and the last "@"
+// becomes REDACTED, and so does a port that is not a number (the password
+// of "user:pass" that lost its "@").
+func RedactText(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	} else {
+		scheme += "://"
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme + "REDACTED" + rest[at:]
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	host := rest[:end]
+	if colon := strings.LastIndex(host, ":"); colon >= 0 && strings.Trim(host[colon+1:], "0123456789") != "" && !strings.HasSuffix(host, "]") {
+		host = host[:colon+1] + "REDACTED"
+	}
+	return scheme + host + rest[end:]
+}
+
+// redactQuery replaces the value of every query parameter named like a
+// credential, in a URL or a list of them, with REDACTED. A value ends at
+// "&", ";", "#" or the start of the list's next URL, so a comma in a
+// secret does not split it.
+func redactQuery(raw string) string {
+	var b strings.Builder
+	query := false
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		b.WriteByte(c)
+		i++
+		switch {
+		case c == '?' || query && (c == '&' || c == ';'):
+			query = true
+			end := i + strings.IndexFunc(raw[i:]+"=", func(r rune) bool { return strings.ContainsRune("=&;#,", r) })
+			name := raw[i:end]
+			b.WriteString(name)
+			i = end
+			if i < len(raw) && raw[i] == '=' && secretParam(name) {
+				b.WriteString("=REDACTED")
+				i = valueEnd(raw, i+1)
+			}
+		case c == '#' || c == ',' && startsURL(raw[i:]):
+			query = false
+		}
+	}
+	return b.String()
+}
+
+// valueEnd is the index where the query value starting at i ends.
+func valueEnd(raw string, i int) int {
+	for ; i < len(raw); i++ {
+		switch raw[i] {
+		case '&', ';', '#':
+			return i
+		case ',':
+			if startsURL(raw[i+1:]) {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// startsURL reports whether s starts with a scheme and "://".
+func startsURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	return ok && scheme != "" && strings.Trim(strings.ToLower(scheme), "abcdefghijklmnopqrstuvwxyz0123456789+.-") == ""
+}
+
+// secretParam reports whether a query parameter name looks like a
+// credential: password, pass, pwd, token, secret, auth, key, accesskeyid,
+// signature, securitytoken…, in any case and with any "_" or "-".
+func secretParam(name string) bool {
+	if n, err := url.QueryUnescape(name); err == nil {
+		name = n
+	}
+	name = strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "").Replace(name))
+	for _, s := range []string{"pass", "pwd", "token", "secret", "auth", "signature", "credential", "accesskey", "apikey", "privatekey"} {
+		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	return strings.HasSuffix(name, "key")
+}
+
+// WithoutURL returns err, unless it is a URL parse error, which quotes the
+// whole URL (credentials included): then only that the URL is invalid.
+func WithoutURL(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return errors.New("not a valid URL")
+	}
+	return err
+}
