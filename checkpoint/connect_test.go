@@ -11,7 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/capoller/capoller/diff"
-	"github.com/capoller/capoller/internal/sensitive"
+	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/poller/testenv"
 )
 

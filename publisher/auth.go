@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/capoller/capoller/internal/sensitive"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // NATSAuth is how [Dial] authenticates to NATS and checks the servers'

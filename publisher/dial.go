@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/capoller/capoller/internal/sensitive"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // DialOptions configures [Dial].

@@ -1,6 +1,6 @@
 package main
 
-import "github.com/capoller/capoller/internal/sensitive"
+import "github.com/capoller/capoller/poller/sensitive"
 
 // redacted returns c fit to show: its URLs redacted as redactURL does,
 // and the secrets set inline (a NATS token or password, a Redis password)

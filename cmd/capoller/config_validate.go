@@ -16,8 +16,8 @@ import (
 	"github.com/capoller/capoller/publisher/events"
 
 	"github.com/capoller/capoller/diff"
-	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/capoller/capoller/diff"
-	"github.com/capoller/capoller/internal/sensitive"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // readiness is what /readyz answers: the daemon reaches NATS and its

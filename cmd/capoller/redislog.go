@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/capoller/capoller/internal/sensitive"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // redisLogger routes go-redis's own messages (a pool that cannot dial,

@@ -15,7 +15,7 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"gopkg.in/yaml.v3"
 
-	"github.com/capoller/capoller/internal/sensitive"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // CredentialsProvider is the SDK's provider of credentials, named here so

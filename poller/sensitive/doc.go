@@ -4,7 +4,8 @@
 // fit to show, and the check that a setting is printable. The connections
 // of publisher (NATS) and checkpoint (Redis), the credentials of
 // poller/cloudassist and the configuration of cmd/capoller share it, so
-// that none of them imports another for it.
+// that none of them imports another for it. It imports nothing of the
+// module: it lives under poller/ only because the top level is fixed.
 //
 // Nothing here puts a secret into an error or a returned text: errors name
 // the setting and the file, never a value read from it.
