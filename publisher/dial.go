@@ -107,9 +107,9 @@ func (c *Conn) handlers(o DialOptions, log *zap.Logger) []nats.Option {
 			}
 		}),
 	}
-	if o.Logger != nil { // without one, nats.go's default prints to stderr
-		opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }))
-	}
+	// Always one: nats.go's default prints raw lines to stderr. Without a
+	// Logger, the error is dropped; the call that meets it says why.
+	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", zap.Error(err)) }))
 	return opts
 }
 

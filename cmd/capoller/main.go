@@ -28,13 +28,20 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
-func main() {
+func main() { os.Exit(process(os.Args[1:])) }
+
+// process is the capoller process: a subcommand until SIGINT or SIGTERM.
+// go-redis logs to stderr by itself; it is silenced here, for every
+// subcommand, and the daemon routes it through its log instead.
+func process(args []string) int {
+	redis.SetLogger(droppedRedisLog{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	defer stop()
+	return cli(ctx, args, os.Stdout, os.Stderr)
 }
 
 const usage = `usage: capoller <command> [flags]

@@ -8,11 +8,9 @@ import (
 	"flag"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,10 +29,7 @@ const beMainEnv = "CAPOLLER_TEST_BE_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(beMainEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := cli(ctx, os.Args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+		os.Exit(process(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }

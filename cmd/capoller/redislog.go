@@ -23,7 +23,7 @@ type redisLogger struct {
 }
 
 func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
-	msg := sensitive.RedactText(strings.TrimSpace(fmt.Sprintf(format, v...)))
+	msg := sensitive.RedactMessage(strings.TrimSpace(fmt.Sprintf(format, v...)))
 	l.mu.Lock()
 	repeated := msg == l.last
 	l.last = msg
@@ -32,3 +32,9 @@ func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
 		l.log.Warn("redis client", zap.String("message", msg))
 	}
 }
+
+// droppedRedisLog silences go-redis where no log takes its messages: a
+// command reports the failure its call met, once, in its own words.
+type droppedRedisLog struct{}
+
+func (droppedRedisLog) Printf(context.Context, string, ...any) {}

@@ -96,4 +96,7 @@ func TestRedisClientMessagesAreStructured(t *testing.T) {
 			t.Errorf("not a structured line: %s", line)
 		}
 	}
+	if !strings.Contains(lines[0], "dial tcp 127.0.0.1:1: connect: connection refused") {
+		t.Errorf("the cause is not in the line: %s", lines[0])
+	}
 }

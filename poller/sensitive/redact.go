@@ -23,7 +23,7 @@ func RedactURL(raw string) string {
 func redactOne(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Opaque != "" || u.Host == "" || strings.Contains(u.Path+u.Fragment, "@") {
-		return RedactText(raw)
+		return redactText(raw)
 	}
 	if u.User != nil {
 		u.User = url.User("REDACTED")
@@ -31,11 +31,12 @@ func redactOne(raw string) string {
 	return u.String()
 }
 
-// RedactText redacts a URL that does not parse, or a message that may
-// quote one: everything between "://" (or the start) and the last "@"
-// becomes REDACTED, and so does a port that is not a number (the password
-// of "user:pass" that lost its "@").
-func RedactText(raw string) string {
+// redactText redacts a URL that does not parse: everything between "://"
+// (or the start) and the last "@" becomes REDACTED, and so does a port
+// that is not a number (the password of "user:pass" that lost its "@").
+// It is for one URL, never for a message: in "dial tcp 10.0.0.1:6379:
+// connect: connection refused" it would take the cause for a password.
+func redactText(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		scheme, rest = "", raw
@@ -122,12 +123,70 @@ func secretParam(name string) bool {
 	return strings.HasSuffix(name, "key")
 }
 
-// WithoutURL returns err, unless it is a URL parse error, which quotes the
-// whole URL (credentials included): then only that the URL is invalid.
+// RedactMessage returns a message fit to show: a library's log line or an
+// error's text, which may quote a URL. Each word that is a URL
+// ("scheme://…") is redacted as RedactURL does, and so is each
+// "user:password@host"; every other word is kept as it is, so that the
+// cause ("connect: connection refused", "ERR DB index is out of range")
+// stays readable.
+func RedactMessage(msg string) string {
+	var b strings.Builder
+	for len(msg) > 0 {
+		i := strings.IndexFunc(msg, isSpace)
+		if i < 0 {
+			i = len(msg)
+		}
+		b.WriteString(redactWord(msg[:i]))
+		j := i + len(msg[i:]) - len(strings.TrimLeftFunc(msg[i:], isSpace))
+		b.WriteString(msg[i:j])
+		msg = msg[j:]
+	}
+	return b.String()
+}
+
+func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' }
+
+// redactWord redacts one word of a message if it holds a URL or user
+// information, keeping the quotes and punctuation around it.
+func redactWord(w string) string {
+	start := strings.IndexFunc(w, func(r rune) bool { return !strings.ContainsRune("\"'`([{<", r) })
+	if start < 0 {
+		return w
+	}
+	end := len(strings.TrimRightFunc(w, func(r rune) bool { return strings.ContainsRune("\"'`)]}>,;.:", r) }))
+	if end <= start {
+		return w
+	}
+	core := w[start:end]
+	switch {
+	case strings.Contains(core, "://"):
+		core = RedactURL(core)
+	case hasUserInfo(core):
+		core = "REDACTED" + core[strings.LastIndex(core, "@"):]
+	default:
+		return w
+	}
+	return w[:start] + core + w[end:]
+}
+
+// hasUserInfo reports whether w is "user:password@host…": a colon before
+// its last "@", and a host after it.
+func hasUserInfo(w string) bool {
+	at := strings.LastIndex(w, "@")
+	return at > 0 && at < len(w)-1 && strings.Contains(w[:at], ":")
+}
+
+// WithoutURL returns err fit to show. A URL parse error quotes the whole
+// URL (credentials included): it becomes only that the URL is invalid.
+// Another URL error (an HTTP request's "Get "…": dial tcp …") keeps its
+// operation and its cause, with the URL redacted.
 func WithoutURL(err error) error {
 	var uerr *url.Error
-	if errors.As(err, &uerr) {
+	if !errors.As(err, &uerr) {
+		return err
+	}
+	if uerr.Op == "parse" {
 		return errors.New("not a valid URL")
 	}
-	return err
+	return &url.Error{Op: uerr.Op, URL: RedactURL(uerr.URL), Err: uerr.Err}
 }
