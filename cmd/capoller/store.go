@@ -40,6 +40,10 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 			return nil, nil, configError{err}
 		}
 		if err := rdb.Ping(ctx).Err(); err != nil {
+			if !checkpoint.MayComeBack(err) { // wrong credentials, an ACL, a database index, TLS: waiting will not change it
+				_ = rdb.Close()
+				return nil, nil, fmt.Errorf("redis at %s: %w", redactURL(cfg.RedisURL), err)
+			}
 			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
 		}
 		wait, grace := redisReplicaWait(cfg)
