@@ -1,8 +1,14 @@
 package publisher
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,7 +28,7 @@ type DialOptions struct {
 	// Logger, if set, hears of the connection's life: the client's
 	// asynchronous errors, disconnections, reconnections, and each new
 	// reason the servers cannot be reached. Without it the client's
-	// asynchronous errors go to stderr, as nats.go prints them.
+	// asynchronous errors are dropped: the call that meets one says why.
 	Logger *zap.Logger
 	// Options are more of nats.Connect's options: reconnection, timeouts,
 	// buffers. Dial's own handlers are set after them, and win.
@@ -42,11 +48,41 @@ type Conn struct {
 	closed      chan struct{}
 	mu          sync.Mutex
 	unreachable string // why the servers cannot be reached, while they cannot
+	fatal       error  // why the connection was ended for good, if Dial ended it
+}
+
+// setFatal records why the connection is ended for good.
+func (c *Conn) setFatal(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fatal == nil {
+		c.fatal = err
+	}
+}
+
+// tlsFailure reports whether err is a failure of TLS that reconnecting
+// will not mend: a certificate not trusted or not for the host, a
+// handshake the server refused, or a plain-text server where TLS was
+// asked for (and the reverse).
+func tlsFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		header   tls.RecordHeaderError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &alert) || errors.As(err, &header) ||
+		errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted) ||
+		strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // ClosedError is why a connection [Dial] opened ended for good: the client
 // gave up on the servers (a fatal protocol error, or credentials the
-// server refused twice) and will not reconnect; or it was closed.
+// server refused twice), or Dial ended it on a TLS failure that
+// reconnecting will not mend; or it was closed.
 type ClosedError struct {
 	// Cause is the client's last error, without a URL; nil after Close.
 	Cause error
@@ -70,6 +106,7 @@ func Dial(o DialOptions) (*Conn, error) {
 		log = zap.NewNop()
 	}
 	c := &Conn{closed: make(chan struct{})}
+	dialer := &dialRecorder{}
 	opts, err := natsOptions(o.Auth)
 	if err == nil {
 		if o.Name != "" {
@@ -77,10 +114,12 @@ func Dial(o DialOptions) (*Conn, error) {
 		}
 		opts = append(opts, o.Options...)
 		opts = append(opts, c.handlers(o, log)...)
+		dialer.d.Timeout = connectTimeout(opts)
+		opts = append(opts, nats.SetCustomDialer(dialer))
 		c.Conn, err = nats.Connect(o.URL, opts...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", sensitive.RedactURL(o.URL), sensitive.WithoutURL(err))
+		return nil, fmt.Errorf("connect to NATS at %s: %w", sensitive.RedactURL(o.URL), sensitive.WithoutURL(dialer.explain(err)))
 	}
 	if c.JetStream, err = jetstream.New(c.Conn, o.JetStream...); err != nil {
 		c.Close()
@@ -94,7 +133,14 @@ func (c *Conn) handlers(o DialOptions, log *zap.Logger) []nats.Option {
 	opts := []nats.Option{
 		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
 		nats.ReconnectHandler(func(*nats.Conn) { c.setUnreachable(""); log.Info("NATS reconnected") }),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			if tlsFailure(err) {
+				// A certificate the client does not trust, or a server
+				// that speaks no TLS: retrying will not change it. The
+				// connection ends, and Err says why.
+				c.setFatal(sensitive.WithoutURL(err))
+				go nc.Close()
+			}
 			// Each failed attempt to reach the server, the first
 			// connection's too: logged once per change of cause.
 			if msg := sensitive.WithoutURL(err).Error(); c.setUnreachable(msg) != msg {
@@ -132,6 +178,12 @@ func (c *Conn) Closed() <-chan struct{} { return c.closed }
 func (c *Conn) Err() error {
 	select {
 	case <-c.closed:
+		c.mu.Lock()
+		fatal := c.fatal
+		c.mu.Unlock()
+		if fatal != nil {
+			return &ClosedError{Cause: fatal}
+		}
 		return &ClosedError{Cause: sensitive.WithoutURL(c.LastError())}
 	default:
 		return nil
@@ -147,7 +199,63 @@ func (c *Conn) Explain(err error) error {
 	cause := c.unreachable
 	c.mu.Unlock()
 	if err != nil && !c.IsConnected() && cause != "" {
-		return fmt.Errorf("%w (NATS is not reachable: %s)", err, cause)
+		return &unreachableError{cause: cause, err: err}
 	}
 	return err
+}
+
+// unreachableError puts why the servers cannot be reached first, and the
+// call's own error, which says little, after it.
+type unreachableError struct {
+	cause string
+	err   error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("NATS is not reachable: %s (%v)", e.cause, e.err)
+}
+
+func (e *unreachableError) Unwrap() error { return e.err }
+
+// dialRecorder dials the servers as nats.go's own dialer does, and keeps
+// the last failure: nats.Connect reports only "no servers available for
+// connection", and the refused connection, the name that does not
+// resolve or the timeout is what an operator needs to read.
+type dialRecorder struct {
+	d    net.Dialer
+	mu   sync.Mutex
+	last error
+}
+
+// Dial is nats.CustomDialer's.
+func (r *dialRecorder) Dial(network, address string) (net.Conn, error) {
+	conn, err := r.d.Dial(network, address)
+	if err != nil {
+		r.mu.Lock()
+		r.last = err
+		r.mu.Unlock()
+	}
+	return conn, err
+}
+
+// connectTimeout is the dial timeout opts set (nats.Timeout), which a
+// custom dialer must apply itself.
+func connectTimeout(opts []nats.Option) time.Duration {
+	o := nats.GetDefaultOptions()
+	for _, opt := range opts {
+		_ = opt(&o) // an option's error is nats.Connect's to report
+	}
+	return o.Timeout
+}
+
+// explain puts the last dial failure first in an error of nats.Connect
+// that says only that no server was available.
+func (r *dialRecorder) explain(err error) error {
+	r.mu.Lock()
+	last := r.last
+	r.mu.Unlock()
+	if last == nil || !errors.Is(err, nats.ErrNoServers) {
+		return err
+	}
+	return fmt.Errorf("%w (%w)", last, err)
 }

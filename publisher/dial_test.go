@@ -245,7 +245,7 @@ func TestDialTellsWhyNATSIsDown(t *testing.T) {
 	if f := entry.ContextMap(); f["nats"] != "nats://REDACTED@"+addr || cause == "" {
 		t.Errorf("logged %v", f)
 	}
-	if err := nc.Explain(errors.New("publish failed")); err.Error() != "publish failed (NATS is not reachable: "+cause+")" {
+	if err := nc.Explain(errors.New("publish failed")); err.Error() != "NATS is not reachable: "+cause+" (publish failed)" {
 		t.Errorf("Explain: %v; want the cause logged, %q", err, cause)
 	}
 	if nc.Explain(nil) != nil {
@@ -264,5 +264,47 @@ func TestDialTellsWhyNATSIsDown(t *testing.T) {
 	}
 	if !errors.As(nc.Err(), new(*publisher.ClosedError)) {
 		t.Errorf("Err after Close: %v", nc.Err())
+	}
+}
+
+// TestDialNamesTheDialsCause: a server that cannot be reached fails Dial
+// with the dial's own cause first (a refused connection), where nats.Connect
+// says only that no server was available.
+func TestDialNamesTheDialsCause(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	_, err = publisher.Dial(publisher.DialOptions{URL: "nats://user:hunter2@" + addr, Name: "capoller test"})
+	if err == nil {
+		t.Fatal("Dial to a closed port succeeded")
+	}
+	want := "connect to NATS at nats://REDACTED@" + addr + ": dial tcp " + addr + ": connect: connection refused"
+	if !strings.HasPrefix(err.Error(), want) || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Dial: %v\nwant it to start %q", err, want)
+	}
+}
+
+// TestDialEndsOnATLSFailure: a client that retries forever still stops at
+// once on a server certificate it does not trust, naming the cause, where
+// it retried without end.
+func TestDialEndsOnATLSFailure(t *testing.T) {
+	p := testenv.NewPKI(t)
+	url := testenv.SecureNATS(t, testenv.NATSTLS(p, false))
+	nc, err := publisher.Dial(publisher.DialOptions{URL: strings.Replace(url, "nats://", "tls://", 1), Name: "capoller test",
+		Options: []nats.Option{nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	select {
+	case <-nc.Closed():
+	case <-time.After(15 * time.Second):
+		t.Fatal("the connection still retries a certificate it does not trust")
+	}
+	if err := nc.Err(); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("Err: %v; want the TLS failure", err)
 	}
 }
