@@ -32,8 +32,8 @@ type config struct {
 	Config          string          `yaml:"-"`
 	Endpoint        string          `yaml:"endpoint"`
 	Accounts        []accountConfig `yaml:"accounts,omitempty"`
-	Regions         []string        `yaml:"regions,omitempty"`
-	Sources         []string        `yaml:"sources,omitempty"`
+	Regions         listSetting     `yaml:"regions,omitempty"`
+	Sources         listSetting     `yaml:"sources,omitempty"`
 	Interval        time.Duration   `yaml:"interval"`
 	Initial         string          `yaml:"initial"`
 	Strategy        string          `yaml:"strategy"`
@@ -71,10 +71,10 @@ type config struct {
 	// Output, OutputMaxBytes, OutputRedact and OutputRedactBuiltin say
 	// which events carry their run's output, and how it is made safe to
 	// publish (see cloudassist.OutputOptions).
-	Output              string   `yaml:"output"`
-	OutputMaxBytes      int      `yaml:"output-max-bytes"`
-	OutputRedact        []string `yaml:"output-redact,omitempty"`
-	OutputRedactBuiltin bool     `yaml:"output-redact-builtin"`
+	Output              string      `yaml:"output"`
+	OutputMaxBytes      int         `yaml:"output-max-bytes"`
+	OutputRedact        patternList `yaml:"output-redact,omitempty"`
+	OutputRedactBuiltin bool        `yaml:"output-redact-builtin"`
 	// NATS and Redis say how to authenticate to the engines and check
 	// their certificates.
 	NATS  publisher.NATSAuth   `yaml:",inline"`
@@ -96,10 +96,10 @@ type accountConfig struct {
 	// Credentials says how the account signs its calls.
 	Credentials cloudassist.Credentials `yaml:"credentials"`
 	// Regions to poll; at least one.
-	Regions []string `yaml:"regions"`
+	Regions listSetting `yaml:"regions"`
 	// Sources to poll in each region (ecs or ecs-results, and swas);
 	// default ecs.
-	Sources []string `yaml:"sources"`
+	Sources listSetting `yaml:"sources"`
 }
 
 // shardConfig is one shard the daemon polls: what listers.go builds a lister
@@ -297,7 +297,7 @@ func (c *config) readFile(from map[string]string) error {
 	defaults := *c
 	c.Regions, c.Sources = nil, nil
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return fmt.Errorf("config %s: %w", path, yamlError(err))
+		return fmt.Errorf("config %s: %w", path, yamlError(err, raw))
 	}
 	c.Config = path
 	if c.Regions == nil {
@@ -340,7 +340,10 @@ func (c *config) accountsOwnTheirShards(from map[string]string) error {
 
 // yamlError rewrites yaml.v3's decoding errors for an operator: an unknown
 // key is `unknown setting "foo"`, and no Go type names are shown.
-func yamlError(err error) error {
+//
+// raw, the file, names the key of each error's line: "line 3: regions:
+// expected a list of strings, or one string".
+func yamlError(err error, raw []byte) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err // a syntax error, e.g. "yaml: line 3: did not find expected key"
@@ -349,7 +352,133 @@ func yamlError(err error) error {
 	for i, m := range te.Errors {
 		msgs[i] = yamlMessage(m)
 	}
+	var root yaml.Node
+	if yaml.Unmarshal(raw, &root) == nil {
+		for i, m := range msgs {
+			msgs[i] = withKey(&root, m)
+		}
+	}
 	return errors.New(strings.Join(msgs, "; "))
+}
+
+// withKey inserts, after a message's "line N: ", the key whose value is
+// on that line: "line 3: accounts[0].regions: …". An unknown setting is
+// named already; its place is added: `line 3: accounts[0]: unknown
+// setting "qps"`.
+func withKey(root *yaml.Node, msg string) string {
+	var line int
+	if _, err := fmt.Sscanf(msg, "line %d:", &line); err != nil {
+		return msg
+	}
+	key := keyAt(root, line, "")
+	prefix := fmt.Sprintf("line %d: ", line)
+	rest := strings.TrimPrefix(msg, prefix)
+	i := strings.LastIndexByte(key, '.')
+	switch {
+	case key == "":
+		return msg
+	case strings.HasPrefix(rest, "unknown setting "):
+		if i < 0 {
+			return msg
+		}
+		return prefix + key[:i] + ": " + rest
+	}
+	return prefix + key + ": " + rest
+}
+
+// keyAt is the path ("accounts[1].regions") of the shallowest key whose
+// value starts on line, or "".
+func keyAt(n *yaml.Node, line int, path string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if k := keyAt(c, line, path); k != "" {
+				return k
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k, v := n.Content[i], n.Content[i+1]; k.Line == line || v.Line == line {
+				return join(path, n.Content[i].Value)
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := keyAt(n.Content[i+1], line, join(path, n.Content[i].Value)); k != "" {
+				return k
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if k := keyAt(c, line, fmt.Sprintf("%s[%d]", path, i)); k != "" {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
+// join is path.key, or key at the top.
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// listSetting is a list of strings in YAML: a sequence of them, or one
+// string, comma-separated as the flag and the variable take it
+// ("regions: cn-hangzhou" or "regions: cn-hangzhou,cn-beijing").
+type listSetting []string
+
+// UnmarshalYAML takes a sequence of scalars or one scalar. Its error is a
+// yaml.TypeError, so that the decoder reports it with the file's others.
+func (l *listSetting) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = nil
+		for _, v := range strings.Split(n.Value, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				*l = append(*l, v)
+			}
+		}
+		return nil
+	case yaml.SequenceNode:
+		list := make(listSetting, 0, len(n.Content))
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				return notAList(n, c.Tag)
+			}
+			list = append(list, c.Value)
+		}
+		*l = list
+		return nil
+	}
+	return notAList(n, n.Tag)
+}
+
+// patternList is a list of patterns in YAML: a sequence of them, or one.
+// A comma is part of a pattern, never a separator.
+type patternList []string
+
+// UnmarshalYAML takes a sequence of scalars or one scalar.
+func (l *patternList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = patternList{n.Value}
+		return nil
+	}
+	var list listSetting
+	if n.Kind != yaml.SequenceNode {
+		return notAList(n, n.Tag)
+	}
+	if err := list.UnmarshalYAML(n); err != nil {
+		return err
+	}
+	*l = patternList(list)
+	return nil
+}
+
+func notAList(n *yaml.Node, tag string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: expected a list of strings, or one string (cannot unmarshal %s into a list)", n.Line, tag)}}
 }
 
 // yamlMessage rewrites one message of a yaml.TypeError, e.g.

@@ -61,8 +61,8 @@ func settings() []setting {
 			c.InsecureEndpoint = b
 			return err
 		}},
-		{"regions", "comma-separated regions to watch", list(func(c *config) *[]string { return &c.Regions })},
-		{"sources", "comma-separated sources: ecs (DescribeInvocations), ecs-results (DescribeInvocationResults) — one of the two — and swas", list(func(c *config) *[]string { return &c.Sources })},
+		{"regions", "comma-separated regions to watch", list(func(c *config) *[]string { return (*[]string)(&c.Regions) })},
+		{"sources", "comma-separated sources: ecs (DescribeInvocations), ecs-results (DescribeInvocationResults) — one of the two — and swas", list(func(c *config) *[]string { return (*[]string)(&c.Sources) })},
 		{"interval", "time between the starts of two polls of a shard", dur(func(c *config) *time.Duration { return &c.Interval })},
 		{"initial", "first-start policy: baseline (record the present silently) or emit", str(func(c *config) *string { return &c.Initial })},
 		{"strategy", "how the ecs source reads the API: incremental (active, new and just-finished invocations, with a periodic full resync) or full", str(func(c *config) *string { return &c.Strategy })},

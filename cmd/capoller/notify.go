@@ -103,7 +103,7 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	}
 	settings, err := notify.ParseConfig(raw, os.Getenv, os.ReadFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", o.config, yamlError(err))
+		return nil, fmt.Errorf("%s: %w", o.config, yamlError(err, raw))
 	}
 	return settings, nil
 }
