@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
@@ -667,7 +668,7 @@ func describeEngine(url string, embedded bool, what string) string {
 // startSlot starts slot i's replica, arming a hook if arm is set.
 func (c *chaosRun) startSlot(i int, arm bool) error {
 	s := c.slots[i]
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return err
 	}

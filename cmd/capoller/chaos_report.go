@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/truthcheck"
 )
 
@@ -86,7 +87,7 @@ type chaosAPI struct {
 func latencyOf(xs []float64) chaosLatency {
 	l := chaosLatency{Samples: len(xs)}
 	if len(xs) > 0 {
-		l.P50, l.P99, l.Max = percentile(xs, 0.5), percentile(xs, 0.99), slices.Max(xs)
+		l.P50, l.P99, l.Max = harness.Percentile(xs, 0.5), harness.Percentile(xs, 0.99), slices.Max(xs)
 	}
 	return l
 }
