@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capoller/capoller/cmd/internal/bench"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -24,8 +25,8 @@ func TestBenchComparesStrategies(t *testing.T) {
 		t.Fatalf("bench exited %d", code)
 	}
 	var report struct {
-		Strategies []benchReport     `json:"strategies"`
-		Throughput *throughputReport `json:"throughput"`
+		Strategies []bench.StrategyReport  `json:"strategies"`
+		Throughput *bench.ThroughputReport `json:"throughput"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &report); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, out.String())
@@ -79,8 +80,8 @@ func TestBenchReplicas(t *testing.T) {
 		t.Fatalf("bench exited %d", code)
 	}
 	var report struct {
-		Replicas   *replicaBenchReport `json:"replicas"`
-		Throughput *throughputReport   `json:"throughput"`
+		Replicas   *bench.ReplicaReport    `json:"replicas"`
+		Throughput *bench.ThroughputReport `json:"throughput"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &report); err != nil || report.Replicas == nil || report.Throughput == nil {
 		t.Fatalf("report: %v\n%s", err, out.String())
@@ -107,7 +108,7 @@ func TestBenchReplicas(t *testing.T) {
 // as the aliyun CLI's users export) made run refuse the emulator's
 // http:// endpoint for the default chain, and would have sent the token.
 func TestBenchRunEnvIgnoresTheShellsToken(t *testing.T) {
-	env := benchRunEnv([]string{"ALIBABA_CLOUD_SECURITY_TOKEN=tok-S3cret", "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIshell", "HOME=/h"}, "LTAIbench", "bench-secret")
+	env := bench.RunEnv([]string{"ALIBABA_CLOUD_SECURITY_TOKEN=tok-S3cret", "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIshell", "HOME=/h"}, "LTAIbench", "bench-secret")
 	getenv := func(k string) string {
 		v := ""
 		for _, kv := range env { // the last wins, as os/exec has it

@@ -2,11 +2,11 @@ package main
 
 import "github.com/capoller/capoller/poller/sensitive"
 
-// redacted returns c fit to show: its URLs redacted as redactURL does,
+// redacted returns c fit to show: its URLs redacted (sensitive.RedactURL),
 // and the secrets set inline (a NATS token or password, a Redis password)
 // REDACTED. Files that hold secrets are named, never read.
 func (c config) redacted() config {
-	c.RedisURL, c.NATSURL, c.Endpoint = redactURL(c.RedisURL), redactURL(c.NATSURL), redactURL(c.Endpoint)
+	c.RedisURL, c.NATSURL, c.Endpoint = sensitive.RedactURL(c.RedisURL), sensitive.RedactURL(c.NATSURL), sensitive.RedactURL(c.Endpoint)
 	for _, s := range []*string{&c.NATS.Token, &c.NATS.Password, &c.Redis.Password} {
 		if *s != "" {
 			*s = "REDACTED"
@@ -14,7 +14,3 @@ func (c config) redacted() config {
 	}
 	return c
 }
-
-// redactURL is sensitive.RedactURL: the commands show URLs as the
-// connections to NATS and Redis do in their errors.
-func redactURL(raw string) string { return sensitive.RedactURL(raw) }

@@ -36,7 +36,7 @@ func (c config) checkDefaultChainEndpoint(getenv func(string) string) error {
 	}
 	return fmt.Errorf("endpoint %s: plain http would send the default credential chain's STS security token in the clear "+
 		"(ALIBABA_CLOUD_SECURITY_TOKEN, a profile, OIDC or the instance's RAM role); use https, or --insecure-endpoint for a local emulator",
-		redactURL(c.Endpoint))
+		sensitive.RedactURL(c.Endpoint))
 }
 
 // outputOptions reads the output settings, naming the one that is wrong.
@@ -110,12 +110,12 @@ func (c config) validateShards() []error {
 	var errs []error
 	if c.Endpoint != "" {
 		if u, err := url.Parse(c.Endpoint); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", redactURL(c.Endpoint)))
+			errs = append(errs, fmt.Errorf("endpoint %s: want an http(s) URL", sensitive.RedactURL(c.Endpoint)))
 		} else if u.Scheme == "http" && !c.InsecureEndpoint {
 			for _, a := range c.Accounts {
 				if a.Credentials.SendsSecurityToken() {
 					errs = append(errs, fmt.Errorf("endpoint %s: plain http would send account %q's STS security token in the clear; use https, or --insecure-endpoint for a local emulator",
-						redactURL(c.Endpoint), a.Name))
+						sensitive.RedactURL(c.Endpoint), a.Name))
 				}
 			}
 		}
@@ -375,11 +375,11 @@ func checkNATSURL(raw string) error {
 		}
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" || u.Hostname() == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, u.Scheme) {
-			return fmt.Errorf("nats-url %s: want nats://host:port, tls://, ws:// or wss://, comma-separated (or \"embedded\")", redactURL(raw))
+			return fmt.Errorf("nats-url %s: want nats://host:port, tls://, ws:// or wss://, comma-separated (or \"embedded\")", sensitive.RedactURL(raw))
 		}
 		if p := u.Port(); p != "" {
 			if port, err := strconv.Atoi(p); err != nil || port < 1 || port > 65535 {
-				return fmt.Errorf("nats-url %s: port out of range", redactURL(raw))
+				return fmt.Errorf("nats-url %s: port out of range", sensitive.RedactURL(raw))
 			}
 		}
 	}

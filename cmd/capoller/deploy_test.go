@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/capoller/capoller/poller/sensitive"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -141,7 +143,7 @@ func TestDeployNamesWhatExists(t *testing.T) {
 			if err != nil {
 				t.Errorf("compose %s: its configuration is refused: %v", name, err)
 			} else if !strings.Contains(cfg.NATSURL, ",") || cfg.StreamReplicas != 3 {
-				t.Errorf("compose %s: want the 3-node NATS cluster and an R3 stream, got %s, %d", name, redactURL(cfg.NATSURL), cfg.StreamReplicas)
+				t.Errorf("compose %s: want the 3-node NATS cluster and an R3 stream, got %s, %d", name, sensitive.RedactURL(cfg.NATSURL), cfg.StreamReplicas)
 			}
 		case name == "casim":
 			checkArgs(t, "compose casim", s.Command, known.casim)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 )
@@ -37,7 +38,7 @@ func TestMetricsMatchTheEventsAndTheCalls(t *testing.T) {
 	natsURL := testenv.NATSURL(t)
 	_, js := testenv.NATS(t, natsURL, stream)
 	_, keys := testenv.Redis(t)
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +57,13 @@ func TestMetricsMatchTheEventsAndTheCalls(t *testing.T) {
 			t.Logf("logs:\n%s", stderr.String())
 		}
 	}()
-	scrape := func() (promSample, error) { return scrapeMetrics(t.Context(), "http://"+addr+"/metrics") }
+	scrape := func() (harness.Metrics, error) { return harness.ScrapeMetrics(t.Context(), addr) }
 	testenv.WaitFor(t, 30*time.Second, "a first successful cycle", func() error {
 		m, err := scrape()
 		if err != nil {
 			return err
 		}
-		if n := m.sum("capoller_cycles_total") - m.sum("capoller_cycles_failed_total"); n < 1 {
+		if n := m.Sum("capoller_cycles_total") - m.Sum("capoller_cycles_failed_total"); n < 1 {
 			return fmt.Errorf("%v successful cycles", n)
 		}
 		return nil
@@ -96,16 +97,16 @@ func TestMetricsMatchTheEventsAndTheCalls(t *testing.T) {
 		}
 		var errs []string
 		for _, action := range []string{"DescribeInvocations", "DescribeInvocationResults"} {
-			if got, want := m.sum("capoller_api_calls_total", "action", action), float64(before[action]); got != want {
+			if got, want := m.Sum("capoller_api_calls_total", "action", action), float64(before[action]); got != want {
 				errs = append(errs, fmt.Sprintf("%s: %v calls counted, the emulator had %v", action, got, want))
 			}
 		}
 		for code, want := range map[string]float64{"Throttling.User": 2, "ServiceUnavailable": 1} {
-			if got := m.sum("capoller_api_errors_total", "action", "DescribeInvocations", "code", code); got != want {
+			if got := m.Sum("capoller_api_errors_total", "action", "DescribeInvocations", "code", code); got != want {
 				errs = append(errs, fmt.Sprintf("%v errors %s, want %v", got, code, want))
 			}
 		}
-		if got := m.sum("capoller_api_errors_total", "class", "throttled"); got != 2 {
+		if got := m.Sum("capoller_api_errors_total", "class", "throttled"); got != 2 {
 			errs = append(errs, fmt.Sprintf("%v throttled errors, want 2", got))
 		}
 		bySubject, err := streamSubjects(t.Context(), js, stream, prefix)
@@ -115,28 +116,28 @@ func TestMetricsMatchTheEventsAndTheCalls(t *testing.T) {
 		var events float64
 		for kind, n := range bySubject {
 			events += n
-			if got := m.sum("capoller_transitions_total", "level", kind[0], "status", kind[1]); got != n {
+			if got := m.Sum("capoller_transitions_total", "level", kind[0], "status", kind[1]); got != n {
 				errs = append(errs, fmt.Sprintf("%s %s: %v transitions counted, the stream has %v", kind[0], kind[1], got, n))
 			}
 		}
-		if got := m.sum("capoller_transitions_total"); got != events {
+		if got := m.Sum("capoller_transitions_total"); got != events {
 			errs = append(errs, fmt.Sprintf("%v transitions counted, the stream has %v events", got, events))
 		}
-		if got := m.sum("capoller_events_published_total"); got != events || events < 6 {
+		if got := m.Sum("capoller_events_published_total"); got != events || events < 6 {
 			errs = append(errs, fmt.Sprintf("%v events acknowledged, the stream has %v (want at least 6)", got, events))
 		}
-		if got := m.sum("capoller_events_duplicate_total"); got != 0 {
+		if got := m.Sum("capoller_events_duplicate_total"); got != 0 {
 			errs = append(errs, fmt.Sprintf("%v duplicates", got))
 		}
-		if got := m.sum("capoller_records", "source", "ecs"); got != 6 {
+		if got := m.Sum("capoller_records", "source", "ecs"); got != 6 {
 			errs = append(errs, fmt.Sprintf("%v records tracked, the emulator has 6", got))
 		}
-		if got := m.sum("capoller_checkpoint_commits_total"); got < 1 {
+		if got := m.Sum("capoller_checkpoint_commits_total"); got < 1 {
 			errs = append(errs, fmt.Sprintf("%v commits", got))
 		}
 		// Three finished instance runs, each with a finish time, and perhaps
 		// their Running with a start time.
-		if got, instance := m.sum("capoller_detection_lag_seconds"), bySubject[[2]string{"instance", "success"}]+bySubject[[2]string{"instance", "failed"}]; got < instance || got > bySubject.level("instance") {
+		if got, instance := m.Sum("capoller_detection_lag_seconds"), bySubject[[2]string{"instance", "success"}]+bySubject[[2]string{"instance", "failed"}]; got < instance || got > bySubject.level("instance") {
 			errs = append(errs, fmt.Sprintf("%v detection lags observed, for %v finished instance runs", got, instance))
 		}
 		if len(errs) > 0 {

@@ -5,17 +5,19 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"io"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/notify"
 )
@@ -175,7 +177,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	for _, w := range s.Webhooks {
 		hooks = append(hooks, w.String())
 	}
-	log.Info("capoller notify running", zap.String("nats", redactURL(o.natsURL)), zap.String("stream", o.stream), zap.String("durable", o.durable),
+	log.Info("capoller notify running", zap.String("nats", sensitive.RedactURL(o.natsURL)), zap.String("stream", o.stream), zap.String("durable", o.durable),
 		zap.String("delivery_log", notify.DeliveredBucket(o.stream, o.durable)),
 		zap.Strings("webhooks", hooks), zap.Int("rules", len(s.Rules)), zap.String("dead_letter_subject", o.dead), zap.String("dead_letter_stream", dlStream))
 	err = n.Run(ctx, cons)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -23,7 +24,7 @@ func TestReadyzFollowsRedisAndNATS(t *testing.T) {
 	testenv.NATS(t, natsURL, stream)
 	_, prefix := testenv.Redis(t)
 	redisProxy, natsProxy := newNATSProxy(t, testenv.RedisURL(t)), newNATSProxy(t, natsURL)
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,20 +17,21 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
-// replicaProc is one `capoller run` child process.
+// replicaProc is one `capoller run` child process, and its log.
 type replicaProc struct {
-	id      string
-	cmd     *exec.Cmd
-	metrics string // host:port of /metrics
-	logs    *syncBuffer
-	exited  chan struct{}
-	code    int
+	*harness.Replica
+	logs *syncBuffer
 }
+
+// code is the process's exit code, once it exited (-1 before, or when a
+// signal ended it).
+func (p *replicaProc) code() int { return p.ExitState().ExitCode() }
 
 // replicaGroup is the setup a test's replicas share: the emulator, the
 // engines and the configuration.
@@ -104,26 +104,16 @@ func (g *replicaGroup) start(id string, extraEnv ...string) *replicaProc {
 // --metrics-addr, which it adds).
 func (g *replicaGroup) startWith(id string, args []string, extraEnv ...string) *replicaProc {
 	g.t.Helper()
-	addr, err := freeAddr()
-	if err != nil {
-		g.t.Fatal(err)
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	p := &replicaProc{id: id, metrics: addr, logs: &syncBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(exe, append(slices.Clone(args), "--replica-id", id, "--metrics-addr", addr)...)
-	p.cmd.Env = append(slices.Clone(g.env), extraEnv...)
-	p.cmd.Stderr = p.logs
-	if err := p.cmd.Start(); err != nil {
+	p := &replicaProc{logs: &syncBuffer{}}
+	p.Replica, err = harness.StartReplica(context.Background(), harness.ReplicaOptions{Executable: exe, ID: id, Args: args,
+		Env: append(slices.Clone(g.env), extraEnv...), Stderr: p.logs})
+	if err != nil {
 		g.t.Fatal(err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.exited)
-	}()
 	g.mu.Lock()
 	g.procs = append(g.procs, p)
 	g.mu.Unlock()
@@ -137,19 +127,12 @@ func (g *replicaGroup) startWith(id string, args []string, extraEnv ...string) *
 
 func (g *replicaGroup) stopAll() {
 	g.mu.Lock()
-	procs := slices.Clone(g.procs)
+	procs := make([]*harness.Replica, len(g.procs))
+	for i, p := range g.procs {
+		procs[i] = p.Replica
+	}
 	g.mu.Unlock()
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGCONT)
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, p := range procs {
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			_ = p.cmd.Process.Kill()
-		}
-	}
+	harness.StopReplicas(20*time.Second, procs...)
 }
 
 // owners returns each live lease's owner, by shard.
@@ -222,15 +205,12 @@ func (g *replicaGroup) drive(ctx context.Context) {
 
 // metric sums a metric of a replica.
 func (p *replicaProc) metric(t *testing.T, name string) float64 {
-	m, err := scrapeMetrics(t.Context(), "http://"+p.metrics+"/metrics")
+	m, err := p.Metrics(t.Context())
 	if err != nil {
 		return -1
 	}
-	return m.sum(name)
+	return m.Sum(name)
 }
-
-// stopped reports whether the process is stopped (SIGSTOP).
-func (p *replicaProc) stopped() bool { return processStopped(p.cmd.Process.Pid) }
 
 // waitCaughtUp waits until the last event of every record the emulator
 // knows announces the record's last status, and returns the truth.
@@ -296,7 +276,7 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 		}
 	}
 	killed := time.Now()
-	if err := r2.cmd.Process.Kill(); err != nil {
+	if err := r2.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	moved := g.waitSpread(3*g.ttl, "r1", "r3")
@@ -317,7 +297,7 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 	// leases expire; resumed, its commit is refused.
 	r5 := g.start("r5", testHookEnv+"="+"published")
 	testenv.WaitFor(t, 60*time.Second, "r5 to stop itself after a publish", func() error {
-		if r5.stopped() {
+		if r5.Stopped() {
 			return nil
 		}
 		return fmt.Errorf("running")
@@ -334,7 +314,7 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 		}
 		return nil
 	})
-	if err := r5.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := r5.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 20*time.Second, "r5's commit to be refused by fencing", func() error {
@@ -351,8 +331,8 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 	g.checkStatus(t, "r1", "r3", "r4", "r5")
 	g.stopAll()
 	for _, p := range []*replicaProc{r1, r3} {
-		if p.code != 0 {
-			t.Errorf("%s exited %d after SIGTERM; logs:\n%s", p.id, p.code, p.logs.String())
+		if p.code() != 0 {
+			t.Errorf("%s exited %d after SIGTERM; logs:\n%s", p.ID, p.code(), p.logs.String())
 		}
 	}
 	evs := testenv.StreamEvents(t, g.js, g.stream)

@@ -61,14 +61,14 @@ func (d *deployment) start(id string, regions []string, sources string) (*replic
 // deploy does before it starts the next one.
 func (d *deployment) stop(p *replicaProc) {
 	d.t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.Signal(syscall.SIGTERM)
 	select {
-	case <-p.exited:
+	case <-p.Done():
 	case <-time.After(30 * time.Second):
-		d.t.Fatalf("%s did not exit within 30s of SIGTERM", p.id)
+		d.t.Fatalf("%s did not exit within 30s of SIGTERM", p.ID)
 	}
-	if p.code != 0 {
-		d.t.Errorf("%s exited %d after SIGTERM", p.id, p.code)
+	if p.code() != 0 {
+		d.t.Errorf("%s exited %d after SIGTERM", p.ID, p.code())
 	}
 }
 

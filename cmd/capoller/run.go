@@ -23,6 +23,7 @@ import (
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
 )
@@ -196,7 +197,7 @@ func (d *daemonRun) serve(ctx context.Context) error {
 	g.Go(func() error { return d.group.Run(gctx) })
 	fields := []zap.Field{zap.Int("shards", len(d.listers.shards())), zap.Duration("lease_ttl", d.cfg.LeaseTTL),
 		zap.Duration("interval", d.cfg.Interval), zap.String("checkpoint", d.cfg.Checkpoint),
-		zap.String("nats", redactURL(d.bus.url)), zap.String("stream", d.cfg.Stream)}
+		zap.String("nats", sensitive.RedactURL(d.bus.url)), zap.String("stream", d.cfg.Stream)}
 	if d.ops.addr != "" {
 		fields = append(fields, zap.String("metrics_addr", d.ops.addr)) // the port chosen for ":0"
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -19,11 +20,11 @@ import (
 func TestStartupWaitServesHealthAndStopsCleanly(t *testing.T) {
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIstartup") // a pair and no token: plain http is allowed
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "startup-secret")
-	dead, err := freeAddr() // nothing listens there
+	dead, err := harness.FreeAddr() // nothing listens there
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := freeAddr()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,11 +13,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // groupStore is what the daemon needs of a checkpoint store: checkpoints,
@@ -42,9 +44,9 @@ func openStore(ctx context.Context, cfg config, log *zap.Logger, js jetstream.Je
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			if !checkpoint.MayComeBack(err) { // wrong credentials, an ACL, a database index, TLS: waiting will not change it
 				_ = rdb.Close()
-				return nil, nil, fmt.Errorf("redis at %s: %w", redactURL(cfg.RedisURL), err)
+				return nil, nil, fmt.Errorf("redis at %s: %w", sensitive.RedactURL(cfg.RedisURL), err)
 			}
-			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", redactURL(cfg.RedisURL)), zap.Error(err))
+			log.Warn("Redis is not reachable yet; cycles will fail until it is", zap.String("url", sensitive.RedactURL(cfg.RedisURL)), zap.Error(err))
 		}
 		wait, grace := redisReplicaWait(cfg)
 		rs, err := checkpoint.NewRedis(rdb, checkpoint.RedisOptions{KeyPrefix: cfg.KeyPrefix, Logger: log,

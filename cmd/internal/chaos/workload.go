@@ -1,4 +1,4 @@
-package main
+package chaos
 
 import (
 	"context"
@@ -11,21 +11,21 @@ import (
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 )
 
-// chaosTask is an invocation the workload stops later: a hanging command
+// task is an invocation the workload stops later: a hanging command
 // or a periodic task.
-type chaosTask struct {
+type task struct {
 	product, region, id string
 	at                  time.Time
 	periodic            bool
 }
 
-// chaosWorkload keeps the fleet busy until ctx ends: in every account and
+// workload keeps the fleet busy until ctx ends: in every account and
 // region, one-time commands on ECS (on one to three instances) and SWAS
 // that succeed, fail or time out, commands that hang until stopped, and
 // periodic tasks stopped after a while; rate is invocations per second
 // over the fleet. When ctx ends, every task still going is stopped, so
 // that each record reaches a final status.
-func chaosWorkload(ctx context.Context, sim *castest.Server, seed int64, rate float64) {
+func workload(ctx context.Context, sim *castest.Server, seed int64, rate float64) {
 	type place struct {
 		acct   *castest.AccountHandle
 		region string
@@ -49,7 +49,7 @@ func chaosWorkload(ctx context.Context, sim *castest.Server, seed int64, rate fl
 	for n, p := range places {
 		rng := rand.New(rand.NewPCG(uint64(seed), uint64(n)+0x776f726b)) // "work"
 		wg.Go(func() {
-			var tasks []chaosTask
+			var tasks []task
 			periodic := 0
 			defer func() {
 				for _, t := range tasks {
@@ -85,13 +85,13 @@ func chaosWorkload(ctx context.Context, sim *castest.Server, seed int64, rate fl
 					_, _ = p.acct.InvokeSWAS(p.region, swas[rng.IntN(len(swas)):][:1], script, 10)
 				case r < 85:
 					if id, err := p.acct.Invoke(p.region, ecs[rng.IntN(len(ecs)):][:1], "echo warming; hang", 60); err == nil {
-						tasks = append(tasks, chaosTask{product: castest.ProductECS, region: p.region, id: id, at: now.Add(time.Duration(500+rng.IntN(5000)) * time.Millisecond)})
+						tasks = append(tasks, task{product: castest.ProductECS, region: p.region, id: id, at: now.Add(time.Duration(500+rng.IntN(5000)) * time.Millisecond)})
 					}
 				case r < 92 && periodic < 2:
 					id, err := p.acct.InvokePeriodic(p.region, ecs[:1+rng.IntN(2)], fmt.Sprintf("echo tick; exit %d", rng.IntN(2)), "rate(2s)", 10)
 					if err == nil {
 						periodic++
-						tasks = append(tasks, chaosTask{product: castest.ProductECS, region: p.region, id: id, at: now.Add(time.Duration(4+rng.IntN(16)) * time.Second), periodic: true})
+						tasks = append(tasks, task{product: castest.ProductECS, region: p.region, id: id, at: now.Add(time.Duration(4+rng.IntN(16)) * time.Second), periodic: true})
 					}
 				default:
 					_, _ = p.acct.Invoke(p.region, ecs[:1], "echo slow; sleep 3", 1) // times out

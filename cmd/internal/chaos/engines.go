@@ -1,117 +1,93 @@
-package main
+package chaos
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/publisher/embedded"
 )
 
-// chaosRedis is the Redis the chaos harness runs against: a URL it was
+// redisEngine is the Redis the chaos harness runs against: a URL it was
 // given (which it never restarts), or a redis-server of its own on a free
 // port, with an append-only file fsynced at every write, which it can kill
-// and start again on the same port and data.
-type chaosRedis struct {
-	url  string
-	path string // redis-server; empty when not embedded
-	dir  string
-	port int
-
-	mu  sync.Mutex
-	cmd *exec.Cmd
-
+// and start again on the same port and data, or a Cluster or Sentinel of
+// its own.
+type redisEngine struct {
+	url string
+	// server is the single redis-server of the harness's own; nil
+	// otherwise.
+	server *harness.RedisServer
 	// group is the cluster or Sentinel of --redis cluster or sentinel
-	// (see chaos_failover.go); nil for one server.
-	group *chaosRedisGroup
+	// (see redisgroup.go); nil otherwise.
+	group *redisGroup
 }
 
-func startChaosRedis(url, dir string) (*chaosRedis, error) {
+// startRedis starts the Redis of a run: the given URL or one
+// redis-server (single), or a cluster or Sentinel of the harness's own.
+func startRedis(url, topology, dir string) (*redisEngine, error) {
+	if topology == "" || topology == RedisSingle {
+		return startSingleRedis(url, dir)
+	}
+	return startRedisGroup(topology, dir)
+}
+
+func startSingleRedis(url, dir string) (*redisEngine, error) {
 	if url != "embedded" {
-		return &chaosRedis{url: url}, nil
+		return &redisEngine{url: url}, nil
 	}
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("--redis-url embedded needs redis-server on PATH: %w", err)
 	}
-	port, err := freePort()
+	port, err := harness.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	r := &chaosRedis{path: path, dir: filepath.Join(dir, "redis"), port: port, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}
-	if err := os.MkdirAll(r.dir, 0o700); err != nil {
+	dir = filepath.Join(dir, "redis")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	r := &redisEngine{url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), server: harness.NewRedisServer(harness.RedisServerOptions{
+		Path: path, Dir: dir, Port: port,
+		Args: []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+			"--appendonly", "yes", "--appendfsync", "always", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}})}
 	return r, r.start()
 }
 
-func (r *chaosRedis) embedded() bool { return r.path != "" }
+// embedded reports whether the harness runs the Redis (one server, a
+// Cluster or Sentinel).
+func (r *redisEngine) embedded() bool { return r.server != nil || r.group != nil }
 
-// start runs redis-server and waits until it answers.
-func (r *chaosRedis) start() error {
-	cmd := exec.Command(r.path, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "yes", "--appendfsync", "always", "--dir", r.dir, "--logfile", filepath.Join(r.dir, "redis.log"))
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	r.mu.Lock()
-	r.cmd = cmd
-	r.mu.Unlock()
-	opts, _ := redis.ParseURL(r.url)
-	c := redis.NewClient(opts)
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := c.Ping(context.Background()).Err()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on port %d did not answer: %w", r.port, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling for readiness
-	}
-}
+// start runs the single redis-server and waits until it answers.
+func (r *redisEngine) start() error { return r.server.Start() }
 
-// crash kills redis-server (SIGKILL: a crash; the append-only file keeps
-// every acknowledged write) and waits until it is gone.
-func (r *chaosRedis) crash() {
-	r.mu.Lock()
-	cmd := r.cmd
-	r.cmd = nil
-	r.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-}
+// crash kills the single redis-server (SIGKILL: a crash; the append-only
+// file keeps every acknowledged write) and waits until it is gone.
+func (r *redisEngine) crash() { r.server.Kill() }
 
-func (r *chaosRedis) close() {
-	if r.group != nil {
+func (r *redisEngine) close() {
+	switch {
+	case r.group != nil:
 		r.group.close()
-		return
-	}
-	if r.embedded() {
-		r.crash()
+	case r.server != nil:
+		r.server.Kill()
 	}
 }
 
-// chaosNATS is the NATS the harness runs against: a URL it was given,
+// natsEngine is the NATS the harness runs against: a URL it was given,
 // an embedded server (restartable on its port and store directory), or a
 // cluster of three embedded nodes, one of which it can take down.
-type chaosNATS struct {
+type natsEngine struct {
 	url  string
 	opts []*server.Options // cluster nodes
 	dir  string
@@ -122,26 +98,26 @@ type chaosNATS struct {
 	nodes  []*server.Server
 }
 
-func startChaosNATS(url string, cluster bool, dir string) (*chaosNATS, error) {
+func startNATS(url string, cluster bool, dir string) (*natsEngine, error) {
 	if url != "embedded" {
 		if cluster {
 			return nil, errors.New("--nats-cluster starts a cluster of its own: give --nats-url embedded")
 		}
-		return &chaosNATS{url: url}, nil
+		return &natsEngine{url: url}, nil
 	}
 	if !cluster {
-		port, err := freePort()
+		port, err := harness.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		n := &chaosNATS{dir: filepath.Join(dir, "nats"), port: port, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+		n := &natsEngine{dir: filepath.Join(dir, "nats"), port: port, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
 		return n, n.restart(0)
 	}
 	const size = 3
-	n := &chaosNATS{dir: filepath.Join(dir, "nats"), nodes: make([]*server.Server, size)}
+	n := &natsEngine{dir: filepath.Join(dir, "nats"), nodes: make([]*server.Server, size)}
 	var ports []int
 	for range 2 * size {
-		p, err := freePort()
+		p, err := harness.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -171,12 +147,13 @@ func startChaosNATS(url string, cluster bool, dir string) (*chaosNATS, error) {
 	return n, n.waitMetaLeader(60 * time.Second)
 }
 
-func (n *chaosNATS) embedded() bool { return n.dir != "" }
-func (n *chaosNATS) cluster() bool  { return len(n.opts) > 0 }
+func (n *natsEngine) embedded() bool { return n.dir != "" }
+
+func (n *natsEngine) cluster() bool { return len(n.opts) > 0 }
 
 // restart starts the server (node i of a cluster) again, on its port and
 // store directory, and waits until it accepts connections.
-func (n *chaosNATS) restart(i int) error {
+func (n *natsEngine) restart(i int) error {
 	if !n.cluster() {
 		srv, err := embedded.Run(embedded.Options{StoreDir: n.dir, Port: n.port})
 		if err != nil {
@@ -204,7 +181,7 @@ func (n *chaosNATS) restart(i int) error {
 
 // shutdown stops the server (node i of a cluster) and waits until it is
 // down.
-func (n *chaosNATS) shutdown(i int) {
+func (n *natsEngine) shutdown(i int) {
 	n.mu.Lock()
 	single := n.single
 	var node *server.Server
@@ -225,7 +202,7 @@ func (n *chaosNATS) shutdown(i int) {
 
 // waitMetaLeader waits until the running nodes agree on a JetStream meta
 // leader.
-func (n *chaosNATS) waitMetaLeader(within time.Duration) error {
+func (n *natsEngine) waitMetaLeader(within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		n.mu.Lock()
@@ -246,7 +223,7 @@ func (n *chaosNATS) waitMetaLeader(within time.Duration) error {
 	return fmt.Errorf("the NATS cluster elected no JetStream meta leader within %v", within)
 }
 
-func (n *chaosNATS) close() {
+func (n *natsEngine) close() {
 	if !n.embedded() {
 		return
 	}
@@ -257,31 +234,4 @@ func (n *chaosNATS) close() {
 	for i := range n.opts {
 		n.shutdown(i)
 	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// processStopped reports whether a process is stopped (SIGSTOP), from
-// /proc (Linux).
-func processStopped(pid int) bool {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(raw)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] == 'T'
-}
-
-// signalled reports whether a process that exited was killed by sig.
-func signalled(ps *os.ProcessState, sig syscall.Signal) bool {
-	ws, ok := ps.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == sig
 }
