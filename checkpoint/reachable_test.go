@@ -2,7 +2,6 @@ package checkpoint_test
 
 import (
 	"errors"
-	"net"
 	"net/url"
 	"testing"
 
@@ -17,12 +16,7 @@ import (
 // back; a database index out of range, an unknown command's refusal and
 // a TLS failure will not.
 func TestMayComeBackTellsWaitsFromFacts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
+	closed := testenv.ClosedAddr(t)
 	ping := func(opts *redis.Options) error {
 		opts.MaxRetries = -1
 		c := redis.NewClient(opts)

@@ -271,13 +271,8 @@ func TestDialTellsWhyNATSIsDown(t *testing.T) {
 // with the dial's own cause first (a refused connection), where nats.Connect
 // says only that no server was available.
 func TestDialNamesTheDialsCause(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	_, err = publisher.Dial(publisher.DialOptions{URL: "nats://user:hunter2@" + addr, Name: "capoller test"})
+	addr := testenv.ClosedAddr(t)
+	_, err := publisher.Dial(publisher.DialOptions{URL: "nats://user:hunter2@" + addr, Name: "capoller test"})
 	if err == nil {
 		t.Fatal("Dial to a closed port succeeded")
 	}

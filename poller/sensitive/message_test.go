@@ -16,18 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/capoller/capoller/poller/sensitive"
+	"github.com/capoller/capoller/poller/testenv"
 )
-
-// closedAddr is an address nothing listens on.
-func closedAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
 
 // TestRedactMessageKeepsTheCause holds redaction to the real error texts
 // of net, go-redis, nats.go, net/http and the Alibaba SDK: with no secret
@@ -35,7 +25,7 @@ func closedAddr(t *testing.T) string {
 // a password); with a secret in a URL they quote, the secret goes and the
 // cause stays.
 func TestRedactMessageKeepsTheCause(t *testing.T) {
-	addr := closedAddr(t)
+	addr := testenv.ClosedAddr(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	var real []error

@@ -185,3 +185,16 @@ func Emulator(t testing.TB, opts castest.Options) (*castest.Server, string) {
 	t.Cleanup(func() { _ = sim.Close() })
 	return sim, url
 }
+
+// ClosedAddr is a local address nothing listens on: a dial to it is
+// refused.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
