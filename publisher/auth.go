@@ -29,7 +29,7 @@ type NATSAuth struct {
 	// writes them.
 	Creds string `yaml:"nats-creds"`
 	// Nkey names a file holding a user's nkey seed (SU…).
-	Nkey string `yaml:"nats-nkey"`
+	Nkey string `yaml:"nats-nkey-seed"`
 	// Token, or the file TokenFile holds, is an authentication token.
 	Token     string `yaml:"nats-token"`
 	TokenFile string `yaml:"nats-token-file"`
@@ -56,7 +56,7 @@ func (a NATSAuth) Check(natsURL string) []error {
 		ways = append(ways, "nats-creds")
 	}
 	if a.Nkey != "" {
-		ways = append(ways, "nats-nkey")
+		ways = append(ways, "nats-nkey-seed")
 	}
 	if a.Token != "" || a.TokenFile != "" {
 		ways = append(ways, "nats-token")
@@ -77,7 +77,7 @@ func (a NATSAuth) Check(natsURL string) []error {
 	}
 	if a.Nkey != "" {
 		if _, err := nats.NkeyOptionFromSeed(a.Nkey); err != nil {
-			errs = append(errs, fmt.Errorf("nats-nkey %s: %w", a.Nkey, sensitive.WithoutPath(err)))
+			errs = append(errs, fmt.Errorf("nats-nkey-seed %s: %w", a.Nkey, sensitive.WithoutPath(err)))
 		}
 	}
 	if _, err := sensitive.Secret("nats-token", a.Token, a.TokenFile); err != nil {
@@ -139,7 +139,7 @@ func natsOptions(a NATSAuth) ([]nats.Option, error) {
 	case a.Nkey != "":
 		o, err := nats.NkeyOptionFromSeed(a.Nkey)
 		if err != nil {
-			return nil, fmt.Errorf("nats-nkey %s: %w", a.Nkey, sensitive.WithoutPath(err))
+			return nil, fmt.Errorf("nats-nkey-seed %s: %w", a.Nkey, sensitive.WithoutPath(err))
 		}
 		opts = append(opts, o)
 	case a.Token != "" || a.TokenFile != "":

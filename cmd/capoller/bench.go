@@ -17,11 +17,10 @@ import (
 // benchCommand is `capoller bench`: its flags, the run (package bench),
 // and the report.
 func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("bench")
 	o, strategies, behaviours := benchFlags(fs)
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	if code, ok := parseArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	var err error

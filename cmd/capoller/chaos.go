@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,20 +17,12 @@ import (
 // chaosCommand is `capoller chaos`: its flags, the run (package chaos),
 // and the report.
 func chaosCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller chaos", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("chaos")
 	o := chaosFlags(fs)
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the summary")
 	reportFile := fs.String("report", "", "also write the JSON report to this file")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "capoller chaos: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, ok := parseArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(stderr, "capoller chaos: %v\n", err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,6 +17,12 @@ import (
 // after within, which fails the test.
 func runBinary(t *testing.T, within time.Duration, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runBinaryIn(t, within, append(os.Environ(), env...), args...)
+}
+
+// runBinaryIn is runBinary with exactly env (beMainEnv added).
+func runBinaryIn(t *testing.T, within time.Duration, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +30,7 @@ func runBinary(t *testing.T, within time.Duration, env []string, args ...string)
 	ctx, cancel := context.WithTimeout(t.Context(), within)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, args...)
-	cmd.Env = append(append(os.Environ(), beMainEnv+"=1"), env...)
+	cmd.Env = append(env, beMainEnv+"=1")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err = cmd.Run()
@@ -34,4 +42,18 @@ func runBinary(t *testing.T, within time.Duration, env []string, args ...string)
 		t.Fatal(err)
 	}
 	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// argsFor keeps, of run's arguments ("--name value" pairs, no command),
+// --config and the settings of groups: what a subcommand that declares
+// only those takes.
+func argsFor(run []string, groups ...settingGroup) []string {
+	var out []string
+	for i := 0; i+1 < len(run); i += 2 {
+		name := strings.TrimLeft(run[i], "-")
+		if name == "config" || slices.Contains(groups, groupOf(name)) {
+			out = append(out, run[i], run[i+1])
+		}
+	}
+	return out
 }

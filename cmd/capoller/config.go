@@ -205,18 +205,46 @@ func defaultConfig() config {
 // outage store the same event twice.
 const longestRetryPause = 5 * time.Minute
 
-// loadConfig layers defaults, the YAML file, the environment and the flags.
+// loadConfig layers defaults, the YAML file, the environment and the flags,
+// declaring every setting on fs: run's flags.
 func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (config, error) {
-	cfg := defaultConfig()
-	all := settings()
-	given := bindFlags(fs, all, settingDefaults(cfg))
-	fs.StringVar(&cfg.Config, "config", getenv("CAPOLLER_CONFIG"), "YAML configuration file (env CAPOLLER_CONFIG)")
+	cf := bindConfig(fs, getenv, allGroups()...)
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return config{}, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	return cf.load()
+}
+
+// configFlags are the settings a subcommand declared on its flag set,
+// until its flags are parsed.
+type configFlags struct {
+	cfg    config
+	given  *flagsGiven
+	getenv func(string) string
+}
+
+// bindConfig declares on fs the settings of groups, and --config.
+func bindConfig(fs *flag.FlagSet, getenv func(string) string, groups ...settingGroup) *configFlags {
+	cf := &configFlags{cfg: defaultConfig(), getenv: getenv}
+	var declared []setting
+	for _, s := range settings() {
+		if slices.Contains(groups, groupOf(s.name)) {
+			declared = append(declared, s)
+		}
+	}
+	cf.given = bindFlags(fs, declared, settingDefaults(cf.cfg))
+	fs.StringVar(&cf.cfg.Config, "config", getenv("CAPOLLER_CONFIG"), "YAML configuration file (env CAPOLLER_CONFIG)")
+	return cf
+}
+
+// load layers the defaults, the YAML file, the environment (every
+// setting's: one environment serves every subcommand) and the flags
+// parsed, and validates the result.
+func (cf *configFlags) load() (config, error) {
+	cfg, getenv, all := cf.cfg, cf.getenv, settings()
 	// Where regions and sources were set, if anywhere: with accounts they
 	// are each account's, and setting them for all is refused.
 	from := map[string]string{}
@@ -231,10 +259,10 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string) (co
 			from[s.name] = envName(s.name)
 		}
 	}
-	for _, name := range given.order {
+	for _, name := range cf.given.order {
 		i := slices.IndexFunc(all, func(s setting) bool { return s.name == name })
-		if err := all[i].set(&cfg, given.values[name]); err != nil {
-			return cfg, fmt.Errorf("--%s=%q: %w", name, given.values[name], err)
+		if err := all[i].set(&cfg, cf.given.values[name]); err != nil {
+			return cfg, fmt.Errorf("--%s=%q: %w", name, cf.given.values[name], err)
 		}
 		from[name] = "--" + name
 	}
@@ -486,6 +514,9 @@ func notAList(n *yaml.Node, tag string) error {
 func yamlMessage(m string) string {
 	if line, rest, ok := strings.Cut(m, ": field "); ok {
 		if name, _, ok := strings.Cut(rest, " not found in type "); ok {
+			if n := renamed(name); n != "" {
+				return fmt.Sprintf("%s: unknown setting %q: it was renamed %s", line, name, n)
+			}
 			return fmt.Sprintf("%s: unknown setting %q", line, name)
 		}
 	}

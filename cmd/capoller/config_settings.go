@@ -154,6 +154,8 @@ func settingDefaults(c config) map[string]string {
 			}
 		case []string:
 			out[name] = strings.Join(f, ",")
+		case listSetting:
+			out[name] = strings.Join(f, ",")
 		case string:
 			out[name] = f
 		case int, int64, float64:

@@ -709,14 +709,14 @@ func TestConfigRedisReplicaWait(t *testing.T) {
 
 // --help shows each setting's default and its environment variable.
 func TestHelpShowsDefaultsAndEnvironment(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := cli(t.Context(), []string{"run", "-h"}, io.Discard, &stderr); code != 0 {
+	var stdout bytes.Buffer
+	if code := cli(t.Context(), []string{"run", "-h"}, &stdout, io.Discard); code != 0 {
 		t.Fatalf("run -h exited %d", code)
 	}
 	for _, want := range []string{"(default 15s, env CAPOLLER_LEASE_TTL)", "(default cn-hangzhou, env CAPOLLER_REGIONS)",
 		"(default 50, env CAPOLLER_PAGE_SIZE)", "(default redis, env CAPOLLER_CHECKPOINT)", "(env CAPOLLER_ENDPOINT)"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("run -h does not say %q:\n%s", want, stderr.String())
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("run -h does not say %q:\n%s", want, stdout.String())
 		}
 	}
 }

@@ -91,7 +91,7 @@ func (c config) validatePrintable() []error {
 		{"key-prefix", c.KeyPrefix}, {"nats-url", c.NATSURL}, {"stream", c.Stream}, {"subject-prefix", c.SubjectPrefix},
 		{"checkpoint", c.Checkpoint}, {"bucket", c.Bucket}, {"data-dir", c.DataDir}, {"metrics-addr", c.MetricsAddr},
 		{"pprof-addr", c.PprofAddr}, {"log-format", c.LogFormat}, {"log-level", c.LogLevel}, {"replica-id", c.ReplicaID},
-		{"nats-creds", c.NATS.Creds}, {"nats-nkey", c.NATS.Nkey}, {"nats-token", c.NATS.Token}, {"nats-token-file", c.NATS.TokenFile},
+		{"nats-creds", c.NATS.Creds}, {"nats-nkey-seed", c.NATS.Nkey}, {"nats-token", c.NATS.Token}, {"nats-token-file", c.NATS.TokenFile},
 		{"nats-user", c.NATS.User}, {"nats-password", c.NATS.Password}, {"nats-password-file", c.NATS.PasswordFile},
 		{"nats-ca", c.NATS.CA}, {"nats-cert", c.NATS.Cert}, {"nats-key", c.NATS.Key},
 		{"redis-username", c.Redis.Username}, {"redis-password", c.Redis.Password}, {"redis-password-file", c.Redis.PasswordFile},
@@ -183,7 +183,7 @@ func (c config) validateEngines() []error {
 		}
 		errs = append(errs, c.NATS.Check(c.NATSURL)...)
 	} else if c.NATS != (publisher.NATSAuth{}) {
-		errs = append(errs, errors.New("nats-creds, nats-nkey, nats-token, nats-user, nats-ca and nats-cert: not with nats-url embedded, whose in-process server has neither TLS nor authentication"))
+		errs = append(errs, errors.New("nats-creds, nats-nkey-seed, nats-token, nats-user, nats-ca and nats-cert: not with nats-url embedded, whose in-process server has neither TLS nor authentication"))
 	}
 	if publisher.ValidStreamName(c.Stream) != nil {
 		errs = append(errs, fmt.Errorf("stream %q: want 1 to 255 characters of [A-Za-z0-9_-] (JetStream refuses whitespace, \".\", \"*\", \">\" and path separators)", c.Stream))

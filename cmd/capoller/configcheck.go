@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,12 +20,13 @@ func configCommand(_ context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "usage: capoller config check [the flags of run]")
 		return 2
 	}
-	fs := flag.NewFlagSet("capoller config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg, err := loadConfig(fs, args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	fs := newFlags("config check")
+	cf := bindConfig(fs, os.Getenv, allGroups()...)
+	if code, ok := parseArgs(fs, args[1:], stdout, stderr); !ok {
+		return code
 	}
+	warnUnknownEnv(stderr)
+	cfg, err := cf.load()
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller config check: %v\n", err)
 		return 2

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,8 +32,7 @@ type demoOptions struct {
 }
 
 func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("demo")
 	var o demoOptions
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until interrupted)")
 	fs.StringVar(&o.dataDir, "data-dir", filepath.Join(os.TempDir(), "capoller-demo"), "where the demo keeps NATS data, checkpoints and the emulator's state; run again with the same directory to resume")
@@ -43,7 +41,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.every, "every", 1500*time.Millisecond, "how often the simulated operators run a command")
 	fs.IntVar(&o.instances, "instances", 3, "simulated ECS instances")
 	fs.IntVar(&o.natsPort, "nats-port", 0, "port of the embedded NATS server (0: any free port)")
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	if code, ok := parseArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	switch o.print {

@@ -16,7 +16,7 @@ func natsAuthSettings() []setting {
 	}
 	return []setting{
 		{"nats-creds", "NATS credentials file: a user JWT and its nkey seed, as nsc writes them", field(func(a *publisher.NATSAuth) *string { return &a.Creds })},
-		{"nats-nkey", "NATS nkey seed file (a user seed, SU…)", field(func(a *publisher.NATSAuth) *string { return &a.Nkey })},
+		{"nats-nkey-seed", "NATS nkey seed file (a user seed, SU…; renamed from nats-nkey, one letter from nats-key)", field(func(a *publisher.NATSAuth) *string { return &a.Nkey })},
 		{"nats-token", "NATS authentication token: set it in the environment, or use nats-token-file", field(func(a *publisher.NATSAuth) *string { return &a.Token })},
 		{"nats-token-file", "file holding the NATS authentication token", field(func(a *publisher.NATSAuth) *string { return &a.TokenFile })},
 		{"nats-user", "NATS user, with nats-password", field(func(a *publisher.NATSAuth) *string { return &a.User })},

@@ -19,8 +19,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -120,22 +118,4 @@ func buildVersion() string {
 		}
 	}
 	return version
-}
-
-// parseFlags parses a subcommand's flags and refuses stray arguments
-// (which flag would leave unread: "demo extra --duration 1s" ignores the
-// duration). It returns the exit code to end with when not ok: 0 after
-// -h, 2 for a usage error.
-func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0, false
-		}
-		return 2, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected arguments: %q\n", fs.Name(), fs.Args())
-		return 2, false
-	}
-	return 0, true
 }

@@ -256,11 +256,11 @@ func TestSubcommandsShareRunsNames(t *testing.T) {
 		run[s.name] = true
 	}
 	help := func(args ...string) string {
-		var stderr bytes.Buffer
-		if code := cli(t.Context(), append(args, "--help"), io.Discard, &stderr); code != 0 {
+		var stdout, stderr bytes.Buffer
+		if code := cli(t.Context(), append(args, "--help"), &stdout, &stderr); code != 0 {
 			t.Fatalf("%v --help exited %d: %s", args, code, stderr.String())
 		}
-		return stderr.String()
+		return stdout.String() // help is output asked for: stdout
 	}
 	for _, tc := range []struct {
 		cmd    []string

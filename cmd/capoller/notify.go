@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -30,9 +29,8 @@ type notifyOptions struct {
 
 // notifyCommand runs "capoller notify": a durable JetStream consumer that
 // posts one chat message per failing invocation (see package notify).
-func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller notify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func notifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("notify")
 	var o notifyOptions
 	fs.StringVar(&o.config, "config", "", "notify YAML file: webhooks, rules, grouping (required)")
 	fs.StringVar(&o.durable, "durable", "capoller-notify", "the durable consumer's name (and of its delivery log, the KV bucket <stream>_<durable>_DELIVERED); run one notify per durable: two sharing one would each get part of an invocation's events")
@@ -40,7 +38,7 @@ func notifyCommand(ctx context.Context, args []string, _, stderr io.Writer) int 
 	// run's settings of the same names, with their environment variables.
 	shared := defaultConfig()
 	bindSettings(fs, append(settingsNamed("nats-url", "stream", "subject-prefix", "metrics-addr", "log-format", "log-level"), natsAuthSettings()...), &shared, os.Getenv)
-	if code, ok := parseFlags(fs, args, stderr); !ok {
+	if code, ok := parseArgs(fs, args, stdout, stderr); !ok {
 		return code
 	}
 	o.natsURL, o.stream, o.prefix, o.metricsAddr = shared.NATSURL, shared.Stream, shared.SubjectPrefix, shared.MetricsAddr

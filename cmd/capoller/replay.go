@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,8 +45,7 @@ type replayOptions struct {
 // every record at one moment. It only reads the stores, so it works with
 // no poller running and for shards whose poller is gone.
 func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("replay")
 	var o replayOptions
 	var from, until, at string
 	fs.BoolVar(&o.fromStream, "from-stream", false, "read the JetStream stream instead of the checkpoints' history")
@@ -59,17 +57,15 @@ func replayCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.StringVar(&o.format, "format", "json", "json (CloudEvents JSON lines), csv, or publish (re-publish under --replay-prefix)")
 	fs.StringVar(&o.replayPrefix, "replay-prefix", "", "subject prefix of a re-publish; default <subject-prefix>-replay")
 	fs.StringVar(&o.replayStream, "replay-stream", "", "stream a re-publish goes to, created if missing; default <stream>_REPLAY")
-	cfg, err := loadConfig(fs, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	cfg, code, ok := loadSettings(fs, args, stdout, stderr, groupNATS, groupStream, groupCheckpoint)
+	if !ok {
+		return code
 	}
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "capoller replay: %v\n", err)
 		return 2
 	}
-	if err != nil {
-		return usageErr(fmt.Errorf("configuration: %w", err))
-	}
+	var err error
 	if o.filter, err = ff.filter(); err != nil {
 		return usageErr(err)
 	}

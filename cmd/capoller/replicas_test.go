@@ -365,7 +365,7 @@ func TestReplicasOnClusteredEngines(t *testing.T) {
 func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 	t.Helper()
 	var out, errs syncBuffer
-	if code := cli(t.Context(), append([]string{"status", "--json"}, g.args[1:]...), &out, &errs); code != 0 {
+	if code := cli(t.Context(), append([]string{"status", "--json"}, argsFor(g.args[1:], groupNATS, groupCheckpoint)...), &out, &errs); code != 0 {
 		t.Fatalf("status --json exited %d: %s", code, errs.String())
 	}
 	var rep statusReport
@@ -388,7 +388,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 		}
 	}
 	out = syncBuffer{}
-	if code := cli(t.Context(), append([]string{"status"}, g.args[1:]...), &out, &errs); code != 0 {
+	if code := cli(t.Context(), append([]string{"status"}, argsFor(g.args[1:], groupNATS, groupCheckpoint)...), &out, &errs); code != 0 {
 		t.Fatalf("status exited %d: %s", code, errs.String())
 	}
 	for _, s := range g.shards {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -29,12 +28,12 @@ import (
 )
 
 func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg, err := loadConfig(fs, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	fs := newFlags("run")
+	cf := bindConfig(fs, os.Getenv, allGroups()...)
+	if code, ok := parseArgs(fs, args, stdout, stderr); !ok {
+		return code
 	}
+	cfg, err := cf.load()
 	if err != nil {
 		fmt.Fprintf(stderr, "capoller run: configuration: %v\n", err)
 		return 2
@@ -45,6 +44,9 @@ func runCommand(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
+	for _, msg := range unknownEnv(os.Environ()) {
+		log.Warn(msg)
+	}
 	redis.SetLogger(&redisLogger{log: log.Named("redis")})
 	if err := daemon(ctx, cfg, log, nil); err != nil {
 		if errors.As(err, new(configError)) {

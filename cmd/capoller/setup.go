@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,17 +29,12 @@ const (
 // subjects beyond ours and the settings it does not manage are kept. Run
 // twice, the second run prints "no changes".
 func setupCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller setup", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("setup")
 	yes := fs.Bool("yes", false, "also apply destructive changes: lowering max age, max bytes, the duplicate window or the replicas, changing retention or discard")
 	dryRun := fs.Bool("dry-run", false, "print the changes and make none; the exit code is the one a run would end with")
-	cfg, err := loadConfig(fs, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "capoller setup: configuration: %v\n", err)
-		return 2
+	cfg, code, ok := loadSettings(fs, args, stdout, stderr, groupNATS, groupStream)
+	if !ok {
+		return code
 	}
 	if cfg.NATSURL == "embedded" {
 		fmt.Fprintln(stderr, `capoller setup: nats-url "embedded" is a server inside the daemon, which creates its stream itself: give the URL of a NATS server`)

@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,16 +77,11 @@ type groupReader interface {
 // checkpoint store the configuration names (the same flags and file as
 // run). It needs no running replica.
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("status")
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
-	cfg, err := loadConfig(fs, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "capoller status: configuration: %v\n", err)
-		return 2
+	cfg, code, ok := loadSettings(fs, args, stdout, stderr, groupNATS, groupCheckpoint)
+	if !ok {
+		return code
 	}
 	shards, err := cfg.shards()
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,22 +22,18 @@ import (
 // transition, for people at a terminal: coloured by status on a
 // terminal, plain when piped or when NO_COLOR is set.
 func watchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("capoller watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("watch")
 	var since, color string
 	fs.StringVar(&since, "since", "", "start in the past: a duration ago (10m), an RFC 3339 time, or a stream sequence (#1234 or 1234); default: new events only")
 	fs.StringVar(&color, "color", "auto", "auto (on a terminal, unless NO_COLOR is set), always or never")
 	ff := addFilterFlags(fs)
-	cfg, err := loadConfig(fs, args, os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	cfg, code, ok := loadSettings(fs, args, stdout, stderr, groupNATS, groupStream)
+	if !ok {
+		return code
 	}
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "capoller watch: %v\n", err)
 		return 2
-	}
-	if err != nil {
-		return usageErr(fmt.Errorf("configuration: %w", err))
 	}
 	f, err := ff.filter()
 	if err != nil {
