@@ -263,8 +263,8 @@ func printEvent(w io.Writer, mode, subject string, data []byte) {
 	extra := ""
 	if d.InstanceID != "" {
 		who += " " + d.InstanceID
-		if d.Terminal && d.ExitCode != nil {
-			extra = fmt.Sprintf("  exit %d", *d.ExitCode)
+		if code, ok := d.ExitCodeOf(); d.Terminal && ok {
+			extra = fmt.Sprintf("  exit %d", code)
 		}
 		if d.ErrorCode != "" {
 			extra += "  " + d.ErrorCode

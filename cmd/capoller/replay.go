@@ -289,7 +289,7 @@ func replayOutput(ctx context.Context, o replayOptions, js jetstream.JetStream, 
 
 func csvHeader() []string {
 	return []string{"id", "time", "account", "source", "regionId", "level", "invokeId", "instanceId", "repeats", "commandId", "commandName",
-		"previousStatus", "status", "terminal", "exitCode", "errorCode", "observedAt", "previousObservedAt", "outputLastLine", "outputMissing"}
+		"previousStatus", "status", "terminal", "exitCode", "errorCode", "errorInfo", "observedAt", "previousObservedAt", "outputLastLine", "outputMissing"}
 }
 
 // csvText keeps a spreadsheet from taking an API's text for a formula: a
@@ -308,12 +308,12 @@ func csvRow(e events.Event) []string {
 	if d.Repeats != nil {
 		repeats = strconv.Itoa(*d.Repeats)
 	}
-	if d.ExitCode != nil {
-		exit = strconv.FormatInt(*d.ExitCode, 10)
+	if code, ok := d.ExitCodeOf(); ok {
+		exit = strconv.FormatInt(code, 10) // blank where the API's 0 stands for none
 	}
 	return []string{e.ID, events.Stamp(e.Time), csvText(d.Account), csvText(d.Source), csvText(d.RegionID), string(d.Level),
 		csvText(d.InvokeID), csvText(d.InstanceID), repeats, csvText(d.CommandID), csvText(d.CommandName), csvText(string(d.PreviousStatus)),
-		csvText(string(d.Status)), strconv.FormatBool(d.Terminal), exit, csvText(d.ErrorCode), d.ObservedAt, d.PreviousObservedAt,
+		csvText(string(d.Status)), strconv.FormatBool(d.Terminal), exit, csvText(d.ErrorCode), csvText(d.ErrorInfo), d.ObservedAt, d.PreviousObservedAt,
 		csvText(lastOutputLine(d)), strconv.FormatBool(d.OutputMissing)}
 }
 

@@ -108,3 +108,15 @@ func TestOutputsDisarmHostileText(t *testing.T) {
 		t.Errorf("oneLine kept invisible or control characters: %q", got)
 	}
 }
+
+// TestCSVCarriesErrorInfo: the CSV has the API's errorInfo beside its
+// errorCode, disarmed like every text from the API, one cell per column.
+func TestCSVCarriesErrorInfo(t *testing.T) {
+	e := events.Event{ID: "e", Data: events.Data{InvokeID: "t-1", InstanceID: "i-1", Level: events.LevelInstance, Status: "Failed",
+		ErrorCode: "InstanceNotExists", ErrorInfo: "=the specified instance does not exist"}}
+	header, row := csvHeader(), csvRow(e)
+	i := slices.Index(header, "errorInfo")
+	if len(row) != len(header) || i < 0 || header[i-1] != "errorCode" || row[i] != "'=the specified instance does not exist" {
+		t.Errorf("header %v\nrow %v", header, row)
+	}
+}

@@ -162,8 +162,8 @@ func watchLine(e events.Event, colored bool) string {
 		prev = "new"
 	}
 	fmt.Fprintf(&b, "  %s→%s", prev, oneLine(string(d.Status), 40))
-	if d.ExitCode != nil && d.Status.Terminal() {
-		fmt.Fprintf(&b, "  exit %d", *d.ExitCode)
+	if code, ok := d.ExitCodeOf(); ok && d.Status.Terminal() {
+		fmt.Fprintf(&b, "  exit %d", code)
 	}
 	if d.ErrorCode != "" || d.ErrorInfo != "" {
 		b.WriteString("  " + oneLine(strings.TrimPrefix(d.ErrorCode+": "+d.ErrorInfo, ": "), 100))

@@ -181,3 +181,19 @@ func TestWatchLineShowsTheOutputsLastLine(t *testing.T) {
 		t.Errorf("trailing blank lines: %q", line)
 	}
 }
+
+// TestWatchLineShowsNoExitCodeBesideATimeout: the API's 0 beside a Timeout
+// is no exit code, and watch does not print one; a failure's code it does.
+func TestWatchLineShowsNoExitCodeBesideATimeout(t *testing.T) {
+	zero, three := int64(0), int64(3)
+	e := events.Event{ID: "e", Data: events.Data{Account: "prod", Source: "ecs", RegionID: "cn-hangzhou", Level: events.LevelInstance,
+		InvokeID: "t-1", InstanceID: "i-1", ExitCode: &zero, PreviousStatus: events.Running, Status: events.Timeout, ErrorCode: "ExecutionTimeout",
+		ObservedAt: "2026-12-01T03:00:00Z"}}
+	if line := watchLine(e, false); strings.Contains(line, "exit") || !strings.Contains(line, "ExecutionTimeout") {
+		t.Errorf("a timeout: %q", line)
+	}
+	e.Data.Status, e.Data.ErrorCode, e.Data.ExitCode = events.Failed, "ExitCodeNonzero", &three
+	if line := watchLine(e, false); !strings.Contains(line, "exit 3") {
+		t.Errorf("a failure: %q", line)
+	}
+}

@@ -136,6 +136,26 @@ func (e Event) Run() Run {
 
 // Observed is when capoller saw the new status; PreviousObserved when it
 // saw the previous one (zero for a record seen for the first time).
+// ExitCodeOf is the exit code of an instance's run when it is one: the
+// run's process ended by itself (Success, or Failed with ErrorCode
+// ExitCodeNonzero or none), or the API gave a code other than 0. The API
+// gives 0 also where no process ended (Timeout, Aborted, Cancelled, a
+// Failed run whose ErrorCode is DeliveryTimeout or InstanceNotExists):
+// shown beside them, it would read as a success. ok is false then, and for
+// an invocation.
+func (d Data) ExitCodeOf() (code int64, ok bool) {
+	if d.ExitCode == nil {
+		return 0, false
+	}
+	switch {
+	case *d.ExitCode != 0,
+		d.Status == Success,
+		d.Status == Failed && (d.ErrorCode == "" || d.ErrorCode == "ExitCodeNonzero"):
+		return *d.ExitCode, true
+	}
+	return 0, false
+}
+
 func (d Data) Observed() time.Time         { return parseStamp(d.ObservedAt) }
 func (d Data) PreviousObserved() time.Time { return parseStamp(d.PreviousObservedAt) }
 

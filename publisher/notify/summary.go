@@ -120,8 +120,11 @@ func summarize(agg *events.Event, instances []events.Event, followUp bool, rules
 		latest(&finish, d.Finished())
 		observe(d)
 		if len(s.Errors) < MaxErrors {
-			s.Errors = append(s.Errors, InstanceError{InstanceID: d.InstanceID, Status: d.Status, ExitCode: d.ExitCode,
-				ErrorCode: trimText(d.ErrorCode), ErrorInfo: trimText(d.ErrorInfo)})
+			ie := InstanceError{InstanceID: d.InstanceID, Status: d.Status, ErrorCode: trimText(d.ErrorCode), ErrorInfo: trimText(d.ErrorInfo)}
+			if code, ok := d.ExitCodeOf(); ok { // not the API's 0 beside a Timeout
+				ie.ExitCode = &code
+			}
+			s.Errors = append(s.Errors, ie)
 		}
 		if s.CommandName == "" {
 			s.CommandName, s.CommandID = d.CommandName, d.CommandID
