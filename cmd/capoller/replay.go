@@ -210,7 +210,7 @@ func replay(ctx context.Context, cfg config, o replayOptions, stdout, stderr io.
 		}
 	}
 	if !o.at.IsZero() {
-		return replayAt(ctx, h, o.filter, o.at, o.format, w)
+		return replayAt(ctx, h, o.filter, o.at, o.format, w, stderr)
 	}
 	out, finish, err := replayOutput(ctx, o, js, w)
 	if err != nil {
@@ -402,8 +402,10 @@ type recordState struct {
 }
 
 // replayAt prints the state of every record at the moment at: the last
-// event observed then or before, from the history.
-func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, at time.Time, format string, w io.Writer) error {
+// event observed then or before, from the history. A moment before the
+// history's first event (or a history with none) has no state to print:
+// a note on stderr says so, and why.
+func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, at time.Time, format string, w, notes io.Writer) error {
 	type record struct {
 		account, source, region string
 		key                     diff.Key
@@ -413,7 +415,11 @@ func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, 
 	// status filter applies to the states rebuilt, not to the events.
 	all := f
 	all.Statuses = nil
+	var first time.Time // the history's first event that the filters keep
 	err := replayHistory(ctx, h, all, func(e events.Event, _ []byte, t *diff.Transition) error {
+		if first.IsZero() || t.ObservedAt.Before(first) {
+			first = t.ObservedAt
+		}
 		if t.ObservedAt.After(at) {
 			return nil
 		}
@@ -425,6 +431,13 @@ func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, 
 	})
 	if err != nil {
 		return err
+	}
+	switch {
+	case first.IsZero():
+		fmt.Fprintln(notes, "capoller replay: --at: the history holds no event (that the filters keep): no record has a state to show")
+	case at.Before(first):
+		fmt.Fprintf(notes, "capoller replay: --at %s is before the history's first event (%s): no record had a state yet\n",
+			events.Stamp(at), events.Stamp(first))
 	}
 	states := make([]recordState, 0, len(last))
 	byStatus := events.Filter{Statuses: f.Statuses}

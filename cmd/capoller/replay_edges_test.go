@@ -47,10 +47,13 @@ func TestReplayAtFiltersStatesNotEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var out bytes.Buffer
+	var out, notes bytes.Buffer
 	f := events.Filter{Statuses: []events.Status{diff.StatusRunning}}
-	if err := replayAt(t.Context(), s, f, t0.Add(20*time.Second), "json", &out); err != nil {
+	if err := replayAt(t.Context(), s, f, t0.Add(20*time.Second), "json", &out, &notes); err != nil {
 		t.Fatal(err)
+	}
+	if notes.Len() != 0 {
+		t.Errorf("a moment inside the history: %q", notes.String())
 	}
 	for line := range strings.Lines(out.String()) {
 		var st recordState
@@ -118,5 +121,32 @@ func TestCSVCarriesErrorInfo(t *testing.T) {
 	i := slices.Index(header, "errorInfo")
 	if len(row) != len(header) || i < 0 || header[i-1] != "errorCode" || row[i] != "'=the specified instance does not exist" {
 		t.Errorf("header %v\nrow %v", header, row)
+	}
+}
+
+// TestReplayAtBeforeTheHistorySaysSo: --at before the first event has no
+// state to print, and says so, naming the first event's time, where it
+// printed nothing.
+func TestReplayAtBeforeTheHistorySaysSo(t *testing.T) {
+	s := edgeRedisStore(t)
+	shard := diff.Shard{Account: "prod", Source: diff.SourceECS, Region: "cn-hangzhou"}
+	t0 := time.Now().Add(-time.Minute).UTC()
+	var out, notes bytes.Buffer
+	if err := replayAt(t.Context(), s, events.Filter{}, t0, "json", &out, &notes); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(notes.String(), "the history holds no event") {
+		t.Errorf("an empty history: %q", notes.String())
+	}
+	tr := edgeTransition(shard, "", diff.StatusRunning, time.Time{}, t0)
+	if err := s.Commit(t.Context(), shard, []diff.Update{{Key: tr.Record.Key, State: diff.State{Status: tr.Record.Status}}}, []diff.Transition{tr}); err != nil {
+		t.Fatal(err)
+	}
+	notes.Reset()
+	if err := replayAt(t.Context(), s, events.Filter{}, t0.Add(-time.Hour), "json", &out, &notes); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 0 || !strings.Contains(notes.String(), "is before the history's first event ("+events.Stamp(t0)+")") {
+		t.Errorf("--at an hour before the first event: out %q, notes %q", out.String(), notes.String())
 	}
 }
