@@ -98,7 +98,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  emulator   %s (%d ECS instances, a command every %v)\n", simURL, o.instances, o.every)
 	fmt.Fprintf(stdout, "  NATS       %s  stream %s, subjects %s.>\n", srv.URL(), cfg.Stream, cfg.SubjectPrefix)
 	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
-	fmt.Fprintf(stdout, "  subscribe  nats --server %s sub '%s.>'\n\n", srv.URL(), cfg.SubjectPrefix)
+	fmt.Fprintf(stdout, "  watch      go run ./cmd/capoller watch --nats-url %s --since 1h\n\n", srv.URL()) // capoller's own: no other tool needed
 
 	// A subscriber, printing events as the stream stores them. It reads the
 	// stream, not the subjects: a re-publish that JetStream dropped as a

@@ -182,5 +182,17 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	if derr := nc.Drain(); derr != nil {
 		log.Warn("draining the NATS connection", zap.Error(derr))
 	}
-	return err
+	if err != nil {
+		return err // main logs it
+	}
+	log.Info("capoller notify stopped", zap.String("durable", o.durable), zap.String("reason", stopReason(ctx)))
+	return nil
+}
+
+// stopReason says why a command's context ended: a signal, or nothing yet.
+func stopReason(ctx context.Context) string {
+	if ctx.Err() != nil {
+		return "asked to stop (SIGTERM or SIGINT)"
+	}
+	return "its consumer ended"
 }

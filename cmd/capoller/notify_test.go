@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,5 +230,37 @@ func TestNotifyCommandConfigErrors(t *testing.T) {
 		if strings.Contains(stderr.String(), " in type ") || strings.Contains(stderr.String(), "notify.") {
 			t.Errorf("%v: a Go type name in %q", c.args, stderr.String())
 		}
+	}
+}
+
+// TestNotifyLogsItsStop: a SIGTERM stops notify cleanly (exit 0), and its
+// last line says it stopped and why: quiet is not silence.
+func TestNotifyLogsItsStop(t *testing.T) {
+	natsURL := testenv.NATSURL(t)
+	stream := testenv.Name("NOTIFYSTOP")
+	prefix := strings.ToLower(stream)
+	_, js := testenv.NATS(t, natsURL, stream)
+	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.EnsureStream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(t.TempDir(), "notify.yaml")
+	if err := os.WriteFile(config, []byte("webhooks: [{name: sink, kind: generic, url: \"http://127.0.0.1:1/\"}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startNotify(t, "--config", config, "--nats-url", natsURL, "--stream", stream, "--subject-prefix", prefix, "--durable", "notify-stop")
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("notify did not stop after SIGTERM")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(p.logs.String(), `"msg":"capoller notify stopped","durable":"notify-stop","reason":"asked to stop (SIGTERM or SIGINT)"`) {
+		t.Errorf("exit %d; logs:\n%s", code, p.logs.String())
 	}
 }
