@@ -224,11 +224,12 @@ type configFlags struct {
 	cfg    config
 	given  *flagsGiven
 	getenv func(string) string
+	api    bool // the command calls the API: its credentials are checked
 }
 
 // bindConfig declares on fs the settings of groups, and --config.
 func bindConfig(fs *flag.FlagSet, getenv func(string) string, groups ...settingGroup) *configFlags {
-	cf := &configFlags{cfg: defaultConfig(), getenv: getenv}
+	cf := &configFlags{cfg: defaultConfig(), getenv: getenv, api: slices.Contains(groups, groupAPI)}
 	var declared []setting
 	for _, s := range settings() {
 		if slices.Contains(groups, groupOf(s.name)) {
@@ -271,6 +272,9 @@ func (cf *configFlags) load() (config, error) {
 	}
 	if err := cfg.validate(); err != nil {
 		return cfg, err
+	}
+	if !cf.api {
+		return cfg, nil
 	}
 	return cfg, cfg.checkDefaultChainEndpoint(getenv)
 }

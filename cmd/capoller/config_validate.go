@@ -21,17 +21,22 @@ import (
 	"github.com/capoller/capoller/publisher"
 )
 
-// checkDefaultChainEndpoint refuses an http:// endpoint for the default
-// account (no accounts listed, no static keys) when the SDK's default
-// credential chain may sign with an STS token, which plain http sends in
-// the clear: unless the environment holds an access key pair without a
-// token (the chain's first step, which then wins), the chain goes on to
-// profiles, OIDC and the instance's RAM role, all STS.
+// checkDefaultChainEndpoint checks the SDK's default credential chain,
+// which the default account uses when no accounts and no demo keys are
+// given. Credentials found nowhere are said first, with where they were
+// looked for. Then: plain http to the endpoint would carry the chain's STS
+// security token in the clear, unless --insecure-endpoint (a local
+// emulator) or the chain's first source is a pair of keys in the
+// environment without a token.
 func (c config) checkDefaultChainEndpoint(getenv func(string) string) error {
-	if c.InsecureEndpoint || len(c.Accounts) > 0 || c.accessKeyID != "" || !strings.HasPrefix(strings.ToLower(c.Endpoint), "http://") {
+	if len(c.Accounts) > 0 || c.accessKeyID != "" {
 		return nil
 	}
-	if getenv("ALIBABA_CLOUD_ACCESS_KEY_ID") != "" && getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET") != "" && getenv("ALIBABA_CLOUD_SECURITY_TOKEN") == "" {
+	chain := cloudassist.ProbeDefaultChain(getenv, getenv("HOME"))
+	if err := chain.Missing(); err != nil {
+		return err
+	}
+	if c.InsecureEndpoint || !strings.HasPrefix(strings.ToLower(c.Endpoint), "http://") || !chain.STS {
 		return nil
 	}
 	return fmt.Errorf("endpoint %s: plain http would send the default credential chain's STS security token in the clear "+
