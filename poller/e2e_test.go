@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/capoller/capoller/publisher/events"
-
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
@@ -28,6 +26,7 @@ import (
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 const (

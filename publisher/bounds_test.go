@@ -2,7 +2,6 @@ package publisher_test
 
 import (
 	"encoding/json"
-	"github.com/capoller/capoller/publisher/events"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,6 +11,7 @@ import (
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // TestLongIDsAndTextsStayPublishable is the regression test of one long

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/capoller/capoller/publisher/events"
 	"sync/atomic"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // Options configures a [NATS] publisher. Zero values get the documented

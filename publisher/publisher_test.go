@@ -2,7 +2,6 @@ package publisher_test
 
 import (
 	"encoding/json"
-	"github.com/capoller/capoller/publisher/events"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 func transition(invoke, instance string, from, to diff.Status) diff.Transition {

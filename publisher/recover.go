@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // LastStates reads the stream's events of one shard and returns, per

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/capoller/capoller/publisher/events"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // maxNameLen is the longest stream name JetStream accepts.

@@ -3,10 +3,10 @@ package publisher
 import (
 	"errors"
 	"fmt"
-	"github.com/capoller/capoller/publisher/events"
 	"strings"
 
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // Subject returns the subject of a transition:

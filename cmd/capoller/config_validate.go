@@ -13,12 +13,11 @@ import (
 	"time"
 
 	"github.com/capoller/capoller/checkpoint"
-	"github.com/capoller/capoller/publisher/events"
-
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
+	"github.com/capoller/capoller/publisher/events"
 )
 
 // checkDefaultChainEndpoint checks the SDK's default credential chain,

@@ -16,9 +16,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/capoller/capoller/poller/sensitive"
-
 	"gopkg.in/yaml.v3"
+
+	"github.com/capoller/capoller/poller/sensitive"
 )
 
 // probe is a Kubernetes HTTP probe.

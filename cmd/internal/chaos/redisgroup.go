@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -218,7 +219,8 @@ func (g *redisGroup) master(ctx context.Context, pair int) (*harness.RedisServer
 		case errA == nil && errB == nil && rb == "master" && ra == "slave":
 			return b, a, nil
 		}
-		return nil, nil, fmt.Errorf("pair %d: %s is %q (%v), %s is %q (%v)", pair, a.Addr(), ra, errA, b.Addr(), rb, errB)
+		// Neither or both a master: the roles say why, and any error under them.
+		return nil, nil, errors.Join(fmt.Errorf("pair %d: %s is %q, %s is %q", pair, a.Addr(), ra, b.Addr(), rb), errA, errB)
 	}
 	var addr string
 	for _, s := range g.sentinels {
