@@ -109,6 +109,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	replica := newMember(cfg)
 	d := &daemonRun{cfg: cfg, log: log.With(zap.String("replica", replica.ID)), ops: ops, bus: bus, store: store,
 		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle}
+	d.hook = testHook(d.log)
 	if d.listers, err = newListerFactory(cfg, d.log, store, ops.metrics); err != nil {
 		return configError{err}
 	}
@@ -128,6 +129,7 @@ type daemonRun struct {
 	store   groupStore
 	listers *listerFactory
 	ready   *readiness
+	hook    func(poller.Step) // one per process: its count of steps spans every shard
 	loops   pollerLoops
 	group   *poller.Group
 	onCycle func(poller.Report)
@@ -164,7 +166,7 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 	}
 	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{
 		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
-		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: testHook(d.log), SummaryEvery: d.cfg.LogSummaryEvery,
+		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: d.hook, SummaryEvery: d.cfg.LogSummaryEvery,
 		OnCycle: func(r poller.Report) {
 			claim.Observe(r)
 			d.ready.observe(r)
