@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/cmd/internal/chaos"
+	"github.com/capoller/capoller/cmd/internal/harness"
 )
 
 // chaosCommand is `capoller chaos`: its flags, the run (package chaos),
@@ -89,6 +90,6 @@ func runChaos(ctx context.Context, o chaos.Options, stderr io.Writer) (chaos.Rep
 	if err != nil {
 		return chaos.Report{}, err
 	}
-	o.Executable, o.HookEnv, o.Progress = exe, testFaultEnv, stderr
+	o.Executable, o.HookEnv, o.Progress = exe, harness.FaultEnv, stderr
 	return chaos.Run(ctx, o)
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/capoller/capoller/cmd/internal/chaos"
-	"github.com/capoller/capoller/poller"
 )
 
 // TestChaosShort is the CI mode of `capoller chaos`: three replicas as
@@ -108,26 +107,4 @@ func runChaosCI(t *testing.T, o chaos.Options) chaos.Report {
 		t.Errorf("seed %d: the promise broke (or the replicas did not catch up, or a partitioned replica misbehaved); the summary above has the violations and the kept logs", o.Seed)
 	}
 	return rep
-}
-
-func TestParseHookFault(t *testing.T) {
-	for _, tc := range []struct {
-		fault, stopAt string
-		want          hookFault
-		bad           bool
-	}{
-		{"", "", hookFault{}, false},
-		{"", "published", hookFault{step: poller.StepPublished, action: "stop", nth: 1}, false},
-		{"staged:kill:3", "published", hookFault{step: poller.StepStaged, action: "kill", nth: 3}, false},
-		{"committed:stop", "", hookFault{step: poller.StepCommitted, action: "stop", nth: 1}, false},
-		{"nowhere:kill", "", hookFault{}, true},
-		{"fetched:explode", "", hookFault{}, true},
-		{"fetched:kill:0", "", hookFault{}, true},
-		{"fetched", "", hookFault{}, true},
-	} {
-		got, err := parseHookFault(tc.fault, tc.stopAt)
-		if (err != nil) != tc.bad || got != tc.want {
-			t.Errorf("parseHookFault(%q, %q) = %+v, %v", tc.fault, tc.stopAt, got, err)
-		}
-	}
 }

@@ -472,58 +472,14 @@ func replayAt(ctx context.Context, h checkpoint.HistorySource, f events.Filter, 
 // replayStream emits the filtered events of the stream, as published, in
 // stream order, up to its last message when the replay started.
 func replayStream(ctx context.Context, js jetstream.JetStream, cfg config, f events.Filter, emit func(events.Event, []byte, *diff.Transition) error) error {
-	occ := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.Subject(cfg.SubjectPrefix)}, DeliverPolicy: jetstream.DeliverAllPolicy}
+	o := publisher.ReadOptions{Stream: cfg.Stream, Subject: f.Subject(cfg.SubjectPrefix)}
 	if !f.From.IsZero() {
-		from := f.From.Add(-clockSkew) // published after it was observed, by the server's clock
-		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+		o.From = f.From.Add(-clockSkew) // published after it was observed, by the server's clock
 	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
-	if err != nil {
-		return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
-	}
-	// The replay ends with the stream's last message when it started, even
-	// while events keep coming.
-	last := info.Delivered.Stream + info.NumPending
-	if s, err := js.Stream(ctx, cfg.Stream); err == nil {
-		if si, err := s.Info(ctx); err == nil {
-			last = si.State.LastSeq
+	return publisher.ReadStream(ctx, js, o, func(e events.Event, raw []byte) error {
+		if !f.Match(e) {
+			return nil
 		}
-	}
-	left := info.NumPending
-	for left > 0 {
-		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			if meta, err := msg.Metadata(); err == nil {
-				left = meta.NumPending
-				if meta.Sequence.Stream >= last {
-					left = 0
-				}
-			}
-			e, err := events.Decode(msg.Data())
-			if err != nil {
-				continue // not one of ours
-			}
-			if f.Match(e) {
-				if err := emit(e, msg.Data(), nil); err != nil {
-					return err
-				}
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("read stream %s: %w", cfg.Stream, err)
-		}
-		if n == 0 {
-			return fmt.Errorf("read stream %s: no message within 5s while %d were pending", cfg.Stream, left)
-		}
-	}
-	return nil
+		return emit(e, raw, nil)
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 )
@@ -295,7 +296,7 @@ func runReplicaScenario(t *testing.T, g *replicaGroup, midRun func()) {
 	// A fifth stops itself right after JetStream acknowledged its first
 	// batch, before the commit; the others take its shards once its
 	// leases expire; resumed, its commit is refused.
-	r5 := g.start("r5", testHookEnv+"="+"published")
+	r5 := g.start("r5", harness.StopAtEnv+"="+"published")
 	testenv.WaitFor(t, 60*time.Second, "r5 to stop itself after a publish", func() error {
 		if r5.Stopped() {
 			return nil
@@ -368,7 +369,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 	if code := cli(t.Context(), append([]string{"status", "--json"}, argsFor(g.args[1:], groupNATS, groupCheckpoint)...), &out, &errs); code != 0 {
 		t.Fatalf("status --json exited %d: %s", code, errs.String())
 	}
-	var rep statusReport
+	var rep poller.GroupStatus
 	if err := json.Unmarshal([]byte(out.String()), &rep); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out.String())
 	}

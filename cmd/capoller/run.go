@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/capoller/capoller/checkpoint"
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/sensitive"
@@ -109,7 +110,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	replica := newMember(cfg)
 	d := &daemonRun{cfg: cfg, log: log.With(zap.String("replica", replica.ID)), ops: ops, bus: bus, store: store,
 		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle}
-	d.hook = testHook(d.log)
+	d.hook = harness.HookFromEnv(d.log)
 	if d.listers, err = newListerFactory(cfg, d.log, store, ops.metrics); err != nil {
 		return configError{err}
 	}

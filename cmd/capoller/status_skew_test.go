@@ -9,6 +9,7 @@ import (
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -38,7 +39,7 @@ func TestStatusOfAGroupRolledBackToAnEarlierVersion(t *testing.T) {
 	if _, err := store.Acquire(ctx, hz, "earlier", time.Minute, now); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := readStatus(ctx, store, []diff.Shard{hz}, now)
+	rep, err := poller.ReadGroupStatus(ctx, store, []diff.Shard{hz}, now)
 	if err != nil {
 		t.Fatal(err)
 	}

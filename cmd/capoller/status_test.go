@@ -12,6 +12,7 @@ import (
 
 	"github.com/capoller/capoller/checkpoint"
 	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -60,7 +61,7 @@ func TestStatusOfAHeterogeneousGroup(t *testing.T) {
 	if _, err := store.Acquire(ctx, hz, "wide", time.Minute, now); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := readStatus(ctx, store, []diff.Shard{hz}, now) // its own configuration lists only hz
+	rep, err := poller.ReadGroupStatus(ctx, store, []diff.Shard{hz}, now) // its own configuration lists only hz
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestStatusOfAHeterogeneousGroup(t *testing.T) {
 	if want := map[string]string{"wide": `2 1 "" [default/ecs/cn-shanghai]`, "narrow": `1 0 "cannot reach the bus: nats: timeout" []`}; fmt.Sprint(lists) != fmt.Sprint(want) {
 		t.Errorf("replicas: %v, want %v", lists, want)
 	}
-	shards := map[string]shardState{}
+	shards := map[string]poller.GroupShard{}
 	for _, s := range rep.Shards {
 		shards[s.Shard] = s
 	}
@@ -90,5 +91,48 @@ func TestStatusOfAHeterogeneousGroup(t *testing.T) {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, text.String())
 		}
+	}
+}
+
+// TestStatusShowsTheWholeGroup, through the binary: a replica holding
+// default/ecs/cn-shanghai is shown with that shard and its owner, though
+// status's own configuration lists only cn-hangzhou, and a shard that no
+// live replica lists says so.
+func TestStatusShowsTheWholeGroup(t *testing.T) {
+	url := testenv.RedisURL(t) // one server for this process and the binary
+	client, prefix := testenv.RedisAt(t, url)
+	store, err := checkpoint.NewRedis(client, checkpoint.RedisOptions{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	sh := diff.Shard{Account: "default", Source: diff.SourceECS, Region: "cn-shanghai"}
+	bj := diff.Shard{Account: "default", Source: diff.SourceSWAS, Region: "cn-beijing"}
+	if _, err := store.Heartbeat(t.Context(), checkpoint.Member{ID: "gone", Lists: []diff.Shard{bj}}, time.Second, now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Heartbeat(t.Context(), checkpoint.Member{ID: "shanghai-1", Lists: []diff.Shard{sh}}, time.Minute, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Acquire(t.Context(), sh, "shanghai-1", time.Minute, now); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runBinaryEnv(t, cleanEnv(t), "status", "--redis-url", url, "--key-prefix", prefix)
+	if code != 0 || stderr != "" {
+		t.Fatalf("status: exit %d, stderr %q", code, stderr)
+	}
+	var shRow, bjRow, replicaRow string
+	for _, line := range strings.Split(stdout, "\n") {
+		switch {
+		case strings.HasPrefix(line, sh.String()):
+			shRow = line
+		case strings.HasPrefix(line, bj.String()):
+			bjRow = line
+		case strings.HasPrefix(line, "shanghai-1"):
+			replicaRow = line
+		}
+	}
+	if !strings.Contains(shRow, "shanghai-1") || !strings.Contains(bjRow, "listed by no live replica") || !strings.Contains(replicaRow, " 1 ") {
+		t.Errorf("status does not show the whole group:\n%s", stdout)
 	}
 }

@@ -5,12 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"os/signal"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,7 +22,7 @@ import (
 type groupStore interface {
 	poller.Store
 	poller.LeaseStore
-	groupReader
+	poller.GroupReader
 	Take(ctx context.Context, key string, perSecond float64, burst int, now time.Time) (time.Duration, error)
 }
 
@@ -121,99 +116,4 @@ func replicaName(id string) string {
 		return id[:i]
 	}
 	return id
-}
-
-// testHookEnv arms a fault for tests: CAPOLLER_TEST_STOP_AT=<step> makes
-// the process stop itself (SIGSTOP) the first time a batch reaches that
-// step (fetched, staged, published or committed), so that a test can
-// resume it past its lease. Never set it in production.
-const testHookEnv = "CAPOLLER_TEST_STOP_AT"
-
-// testFaultEnv arms a fault for tests and `capoller chaos`:
-// CAPOLLER_TEST_FAULT_AT=<step>:<kill|stop>[:<n>] makes the process kill
-// itself (SIGKILL) or stop itself (SIGSTOP, until SIGCONT) the n-th time
-// (default the first) a batch reaches step, so that a harness can land a
-// crash or a pause at every step of the cycle. It wins over testHookEnv.
-// Never set it in production.
-const testFaultEnv = "CAPOLLER_TEST_FAULT_AT"
-
-// hookFault is the fault the test environment arms.
-type hookFault struct {
-	step   poller.Step
-	action string // "kill" or "stop"
-	nth    int
-}
-
-// parseHookFault reads testFaultEnv's value, or testHookEnv's as
-// "<step>:stop:1"; the zero hookFault means none.
-func parseHookFault(fault, stopAt string) (hookFault, error) {
-	if fault == "" {
-		if stopAt == "" {
-			return hookFault{}, nil
-		}
-		fault = stopAt + ":stop"
-	}
-	parts := strings.Split(fault, ":")
-	if len(parts) < 2 || len(parts) > 3 {
-		return hookFault{}, fmt.Errorf("%s=%q: want <step>:<kill|stop>[:<n>]", testFaultEnv, fault)
-	}
-	h := hookFault{step: poller.Step(parts[0]), action: parts[1], nth: 1}
-	switch h.step {
-	case poller.StepFetched, poller.StepStaged, poller.StepPublished, poller.StepCommitted:
-	default:
-		return hookFault{}, fmt.Errorf("%s: unknown step %q (want fetched, staged, published or committed)", testFaultEnv, parts[0])
-	}
-	if h.action != "kill" && h.action != "stop" {
-		return hookFault{}, fmt.Errorf("%s: unknown action %q (want kill or stop)", testFaultEnv, h.action)
-	}
-	if len(parts) == 3 {
-		n, err := strconv.Atoi(parts[2])
-		if err != nil || n < 1 {
-			return hookFault{}, fmt.Errorf("%s: the count %q is not a positive integer", testFaultEnv, parts[2])
-		}
-		h.nth = n
-	}
-	return h, nil
-}
-
-// testHook returns the poller hook the environment arms, or nil.
-func testHook(log *zap.Logger) func(poller.Step) {
-	f, err := parseHookFault(os.Getenv(testFaultEnv), os.Getenv(testHookEnv))
-	if err != nil {
-		log.Warn("a test hook is set but invalid; it is ignored", zap.Error(err))
-		return nil
-	}
-	if f.step == "" {
-		return nil
-	}
-	log.Warn("a TEST HOOK is armed: this process kills or stops itself at a step of a batch; never set it in production",
-		zap.String("step", string(f.step)), zap.String("action", f.action), zap.Int("nth", f.nth))
-	var mu sync.Mutex
-	seen := 0
-	return func(s poller.Step) {
-		if s != f.step {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock() // held while stopped: no other batch runs on into a step meanwhile
-		seen++
-		if seen != f.nth {
-			return
-		}
-		log.Warn("test hook: firing", zap.String("step", string(s)), zap.String("action", f.action), zap.Int("nth", f.nth))
-		_ = log.Sync()
-		if f.action == "kill" {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // SIGKILL cannot be caught: the process ends here
-		}
-		// A signal to oneself takes effect soon, not at once: wait for the
-		// SIGCONT, or this goroutine could run on into the next step before
-		// the process stops.
-		cont := make(chan os.Signal, 1)
-		signal.Notify(cont, syscall.SIGCONT)
-		defer signal.Stop(cont)
-		_ = syscall.Kill(os.Getpid(), syscall.SIGSTOP)
-		<-cont
-		log.Warn("test hook: resumed", zap.String("step", string(s)))
-	}
 }
