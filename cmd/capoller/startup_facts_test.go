@@ -44,3 +44,17 @@ func TestStartupStopsOnWhatWaitingWillNotChange(t *testing.T) {
 		t.Errorf("run with a wrong password exited %d; want 1 naming the refusal, not the password; stderr:\n%s", code, stderr)
 	}
 }
+
+// TestNoRawLibraryLines: status and replay against a Redis that refuses
+// connections print one line, naming the cause, and none of go-redis's
+// own (its pool's "redis: … pool.go:…" lines went to stderr raw).
+func TestNoRawLibraryLines(t *testing.T) {
+	closed := "redis://" + testenv.ClosedAddr(t) + "/0"
+	for _, args := range [][]string{{"status", "--redis-url", closed}, {"replay", "--redis-url", closed}} {
+		code, stdout, stderr := runBinaryEnv(t, cleanEnv(t), args...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != 1 || stdout != "" || len(lines) != 1 || !strings.Contains(stderr, "connection refused") || strings.Contains(stderr, "pool.go") {
+			t.Errorf("%v: exit %d, stdout %q, stderr:\n%s", args, code, stdout, stderr)
+		}
+	}
+}
