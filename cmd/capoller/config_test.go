@@ -238,6 +238,7 @@ func TestRunAcceptsTheLimits(t *testing.T) {
 // A metrics address already in use is a configuration error, found before
 // the daemon connects to anything.
 func TestRunRefusesAMetricsAddressInUse(t *testing.T) {
+	withTestKeys(t) // the default chain finds keys: the check under test comes first
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +275,7 @@ func TestRunServesMetrics(t *testing.T) {
 // An existing stream that does not capture the events' subjects stops the
 // start-up, naming the stream, instead of being rewritten or retried.
 func TestRunRefusesAForeignStream(t *testing.T) {
+	withTestKeys(t) // the default chain finds keys: the check under test comes first
 	stream := testenv.Name("CAPOLLER_FOREIGN")
 	prefix := strings.ToLower(stream)
 	natsURL := testenv.NATSURL(t)

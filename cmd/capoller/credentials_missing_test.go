@@ -45,3 +45,12 @@ func dropEnv(env []string, names ...string) []string {
 	}
 	return out
 }
+
+// withTestKeys sets a key pair (no token) in the environment, so that the
+// default credential chain finds keys wherever the tests run (.ci/run
+// turns the metadata service off).
+func withTestKeys(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAItest")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret")
+	t.Setenv("ALIBABA_CLOUD_SECURITY_TOKEN", "")
+}

@@ -126,6 +126,7 @@ func TestConfigEngineAuthValidation(t *testing.T) {
 // config check names the files but shows no secret set inline: the
 // token, the passwords.
 func TestConfigCheckRedactsEngineSecrets(t *testing.T) {
+	withTestKeys(t) // the default chain finds keys: the check under test comes first
 	p := testenv.NewPKI(t)
 	t.Setenv("CAPOLLER_NATS_PASSWORD", "pw-S3cret-nats")
 	t.Setenv("CAPOLLER_REDIS_PASSWORD", "pw-S3cret-redis")
