@@ -16,6 +16,18 @@ func (c *cycle) list() (bool, error) {
 	if err := c.finishStaged(); err != nil {
 		return false, err
 	}
+	if c.lookUp != nil {
+		l, ok := c.p.src.(LookUper)
+		if !ok {
+			return false, errors.New("poller: the lister cannot look invocations up")
+		}
+		snap, err := l.LookUp(c.ctx, c.lookUp)
+		if err != nil {
+			return false, err
+		}
+		snap.Complete = false // a few invocations: what it lacks means nothing
+		return false, c.chunk(snap)
+	}
 	if s, ok := c.p.src.(Streamer); ok {
 		return s.Stream(c.ctx, c.chunk)
 	}
@@ -37,7 +49,8 @@ type cycle struct {
 	ctx      context.Context
 	progress func() // a page arrived: the cycle is not stalled
 	rep      *Report
-	known    *bool // whether the shard was known when the cycle began
+	lookUp   []string // a hint's look-up of these invocations, not the listing
+	known    *bool    // whether the shard was known when the cycle began
 	// unknown: the store did not know the shard when the cycle began,
 	// whether or not it was then recovered from the stream (a first
 	// sight's batch that an earlier cycle failed to commit is finished,

@@ -50,6 +50,11 @@ type Metrics struct {
 	apiBackoffs   *prometheus.CounterVec // class
 	apiBackoff    *prometheus.CounterVec // class
 	skipped       *prometheus.CounterVec // reason
+	hints         *prometheus.CounterVec // outcome
+	lookUps       *prometheus.CounterVec
+	lookedUp      *prometheus.CounterVec
+	hintLag       *prometheus.HistogramVec
+	unhinted      *prometheus.CounterVec
 	aborted       *prometheus.CounterVec // reason
 	// The group's state, as this replica sees it.
 	replicas, unlisted, withdrawn prometheus.Gauge
@@ -141,7 +146,16 @@ func NewMetrics(opts MetricsOptions) *Metrics {
 		apiBackoff:  counter("capoller_api_backoff_seconds_total", "Time API calls waited before a retry, by error class.", "class"),
 		skipped:     counter("capoller_records_skipped_total", "Records skipped for lack of an id or a status, by reason.", "reason"),
 		aborted:     counter("capoller_listings_aborted_total", "Listings cut short because they would never end, by reason.", "reason"),
-		replicas:    plain("capoller_group_replicas", "Live replicas of the group, as this replica's last heartbeat found them."),
+		hints: counter("capoller_hints_total",
+			"Hints that reached the shard's owner, by outcome: queued (a look-up follows), coalesced (one for the invocation already waited), dropped (too many waited).", "outcome"),
+		lookUps:  counter("capoller_hint_lookups_total", "Look-up cycles run for hints (each reads a few invocations by id)."),
+		lookedUp: counter("capoller_hint_invocations_looked_up_total", "Invocations read by id for hints: one API call each."),
+		hintLag: histogram("capoller_hint_lag_seconds",
+			"Time from a hint reaching capoller to its invocation's terminal instance event being acknowledged and committed.",
+			[]float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}),
+		unhinted: counter("capoller_transitions_unhinted_total",
+			"Terminal instance transitions that polling found before any hint for their invocation came: the push's misses and delays, measured (only with hints on)."),
+		replicas: plain("capoller_group_replicas", "Live replicas of the group, as this replica's last heartbeat found them."),
 		unlisted: plain("capoller_group_unlisted_shards",
 			"Shards that no live replica lists (configured on replicas that stopped): nobody polls them. Remembered for an hour after the last replica listing one."),
 		withdrawn: plain("capoller_group_withdrawn",
@@ -447,4 +461,37 @@ func (m *Metrics) groupWithdrawn(on bool) {
 	if m != nil {
 		m.withdrawn.Set(map[bool]float64{false: 0, true: 1}[on])
 	}
+}
+
+// hint counts a hint that reached the shard's owner, by what became of it.
+func (m *Metrics) hint(s diff.Shard, o hintOutcome) {
+	if m == nil {
+		return
+	}
+	m.show(s)
+	m.hints.WithLabelValues(values(s, [...]string{"queued", "coalesced", "dropped"}[o])...).Inc()
+}
+
+// lookUp counts a look-up cycle of n invocations and the lags of the hints
+// it answered.
+func (m *Metrics) lookUp(s diff.Shard, n int, lags []float64) {
+	if m == nil {
+		return
+	}
+	m.show(s)
+	m.lookUps.WithLabelValues(values(s)...).Inc()
+	m.lookedUp.WithLabelValues(values(s)...).Add(float64(n))
+	h := m.hintLag.WithLabelValues(values(s)...)
+	for _, l := range lags {
+		h.Observe(l)
+	}
+}
+
+// unhintedTransitions counts terminal instance transitions polling found
+// with no hint for their invocation.
+func (m *Metrics) unhintedTransitions(s diff.Shard, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.unhinted.WithLabelValues(values(s)...).Add(float64(n))
 }

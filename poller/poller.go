@@ -170,6 +170,10 @@ type Options struct {
 	// lag's p99, so that a healthy, quiet shard is seen to be polled. It
 	// needs Metrics, which gather the counts.
 	SummaryEvery time.Duration
+	// Hints, if set, lets [Poller.Hint] queue look-ups of invocations
+	// between the listing's cycles, within these bounds, when the lister
+	// is a [LookUper].
+	Hints *HintOptions
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -197,7 +201,10 @@ type Report struct {
 	Committed   int
 	// Expired counts the records this cycle tombstoned or pruned.
 	Expired int
-	Err     error
+	// LookedUp are the invocations of a hint's look-up cycle (nil for a
+	// cycle of the listing).
+	LookedUp []string
+	Err      error
 }
 
 // Poller runs the cycle of one shard. Its methods must not be called
@@ -214,6 +221,8 @@ type Poller struct {
 	mayBeStaged bool
 	// summarySince is when the period of the next summary line began.
 	summarySince time.Time
+	// hints wait for their look-up (nil: Options.Hints unset).
+	hints *hintQueue
 	// suspect holds the records the last complete listing lacked; the
 	// next complete listing that lacks them too expires them.
 	suspect map[diff.Key]struct{}
@@ -276,7 +285,11 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true}, nil
+	p := &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true}
+	if opts.Hints != nil {
+		p.hints = newHintQueue(*opts.Hints)
+	}
+	return p, nil
 }
 
 // Step names a point in a batch's life, for [Options.Hook].
@@ -345,11 +358,19 @@ func (p *Poller) Turning(now time.Time) error {
 // RunOnce runs one cycle: fetch → diff → publish → commit, chunk by chunk
 // for a [Streamer]. Nothing is committed unless every event of its chunk
 // was acknowledged; records expire only after a complete listing.
-func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
+func (p *Poller) RunOnce(ctx context.Context) (rep Report) { return p.runCycle(ctx, nil) }
+
+// runCycle runs a cycle: of the listing, or with hints, a look-up of
+// their invocations (a partial listing, see [LookUper]).
+func (p *Poller) runCycle(ctx context.Context, hints []Hint) (rep Report) {
 	rep = Report{Shard: p.opts.Shard, Started: p.opts.Now()}
+	for _, h := range hints {
+		rep.LookedUp = append(rep.LookedUp, h.InvokeID)
+	}
 	defer func() {
 		rep.Duration = p.opts.Now().Sub(rep.Started)
 		p.opts.Metrics.observe(rep)
+		p.countHinted(rep, hints)
 		if p.opts.OnCycle != nil {
 			p.opts.OnCycle(rep)
 		}
@@ -361,7 +382,7 @@ func (p *Poller) RunOnce(ctx context.Context) (rep Report) {
 
 	p.busy.Store(rep.Started.UnixNano())
 	defer p.busy.Store(0)
-	c := cycle{p: p, ctx: ctx, rep: &rep, seen: map[diff.Key]struct{}{}, progress: func() {
+	c := cycle{p: p, ctx: ctx, rep: &rep, lookUp: rep.LookedUp, seen: map[diff.Key]struct{}{}, progress: func() {
 		stall.Reset(p.opts.StallTimeout)
 		p.busy.Store(p.opts.Now().UnixNano())
 	}}

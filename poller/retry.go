@@ -29,12 +29,19 @@ func (p *Poller) Run(ctx context.Context) error {
 	defer timer.Stop()
 	p.opts.Metrics.takeSummary(p.opts.Shard) // a period begins with this owner
 	p.summarySince = p.opts.Now()
+	hints := newHintLoop(p.hints)
+	defer hints.stop()
 	for {
 		select {
 		case <-ctx.Done():
 			p.log.Info("poller stopped")
 			return nil
 		case <-timer.C:
+		case <-hints.ready():
+			if err := p.lookUpHinted(ctx, hints); err != nil {
+				return err
+			}
+			continue
 		}
 		start := p.opts.Now()
 		rep := p.RunOnce(ctx)

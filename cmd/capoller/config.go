@@ -60,6 +60,7 @@ type config struct {
 	LogFormat        string        `yaml:"log-format"`
 	LogLevel         string        `yaml:"log-level"`
 	LogSummaryEvery  time.Duration `yaml:"log-summary-every"`
+	Hints            hintsConfig   `yaml:"hints,omitempty"`
 	ReplicaID        string        `yaml:"replica-id"`
 	LeaseTTL         time.Duration `yaml:"lease-ttl"`
 	StreamReplicas   int           `yaml:"stream-replicas"`
@@ -100,6 +101,23 @@ type accountConfig struct {
 	// Sources to poll in each region (ecs or ecs-results, and swas);
 	// default ecs.
 	Sources listSetting `yaml:"sources"`
+	// UID is the account's Alibaba Cloud uid (its numeric id): a hint
+	// pushed for it is this account's, and one for a uid no account names
+	// is refused.
+	UID string `yaml:"uid,omitempty"`
+}
+
+// hintsConfig is the endpoint EventBridge pushes TaskCompleted events to
+// (YAML hints: {listen, token-file, tls-cert, tls-key, uid}); off unless
+// listen is set.
+type hintsConfig struct {
+	Listen    string `yaml:"listen,omitempty"`
+	Token     string `yaml:"token,omitempty"` // CAPOLLER_HINTS_TOKEN; never logged
+	TokenFile string `yaml:"token-file,omitempty"`
+	TLSCert   string `yaml:"tls-cert,omitempty"`
+	TLSKey    string `yaml:"tls-key,omitempty"`
+	// UID is the default account's uid, when no accounts are listed.
+	UID string `yaml:"uid,omitempty"`
 }
 
 // shardConfig is one shard the daemon polls: what listers.go builds a lister

@@ -7,7 +7,7 @@ import "github.com/capoller/capoller/poller/sensitive"
 // REDACTED. Files that hold secrets are named, never read.
 func (c config) redacted() config {
 	c.RedisURL, c.NATSURL, c.Endpoint = sensitive.RedactURL(c.RedisURL), sensitive.RedactURL(c.NATSURL), sensitive.RedactURL(c.Endpoint)
-	for _, s := range []*string{&c.NATS.Token, &c.NATS.Password, &c.Redis.Password} {
+	for _, s := range []*string{&c.NATS.Token, &c.NATS.Password, &c.Redis.Password, &c.Hints.Token} {
 		if *s != "" {
 			*s = "REDACTED"
 		}

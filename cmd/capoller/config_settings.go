@@ -129,7 +129,19 @@ func settings() []setting {
 			c.StreamReplicas = n
 			return err
 		}},
-	}, natsAuthSettings(), redisAuthSettings())
+	}, natsAuthSettings(), redisAuthSettings(), hintsSettings())
+}
+
+// hintsSettings are the settings of the hints endpoint (YAML hints:).
+func hintsSettings() []setting {
+	return []setting{
+		{"hints-listen", "address of the endpoint EventBridge pushes Cloud Assistant's TaskCompleted events to (POST /v1/hints/cloudassist): each is a reason to look the invocation up now; empty: off", str(func(c *config) *string { return &c.Hints.Listen })},
+		{"hints-token", "the token a push must carry (Bearer, or Basic's password): set it in the environment, or use hints-token-file", str(func(c *config) *string { return &c.Hints.Token })},
+		{"hints-token-file", "file holding the hints' token, read again when it changes", str(func(c *config) *string { return &c.Hints.TokenFile })},
+		{"hints-tls-cert", "PEM certificate the hints endpoint serves TLS with, with hints-tls-key", str(func(c *config) *string { return &c.Hints.TLSCert })},
+		{"hints-tls-key", "PEM private key of hints-tls-cert", str(func(c *config) *string { return &c.Hints.TLSKey })},
+		{"hints-uid", "the default account's Alibaba Cloud uid (without accounts): hints for another uid are refused", str(func(c *config) *string { return &c.Hints.UID })},
+	}
 }
 
 func envName(flagName string) string {

@@ -80,7 +80,7 @@ func (c config) validate() error {
 	var errs []error
 	for _, check := range []func() []error{
 		c.validatePrintable, c.validateShards, c.validatePolling, c.validateEngines,
-		c.validateProcess, c.validateStore, c.validateDelivery,
+		c.validateProcess, c.validateStore, c.validateDelivery, c.validateHints,
 	} {
 		errs = append(errs, check()...)
 	}
@@ -324,9 +324,41 @@ func (c config) validateAccounts() []error {
 			errs = append(errs, fmt.Errorf("%sname: listed twice, as accounts[%d] and accounts[%d]", label, j, i))
 		}
 		errs = append(errs, checkShards(label, a.Regions, a.Sources)...)
+		if a.UID != "" && !validUID(a.UID) {
+			errs = append(errs, fmt.Errorf("%suid: want the account's numeric Alibaba Cloud uid", label))
+		}
 		for _, err := range a.Credentials.Validate() {
 			errs = append(errs, fmt.Errorf("%scredentials: %w", label, err))
 		}
+	}
+	return errs
+}
+
+// validUID reports whether s can be an Alibaba Cloud account's uid.
+func validUID(s string) bool { return s != "" && len(s) <= 32 && strings.Trim(s, "0123456789") == "" }
+
+// validateHints checks the hints endpoint: an address, a token to check
+// pushes against, TLS files in pairs, uids of digits.
+func (c config) validateHints() []error {
+	h := c.Hints
+	if h.Listen == "" {
+		return nil
+	}
+	var errs []error
+	if err := checkListenAddr(h.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("hints-listen %q: %w", h.Listen, err))
+	}
+	if h.Token == "" && h.TokenFile == "" {
+		errs = append(errs, errors.New("hints-listen: a token is required (CAPOLLER_HINTS_TOKEN or hints-token-file): the endpoint would take anyone's pushes"))
+	}
+	if h.Token != "" && h.TokenFile != "" {
+		errs = append(errs, errors.New("hints-token and hints-token-file: choose one"))
+	}
+	if (h.TLSCert == "") != (h.TLSKey == "") {
+		errs = append(errs, errors.New("hints-tls-cert and hints-tls-key: give both, or neither"))
+	}
+	if h.UID != "" && (!validUID(h.UID) || len(c.Accounts) > 0) {
+		errs = append(errs, errors.New("hints-uid: want the default account's numeric uid, and no accounts (each account names its own uid)"))
 	}
 	return errs
 }

@@ -24,16 +24,17 @@ const (
 	groupStream
 	groupCheckpoint
 	groupReplicas
+	groupHints
 	groupOps
 )
 
 // allGroups are run's: every setting.
 func allGroups() []settingGroup {
-	return []settingGroup{groupAPI, groupOutput, groupNATS, groupStream, groupCheckpoint, groupReplicas, groupOps}
+	return []settingGroup{groupAPI, groupOutput, groupNATS, groupStream, groupCheckpoint, groupReplicas, groupHints, groupOps}
 }
 
 func (g settingGroup) title() string {
-	return [...]string{"Cloud Assistant API", "output on events", "NATS", "the stream", "checkpoint store", "replica group", "operations"}[g]
+	return [...]string{"Cloud Assistant API", "output on events", "NATS", "the stream", "checkpoint store", "replica group", "hints (EventBridge)", "operations"}[g]
 }
 
 // groupOf is the group of the setting named name.
@@ -41,6 +42,8 @@ func groupOf(name string) settingGroup {
 	switch {
 	case strings.HasPrefix(name, "output"):
 		return groupOutput
+	case strings.HasPrefix(name, "hints-"):
+		return groupHints
 	case name == "nats-url" || strings.HasPrefix(name, "nats-"):
 		return groupNATS
 	case name == "stream" || name == "subject-prefix" || name == "duplicate-window" || strings.HasPrefix(name, "stream-"):
@@ -65,10 +68,10 @@ func typeOf(name string) string {
 		return "regexp"
 	case name == "endpoint" || strings.HasSuffix(name, "-url"):
 		return "url"
-	case strings.HasSuffix(name, "-addr"):
+	case strings.HasSuffix(name, "-addr") || name == "hints-listen":
 		return "address"
 	case strings.HasSuffix(name, "-file") || strings.HasSuffix(name, "-dir") || name == "config" ||
-		slices.Contains([]string{"nats-creds", "nats-nkey-seed", "nats-ca", "nats-cert", "nats-key", "redis-ca", "redis-cert", "redis-key"}, name):
+		slices.Contains([]string{"nats-creds", "nats-nkey-seed", "nats-ca", "nats-cert", "nats-key", "redis-ca", "redis-cert", "redis-key", "hints-tls-cert", "hints-tls-key"}, name):
 		return "path"
 	}
 	t := reflect.TypeFor[config]()

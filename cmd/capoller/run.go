@@ -117,6 +117,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	if d.group, err = d.newGroup(replica); err != nil {
 		return configError{err}
 	}
+	d.hints = newHintServer(cfg, d.log, bus.nc.Conn, d.listers.shards(), ops.reg)
 	return d.serve(ctx)
 }
 
@@ -131,6 +132,7 @@ type daemonRun struct {
 	listers *listerFactory
 	ready   *readiness
 	hook    func(poller.Step) // one per process: its count of steps spans every shard
+	hints   *hintServer       // nil: hints off
 	loops   pollerLoops
 	group   *poller.Group
 	onCycle func(poller.Report)
@@ -165,7 +167,11 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 	if err != nil {
 		return err
 	}
-	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{
+	var hints *poller.HintOptions
+	if d.hints != nil {
+		hints = &poller.HintOptions{}
+	}
+	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{Hints: hints,
 		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
 		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: d.hook, SummaryEvery: d.cfg.LogSummaryEvery,
 		OnCycle: func(r poller.Report) {
@@ -180,6 +186,16 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 		return err
 	}
 	defer d.loops.add(p)()
+	if d.hints != nil && shard.Source == diff.SourceECS {
+		// Hints for the shard, taken by any replica, reach its owner here.
+		sub, err := publisher.ServeHints(d.bus.nc.Conn, publisher.HintSubject(d.cfg.SubjectPrefix, shard), func(m publisher.HintMessage) {
+			p.Hint(poller.Hint{InvokeID: m.InvokeID, InstanceID: m.InstanceID, Received: m.Received})
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	return p.Run(ctx)
 }
 
@@ -198,6 +214,11 @@ func (d *daemonRun) serve(ctx context.Context) error {
 	d.ops.state.running(d.health, d.readyz)
 	if d.ops.pprof != nil {
 		serveHTTP(gctx, g, d.ops.pprof, pprofMux(), "profiler")
+	}
+	if d.hints != nil {
+		if err := d.hints.serve(gctx, g, d.cfg); err != nil {
+			return err
+		}
 	}
 	g.Go(func() error { return d.group.Run(gctx) })
 	fields := []zap.Field{zap.Int("shards", len(d.listers.shards())), zap.Duration("lease_ttl", d.cfg.LeaseTTL),

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+
+	"github.com/capoller/capoller/cmd/internal/harness"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
+)
+
+// hintReplica is one in-process daemon with hints on.
+type hintReplica struct {
+	hints, metrics string
+	logs           *syncBuffer
+	done           chan int
+}
+
+// taskCompleted is EventBridge's push for one instance's run.
+func taskCompleted(invokeID, instanceID, status string) string {
+	return fmt.Sprintf(`{"specversion":"1.0","id":"%s-%s","source":"acs.ecs","type":"ecs:CloudAssistant:TaskCompleted","subject":"acs:ecs:cn-hangzhou:1234567890123456:instance/%s",`+
+		`"time":"%s","aliyunaccountid":"1234567890123456","aliyunregionid":"cn-hangzhou","datacontenttype":"application/json",`+
+		`"data":{"invokeId":"%s","instanceId":"%s","invocationStatus":"%s","exitCode":"0"}}`,
+		invokeID, instanceID, instanceID, time.Now().UTC().Format(time.RFC3339), invokeID, instanceID, status)
+}
+
+// TestHintsAnnounceAtOnceAtASlowPoll: two replicas poll every 60s with
+// hints on; each push goes to a random replica. A terminal run is
+// announced soon after its hint, not at the next poll, with the status the
+// API gives (the push's own is never published); a hint for an unknown
+// invocation announces nothing; a flood of hints for one invocation costs
+// a bounded few look-ups; a push without the token gets 401.
+func TestHintsAnnounceAtOnceAtASlowPoll(t *testing.T) {
+	sim, simURL := startEmulator(t)
+	t.Setenv("CAPOLLER_HINTS_TOKEN", "hint-S3cret")
+	stream := testenv.Name("CAPOLLER_HINTS")
+	natsURL := testenv.NATSURL(t)
+	_, js := testenv.NATS(t, natsURL, stream)
+	redisURL := testenv.RedisURL(t)
+	_, prefix := testenv.RedisAt(t, redisURL)
+	ctx, cancel := context.WithCancel(t.Context())
+	var replicas []*hintReplica
+	for i := range 2 {
+		hintsAddr, err := harness.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsAddr, err := harness.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &hintReplica{hints: hintsAddr, metrics: metricsAddr, logs: &syncBuffer{}, done: make(chan int, 1)}
+		replicas = append(replicas, r)
+		go func() {
+			r.done <- cli(ctx, []string{"run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix, "--nats-url", natsURL,
+				"--stream", stream, "--subject-prefix", strings.ToLower(stream), "--interval", "60s", "--lease-ttl", "3s",
+				"--replica-id", fmt.Sprintf("hints-%d", i), "--hints-listen", hintsAddr, "--metrics-addr", metricsAddr}, io.Discard, r.logs)
+		}()
+	}
+	defer func() {
+		cancel()
+		for _, r := range replicas {
+			<-r.done
+		}
+		if t.Failed() {
+			for i, r := range replicas {
+				t.Logf("replica %d:\n%s", i, r.logs.String())
+			}
+		}
+	}()
+	metric := func(name string, match ...string) float64 {
+		total := 0.0
+		for _, r := range replicas {
+			if m, err := harness.ScrapeMetrics(t.Context(), r.metrics); err == nil {
+				total += m.Sum(name, match...)
+			}
+		}
+		return total
+	}
+	testenv.WaitFor(t, 30*time.Second, "the baseline cycle", func() error {
+		if n := metric("capoller_cycles_total"); n < 1 {
+			return fmt.Errorf("%v cycles", n)
+		}
+		return nil
+	})
+	post := func(token, body string) int {
+		r := replicas[rand.IntN(len(replicas))]
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.hints+hintsPath, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	var instance string
+	for _, inst := range sim.Instances() {
+		if inst.Product == castest.ProductECS {
+			instance = inst.ID
+		}
+	}
+	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Domain = strings.TrimPrefix(simURL, "http://")
+	run := func(script string) string {
+		req := ecs.CreateRunCommandRequest()
+		req.Type, req.CommandContent, req.InstanceId = "RunShellScript", script, &[]string{instance}
+		resp, err := client.RunCommand(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.WaitFor(t, 10*time.Second, "the run to end in the emulator", func() error {
+			for _, e := range sim.Truth() {
+				if e.InvokeID == resp.InvokeId && e.InstanceID == instance && (e.To == "Failed" || e.To == "Success") {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s still running", resp.InvokeId)
+		})
+		return resp.InvokeId
+	}
+	announced := func(invokeID string) string {
+		for _, p := range testenv.StreamEvents(t, js, stream) {
+			if p.Event.Data.InvokeID == invokeID && p.Event.Data.InstanceID != "" && p.Event.Data.Terminal {
+				return string(p.Event.Data.Status)
+			}
+		}
+		return ""
+	}
+
+	if code := post("", taskCompleted("t-x", instance, "Failed")); code != http.StatusUnauthorized {
+		t.Errorf("a push without the token: %d, want 401", code)
+	}
+	if code := post("wrong", taskCompleted("t-x", instance, "Failed")); code != http.StatusUnauthorized {
+		t.Errorf("a push with a wrong token: %d, want 401", code)
+	}
+	if code := post("hint-S3cret", taskCompleted("t-unknown-invocation", instance, "Success")); code != http.StatusAccepted {
+		t.Errorf("a push for an unknown invocation: %d, want 202", code)
+	}
+
+	// A run that fails, hinted as a success: Failed is announced, at once.
+	failed := run("echo no; exit 3")
+	start := time.Now()
+	if code := post("hint-S3cret", taskCompleted(failed, instance, "Success")); code != http.StatusAccepted {
+		t.Fatalf("a push: %d, want 202", code)
+	}
+	testenv.WaitFor(t, 15*time.Second, "the hinted run's event", func() error {
+		if st := announced(failed); st == "" {
+			return fmt.Errorf("%s not announced", failed)
+		}
+		return nil
+	})
+	t.Logf("announced %v after the hint, at a 60s interval", time.Since(start).Round(time.Millisecond))
+	if st := announced(failed); st != "Failed" {
+		t.Errorf("the hinted run was announced %s; the API says Failed (the push said Success)", st)
+	}
+	if st := announced("t-unknown-invocation"); st != "" {
+		t.Errorf("a hint for an unknown invocation announced %s", st)
+	}
+
+	// A flood of hints for one invocation: a bounded few look-ups.
+	flood := run("echo flood")
+	before := metric("capoller_hint_invocations_looked_up_total")
+	var wg sync.WaitGroup
+	for range 300 {
+		wg.Go(func() {
+			if code := post("hint-S3cret", taskCompleted(flood, instance, "Success")); code != http.StatusAccepted {
+				t.Errorf("a push of the flood: %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	testenv.WaitFor(t, 20*time.Second, "the flood to reach the owner", func() error {
+		if n := metric("capoller_hints_forwarded_total", "result", "ok"); n < 302 {
+			return fmt.Errorf("%v forwarded", n)
+		}
+		return nil
+	})
+	testenv.WaitFor(t, 15*time.Second, "the flooded run's event", func() error {
+		if announced(flood) == "" {
+			return fmt.Errorf("%s not announced", flood)
+		}
+		return nil
+	})
+	if n := metric("capoller_hint_invocations_looked_up_total") - before; n < 1 || n > 5 {
+		t.Errorf("300 hints for one invocation cost %v look-ups; want 1 to 5", n)
+	}
+	if n := metric("capoller_hints_total", "outcome", "coalesced"); n < 250 {
+		t.Errorf("%v of 300 hints coalesced", n)
+	}
+}
+
+// TestHintsNeedAToken: an endpoint that would take anyone's pushes is
+// refused at start-up, and so is a uid that is not one.
+func TestHintsNeedAToken(t *testing.T) {
+	env := append(dropEnv(cleanEnv(t), "CAPOLLER_HINTS_TOKEN"), "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIx", "ALIBABA_CLOUD_ACCESS_KEY_SECRET=y")
+	code, _, stderr := runBinaryEnv(t, env, "config", "check", "--hints-listen", "127.0.0.1:0")
+	if code != 2 || !strings.Contains(stderr, "hints-listen: a token is required (CAPOLLER_HINTS_TOKEN or hints-token-file)") {
+		t.Errorf("hints without a token: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, stdout, stderr := runBinaryEnv(t, append(env, "CAPOLLER_HINTS_TOKEN=hint-S3cret"), "config", "check", "--hints-listen", "127.0.0.1:0", "--hints-uid", "12x")
+	if code != 2 || !strings.Contains(stderr, "hints-uid: want the default account's numeric uid") || strings.Contains(stdout+stderr, "hint-S3cret") {
+		t.Errorf("a bad uid: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, stdout, _ = runBinaryEnv(t, append(env, "CAPOLLER_HINTS_TOKEN=hint-S3cret"), "config", "check", "--hints-listen", "127.0.0.1:0")
+	if code != 0 || strings.Contains(stdout, "hint-S3cret") || !strings.Contains(stdout, "token: REDACTED") {
+		t.Errorf("config check with hints: exit %d, stdout:\n%s", code, stdout)
+	}
+}
