@@ -2,6 +2,7 @@ package castest
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"time"
@@ -27,6 +28,37 @@ type Account struct {
 	// SecurityToken, if set, is the STS token every request of the account
 	// must carry (see Options.SecurityToken).
 	SecurityToken string `json:"-"`
+	// UID is the Alibaba Cloud account id (16 digits) that the account's
+	// EventBridge events carry as aliyunaccountid; "" derives a stable one
+	// from Name, so that a restarted emulator pushes the same ids.
+	UID string `json:"uid,omitempty"`
+}
+
+// accountUID derives a stable 16-digit account id from an account's name,
+// for an account configured without one: Alibaba's ids are 16 digits
+// that do not start with 0.
+func accountUID(name string) string {
+	sum := sha256.Sum256([]byte("uid/" + name))
+	b := make([]byte, 16)
+	b[0] = '1' + sum[0]%9
+	for i := 1; i < len(b); i++ {
+		b[i] = '0' + sum[i]%10
+	}
+	return string(b)
+}
+
+// validUID reports whether uid looks like an Alibaba Cloud account id:
+// 16 decimal digits.
+func validUID(uid string) bool {
+	if len(uid) != 16 {
+		return false
+	}
+	for _, c := range []byte(uid) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // validAccountName reports whether name may name an account: 1 to 64
@@ -46,8 +78,17 @@ func validAccountName(name string) bool {
 // accounts checks opts' accounts and returns them all, the default one
 // first.
 func (o Options) accounts() ([]Account, error) {
-	all := []Account{{Name: DefaultAccount, AccessKeyID: o.AccessKeyID, AccessKeySecret: o.AccessKeySecret, SecurityToken: o.SecurityToken}}
+	all := []Account{{Name: DefaultAccount, AccessKeyID: o.AccessKeyID, AccessKeySecret: o.AccessKeySecret, SecurityToken: o.SecurityToken, UID: o.UID}}
+	if all[0].UID == "" {
+		all[0].UID = accountUID(DefaultAccount)
+	}
+	if !validUID(all[0].UID) {
+		return nil, fmt.Errorf("castest: uid %q of the default account: want 16 digits", all[0].UID)
+	}
 	for i, a := range o.Accounts {
+		if a.UID == "" {
+			a.UID = accountUID(a.Name)
+		}
 		switch {
 		case a.Name == DefaultAccount:
 			return nil, fmt.Errorf("castest: accounts[%d]: %q is the account of Options.AccessKeyID", i, a.Name)
@@ -55,6 +96,8 @@ func (o Options) accounts() ([]Account, error) {
 			return nil, fmt.Errorf("castest: accounts[%d]: name %q: want 1 to 64 characters of [A-Za-z0-9_-]", i, a.Name)
 		case a.AccessKeyID == "" || a.AccessKeySecret == "":
 			return nil, fmt.Errorf("castest: account %q: an access key id and secret are required", a.Name)
+		case !validUID(a.UID):
+			return nil, fmt.Errorf("castest: account %q: uid %q: want 16 digits", a.Name, a.UID)
 		}
 		for _, b := range all {
 			if b.Name == a.Name {
@@ -76,6 +119,16 @@ func (s *Server) accountOf(accessKeyID string) (Account, bool) {
 		return Account{}, false
 	}
 	return s.accounts[i], true
+}
+
+// uidOf returns an account's UID, or "" for an account not served.
+func (s *Server) uidOf(name string) string {
+	for _, a := range s.accounts {
+		if a.Name == name {
+			return a.UID
+		}
+	}
+	return ""
 }
 
 // Accounts returns the names of the accounts served, "default" first.
@@ -103,6 +156,10 @@ func (s *Server) Account(name string) *AccountHandle {
 
 // Name is the account's name.
 func (a *AccountHandle) Name() string { return a.name }
+
+// UID is the account's Alibaba Cloud account id, as its EventBridge events
+// carry it; "" for an account the server does not serve.
+func (a *AccountHandle) UID() string { return a.s.uidOf(a.name) }
 
 // known reports an error unless the account is served.
 func (a *AccountHandle) known() error {

@@ -27,6 +27,18 @@ import (
 //
 //	GET    /_casim/behaviour        the behaviour where the documents are silent (see Behaviour)
 //	POST   /_casim/behaviour        replace it: {"order": "oldest", "ties": true, "tokenTTL": "5s", …}
+//
+// The EventBridge pushes (see EventBridge): GET answers the target (its
+// token only as "tokenSet"), the delivery and the counts (PushStats); POST
+// replaces the delivery whole ({} is perfect delivery), changes url and
+// token only when it names them ("url": "" stops pushing), and answers as
+// GET does:
+//
+//	GET    /_casim/eventbridge      {"url": "http://…", "tokenSet": true, "drop": 0, "duplicate": 0, "delay": "0s", "delayMax": "0s",
+//	                                 "reorder": "0s", "retries": 3, "backoff": "200ms", "statuses": ["Aborted", …],
+//	                                 "stats": {"events": 4, "sent": 4, "dropped": 0, "duplicated": 0, "retried": 0, "failed": 0, "pending": 0}}
+//	POST   /_casim/eventbridge      {"drop": 0.1, "duplicate": 0.1, "delay": "100ms", "delayMax": "2s", "reorder": "1s", "retries": 2, "backoff": "50ms",
+//	                                 "statuses": ["Success", "Failed", "Error"], "url": "http://…", "token": "…"}
 func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/_casim/")
 	account := r.URL.Query().Get("account")
@@ -137,6 +149,8 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.callsOf(account))
 	case path == "behaviour":
 		s.controlBehaviour(w, r)
+	case path == "eventbridge":
+		s.controlEventBridge(w, r)
 	default:
 		controlError(w, http.StatusNotFound, "no such control endpoint: "+r.Method+" "+r.URL.Path)
 	}

@@ -18,9 +18,11 @@
 // It serves several Alibaba Cloud accounts on one listener. The key pair of
 // Options.AccessKeyID is the default account, named "default", with the
 // instance ids the emulator always had; each of Options.Accounts (casim's
-// --account name:keyid:secret) is another, with its own fleet (instance ids
-// of its own), its own invocations and its own quota windows, since Alibaba
-// throttles each account on its own. A request is served for the account
+// --account name:keyid:secret[:token[:uid]]) is another, with its own fleet
+// (instance ids of its own), its own invocations and its own quota windows,
+// since Alibaba throttles each account on its own. Each account has an
+// Alibaba account id (UID, 16 digits; Options.UID for the default one),
+// which its EventBridge events carry; unset, one is derived from its name. A request is served for the account
 // its AccessKeyId belongs to, so a client sees only its account's work.
 // Truth entries and instances name their account. The Server's methods
 // that create work (Invoke, RunWorkload, Seed) work in the default account
@@ -32,6 +34,20 @@
 //		Accounts: []castest.Account{{Name: "prod", AccessKeyID: "LTAIprod", AccessKeySecret: "s1"}}})
 //	prod := s.Account("prod")
 //	id, _ := prod.Invoke("cn-hangzhou", []string{prod.Instances()[0].ID}, "echo hi", 60)
+//
+// # EventBridge
+//
+// Alibaba pushes ecs:CloudAssistant:TaskCompleted through EventBridge when
+// a run ends on an ECS instance. With Options.EventBridge.URL (casim's
+// --eventbridge-url and --eventbridge-token), the emulator POSTs that event,
+// a CloudEvents 1.0 envelope in structured mode (see [TaskCompleted] for
+// its shape and the page it follows), for every ECS run that ends on an
+// instance in a status the documents list (Aborted, Success, Failed,
+// Invalid, Timeout, Cancelled, Terminated), with its bearer token. It
+// pushes on its own goroutine; a [PushDelivery] drops, duplicates, delays
+// and reorders the events and retries failed POSTs, and [PushStats] counts
+// what happened. Change them at run time with SetEventBridge or
+// POST /_casim/eventbridge; GET /_casim/eventbridge shows the counts.
 //
 // # Scripts
 //

@@ -26,6 +26,9 @@ type Options struct {
 	// without it gets InvalidSecurityToken.Malformed, one with another
 	// token InvalidSecurityToken.MismatchWithAccessKey.
 	SecurityToken string
+	// UID is the default account's Alibaba Cloud account id (16 digits),
+	// which its EventBridge events carry; "" derives a stable one.
+	UID string
 	// Accounts are served besides the default one, each with its own key
 	// pair, fleet (Instances per product and region, with ids of its own),
 	// invocations and quota windows. A request is served for the account
@@ -62,6 +65,11 @@ type Options struct {
 	// Behaviour is the initial behaviour where the documents are silent
 	// (see SetBehaviour); the zero value is the ideal API.
 	Behaviour Behaviour
+	// EventBridge, with a URL, pushes an ecs:CloudAssistant:TaskCompleted
+	// event there each time an ECS run ends on an instance in a documented
+	// status (see EventBridge and SetEventBridge); the zero value pushes
+	// nothing.
+	EventBridge EventBridge
 }
 
 // Server is the emulator. It is safe for concurrent use.
@@ -69,6 +77,7 @@ type Server struct {
 	opts     Options
 	accounts []Account // the default one first; fixed after New
 	bhv      *behaviourState
+	push     *pusher // sends EventBridge events on its own goroutine, so that no holder of s.mu waits on the network
 
 	mu             sync.Mutex
 	instances      map[string]*Instance
@@ -155,10 +164,15 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	push, err := newPusher(opts.EventBridge, opts.Now)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:           opts,
 		accounts:       accounts,
 		bhv:            newBehaviourState(opts.Behaviour),
+		push:           push,
 		instances:      map[string]*Instance{},
 		lists:          map[string][]*invocation{},
 		retentionAge:   opts.RetentionAge,
@@ -192,6 +206,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	go s.clock()
+	go push.run()
 	return s, nil
 }
 
@@ -264,7 +279,8 @@ func (s *Server) Start(addr string) (string, error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-// Close stops the HTTP listener, if any, and the clock.
+// Close stops the HTTP listener, if any, the clock and the EventBridge
+// pusher, aborting a POST under way: events still waiting are never sent.
 func (s *Server) Close() error {
 	s.httpMu.Lock()
 	srv := s.httpSrv
@@ -281,6 +297,7 @@ func (s *Server) Close() error {
 		close(s.stop)
 	}
 	<-s.done
+	s.push.close()
 	return err
 }
 

@@ -213,6 +213,10 @@ func (s *Server) setRun(r *run, status string, at time.Time) {
 	}
 	s.truth = append(s.truth, TruthEntry{Time: at, Account: r.inv.Account, Product: r.inv.Product, Region: r.inv.Region, Level: "instance",
 		InvokeID: r.inv.InvokeID, InstanceID: r.InstanceID, Repeats: r.Repeats, From: from, To: status})
+	if r.inv.Product == ProductECS && terminal(status) {
+		// Built only if it is to be pushed: most emulators push nothing.
+		s.push.offer(status, func() TaskCompleted { return s.taskCompleted(r, at) })
+	}
 	if agg := aggregate(r.inv.Runs); agg != r.inv.Status {
 		s.truth = append(s.truth, TruthEntry{Time: at, Account: r.inv.Account, Product: r.inv.Product, Region: r.inv.Region, Level: "invocation",
 			InvokeID: r.inv.InvokeID, From: r.inv.Status, To: agg})

@@ -70,7 +70,9 @@ func (s *Server) runWorkload(ctx context.Context, account string, opts WorkloadO
 		}
 		first := rand.IntN(len(ecs))
 		targets := []string{ecs[first]}
-		for _, i := range rand.Perm(len(ecs))[:rand.IntN(3)] {
+		// Up to two more instances, as many as the fleet has: a fleet of
+		// one instance has no other to add.
+		for _, i := range rand.Perm(len(ecs))[:min(rand.IntN(3), len(ecs))] {
 			if regions[i] == regions[first] && i != first {
 				targets = append(targets, ecs[i])
 			}
