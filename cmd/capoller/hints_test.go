@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +15,14 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/cmd/internal/harness"
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 )
@@ -43,57 +50,8 @@ func taskCompleted(invokeID, instanceID, status string) string {
 // a bounded few look-ups; a push without the token gets 401.
 func TestHintsAnnounceAtOnceAtASlowPoll(t *testing.T) {
 	sim, simURL := startEmulator(t)
-	t.Setenv("CAPOLLER_HINTS_TOKEN", "hint-S3cret")
-	stream := testenv.Name("CAPOLLER_HINTS")
-	natsURL := testenv.NATSURL(t)
-	_, js := testenv.NATS(t, natsURL, stream)
-	redisURL := testenv.RedisURL(t)
-	_, prefix := testenv.RedisAt(t, redisURL)
-	ctx, cancel := context.WithCancel(t.Context())
-	var replicas []*hintReplica
-	for i := range 2 {
-		hintsAddr, err := harness.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		metricsAddr, err := harness.FreeAddr()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &hintReplica{hints: hintsAddr, metrics: metricsAddr, logs: &syncBuffer{}, done: make(chan int, 1)}
-		replicas = append(replicas, r)
-		go func() {
-			r.done <- cli(ctx, []string{"run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix, "--nats-url", natsURL,
-				"--stream", stream, "--subject-prefix", strings.ToLower(stream), "--interval", "60s", "--lease-ttl", "3s",
-				"--replica-id", fmt.Sprintf("hints-%d", i), "--hints-listen", hintsAddr, "--metrics-addr", metricsAddr}, io.Discard, r.logs)
-		}()
-	}
-	defer func() {
-		cancel()
-		for _, r := range replicas {
-			<-r.done
-		}
-		if t.Failed() {
-			for i, r := range replicas {
-				t.Logf("replica %d:\n%s", i, r.logs.String())
-			}
-		}
-	}()
-	metric := func(name string, match ...string) float64 {
-		total := 0.0
-		for _, r := range replicas {
-			if m, err := harness.ScrapeMetrics(t.Context(), r.metrics); err == nil {
-				total += m.Sum(name, match...)
-			}
-		}
-		return total
-	}
-	testenv.WaitFor(t, 30*time.Second, "the baseline cycle", func() error {
-		if n := metric("capoller_cycles_total"); n < 1 {
-			return fmt.Errorf("%v cycles", n)
-		}
-		return nil
-	})
+	g := startHintGroup(t, simURL, "60s")
+	replicas, js, stream, metric := g.replicas, g.js, g.stream, g.metric
 	post := func(token, body string) int {
 		r := replicas[rand.IntN(len(replicas))]
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.hints+hintsPath, strings.NewReader(body))
@@ -226,5 +184,183 @@ func TestHintsNeedAToken(t *testing.T) {
 	code, stdout, _ = runBinaryEnv(t, append(env, "CAPOLLER_HINTS_TOKEN=hint-S3cret"), "config", "check", "--hints-listen", "127.0.0.1:0")
 	if code != 0 || strings.Contains(stdout, "hint-S3cret") || !strings.Contains(stdout, "token: REDACTED") {
 		t.Errorf("config check with hints: exit %d, stdout:\n%s", code, stdout)
+	}
+}
+
+// hintGroup is two in-process replicas with hints on, sharing a store and
+// a stream.
+type hintGroup struct {
+	replicas []*hintReplica
+	js       jetstream.JetStream
+	stream   string
+}
+
+// startHintGroup starts two replicas polling simURL every interval with
+// hints on (token hint-S3cret), stopped when the test ends, and waits for
+// their first cycle.
+func startHintGroup(t *testing.T, simURL, interval string) *hintGroup {
+	t.Setenv("CAPOLLER_HINTS_TOKEN", "hint-S3cret")
+	g := &hintGroup{stream: testenv.Name("CAPOLLER_HINTS")}
+	natsURL := testenv.NATSURL(t)
+	_, g.js = testenv.NATS(t, natsURL, g.stream)
+	redisURL := testenv.RedisURL(t)
+	_, prefix := testenv.RedisAt(t, redisURL)
+	ctx, cancel := context.WithCancel(context.Background())
+	for i := range 2 {
+		hintsAddr, err := harness.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		metricsAddr, err := harness.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &hintReplica{hints: hintsAddr, metrics: metricsAddr, logs: &syncBuffer{}, done: make(chan int, 1)}
+		g.replicas = append(g.replicas, r)
+		go func() {
+			r.done <- cli(ctx, []string{"run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix, "--nats-url", natsURL,
+				"--stream", g.stream, "--subject-prefix", strings.ToLower(g.stream), "--interval", interval, "--lease-ttl", "3s",
+				"--replica-id", fmt.Sprintf("hints-%d", i), "--hints-listen", hintsAddr, "--metrics-addr", metricsAddr}, io.Discard, r.logs)
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for i, r := range g.replicas {
+			<-r.done
+			if t.Failed() {
+				t.Logf("replica %d:\n%s", i, r.logs.String())
+			}
+		}
+	})
+	testenv.WaitFor(t, 30*time.Second, "the baseline cycle", func() error {
+		if n := g.metric("capoller_cycles_total"); n < 1 {
+			return fmt.Errorf("%v cycles", n)
+		}
+		return nil
+	})
+	return g
+}
+
+// metric sums a metric over the replicas.
+func (g *hintGroup) metric(name string, match ...string) float64 {
+	total := 0.0
+	for _, r := range g.replicas {
+		if m, err := harness.ScrapeMetrics(context.Background(), r.metrics); err == nil {
+			total += m.Sum(name, match...)
+		}
+	}
+	return total
+}
+
+// TestHintsFromCasimsPushes: casim pushes TaskCompleted for every run that
+// ends, through a proxy that hands each push to a random replica, and
+// drops a fifth of them. Every terminal instance transition is still
+// announced (polling reconciles what the push lost), and the pushes that
+// came were looked up.
+func TestHintsFromCasimsPushes(t *testing.T) {
+	sim, simURL := testenv.Emulator(t, castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 2})
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
+	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
+	g := startHintGroup(t, simURL, "3s")
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Scheme, r.URL.Host = "http", g.replicas[rand.IntN(len(g.replicas))].hints
+		r.RequestURI = ""
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	if err := sim.SetEventBridge(castest.EventBridge{URL: proxy.URL + hintsPath, Token: "hint-S3cret", Delivery: castest.PushDelivery{Drop: 0.2}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sim.RunWorkload(ctx, castest.WorkloadOptions{Every: 200 * time.Millisecond})
+	}()
+	testenv.WaitFor(t, 30*time.Second, "pushes to come", func() error {
+		if st := sim.PushStats(); st.Sent < 10 || st.Dropped < 1 {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	stop()
+	<-done
+	final := map[string]string{} // invocation/instance → its last status, by the emulator
+	testenv.WaitFor(t, 30*time.Second, "every run's last status announced", func() error {
+		for _, e := range sim.Truth() {
+			if e.Level == "instance" && e.Product == castest.ProductECS {
+				final[e.InvokeID+"/"+e.InstanceID] = e.To
+			}
+		}
+		got := map[string]string{}
+		for _, p := range testenv.StreamEvents(t, g.js, g.stream) {
+			if d := p.Event.Data; d.InstanceID != "" {
+				got[d.InvokeID+"/"+d.InstanceID] = string(d.Status)
+			}
+		}
+		for run, st := range final {
+			if got[run] != st {
+				return fmt.Errorf("%s is %s, announced %q", run, st, got[run])
+			}
+		}
+		return nil
+	})
+	if n := g.metric("capoller_hint_invocations_looked_up_total"); n < 1 {
+		t.Errorf("%v invocations looked up for %+v pushes", n, sim.PushStats())
+	}
+	if n := g.metric("capoller_hints_refused_total"); n != 0 {
+		t.Errorf("%v of casim's pushes refused", n)
+	}
+}
+
+// TestHintEndpointRefusals: each refusal has its status, and is counted by
+// reason: an account uid none names (403), a region not polled (422), a
+// body over 1 MiB (413), another method (405), another type (400); Basic
+// auth's password is the token too.
+func TestHintEndpointRefusals(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.Hints = hintsConfig{Listen: "127.0.0.1:0", Token: "hint-S3cret", UID: "1234567890123456"}
+	reg := prometheus.NewRegistry()
+	h := newHintServer(cfg, zap.NewNop(), nil, []diff.Shard{{Account: diff.DefaultAccount, Source: diff.SourceECS, Region: "cn-hangzhou"}}, reg)
+	do := func(method, body string, auth func(*http.Request)) int {
+		req := httptest.NewRequest(method, hintsPath, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		auth(req)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer hint-S3cret") }
+	ok := taskCompleted("t-1", "i-1", "Success")
+	for _, c := range []struct {
+		method, body string
+		auth         func(*http.Request)
+		want         int
+	}{
+		{http.MethodPost, ok, bearer, http.StatusAccepted},
+		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "hint-S3cret") }, http.StatusAccepted},
+		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "nope") }, http.StatusUnauthorized},
+		{http.MethodPost, strings.Replace(ok, "1234567890123456", "6543210987654321", -1), bearer, http.StatusForbidden},
+		{http.MethodPost, strings.Replace(ok, `"aliyunregionid":"cn-hangzhou"`, `"aliyunregionid":"cn-beijing"`, 1), bearer, http.StatusUnprocessableEntity},
+		{http.MethodPost, strings.Repeat(" ", cloudassist.MaxHintBody+1) + ok, bearer, http.StatusRequestEntityTooLarge},
+		{http.MethodGet, "", bearer, http.StatusMethodNotAllowed},
+		{http.MethodPost, strings.Replace(ok, "TaskCompleted", "TaskStarted", 1), bearer, http.StatusBadRequest},
+	} {
+		if got := do(c.method, c.body, c.auth); got != c.want {
+			t.Errorf("%s %.80q: %d, want %d", c.method, c.body, got, c.want)
+		}
+	}
+	for reason, want := range map[string]float64{"account": 1, "shard": 1, "too_large": 1, "method": 1, "type": 1, "unauthorized": 1} {
+		if got := testutil.ToFloat64(h.refused.WithLabelValues(reason)); got != want {
+			t.Errorf("refusals for %s: %v, want %v", reason, got, want)
+		}
 	}
 }
