@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
@@ -29,6 +30,7 @@ type demoOptions struct {
 	every     time.Duration
 	instances int
 	natsPort  int
+	hints     bool
 }
 
 func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -37,7 +39,8 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until interrupted)")
 	fs.StringVar(&o.dataDir, "data-dir", filepath.Join(os.TempDir(), "capoller-demo"), "where the demo keeps NATS data, checkpoints and the emulator's state; run again with the same directory to resume")
 	fs.StringVar(&o.print, "print", "pretty", "how to print events: pretty, json or none")
-	fs.DurationVar(&o.interval, "interval", time.Second, "poll interval")
+	fs.DurationVar(&o.interval, "interval", 0, "poll interval (default 60s with --hints: the pushes bring the outcomes; 1s without)")
+	fs.BoolVar(&o.hints, "hints", true, "the emulator pushes EventBridge's TaskCompleted events to capoller's hints endpoint, as Alibaba does: outcomes within a second at a 60s poll")
 	fs.DurationVar(&o.every, "every", 1500*time.Millisecond, "how often the simulated operators run a command")
 	fs.IntVar(&o.instances, "instances", 3, "simulated ECS instances")
 	fs.IntVar(&o.natsPort, "nats-port", 0, "port of the embedded NATS server (0: any free port)")
@@ -93,11 +96,17 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	cfg := defaultConfig()
 	cfg.Endpoint, cfg.NATSURL, cfg.Checkpoint, cfg.Interval = simURL, srv.URL(), "natskv", o.interval
 	cfg.DataDir, cfg.accessKeyID, cfg.accessKeySecret = o.dataDir, keyID, secret
+	if err := demoHints(&cfg, sim, o.hints); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(stdout, "capoller demo\n")
 	fmt.Fprintf(stdout, "  emulator   %s (%d ECS instances, a command every %v)\n", simURL, o.instances, o.every)
 	fmt.Fprintf(stdout, "  NATS       %s  stream %s, subjects %s.>\n", srv.URL(), cfg.Stream, cfg.SubjectPrefix)
 	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
+	if cfg.Hints.Listen != "" {
+		fmt.Fprintf(stdout, "  hints      the emulator pushes TaskCompleted to http://%s%s; polls every %v\n", cfg.Hints.Listen, hintsPath, cfg.Interval)
+	}
 	fmt.Fprintf(stdout, "  watch      go run ./cmd/capoller watch --nats-url %s --since 1h\n\n", srv.URL()) // capoller's own: no other tool needed
 
 	// A subscriber, printing events as the stream stores them. It reads the
@@ -278,4 +287,26 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// demoHints turns the hints on, or not, and sets the interval the demo
+// polls at: with hints, the emulator pushes each run's end to capoller's
+// endpoint (a fresh token each run), and a slow poll still shows outcomes
+// within a second.
+func demoHints(cfg *config, sim *castest.Server, on bool) error {
+	if !on {
+		if cfg.Interval == 0 {
+			cfg.Interval = time.Second
+		}
+		return nil
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Minute
+	}
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		return fmt.Errorf("hints: %w", err)
+	}
+	cfg.Hints = hintsConfig{Listen: addr, Token: randomHex(16)}
+	return sim.SetEventBridge(castest.EventBridge{URL: "http://" + addr + hintsPath, Token: cfg.Hints.Token})
 }
