@@ -211,6 +211,14 @@ func (m *Metrics) observe(r Report) {
 	}
 	m.show(r.Shard)
 	shard := r.Shard
+	if r.LookedUp != nil {
+		// A hint's look-up: its events count, but it is no cycle of the
+		// listing (capoller_hint_lookups_total counts it).
+		m.published.WithLabelValues(values(shard)...).Add(float64(r.Published))
+		m.duplicates.WithLabelValues(values(shard)...).Add(float64(r.Duplicates))
+		m.summarize(r, m.countTransitions(shard, r.Transitions, true))
+		return
+	}
 	m.cycles.WithLabelValues(values(shard)...).Inc()
 	m.duration.WithLabelValues(values(shard)...).Observe(r.Duration.Seconds())
 	m.published.WithLabelValues(values(shard)...).Add(float64(r.Published))

@@ -74,12 +74,15 @@ func (m *Metrics) summarize(r Report, lags []float64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sum := m.summaryOf(r.Shard.Canonical())
-	sum.cycles++
 	sum.transitions += len(r.Transitions)
 	sum.published += r.Published
 	for _, l := range lags {
 		sum.addLag(l)
 	}
+	if r.LookedUp != nil {
+		return // a hint's look-up: its events count, but it is no cycle
+	}
+	sum.cycles++
 	if r.Err != nil {
 		sum.failed++
 		sum.lastErr = failureSignature(r.Err)

@@ -625,18 +625,6 @@ func TestLeaseTTLMustFitTheDuplicateWindow(t *testing.T) {
 	}
 }
 
-// TestReplicaIDsAreUniquePerProcess: two processes given one
-// --replica-id are two owners.
-func TestReplicaIDsAreUniquePerProcess(t *testing.T) {
-	a, b := replicaID("capoller", "host"), replicaID("capoller", "host")
-	if a == b || !strings.HasPrefix(a, "capoller-") {
-		t.Fatalf("ids %q and %q", a, b)
-	}
-	if id := replicaID("", "web.1:x"); !strings.HasPrefix(id, "web.1-x-") {
-		t.Fatalf("from the host name: %q", id)
-	}
-}
-
 // TestRunRefusesScaleOutNonsense: the settings of a group are checked
 // before anything connects, each refusal names its setting, and none
 // echoes a secret given with it.

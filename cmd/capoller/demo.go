@@ -18,6 +18,7 @@ import (
 
 	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/hintintake"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
 )
@@ -105,7 +106,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  NATS       %s  stream %s, subjects %s.>\n", srv.URL(), cfg.Stream, cfg.SubjectPrefix)
 	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
 	if cfg.Hints.Listen != "" {
-		fmt.Fprintf(stdout, "  hints      the emulator pushes TaskCompleted to http://%s%s; polls every %v\n", cfg.Hints.Listen, hintsPath, cfg.Interval)
+		fmt.Fprintf(stdout, "  hints      the emulator pushes TaskCompleted to http://%s%s; polls every %v\n", cfg.Hints.Listen, hintintake.Path, cfg.Interval)
 	}
 	fmt.Fprintf(stdout, "  watch      go run ./cmd/capoller watch --nats-url %s --since 1h\n\n", srv.URL()) // capoller's own: no other tool needed
 
@@ -117,7 +118,8 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		return fmt.Errorf("connect the printer: %w", err)
 	}
 	defer nc.Close()
-	printer, err := startPrinter(ctx, nc, cfg, func(m jetstream.Msg) { printEvent(stdout, o.print, m.Subject(), m.Data()) })
+	printer, err := publisher.Follow(ctx, nc, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow},
+		func(m jetstream.Msg) { printEvent(stdout, o.print, m.Subject(), m.Data()) })
 	if err != nil {
 		return err
 	}
@@ -134,7 +136,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	stopWork()
 	wg.Wait()
 
-	count := printer.finish(5 * time.Second) // print what was stored before we stop
+	count := printer.Finish(5 * time.Second) // print what was stored before we stop
 	if err := saveState(sim, statePath); err != nil {
 		return err
 	}
@@ -177,77 +179,6 @@ func saveState(sim *castest.Server, path string) error {
 		return fmt.Errorf("save the emulator: %w", err)
 	}
 	return nil
-}
-
-// printer follows the event stream from the moment it starts.
-type printer struct {
-	stream jetstream.Stream
-	cc     jetstream.ConsumeContext
-	mu     sync.Mutex
-	seq    uint64 // stream sequence of the last message printed, or the last before it started
-	count  int
-}
-
-// startPrinter creates the stream if needed (as the daemon would) and
-// follows it with an ordered consumer, from the next message on.
-func startPrinter(ctx context.Context, nc *nats.Conn, cfg config, show func(jetstream.Msg)) (*printer, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("printer: %w", err)
-	}
-	pub, err := publisher.New(js, publisher.Options{Stream: cfg.Stream, SubjectPrefix: cfg.SubjectPrefix, DuplicateWindow: cfg.DuplicateWindow})
-	if err != nil {
-		return nil, err
-	}
-	if err := pub.EnsureStream(ctx); err != nil {
-		return nil, err
-	}
-	stream, err := js.Stream(ctx, cfg.Stream)
-	if err != nil {
-		return nil, fmt.Errorf("printer: %w", err)
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy})
-	if err != nil {
-		return nil, fmt.Errorf("printer: %w", err)
-	}
-	p := &printer{stream: stream, seq: stream.CachedInfo().State.LastSeq}
-	p.cc, err = cons.Consume(func(m jetstream.Msg) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if md, err := m.Metadata(); err == nil {
-			p.seq = md.Sequence.Stream
-		}
-		p.count++
-		show(m)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("printer: %w", err)
-	}
-	return p, nil
-}
-
-// finish waits, up to timeout, until every message stored so far has been
-// printed, stops the printer and returns how many it printed.
-func (p *printer) finish(timeout time.Duration) int {
-	defer p.cc.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	info, err := p.stream.Info(ctx)
-	for err == nil && ctx.Err() == nil {
-		p.mu.Lock()
-		done := p.seq >= info.State.LastSeq
-		p.mu.Unlock()
-		if done {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.count
 }
 
 func printEvent(w io.Writer, mode, subject string, data []byte) {
@@ -308,5 +239,5 @@ func demoHints(cfg *config, sim *castest.Server, on bool) error {
 		return fmt.Errorf("hints: %w", err)
 	}
 	cfg.Hints = hintsConfig{Listen: addr, Token: randomHex(16)}
-	return sim.SetEventBridge(castest.EventBridge{URL: "http://" + addr + hintsPath, Token: cfg.Hints.Token})
+	return sim.SetEventBridge(castest.EventBridge{URL: "http://" + addr + hintintake.Path, Token: cfg.Hints.Token})
 }

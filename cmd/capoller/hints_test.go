@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,14 +17,10 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/cmd/internal/harness"
-	"github.com/capoller/capoller/diff"
-	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/hintintake"
 	"github.com/capoller/capoller/poller/testenv"
 )
 
@@ -34,12 +31,11 @@ type hintReplica struct {
 	done           chan int
 }
 
-// taskCompleted is EventBridge's push for one instance's run.
+// taskCompleted is EventBridge's push for one instance's run, as casim
+// builds its own.
 func taskCompleted(invokeID, instanceID, status string) string {
-	return fmt.Sprintf(`{"specversion":"1.0","id":"%s-%s","source":"acs.ecs","type":"ecs:CloudAssistant:TaskCompleted","subject":"acs:ecs:cn-hangzhou:1234567890123456:instance/%s",`+
-		`"time":"%s","aliyunaccountid":"1234567890123456","aliyunregionid":"cn-hangzhou","datacontenttype":"application/json",`+
-		`"data":{"invokeId":"%s","instanceId":"%s","invocationStatus":"%s","exitCode":"0"}}`,
-		invokeID, instanceID, instanceID, time.Now().UTC().Format(time.RFC3339), invokeID, instanceID, status)
+	b, _ := json.Marshal(castest.NewTaskCompleted("cn-hangzhou", "1234567890123456", invokeID, instanceID, status, time.Now()))
+	return string(b)
 }
 
 // TestHintsAnnounceAtOnceAtASlowPoll: two replicas poll every 60s with
@@ -54,7 +50,7 @@ func TestHintsAnnounceAtOnceAtASlowPoll(t *testing.T) {
 	replicas, js, stream, metric := g.replicas, g.js, g.stream, g.metric
 	post := func(token, body string) int {
 		r := replicas[rand.IntN(len(replicas))]
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.hints+hintsPath, strings.NewReader(body))
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+r.hints+hintintake.Path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +272,7 @@ func TestHintsFromCasimsPushes(t *testing.T) {
 		_, _ = io.Copy(w, resp.Body)
 	}))
 	defer proxy.Close()
-	if err := sim.SetEventBridge(castest.EventBridge{URL: proxy.URL + hintsPath, Token: "hint-S3cret", Delivery: castest.PushDelivery{Drop: 0.2}}); err != nil {
+	if err := sim.SetEventBridge(castest.EventBridge{URL: proxy.URL + hintintake.Path, Token: "hint-S3cret", Delivery: castest.PushDelivery{Drop: 0.2}}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, stop := context.WithCancel(t.Context())
@@ -318,49 +314,5 @@ func TestHintsFromCasimsPushes(t *testing.T) {
 	}
 	if n := g.metric("capoller_hints_refused_total"); n != 0 {
 		t.Errorf("%v of casim's pushes refused", n)
-	}
-}
-
-// TestHintEndpointRefusals: each refusal has its status, and is counted by
-// reason: an account uid none names (403), a region not polled (422), a
-// body over 1 MiB (413), another method (405), another type (400); Basic
-// auth's password is the token too.
-func TestHintEndpointRefusals(t *testing.T) {
-	cfg := defaultConfig()
-	cfg.Hints = hintsConfig{Listen: "127.0.0.1:0", Token: "hint-S3cret", UID: "1234567890123456"}
-	reg := prometheus.NewRegistry()
-	h := newHintServer(cfg, zap.NewNop(), nil, []diff.Shard{{Account: diff.DefaultAccount, Source: diff.SourceECS, Region: "cn-hangzhou"}}, reg)
-	do := func(method, body string, auth func(*http.Request)) int {
-		req := httptest.NewRequest(method, hintsPath, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/cloudevents+json")
-		auth(req)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		return w.Code
-	}
-	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer hint-S3cret") }
-	ok := taskCompleted("t-1", "i-1", "Success")
-	for _, c := range []struct {
-		method, body string
-		auth         func(*http.Request)
-		want         int
-	}{
-		{http.MethodPost, ok, bearer, http.StatusAccepted},
-		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "hint-S3cret") }, http.StatusAccepted},
-		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "nope") }, http.StatusUnauthorized},
-		{http.MethodPost, strings.Replace(ok, "1234567890123456", "6543210987654321", -1), bearer, http.StatusForbidden},
-		{http.MethodPost, strings.Replace(ok, `"aliyunregionid":"cn-hangzhou"`, `"aliyunregionid":"cn-beijing"`, 1), bearer, http.StatusUnprocessableEntity},
-		{http.MethodPost, strings.Repeat(" ", cloudassist.MaxHintBody+1) + ok, bearer, http.StatusRequestEntityTooLarge},
-		{http.MethodGet, "", bearer, http.StatusMethodNotAllowed},
-		{http.MethodPost, strings.Replace(ok, "TaskCompleted", "TaskStarted", 1), bearer, http.StatusBadRequest},
-	} {
-		if got := do(c.method, c.body, c.auth); got != c.want {
-			t.Errorf("%s %.80q: %d, want %d", c.method, c.body, got, c.want)
-		}
-	}
-	for reason, want := range map[string]float64{"account": 1, "shard": 1, "too_large": 1, "method": 1, "type": 1, "unauthorized": 1} {
-		if got := testutil.ToFloat64(h.refused.WithLabelValues(reason)); got != want {
-			t.Errorf("refusals for %s: %v, want %v", reason, got, want)
-		}
 	}
 }

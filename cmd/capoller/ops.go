@@ -178,39 +178,6 @@ func pprofMux() http.Handler {
 	return mux
 }
 
-// pollerLoops are the pollers running, for /healthz to ask whether their
-// loops are turning.
-type pollerLoops struct {
-	mu      sync.Mutex
-	running map[*poller.Poller]struct{}
-}
-
-// add counts p as running until the returned func is called.
-func (l *pollerLoops) add(p *poller.Poller) (remove func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.running == nil {
-		l.running = map[*poller.Poller]struct{}{}
-	}
-	l.running[p] = struct{}{}
-	return func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		delete(l.running, p)
-	}
-}
-
-// turning joins the errors of the pollers whose loops are stuck.
-func (l *pollerLoops) turning(now time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var errs []error
-	for p := range l.running {
-		errs = append(errs, p.Turning(now))
-	}
-	return errors.Join(errs...)
-}
-
 // newRegistry is the registry /metrics serves: the daemon's metrics, the
 // Go runtime's and the process's, and capoller_build_info.
 func newRegistry() *prometheus.Registry {

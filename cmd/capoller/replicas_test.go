@@ -146,7 +146,7 @@ func (g *replicaGroup) owners() map[diff.Shard]string {
 	out := map[diff.Shard]string{}
 	for _, l := range leases {
 		if l.Live(time.Now()) {
-			out[l.Shard] = replicaName(l.Owner)
+			out[l.Shard] = poller.ReplicaName(l.Owner)
 		}
 	}
 	return out
@@ -375,7 +375,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 	}
 	var ids []string
 	for _, r := range rep.Replicas {
-		ids = append(ids, replicaName(r.ID))
+		ids = append(ids, poller.ReplicaName(r.ID))
 	}
 	if !slices.Equal(ids, replicas) {
 		t.Errorf("status names replicas %v, want %v", ids, replicas)
@@ -384,7 +384,7 @@ func (g *replicaGroup) checkStatus(t *testing.T, replicas ...string) {
 		t.Fatalf("status lists %d shards, want %d", len(rep.Shards), len(g.shards))
 	}
 	for _, s := range rep.Shards {
-		if !slices.Contains(replicas, replicaName(s.Owner)) || s.Token == 0 || time.Since(s.LastSuccess) > time.Minute || s.LeaseAgeSeconds < 0 {
+		if !slices.Contains(replicas, poller.ReplicaName(s.Owner)) || s.Token == 0 || time.Since(s.LastSuccess) > time.Minute || s.LeaseAgeSeconds < 0 {
 			t.Errorf("status of %s: %+v", s.Shard, s)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/hintintake"
 	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
@@ -107,7 +108,7 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 	start.end(nil)
 	defer closeStore()
 
-	replica := newMember(cfg)
+	replica := poller.NewMember(cfg.ReplicaID, versionString())
 	d := &daemonRun{cfg: cfg, log: log.With(zap.String("replica", replica.ID)), ops: ops, bus: bus, store: store,
 		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle}
 	d.hook = harness.HookFromEnv(d.log)
@@ -131,22 +132,11 @@ type daemonRun struct {
 	store   groupStore
 	listers *listerFactory
 	ready   *readiness
-	hook    func(poller.Step) // one per process: its count of steps spans every shard
-	hints   *hintServer       // nil: hints off
-	loops   pollerLoops
+	hook    func(poller.Step)  // one per process: its count of steps spans every shard
+	hints   *hintintake.Server // nil: hints off
+	loops   poller.Loops
 	group   *poller.Group
 	onCycle func(poller.Report)
-}
-
-// newMember is this process as a member of the replica group.
-func newMember(cfg config) checkpoint.Member {
-	m := checkpoint.Member{ID: cfg.ReplicaID, PID: os.Getpid(), Version: versionString()}
-	m.Host, _ = os.Hostname()
-	// Every process gets a suffix of its own, so that two processes given
-	// one --replica-id (a Deployment's pods sharing an environment) are two
-	// owners with two fencing tokens, never one.
-	m.ID = replicaID(cfg.ReplicaID, m.Host)
-	return m
 }
 
 // newGroup makes the replica group: it leases the shards among the
@@ -175,6 +165,9 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
 		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: d.hook, SummaryEvery: d.cfg.LogSummaryEvery,
 		OnCycle: func(r poller.Report) {
+			if r.LookedUp != nil { // a hint's look-up: no cycle of the listing
+				return
+			}
 			claim.Observe(r)
 			d.ready.observe(r)
 			if d.onCycle != nil {
@@ -185,7 +178,7 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 	if err != nil {
 		return err
 	}
-	defer d.loops.add(p)()
+	defer d.loops.Add(p)()
 	if d.hints != nil && shard.Source == diff.SourceECS {
 		// Hints for the shard, taken by any replica, reach its owner here.
 		sub, err := publisher.ServeHints(d.bus.nc.Conn, publisher.HintSubject(d.cfg.SubjectPrefix, shard), func(m publisher.HintMessage) {
@@ -216,7 +209,7 @@ func (d *daemonRun) serve(ctx context.Context) error {
 		serveHTTP(gctx, g, d.ops.pprof, pprofMux(), "profiler")
 	}
 	if d.hints != nil {
-		if err := d.hints.serve(gctx, g, d.cfg); err != nil {
+		if err := d.hints.Serve(gctx, g); err != nil {
 			return err
 		}
 	}
@@ -240,7 +233,7 @@ func (d *daemonRun) health() error {
 		return errors.New("the NATS connection is closed")
 	}
 	now := time.Now()
-	return errors.Join(d.group.Turning(now), d.loops.turning(now))
+	return errors.Join(d.group.Turning(now), d.loops.Turning(now))
 }
 
 // readyz is /readyz of the running daemon.

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,33 +84,4 @@ func redisReplicaWait(cfg config) (wait, grace time.Duration) {
 		grace = cfg.RedisReplicaGrace
 	}
 	return wait, grace
-}
-
-// replicaID is the configured name (the host name if none) plus a random
-// suffix: two processes given one name, or a replica restarted before its
-// old leases expired, are never taken for one another.
-func replicaID(name, host string) string {
-	if name == "" {
-		name = host
-	}
-	if name == "" {
-		name = "capoller"
-	}
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == '_' || r == '-' || ('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') {
-			return r
-		}
-		return '-'
-	}, name) + "-" + hex.EncodeToString(b)
-}
-
-// replicaName is the --replica-id a replica's id was made from (see
-// replicaID).
-func replicaName(id string) string {
-	if i := strings.LastIndexByte(id, '-'); i > 0 {
-		return id[:i]
-	}
-	return id
 }

@@ -50,6 +50,11 @@ type Options struct {
 	LeaseTTL time.Duration
 	Steady   time.Duration
 
+	// Hints has each strategy's daemon take the emulator's EventBridge
+	// pushes as hints (--hints-listen), and the report time its terminal
+	// instance events and count its API calls per minute.
+	Hints bool
+
 	// Executable is the capoller binary the replicas run.
 	Executable string
 	// Progress takes the progress lines and the replicas' logs.

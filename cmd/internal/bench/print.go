@@ -52,6 +52,10 @@ func writeStrategies(w io.Writer, reports []StrategyReport) {
 			r.Backoffs["throttled"], r.BackoffSeconds["throttled"], r.Backoffs["transient"], r.BackoffSeconds["transient"], r.QuotaRefusals)
 	}
 	_ = tw.Flush()
+	for _, r := range reports {
+		fmt.Fprintf(w, "%s: terminal instance statuses detected in p50 %.2fs, p99 %.2fs (%d), hints %v; %.0f API calls a minute\n",
+			r.Strategy, r.TerminalP50, r.TerminalP99, r.TerminalSamples, r.Hints, r.APICallsPerMinute)
+	}
 	if len(reports) == 2 && reports[1].APICallsPerCycle > 0 && reports[0].Strategy != reports[1].Strategy {
 		fmt.Fprintf(w, "\n%s makes %.1f× fewer API calls per steady-state cycle than %s.\n",
 			reports[1].Strategy, reports[0].APICallsPerCycle/reports[1].APICallsPerCycle, reports[0].Strategy)

@@ -16,14 +16,22 @@ import (
 
 // StrategyReport is one strategy's measurements.
 type StrategyReport struct {
-	Strategy            string             `json:"strategy"`
-	Behaviour           string             `json:"behaviour"`
-	Records             int                `json:"records"`
-	Cycles              float64            `json:"steadyCycles"`
-	APICallsPerCycle    float64            `json:"apiCallsPerCycle"`
-	LatencyP50          float64            `json:"detectionLatencyP50Seconds"`
-	LatencyP99          float64            `json:"detectionLatencyP99Seconds"`
-	LatencySamples      int                `json:"latencySamples"`
+	Strategy         string  `json:"strategy"`
+	Behaviour        string  `json:"behaviour"`
+	Records          int     `json:"records"`
+	Cycles           float64 `json:"steadyCycles"`
+	APICallsPerCycle float64 `json:"apiCallsPerCycle"`
+	LatencyP50       float64 `json:"detectionLatencyP50Seconds"`
+	LatencyP99       float64 `json:"detectionLatencyP99Seconds"`
+	LatencySamples   int     `json:"latencySamples"`
+	// Hints: the daemon took the emulator's pushes. Terminal* are the
+	// detection latencies of terminal instance statuses alone (what a push
+	// announces); APICallsPerMinute counts every call, look-ups included.
+	Hints               bool               `json:"hints"`
+	TerminalP50         float64            `json:"terminalDetectionP50Seconds"`
+	TerminalP99         float64            `json:"terminalDetectionP99Seconds"`
+	TerminalSamples     int                `json:"terminalSamples"`
+	APICallsPerMinute   float64            `json:"apiCallsPerMinute"`
 	EventsPerSecond     float64            `json:"eventsPerSecond"`
 	RedisTripsPerCycle  float64            `json:"redisRoundTripsPerCycle"`
 	NATSBatchesPerCycle float64            `json:"natsBatchesPerCycle"`
@@ -59,9 +67,14 @@ func benchStrategy(ctx context.Context, o Options, strategy string, behaviour ca
 	}
 	defer arrived.close()
 
-	daemon, err := harness.StartReplica(ctx, harness.ReplicaOptions{Executable: o.Executable,
-		Args: strategyArgs(o, strategy, em.url, e.nc.ConnectedUrl(), name, prefix),
-		Env:  RunEnv(os.Environ(), em.keyID, em.secret), Stderr: o.Progress})
+	args, env := strategyArgs(o, strategy, em.url, e.nc.ConnectedUrl(), name, prefix), RunEnv(os.Environ(), em.keyID, em.secret)
+	if o.Hints {
+		if args, env, err = withHints(em.sim, args, env); err != nil {
+			return rep, err
+		}
+		rep.Hints = true
+	}
+	daemon, err := harness.StartReplica(ctx, harness.ReplicaOptions{Executable: o.Executable, Args: args, Env: env, Stderr: o.Progress})
 	if err != nil {
 		return rep, err
 	}
@@ -79,6 +92,20 @@ func benchStrategy(ctx context.Context, o Options, strategy string, behaviour ca
 	rep.PeakRSSMiB = daemon.PeakRSSMiB()
 	daemon.Stop()
 	return rep, nil
+}
+
+// withHints has the daemon serve hints on a free port, and the emulator
+// push each run's end there.
+func withHints(sim *castest.Server, args, env []string) ([]string, []string, error) {
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		return nil, nil, err
+	}
+	token := harness.RandomHex(16)
+	if err := sim.SetEventBridge(castest.EventBridge{URL: "http://" + addr + "/v1/hints/cloudassist", Token: token}); err != nil {
+		return nil, nil, err
+	}
+	return append(args, "--hints-listen", addr), append(env, "CAPOLLER_HINTS_TOKEN="+token), nil
 }
 
 // strategyEmulator is the emulator of a strategy's run, serving one key
@@ -226,6 +253,7 @@ func (r *StrategyReport) measured(w window, sim *castest.Server) {
 	}
 	r.QuotaRefusals = sim.Throttled()["DescribeInvocations"]
 	r.CPUSecondsPerCycle = perCycle("process_cpu_seconds_total")
+	r.APICallsPerMinute = float64(w.calls) / w.seconds * 60
 }
 
 // latencies fills in the detection latencies and the event rate of the
@@ -240,6 +268,14 @@ func (r *StrategyReport) latencies(first map[string]time.Time, got []arrival) {
 	r.EventsPerSecond = float64(len(got)) / r.Duration
 	r.LatencySamples = len(latencies)
 	r.LatencyP50, r.LatencyP99 = harness.Percentile(latencies, 0.50), harness.Percentile(latencies, 0.99)
+	var terminal []float64
+	for _, a := range got {
+		if t, ok := first[a.key()]; ok && a.data.InstanceID != "" && a.data.Status.Terminal() {
+			terminal = append(terminal, a.at.Sub(t).Seconds())
+		}
+	}
+	r.TerminalSamples = len(terminal)
+	r.TerminalP50, r.TerminalP99 = harness.Percentile(terminal, 0.50), harness.Percentile(terminal, 0.99)
 }
 
 // driveArrivals invokes a short command on the ECS instances, in turn,

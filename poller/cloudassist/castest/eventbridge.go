@@ -518,6 +518,20 @@ func (s *Server) taskCompleted(r *run, at time.Time) TaskCompleted {
 	}
 }
 
+// NewTaskCompleted is the event the end of a run pushes, built as the
+// emulator builds its own, for a push made by hand: a test's false or
+// unknown hint.
+func NewTaskCompleted(region, uid, invokeID, instanceID, status string, at time.Time) TaskCompleted {
+	return TaskCompleted{
+		SpecVersion: "1.0", ID: newUUID(), Source: "acs.ecs", Type: TaskCompletedType,
+		Subject: "acs:ecs:" + region + ":" + uid + ":instance/" + instanceID,
+		Time:    eventTime(at), DataContentType: "application/json",
+		AliyunAccountID: uid, AliyunRegionID: region, AliyunOriginalAccountID: uid,
+		AliyunEventBusName: "default", AliyunPublishAddr: "127.0.0.1",
+		Data: TaskCompletedData{InvokeID: invokeID, InstanceID: instanceID, InvocationStatus: status, ExitCode: "0", FinishTime: fmtTime(at)},
+	}
+}
+
 // eventTime formats an instant as the envelope's times: RFC 3339, in
 // milliseconds, UTC.
 func eventTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }

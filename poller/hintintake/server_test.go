@@ -1,0 +1,67 @@
+package hintintake
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/capoller/capoller/diff"
+	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
+)
+
+// taskCompleted is EventBridge's push for one instance's run, as casim
+// builds its own.
+func taskCompleted(invokeID, instanceID, status string) string {
+	b, _ := json.Marshal(castest.NewTaskCompleted("cn-hangzhou", "1234567890123456", invokeID, instanceID, status, time.Now()))
+	return string(b)
+}
+
+// TestHintEndpointRefusals: each refusal has its status, and is counted by
+// reason: an account uid none names (403), a region not polled (422), a
+// body over 1 MiB (413), another method (405), another type (400); Basic
+// auth's password is the token too.
+func TestHintEndpointRefusals(t *testing.T) {
+	h := New(Options{Listen: "127.0.0.1:0", Token: "hint-S3cret", Accounts: map[string]string{"1234567890123456": diff.DefaultAccount},
+		Shards: []diff.Shard{{Account: diff.DefaultAccount, Source: diff.SourceECS, Region: "cn-hangzhou"}}, Logger: zap.NewNop(), Registerer: prometheus.NewRegistry()})
+	do := func(method, body string, auth func(*http.Request)) int {
+		req := httptest.NewRequest(method, Path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		auth(req)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		return w.Code
+	}
+	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer hint-S3cret") }
+	ok := taskCompleted("t-1", "i-1", "Success")
+	for _, c := range []struct {
+		method, body string
+		auth         func(*http.Request)
+		want         int
+	}{
+		{http.MethodPost, ok, bearer, http.StatusAccepted},
+		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "hint-S3cret") }, http.StatusAccepted},
+		{http.MethodPost, ok, func(r *http.Request) { r.SetBasicAuth("eventbridge", "nope") }, http.StatusUnauthorized},
+		{http.MethodPost, strings.Replace(ok, "1234567890123456", "6543210987654321", -1), bearer, http.StatusForbidden},
+		{http.MethodPost, strings.Replace(ok, `"aliyunregionid":"cn-hangzhou"`, `"aliyunregionid":"cn-beijing"`, 1), bearer, http.StatusUnprocessableEntity},
+		{http.MethodPost, strings.Repeat(" ", cloudassist.MaxHintBody+1) + ok, bearer, http.StatusRequestEntityTooLarge},
+		{http.MethodGet, "", bearer, http.StatusMethodNotAllowed},
+		{http.MethodPost, strings.Replace(ok, "TaskCompleted", "TaskStarted", 1), bearer, http.StatusBadRequest},
+	} {
+		if got := do(c.method, c.body, c.auth); got != c.want {
+			t.Errorf("%s %.80q: %d, want %d", c.method, c.body, got, c.want)
+		}
+	}
+	for reason, want := range map[string]float64{"account": 1, "shard": 1, "too_large": 1, "method": 1, "type": 1, "unauthorized": 1} {
+		if got := testutil.ToFloat64(h.refused.WithLabelValues(reason)); got != want {
+			t.Errorf("refusals for %s: %v, want %v", reason, got, want)
+		}
+	}
+}
