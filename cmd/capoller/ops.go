@@ -136,7 +136,7 @@ func serveOps(ln net.Listener, handler http.Handler) (stop func()) {
 
 // serveHTTP serves handler on ln in g until ctx ends.
 func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, handler http.Handler, what string) {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
 	g.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("%s: %w", what, err)

@@ -209,9 +209,12 @@ func (d *daemonRun) serve(ctx context.Context) error {
 		serveHTTP(gctx, g, d.ops.pprof, pprofMux(), "profiler")
 	}
 	if d.hints != nil {
-		if err := d.hints.Serve(gctx, g); err != nil {
+		ln, err := d.hints.Listen()
+		if err != nil {
 			return err
 		}
+		serveHTTP(gctx, g, ln, d.hints, "hints endpoint")
+		d.hints.Start(gctx, g)
 	}
 	g.Go(func() error { return d.group.Run(gctx) })
 	fields := []zap.Field{zap.Int("shards", len(d.listers.shards())), zap.Duration("lease_ttl", d.cfg.LeaseTTL),

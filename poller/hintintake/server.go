@@ -10,6 +10,7 @@ package hintintake
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/sensitive"
 	"github.com/capoller/capoller/publisher"
 )
 
@@ -100,36 +102,30 @@ func New(o Options) *Server {
 	return h
 }
 
-// Serve listens, and forwards hints, in g until ctx ends.
-func (h *Server) Serve(ctx context.Context, g *errgroup.Group) error {
+// Listen opens the endpoint's address, with TLS if configured: a
+// handler for any HTTP server (the Server itself).
+func (h *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", h.opts.Listen)
 	if err != nil {
-		return fmt.Errorf("hints-listen: %w", err)
+		return nil, fmt.Errorf("hints-listen: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
-	g.Go(func() error {
-		var err error
-		if h.opts.TLSCert != "" {
-			err = srv.ServeTLS(ln, h.opts.TLSCert, h.opts.TLSKey)
-		} else {
-			err = srv.Serve(ln)
+	if h.opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(h.opts.TLSCert, h.opts.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("hints-tls-cert and hints-tls-key: %w", sensitive.WithoutPath(err))
 		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("hints endpoint: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	h.log.Info("hints endpoint listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", h.opts.TLSCert != ""))
+	return ln, nil
+}
+
+// Start forwards the hints taken, in g, until ctx ends.
+func (h *Server) Start(ctx context.Context, g *errgroup.Group) {
 	for range 4 {
 		g.Go(func() error { h.forwardAll(ctx); return nil })
 	}
-	h.log.Info("hints endpoint listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", h.opts.TLSCert != ""))
-	return nil
 }
 
 // ServeHTTP takes one push: authenticated, bounded, strictly decoded, for

@@ -1,9 +1,12 @@
 package hintintake
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
+	"github.com/capoller/capoller/poller/testenv"
 )
 
 // taskCompleted is EventBridge's push for one instance's run, as casim
@@ -63,5 +67,47 @@ func TestHintEndpointRefusals(t *testing.T) {
 		if got := testutil.ToFloat64(h.refused.WithLabelValues(reason)); got != want {
 			t.Errorf("refusals for %s: %v, want %v", reason, got, want)
 		}
+	}
+}
+
+// TestHintEndpointServesTLS: with a certificate, the endpoint takes pushes
+// over TLS only.
+func TestHintEndpointServesTLS(t *testing.T) {
+	p := testenv.NewPKI(t)
+	h := New(Options{Listen: "127.0.0.1:0", TLSCert: p.ServerCert, TLSKey: p.ServerKey, Token: "hint-S3cret", Accounts: map[string]string{"": diff.DefaultAccount},
+		Shards: []diff.Shard{{Account: diff.DefaultAccount, Source: diff.SourceECS, Region: "cn-hangzhou"}}, Logger: zap.NewNop(), Registerer: prometheus.NewRegistry()})
+	ln, err := h.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	pem, err := os.ReadFile(p.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	post := func(url string) (int, error) {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(taskCompleted("t-1", "i-1", "Success")))
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Authorization", "Bearer hint-S3cret")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	addr := strings.Replace(ln.Addr().String(), "127.0.0.1", "localhost", 1)
+	if code, err := post("https://" + addr + Path); err != nil || code != http.StatusAccepted {
+		t.Errorf("over TLS: %d, %v", code, err)
+	}
+	if code, err := post("http://" + addr + Path); err == nil && code == http.StatusAccepted {
+		t.Error("plain http was taken")
 	}
 }
