@@ -101,14 +101,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	fmt.Fprintf(stdout, "capoller demo\n")
-	fmt.Fprintf(stdout, "  emulator   %s (%d ECS instances, a command every %v)\n", simURL, o.instances, o.every)
-	fmt.Fprintf(stdout, "  NATS       %s  stream %s, subjects %s.>\n", srv.URL(), cfg.Stream, cfg.SubjectPrefix)
-	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
-	if cfg.Hints.Listen != "" {
-		fmt.Fprintf(stdout, "  hints      the emulator pushes TaskCompleted to http://%s%s; polls every %v\n", cfg.Hints.Listen, hintintake.Path, cfg.Interval)
-	}
-	fmt.Fprintf(stdout, "  watch      go run ./cmd/capoller watch --nats-url %s --since 1h\n\n", srv.URL()) // capoller's own: no other tool needed
+	printDemoHeader(stdout, o, cfg, simURL, srv.URL(), resumed)
 
 	// A subscriber, printing events as the stream stores them. It reads the
 	// stream, not the subjects: a re-publish that JetStream dropped as a
@@ -240,4 +233,16 @@ func demoHints(cfg *config, sim *castest.Server, on bool) error {
 	}
 	cfg.Hints = hintsConfig{Listen: addr, Token: randomHex(16)}
 	return sim.SetEventBridge(castest.EventBridge{URL: "http://" + addr + hintintake.Path, Token: cfg.Hints.Token})
+}
+
+// printDemoHeader says what the demo runs, and how to follow it.
+func printDemoHeader(stdout io.Writer, o demoOptions, cfg config, simURL, natsURL string, resumed bool) {
+	fmt.Fprintf(stdout, "capoller demo\n")
+	fmt.Fprintf(stdout, "  emulator   %s (%d ECS instances, a command every %v)\n", simURL, o.instances, o.every)
+	fmt.Fprintf(stdout, "  NATS       %s  stream %s, subjects %s.>\n", natsURL, cfg.Stream, cfg.SubjectPrefix)
+	fmt.Fprintf(stdout, "  data       %s (resumed: %v)\n", o.dataDir, resumed)
+	if cfg.Hints.Listen != "" {
+		fmt.Fprintf(stdout, "  hints      the emulator pushes TaskCompleted to http://%s%s; polls every %v\n", cfg.Hints.Listen, hintintake.Path, cfg.Interval)
+	}
+	fmt.Fprintf(stdout, "  watch      go run ./cmd/capoller watch --nats-url %s --since 1h\n\n", natsURL) // capoller's own: no other tool needed
 }
