@@ -49,7 +49,7 @@ func knownDeployNames(t *testing.T) deployNames {
 		t.Fatalf("casim -h listed %d flags:\n%s", len(n.casim), out)
 	}
 	metric := regexp.MustCompile(`"(capoller_[a-z_]+)"`)
-	for _, dir := range []string{".", "../../poller", "../../publisher/notify"} {
+	for _, dir := range []string{".", "../../poller", "../../poller/hintintake", "../../publisher/notify"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {
