@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,10 +50,12 @@ type Server struct {
 	ttl      time.Duration // how long a hint waits for a shard's owner
 	queue    chan forward
 	opts     Options
-	refusals sync.Map // reason → logged once
-	posted   prometheus.Counter
-	refused  *prometheus.CounterVec
-	routed   *prometheus.CounterVec
+	// forwarding counts the hints waiting for an owner that answers.
+	forwarding atomic.Int64
+	refusals   sync.Map // reason → logged once
+	posted     prometheus.Counter
+	refused    *prometheus.CounterVec
+	routed     *prometheus.CounterVec
 }
 
 // forward is a hint on its way to its shard's owner.
@@ -235,6 +238,8 @@ func (h *Server) forwardAll(ctx context.Context) {
 }
 
 func (h *Server) forward(ctx context.Context, f forward) string {
+	h.forwarding.Add(1)
+	defer h.forwarding.Add(-1)
 	wait := 100 * time.Millisecond
 	for {
 		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -1,9 +1,12 @@
 package hintintake
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,14 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
+	"github.com/capoller/capoller/publisher"
 )
 
 // taskCompleted is EventBridge's push for one instance's run, as casim
@@ -110,4 +116,59 @@ func TestHintEndpointServesTLS(t *testing.T) {
 	if code, err := post("http://" + addr + Path); err == nil && code == http.StatusAccepted {
 		t.Error("plain http was taken")
 	}
+}
+
+// TestAHintWaitsForItsShardsNextOwner: a hint taken while no replica owns
+// its shard (the owner is changing) is retried, and reaches the next owner
+// once it serves the shard's hints.
+func TestAHintWaitsForItsShardsNextOwner(t *testing.T) {
+	nc, err := nats.Connect(testenv.NATSURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	shard := diff.Shard{Account: diff.DefaultAccount, Source: diff.SourceECS, Region: "cn-hangzhou"}
+	prefix := strings.ToLower(testenv.Name("handoff"))
+	h := New(Options{Listen: "127.0.0.1:0", Token: "hint-S3cret", Accounts: map[string]string{"": diff.DefaultAccount}, Shards: []diff.Shard{shard},
+		SubjectPrefix: prefix, NATS: nc, Wait: 20 * time.Second, Logger: zap.NewNop(), Registerer: prometheus.NewRegistry()})
+	g, ctx := errgroup.WithContext(t.Context())
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); _ = g.Wait() }()
+	h.Start(ctx, g)
+	req := httptest.NewRequest(http.MethodPost, Path, strings.NewReader(taskCompleted("t-handoff", "i-1", "Success")))
+	req.Header.Set("Authorization", "Bearer hint-S3cret")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("push: %d", w.Code)
+	}
+	testenv.WaitFor(t, 10*time.Second, "a forward to find no owner", func() error {
+		if n := testutil.ToFloat64(h.routed.WithLabelValues("ok")); n != 0 {
+			return fmt.Errorf("forwarded %v with no owner", n)
+		}
+		if h.forwarding.Load() == 0 {
+			return errors.New("not retrying yet")
+		}
+		return nil
+	})
+	got := make(chan publisher.HintMessage, 1)
+	sub, err := publisher.ServeHints(nc, publisher.HintSubject(prefix, shard), func(m publisher.HintMessage) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	select {
+	case m := <-got:
+		if m.InvokeID != "t-handoff" || m.InstanceID != "i-1" {
+			t.Errorf("the next owner got %+v", m)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the hint never reached the shard's next owner")
+	}
+	testenv.WaitFor(t, 5*time.Second, "the forward counted", func() error {
+		if n := testutil.ToFloat64(h.routed.WithLabelValues("ok")); n != 1 {
+			return fmt.Errorf("%v forwarded", n)
+		}
+		return nil
+	})
 }
