@@ -249,40 +249,35 @@ func (p *Poller) countHinted(rep Report, hints []Hint) {
 }
 
 // hintLoop is the poller loop's side of the hint queue: its signal, and
-// a timer for look-ups that wait for their spacing or the shard's rate.
+// a timer that raises it again for look-ups that wait for their spacing
+// or the shard's rate, while the loop sleeps.
 type hintLoop struct {
 	q     *hintQueue
 	timer *time.Timer
-	fired chan struct{}
 }
 
 func newHintLoop(q *hintQueue) *hintLoop {
-	l := &hintLoop{q: q, fired: make(chan struct{}, 1)}
-	l.timer = time.AfterFunc(time.Hour, func() {
-		select {
-		case l.fired <- struct{}{}:
-		default:
-		}
-	})
-	l.timer.Stop()
+	l := &hintLoop{q: q}
+	if q != nil {
+		l.timer = time.AfterFunc(time.Hour, q.wake)
+		l.timer.Stop()
+	}
 	return l
 }
 
-// ready is closed over when a look-up may be due; nil (never) without
-// hints.
+// ready is raised when a look-up may be due; nil (never) without hints.
 func (l *hintLoop) ready() <-chan struct{} {
 	if l.q == nil {
 		return nil
 	}
-	select {
-	case <-l.fired:
-		l.q.wake()
-	default:
-	}
 	return l.q.signal
 }
 
-func (l *hintLoop) stop() { l.timer.Stop() }
+func (l *hintLoop) stop() {
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+}
 
 // lookUpHinted runs the look-up cycles due now and arms the timer for
 // the next. A look-up refused by fencing ends the poller, as a cycle's
