@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -314,5 +316,31 @@ func TestHintsFromCasimsPushes(t *testing.T) {
 	}
 	if n := g.metric("capoller_hints_refused_total"); n != 0 {
 		t.Errorf("%v of casim's pushes refused", n)
+	}
+}
+
+// TestAnEmptyHintsTokenFileStopsTheStart: a token file that is empty (a
+// Secret mounted before it was filled) would have every push refused with
+// 401 while the daemon looked healthy; run stops at once and names it.
+func TestAnEmptyHintsTokenFileStopsTheStart(t *testing.T) {
+	_, simURL := startEmulator(t)
+	stream := testenv.Name("CAPOLLER_HINTS_EMPTY")
+	natsURL := testenv.NATSURL(t)
+	testenv.NATS(t, natsURL, stream)
+	redisURL := testenv.RedisURL(t)
+	_, prefix := testenv.RedisAt(t, redisURL)
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := dropEnv(os.Environ(), "CAPOLLER_HINTS_TOKEN")
+	code, _, stderr := runBinaryIn(t, time.Minute, env, "run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix,
+		"--nats-url", natsURL, "--stream", stream, "--subject-prefix", strings.ToLower(stream), "--hints-listen", addr, "--hints-token-file", file)
+	if code == 0 || !strings.Contains(stderr, "hints-token-file "+file+": empty") {
+		t.Errorf("an empty token file: exit %d, stderr:\n%s", code, stderr)
 	}
 }

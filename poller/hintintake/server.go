@@ -108,6 +108,11 @@ func New(o Options) *Server {
 // Listen opens the endpoint's address, with TLS if configured: a
 // handler for any HTTP server (the Server itself).
 func (h *Server) Listen() (net.Listener, error) {
+	// A token it cannot read, or an empty one, would refuse every push
+	// while the daemon looked healthy: say so now.
+	if _, err := h.token.get(); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", h.opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("hints-listen: %w", err)
@@ -292,6 +297,10 @@ func (t *tokenSource) get() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("hints-token-file: %w", err)
 	}
-	t.value, t.mod, t.size = strings.TrimSpace(string(raw)), fi.ModTime(), fi.Size()
+	value := strings.TrimSpace(string(raw))
+	if value == "" {
+		return "", fmt.Errorf("hints-token-file %s: empty", t.file)
+	}
+	t.value, t.mod, t.size = value, fi.ModTime(), fi.Size()
 	return t.value, nil
 }
