@@ -286,20 +286,16 @@ func (t *tokenSource) get() (string, error) {
 	}
 	fi, err := os.Stat(t.file)
 	if err != nil {
-		return "", fmt.Errorf("hints-token-file: %w", err)
+		return "", fmt.Errorf("hints-token-file %s: %w", t.file, sensitive.WithoutPath(err))
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if fi.ModTime().Equal(t.mod) && fi.Size() == t.size && t.value != "" {
 		return t.value, nil
 	}
-	raw, err := os.ReadFile(t.file)
+	value, err := sensitive.Secret("hints-token", "", t.file)
 	if err != nil {
-		return "", fmt.Errorf("hints-token-file: %w", err)
-	}
-	value := strings.TrimSpace(string(raw))
-	if value == "" {
-		return "", fmt.Errorf("hints-token-file %s: empty", t.file)
+		return "", err
 	}
 	t.value, t.mod, t.size = value, fi.ModTime(), fi.Size()
 	return t.value, nil
