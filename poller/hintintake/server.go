@@ -83,13 +83,22 @@ type Options struct {
 	NATS *nats.Conn
 	// Wait is how long a hint waits for its shard's owner, while the shard
 	// changes hands; about twice the lease TTL.
-	Wait       time.Duration
+	Wait time.Duration
+	// Logger, default none; Registerer takes the endpoint's metrics,
+	// default a registry of its own.
 	Logger     *zap.Logger
 	Registerer prometheus.Registerer
 }
 
-// New builds the endpoint; Serve runs it.
+// New builds the endpoint; Listen opens its address and Start forwards
+// what it takes.
 func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
 	h := &Server{log: o.Logger.Named("hints"), token: newTokenSource(o.Token, o.TokenFile), accounts: o.Accounts,
 		shards: map[diff.Shard]bool{}, prefix: o.SubjectPrefix, nc: o.NATS, ttl: o.Wait, queue: make(chan forward, 4096), opts: o,
 		posted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "capoller_hints_posted_total", Help: "Hints EventBridge posted to this replica and it took."}),
