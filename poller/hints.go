@@ -33,7 +33,14 @@ type Hint struct {
 	// Received is when the hint reached capoller (any replica), for the
 	// hint's lag: from it to the event.
 	Received time.Time
+
+	tries int // look-ups of it that failed
 }
+
+// lookUpTries is how often a hint is looked up before it is left to the
+// listing: a look-up that was throttled, or that met an API outage, is
+// tried again after the spacing, twice.
+const lookUpTries = 3
 
 // HintOptions bound what hints cost a shard. The zero value takes the
 // defaults.
@@ -173,6 +180,27 @@ func (q *hintQueue) due(now time.Time) (hints []Hint, next time.Duration) {
 	return hints, next
 }
 
+// retry queues again the hints of a look-up that failed, each at most
+// lookUpTries times in all, after the spacing; a hint that came meanwhile
+// for the same invocation stands for it. It reports how many it queued.
+func (q *hintQueue) retry(hints []Hint) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, h := range hints {
+		h.tries++
+		if _, waits := q.pending[h.InvokeID]; waits || h.tries >= lookUpTries || len(q.pending) >= q.opts.MaxPending {
+			continue
+		}
+		q.pending[h.InvokeID] = h
+		n++
+	}
+	if n > 0 {
+		q.wake()
+	}
+	return n
+}
+
 // wasHinted reports whether the invocation was hinted within hintMemory.
 func (q *hintQueue) wasHinted(invokeID string) bool {
 	q.mu.Lock()
@@ -202,14 +230,14 @@ func (p *Poller) Hint(h Hint) bool {
 }
 
 // lookUpDue runs a look-up cycle of the invocations due, if any, and
-// returns when to try again (0: nothing waits).
-func (p *Poller) lookUpDue(ctx context.Context) (Report, time.Duration, bool) {
+// returns its report, the hints it looked up (nil: none was due), and when
+// to try again (0: nothing waits).
+func (p *Poller) lookUpDue(ctx context.Context) (Report, []Hint, time.Duration) {
 	hints, next := p.hints.due(p.opts.Now())
 	if len(hints) == 0 {
-		return Report{}, next, false
+		return Report{}, nil, next
 	}
-	rep := p.runCycle(ctx, hints)
-	return rep, next, true
+	return p.runCycle(ctx, hints), hints, next
 }
 
 // hintLags are, for a look-up cycle's transitions, the time from their
@@ -281,13 +309,14 @@ func (l *hintLoop) stop() {
 
 // lookUpHinted runs the look-up cycles due now and arms the timer for
 // the next. A look-up refused by fencing ends the poller, as a cycle's
-// does; another failure leaves the changes to the listing.
+// does; another failure queues its hints again, a few times, after which
+// the listing finds their changes.
 func (p *Poller) lookUpHinted(ctx context.Context, l *hintLoop) error {
-	rep, next, ran := p.lookUpDue(ctx)
+	rep, hints, next := p.lookUpDue(ctx)
 	if next > 0 {
 		l.timer.Reset(next)
 	}
-	if !ran {
+	if hints == nil {
 		return nil
 	}
 	if errors.Is(rep.Err, checkpoint.ErrFenced) || errors.Is(rep.Err, ErrClaimExpired) {
@@ -295,7 +324,12 @@ func (p *Poller) lookUpHinted(ctx context.Context, l *hintLoop) error {
 		return rep.Err
 	}
 	if rep.Err != nil && ctx.Err() == nil {
-		p.log.Debug("a hint's look-up failed; the listing will find its changes", zap.Strings("invocations", rep.LookedUp), zap.Error(rep.Err))
+		retried := p.hints.retry(hints)
+		p.log.Debug("a hint's look-up failed; it is tried again, and the listing finds its changes in any case",
+			zap.Strings("invocations", rep.LookedUp), zap.Int("retried", retried), zap.Error(rep.Err))
+		if wait := p.hints.opts.Spacing; retried > 0 && (next == 0 || wait < next) {
+			l.timer.Reset(wait)
+		}
 	}
 	return nil
 }

@@ -50,3 +50,38 @@ func ids(hs []Hint) []string {
 	}
 	return out
 }
+
+// TestAFailedLookUpIsTriedAgain: the hints of a look-up that failed (a
+// throttled call, an outage) are queued again after the spacing, with
+// their first arrival kept for the lag, lookUpTries times in all; a hint
+// that came meanwhile stands for the retry.
+func TestAFailedLookUpIsTriedAgain(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
+	q := newHintQueue(HintOptions{Spacing: time.Second, PerSecond: 100, Burst: 100})
+	q.add(Hint{InvokeID: "t-1", Received: t0})
+	at := t0
+	for try := 1; try <= lookUpTries; try++ {
+		got, _ := q.due(at)
+		if len(got) != 1 || got[0].Received != t0 {
+			t.Fatalf("try %d: due %v, want t-1 as first hinted", try, got)
+		}
+		if early, _ := q.due(at.Add(500 * time.Millisecond)); len(early) != 0 {
+			t.Fatalf("try %d: due again within the spacing", try)
+		}
+		queued := q.retry(got)
+		if want := map[bool]int{true: 1, false: 0}[try < lookUpTries]; queued != want {
+			t.Fatalf("after failed try %d, %d queued again, want %d", try, queued, want)
+		}
+		at = at.Add(1100 * time.Millisecond)
+	}
+	if got, next := q.due(at); len(got) != 0 || next != 0 {
+		t.Errorf("after %d tries, due %v (next %v): it should be left to the listing", lookUpTries, got, next)
+	}
+
+	q.add(Hint{InvokeID: "t-2", Received: t0})
+	got, _ := q.due(at)
+	q.add(Hint{InvokeID: "t-2", Received: t0.Add(time.Second)}) // came while it was looked up
+	if n := q.retry(got); n != 0 {
+		t.Errorf("a retry was queued beside a waiting hint for the same invocation (%d)", n)
+	}
+}

@@ -1,13 +1,17 @@
 package poller_test
 
 import (
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
+	"github.com/capoller/capoller/poller/cloudassist"
 )
 
 // TestASpacedHintIsLookedUpWithoutAnotherEvent: a second hint for an
@@ -46,4 +50,80 @@ func TestASpacedHintIsLookedUpWithoutAnotherEvent(t *testing.T) {
 		t.Fatal("the second hint was not queued")
 	}
 	eventually(t, 5*time.Second, "the spaced look-up, with nothing else to wake the poller", func() bool { return lookedUp() == 2 })
+}
+
+// TestAnECSResultsLookUpReadsAsItsListingDoes: an ecs-results shard looks
+// an invocation up with the records its own listing would have (the
+// aggregate derived from the results, the instances as they are), so that
+// the listing after it announces nothing twice and nothing back; it
+// leaves a periodic task, whose runs come from the history the listing
+// reads, and an id the API does not know to the listing. Through the
+// poller, a hint is announced at an hour's interval.
+func TestAnECSResultsLookUpReadsAsItsListingDoes(t *testing.T) {
+	h := newHarness(t)
+	lister, err := cloudassist.NewECSResults(h.listerOptions(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := h.poller(lister, h.store(), h.publisher(h.js), func(o *poller.Options) {
+		o.Interval, o.Hints = time.Hour, &poller.HintOptions{}
+	})
+	mustRunOnce(t, p)
+	kill := startPoller(t, p)
+	defer kill()
+
+	failed := h.run("echo half; exit 3", 0, h.instances[0], h.instances[1])
+	req := ecs.CreateRunCommandRequest()
+	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo tick", &[]string{h.instances[2]}
+	req.RepeatMode, req.Frequency = "Period", "rate(1s)"
+	periodic, err := h.sdk.RunCommand(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both runs of the one-time task to end", func() bool {
+		return len(finishedRuns(h.sim, failed, "Failed")) == 2
+	})
+
+	looked, err := lister.LookUp(t.Context(), []string{failed, periodic.InvokeId, "t-nobody-knows"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listing, err := lister.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if looked.Complete {
+		t.Error("a look-up's snapshot says it is complete")
+	}
+	listed := map[diff.Key]diff.Record{}
+	for _, r := range listing.Records {
+		listed[r.Key] = r
+	}
+	if len(looked.Records) != 3 {
+		t.Fatalf("the look-up returned %d records, want the aggregate and two instances of %s only: %+v", len(looked.Records), failed, looked.Records)
+	}
+	for _, r := range looked.Records {
+		if r.InvokeID != failed {
+			t.Errorf("the look-up returned a record of %s", r.InvokeID)
+		}
+		if l, ok := listed[r.Key]; !ok || !reflect.DeepEqual(l, r) {
+			t.Errorf("looked up %+v\n           the listing has %+v", r, l)
+		}
+		if r.Status != diff.StatusFailed {
+			t.Errorf("%v is %s, want Failed", r.Key, r.Status)
+		}
+	}
+
+	if !p.Hint(poller.Hint{InvokeID: failed}) {
+		t.Fatal("an ecs-results poller did not queue a hint")
+	}
+	eventually(t, 10*time.Second, "the hinted invocation's events, at an hour's interval", func() bool {
+		n := 0
+		for _, e := range h.events() {
+			if e.Event.Data.InvokeID == failed && e.Event.Data.Status == diff.StatusFailed {
+				n++
+			}
+		}
+		return n == 3
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +33,7 @@ type hintReplica struct {
 	hints, metrics string
 	logs           *syncBuffer
 	done           chan int
+	stop           context.CancelFunc
 }
 
 // taskCompleted is EventBridge's push for one instance's run, as casim
@@ -215,6 +218,8 @@ func startHintGroup(t *testing.T, simURL, interval string) *hintGroup {
 		}
 		r := &hintReplica{hints: hintsAddr, metrics: metricsAddr, logs: &syncBuffer{}, done: make(chan int, 1)}
 		g.replicas = append(g.replicas, r)
+		ctx, stop := context.WithCancel(ctx)
+		r.stop = stop
 		go func() {
 			r.done <- cli(ctx, []string{"run", "--endpoint", simURL, "--redis-url", redisURL, "--key-prefix", prefix, "--nats-url", natsURL,
 				"--stream", g.stream, "--subject-prefix", strings.ToLower(g.stream), "--interval", interval, "--lease-ttl", "3s",
@@ -342,5 +347,109 @@ func TestAnEmptyHintsTokenFileStopsTheStart(t *testing.T) {
 		"--nats-url", natsURL, "--stream", stream, "--subject-prefix", strings.ToLower(stream), "--hints-listen", addr, "--hints-token-file", file)
 	if code == 0 || !strings.Contains(stderr, "hints-token-file "+file+": empty") {
 		t.Errorf("an empty token file: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestAHintAtAStoppingOwnerIsNotLost: the owner of the shard takes a hint
+// but cannot look it up (the API throttles it) and is stopped, as a
+// rolling deploy does; the hint dies with its queue. The replica that
+// takes the shard over lists it at once, and the run is announced then:
+// seconds after the hint, not at the next 60 s poll.
+func TestAHintAtAStoppingOwnerIsNotLost(t *testing.T) {
+	sim, simURL := startEmulator(t)
+	g := startHintGroup(t, simURL, "60s")
+	owned := func(r *hintReplica) bool {
+		m, err := harness.ScrapeMetrics(context.Background(), r.metrics)
+		return err == nil && m.Sum("capoller_shard_owned") == 1
+	}
+	var owner, next *hintReplica
+	testenv.WaitFor(t, 20*time.Second, "both replicas in the group, and one owning the shard", func() error {
+		owner, next = nil, nil
+		for i, r := range g.replicas {
+			m, err := harness.ScrapeMetrics(context.Background(), r.metrics)
+			if err != nil || m.Sum("capoller_group_replicas") != 2 {
+				return fmt.Errorf("replica %d does not see both (%w)", i, err)
+			}
+			if owned(r) {
+				owner, next = r, g.replicas[1-i]
+			}
+		}
+		if owner == nil {
+			return errors.New("no owner")
+		}
+		return nil
+	})
+	var instance string
+	for _, inst := range sim.Instances() {
+		if inst.Product == castest.ProductECS {
+			instance = inst.ID
+		}
+	}
+	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Domain = strings.TrimPrefix(simURL, "http://")
+	req := ecs.CreateRunCommandRequest()
+	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo bye; exit 4", &[]string{instance}
+	resp, err := client.RunCommand(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the run to fail in the emulator", func() error {
+		if !slices.ContainsFunc(sim.Truth(), func(e castest.TruthEntry) bool {
+			return e.InvokeID == resp.InvokeId && e.InstanceID == instance && e.To == "Failed"
+		}) {
+			return errors.New("still running")
+		}
+		return nil
+	})
+
+	if err := sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultThrottle, Count: -1}); err != nil {
+		t.Fatal(err)
+	}
+	body := taskCompleted(resp.InvokeId, instance, "Failed")
+	hreq, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+owner.hints+hintintake.Path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq.Header.Set("Content-Type", "application/cloudevents+json")
+	hreq.Header.Set("Authorization", "Bearer hint-S3cret")
+	hresp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = hresp.Body.Close()
+	if hresp.StatusCode != http.StatusAccepted {
+		t.Fatalf("the push: %d, want 202", hresp.StatusCode)
+	}
+	start := time.Now()
+	testenv.WaitFor(t, 10*time.Second, "the owner's look-up to be throttled", func() error {
+		m, err := harness.ScrapeMetrics(context.Background(), owner.metrics)
+		if err != nil || m.Sum("capoller_api_errors_total", "class", "throttled") == 0 {
+			return fmt.Errorf("no call throttled yet (%w)", err)
+		}
+		return nil
+	})
+	// The owner waits for the next quota window; the next owner will not.
+	sim.ClearFaults()
+	owner.stop()
+	code := <-owner.done
+	owner.done <- code // for the cleanup
+
+	testenv.WaitFor(t, 30*time.Second, "the run announced by the shard's next owner", func() error {
+		for _, p := range testenv.StreamEvents(t, g.js, g.stream) {
+			if d := p.Event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == instance && d.Status == "Failed" {
+				return nil
+			}
+		}
+		return errors.New("not announced")
+	})
+	if lag := time.Since(start); lag >= 60*time.Second {
+		t.Errorf("announced %v after the hint: at the next poll, not at the hand-off", lag)
+	}
+	t.Logf("announced %v after the hint, through a hand-off", time.Since(start).Round(time.Millisecond))
+	if !owned(next) {
+		t.Error("the other replica does not own the shard")
 	}
 }

@@ -43,12 +43,20 @@ type ecsAPI struct {
 	vetter *vetter
 }
 
+// ecsClients serializes the building of ECS clients: the SDK's
+// ecs.NewClientWithOptions fills its package's endpoint map on first use,
+// unguarded, so two listers built at once (two shards, or two daemons in a
+// test) would race on it.
+var ecsClients sync.Mutex //nolint:gochecknoglobals // guards the SDK's own global
+
 func newECSAPI(opts Options) (*ecsAPI, error) {
 	o, setup, err := prepare(opts)
 	if err != nil {
 		return nil, err
 	}
+	ecsClients.Lock()
 	client, err := ecs.NewClientWithOptions(o.Region, setup.config, setup.credential)
+	ecsClients.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("cloudassist: build ECS client: %s", redact(err.Error()))
 	}

@@ -68,3 +68,48 @@ func (c *ECS) LookUp(ctx context.Context, ids []string) (diff.Snapshot, error) {
 	}
 	return diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Records: acc.records}, nil
 }
+
+// LookUp reads the invocations ids by id, for a hint, as the ecs-results
+// listing reads them: DescribeInvocationResults filtered by InvokeId, all
+// its pages, with the aggregate derived from the instances. Results do not
+// say whether a task recurs, so each id first costs one DescribeInvocations
+// page: a periodic task's runs are recovered from its history, which the
+// listing reads whole, and a look-up leaves them to it (yielding no
+// record). So does an id the API does not know. The snapshot is never
+// Complete, and the listing's own state is left as it is.
+func (c *ECSResults) LookUp(ctx context.Context, ids []string) (diff.Snapshot, error) {
+	a := c.api
+	var acc accumulator
+	t := newTally(a.opts)
+	defer a.skips.report(a.opts, t)
+	for _, id := range ids {
+		oneTime := false
+		err := a.describeInvocationPages(ctx, func(req *ecs.DescribeInvocationsRequest) { req.InvokeId = id },
+			func(page []ecs.Invocation) error {
+				for _, inv := range page {
+					if inv.InvokeId == id {
+						oneTime = !hasHistory(inv.RepeatMode)
+					}
+				}
+				return errLookedUp
+			})
+		if err != nil && !errors.Is(err, errLookedUp) {
+			return diff.Snapshot{}, wrapAPI(err, "look up %s for a hint", id)
+		}
+		if !oneTime {
+			continue
+		}
+		var instances []diff.Record
+		err = a.describeResults(ctx, func(req *ecs.DescribeInvocationResultsRequest) { req.InvokeId = id }, func(r resultRow) error {
+			if rec, ok := resultRecord(r, t); ok && rec.InvokeID == id {
+				instances = append(instances, rec)
+			}
+			return nil
+		})
+		if err != nil {
+			return diff.Snapshot{}, wrapAPI(err, "look up the results of %s for a hint", id)
+		}
+		acc.add(deriveAggregates(instances, func(string) bool { return false })...)
+	}
+	return diff.Snapshot{Source: diff.SourceECS, Region: a.opts.Region, ObservedAt: a.opts.Now().UTC(), Records: acc.records}, nil
+}
