@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,12 +21,14 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/cmd/internal/harness"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/hintintake"
 	"github.com/capoller/capoller/poller/testenv"
+	"github.com/capoller/capoller/publisher"
 )
 
 // hintReplica is one in-process daemon with hints on.
@@ -192,6 +195,7 @@ func TestHintsNeedAToken(t *testing.T) {
 // a stream.
 type hintGroup struct {
 	replicas []*hintReplica
+	nc       *nats.Conn
 	js       jetstream.JetStream
 	stream   string
 }
@@ -203,7 +207,7 @@ func startHintGroup(t *testing.T, simURL, interval string) *hintGroup {
 	t.Setenv("CAPOLLER_HINTS_TOKEN", "hint-S3cret")
 	g := &hintGroup{stream: testenv.Name("CAPOLLER_HINTS")}
 	natsURL := testenv.NATSURL(t)
-	_, g.js = testenv.NATS(t, natsURL, g.stream)
+	g.nc, g.js = testenv.NATS(t, natsURL, g.stream)
 	redisURL := testenv.RedisURL(t)
 	_, prefix := testenv.RedisAt(t, redisURL)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -255,21 +259,52 @@ func (g *hintGroup) metric(name string, match ...string) float64 {
 	return total
 }
 
-// TestHintsFromCasimsPushes: casim pushes TaskCompleted for every run that
-// ends, through a proxy that hands each push to a random replica, and
-// drops a fifth of them. Every terminal instance transition is still
-// announced (polling reconciles what the push lost), and the pushes that
-// came were looked up.
+// TestHintsFromCasimsPushes: two replicas poll every 60 s; casim pushes
+// TaskCompleted for every run that ends, through a proxy that hands each
+// push to a random replica, and drops a fifth of them. Every run whose
+// push came is announced within seconds of it, not at the next poll; every
+// run whose push was dropped is still announced, by polling, and counted
+// as unhinted.
 func TestHintsFromCasimsPushes(t *testing.T) {
 	sim, simURL := testenv.Emulator(t, castest.Options{AccessKeyID: "LTAIrun", AccessKeySecret: "run-secret", Instances: 2})
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIrun")
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
 	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
-	g := startHintGroup(t, simURL, "3s")
+	g := startHintGroup(t, simURL, "60s")
+	var mu sync.Mutex
+	pushed, announced := map[string]time.Time{}, map[string]time.Time{} // invocation/instance → first push, first terminal event
+	sub, err := g.nc.Subscribe(strings.ToLower(g.stream)+".>", func(m *nats.Msg) {
+		var ev publisher.Event
+		if json.Unmarshal(m.Data, &ev) != nil || ev.Data.InstanceID == "" || !ev.Data.Terminal {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if run := ev.Data.InvokeID + "/" + ev.Data.InstanceID; announced[run].IsZero() {
+			announced[run] = time.Now()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.URL.Scheme, r.URL.Host = "http", g.replicas[rand.IntN(len(g.replicas))].hints
-		r.RequestURI = ""
-		resp, err := http.DefaultClient.Do(r)
+		body, _ := io.ReadAll(r.Body)
+		var push castest.TaskCompleted
+		if json.Unmarshal(body, &push) == nil {
+			mu.Lock()
+			if run := push.Data.InvokeID + "/" + push.Data.InstanceID; pushed[run].IsZero() {
+				pushed[run] = time.Now()
+			}
+			mu.Unlock()
+		}
+		req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+g.replicas[rand.IntN(len(g.replicas))].hints+r.URL.Path, bytes.NewReader(body))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -297,7 +332,7 @@ func TestHintsFromCasimsPushes(t *testing.T) {
 	stop()
 	<-done
 	final := map[string]string{} // invocation/instance → its last status, by the emulator
-	testenv.WaitFor(t, 30*time.Second, "every run's last status announced", func() error {
+	testenv.WaitFor(t, 90*time.Second, "every run's last status announced (the dropped ones at the next poll)", func() error {
 		for _, e := range sim.Truth() {
 			if e.Level == "instance" && e.Product == castest.ProductECS {
 				final[e.InvokeID+"/"+e.InstanceID] = e.To
@@ -316,8 +351,30 @@ func TestHintsFromCasimsPushes(t *testing.T) {
 		}
 		return nil
 	})
-	if n := g.metric("capoller_hint_invocations_looked_up_total"); n < 1 {
-		t.Errorf("%v invocations looked up for %+v pushes", n, sim.PushStats())
+	mu.Lock()
+	defer mu.Unlock()
+	var unpushed int
+	for run, st := range final {
+		if st != "Success" && st != "Failed" {
+			continue // a push is only for a run's end
+		}
+		at, ok := pushed[run]
+		if !ok {
+			unpushed++
+			continue
+		}
+		if announced[run].IsZero() {
+			t.Errorf("%s: no terminal event came on the events' subjects", run)
+		} else if lag := announced[run].Sub(at); lag > 5*time.Second {
+			t.Errorf("%s was announced %v after its push: at the poll, not at the hint", run, lag.Round(time.Millisecond))
+		}
+	}
+	t.Logf("%d runs pushed, %d not (dropped), %+v", len(pushed), unpushed, sim.PushStats())
+	if unpushed == 0 {
+		t.Error("no run's push was dropped: polling's part was not shown")
+	}
+	if n := g.metric("capoller_transitions_unhinted_total"); n < 1 {
+		t.Errorf("%v transitions counted unhinted, with %d pushes dropped", n, unpushed)
 	}
 	if n := g.metric("capoller_hints_refused_total"); n != 0 {
 		t.Errorf("%v of casim's pushes refused", n)
