@@ -2,6 +2,14 @@
 // HTTP, so that capoller, the real SDK or any other client can be pointed at
 // it with --endpoint.
 //
+// Requests may be signed with RPC signature v1 (the V1 SDKs) or
+// ACS3-HMAC-SHA256 (the V2 SDKs' default, alibabacloud-go/* and
+// @alicloud/* on npm); both are verified. Besides RunCommand and the
+// listings, ECS serves the command lifecycle (CreateCommand, InvokeCommand,
+// DescribeCommands, ModifyCommand, DeleteCommand) and
+// DescribeCloudAssistantStatus. README's "Testing your own automation
+// against casim" shows how to point each client at it.
+//
 // The key pair of --access-key-id and --access-key-secret is the default
 // account. Each --account name:keyid:secret[:token[:uid]] serves one more
 // account on the same listener, with its own fleet, invocations and quota

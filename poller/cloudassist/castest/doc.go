@@ -2,12 +2,86 @@
 // in the spirit of net/http/httptest: tests, the demo and the casim binary run
 // it in process and talk to it over HTTP with the real SDK.
 //
-// It owns the wire protocol (RPC style, parameters in the query string,
-// HMAC-SHA1 signature v1 verified on every request, nonce replay and
+// It owns the wire protocol (RPC style, parameters in the query string or
+// a form body, a signature verified on every request, nonce replay and
 // timestamp skew rejected, Alibaba's JSON error shape and HTTP statuses), a
 // simulated fleet of instances that run a tiny script language (below), and a
 // control plane under /_casim/ that exposes the ground
 // truth of every status change it made, changes instances and injects faults.
+//
+// # Signatures
+//
+// Two signatures are verified, on the same listener, for ECS (2014-05-26)
+// and SWAS (2020-06-01):
+//
+//   - RPC signature v1 (HMAC-SHA1; the V1 SDKs): the
+//     parameters Action, Version, AccessKeyId, SignatureMethod, Timestamp,
+//     SignatureNonce, Signature and SecurityToken (STS).
+//   - ACS3-HMAC-SHA256 (the V2 SDKs' default: alibabacloud-go/*,
+//     @alicloud/* on npm), as "V3 request structure and signature"
+//     documents it
+//     (https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature)
+//     and the V2 Go SDK's signer (darabonba-openapi v2.1.14,
+//     utils.GetAuthorization) computes it: the canonical request of
+//     method, path, sorted percent-encoded query, the signed headers
+//     (lower-case, trimmed, sorted) and the hex SHA-256 of the body the
+//     server received; Authorization is "ACS3-HMAC-SHA256
+//     Credential=AK,SignedHeaders=a;b,Signature=hex". Action and Version
+//     come from x-acs-action and x-acs-version, the STS token from
+//     x-acs-security-token. host and every x-acs-* header sent must be
+//     signed; x-acs-date must be within 15 minutes, x-acs-signature-nonce
+//     unused for 15 minutes.
+//
+// Their errors: a missing v1 parameter is MissingParameter.NAME; an
+// Authorization without Credential, SignedHeaders or Signature, a missing
+// x-acs-date, x-acs-signature-nonce or x-acs-content-sha256, or an unsigned
+// x-acs-* header is IncompleteSignature; another algorithm (ACS3-HMAC-SM3,
+// ACS3-RSA-SHA256) is InvalidSignatureMethod; an unknown key
+// InvalidAccessKeyId.NotFound (404); a wrong signature, body, query or
+// signed header SignatureDoesNotMatch, whose message gives the server's
+// string to sign; a bad or old date InvalidTimeStamp.Format or .Expired; a
+// reused nonce SignatureNonceUsed; a missing or other STS token
+// InvalidSecurityToken.Malformed or .MismatchWithAccessKey (all 400 but
+// the 404).
+//
+// # Commands
+//
+// Besides RunCommand, ECS serves the command lifecycle. Parameters,
+// defaults and response fields follow Alibaba's API reference of each
+// action (https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-createcommand
+// and the pages of invokecommand, describecommands, modifycommand,
+// deletecommand and describecloudassistantstatus beside it), whose text
+// the V2 Go SDK v7.7.0 request models carry; the error codes follow the
+// ECS error table of InvokeCommand:
+//
+//   - CreateCommand: Name, Type and CommandContent are required;
+//     ContentEncoding defaults to Base64 (any value but PlainText means
+//     Base64, as documented); Timeout defaults to 60; EnableParameter
+//     makes {{name}} placeholders parameters. Returns CommandId.
+//     RunCommand with KeepCommand=true saves its command too.
+//   - InvokeCommand: CommandId and InstanceId.N (at most 100); Parameters
+//     (a JSON object) fills the placeholders; Timeout, WorkingDir,
+//     Username, RepeatMode, Frequency (or the legacy Timed=true) and
+//     OssOutputDelivery as RunCommand's. Returns InvokeId; the invocation
+//     carries the command's id and name and is listed and polled as any
+//     other.
+//   - DescribeCommands: filters CommandId, Name, Type, Description and
+//     Provider (casim has no public commands: a Provider lists none);
+//     CommandContent Base64 unless ContentEncoding=PlainText; newest
+//     first; pages by PageNumber and PageSize or by MaxResults and
+//     NextToken (1..50, default 10). InvokeTimes counts InvokeCommand runs.
+//   - ModifyCommand: changes Name, Description, WorkingDir, Timeout and
+//     Launcher; CommandContent is documented as no longer used and
+//     changes nothing.
+//   - DeleteCommand: the command is gone; its invocations stay.
+//   - DescribeCloudAssistantStatus: the account's ECS instances in the
+//     region (InstanceId.N and OSType filter; PageSize does not apply with
+//     InstanceId), CloudAssistantStatus "true" while the instance runs and
+//     its agent is Running, Upgrading or Outdated, InvocationCount,
+//     ActiveTaskCount and LastInvokedTime from its runs; OSType Linux.
+//
+// An unknown CommandId is InvalidCmdId.NotFound (404), a missing one
+// MissingParameter.CommandId. Saved commands are not part of SaveState.
 //
 // Where the documents are silent (listing order, ties within a second,
 // NextToken drift and expiry, undocumented filter values) a [Behaviour]

@@ -94,6 +94,14 @@ func (s *Server) ecsRunCommand(account string, params url.Values, region, reques
 	if e != nil {
 		return nil, e
 	}
+	if strings.EqualFold(params.Get("KeepCommand"), "true") {
+		// Documented: the command is kept, to be run again by InvokeCommand.
+		s.mu.Lock()
+		s.saveCommand(&command{Account: inv.Account, Region: region, ID: inv.CommandID, Name: inv.Name, Type: typ, Content: content,
+			Description: inv.Description, WorkingDir: inv.WorkingDir, Timeout: timeout, InvokeTimes: 1, Created: inv.CreationTime,
+			EnableParameter: strings.EqualFold(params.Get("EnableParameter"), "true")})
+		s.mu.Unlock()
+	}
 	return runCommandResponse{RequestId: requestID, CommandId: inv.CommandID, InvokeId: inv.InvokeID}, nil
 }
 
@@ -118,7 +126,10 @@ func (s *Server) stopInvocation(account, product, region, invokeID string, only 
 
 type invocationSpec struct {
 	// Account owns the invocation; empty means DefaultAccount.
-	Account                                                string
+	Account string
+	// CommandID is the saved command InvokeCommand runs; empty makes one
+	// up, as RunCommand does.
+	CommandID                                              string
 	Name, Type, Content, Username, WorkingDir, Description string
 	RepeatMode, Frequency                                  string
 	// OssOutputDelivery is oss://BUCKET[/PREFIX] to deliver each run's
@@ -178,9 +189,12 @@ func (s *Server) createInvocation(product, region string, ids []string, spec inv
 		spec.Name = "casim-" + randomHex(4)
 	}
 	s.seq++
+	if spec.CommandID == "" {
+		spec.CommandID = "c-" + regionCode(region) + randomHex(8)
+	}
 	inv := &invocation{
 		Seq: s.seq, Account: account, Product: product, Region: region,
-		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: "c-" + regionCode(region) + randomHex(8),
+		InvokeID: "t-" + regionCode(region) + randomHex(8), CommandID: spec.CommandID,
 		Name: spec.Name, Type: spec.Type, Content: spec.Content, Timeout: spec.Timeout,
 		Username: spec.Username, WorkingDir: spec.WorkingDir, Description: spec.Description,
 		RepeatMode: spec.RepeatMode, Frequency: spec.Frequency, OssOutputDelivery: spec.OssOutputDelivery, sched: sched,

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -84,6 +86,8 @@ type Server struct {
 	fleet          []*Instance              // in creation order
 	lists          map[string][]*invocation // per product and region, oldest first
 	byID           map[string]*invocation
+	commands       map[string]*command // saved commands (CreateCommand), by id
+	cmdSeq         uint64
 	seq            uint64
 	queue          runQueue
 	truth          []TruthEntry
@@ -178,6 +182,7 @@ func New(opts Options) (*Server, error) {
 		retentionAge:   opts.RetentionAge,
 		retentionCount: opts.RetentionCount,
 		byID:           map[string]*invocation{},
+		commands:       map[string]*command{},
 		calls:          map[callKey]int{},
 		nonces:         map[string]time.Time{},
 		windows:        map[quotaKey]*quotaWindow{},
@@ -317,23 +322,12 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 		writeError(w, host, requestID, errorf(http.StatusMethodNotAllowed, "UnsupportedHTTPMethod", "HTTP method %s is not supported.", r.Method))
 		return
 	}
-	params := url.Values{}
-	for k, v := range r.URL.Query() {
-		params[k] = v
-	}
-	if r.Method == http.MethodPost {
-		if err := r.ParseForm(); err == nil {
-			for k, v := range r.PostForm {
-				params[k] = v
-			}
-		}
-	}
-	action := params.Get("Action")
-	account, e := s.verify(r.Method, params, s.opts.Now())
+	params, account, e := s.authenticate(r)
 	if e != nil {
 		writeError(w, host, requestID, e)
 		return
 	}
+	action := params.Get("Action")
 	now := s.opts.Now()
 	if e := s.admit(account, action, params.Get("RegionId"), now); e != nil {
 		writeError(w, host, requestID, e)
@@ -354,6 +348,51 @@ func (s *Server) rpc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// maxBody bounds a request's body: a form of parameters, never large.
+const maxBody = 4 << 20
+
+// authenticate reads a request's parameters (query and form body) and
+// verifies its signature: ACS3-HMAC-SHA256 when an Authorization header
+// says ACS3-, RPC signature v1 otherwise. A V3 request names its action
+// and version in the x-acs-action and x-acs-version headers; they are
+// returned as the parameters Action and Version.
+func (s *Server) authenticate(r *http.Request) (url.Values, string, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
+	if err != nil {
+		return nil, "", errorf(http.StatusBadRequest, "InvalidParameter", "The request body could not be read: %v.", err)
+	}
+	query := r.URL.Query()
+	params := url.Values{}
+	for k, v := range query {
+		params[k] = v
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/x-www-form-urlencoded" && len(body) > 0 {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, "", errorf(http.StatusBadRequest, "InvalidParameter", "The form body is malformed: %v.", err)
+		}
+		for k, v := range form {
+			params[k] = v
+		}
+	}
+	now := s.opts.Now()
+	if !signedV3(r.Header) {
+		account, e := s.verify(r.Method, params, now)
+		return params, account, e
+	}
+	account, e := s.verifyV3(v3Request{method: r.Method, path: r.URL.EscapedPath(), query: query, header: r.Header, host: r.Host, body: body}, now)
+	if e != nil {
+		return nil, "", e
+	}
+	if a := r.Header.Get("x-acs-action"); a != "" {
+		params.Set("Action", a)
+	}
+	if v := r.Header.Get("x-acs-version"); v != "" {
+		params.Set("Version", v)
+	}
+	return params, account, nil
 }
 
 // dispatch serves a verified request for account.
@@ -387,6 +426,18 @@ func (s *Server) dispatch(account string, params url.Values, requestID string) (
 			return s.ecsDescribeInvocations(account, params, region, requestID)
 		case "DescribeInvocationResults":
 			return s.ecsDescribeInvocationResults(account, params, region, requestID)
+		case "CreateCommand":
+			return s.ecsCreateCommand(account, params, region, requestID)
+		case "InvokeCommand":
+			return s.ecsInvokeCommand(account, params, region, requestID)
+		case "DescribeCommands":
+			return s.ecsDescribeCommands(account, params, region, requestID)
+		case "ModifyCommand":
+			return s.ecsModifyCommand(account, params, region, requestID)
+		case "DeleteCommand":
+			return s.ecsDeleteCommand(account, params, region, requestID)
+		case "DescribeCloudAssistantStatus":
+			return s.ecsDescribeCloudAssistantStatus(account, params, region, requestID)
 		}
 	case "2020-06-01":
 		switch action {

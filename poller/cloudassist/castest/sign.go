@@ -50,21 +50,9 @@ func (s *Server) verify(method string, params url.Values, now time.Time) (string
 	if e := checkSecurityToken(account.SecurityToken, params.Get("SecurityToken")); e != nil {
 		return "", e
 	}
-	// The nonce is remembered only for correctly signed requests, so a forged
-	// request cannot burn a legitimate client's nonce; each access key has
-	// nonces of its own.
-	nonce := account.AccessKeyID + "\x00" + params.Get("SignatureNonce")
-	s.nonceMu.Lock()
-	defer s.nonceMu.Unlock()
-	for n, exp := range s.nonces {
-		if now.After(exp) {
-			delete(s.nonces, n)
-		}
+	if e := s.useNonce(account.AccessKeyID, params.Get("SignatureNonce"), now); e != nil {
+		return "", e
 	}
-	if _, seen := s.nonces[nonce]; seen {
-		return "", errorf(http.StatusBadRequest, "SignatureNonceUsed", "Specified signature nonce was used already.")
-	}
-	s.nonces[nonce] = now.Add(nonceTTL)
 	return account.Name, nil
 }
 
