@@ -22,6 +22,10 @@ import (
 //go:embed *.json asyncapi.yaml
 var files embed.FS
 
+// AsyncAPIURI is the AsyncAPI document's id: like the schemas' URIs, an
+// identifier, not a download location.
+const AsyncAPIURI = "https://capoller.io/schemas/asyncapi.yaml"
+
 // AsyncAPIFile is the AsyncAPI document's file name. It refers to the
 // schemas by their file names ([FileOf]), so that the three files written
 // side by side make a complete document for AsyncAPI tools.

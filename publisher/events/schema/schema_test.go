@@ -315,8 +315,8 @@ func TestAsyncAPIDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := doc.(object)
-	if root["asyncapi"] != "3.0.0" {
-		t.Fatalf("asyncapi %v, want 3.0.0", root["asyncapi"])
+	if root["asyncapi"] != "3.0.0" || root["id"] != schema.AsyncAPIURI {
+		t.Fatalf("asyncapi %v, id %v; want 3.0.0, %s", root["asyncapi"], root["id"], schema.AsyncAPIURI)
 	}
 	for _, key := range []string{"/info/title", "/info/version", "/servers/nats/protocol", "/channels", "/operations", "/components/messages"} {
 		if _, err := testenv.JSONPointer(root, key); err != nil {
