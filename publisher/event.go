@@ -25,6 +25,7 @@ func NewEvent(t diff.Transition) Event {
 		Subject:         r.InvokeID,
 		Time:            t.ObservedAt.UTC(),
 		DataContentType: "application/json",
+		DataSchema:      events.SchemaInvocation,
 		Data: events.Data{
 			Account: diff.AccountOf(t.Account), Source: string(t.Source), RegionID: t.Region, Level: t.Level(),
 			InvokeID: r.InvokeID, CommandID: r.CommandID, CommandName: r.CommandName,
@@ -35,7 +36,7 @@ func NewEvent(t diff.Transition) Event {
 	ev.Data.Truncated = r.Cut.Names() // cut at the edge (see diff.Record.BoundTexts)
 	if r.InstanceID != "" {
 		repeats, exit := r.Repeats, r.ExitCode
-		ev.Type = events.TypeInstance
+		ev.Type, ev.DataSchema = events.TypeInstance, events.SchemaInstance
 		ev.Subject = r.InvokeID + "/" + r.InstanceID
 		ev.Data.InstanceID, ev.Data.Repeats, ev.Data.ExitCode = r.InstanceID, &repeats, &exit
 		ev.Data.ErrorCode = r.ErrorCode

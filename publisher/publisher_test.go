@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/capoller/capoller/diff"
@@ -93,7 +94,7 @@ func TestEventShape(t *testing.T) {
 			t.Errorf("data.%s = %v, want %v", k, data[k], v)
 		}
 	}
-	if m["specversion"] != "1.0" || m["type"] != events.TypeInstance || m["id"] != inst.ID {
+	if m["specversion"] != "1.0" || m["type"] != events.TypeInstance || m["id"] != inst.ID || m["dataschema"] != events.SchemaInstance {
 		t.Errorf("bad envelope: %v", m)
 	}
 
@@ -102,7 +103,7 @@ func TestEventShape(t *testing.T) {
 	m = map[string]any{}
 	_ = json.Unmarshal(raw, &m)
 	data = m["data"].(map[string]any)
-	if m["type"] != events.TypeInvocation || data["previousStatus"] != "" || data["level"] != "invocation" {
+	if m["type"] != events.TypeInvocation || m["dataschema"] != events.SchemaInvocation || data["previousStatus"] != "" || data["level"] != "invocation" {
 		t.Errorf("bad invocation event: %v", m)
 	}
 	for _, k := range []string{"instanceId", "repeats", "exitCode", "startTime"} {
@@ -160,6 +161,48 @@ func TestPublishIsAckedAndDeduplicated(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil || ev.ID != want.ID || ev.Data.Status != want.Record.Status {
 			t.Errorf("message %d body: %+v, %v", seq, ev, err)
 		}
+	}
+}
+
+// An event staged and published by a capoller that did not name its
+// schema yet (no dataschema) is the same event to JetStream: its
+// re-publish after the upgrade carries the same Nats-Msg-Id and is
+// dropped as a duplicate, not stored twice with two bodies.
+func TestDataSchemaLeavesTheMsgIDAlone(t *testing.T) {
+	stream := testenv.Name("CAPOLLER_SCHEMAID")
+	prefix := strings.ToLower(stream)
+	_, js := testenv.NATS(t, testenv.NATSURL(t), stream)
+	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.EnsureStream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tr := transition("t-1", "i-1", diff.StatusRunning, diff.StatusFailed)
+	old := publisher.NewEvent(tr)
+	if old.DataSchema != events.SchemaInstance || old.ID != tr.ID {
+		t.Fatalf("event id %q dataschema %q, want the transition's id %q and %q", old.ID, old.DataSchema, tr.ID, events.SchemaInstance)
+	}
+	old.DataSchema = "" // as published before the schemas
+	body, err := old.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(body), "dataschema") {
+		t.Fatalf("an event without a schema encodes one: %s", body)
+	}
+	subject, err := publisher.Subject(prefix, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{"Content-Type": {events.ContentType}, jetstream.MsgIDHeader: {tr.ID}}}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := pub.Publish(t.Context(), []diff.Transition{tr})
+	if err != nil || res.Published != 0 || res.Duplicates != 1 {
+		t.Fatalf("re-publish with dataschema: %+v, %v; want one duplicate", res, err)
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 
 // subcommands are every subcommand, as a user types it.
 func subcommands() [][]string {
-	return [][]string{{"run"}, {"demo"}, {"status"}, {"replay"}, {"watch"}, {"bench"}, {"notify"}, {"config", "check"}, {"setup"}, {"chaos"}}
+	return [][]string{{"run"}, {"demo"}, {"status"}, {"replay"}, {"watch"}, {"bench"}, {"notify"}, {"config", "check"}, {"setup"}, {"chaos"}, {"schema"}}
 }
 
 // cleanEnv is an environment without CAPOLLER_* variables and with a fixed

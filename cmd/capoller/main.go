@@ -11,6 +11,7 @@
 //	capoller config   check the configuration
 //	capoller setup    create or update the JetStream stream, showing the diff
 //	capoller chaos    a soak under faults, checked against the emulator's truth
+//	capoller schema   the event contract: JSON Schemas and the AsyncAPI document
 //	capoller version  print the version
 //
 // main only wires packages together; the behaviour lives in poller,
@@ -55,6 +56,7 @@ commands:
   config   config check: validate the configuration and print it, secrets redacted
   setup    create or update the JetStream stream to the configuration, printing the diff (destructive changes need --yes)
   chaos    soak replicas under faults (kills at every step, engine restarts, API faults) and check the stream against the truth
+  schema   print the event contract: each event type's JSON Schema, the stream's AsyncAPI document
   version  print the version
 
 Run "capoller <command> -h" for the flags of a command.
@@ -88,6 +90,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return setupCommand(ctx, args[1:], stdout, stderr)
 	case "chaos":
 		return chaosCommand(ctx, args[1:], stdout, stderr)
+	case "schema":
+		return schemaCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return 0

@@ -6,7 +6,10 @@
 //
 // It owns the envelope ([Event], [Data]) and the subject tokens
 // ([Token], [EscapeToken]); package publisher builds and sends events
-// with them. It depends only on the standard library and package diff,
+// with them. The same contract as documents, for consumers in other
+// languages (a JSON Schema per event type, named by each event's
+// dataschema, and an AsyncAPI document), is package
+// [github.com/capoller/capoller/publisher/events/schema]. It depends only on the standard library and package diff,
 // so importing it pulls neither the Alibaba Cloud SDK nor a NATS server
 // (nor the NATS client) into a build.
 package events

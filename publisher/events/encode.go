@@ -35,6 +35,10 @@ func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","datacontenttype":`...)
 	b = appendString(b, e.DataContentType)
+	if e.DataSchema != "" {
+		b = append(b, `,"dataschema":`...)
+		b = appendString(b, e.DataSchema)
+	}
 	d := &e.Data
 	b = append(b, `,"data":{"account":`...)
 	b = appendString(b, d.Account)

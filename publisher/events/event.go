@@ -18,6 +18,17 @@ const (
 	TypeInstance   = "io.capoller.instance.status.v1"
 )
 
+// The URIs of the events' JSON Schemas, one per type, which every event
+// names in its dataschema attribute. They identify the schemas and are not
+// download locations: the documents ship in package
+// [github.com/capoller/capoller/publisher/events/schema], and `capoller
+// schema` prints them. Events published before capoller named its schemas
+// carry no dataschema.
+const (
+	SchemaInvocation = "https://capoller.io/schemas/" + TypeInvocation + ".json"
+	SchemaInstance   = "https://capoller.io/schemas/" + TypeInstance + ".json"
+)
+
 // ContentType is the Content-Type header of every message: CloudEvents
 // structured mode, JSON format.
 const ContentType = "application/cloudevents+json"
@@ -66,7 +77,11 @@ type Event struct {
 	Subject         string    `json:"subject"`
 	Time            time.Time `json:"time"`
 	DataContentType string    `json:"datacontenttype"`
-	Data            Data      `json:"data"`
+	// DataSchema is the URI of the schema of the event's type
+	// ([SchemaInstance], [SchemaInvocation]); empty in an event published
+	// before capoller named its schemas.
+	DataSchema string `json:"dataschema,omitempty"`
+	Data       Data   `json:"data"`
 }
 
 // Data is an event's payload. Times are RFC 3339 strings, empty when
