@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
+	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
+	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
+
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 )
@@ -151,4 +155,32 @@ func startEmulator(t *testing.T) (*castest.Server, string) {
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "run-secret")
 	t.Setenv("ALIBABA_CLOUD_ECS_METADATA_DISABLED", "true")
 	return sim, simURL
+}
+
+// ecsInstance is the emulator's last ECS instance.
+func ecsInstance(sim *castest.Server) (id string) {
+	for _, inst := range sim.Instances() {
+		if inst.Product == castest.ProductECS {
+			id = inst.ID
+		}
+	}
+	return id
+}
+
+// runOnEmulator runs script on an instance of the emulator, through the
+// SDK with startEmulator's key pair, and returns the invocation's id.
+func runOnEmulator(t *testing.T, simURL, instance, script string) string {
+	t.Helper()
+	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Domain = strings.TrimPrefix(simURL, "http://")
+	req := ecs.CreateRunCommandRequest()
+	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", script, &[]string{instance}
+	resp, err := client.RunCommand(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.InvokeId
 }

@@ -18,9 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
-	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -74,33 +71,18 @@ func TestHintsAnnounceAtOnceAtASlowPoll(t *testing.T) {
 		return resp.StatusCode
 	}
 
-	var instance string
-	for _, inst := range sim.Instances() {
-		if inst.Product == castest.ProductECS {
-			instance = inst.ID
-		}
-	}
-	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.Domain = strings.TrimPrefix(simURL, "http://")
+	instance := ecsInstance(sim)
 	run := func(script string) string {
-		req := ecs.CreateRunCommandRequest()
-		req.Type, req.CommandContent, req.InstanceId = "RunShellScript", script, &[]string{instance}
-		resp, err := client.RunCommand(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		invokeID := runOnEmulator(t, simURL, instance, script)
 		testenv.WaitFor(t, 10*time.Second, "the run to end in the emulator", func() error {
 			for _, e := range sim.Truth() {
-				if e.InvokeID == resp.InvokeId && e.InstanceID == instance && (e.To == "Failed" || e.To == "Success") {
+				if e.InvokeID == invokeID && e.InstanceID == instance && (e.To == "Failed" || e.To == "Success") {
 					return nil
 				}
 			}
-			return fmt.Errorf("%s still running", resp.InvokeId)
+			return fmt.Errorf("%s still running", invokeID)
 		})
-		return resp.InvokeId
+		return invokeID
 	}
 	announced := func(invokeID string) string {
 		for _, p := range testenv.StreamEvents(t, js, stream) {
@@ -436,26 +418,11 @@ func TestAHintAtAStoppingOwnerIsNotLost(t *testing.T) {
 		}
 		return nil
 	})
-	var instance string
-	for _, inst := range sim.Instances() {
-		if inst.Product == castest.ProductECS {
-			instance = inst.ID
-		}
-	}
-	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.Domain = strings.TrimPrefix(simURL, "http://")
-	req := ecs.CreateRunCommandRequest()
-	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo bye; exit 4", &[]string{instance}
-	resp, err := client.RunCommand(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	instance := ecsInstance(sim)
+	invokeID := runOnEmulator(t, simURL, instance, "echo bye; exit 4")
 	testenv.WaitFor(t, 10*time.Second, "the run to fail in the emulator", func() error {
 		if !slices.ContainsFunc(sim.Truth(), func(e castest.TruthEntry) bool {
-			return e.InvokeID == resp.InvokeId && e.InstanceID == instance && e.To == "Failed"
+			return e.InvokeID == invokeID && e.InstanceID == instance && e.To == "Failed"
 		}) {
 			return errors.New("still running")
 		}
@@ -465,7 +432,7 @@ func TestAHintAtAStoppingOwnerIsNotLost(t *testing.T) {
 	if err := sim.InjectFault(castest.Fault{Action: "DescribeInvocations", Kind: castest.FaultThrottle, Count: -1}); err != nil {
 		t.Fatal(err)
 	}
-	body := taskCompleted(resp.InvokeId, instance, "Failed")
+	body := taskCompleted(invokeID, instance, "Failed")
 	hreq, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+owner.hints+hintintake.Path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -496,7 +463,7 @@ func TestAHintAtAStoppingOwnerIsNotLost(t *testing.T) {
 
 	testenv.WaitFor(t, 30*time.Second, "the run announced by the shard's next owner", func() error {
 		for _, p := range testenv.StreamEvents(t, g.js, g.stream) {
-			if d := p.Event.Data; d.InvokeID == resp.InvokeId && d.InstanceID == instance && d.Status == "Failed" {
+			if d := p.Event.Data; d.InvokeID == invokeID && d.InstanceID == instance && d.Status == "Failed" {
 				return nil
 			}
 		}

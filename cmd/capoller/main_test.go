@@ -14,11 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk"
-	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
-	"github.com/aliyun/alibaba-cloud-sdk-go/services/ecs"
-
-	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
 	"github.com/capoller/capoller/publisher"
 )
@@ -111,23 +106,7 @@ func TestRunPublishesAndStopsCleanly(t *testing.T) {
 	for !strings.Contains(stderr.String(), "capoller running") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	var instance string
-	for _, inst := range sim.Instances() {
-		if inst.Product == castest.ProductECS {
-			instance = inst.ID
-		}
-	}
-	client, err := ecs.NewClientWithOptions("cn-hangzhou", sdk.NewConfig(), credentials.NewStaticAKCredentialsProvider("LTAIrun", "run-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client.Domain = strings.TrimPrefix(simURL, "http://")
-	req := ecs.CreateRunCommandRequest()
-	req.Type, req.CommandContent, req.InstanceId = "RunShellScript", "echo hi; exit 4", &[]string{instance}
-	resp, err := client.RunCommand(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	invokeID := runOnEmulator(t, simURL, ecsInstance(sim), "echo hi; exit 4")
 	var final publisher.Event
 	for time.Now().Before(deadline.Add(10 * time.Second)) {
 		s, err := js.Stream(t.Context(), stream)
@@ -139,8 +118,8 @@ func TestRunPublishesAndStopsCleanly(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if final.Data.InvokeID != resp.InvokeId || final.Data.ExitCode == nil || *final.Data.ExitCode != 4 {
-		t.Fatalf("no failed event for %s; last: %+v\nlogs:\n%s", resp.InvokeId, final, stderr.String())
+	if final.Data.InvokeID != invokeID || final.Data.ExitCode == nil || *final.Data.ExitCode != 4 {
+		t.Fatalf("no failed event for %s; last: %+v\nlogs:\n%s", invokeID, final, stderr.String())
 	}
 	cancel()
 	select {
