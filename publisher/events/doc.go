@@ -6,7 +6,8 @@
 //
 // It owns the envelope ([Event], [Data]) and the subject tokens
 // ([Token], [EscapeToken]); package publisher builds and sends events
-// with them. It depends only on the standard library and package diff,
-// so importing it pulls neither the Alibaba Cloud SDK nor a NATS server
-// (nor the NATS client) into a build.
+// with them. It depends only on the standard library, package diff and
+// OpenTelemetry's API (trace and propagation, not its SDK: see
+// [Event.TraceContext]), so importing it pulls neither the Alibaba Cloud
+// SDK nor a NATS server (nor the NATS client) into a build.
 package events
