@@ -212,6 +212,12 @@ func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
 // keep their ids).
 const hasOutput = 1 << 16
 
+// hasTrace, in a transition's cut field, says its trace context follows
+// its output fields. Only tracing sets it: without it a batch is written
+// as earlier versions wrote it. Earlier versions discard one with it as
+// corrupt, as they do one with output they do not know.
+const hasTrace = 1 << 17
+
 func boolInt(b bool) int64 {
 	if b {
 		return 1
@@ -219,8 +225,18 @@ func boolInt(b bool) int64 {
 	return 0
 }
 
-// encodeBatch is a staged batch: its transitions, whole, and its updates.
-func encodeBatch(b diff.Result) []byte {
+// encodeBatch is a staged batch: its transitions, whole (with their
+// trace context), and its updates.
+func encodeBatch(b diff.Result) []byte { return encodeBatchOf(b, true) }
+
+// encodeHistory is a commit's entry in the audit history: its
+// transitions, without their trace context, which would cost a third
+// more for every transition kept.
+func encodeHistory(ts []diff.Transition) []byte {
+	return encodeBatchOf(diff.Result{Transitions: ts}, false)
+}
+
+func encodeBatchOf(b diff.Result, withTrace bool) []byte {
 	w := writer{b: make([]byte, 0, 256*len(b.Transitions)+64*len(b.Updates))}
 	w.int(int64(len(b.Transitions)))
 	for _, t := range b.Transitions {
@@ -236,6 +252,10 @@ func encodeBatch(b diff.Result) []byte {
 		if output {
 			cut |= hasOutput
 		}
+		traced := withTrace && t.Trace != (diff.TraceContext{})
+		if traced {
+			cut |= hasTrace
+		}
 		w.int(cut)
 		for _, at := range []time.Time{r.StartTime, r.FinishTime, t.PreviousObservedAt, t.ObservedAt} {
 			w.time(at)
@@ -249,6 +269,10 @@ func encodeBatch(b diff.Result) []byte {
 			w.int(r.OutputDropped)
 			w.str(r.OutputURI)
 			w.int(boolInt(missing))
+		}
+		if traced {
+			w.str(t.Trace.Parent)
+			w.str(t.Trace.State)
 		}
 	}
 	for _, u := range b.Updates {
@@ -285,7 +309,7 @@ func decodeBatch(data []byte) (diff.Result, error) {
 		rec.Repeats = int(r.int())
 		rec.ExitCode = r.int()
 		cut := r.int()
-		rec.Cut = diff.TextFields(cut &^ hasOutput)
+		rec.Cut = diff.TextFields(cut &^ (hasOutput | hasTrace))
 		for _, at := range []*time.Time{&rec.StartTime, &rec.FinishTime, &t.PreviousObservedAt, &t.ObservedAt} {
 			*at = r.time()
 		}
@@ -294,6 +318,10 @@ func decodeBatch(data []byte) (diff.Result, error) {
 			rec.OutputDropped = r.int()
 			rec.OutputURI = r.str()
 			rec.OutputMissing = r.int() == 1
+		}
+		if cut&hasTrace != 0 {
+			t.Trace.Parent = r.str()
+			t.Trace.State = r.str()
 		}
 		out.Transitions = append(out.Transitions, t)
 	}

@@ -54,6 +54,9 @@ func FuzzCodecRoundTrip(f *testing.F) {
 				Previous: diff.Status(instance), PreviousObservedAt: st.GoneAt, ObservedAt: st.ObservedAt}},
 			Updates: []diff.Update{{Key: k, State: st}, {Key: diff.Key{InvokeID: status}, Forget: true}},
 		}
+		if repeats%3 != 0 { // traced, or not
+			batch.Transitions[0].Trace = diff.TraceContext{Parent: invoke, State: status}
+		}
 		got, err := decodeBatch(encodeBatch(batch))
 		if err != nil || len(got.Transitions) != 1 || len(got.Updates) != 2 {
 			t.Fatalf("batch: %+v, %v", got, err)

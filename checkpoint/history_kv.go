@@ -50,7 +50,7 @@ func batchKey(ts []diff.Transition) string {
 
 // appendHistory writes a commit's transitions to the shard's history.
 func (k *KV) appendHistory(ctx context.Context, shard diff.Shard, ts []diff.Transition) error {
-	data := encodeBatch(diff.Result{Transitions: ts})
+	data := encodeHistory(ts)
 	// Parts of a fixed size, whatever the server's max_payload (above
 	// 512 KiB): a replica behind another server that finishes the batch
 	// again writes the same keys.

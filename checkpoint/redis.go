@@ -651,7 +651,7 @@ func (r *Redis) Commit(ctx context.Context, shard diff.Shard, updates []diff.Upd
 	var entry any = "" // only a batch with events is staged, and is history
 	pop, minID := "0", ""
 	if len(transitions) > 0 {
-		pop, entry = "1", encodeBatch(diff.Result{Transitions: transitions})
+		pop, entry = "1", encodeHistory(transitions)
 		if r.opts.HistoryMaxAge > 0 {
 			minID = strconv.FormatInt(time.Now().Add(-r.opts.HistoryMaxAge).UnixMilli(), 10)
 		}

@@ -143,6 +143,16 @@ type Transition struct {
 	Previous           Status
 	PreviousObservedAt time.Time
 	ObservedAt         time.Time
+	// Trace is the trace context the event is published with; it is not
+	// part of the id. It is staged with its batch, so that a re-publish
+	// after a crash carries the trace context the first publish did.
+	Trace TraceContext
+}
+
+// TraceContext is a W3C trace context, as the traceparent and tracestate
+// headers carry it; empty when capoller does not trace.
+type TraceContext struct {
+	Parent, State string
 }
 
 // Level is the level of the record that changed.

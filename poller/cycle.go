@@ -7,6 +7,9 @@ import (
 	"slices"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/capoller/capoller/diff"
 )
 
@@ -228,11 +231,15 @@ func (c *cycle) deliver(updates []diff.Update, transitions []diff.Transition) er
 				return err
 			}
 		}
-		if err := c.stage(batch); err != nil {
+		ctx, span := c.startPublish(batch.Transitions, false)
+		traceWith(ctx, batch.Transitions) // staged with the batch: a re-publish keeps it
+		if err := c.stage(ctx, batch); err != nil {
+			failed(span, err)
+			span.End()
 			drain()
 			return err
 		}
-		flights = append(flights, c.launch(batch, rest, reached))
+		flights = append(flights, c.launch(ctx, span, batch, rest, reached))
 		start = end
 	}
 	for len(flights) > 0 {
@@ -254,15 +261,23 @@ type flight struct {
 	err   error
 }
 
-// launch publishes a staged batch in the background.
-func (c *cycle) launch(b diff.Result, quiet []diff.Update, keys map[diff.Key]diff.State) *flight {
+// launch publishes a staged batch in the background, under its publish
+// span (ctx's), which it ends.
+func (c *cycle) launch(ctx context.Context, span trace.Span, b diff.Result, quiet []diff.Update, keys map[diff.Key]diff.State) *flight {
 	f := &flight{batch: b, quiet: quiet, keys: keys, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
+		defer func() {
+			if span.IsRecording() {
+				span.SetAttributes(attribute.Int("capoller.published", f.res.Published), attribute.Int("capoller.duplicates", f.res.Duplicates))
+				failed(span, f.err)
+			}
+			span.End()
+		}()
 		if f.err = c.p.claimed(); f.err != nil {
 			return
 		}
-		f.res, f.err = c.p.pub.Publish(c.ctx, b.Transitions)
+		f.res, f.err = c.p.pub.Publish(ctx, b.Transitions)
 	}()
 	return f
 }
@@ -315,32 +330,42 @@ func (c *cycle) publishAndCommit(b diff.Result, quiet []diff.Update) error {
 		}
 		return c.commit(b, quiet)
 	}
-	if err := c.stage(b); err != nil {
+	ctx, span := c.startPublish(b.Transitions, false)
+	traceWith(ctx, b.Transitions)
+	if err := c.stage(ctx, b); err != nil {
+		failed(span, err)
+		span.End()
 		return err
 	}
-	return c.publishStaged(b, quiet)
+	return c.land(c.launch(ctx, span, b, quiet, nil))
 }
 
 // stage stores a batch with events before it is published, under a claim
-// that still holds.
-func (c *cycle) stage(b diff.Result) error {
+// that still holds; ctx holds its publish's span.
+func (c *cycle) stage(ctx context.Context, b diff.Result) error {
 	if err := c.p.claimed(); err != nil {
 		return err
 	}
-	if err := c.p.st.Stage(c.ctx, c.p.opts.Shard, b); err != nil {
+	ctx, span := c.p.tracer.Start(ctx, spanStage, trace.WithAttributes(attribute.Int("capoller.transitions", len(b.Transitions)),
+		attribute.Int("capoller.updates", len(b.Updates))))
+	defer span.End()
+	if err := c.p.st.Stage(ctx, c.p.opts.Shard, b); err != nil {
+		failed(span, err)
 		return &CycleError{StageCommit, err}
 	}
 	c.p.hook(StepStaged)
 	return nil
 }
 
-// publishStaged publishes a staged batch's events and commits its updates,
-// with the quiet ones, once every event is acknowledged.
-func (c *cycle) publishStaged(b diff.Result, quiet []diff.Update) error {
+// publishStaged publishes a batch an earlier cycle staged and commits its
+// updates once every event is acknowledged. Its events keep the trace
+// context they were staged with; its publish span links to it.
+func (c *cycle) publishStaged(b diff.Result) error {
 	if len(b.Transitions) == 0 {
-		return c.commit(b, quiet)
+		return c.commit(b, nil)
 	}
-	return c.land(c.launch(b, quiet, nil))
+	ctx, span := c.startPublish(b.Transitions, true)
+	return c.land(c.launch(ctx, span, b, nil, nil))
 }
 
 // commit commits a published batch's updates, with the quiet ones.
@@ -353,7 +378,11 @@ func (c *cycle) commit(b diff.Result, quiet []diff.Update) error {
 		// to publish again.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), commitGrace)
 		defer cancel()
+		ctx, span := p.tracer.Start(ctx, spanCommit, trace.WithAttributes(p.spanAttrs...),
+			trace.WithAttributes(attribute.Int("capoller.transitions", len(b.Transitions)), attribute.Int("capoller.updates", len(updates))))
+		defer span.End()
 		if err := p.st.Commit(ctx, p.opts.Shard, updates, b.Transitions); err != nil {
+			failed(span, err)
 			return &CycleError{StageCommit, err}
 		}
 		p.opts.Metrics.committed(p.opts.Shard)

@@ -13,6 +13,13 @@
 // are in the stream is a lost checkpoint, rebuilt from the stream, not a
 // new shard.
 //
+// With Options.Tracing, a cycle is a trace: its span, the lister's API
+// calls under it, and per batch a publish span (the stage under it) and a
+// commit span. Each event carries its publish's trace context, staged
+// with its batch, so that a re-publish keeps the trace of the cycle that
+// observed the change (its publish span links to it); the trace context
+// is not part of an event's id.
+//
 // It declares the small interfaces it consumes ([Lister], [Store],
 // [Publisher], [Recovery]); cloudassist, checkpoint and publisher satisfy
 // them without importing this package.

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
@@ -176,6 +179,11 @@ type Options struct {
 	Hints *HintOptions
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Tracing, if set, traces every cycle: its API calls (through the
+	// context it gives the lister), each batch's publish and stage, and
+	// each commit; each event carries its publish's trace context.
+	// Default: OpenTelemetry's no-op provider, and events without one.
+	Tracing trace.TracerProvider
 }
 
 // Report describes one cycle.
@@ -215,6 +223,9 @@ type Poller struct {
 	pub  Publisher
 	opts Options
 	log  *zap.Logger
+	// tracer traces the cycles; spanAttrs name the shard on their spans.
+	tracer    trace.Tracer
+	spanAttrs []attribute.KeyValue
 
 	// mayBeStaged is true while a batch may be staged and not committed:
 	// at start, and after a failed cycle.
@@ -285,7 +296,11 @@ func New(src Lister, st Store, pub Publisher, opts Options) (*Poller, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	p := &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true}
+	if opts.Tracing == nil {
+		opts.Tracing = noop.NewTracerProvider()
+	}
+	p := &Poller{src: src, st: st, pub: pub, opts: opts, log: opts.Logger.With(zap.Stringer("shard", opts.Shard)), mayBeStaged: true,
+		tracer: opts.Tracing.Tracer(tracerName), spanAttrs: shardAttributes(opts.Shard)}
 	if opts.Hints != nil {
 		p.hints = newHintQueue(*opts.Hints)
 	}
@@ -367,7 +382,9 @@ func (p *Poller) runCycle(ctx context.Context, hints []Hint) (rep Report) {
 	for _, h := range hints {
 		rep.LookedUp = append(rep.LookedUp, h.InvokeID)
 	}
+	ctx, span := p.startCycle(ctx, len(hints))
 	defer func() {
+		endCycle(span, &rep)
 		rep.Duration = p.opts.Now().Sub(rep.Started)
 		p.opts.Metrics.observe(rep)
 		p.countHinted(rep, hints)

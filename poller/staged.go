@@ -63,7 +63,7 @@ func (c *cycle) finishOneStaged() (bool, error) {
 		return false, nil
 	}
 	p.log.Info("finishing a batch staged by an earlier cycle", zap.Int("events", len(batch.Transitions)), zap.Int("updates", len(batch.Updates)))
-	if err := c.publishStaged(batch, nil); err != nil { // staged already: not written again
+	if err := c.publishStaged(batch); err != nil { // staged already: not written again
 		return false, err
 	}
 	p.opts.Metrics.stagedFinished(p.opts.Shard)

@@ -33,6 +33,7 @@ func NewEvent(t diff.Transition) Event {
 			ObservedAt: events.Stamp(t.ObservedAt), PreviousObservedAt: events.Stamp(t.PreviousObservedAt),
 		},
 	}
+	ev.TraceParent, ev.TraceState = t.Trace.Parent, t.Trace.State
 	ev.Data.Truncated = r.Cut.Names() // cut at the edge (see diff.Record.BoundTexts)
 	if r.InstanceID != "" {
 		repeats, exit := r.Repeats, r.ExitCode

@@ -195,16 +195,23 @@ func (p *NATS) message(t diff.Transition) (*nats.Msg, error) {
 	if m := int(p.maxMsgSize.Load()); m > 0 && m < limit {
 		limit = m
 	}
-	limit -= 512
+	limit -= 512 + 2*(len(t.Trace.Parent)+len(t.Trace.State)) // in the headers and the body
 	data, err := NewEvent(t).MarshalWithin(limit)
 	if err != nil {
 		return nil, err
 	}
 	// The headers are written whole: what jetstream.WithMsgID and
 	// WithExpectStream would set, without their per-message work.
-	return &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
+	h := nats.Header{
 		"Content-Type":                 {events.ContentType},
 		jetstream.MsgIDHeader:          {t.ID},
 		jetstream.ExpectedStreamHeader: {p.opts.Stream},
-	}}, nil
+	}
+	if t.Trace.Parent != "" { // as the envelope has it, for a subscriber that reads headers only
+		h[events.HeaderTraceParent] = []string{t.Trace.Parent}
+		if t.Trace.State != "" {
+			h[events.HeaderTraceState] = []string{t.Trace.State}
+		}
+	}
+	return &nats.Msg{Subject: subject, Data: data, Header: h}, nil
 }

@@ -76,6 +76,7 @@ func benchFlags(fs *flag.FlagSet) (o *bench.Options, strategies, behaviours *str
 	fs.IntVar(&o.Shards, "shards", 60, "shards of the replica group: two accounts, ECS and SWAS, in shards/4 regions")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", 15*time.Second, "the replica group's lease TTL")
 	fs.DurationVar(&o.Steady, "steady", 30*time.Second, "how long the replica group's steady state is measured")
+	fs.BoolVar(&o.Tracing, "tracing", false, "export spans over OTLP/HTTP to a collector in process that discards them: the pipeline's and each strategy's daemon's")
 	fs.BoolVar(&o.Hints, "hints", false, "the daemon takes the emulator's EventBridge pushes as hints: time its terminal statuses, count its API calls a minute")
 	behaviours = fs.String("behaviours", "ideal", "emulator behaviours to run each strategy under: ideal, worst (unordered ties, drifting tokens, strict filters), or a JSON castest.Behaviour")
 	return o, strategies, behaviours

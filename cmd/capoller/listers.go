@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
@@ -26,6 +27,8 @@ type listerFactory struct {
 	limits   map[string]*cloudassist.Limits
 	byShard  map[diff.Shard]shardConfig
 	ids      []diff.Shard
+	// tracing traces the listers' API calls (nil: not at all).
+	tracing trace.TracerProvider
 }
 
 // newListerFactory resolves every account's credentials and quota, and
@@ -96,6 +99,7 @@ func (f *listerFactory) options(sc shardConfig) cloudassist.Options {
 		OnError: func(e *cloudassist.APIError) {
 			metrics.APIError(shard, e.Action, e.Class.String(), e.Code, e.HTTPStatus)
 		},
+		Tracing:          f.tracing,
 		OnSkipped:        func(reason string) { metrics.SkippedRecord(shard, reason) },
 		OnListingAborted: func(reason string) { metrics.ListingAborted(shard, reason) },
 		Logger:           f.log.With(zap.String("account", shard.Account), zap.String("source", sc.Source)), // the lister names its region itself

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/poller/sensitive"
+	"github.com/capoller/capoller/poller/tracing"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/notify"
 )
@@ -57,7 +58,13 @@ func notifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	if err := runNotify(ctx, o, settings, log); err != nil {
+	tracer, err := tracing.New(ctx, tracing.Options{ServiceName: "capoller-notify", Version: versionString(), Logger: log})
+	if err != nil {
+		fmt.Fprintf(stderr, "capoller notify: configuration: %v\n", err)
+		return 2
+	}
+	defer stopTracing(tracer, log)
+	if err := runNotify(ctx, o, settings, log, tracer); err != nil {
 		if errors.As(err, new(configError)) {
 			fmt.Fprintf(stderr, "capoller notify: configuration: %v\n", err)
 			return 2
@@ -107,7 +114,7 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	return settings, nil
 }
 
-func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *zap.Logger) error {
+func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *zap.Logger, tracer *tracing.Tracing) error {
 	metricsLn, err := listenMetrics(o.metricsAddr)
 	if err != nil {
 		return err
@@ -146,7 +153,7 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	}); err != nil {
 		return err
 	}
-	n, err := notify.New(notify.Options{Settings: s, Logger: log, DeadLetter: dead, Delivered: delivered})
+	n, err := notify.New(notify.Options{Settings: s, Logger: log, DeadLetter: dead, Delivered: delivered, Tracing: tracer.Provider()})
 	if err != nil {
 		return err
 	}
@@ -176,7 +183,8 @@ func runNotify(ctx context.Context, o notifyOptions, s *notify.Settings, log *za
 	}
 	log.Info("capoller notify running", zap.String("nats", sensitive.RedactURL(o.natsURL)), zap.String("stream", o.stream), zap.String("durable", o.durable),
 		zap.String("delivery_log", notify.DeliveredBucket(o.stream, o.durable)),
-		zap.Strings("webhooks", hooks), zap.Int("rules", len(s.Rules)), zap.String("dead_letter_subject", o.dead), zap.String("dead_letter_stream", dlStream))
+		zap.Strings("webhooks", hooks), zap.Int("rules", len(s.Rules)), zap.String("dead_letter_subject", o.dead), zap.String("dead_letter_stream", dlStream),
+		zap.Stringer("tracing", tracer))
 	err = n.Run(ctx, cons)
 	if derr := nc.Drain(); derr != nil {
 		log.Warn("draining the NATS connection", zap.Error(derr))

@@ -25,6 +25,7 @@ import (
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/hintintake"
 	"github.com/capoller/capoller/poller/sensitive"
+	"github.com/capoller/capoller/poller/tracing"
 	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/embedded"
 )
@@ -84,6 +85,11 @@ func newLogger(format, level string, w io.Writer) (*zap.Logger, error) {
 // order: the ops server, NATS, the stream, the store, the listers, the
 // group; then it serves until ctx ends.
 func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(poller.Report)) error {
+	tracer, err := startTracing(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tracer, log)
 	ops, err := startOps(cfg, log)
 	if err != nil {
 		return err
@@ -110,11 +116,12 @@ func daemon(ctx context.Context, cfg config, log *zap.Logger, onCycle func(polle
 
 	replica := poller.NewMember(cfg.ReplicaID, versionString())
 	d := &daemonRun{cfg: cfg, log: log.With(zap.String("replica", replica.ID)), ops: ops, bus: bus, store: store,
-		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle}
+		ready: newReadiness(readinessWindow(cfg)), onCycle: onCycle, tracer: tracer}
 	d.hook = harness.HookFromEnv(d.log)
 	if d.listers, err = newListerFactory(cfg, d.log, store, ops.metrics); err != nil {
 		return configError{err}
 	}
+	d.listers.tracing = tracer.Provider()
 	if d.group, err = d.newGroup(replica); err != nil {
 		return configError{err}
 	}
@@ -137,6 +144,7 @@ type daemonRun struct {
 	loops   poller.Loops
 	group   *poller.Group
 	onCycle func(poller.Report)
+	tracer  *tracing.Tracing
 }
 
 // newGroup makes the replica group: it leases the shards among the
@@ -164,6 +172,7 @@ func (d *daemonRun) poll(ctx context.Context, shard diff.Shard, claim *poller.Cl
 	p, err := poller.New(lister, d.store, pollerPublisher{d.bus.pub}, poller.Options{Hints: hints,
 		Shard: shard, Interval: d.cfg.Interval, Initial: diff.Initial(d.cfg.Initial),
 		Logger: d.log, Metrics: d.ops.metrics, Recovery: d.bus.pub, Claim: claim, Hook: d.hook, SummaryEvery: d.cfg.LogSummaryEvery,
+		Tracing: d.tracer.Provider(),
 		OnCycle: func(r poller.Report) {
 			if r.LookedUp != nil { // a hint's look-up: no cycle of the listing
 				return
@@ -219,7 +228,7 @@ func (d *daemonRun) serve(ctx context.Context) error {
 	g.Go(func() error { return d.group.Run(gctx) })
 	fields := []zap.Field{zap.Int("shards", len(d.listers.shards())), zap.Duration("lease_ttl", d.cfg.LeaseTTL),
 		zap.Duration("interval", d.cfg.Interval), zap.String("checkpoint", d.cfg.Checkpoint),
-		zap.String("nats", sensitive.RedactURL(d.bus.url)), zap.String("stream", d.cfg.Stream)}
+		zap.String("nats", sensitive.RedactURL(d.bus.url)), zap.String("stream", d.cfg.Stream), zap.Stringer("tracing", d.tracer)}
 	if d.ops.addr != "" {
 		fields = append(fields, zap.String("metrics_addr", d.ops.addr)) // the port chosen for ":0"
 	}
@@ -426,6 +435,25 @@ func retry(ctx context.Context, log *zap.Logger, what string, fn func() error) e
 // good (a fatal protocol error, or credentials refused twice).
 func natsClosedError(nc *publisher.Conn) error {
 	return fmt.Errorf("%w; exiting so that a supervisor restarts capoller", nc.Err())
+}
+
+// startTracing sets up tracing as OpenTelemetry's environment asks (see
+// package tracing); a variable it cannot use stops the start (exit 2).
+func startTracing(ctx context.Context, log *zap.Logger) (*tracing.Tracing, error) {
+	tr, err := tracing.New(ctx, tracing.Options{Version: versionString(), Logger: log})
+	if err != nil {
+		return nil, configError{err}
+	}
+	return tr, nil
+}
+
+// stopTracing exports the spans still queued, for at most a few seconds.
+func stopTracing(tr *tracing.Tracing, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans lost at shutdown", zap.Error(err))
+	}
 }
 
 // pollerPublisher is the NATS publisher under the poller's contract.

@@ -13,6 +13,10 @@ import (
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/auth/credentials"
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 )
 
@@ -94,6 +98,10 @@ type Options struct {
 	// Output says which events carry their run's output, and how it is
 	// made safe to publish (see [OutputOptions]).
 	Output OutputOptions
+	// Tracing, if set, traces every API call (a page, a look-up) as a
+	// child of its context's span, its retries and pauses included.
+	// Default: OpenTelemetry's no-op provider.
+	Tracing trace.TracerProvider
 }
 
 // maxRestarts bounds how often one listing restarts after the API refused
@@ -164,6 +172,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Tracing == nil {
+		o.Tracing = noop.NewTracerProvider()
 	}
 	output, err := o.Output.withDefaults()
 	if err != nil {
@@ -239,11 +250,16 @@ func newSDKSetup(o Options) (sdkSetup, error) {
 // class of its error: a throttled call waits past the next window
 // boundary (and lowers the rate), a transient failure backs off
 // exponentially a few times; anything else returns at once, translated.
-func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn func() (T, error)) (T, error) {
+func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn func() (T, error)) (_ T, err error) {
 	var zero T
 	bo := backoff.NewExponentialBackOff(backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMaxInterval(10*time.Second),
 		backoff.WithMaxElapsedTime(0))
 	throttles, transients := 0, 0
+	// The SDK takes no context: the span is ours, around every attempt.
+	ctx, span := o.Tracing.Tracer(tracerName).Start(ctx, action, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("rpc.system", "alibaba_cloud"), attribute.String("rpc.method", action),
+			attribute.String("cloud.region", o.Region)))
+	defer func() { endCall(span, throttles, transients, err) }()
 	for {
 		if err := o.Limits.wait(ctx, o.Region, action); err != nil {
 			return zero, err
@@ -293,6 +309,26 @@ func invoke[T any](ctx context.Context, o Options, c *caller, action string, fn 
 			return zero, err
 		}
 	}
+}
+
+// tracerName is the instrumentation scope of the API calls' spans.
+const tracerName = "github.com/capoller/capoller/poller/cloudassist"
+
+// endCall ends an API call's span with its retries, and its error's class.
+func endCall(span trace.Span, throttles, transients int, err error) {
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("capoller.throttled", throttles), attribute.Int("capoller.transient_failures", transients))
+		if err != nil {
+			span.RecordError(err)
+			class := "cancelled"
+			if e, ok := errors.AsType[*APIError](err); ok {
+				class = e.Class.String()
+			}
+			span.SetAttributes(attribute.String("error.type", class))
+			span.SetStatus(codes.Error, class)
+		}
+	}
+	span.End()
 }
 
 // untilNextWindow is the pause until just past the next window boundary:

@@ -94,6 +94,9 @@ func (c *ECS) Source() diff.Source { return diff.SourceECS }
 // Region is the region this lister watches.
 func (c *ECS) Region() string { return c.api.opts.Region }
 
+// Strategy is how the lister reads the API: incremental or full.
+func (c *ECS) Strategy() string { return string(c.api.opts.Strategy) }
+
 // Snapshot lists every invocation of the region, page after page, and
 // returns them as one normalized snapshot: an aggregate record per
 // invocation and a record per instance — per run, for periodic tasks. Any

@@ -29,6 +29,9 @@ func NewECSResults(opts Options) (*ECSResults, error) {
 	return &ECSResults{api: api}, nil
 }
 
+// Strategy is how the lister reads the API: always a full listing.
+func (c *ECSResults) Strategy() string { return string(StrategyFull) }
+
 // Snapshot lists every result of the region, derives the aggregates, and
 // adds the history of periodic tasks. A failed page fails the snapshot.
 func (c *ECSResults) Snapshot(ctx context.Context) (diff.Snapshot, error) {

@@ -51,6 +51,9 @@ func NewSWAS(opts Options) (*SWAS, error) {
 	return &SWAS{opts: o, client: client, vetter: newVetter(o.Output)}, nil
 }
 
+// Strategy is how the lister reads the API: always a full listing.
+func (c *SWAS) Strategy() string { return string(StrategyFull) }
+
 // Snapshot lists every invocation, page by page. Because pages shift when
 // invocations arrive mid-listing, a record can be read twice (the later
 // reading wins) or an arrival can be missed (it is read next cycle). The

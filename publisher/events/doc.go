@@ -9,7 +9,9 @@
 // with them. The same contract as documents, for consumers in other
 // languages (a JSON Schema per event type, named by each event's
 // dataschema, and an AsyncAPI document), is package
-// [github.com/capoller/capoller/publisher/events/schema]. It depends only on the standard library and package diff,
-// so importing it pulls neither the Alibaba Cloud SDK nor a NATS server
-// (nor the NATS client) into a build.
+// [github.com/capoller/capoller/publisher/events/schema]. It depends only
+// on the standard library, package diff and OpenTelemetry's API (trace
+// and propagation, not its SDK: see [Event.TraceContext]), so importing it
+// pulls neither the Alibaba Cloud SDK nor a NATS server (nor the NATS
+// client) into a build.
 package events

@@ -57,7 +57,16 @@ func (e *Event) appendJSON(b []byte) (_ []byte, ok bool) {
 	b = append(b, `,"previousObservedAt":`...)
 	b = appendString(b, d.PreviousObservedAt)
 	b = appendInstanceFields(b, d)
-	return append(b, "}}"...), true
+	b = append(b, '}')
+	if e.TraceParent != "" {
+		b = append(b, `,"traceparent":`...)
+		b = appendString(b, e.TraceParent)
+	}
+	if e.TraceState != "" {
+		b = append(b, `,"tracestate":`...)
+		b = appendString(b, e.TraceState)
+	}
+	return append(b, '}'), true
 }
 
 // appendString appends s as a JSON string, escaped as encoding/json

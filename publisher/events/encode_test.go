@@ -43,6 +43,12 @@ func randomEvent(r *rand.Rand) Event {
 	for range r.IntN(3) {
 		e.Data.Truncated = append(e.Data.Truncated, randomString(r))
 	}
+	if r.IntN(2) == 0 { // the trace context, after data
+		e.TraceParent = randomString(r)
+		if r.IntN(2) == 0 {
+			e.TraceState = randomString(r)
+		}
+	}
 	return e
 }
 
@@ -53,7 +59,8 @@ func TestAppendJSONIsEncodingJSON(t *testing.T) {
 		checkEncoding(t, randomEvent(r))
 	}
 	for _, s := range oddStrings {
-		checkEncoding(t, Event{ID: s, Subject: s, Data: Data{InvokeID: s, InstanceID: s, ErrorInfo: s, Truncated: []string{s}}})
+		checkEncoding(t, Event{ID: s, Subject: s, Data: Data{InvokeID: s, InstanceID: s, ErrorInfo: s, Truncated: []string{s}},
+			TraceParent: s, TraceState: s})
 	}
 }
 
@@ -86,7 +93,7 @@ func FuzzAppendJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id, text string, exit int64) {
 		ev := Event{ID: id, Subject: text, Data: Data{RegionID: text, PreviousStatus: Status(text), InvokeID: id, InstanceID: text,
-			CommandName: text, ErrorInfo: text, ExitCode: &exit, Status: Status(id)}}
+			CommandName: text, ErrorInfo: text, ExitCode: &exit, Status: Status(id)}, TraceParent: text}
 		checkEncoding(t, ev)
 	})
 }

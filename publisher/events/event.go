@@ -82,6 +82,14 @@ type Event struct {
 	// before capoller named its schemas.
 	DataSchema string `json:"dataschema,omitempty"`
 	Data       Data   `json:"data"`
+
+	// TraceParent and TraceState are the W3C trace context of the publish
+	// that announced the event (CloudEvents' distributed-tracing
+	// extension), also sent as the message's traceparent and tracestate
+	// headers; empty when capoller does not trace. They are not part of
+	// the id: see [Event.TraceContext] to continue the trace.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // Data is an event's payload. Times are RFC 3339 strings, empty when

@@ -1,7 +1,10 @@
 package events_test
 
 import (
+	"context"
 	"fmt"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/capoller/capoller/publisher/events"
 )
@@ -63,4 +66,25 @@ func ExampleLastLines() {
 	// Output:
 	// | downloading 100%
 	// | ERROR: disk full␀
+}
+
+// A subscriber continues the trace of the cycle that observed the change:
+// a span started from the event's context is a child of the publish that
+// announced it (tracer.Start(ctx, "handle") with the subscriber's own
+// tracer).
+func ExampleEvent_TraceContext() {
+	body := []byte(`{"specversion":"1.0","id":"9f2c","source":"/capoller/ecs/cn-hangzhou","type":"io.capoller.invocation.status.v1",` +
+		`"subject":"t-1","time":"2026-12-01T03:00:05Z","datacontenttype":"application/json","data":{"account":"prod",` +
+		`"source":"ecs","regionId":"cn-hangzhou","level":"invocation","invokeId":"t-1","commandId":"c-1","commandName":"deploy",` +
+		`"previousStatus":"Running","status":"Failed","terminal":true,"observedAt":"2026-12-01T03:00:05Z","previousObservedAt":""},` +
+		`"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}`)
+	e, err := events.Decode(body)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx := e.TraceContext(context.Background())
+	parent := trace.SpanContextFromContext(ctx)
+	fmt.Println(parent.TraceID(), parent.SpanID(), parent.IsSampled())
+	// Output: 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7 true
 }

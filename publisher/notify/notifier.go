@@ -16,6 +16,9 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/capoller/capoller/diff"
@@ -71,6 +74,10 @@ type Options struct {
 	Batch int
 	// FetchWait bounds one fetch's wait for messages; default 250ms.
 	FetchWait time.Duration
+	// Tracing, if set, traces the handling of every event as a child of
+	// the publish that announced it (see events.Event.TraceContext).
+	// Default: OpenTelemetry's no-op provider.
+	Tracing trace.TracerProvider
 }
 
 // Notifier consumes events and posts chat messages. [Notifier.Run]
@@ -89,6 +96,7 @@ type Notifier struct {
 	batch    int
 	wait     time.Duration
 	tracker  *tracker
+	tracer   trace.Tracer
 	outlets  []*outlet
 	groups   map[string]*group
 	reported *idSet // invocations that had a message already
@@ -138,6 +146,10 @@ func New(opts Options) (*Notifier, error) {
 	if n.wait <= 0 {
 		n.wait = 250 * time.Millisecond
 	}
+	if opts.Tracing == nil {
+		opts.Tracing = noop.NewTracerProvider()
+	}
+	n.tracer = opts.Tracing.Tracer("github.com/capoller/capoller/publisher/notify")
 	n.tracker = newTracker(n.s.AckWait, n.metrics)
 	for _, w := range n.s.Webhooks {
 		n.outlets = append(n.outlets, &outlet{hook: w, n: n, lim: newLimiter(w.Limits), wake: make(chan struct{}, 1)})
@@ -260,6 +272,16 @@ func (n *Notifier) Handle(m Msg) {
 		n.log.Warn("not a capoller event; terminated", zap.Error(err))
 		return
 	}
+	// A span per event, in the trace of the cycle that observed it.
+	_, span := n.tracer.Start(ev.TraceContext(context.Background()), "capoller.notify.handle", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.message.id", ev.ID), attribute.String("capoller.status", string(ev.Data.Status)),
+			attribute.String("capoller.invoke_id", ev.Data.InvokeID)))
+	outcome := "grouped"
+	defer func() {
+		span.SetAttributes(attribute.String("capoller.notify.outcome", outcome))
+		span.End()
+	}()
 	rules := n.match(ev)
 	key := groupKey(ev.Data)
 	g := n.groups[key]
@@ -275,6 +297,7 @@ func (n *Notifier) Handle(m Msg) {
 		}
 		n.tracker.ackNow(m)
 		n.metrics.add(&n.metrics.ignored, 1)
+		outcome = "ignored"
 		return
 	}
 	h, known := n.tracker.hold(ev.ID, m, now)
@@ -282,6 +305,7 @@ func (n *Notifier) Handle(m Msg) {
 		if h != nil {
 			n.metrics.add(&n.metrics.redelivered, 1)
 		}
+		outcome = "redelivered"
 		return
 	}
 	if g == nil {

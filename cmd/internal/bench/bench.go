@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/capoller/capoller/poller/tracing"
 	"github.com/capoller/capoller/publisher/embedded"
 )
 
@@ -28,6 +29,10 @@ type engines struct {
 	rdb *redis.Client
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	// collector takes the spans with Options.Tracing; tracing is the
+	// in-process pipeline's.
+	collector *collector
+	tracing   *tracing.Tracing
 }
 
 // Run runs the bench: the replica group or the strategies, then the
@@ -49,6 +54,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return rep, err
 	}
 	defer e.close()
+	if o.Tracing {
+		e.collector = newCollector()
+		defer e.collector.close()
+		if e.tracing, err = traced(ctx, e.collector); err != nil {
+			return rep, err
+		}
+		defer func() { _ = e.tracing.Shutdown(context.WithoutCancel(ctx)) }()
+	}
 	if o.Replicas > 0 {
 		r, err := benchReplicas(ctx, o, e)
 		if err != nil {
@@ -66,6 +79,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		if err != nil {
 			return rep, fmt.Errorf("throughput: %w", err)
 		}
+		t.Tracing = o.Tracing
 		rep.Throughput = &t
 	}
 	return rep, nil

@@ -50,6 +50,11 @@ type Options struct {
 	LeaseTTL time.Duration
 	Steady   time.Duration
 
+	// Tracing has the pipeline export spans, and each strategy's daemon
+	// (OTEL_EXPORTER_OTLP_ENDPOINT), over OTLP/HTTP to a collector in
+	// process that discards them.
+	Tracing bool
+
 	// Hints has each strategy's daemon take the emulator's EventBridge
 	// pushes as hints (--hints-listen), and the report time its terminal
 	// instance events and count its API calls per minute.

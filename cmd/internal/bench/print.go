@@ -63,6 +63,11 @@ func writeStrategies(w io.Writer, reports []StrategyReport) {
 }
 
 func (tp ThroughputReport) writeText(w io.Writer) {
+	tracing := "off"
+	if tp.Tracing {
+		tracing = "on, OTLP/HTTP to a collector in process"
+	}
+	fmt.Fprintf(w, "tracing %s\n", tracing)
 	fmt.Fprintf(w, "throughput (median of %d rounds): %d transitions diffed, published (acked) and committed in %.2fs: %.0f transitions/s, %d Redis round trips\n",
 		tp.Rounds, tp.Transitions, tp.Seconds, tp.PerSecond, tp.RedisRoundTrips)
 	fmt.Fprintf(w, "raw JetStream async publish (600 B, msg id, acks awaited), one subject: %.0f messages/s; the pipeline runs at %.2f× that\n",

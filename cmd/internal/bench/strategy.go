@@ -68,6 +68,9 @@ func benchStrategy(ctx context.Context, o Options, strategy string, behaviour ca
 	defer arrived.close()
 
 	args, env := strategyArgs(o, strategy, em.url, e.nc.ConnectedUrl(), name, prefix), RunEnv(os.Environ(), em.keyID, em.secret)
+	if e.collector != nil {
+		env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+e.collector.URL())
+	}
 	if o.Hints {
 		if args, env, err = withHints(em.sim, args, env); err != nil {
 			return rep, err

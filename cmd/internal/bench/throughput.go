@@ -35,6 +35,8 @@ type ThroughputReport struct {
 	// contract has it): what JetStream itself does with such subjects.
 	RawSubjectsPerSecond float64 `json:"rawPublishesOnRecordSubjectsPerSecond"`
 	RatioSubjects        float64 `json:"ratioToRawPublishOnRecordSubjects"`
+	// Tracing: the pipeline exported its spans (Options.Tracing).
+	Tracing bool `json:"tracing"`
 }
 
 // throughputRounds is how many times the throughput phase measures the
@@ -131,7 +133,7 @@ func pipelineRound(ctx context.Context, o Options, e *engines) (ThroughputReport
 		return tp, err
 	}
 	store.Fence(shard, lease.Token)
-	p, err := poller.New(lister, store, o.PollerPublisher(pub), poller.Options{Shard: shard})
+	p, err := poller.New(lister, store, o.PollerPublisher(pub), poller.Options{Shard: shard, Tracing: e.provider()})
 	if err != nil {
 		return tp, err
 	}

@@ -303,8 +303,8 @@ func TestBreakingChangesAreCaught(t *testing.T) {
 		{"an optional property added", func(s map[string]any) {
 			data(s)["properties"].(map[string]any)["zone"] = map[string]any{"type": "string"}
 		}, ""},
-		{"an envelope extension added (traceparent)", func(s map[string]any) {
-			s["properties"].(map[string]any)["traceparent"] = map[string]any{"type": "string", "pattern": "^00-"}
+		{"an envelope extension added (partitionkey)", func(s map[string]any) {
+			s["properties"].(map[string]any)["partitionkey"] = map[string]any{"type": "string", "pattern": "^p-"}
 		}, ""},
 		{"descriptions and examples reworded", func(s map[string]any) {
 			prop(s, "status")["examples"] = []any{"Running", "SomethingNew"}

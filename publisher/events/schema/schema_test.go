@@ -63,6 +63,7 @@ func transition(instance string, fullest bool) diff.Transition {
 		r.StartTime, r.FinishTime = at.Add(-3*time.Second), at.Add(-2*time.Second)
 		r.Output, r.OutputDropped, r.OutputURI, r.OutputMissing = "[cut 99999 bytes]…ERROR", 1024, "oss://bucket/out", true
 		r.Cut = diff.FieldErrorInfo | diff.FieldCommandName | diff.FieldErrorCode | diff.FieldCommandID | diff.FieldOutput
+		tr.Trace = diff.TraceContext{Parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", State: "capoller=1"}
 	}
 	tr.ID = diff.EventID(tr)
 	return tr
