@@ -105,6 +105,11 @@ func TestEventsOfARunMatchTheSchemas(t *testing.T) {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			t.Fatal(err)
 		}
+		// Without OpenTelemetry's variables, nothing is exported, but each
+		// event still carries its trace context, in the body and the headers.
+		if ev.TraceParent == "" || msg.Header.Get("traceparent") != ev.TraceParent {
+			t.Fatalf("message %d: traceparent %q, header %q; want the same, set", seq, ev.TraceParent, msg.Header.Get("traceparent"))
+		}
 		seen.add(ev)
 	}
 	total := seen.types[events.TypeInstance] + seen.types[events.TypeInvocation]

@@ -3,13 +3,15 @@
 // (its cycles, API calls, publishes and commits) and notify (the events
 // it handles).
 //
-// Tracing is on when the environment names where spans go
+// Spans are exported when the environment names where they go
 // (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT), or
 // asks for OTLP explicitly (OTEL_TRACES_EXPORTER=otlp, to the default
-// endpoint); OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it
-// off whatever else is set. Off, [New] returns OpenTelemetry's no-op
-// provider: no exporter, no goroutine, no connection, and spans that
-// cost a context value each. The rest of the standard environment is the
+// endpoint). Otherwise (or with OTEL_TRACES_EXPORTER=none) [New] returns
+// a provider without an exporter: no goroutine, no connection, nothing
+// kept, but every trace still has its ids, so that each event carries a
+// trace context its subscribers continue. OTEL_SDK_DISABLED=true turns
+// tracing off whole: OpenTelemetry's no-op provider, and events without a
+// trace context. The rest of the standard environment is the
 // SDK's and the exporters' own (OTEL_SERVICE_NAME,
 // OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_BSP_*,
 // OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, _CERTIFICATE…).
@@ -55,11 +57,12 @@ type Options struct {
 	LookupEnv func(string) (string, bool)
 }
 
-// Tracing is a tracer provider: the SDK's with an exporter when tracing
-// is on, else the no-op one.
+// Tracing is a tracer provider: the SDK's, with an exporter when spans
+// are exported; else the SDK's without one, or the no-op one when the SDK
+// is disabled.
 type Tracing struct {
 	provider trace.TracerProvider
-	sdk      *sdktrace.TracerProvider // nil when off
+	sdk      *sdktrace.TracerProvider // nil unless spans are exported
 	describe string
 }
 
@@ -84,8 +87,17 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Off is the no-op provider: nothing is recorded, nothing exported.
+// Off is the no-op provider: nothing is recorded, nothing exported, and
+// spans have no ids (events carry no trace context).
 func Off() *Tracing { return &Tracing{provider: noop.NewTracerProvider(), describe: "off"} }
+
+// Unexported is the SDK's provider without a span processor: each trace
+// and span gets its ids (sampled, by the standard sampler unless
+// OTEL_TRACES_SAMPLER says otherwise), so that events carry a trace
+// context, but a span is dropped when it ends.
+func Unexported() *Tracing {
+	return &Tracing{provider: sdktrace.NewTracerProvider(), describe: "not exported"}
+}
 
 // New reads the environment and returns the provider it asks for; an
 // error names the variable and what is wrong with it. It connects to
@@ -102,9 +114,15 @@ func New(ctx context.Context, opts Options) (*Tracing, error) {
 	}
 	exporter, describe := opts.Exporter, "in-process exporter"
 	if exporter == nil {
-		on, protocol, err := fromEnv(opts.LookupEnv)
-		if err != nil || !on {
-			return Off(), err
+		mode, protocol, err := fromEnv(opts.LookupEnv)
+		if err != nil {
+			return nil, err
+		}
+		switch mode {
+		case modeDisabled:
+			return Off(), nil
+		case modeUnexported:
+			return Unexported(), nil
 		}
 		if exporter, err = newExporter(ctx, protocol); err != nil {
 			return nil, err
@@ -126,26 +144,35 @@ func New(ctx context.Context, opts Options) (*Tracing, error) {
 	return &Tracing{provider: sdk, sdk: sdk, describe: describe}, nil
 }
 
-// fromEnv says whether the environment turns tracing on, and with which
-// OTLP protocol.
-func fromEnv(lookup func(string) (string, bool)) (on bool, protocol string, err error) {
+// mode is what the environment asks of tracing.
+type mode int
+
+const (
+	modeUnexported mode = iota // trace ids for the events, no exporter
+	modeExported               // spans exported over OTLP
+	modeDisabled               // OTEL_SDK_DISABLED: no tracing at all
+)
+
+// fromEnv says what the environment asks of tracing, and the OTLP
+// protocol when spans are exported.
+func fromEnv(lookup func(string) (string, bool)) (m mode, protocol string, err error) {
 	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
 	if v := get("OTEL_SDK_DISABLED"); strings.EqualFold(v, "true") {
-		return false, "", nil
+		return modeDisabled, "", nil
 	}
 	endpoint := get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || get("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+	on := false
 	switch exp := strings.ToLower(get("OTEL_TRACES_EXPORTER")); exp {
 	case "none":
-		return false, "", nil
 	case "otlp":
 		on = true
 	case "":
 		on = endpoint
 	default:
-		return false, "", fmt.Errorf("OTEL_TRACES_EXPORTER=%q: capoller exports spans with otlp, or none", exp)
+		return 0, "", fmt.Errorf("OTEL_TRACES_EXPORTER=%q: capoller exports spans with otlp, or none", exp)
 	}
 	if !on {
-		return false, "", nil
+		return modeUnexported, "", nil
 	}
 	protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	name := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
@@ -157,9 +184,9 @@ func fromEnv(lookup func(string) (string, bool)) (on bool, protocol string, err 
 		protocol = "http/protobuf" // the specification's default
 	case "http/protobuf", "http/json", "grpc":
 	default:
-		return false, "", fmt.Errorf("%s=%q: want http/protobuf, http/json or grpc", name, protocol)
+		return 0, "", fmt.Errorf("%s=%q: want http/protobuf, http/json or grpc", name, protocol)
 	}
-	return true, protocol, nil
+	return modeExported, protocol, nil
 }
 
 // newExporter builds the OTLP exporter of a protocol; it reads its

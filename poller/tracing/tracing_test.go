@@ -20,24 +20,39 @@ func env(vars map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 }
 
-// Without an endpoint, or turned off, tracing is OpenTelemetry's no-op
-// provider: no exporter, nothing recorded.
+// Without an endpoint, or with OTEL_TRACES_EXPORTER=none, no exporter
+// is started, but spans still get their ids (sampled), so that events
+// carry a trace context; OTEL_SDK_DISABLED is OpenTelemetry's no-op
+// provider, without ids.
 func TestNoExporterWithoutConfiguration(t *testing.T) {
-	for _, vars := range []map[string]string{
-		{},
-		{"OTEL_SERVICE_NAME": "capoller-prod", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=x", "OTEL_TRACES_SAMPLER": "always_on"},
-		{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_SDK_DISABLED": "true"},
-		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_EXPORTER": "none"},
+	for _, c := range []struct {
+		vars     map[string]string
+		disabled bool
+	}{
+		{map[string]string{}, false},
+		{map[string]string{"OTEL_SERVICE_NAME": "capoller-prod", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=x", "OTEL_TRACES_SAMPLER": "always_on"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_EXPORTER": "none"}, false},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_SDK_DISABLED": "true"}, true},
 	} {
-		tr, err := tracing.New(t.Context(), tracing.Options{LookupEnv: env(vars)})
+		tr, err := tracing.New(t.Context(), tracing.Options{LookupEnv: env(c.vars)})
 		if err != nil {
-			t.Fatalf("%v: %v", vars, err)
+			t.Fatalf("%v: %v", c.vars, err)
 		}
-		if _, noOp := tr.Provider().(noop.TracerProvider); !noOp || tr.Enabled() || tr.String() != "off" {
-			t.Errorf("%v: provider %T, enabled %v (%s); want the no-op provider", vars, tr.Provider(), tr.Enabled(), tr)
+		if tr.Enabled() {
+			t.Errorf("%v: spans are exported (%s)", c.vars, tr)
 		}
-		if _, span := tr.Provider().Tracer("t").Start(t.Context(), "s"); span.IsRecording() || span.SpanContext().IsValid() {
-			t.Errorf("%v: a span is recorded", vars)
+		_, noOp := tr.Provider().(noop.TracerProvider)
+		_, span := tr.Provider().Tracer("t").Start(t.Context(), "s")
+		sc := span.SpanContext()
+		span.End()
+		switch {
+		case c.disabled && (!noOp || sc.IsValid() || tr.String() != "off"):
+			t.Errorf("%v: provider %T (%s), span context valid %v; want the no-op provider", c.vars, tr.Provider(), tr, sc.IsValid())
+		case !c.disabled && (noOp || !sc.IsValid() || !sc.IsSampled() || tr.String() != "not exported"):
+			t.Errorf("%v: provider %T (%s), span context %v; want trace ids, sampled, and no exporter", c.vars, tr.Provider(), tr, sc)
+		}
+		if err := tr.Shutdown(t.Context()); err != nil {
+			t.Errorf("%v: shutdown: %v", c.vars, err)
 		}
 	}
 }

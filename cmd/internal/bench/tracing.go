@@ -48,10 +48,11 @@ func traced(ctx context.Context, c *collector) (*tracing.Tracing, error) {
 	return tracing.New(ctx, tracing.Options{ServiceName: "capoller-bench", Exporter: exp})
 }
 
-// provider is the pipeline's tracer provider: nil (no-op) when off.
+// provider is the pipeline's tracer provider. Without --tracing it is
+// capoller run's default: trace ids for the events, no exporter.
 func (e *engines) provider() trace.TracerProvider {
 	if e.tracing == nil {
-		return nil
+		return tracing.Unexported().Provider()
 	}
 	return e.tracing.Provider()
 }
