@@ -176,7 +176,7 @@ a file without env is named in the configuration (an account's keys).
 {{- end }}
 {{- end }}
 
-{{/* NATS's settings as variables, for run and notify alike. */}}
+{{/* NATS's settings and the ops address as variables, for run and notify alike. */}}
 {{- define "capoller.natsEnv" -}}
 - name: CAPOLLER_NATS_URL
   value: {{ .Values.engines.nats.url | quote }}
