@@ -969,6 +969,23 @@ func TestHelmChartDefaultsAndRefusals(t *testing.T) {
 		t.Errorf("the defaults: %d stream replicas, regions %v, hints %q", cfg.StreamReplicas, cfg.Regions, cfg.Hints.Listen)
 	}
 
+	// The default chain skips the instance's metadata; an ecs_ram_role
+	// account keeps it (the SDK's ECS RAM role builder honours
+	// ALIBABA_CLOUD_ECS_METADATA_DISABLED too).
+	var d k8sDeployment
+	r.one(t, "Deployment", "capoller").decode(t, &d)
+	if got := d.container(t).env("ALIBABA_CLOUD_ECS_METADATA_DISABLED"); got != "true" {
+		t.Errorf("the defaults: ALIBABA_CLOUD_ECS_METADATA_DISABLED=%q, want true", got)
+	}
+	out, err = helmTemplate(t, helm, "--set", "accounts[0].name=local", "--set", "accounts[0].regions[0]=cn-hangzhou", "--set", "accounts[0].credentials.type=ecs_ram_role")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parseRendered(t, out).one(t, "Deployment", "capoller").decode(t, &d)
+	if got := d.container(t).env("ALIBABA_CLOUD_ECS_METADATA_DISABLED"); got != "false" {
+		t.Errorf("with an ecs_ram_role account: ALIBABA_CLOUD_ECS_METADATA_DISABLED=%q, want false", got)
+	}
+
 	for _, c := range []struct {
 		args []string
 		want string
