@@ -213,9 +213,13 @@ func (r *reader) more() bool { return r.err == nil && len(r.b) > 0 }
 const hasOutput = 1 << 16
 
 // hasTrace, in a transition's cut field, says its trace context follows
-// its output fields. Only tracing sets it: without it a batch is written
-// as earlier versions wrote it. Earlier versions discard one with it as
-// corrupt, as they do one with output they do not know.
+// its output fields. The daemon traces by default (only
+// OTEL_SDK_DISABLED=true writes batches as earlier versions did), and
+// versions before tracing discard a staged batch with it as corrupt, as
+// they do one with output they do not know: a replica of such a version
+// that takes a shard over from a newer one re-reads what the batch held
+// from the API (its events are announced again with the same ids, or for
+// the statuses the API shows by then).
 const hasTrace = 1 << 17
 
 func boolInt(b bool) int64 {

@@ -1083,3 +1083,74 @@ func TestHelmValuesSchemaNamesSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestHelmChartOpensWhatTheCredentialsAndTracingNeed: with the instance's
+// metadata in use (credentials.ecsMetadata, or an ecs_ram_role account),
+// the NetworkPolicy lets the pods reach the metadata service
+// (100.100.100.200:80), which serves the role's credentials, and only
+// then; extraEnv reaches both containers (OpenTelemetry's variables).
+func TestHelmChartOpensWhatTheCredentialsAndTracingNeed(t *testing.T) {
+	helm := helmBinary(t)
+	type policy struct {
+		Spec struct {
+			Egress []struct {
+				To []struct {
+					IPBlock struct {
+						CIDR string `yaml:"cidr"`
+					} `yaml:"ipBlock"`
+				} `yaml:"to"`
+				Ports []struct {
+					Port int `yaml:"port"`
+				} `yaml:"ports"`
+			} `yaml:"egress"`
+		} `yaml:"spec"`
+	}
+	metadataOpen := func(r rendered) bool {
+		var p policy
+		r.one(t, "NetworkPolicy", "capoller").decode(t, &p)
+		for _, e := range p.Spec.Egress {
+			if len(e.To) == 1 && e.To[0].IPBlock.CIDR == "100.100.100.200/32" && len(e.Ports) == 1 && e.Ports[0].Port == 80 {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		args     []string
+		metadata bool
+	}{
+		{[]string{"--set", "networkPolicy.enabled=true"}, false},
+		{[]string{"--set", "networkPolicy.enabled=true", "--set", "credentials.ecsMetadata=true"}, true},
+		{[]string{"--set", "networkPolicy.enabled=true", "--set", "credentials.existingSecret=",
+			"--set", "accounts[0].name=prod", "--set", "accounts[0].credentials.type=ecs_ram_role", "--set", "accounts[0].regions[0]=cn-hangzhou"}, true},
+	} {
+		out, err := helmTemplate(t, helm, c.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := parseRendered(t, out)
+		var run k8sDeployment
+		r.one(t, "Deployment", "capoller").decode(t, &run)
+		if got := metadataOpen(r); got != c.metadata {
+			t.Errorf("%v: the metadata service open %v, want %v", c.args, got, c.metadata)
+		}
+		if disabled := run.container(t).env("ALIBABA_CLOUD_ECS_METADATA_DISABLED"); disabled != strconv.FormatBool(!c.metadata) {
+			t.Errorf("%v: ALIBABA_CLOUD_ECS_METADATA_DISABLED=%q with the metadata in use %v", c.args, disabled, c.metadata)
+		}
+	}
+
+	out, err := helmTemplate(t, helm, "--set", "notify.enabled=true", "--set", "notify.config.webhooks[0].name=x",
+		"--set", "notify.config.webhooks[0].kind=generic", "--set", "notify.config.webhooks[0].url=https://example.com/hook",
+		"--set", "extraEnv[0].name=OTEL_EXPORTER_OTLP_ENDPOINT", "--set", "extraEnv[0].value=http://otel:4318")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := parseRendered(t, out)
+	for _, name := range []string{"capoller", "notify"} {
+		var d k8sDeployment
+		r.one(t, "Deployment", name).decode(t, &d)
+		if got := d.container(t).env("OTEL_EXPORTER_OTLP_ENDPOINT"); got != "http://otel:4318" {
+			t.Errorf("%s: OTEL_EXPORTER_OTLP_ENDPOINT=%q from extraEnv", name, got)
+		}
+	}
+}

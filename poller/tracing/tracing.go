@@ -7,9 +7,9 @@
 // (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT), or
 // asks for OTLP explicitly (OTEL_TRACES_EXPORTER=otlp, to the default
 // endpoint). Otherwise (or with OTEL_TRACES_EXPORTER=none) [New] returns
-// a provider without an exporter: no goroutine, no connection, nothing
-// kept, but every trace still has its ids, so that each event carries a
-// trace context its subscribers continue. OTEL_SDK_DISABLED=true turns
+// a provider without an exporter that samples nothing: no goroutine, no
+// connection, no span recorded, but every trace still has its ids, so
+// that each event carries a trace context (flagged not sampled). OTEL_SDK_DISABLED=true turns
 // tracing off whole: OpenTelemetry's no-op provider, and events without a
 // trace context. The rest of the standard environment is the
 // SDK's and the exporters' own (OTEL_SERVICE_NAME,
@@ -91,12 +91,11 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 // spans have no ids (events carry no trace context).
 func Off() *Tracing { return &Tracing{provider: noop.NewTracerProvider(), describe: "off"} }
 
-// Unexported is the SDK's provider without a span processor: each trace
-// and span gets its ids (sampled, by the standard sampler unless
-// OTEL_TRACES_SAMPLER says otherwise), so that events carry a trace
-// context, but a span is dropped when it ends.
+// Unexported is the SDK's provider that samples nothing: each trace and
+// span gets its ids, so that events carry a trace context, flagged not
+// sampled (capoller records nothing), and no span is recorded or kept.
 func Unexported() *Tracing {
-	return &Tracing{provider: sdktrace.NewTracerProvider(), describe: "not exported"}
+	return &Tracing{provider: sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample())), describe: "not exported"}
 }
 
 // New reads the environment and returns the provider it asks for; an

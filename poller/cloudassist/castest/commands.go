@@ -270,14 +270,21 @@ func parameterNames(content string) []string {
 // that another listing's token is refused) or by PageNumber and PageSize.
 func simplePage(p pageRequest, kind byte, n int) (start, end int, next string, e *apiError) {
 	if !p.byToken {
-		start = min((p.number-1)*p.size, n)
+		start = n // a page beyond the last (and a number whose offset would overflow) is empty
+		if p.number-1 < (n+p.size-1)/p.size {
+			start = (p.number - 1) * p.size
+		}
 		return start, min(start+p.size, n), "", nil
 	}
 	if p.tokenSet {
 		if len(p.token) != 9 || p.token[0] != kind {
 			return 0, 0, "", badToken()
 		}
-		start = min(int(binary.BigEndian.Uint64(p.token[1:])), n)
+		off := binary.BigEndian.Uint64(p.token[1:])
+		if off > uint64(n) {
+			return 0, 0, "", badToken() // no token of ours points beyond the listing
+		}
+		start = int(off)
 	}
 	end = min(start+p.size, n)
 	if end < n {

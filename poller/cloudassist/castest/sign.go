@@ -13,7 +13,9 @@ import (
 // Tolerances of the signature check, as Alibaba applies them.
 const (
 	maxClockSkew = 15 * time.Minute
-	nonceTTL     = 15 * time.Minute
+	// nonceTTL outlasts every request a nonce came with: one dated
+	// maxClockSkew ahead is accepted until maxClockSkew after that date.
+	nonceTTL = 2 * maxClockSkew
 )
 
 // verify checks an RPC request's signature v1 and its replay protections,

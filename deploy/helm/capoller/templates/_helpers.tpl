@@ -290,3 +290,16 @@ The TCP ports of an engine's URL, comma-separated hosts included:
 {{- fail "notify.config.webhooks: notify needs at least one webhook" }}
 {{- end }}
 {{- end }}
+
+{{/*
+capoller.ecsMetadata is "true" when the pods need the instance's metadata
+service (100.100.100.200): credentials.ecsMetadata, or an ecs_ram_role
+account.
+*/}}
+{{- define "capoller.ecsMetadata" -}}
+{{- $metadata := .Values.credentials.ecsMetadata }}
+{{- range .Values.accounts }}
+{{- if eq .credentials.type "ecs_ram_role" }}{{ $metadata = true }}{{ end }}
+{{- end }}
+{{- $metadata -}}
+{{- end }}
