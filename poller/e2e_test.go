@@ -167,7 +167,7 @@ func finalFromEvents(evs []published) map[diff.Key]events.Data {
 	return out
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -31,7 +31,7 @@ func FuzzAHintPublishesOnlyWhatALookUpReturned(f *testing.F) {
 	failed := h.run("echo no; exit 7", 0, h.instances[0])
 	succeeded := h.run("echo yes", 0, h.instances[1])
 	for _, id := range []string{failed, succeeded} {
-		eventuallyF(f, 10*time.Second, "the run to end", func() bool {
+		eventually(f, 10*time.Second, "the run to end", func() bool {
 			snap, err := src.LookUp(f.Context(), []string{id})
 			return err == nil && len(snap.Records) == 2 && snap.Records[1].Status.Terminal()
 		})
@@ -81,16 +81,4 @@ func FuzzAHintPublishesOnlyWhatALookUpReturned(f *testing.F) {
 		}
 		t.Fatal("look-ups still due after 100 cycles")
 	})
-}
-
-// eventuallyF waits for cond, as eventually does, in a fuzz target's setup.
-func eventuallyF(f *testing.F, d time.Duration, what string, cond func() bool) {
-	f.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

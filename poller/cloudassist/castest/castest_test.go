@@ -20,7 +20,14 @@ const (
 
 func newServer(t *testing.T) (*Server, string) {
 	t.Helper()
-	s, err := New(Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 2, Regions: []string{"cn-hangzhou", "cn-beijing"}})
+	return startServer(t, Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 2, Regions: []string{"cn-hangzhou", "cn-beijing"}})
+}
+
+// startServer starts an emulator of opts on a free port, closed when the
+// test ends, and returns it and its base URL.
+func startServer(t *testing.T, opts Options) (*Server, string) {
+	t.Helper()
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,17 +26,8 @@ const (
 // newV2Server is an emulator with the default account and an STS one.
 func newV2Server(t *testing.T) (*Server, string) {
 	t.Helper()
-	s, err := New(Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 2,
+	return startServer(t, Options{AccessKeyID: keyID, AccessKeySecret: secret, Instances: 2,
 		Accounts: []Account{{Name: "sts", AccessKeyID: stsKeyID, AccessKeySecret: stsSecret, SecurityToken: stsToken}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := s.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s, base
 }
 
 // ecsIDs are the account's ECS instances in cn-hangzhou.
