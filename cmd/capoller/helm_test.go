@@ -1088,7 +1088,8 @@ func TestHelmValuesSchemaNamesSettings(t *testing.T) {
 // metadata in use (credentials.ecsMetadata, or an ecs_ram_role account),
 // the NetworkPolicy lets the pods reach the metadata service
 // (100.100.100.200:80), which serves the role's credentials, and only
-// then; extraEnv reaches both containers (OpenTelemetry's variables).
+// then; credentials.defaultChain (RRSA) installs without a key Secret;
+// extraEnv reaches both containers (OpenTelemetry's variables).
 func TestHelmChartOpensWhatTheCredentialsAndTracingNeed(t *testing.T) {
 	helm := helmBinary(t)
 	type policy struct {
@@ -1121,6 +1122,8 @@ func TestHelmChartOpensWhatTheCredentialsAndTracingNeed(t *testing.T) {
 	}{
 		{[]string{"--set", "networkPolicy.enabled=true"}, false},
 		{[]string{"--set", "networkPolicy.enabled=true", "--set", "credentials.ecsMetadata=true"}, true},
+		// RRSA: no key Secret, the default chain reads what ACK injects.
+		{[]string{"--set", "networkPolicy.enabled=true", "--set", "credentials.existingSecret=", "--set", "credentials.defaultChain=true"}, false},
 		{[]string{"--set", "networkPolicy.enabled=true", "--set", "credentials.existingSecret=",
 			"--set", "accounts[0].name=prod", "--set", "accounts[0].credentials.type=ecs_ram_role", "--set", "accounts[0].regions[0]=cn-hangzhou"}, true},
 	} {

@@ -238,8 +238,8 @@ The TCP ports of an engine's URL, comma-separated hosts included:
 {{- if and $v.accounts (or (hasKey $v.config "regions") (hasKey $v.config "sources")) }}
 {{- fail "config.regions and config.sources: with accounts, each account lists its own; remove them from config" }}
 {{- end }}
-{{- if not (or $v.accounts $v.credentials.existingSecret $v.credentials.ecsMetadata) }}
-{{- fail "credentials.existingSecret: the default account needs an access key (ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET in a Secret), or credentials.ecsMetadata, or accounts" }}
+{{- if not (or $v.accounts $v.credentials.existingSecret $v.credentials.ecsMetadata $v.credentials.defaultChain) }}
+{{- fail "credentials.existingSecret: the default account needs an access key (ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET in a Secret), or credentials.ecsMetadata, or credentials.defaultChain (RRSA), or accounts" }}
 {{- end }}
 {{- $n := $v.engines.nats }}
 {{- $ways := 0 }}
