@@ -169,16 +169,8 @@ func TestPublishIsAckedAndDeduplicated(t *testing.T) {
 // re-publish after the upgrade carries the same Nats-Msg-Id and is
 // dropped as a duplicate, not stored twice with two bodies.
 func TestDataSchemaLeavesTheMsgIDAlone(t *testing.T) {
-	stream := testenv.Name("CAPOLLER_SCHEMAID")
-	prefix := strings.ToLower(stream)
-	_, js := testenv.NATS(t, testenv.NATSURL(t), stream)
-	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.EnsureStream(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	es := testenv.NewEventStream(t, testenv.NATSURL(t), "CAPOLLER_SCHEMAID")
+	js, pub, prefix := es.JS, es.Pub, es.Prefix
 	tr := transition("t-1", "i-1", diff.StatusRunning, diff.StatusFailed)
 	old := publisher.NewEvent(tr)
 	if old.DataSchema != events.SchemaInstance || old.ID != tr.ID {

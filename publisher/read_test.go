@@ -16,16 +16,8 @@ import (
 // in order, skips what is not an event, filters by subject, and ends with
 // the message that was last when it began, though more keep coming.
 func TestReadStreamEndsAtTheLastMessage(t *testing.T) {
-	stream := testenv.Name("CAPOLLER_READ")
-	prefix := strings.ToLower(stream)
-	_, js := testenv.NATS(t, testenv.NATSURL(t), stream)
-	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.EnsureStream(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	es := testenv.NewEventStream(t, testenv.NATSURL(t), "CAPOLLER_READ")
+	js, pub, stream, prefix := es.JS, es.Pub, es.Name, es.Prefix
 	var batch []diff.Transition
 	for i := range 25 {
 		batch = append(batch, transition(fmt.Sprintf("t-%02d", i), "i-1", diff.StatusRunning, diff.StatusSuccess))
@@ -39,7 +31,7 @@ func TestReadStreamEndsAtTheLastMessage(t *testing.T) {
 	var got []string
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	err = publisher.ReadStream(ctx, js, publisher.ReadOptions{Stream: stream}, func(e events.Event, raw []byte) error {
+	err := publisher.ReadStream(ctx, js, publisher.ReadOptions{Stream: stream}, func(e events.Event, raw []byte) error {
 		if len(got) == 0 { // more arrive while the read goes on: they are not read
 			if _, err := pub.Publish(ctx, []diff.Transition{transition("t-late", "i-1", diff.StatusRunning, diff.StatusSuccess)}); err != nil {
 				return err

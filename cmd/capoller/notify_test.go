@@ -18,7 +18,6 @@ import (
 
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/testenv"
-	"github.com/capoller/capoller/publisher"
 	"github.com/capoller/capoller/publisher/notify"
 )
 
@@ -84,16 +83,8 @@ func startNotify(t *testing.T, args ...string) *notifyProc {
 // twice, and every event acknowledged.
 func TestNotifyKilledAndRestarted(t *testing.T) {
 	natsURL := testenv.NATSURL(t)
-	stream := testenv.Name("NOTIFYCMD")
-	prefix := strings.ToLower(stream)
-	_, js := testenv.NATS(t, natsURL, stream)
-	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.EnsureStream(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	es := testenv.NewEventStream(t, natsURL, "NOTIFYCMD")
+	js, pub, stream, prefix := es.JS, es.Pub, es.Name, es.Prefix
 
 	var mu sync.Mutex
 	accepted := map[string]int{} // invocation → messages accepted
@@ -237,16 +228,8 @@ func TestNotifyCommandConfigErrors(t *testing.T) {
 // last line says it stopped and why: quiet is not silence.
 func TestNotifyLogsItsStop(t *testing.T) {
 	natsURL := testenv.NATSURL(t)
-	stream := testenv.Name("NOTIFYSTOP")
-	prefix := strings.ToLower(stream)
-	_, js := testenv.NATS(t, natsURL, stream)
-	pub, err := publisher.New(js, publisher.Options{Stream: stream, SubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pub.EnsureStream(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	es := testenv.NewEventStream(t, natsURL, "NOTIFYSTOP")
+	stream, prefix := es.Name, es.Prefix
 	config := filepath.Join(t.TempDir(), "notify.yaml")
 	if err := os.WriteFile(config, []byte("webhooks: [{name: sink, kind: generic, url: \"http://127.0.0.1:1/\"}]\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller/cloudassist/castest"
 	"github.com/capoller/capoller/poller/testenv"
@@ -82,14 +84,7 @@ func TestEventsOfARunMatchTheSchemas(t *testing.T) {
 	})
 
 	schemas := testenv.EventSchemas(t)
-	s, err := d.js.Stream(t.Context(), d.stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, info := streamInfo(t, d)
 	seen := coverage{statuses: map[string]bool{}, sources: map[string]bool{}, types: map[string]int{}}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		msg, err := s.GetMsg(t.Context(), seq)
@@ -170,6 +165,13 @@ func driveSchemaScripts(t *testing.T, acct *castest.AccountHandle, fleet map[str
 
 func streamLen(t *testing.T, d *deployment) int {
 	t.Helper()
+	_, info := streamInfo(t, d)
+	return int(info.State.Msgs)
+}
+
+// streamInfo is d's stream, and its state now.
+func streamInfo(t *testing.T, d *deployment) (jetstream.Stream, *jetstream.StreamInfo) {
+	t.Helper()
 	s, err := d.js.Stream(t.Context(), d.stream)
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +180,7 @@ func streamLen(t *testing.T, d *deployment) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int(info.State.Msgs)
+	return s, info
 }
 
 // caughtUp says whether every record the emulator changed ended, and

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,4 +70,32 @@ func CheckAgainstTruth(t testing.TB, truth map[diff.Key][]castest.TruthEntry, ev
 	for _, v := range truthcheck.Check(truth, pubs, truthcheck.Options{}).Violations {
 		t.Error(v)
 	}
+}
+
+// EventStream is a test's stream of capoller's events, created, with a
+// publisher on it.
+type EventStream struct {
+	JS     jetstream.JetStream
+	Pub    *publisher.NATS
+	Name   string // the stream, unique to the test (see Name)
+	Prefix string // its subject prefix: Name in lower case
+}
+
+// NewEventStream creates, on the NATS server at url, a stream named after
+// base as capoller creates its own (deleted when the test ends), and a
+// publisher of events on it.
+func NewEventStream(t testing.TB, url, base string) EventStream {
+	t.Helper()
+	es := EventStream{Name: Name(base)}
+	es.Prefix = strings.ToLower(es.Name)
+	_, es.JS = NATS(t, url, es.Name)
+	pub, err := publisher.New(es.JS, publisher.Options{Stream: es.Name, SubjectPrefix: es.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.EnsureStream(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	es.Pub = pub
+	return es
 }

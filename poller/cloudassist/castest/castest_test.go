@@ -56,7 +56,18 @@ func call(t *testing.T, base string, params url.Values, key string, ts time.Time
 	}
 	params.Del("Signature")
 	params.Set("Signature", signRPC(http.MethodPost, params, key))
-	resp, err := http.Post(base+"/?"+params.Encode(), "application/x-www-form-urlencoded", nil)
+	req, err := http.NewRequest(http.MethodPost, base+"/?"+params.Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return answer(t, req)
+}
+
+// answer sends req and returns its status and its JSON body.
+func answer(t *testing.T, req *http.Request) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package castest
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -66,16 +65,7 @@ func (c *v3Call) send(t *testing.T, base string) (int, map[string]any) {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	return resp.StatusCode, body
+	return answer(t, req)
 }
 
 func TestV3SignatureChecks(t *testing.T) {
