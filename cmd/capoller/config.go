@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -347,7 +348,7 @@ func (c *config) readFile(from map[string]string) error {
 	defaults := *c
 	c.Regions, c.Sources = nil, nil
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return fmt.Errorf("config %s: %w", path, yamlError(err, raw))
+		return fmt.Errorf("config %s: %w", path, yamlError(err, raw, c))
 	}
 	c.Config = path
 	if c.Regions == nil {
@@ -393,14 +394,20 @@ func (c *config) accountsOwnTheirShards(from map[string]string) error {
 //
 // raw, the file, names the key of each error's line: "line 3: regions:
 // expected a list of strings, or one string".
-func yamlError(err error, raw []byte) error {
+//
+// into is what the file was decoded into: an unknown key one or two
+// letters from one of its type's ("intervall", "listn") is followed by
+// "; did you mean interval?".
+func yamlError(err error, raw []byte, into any) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return err // a syntax error, e.g. "yaml: line 3: did not find expected key"
 	}
+	keys := map[string][]string{}
+	yamlKeys(reflect.TypeOf(into), keys)
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
-		msgs[i] = yamlMessage(m)
+		msgs[i] = yamlMessage(m, keys)
 	}
 	var root yaml.Node
 	if yaml.Unmarshal(raw, &root) == nil {
@@ -531,13 +538,51 @@ func notAList(n *yaml.Node, tag string) error {
 	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: expected a list of strings, or one string (cannot unmarshal %s into a list)", n.Line, tag)}}
 }
 
+// yamlKeys adds to keys, by the name yaml.v3 gives each struct type in
+// its errors ("main.config"), the keys that type takes, for t and the
+// types it holds.
+func yamlKeys(t reflect.Type, keys map[string][]string) {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return
+	}
+	if _, done := keys[t.String()]; done {
+		return
+	}
+	keys[t.String()] = nil
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-":
+			continue
+		case strings.Contains(opts, "inline"):
+			yamlKeys(f.Type, keys)
+			keys[t.String()] = append(keys[t.String()], keys[f.Type.String()]...)
+			continue
+		case name == "":
+			name = strings.ToLower(f.Name)
+		}
+		keys[t.String()] = append(keys[t.String()], name)
+		yamlKeys(f.Type, keys)
+	}
+}
+
 // yamlMessage rewrites one message of a yaml.TypeError, e.g.
-// "line 1: field foo not found in type main.config".
-func yamlMessage(m string) string {
+// "line 1: field foo not found in type main.config"; keys are the keys of
+// each type (see yamlKeys), for a suggestion.
+func yamlMessage(m string, keys map[string][]string) string {
 	if line, rest, ok := strings.Cut(m, ": field "); ok {
-		if name, _, ok := strings.Cut(rest, " not found in type "); ok {
+		if name, typ, ok := strings.Cut(rest, " not found in type "); ok {
 			if n := renamed(name); n != "" {
 				return fmt.Sprintf("%s: unknown setting %q: it was renamed %s", line, name, n)
+			}
+			if near := nearest(keys[typ], name); near != "" {
+				return fmt.Sprintf("%s: unknown setting %q; did you mean %s?", line, name, near)
 			}
 			return fmt.Sprintf("%s: unknown setting %q", line, name)
 		}

@@ -32,6 +32,11 @@ func TestConfigYAMLNamesTheKeyAndTakesOneString(t *testing.T) {
 		{"interval: [30s]\n", "line 1: interval: cannot unmarshal !!seq into a duration"},
 		{"accounts:\n  - name: prod\n    regions:\n      - [cn-hangzhou]\n", "line 4: accounts[0].regions: expected a list of strings, or one string"},
 		{"accounts:\n  - name: prod\n    qps: 3\n", `line 3: accounts[0]: unknown setting "qps"`},
+		// A key one letter off is refused, naming the one meant, at every depth.
+		{"intervall: 5s\n", `line 1: unknown setting "intervall"; did you mean interval?`},
+		{"hints:\n  listn: ':8443'\n", `line 2: unknown setting "listn"; did you mean listen?`},
+		{"hints:\n  token_file: /run/token\n", `line 2: unknown setting "token_file"; did you mean token-file?`},
+		{"accounts:\n  - name: prod\n    regoins: cn-hangzhou\n", `line 3: accounts[0]: unknown setting "regoins"; did you mean regions?`},
 	} {
 		code, _, stderr := runBinary(t, 30*time.Second, env, "config", "check", "--config", write("bad.yaml", c.body))
 		if code != 2 || !strings.Contains(stderr, c.want) {

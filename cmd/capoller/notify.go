@@ -109,7 +109,7 @@ func (o notifyOptions) check() (*notify.Settings, error) {
 	}
 	settings, err := notify.ParseConfig(raw, os.Getenv, os.ReadFile)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", o.config, yamlError(err, raw))
+		return nil, fmt.Errorf("%s: %w", o.config, yamlError(err, raw, notify.Config{}))
 	}
 	return settings, nil
 }

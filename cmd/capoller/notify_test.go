@@ -207,7 +207,7 @@ func TestNotifyCommandConfigErrors(t *testing.T) {
 		want string
 	}{
 		{nil, "--config: required"},
-		{[]string{"--config", bad}, `line 2: unknown setting "rulez"`},
+		{[]string{"--config", bad}, `line 2: unknown setting "rulez"; did you mean rules?`},
 		{[]string{"--config", bad, "--stream", "A.B"}, "stream name"},
 		{[]string{"--config", bad, "--nats-url", "http://x"}, "nats-url"},
 		{[]string{"--config", bad, "--log-format", "xml"}, "log-format"},
