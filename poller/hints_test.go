@@ -12,6 +12,7 @@ import (
 	"github.com/capoller/capoller/diff"
 	"github.com/capoller/capoller/poller"
 	"github.com/capoller/capoller/poller/cloudassist"
+	"github.com/capoller/capoller/poller/cloudassist/castest"
 )
 
 // TestASpacedHintIsLookedUpWithoutAnotherEvent: a second hint for an
@@ -126,4 +127,48 @@ func TestAnECSResultsLookUpReadsAsItsListingDoes(t *testing.T) {
 		}
 		return n == 3
 	})
+}
+
+// TestALookUpTakesNothingTheAPISlipsIn: an API that ignores the InvokeId
+// filter of a look-up, and answers with another invocation's rows (a
+// failure, at that), makes the look-up announce nothing of it: neither
+// DescribeInvocations' answer for ecs-results' first question (is the task
+// one-time?) nor DescribeInvocationResults' rows. The hinted invocation is
+// then left to the listing, as an unknown one is.
+func TestALookUpTakesNothingTheAPISlipsIn(t *testing.T) {
+	h := newHarness(t)
+	lister, err := cloudassist.NewECSResults(h.listerOptions(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hinted := h.run("echo fine", 0, h.instances[0])
+	eventually(t, 10*time.Second, "the hinted run to end", func() bool {
+		return len(finishedRuns(h.sim, hinted, "Success")) == 1
+	})
+	const other = `{"InvokeId":"t-slipped-in","InstanceId":"i-slipped","InvocationStatus":"Failed","InvokeRecordStatus":"Finished",` +
+		`"ExitCode":3,"CommandId":"c-slipped","Repeats":1,"FinishedTime":"2026-12-06T00:00:00Z"}`
+	for _, f := range []castest.Fault{
+		{Action: "DescribeInvocations", Kind: castest.FaultRaw, Body: `{"RequestId":"r-1","TotalCount":1,"PageSize":10,"PageNumber":1,` +
+			`"Invocations":{"Invocation":[{"InvokeId":"t-slipped-in","CommandId":"c-slipped","InvocationStatus":"Failed","RepeatMode":"Once",` +
+			`"InvokeInstances":{"InvokeInstance":[` + other + `]}}]}}`},
+		{Action: "DescribeInvocationResults", Kind: castest.FaultRaw, Body: `{"RequestId":"r-2","Invocation":{"TotalCount":1,"PageSize":10,` +
+			`"PageNumber":1,"InvocationResults":{"InvocationResult":[` + other + `]}}}`},
+	} {
+		h.sim.ClearFaults()
+		if err := h.sim.InjectFault(f); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := lister.LookUp(t.Context(), []string{hinted})
+		if err != nil {
+			t.Fatalf("%s slipped another invocation in: %v", f.Action, err)
+		}
+		for _, r := range snap.Records {
+			if r.InvokeID != hinted {
+				t.Errorf("%s slipped in %+v, and the look-up took it", f.Action, r)
+			}
+		}
+		if f.Action == "DescribeInvocations" && len(snap.Records) != 0 {
+			t.Errorf("with the task's kind unknown, the look-up returned %+v; want it left to the listing", snap.Records)
+		}
+	}
 }
